@@ -1,0 +1,17 @@
+// The subcommands of the switchyard binary. Each lives in its own cmd_*.cc and only maps flags to the
+// public API; main.cc registers them and turns sy::Error into "error: ..." and a non-zero exit.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace sy::cli {
+
+// A registered command: `run` executes after parsing when its subcommand was chosen; returns the exit code.
+using CommandRunner = std::function<int()>;
+
+CommandRunner add_inspect_command(CLI::App& app);
+CommandRunner add_logits_command(CLI::App& app);
+CommandRunner add_generate_command(CLI::App& app);
+
+}  // namespace sy::cli
