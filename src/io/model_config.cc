@@ -72,19 +72,21 @@ int64_t positive(int64_t v, const char* key) {
 }
 
 // Reads rope settings from rope_parameters (new) or rope_theta + rope_scaling (legacy).
-RopeConfig parse_rope(const json& j) {
+// As transformers 5 standardises them: a non-null legacy rope_scaling wins over rope_parameters; a rope_theta
+// inside the dict wins over the top-level one; `default_theta` and `defaults` are the family's class defaults.
+RopeConfig parse_rope(const json& j, double default_theta, const json& defaults = json::object()) {
   RopeConfig r;
-  json params = json::object();
-  if (has(j, "rope_parameters")) {
+  json params = defaults;
+  if (has(j, "rope_scaling")) {
+    params = j["rope_scaling"];
+    if (!params.is_object()) throw make_error<FormatError>(kComponent, "\"rope_scaling\" must be an object or null");
+  } else if (has(j, "rope_parameters")) {
     params = j["rope_parameters"];
     if (!params.is_object()) throw make_error<FormatError>(kComponent, "\"rope_parameters\" must be an object");
     // Per-layer-type parameters ({"full_attention": {...}, "sliding_attention": {...}}): take full attention.
     if (params.contains("full_attention") && params["full_attention"].is_object()) params = params["full_attention"];
-  } else if (has(j, "rope_scaling")) {
-    params = j["rope_scaling"];
-    if (!params.is_object()) throw make_error<FormatError>(kComponent, "\"rope_scaling\" must be an object or null");
   }
-  r.theta = get_double(params, "rope_theta", get_double(j, "rope_theta", 10000.0));
+  r.theta = get_double(params, "rope_theta", get_double(j, "rope_theta", default_theta));
   std::string type = get_string(params, "rope_type", get_string(params, "type", "default"));
   if (type == "default") r.type = RopeType::kDefault;
   else if (type == "linear") r.type = RopeType::kLinear;
@@ -94,7 +96,10 @@ RopeConfig parse_rope(const json& j) {
   else throw make_error<Unsupported>(kComponent, "rope type \"", type, "\" is not supported (default, linear, yarn, llama3, dynamic)");
   r.factor = get_double(params, "factor", 1.0);
   if (r.type != RopeType::kDefault && r.factor <= 0) throw make_error<FormatError>(kComponent, "rope factor must be positive");
-  r.original_max_position = get_double(params, "original_max_position_embeddings", 0.0);
+  // A top-level original_max_position_embeddings overrides the dict's; absent both, max_position_embeddings.
+  r.original_max_position = get_double(j, "original_max_position_embeddings",
+                                       get_double(params, "original_max_position_embeddings",
+                                                  get_double(j, "max_position_embeddings", 0.0)));
   r.beta_fast = get_double(params, "beta_fast", 32.0);
   r.beta_slow = get_double(params, "beta_slow", 1.0);
   r.mscale = get_double(params, "mscale", 0.0);
@@ -130,7 +135,6 @@ void parse_common(const json& j, ModelConfig& c) {
   c.max_position_embeddings = get_int(j, "max_position_embeddings", 4096);
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", false);
   c.torch_dtype = get_string(j, "torch_dtype", get_string(j, "dtype", "float32"));
-  c.rope = parse_rope(j);
   c.eos_token_ids = int_list(j, "eos_token_id");
   c.bos_token_id = has(j, "bos_token_id") && j["bos_token_id"].is_number_integer() ? j["bos_token_id"].get<int64_t>() : -1;
 
@@ -179,7 +183,7 @@ void require_experts(const ModelConfig& c) {
 void parse_mixtral(const json& j, ModelConfig& c) {
   c.arch = Architecture::kMixtral;
   c.intermediate_size = get_int(j, "intermediate_size");
-  c.moe.num_experts = static_cast<int>(get_int(j, "num_local_experts"));
+  c.moe.num_experts = static_cast<int>(has(j, "num_local_experts") ? get_int(j, "num_local_experts") : get_int(j, "num_experts"));
   c.moe.top_k = static_cast<int>(get_int(j, "num_experts_per_tok"));
   c.moe.expert_intermediate = c.intermediate_size;
   c.moe.norm_topk_prob = true;  // Mixtral renormalises the top-k softmax weights
@@ -193,7 +197,7 @@ void parse_qwen_moe(const json& j, ModelConfig& c, bool qwen3) {
   c.attention.qkv_bias = qwen3 ? get_bool(j, "attention_bias", false) : get_bool(j, "qkv_bias", true);
   c.attention.o_bias = qwen3 ? get_bool(j, "attention_bias", false) : false;
   if (qwen3) c.attention.qk_norm = QkNorm::kPerHead;
-  c.moe.num_experts = static_cast<int>(get_int(j, "num_experts", 0));
+  c.moe.num_experts = static_cast<int>(get_int(j, "num_experts", get_int(j, "num_local_experts", 0)));
   c.moe.top_k = static_cast<int>(get_int(j, "num_experts_per_tok", 1));
   c.moe.expert_intermediate = get_int(j, "moe_intermediate_size", c.intermediate_size);
   c.moe.norm_topk_prob = get_bool(j, "norm_topk_prob", false);
@@ -208,13 +212,16 @@ void parse_qwen_moe(const json& j, ModelConfig& c, bool qwen3) {
   for (int i = 0; i < c.num_layers; ++i) {
     c.layer_is_moe[i] = !dense.count(i) && c.moe.num_experts > 0 && step > 0 && (i + 1) % step == 0;
   }
+  // Sliding layers: Qwen3-MoE slides every layer; Qwen2-MoE slides even layers below max_window_layers.
   bool use_window = get_bool(j, "use_sliding_window", false);
-  if (use_window && !has(j, "layer_types")) {
-    int64_t max_window_layers = get_int(j, "max_window_layers", c.num_layers);
-    int64_t window = get_int(j, "sliding_window", 0);
-    for (int i = 0; i < c.num_layers; ++i) c.layer_sliding_window[i] = i >= max_window_layers ? static_cast<int>(window) : 0;
-  } else if (use_window) {
+  if (use_window && has(j, "layer_types") && !qwen3) {
     parse_windows(j, c, true);
+  } else if (use_window) {
+    int64_t max_window_layers = get_int(j, "max_window_layers", 28);
+    int window = static_cast<int>(get_int(j, "sliding_window", 4096));
+    for (int i = 0; i < c.num_layers; ++i) {
+      c.layer_sliding_window[i] = qwen3 || (i % 2 == 0 && i < max_window_layers) ? window : 0;
+    }
   }
 }
 
@@ -243,40 +250,45 @@ void parse_deepseek(const json& j, ModelConfig& c, bool v3) {
   a.head_dim = a.qk_nope_head_dim + a.qk_rope_head_dim;
   a.num_kv_heads = a.num_heads;
   a.qkv_bias = get_bool(j, "attention_bias", false);
-  c.rope.interleaved = get_bool(j, "rope_interleave", true);
+  // V2 rotates interleaved pairs (complex form) always; V3 unless rope_interleave is false.
+  c.rope.interleaved = v3 ? get_bool(j, "rope_interleave", true) : true;
   c.intermediate_size = get_int(j, "intermediate_size");
   MoeConfig& m = c.moe;
-  m.num_experts = static_cast<int>(get_int(j, "n_routed_experts", 0));
+  m.num_experts = static_cast<int>(get_int(j, "n_routed_experts", get_int(j, "num_local_experts", get_int(j, "num_experts", 0))));
   m.top_k = static_cast<int>(get_int(j, "num_experts_per_tok", 0));
   m.expert_intermediate = get_int(j, "moe_intermediate_size", 0);
   m.num_shared_experts = static_cast<int>(get_int(j, "n_shared_experts", 0));
   m.shared_intermediate = m.expert_intermediate * m.num_shared_experts;
   m.routed_scaling_factor = get_double(j, "routed_scaling_factor", 1.0);
-  m.norm_topk_prob = get_bool(j, "norm_topk_prob", false);
   m.num_groups = static_cast<int>(get_int(j, "n_group", 1));
   m.topk_groups = static_cast<int>(get_int(j, "topk_group", 1));
-  std::string method = get_string(j, "topk_method", v3 ? "noaux_tc" : "greedy");
-  std::string scoring = get_string(j, "scoring_func", v3 ? "sigmoid" : "softmax");
-  if (scoring == "sigmoid") m.score_function = ScoreFunction::kSigmoid;
-  else if (scoring != "softmax") throw make_error<Unsupported>(kComponent, "scoring_func \"", scoring, "\" (softmax, sigmoid)");
-  if (method == "greedy") {
-    m.num_groups = m.topk_groups = 1;
-  } else if (method == "group_limited_greedy") {
-    m.group_score = GroupScore::kMax;
-  } else if (method == "noaux_tc") {
+  if (v3) {
+    // transformers' DeepSeek-V3 always routes with sigmoid scores, the correction bias and top-2-sum groups
+    // (noaux_tc), renormalising when norm_topk_prob; topk_method and scoring_func are not read.
+    m.score_function = ScoreFunction::kSigmoid;
     m.group_score = GroupScore::kTop2Sum;
     m.score_bias = true;
+    m.norm_topk_prob = get_bool(j, "norm_topk_prob", true);
   } else {
-    throw make_error<Unsupported>(kComponent, "topk_method \"", method, "\" (greedy, group_limited_greedy, noaux_tc)");
+    // DeepSeek-V2: softmax scores, never renormalised (norm_topk_prob is ignored), then scaled.
+    std::string method = get_string(j, "topk_method", "greedy");
+    if (method == "greedy") {
+      m.num_groups = m.topk_groups = 1;
+    } else if (method == "group_limited_greedy") {
+      m.group_score = GroupScore::kMax;
+    } else {
+      throw make_error<Unsupported>(kComponent, "DeepSeek-V2 topk_method \"", method,
+                                    "\" (greedy, group_limited_greedy)");
+    }
+    m.norm_topk_prob = false;
   }
   if (m.num_groups < 1 || (m.num_experts > 0 && m.num_experts % m.num_groups != 0) || m.topk_groups < 1 ||
       m.topk_groups > m.num_groups) {
     throw make_error<FormatError>(kComponent, "n_group (", m.num_groups, ") must divide n_routed_experts (",
                                   m.num_experts, ") and topk_group (", m.topk_groups, ") must be in [1, n_group]");
   }
-  int64_t first_dense = get_int(j, "first_k_dense_replace", 0);
-  int64_t freq = std::max<int64_t>(1, get_int(j, "moe_layer_freq", 1));
-  for (int i = 0; i < c.num_layers; ++i) c.layer_is_moe[i] = m.num_experts > 0 && i >= first_dense && i % freq == 0;
+  int64_t first_dense = get_int(j, "first_k_dense_replace", v3 ? 3 : 0);
+  for (int i = 0; i < c.num_layers; ++i) c.layer_is_moe[i] = m.num_experts > 0 && i >= first_dense;
   // Softmax scale: 1/sqrt(qk head dim), times mscale(factor, mscale_all_dim)^2 under yarn.
   a.softmax_scale = 1.0 / std::sqrt(static_cast<double>(a.head_dim));
   if (c.rope.type == RopeType::kYarn && c.rope.mscale_all_dim > 0) {
@@ -291,7 +303,7 @@ void parse_gpt_oss(const json& j, ModelConfig& c) {
   c.attention.qkv_bias = c.attention.o_bias = get_bool(j, "attention_bias", true);
   c.attention.sinks = true;
   MoeConfig& m = c.moe;
-  m.num_experts = static_cast<int>(get_int(j, "num_local_experts"));
+  m.num_experts = static_cast<int>(has(j, "num_local_experts") ? get_int(j, "num_local_experts") : get_int(j, "num_experts"));
   m.top_k = static_cast<int>(get_int(j, "num_experts_per_tok", get_int(j, "experts_per_token", 4)));
   m.expert_intermediate = c.intermediate_size;
   m.softmax_over_topk = true;
@@ -299,7 +311,12 @@ void parse_gpt_oss(const json& j, ModelConfig& c) {
   m.expert_bias = true;
   m.swiglu_limit = get_double(j, "swiglu_limit", 7.0);
   c.layer_is_moe.assign(c.num_layers, true);
-  parse_windows(j, c, true);
+  if (has(j, "layer_types")) {
+    parse_windows(j, c, true);
+  } else {
+    int window = static_cast<int>(get_int(j, "sliding_window", 128));
+    for (int i = 0; i < c.num_layers; ++i) c.layer_sliding_window[i] = i % 2 == 0 ? window : 0;
+  }
 }
 
 void parse_dense(const json& j, ModelConfig& c, bool qwen3) {
@@ -308,7 +325,17 @@ void parse_dense(const json& j, ModelConfig& c, bool qwen3) {
   c.attention.qkv_bias = get_bool(j, "attention_bias", false);
   c.attention.o_bias = c.attention.qkv_bias;
   if (qwen3) c.attention.qk_norm = QkNorm::kPerHead;
-  parse_windows(j, c, qwen3 ? get_bool(j, "use_sliding_window", false) : false);
+  if (qwen3 && get_bool(j, "use_sliding_window", false)) {
+    if (has(j, "layer_types")) {
+      parse_windows(j, c, true);
+    } else {
+      int64_t max_window_layers = get_int(j, "max_window_layers", 28);
+      int window = static_cast<int>(get_int(j, "sliding_window", 4096));
+      for (int i = 0; i < c.num_layers; ++i) c.layer_sliding_window[i] = i >= max_window_layers ? window : 0;
+    }
+  } else if (has(j, "layer_types")) {
+    parse_windows(j, c, true);
+  }
 }
 
 }  // namespace
@@ -327,6 +354,13 @@ ModelConfig ModelConfig::from_json(const json& j) {
   }
   try {
     parse_common(j, c);
+    if (c.model_type == "gpt_oss") {
+      json yarn = {{"rope_type", "yarn"}, {"factor", 32.0}, {"beta_fast", 32.0}, {"beta_slow", 1.0},
+                   {"truncate", false}, {"original_max_position_embeddings", 4096}};
+      c.rope = parse_rope(j, 150000.0, yarn);
+    } else {
+      c.rope = parse_rope(j, c.model_type == "mixtral" ? 1e6 : 10000.0);
+    }
     c.attention.softmax_scale = 1.0 / std::sqrt(static_cast<double>(c.attention.head_dim));
     if (c.model_type == "mixtral") parse_mixtral(j, c);
     else if (c.model_type == "qwen2_moe") parse_qwen_moe(j, c, false);

@@ -1,0 +1,58 @@
+// Model: a loaded checkpoint (config + weights) and its forward pass on the CPU.
+// `Model::load` reads config.json and the safetensors files of a Hugging Face model directory, maps the
+// hub tensor names of the model's family, and checks every shape against the config.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "switchyard/core/tensor.h"
+#include "switchyard/io/model_config.h"
+#include "switchyard/model/kv_cache.h"
+#include "switchyard/model/weights.h"
+#include "switchyard/kernels/ops.h"
+
+namespace sy {
+
+class SafetensorsCheckpoint;
+
+// Per-layer expert load observed by forward passes (tokens routed to each expert).
+struct ExpertLoad {
+  std::vector<std::vector<int64_t>> tokens;  // [layer][expert]; empty vectors for dense layers
+};
+
+class Model {
+ public:
+  // Loads DIR (config.json + *.safetensors). Throws IoError / FormatError / Unsupported.
+  static std::unique_ptr<Model> load(const std::string& dir);
+  // Wraps weights that were built in memory (tests, the built-in model).
+  Model(ModelConfig config, ModelWeights weights, std::shared_ptr<void> keep_alive = nullptr);
+  ~Model();
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  KvCache new_cache(int64_t capacity) const { return KvCache(config_, capacity); }
+
+  // Runs `ids` after the tokens already in `cache` and appends them to it. Returns logits (n, vocab) f32 for
+  // every new token when all_logits, else (1, vocab) for the last one. Throws InvalidArgument for ids
+  // outside the vocabulary.
+  Tensor forward(const std::vector<int64_t>& ids, KvCache& cache, bool all_logits);
+
+  // Router statistics since the last reset.
+  const ExpertLoad& expert_load() const { return expert_load_; }
+  void reset_expert_load();
+
+ private:
+  Tensor attention_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvCache& cache);
+  Tensor mla_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvCache& cache);
+  Tensor moe_block(int layer, const Tensor& h);
+
+  ModelConfig config_;
+  ModelWeights weights_;
+  std::shared_ptr<void> keep_alive_;  // the checkpoint whose memory maps the weights view
+  ops::RopeTable rope_;
+  ExpertLoad expert_load_;
+};
+
+}  // namespace sy

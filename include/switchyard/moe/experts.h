@@ -1,0 +1,34 @@
+// Expert computation: each expert's rows of a DispatchLayout run through its MLP as one batched GEMM per
+// projection (never token by token). Weights are per-expert views whatever the checkpoint's layout was.
+#pragma once
+
+#include <vector>
+
+#include "switchyard/core/tensor.h"
+#include "switchyard/io/model_config.h"
+#include "switchyard/moe/dispatch.h"
+
+namespace sy::moe {
+
+// One gated MLP: down(act(gate x + bg) * (up x + bu)) + bd.  gate, up: (inter, hidden); down: (hidden, inter).
+struct GatedMlpWeights {
+  Tensor gate, up, down;
+  Tensor gate_bias, up_bias, down_bias;  // undefined unless the model has expert biases
+};
+
+enum class Activation { kSwiGlu, kClampedSwiGlu };
+
+struct ActivationOptions {
+  Activation kind = Activation::kSwiGlu;
+  float alpha = 1.702f, limit = 7.f;  // clamped SwiGLU only
+};
+ActivationOptions activation_for(const MoeConfig& moe);
+
+// y = mlp(x).  x: (rows, hidden) f32 -> (rows, hidden).
+Tensor gated_mlp(const Tensor& x, const GatedMlpWeights& w, const ActivationOptions& act);
+
+// expert_out: (rows, hidden) with rows ordered as in layout; experts.size() == layout.num_experts.
+Tensor run_experts(const Tensor& permuted, const DispatchLayout& layout, const std::vector<GatedMlpWeights>& experts,
+                   const ActivationOptions& act);
+
+}  // namespace sy::moe

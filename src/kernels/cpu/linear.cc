@@ -1,0 +1,132 @@
+// linear: y = x W^T + b with f32 activations and f32/bf16/f16 weights (W stored (out, in) as in PyTorch).
+// Work is split over output features on the Switchyard thread pool; OpenBLAS runs single-threaded inside
+// each slice so that only one threading system is active.
+//   f32 weights:            OpenBLAS sgemm (sgemv for one row).
+//   bf16/f16, few rows:     a fused convert-and-dot GEMV that streams each weight row once (decode).
+//   bf16/f16, many rows:    convert a block of weight rows to f32, then sgemm on it (prefill).
+#include <cblas.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+#include "cpu_common.h"
+#include "switchyard/core/thread_pool.h"
+#include "switchyard/kernels/ops.h"
+
+namespace sy::ops {
+
+namespace {
+
+constexpr int64_t kSmallBatch = 8;    // rows of x handled by the fused GEMV
+constexpr int64_t kConvertBlock = 64;  // weight rows converted per sgemm call
+
+void single_threaded_blas() {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+}
+
+#if defined(__AVX512F__)
+inline __m512 load16_as_f32(const uint16_t* p, DType dt) {
+  __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  if (dt == DType::kBF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+  return _mm512_cvtph_ps(raw);
+}
+#endif
+
+// y[i, j] for i < m (m <= kSmallBatch), j in [n0, n1): one pass over each weight row.
+void gemv_half(const float* x, int64_t m, const uint16_t* w, DType dt, int64_t k, int64_t n0, int64_t n1,
+               float* y, int64_t n) {
+  for (int64_t j = n0; j < n1; ++j) {
+    const uint16_t* row = w + j * k;
+    int64_t kk = 0;
+    float out[kSmallBatch] = {};
+#if defined(__AVX512F__)
+    __m512 acc[kSmallBatch];
+    for (int64_t i = 0; i < m; ++i) acc[i] = _mm512_setzero_ps();
+    for (; kk + 16 <= k; kk += 16) {
+      __m512 wv = load16_as_f32(row + kk, dt);
+      for (int64_t i = 0; i < m; ++i) acc[i] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + i * k + kk), acc[i]);
+    }
+    for (int64_t i = 0; i < m; ++i) out[i] = _mm512_reduce_add_ps(acc[i]);
+#endif
+    for (; kk < k; ++kk) {
+      float wv = dt == DType::kBF16 ? bf16_to_f32(row[kk]) : f16_to_f32(row[kk]);
+      for (int64_t i = 0; i < m; ++i) out[i] += wv * x[i * k + kk];
+    }
+    for (int64_t i = 0; i < m; ++i) y[i * n + j] = out[i];
+  }
+}
+
+// Converted-block path: W rows [n0, n1) -> f32 scratch -> sgemm.
+void gemm_half(const float* x, int64_t m, const uint16_t* w, DType dt, int64_t k, int64_t n0, int64_t n1,
+               float* y, int64_t n) {
+  thread_local std::vector<float> scratch;
+  scratch.resize(static_cast<size_t>(kConvertBlock * k));
+  for (int64_t b = n0; b < n1; b += kConvertBlock) {
+    int64_t rows = std::min(kConvertBlock, n1 - b);
+    for (int64_t r = 0; r < rows; ++r) cpu::convert_row_to_f32(w + (b + r) * k, dt, scratch.data() + r * k, k);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(rows),
+                static_cast<int>(k), 1.f, x, static_cast<int>(k), scratch.data(), static_cast<int>(k), 0.f, y + b,
+                static_cast<int>(n));
+  }
+}
+
+}  // namespace
+
+void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  cpu::require_cpu("linear", x);
+  cpu::require_cpu("linear", w);
+  cpu::require_f32_contiguous("linear", "x", x);
+  cpu::require_f32_contiguous("linear", "y", y);
+  SY_CHECK(x.dim() == 2 && w.dim() == 2 && y.dim() == 2, "linear: x ", x.describe(), " w ", w.describe());
+  SY_CHECK(w.is_contiguous(), "linear: weight must be contiguous, got ", w.describe());
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  SY_CHECK(w.size(1) == k && y.size(0) == m && y.size(1) == n, "linear: x ", x.describe(), " w ", w.describe(),
+           " y ", y.describe());
+  if (m == 0 || n == 0) return;
+  single_threaded_blas();
+  const float* xp = x.f32();
+  float* yp = y.f32();
+  const DType dt = w.dtype();
+  // Slices of output features, in multiples of 16 so that threads write separate cache lines.
+  const int64_t grain = std::max<int64_t>(16, (m > kSmallBatch ? kConvertBlock : 16));
+  if (dt == DType::kF32) {
+    const float* wp = w.f32();
+    parallel_for(n, [&](int64_t n0, int64_t n1) {
+      if (m == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n1 - n0), static_cast<int>(k), 1.f, wp + n0 * k,
+                    static_cast<int>(k), xp, 1, 0.f, yp + n0, 1);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n1 - n0),
+                    static_cast<int>(k), 1.f, xp, static_cast<int>(k), wp + n0 * k, static_cast<int>(k), 0.f, yp + n0,
+                    static_cast<int>(n));
+      }
+    }, grain);
+  } else {
+    SY_CHECK(dt == DType::kBF16 || dt == DType::kF16, "linear: unsupported weight dtype ", w.describe());
+    const uint16_t* wp = w.u16();
+    parallel_for(n, [&](int64_t n0, int64_t n1) {
+      if (m <= kSmallBatch) gemv_half(xp, m, wp, dt, k, n0, n1, yp, n);
+      else gemm_half(xp, m, wp, dt, k, n0, n1, yp, n);
+    }, grain);
+  }
+  if (bias.defined()) {
+    SY_CHECK(bias.numel() == n, "linear: bias ", bias.describe(), " for ", n, " outputs");
+    std::vector<float> b(static_cast<size_t>(n));
+    cpu::convert_row_to_f32(bias.raw(), bias.dtype(), b.data(), n);
+    for (int64_t i = 0; i < m; ++i) {
+      float* row = yp + i * n;
+      for (int64_t j = 0; j < n; ++j) row[j] += b[j];
+    }
+  }
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  Tensor y = Tensor::empty({x.size(0), w.size(0)}, DType::kF32);
+  linear(x, w, bias, y);
+  return y;
+}
+
+}  // namespace sy::ops

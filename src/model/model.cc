@@ -1,0 +1,227 @@
+// Model loading (family dispatch, shape checks) and the shared pre-norm decoder forward pass:
+//   x = embed(ids); per layer: x += attn(norm(x)); x += ffn(norm(x)); logits = head(norm(x)).
+// Attention is GQA/MHA (attention_block) or MLA (mla_block); the FFN is a dense gated MLP or the MoE block.
+#include "switchyard/model/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "arch.h"
+#include "switchyard/core/error.h"
+#include "switchyard/core/log.h"
+#include "switchyard/io/safetensors.h"
+#include "switchyard/moe/dispatch.h"
+#include "switchyard/moe/router.h"
+
+namespace sy {
+
+using model_detail::WeightSource;
+
+std::unique_ptr<Model> Model::load(const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(dir)) {
+    throw make_error<IoError>("model", "model directory \"", dir, "\" does not exist or is not a directory");
+  }
+  ModelConfig cfg = ModelConfig::from_file(dir);
+  auto checkpoint = std::make_shared<SafetensorsCheckpoint>(dir);
+  WeightSource src(*checkpoint);
+  ModelWeights w;
+  switch (cfg.arch) {
+    case Architecture::kMixtral: w = model_detail::load_mixtral(src, cfg); break;
+    case Architecture::kQwen2Moe:
+    case Architecture::kQwen3Moe: w = model_detail::load_qwen_moe(src, cfg); break;
+    case Architecture::kOlmoe: w = model_detail::load_olmoe(src, cfg); break;
+    case Architecture::kDeepseekV2:
+    case Architecture::kDeepseekV3: w = model_detail::load_deepseek(src, cfg); break;
+    case Architecture::kGptOss: w = model_detail::load_gpt_oss(src, cfg); break;
+    case Architecture::kLlama:
+    case Architecture::kQwen3: w = model_detail::load_dense(src, cfg); break;
+  }
+  for (const std::string& name : src.unused()) log_warn("[model] tensor \"", name, "\" in ", dir, " is not used");
+  return std::make_unique<Model>(std::move(cfg), std::move(w), checkpoint);
+}
+
+Model::Model(ModelConfig config, ModelWeights weights, std::shared_ptr<void> keep_alive)
+    : config_(std::move(config)), weights_(std::move(weights)), keep_alive_(std::move(keep_alive)) {
+  const AttentionConfig& a = config_.attention;
+  rope_ = ops::make_rope_table(config_.rope, a.mla ? a.qk_rope_head_dim : a.head_dim, config_.max_position_embeddings);
+  reset_expert_load();
+}
+
+Model::~Model() = default;
+
+void Model::reset_expert_load() {
+  expert_load_.tokens.assign(config_.num_layers, {});
+  for (int i = 0; i < config_.num_layers; ++i) {
+    if (config_.layer_is_moe[i]) expert_load_.tokens[i].assign(config_.moe.num_experts, 0);
+  }
+}
+
+namespace {
+
+// Clamp every element to [-c, c] (OLMoE clip_qkv).
+void clamp_inplace(Tensor& t, float c) {
+  float* p = t.f32();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = std::clamp(p[i], -c, c);
+}
+
+// Copies rows (n, heads, d) into cache rows [start, start + n).
+void write_cache(Tensor& cache, const Tensor& rows, int64_t start) {
+  const int64_t row = cache.numel() / cache.size(0);
+  SY_CHECK(rows.numel() == rows.size(0) * row, "write_cache: ", rows.describe(), " into ", cache.describe());
+  std::memcpy(cache.f32() + start * row, rows.f32(), static_cast<size_t>(rows.numel()) * sizeof(float));
+}
+
+}  // namespace
+
+Tensor Model::attention_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvCache& cache) {
+  const AttentionConfig& a = config_.attention;
+  const AttentionWeights& w = weights_.layers[layer].attention;
+  const int64_t n = h.size(0), start = cache.length();
+  Tensor q = ops::linear(h, w.q, w.q_bias);  // (n, heads*head_dim)
+  Tensor k = ops::linear(h, w.k, w.k_bias);  // (n, kv_heads*head_dim)
+  Tensor v = ops::linear(h, w.v, w.v_bias);  // (n, kv_heads*head_dim)
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  if (a.qk_norm == QkNorm::kFull) {  // OLMoE: over the whole projection, before the head split
+    ops::rms_norm(q, w.q_norm, eps, q);
+    ops::rms_norm(k, w.k_norm, eps, k);
+  }
+  if (a.clip_qkv > 0) {  // OLMoE clips after the norm
+    clamp_inplace(q, static_cast<float>(a.clip_qkv));
+    clamp_inplace(k, static_cast<float>(a.clip_qkv));
+    clamp_inplace(v, static_cast<float>(a.clip_qkv));
+  }
+  q = q.reshape({n, a.num_heads, a.head_dim});
+  k = k.reshape({n, a.num_kv_heads, a.head_dim});
+  v = v.reshape({n, a.num_kv_heads, a.head_dim});
+  if (a.qk_norm == QkNorm::kPerHead) {
+    Tensor qf = q.reshape({n * a.num_heads, a.head_dim}), kf = k.reshape({n * a.num_kv_heads, a.head_dim});
+    ops::rms_norm(qf, w.q_norm, eps, qf);
+    ops::rms_norm(kf, w.k_norm, eps, kf);
+  }
+  ops::apply_rope(q, positions, rope_);
+  ops::apply_rope(k, positions, rope_);
+  write_cache(cache.keys(layer), k, start);
+  write_cache(cache.values(layer), v, start);
+  ops::AttentionOptions opt;
+  opt.scale = static_cast<float>(a.softmax_scale);
+  opt.window = config_.layer_sliding_window[layer];
+  opt.sinks = w.sinks.defined() ? &w.sinks : nullptr;
+  Tensor out = Tensor::empty({n, a.num_heads, a.head_dim}, DType::kF32);
+  ops::attention(q, cache.keys(layer), cache.values(layer), positions, start + n, opt, out);
+  return ops::linear(out.reshape({n, int64_t{a.num_heads} * a.head_dim}), w.o, w.o_bias);
+}
+
+Tensor Model::mla_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvCache& cache) {
+  const AttentionConfig& a = config_.attention;
+  const AttentionWeights& w = weights_.layers[layer].attention;
+  const int64_t n = h.size(0), start = cache.length(), heads = a.num_heads;
+  const int64_t nope = a.qk_nope_head_dim, rope = a.qk_rope_head_dim, dq = nope + rope, dv = a.v_head_dim;
+  const float eps = 1e-6f;  // q_a_layernorm and kv_a_layernorm use 1e-6 whatever rms_norm_eps says
+  Tensor q;  // (n, heads*dq)
+  if (w.q_a.defined()) {
+    Tensor qa = ops::linear(h, w.q_a);
+    ops::rms_norm(qa, w.q_a_norm, eps, qa);
+    q = ops::linear(qa, w.q_b);
+  } else {
+    q = ops::linear(h, w.q);
+  }
+  q = q.reshape({n, heads, dq});
+  Tensor kv_a = ops::linear(h, w.kv_a, w.kv_a_bias);  // (n, kv_rank + rope): latent, then shared rope key
+  Tensor latent = Tensor::empty({n, a.kv_lora_rank}, DType::kF32);
+  Tensor k_pe = Tensor::empty({n, 1, rope}, DType::kF32);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = kv_a.f32() + i * (a.kv_lora_rank + rope);
+    std::memcpy(latent.f32() + i * a.kv_lora_rank, row, sizeof(float) * a.kv_lora_rank);
+    std::memcpy(k_pe.f32() + i * rope, row + a.kv_lora_rank, sizeof(float) * rope);
+  }
+  ops::rms_norm(latent, w.kv_a_norm, eps, latent);
+  Tensor kv = ops::linear(latent, w.kv_b).reshape({n, heads, nope + dv});  // per head: k_nope, then v
+  Tensor q_pe = q.slice(2, nope, dq);
+  ops::apply_rope(q_pe, positions, rope_);
+  ops::apply_rope(k_pe, positions, rope_);
+  // Assemble full keys (n, heads, nope + rope) and values (n, heads, dv) for the cache.
+  Tensor k = Tensor::empty({n, heads, dq}, DType::kF32);
+  Tensor v = Tensor::empty({n, heads, dv}, DType::kF32);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t hd = 0; hd < heads; ++hd) {
+      const float* src = kv.f32() + (i * heads + hd) * (nope + dv);
+      float* kd = k.f32() + (i * heads + hd) * dq;
+      std::memcpy(kd, src, sizeof(float) * nope);
+      std::memcpy(kd + nope, k_pe.f32() + i * rope, sizeof(float) * rope);
+      std::memcpy(v.f32() + (i * heads + hd) * dv, src + nope, sizeof(float) * dv);
+    }
+  }
+  write_cache(cache.keys(layer), k, start);
+  write_cache(cache.values(layer), v, start);
+  ops::AttentionOptions opt;
+  opt.scale = static_cast<float>(a.softmax_scale);
+  opt.window = config_.layer_sliding_window[layer];
+  Tensor out = Tensor::empty({n, heads, dv}, DType::kF32);
+  ops::attention(q, cache.keys(layer), cache.values(layer), positions, start + n, opt, out);
+  return ops::linear(out.reshape({n, heads * dv}), w.o, w.o_bias);
+}
+
+Tensor Model::moe_block(int layer, const Tensor& h) {
+  const MoeWeights& w = weights_.layers[layer].moe;
+  const MoeConfig& m = config_.moe;
+  Tensor logits = ops::linear(h, w.router, w.router_bias);  // (n, experts)
+  moe::Routing routing = moe::route(logits, w.score_bias, m);
+  moe::DispatchLayout layout = moe::make_dispatch_layout(routing, m.num_experts);
+  std::vector<int64_t>& load = expert_load_.tokens[layer];
+  for (int e = 0; e < m.num_experts; ++e) load[e] += layout.tokens_per_expert[e];
+  const moe::ActivationOptions act = moe::activation_for(m);
+  Tensor expert_out = moe::run_experts(moe::permute_tokens(h, layout), layout, w.experts, act);
+  Tensor out = Tensor::zeros(h.shape(), DType::kF32);
+  moe::combine_tokens(expert_out, layout, routing, out);
+  if (w.shared.gate.defined()) {
+    Tensor shared = moe::gated_mlp(h, w.shared, moe::ActivationOptions{});
+    if (w.shared_gate.defined()) {
+      Tensor g = ops::linear(h, w.shared_gate);  // (n, 1)
+      const int64_t hidden = h.size(1);
+      for (int64_t i = 0; i < h.size(0); ++i) {
+        float s = 1.f / (1.f + std::exp(-g.f32()[i]));
+        ops::axpy(out.f32() + i * hidden, s, shared.f32() + i * hidden, hidden);
+      }
+    } else {
+      ops::add_inplace(out, shared);
+    }
+  }
+  return out;
+}
+
+Tensor Model::forward(const std::vector<int64_t>& ids, KvCache& cache, bool all_logits) {
+  const int64_t n = static_cast<int64_t>(ids.size());
+  SY_REQUIRE(n > 0, InvalidArgument, "model", "forward needs at least one token");
+  const int64_t start = cache.length();
+  if (config_.max_position_embeddings > 0 && start + n > config_.max_position_embeddings) {
+    log_warn("[model] sequence of ", start + n, " tokens exceeds max_position_embeddings (",
+             config_.max_position_embeddings, ")");
+  }
+  cache.reserve(start + n);
+  std::vector<int64_t> positions(n);
+  for (int64_t i = 0; i < n; ++i) positions[i] = start + i;
+  const int64_t hidden = config_.hidden_size;
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  Tensor x = Tensor::empty({n, hidden}, DType::kF32);  // residual stream
+  ops::embedding(ids, weights_.embed, x);
+  Tensor h = Tensor::empty({n, hidden}, DType::kF32);
+  for (int l = 0; l < config_.num_layers; ++l) {
+    const LayerWeights& lw = weights_.layers[l];
+    ops::rms_norm(x, lw.input_norm, eps, h);
+    Tensor attn = config_.attention.mla ? mla_block(l, h, positions, cache) : attention_block(l, h, positions, cache);
+    ops::add_inplace(x, attn);
+    ops::rms_norm(x, lw.post_attention_norm, eps, h);
+    Tensor ffn = lw.is_moe ? moe_block(l, h) : moe::gated_mlp(h, lw.mlp, moe::ActivationOptions{});
+    ops::add_inplace(x, ffn);
+  }
+  cache.set_length(start + n);
+  Tensor last = all_logits ? x : x.slice(0, n - 1, n).contiguous();
+  Tensor normed = Tensor::empty(last.shape(), DType::kF32);
+  ops::rms_norm(last, weights_.final_norm, eps, normed);
+  return ops::linear(normed, weights_.lm_head);
+}
+
+}  // namespace sy

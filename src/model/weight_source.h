@@ -1,0 +1,45 @@
+// WeightSource: fetches named tensors from a checkpoint and checks each one's shape against what the config
+// implies, so that a wrong checkpoint fails at load with the tensor's name, never mid-forward.
+// Internal to src/model.
+#pragma once
+
+#include <set>
+#include <string>
+
+#include "switchyard/core/tensor.h"
+#include "switchyard/io/model_config.h"
+#include "switchyard/io/safetensors.h"
+#include "switchyard/moe/experts.h"
+
+namespace sy::model_detail {
+
+class WeightSource {
+ public:
+  explicit WeightSource(const SafetensorsCheckpoint& checkpoint) : checkpoint_(checkpoint) {}
+  bool has(const std::string& name) const { return checkpoint_.contains(name); }
+  // Required tensor with this exact shape (float dtype). Throws FormatError naming tensor and directory.
+  Tensor get(const std::string& name, const Shape& shape);
+  // Like get, but returns an undefined tensor when absent.
+  Tensor optional(const std::string& name, const Shape& shape);
+  // Names in the checkpoint that no loader asked for.
+  std::vector<std::string> unused() const;
+
+ private:
+  const SafetensorsCheckpoint& checkpoint_;
+  std::set<std::string> used_;
+};
+
+// Names of one gated MLP's projections, e.g. {"gate_proj", "up_proj", "down_proj"} or Mixtral's {"w1","w3","w2"}.
+struct MlpNames {
+  std::string gate = "gate_proj", up = "up_proj", down = "down_proj";
+};
+
+Tensor load_norm(WeightSource& src, const std::string& name, int64_t dim);
+moe::GatedMlpWeights load_gated_mlp(WeightSource& src, const std::string& prefix, int64_t hidden, int64_t inter,
+                                    const MlpNames& names = {}, bool bias = false);
+// Routed experts under `prefix` (e.g. "model.layers.3.mlp.experts"): hub per-expert tensors
+// (prefix.E.gate_proj.weight ...) or the fused transformers layout (prefix.gate_up_proj (E, 2I, H) with gate
+// rows first, prefix.down_proj (E, H, I)).
+std::vector<moe::GatedMlpWeights> load_experts(WeightSource& src, const std::string& prefix, const ModelConfig& cfg,
+                                               const MlpNames& names = {});
+}  // namespace sy::model_detail

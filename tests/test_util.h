@@ -1,0 +1,36 @@
+// Helpers shared by the test suites: fixture paths, temporary directories, running the CLI.
+#pragma once
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace sy::test {
+
+inline std::string fixtures_dir() { return SY_FIXTURES_DIR; }
+inline std::string cli_path() { return SY_CLI_PATH; }
+
+// A fresh directory under the system temp dir, removed on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+// Runs the switchyard binary with `args` (already shell-quoted where needed).
+CommandResult run_cli(const std::string& args);
+
+// Max |a - b| / max |b|: the relative error used by the golden tests.
+double relative_error(const std::vector<float>& a, const std::vector<float>& b);
+
+}  // namespace sy::test
