@@ -2,6 +2,7 @@
 // 0 success, 1 a reported error (bad input, bad files), 2 bad usage (unknown flag or command), 3 internal error.
 #include <cstdio>
 #include <exception>
+#include <string>
 #include <vector>
 
 #include "commands.h"
@@ -22,6 +23,18 @@ int main(int argc, char** argv) {
   add(sy::cli::add_logits_command);
   add(sy::cli::add_generate_command);
 
+  auto is_command = [&](const std::string& name) {
+    for (auto& entry : commands) {
+      if (entry.first->get_name() == name) return true;
+    }
+    return false;
+  };
+  if (argc > 1 && argv[1][0] != '-' && !is_command(argv[1])) {
+    std::string names;
+    for (auto& [sub, runner] : commands) names += (names.empty() ? "" : ", ") + sub->get_name();
+    std::fprintf(stderr, "error: unknown command \"%s\" (commands: %s; see switchyard --help)\n", argv[1], names.c_str());
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
