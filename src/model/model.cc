@@ -14,6 +14,7 @@
 #include "switchyard/io/safetensors.h"
 #include "switchyard/moe/dispatch.h"
 #include "switchyard/moe/router.h"
+#include "switchyard/model/tensor_source.h"
 
 namespace sy {
 
@@ -26,7 +27,14 @@ std::unique_ptr<Model> Model::load(const std::string& dir) {
   }
   ModelConfig cfg = ModelConfig::from_file(dir);
   auto checkpoint = std::make_shared<SafetensorsCheckpoint>(dir);
-  WeightSource src(*checkpoint);
+  std::vector<std::string> unused;
+  ModelWeights w = load_model_weights(cfg, CheckpointSource(checkpoint), &unused);
+  for (const std::string& name : unused) log_warn("[model] tensor \"", name, "\" in ", dir, " is not used");
+  return std::make_unique<Model>(std::move(cfg), std::move(w), checkpoint);
+}
+
+ModelWeights load_model_weights(const ModelConfig& cfg, const TensorSource& source, std::vector<std::string>* unused) {
+  WeightSource src(source);
   ModelWeights w;
   switch (cfg.arch) {
     case Architecture::kMixtral: w = model_detail::load_mixtral(src, cfg); break;
@@ -39,8 +47,8 @@ std::unique_ptr<Model> Model::load(const std::string& dir) {
     case Architecture::kLlama:
     case Architecture::kQwen3: w = model_detail::load_dense(src, cfg); break;
   }
-  for (const std::string& name : src.unused()) log_warn("[model] tensor \"", name, "\" in ", dir, " is not used");
-  return std::make_unique<Model>(std::move(cfg), std::move(w), checkpoint);
+  if (unused) *unused = src.unused();
+  return w;
 }
 
 Model::Model(ModelConfig config, ModelWeights weights, std::shared_ptr<void> keep_alive)

@@ -7,12 +7,12 @@ namespace sy::model_detail {
 
 Tensor WeightSource::get(const std::string& name, const Shape& shape) {
   if (!checkpoint_.contains(name)) {
-    throw make_error<FormatError>("model", "checkpoint ", checkpoint_.dir(), " has no tensor \"", name,
+    throw make_error<FormatError>("model", "checkpoint ", checkpoint_.where(), " has no tensor \"", name,
                                   "\" (expected shape ", shape_str(shape), "); is config.json for this checkpoint?");
   }
   Tensor t = checkpoint_.tensor(name);
   if (t.shape() != shape) {
-    throw make_error<FormatError>("model", "tensor \"", name, "\" in ", checkpoint_.dir(), " has shape ",
+    throw make_error<FormatError>("model", "tensor \"", name, "\" in ", checkpoint_.where(), " has shape ",
                                   shape_str(t.shape()), " but config.json implies ", shape_str(shape));
   }
   DType dt = t.dtype();

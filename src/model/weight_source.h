@@ -8,14 +8,14 @@
 
 #include "switchyard/core/tensor.h"
 #include "switchyard/io/model_config.h"
-#include "switchyard/io/safetensors.h"
+#include "switchyard/model/tensor_source.h"
 #include "switchyard/moe/experts.h"
 
 namespace sy::model_detail {
 
 class WeightSource {
  public:
-  explicit WeightSource(const SafetensorsCheckpoint& checkpoint) : checkpoint_(checkpoint) {}
+  explicit WeightSource(const TensorSource& source) : checkpoint_(source) {}
   bool has(const std::string& name) const { return checkpoint_.contains(name); }
   // Required tensor with this exact shape (float dtype). Throws FormatError naming tensor and directory.
   Tensor get(const std::string& name, const Shape& shape);
@@ -25,7 +25,7 @@ class WeightSource {
   std::vector<std::string> unused() const;
 
  private:
-  const SafetensorsCheckpoint& checkpoint_;
+  const TensorSource& checkpoint_;
   std::set<std::string> used_;
 };
 

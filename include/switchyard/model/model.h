@@ -15,7 +15,12 @@
 
 namespace sy {
 
-class SafetensorsCheckpoint;
+class TensorSource;
+
+// Builds the weights of `config`'s family from hub-named tensors, checking every shape. Names present in
+// `source` but not used are appended to `unused` when given.
+ModelWeights load_model_weights(const ModelConfig& config, const TensorSource& source,
+                                std::vector<std::string>* unused = nullptr);
 
 // Per-layer expert load observed by forward passes (tokens routed to each expert).
 struct ExpertLoad {

@@ -1,0 +1,54 @@
+// TensorSource: named tensors a model can be built from — a safetensors checkpoint on disk, or tensors in
+// memory (training parameters, their gradients, pruned or converted weights). The per-architecture
+// loaders read through this interface only, so one name map serves every use.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "switchyard/core/tensor.h"
+
+namespace sy {
+
+class SafetensorsCheckpoint;
+
+class TensorSource {
+ public:
+  virtual ~TensorSource() = default;
+  virtual bool contains(const std::string& name) const = 0;
+  virtual Tensor tensor(const std::string& name) const = 0;  // throws FormatError when absent
+  virtual std::vector<std::string> names() const = 0;         // sorted
+  virtual std::string where() const = 0;                      // for messages: a directory or "memory"
+};
+
+// Tensors of a checkpoint directory (zero-copy views of its memory maps).
+class CheckpointSource : public TensorSource {
+ public:
+  explicit CheckpointSource(std::shared_ptr<SafetensorsCheckpoint> checkpoint);
+  bool contains(const std::string& name) const override;
+  Tensor tensor(const std::string& name) const override;
+  std::vector<std::string> names() const override;
+  std::string where() const override;
+  const std::shared_ptr<SafetensorsCheckpoint>& checkpoint() const { return checkpoint_; }
+
+ private:
+  std::shared_ptr<SafetensorsCheckpoint> checkpoint_;
+};
+
+// Tensors held in memory under their hub names.
+class MapSource : public TensorSource {
+ public:
+  explicit MapSource(std::map<std::string, Tensor> tensors) : tensors_(std::move(tensors)) {}
+  bool contains(const std::string& name) const override { return tensors_.count(name) > 0; }
+  Tensor tensor(const std::string& name) const override;
+  std::vector<std::string> names() const override;
+  std::string where() const override { return "memory"; }
+  const std::map<std::string, Tensor>& tensors() const { return tensors_; }
+
+ private:
+  std::map<std::string, Tensor> tensors_;
+};
+
+}  // namespace sy
