@@ -18,6 +18,7 @@ namespace {
 
 struct AddedToken {
   std::string content;
+  std::string decoded;  // what decode() shows: the normalized content when `normalized` (as tokenizers 0.23 does)
   int32_t id = -1;
   bool special = false, lstrip = false, rstrip = false, single_word = false, normalized = false;
 };
@@ -289,12 +290,10 @@ std::shared_ptr<TokenizerImpl> build(const Json& root, const std::string& what) 
     }
   }
   for (size_t k = 0; k < impl->added.size(); ++k) {
-    const AddedToken& t = impl->added[k];
-    if (t.normalized) {
-      impl->normalized_matcher.add(impl->normalizer ? impl->normalizer->normalize(t.content) : t.content, k);
-    } else {
-      impl->raw_matcher.add(t.content, k);
-    }
+    AddedToken& t = impl->added[k];
+    t.decoded = t.normalized && impl->normalizer ? impl->normalizer->normalize(t.content) : t.content;
+    if (t.normalized) impl->normalized_matcher.add(t.decoded, k);
+    else impl->raw_matcher.add(t.content, k);
   }
   impl->raw_matcher.finish();
   impl->normalized_matcher.finish();
@@ -367,7 +366,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
     auto it = t.added_by_id.find(id);
     if (it != t.added_by_id.end()) {
       const auto& a = t.added[it->second];
-      if (!(skip_special_tokens && a.special)) tokens.push_back(a.content);
+      if (!(skip_special_tokens && a.special)) tokens.push_back(a.decoded);
       continue;
     }
     const std::string* s = t.model->find_id(id);
@@ -400,7 +399,7 @@ std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
 
 std::string Tokenizer::id_to_token(int32_t id) const {
   auto it = impl_->added_by_id.find(id);
-  if (it != impl_->added_by_id.end()) return impl_->added[it->second].content;
+  if (it != impl_->added_by_id.end()) return impl_->added[it->second].decoded;
   const std::string* s = impl_->model->find_id(id);
   SY_REQUIRE(s != nullptr, InvalidArgument, tok::kComponent, "token id ", id, " is not in the vocabulary (size ",
              impl_->vocab_size, ")");

@@ -82,7 +82,7 @@ MatchState& match_state() {
 
 Regex::Regex(const std::string& pattern, bool literal) : pattern_(pattern) {
   std::string translated = literal ? pattern : translate_pattern(pattern);
-  uint32_t options = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+  uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);  // UCP is not allowed with LITERAL
   int error = 0;
   PCRE2_SIZE offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(), options,
