@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   add(sy::cli::add_inspect_command);
   add(sy::cli::add_logits_command);
   add(sy::cli::add_generate_command);
+  add(sy::cli::add_plan_command);
 
   try {
     app.parse(argc, argv);
