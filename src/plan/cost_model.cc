@@ -215,7 +215,9 @@ Estimate CostModel::evaluate(Layout layout, bool explain) const {
   Parts head_f{gemm_time(Ta, V / t, h), 0, (Ta * V / t * 4 * 3) / hbm, L.tp > 1 ? tp_coll : 0, 0, 0};
   Parts head_b{2 * head_f.gemm, 0, 2 * head_f.mem, head_f.tp, 0, 0};
   Parts emb{0, 0, Ta * h * 2 * 2 / hbm, L.tp > 1 ? tp_coll : 0, 0, 0};
-  const double p2p = L.pp > 1 ? (pp_inter ? lat_e + Tsp * h * 2 / bw_e : lat_i + Tsp * h * 2 / bw_i) : 0;
+  // Pipeline sends use the scatter/gather optimisation (each TP rank sends 1/t of the hidden states).
+  const double p2p_bytes = Ta / t * h * 2;
+  const double p2p = L.pp > 1 ? (pp_inter ? lat_e + p2p_bytes / bw_e : lat_i + p2p_bytes / bw_i) : 0;
 
   // ---- stages ----
   const auto blocks = pipeline_blocks(c.num_layers, L.pp, L.vpp);
