@@ -11,6 +11,7 @@
 #include "switchyard/core/error.h"
 #include "switchyard/plan/report.h"
 #include "switchyard/plan/search.h"
+#include "switchyard/plan/sweep.h"
 
 namespace sy::cli {
 
@@ -28,6 +29,9 @@ class ProgressBar {
     auto now = std::chrono::steady_clock::now();
     if (now - start_ < std::chrono::seconds(1) && fraction < 1.0) return;
     if (fraction >= 1.0 && !shown_) return;
+    int percent = static_cast<int>(fraction * 100);
+    if (percent == last_percent_) return;
+    last_percent_ = percent;
     int filled = static_cast<int>(fraction * 40);
     std::fprintf(stderr, "\rsearching [%-40s] %3d%%", std::string(filled, '#').c_str(), static_cast<int>(fraction * 100));
     if (fraction >= 1.0) std::fprintf(stderr, "\n");
@@ -37,6 +41,7 @@ class ProgressBar {
  private:
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   bool shown_ = false;
+  int last_percent_ = -1;
 };
 
 int run_plan_train(const PlanFlags& f) {
@@ -98,6 +103,46 @@ int run_plan_train(const PlanFlags& f) {
   }
   return 0;
 }
+int run_plan_sweep(const PlanFlags& f) {
+  if (f.format != "table" && f.format != "json") {
+    throw make_error<InvalidArgument>("plan", "--format must be table or json, got \"", f.format, "\"");
+  }
+  plan::TrainJob job;
+  job.num_gpus = f.gpus;
+  job.seq_len = f.seq;
+  job.global_batch = f.global_batch;
+  job.imbalance = f.imbalance;
+  plan::SweepOptions so;
+  so.top_k = f.top;
+  auto bar = std::make_shared<ProgressBar>();
+  so.progress = [bar](double x) { (*bar)(x); };
+  plan::PlanModel base = plan::load_model(f.model);
+  plan::SweepResult r = plan::sweep_shapes(base, plan::load_cluster(f.cluster), job, so);
+  if (f.format == "json") {
+    nlohmann::json j;
+    j["base"] = base.name;
+    j["shapes"] = r.shapes;
+    j["layouts"] = r.layouts;
+    j["best"] = nlohmann::json::array();
+    for (const auto& s : r.best) {
+      nlohmann::json e = plan::estimate_to_json(s.best);
+      e["shape"] = s.model.name;
+      e["total_params_b"] = s.params.total / 1e9;
+      e["active_params_b"] = s.params.active / 1e9;
+      j["best"].push_back(e);
+    }
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::printf("%-36s %8s %8s %10s %6s  %s\n", "shape", "total_B", "active_B", "tok/s/GPU", "MFU%", "best layout");
+    for (const auto& s : r.best) {
+      std::printf("%-36s %8.1f %8.1f %10.0f %6.1f  %s\n", s.model.name.c_str(), s.params.total / 1e9,
+                  s.params.active / 1e9, s.best.tokens_per_s_per_gpu, 100 * s.best.mfu,
+                  plan::format_layout(s.best.layout).c_str());
+    }
+    std::printf("%d shapes on budget, %lld layouts estimated\n", r.shapes, r.layouts);
+  }
+  return r.best.empty() ? 1 : 0;
+}
 }  // namespace
 
 CommandRunner add_plan_command(CLI::App& app) {
@@ -116,7 +161,20 @@ CommandRunner add_plan_command(CLI::App& app) {
   train->add_option("--imbalance", f->imbalance, "Routing skew: tokens on the busiest expert / mean")->capture_default_str();
   train->add_option("--ep-overlap", f->ep_overlap, "Fraction of EP all-to-all hidden behind compute")->capture_default_str();
   train->add_option("--tp-overlap", f->tp_overlap, "Fraction of TP collectives hidden behind GEMMs")->capture_default_str();
-  return [f, train]() { return train->parsed() ? run_plan_train(*f) : 2; };
+  CLI::App* sweep = plan->add_subcommand("sweep", "Rank model shapes (layers, hidden, experts, top-k) at the base model's parameter budget");
+  sweep->add_option("--model", f->model, "Base MoE preset or config.json")->required();
+  sweep->add_option("--cluster", f->cluster, "Cluster preset or JSON file")->required();
+  sweep->add_option("--gpus", f->gpus, "Number of devices")->required()->check(CLI::PositiveNumber);
+  sweep->add_option("--seq", f->seq, "Sequence length")->required()->check(CLI::PositiveNumber);
+  sweep->add_option("--global-batch", f->global_batch, "Sequences per optimizer step")->required()->check(CLI::PositiveNumber);
+  sweep->add_option("--top", f->top, "How many shapes to print")->capture_default_str();
+  sweep->add_option("--format", f->format, "table or json")->capture_default_str();
+  sweep->add_option("--imbalance", f->imbalance, "Routing skew: tokens on the busiest expert / mean")->capture_default_str();
+  return [f, train, sweep]() {
+    if (train->parsed()) return run_plan_train(*f);
+    if (sweep->parsed()) return run_plan_sweep(*f);
+    return 2;
+  };
 }
 
 }  // namespace sy::cli
