@@ -104,7 +104,9 @@ TEST(PlanLayout, UnevenPipelineBlocks) {
   for (size_t i = 0; i < b.size(); ++i) {
     int n = b[i].second - b[i].first;
     EXPECT_TRUE(n == 1 || n == 2);
-    if (i > 0) EXPECT_EQ(b[i].first, b[i - 1].second);
+    if (i > 0) {
+      EXPECT_EQ(b[i].first, b[i - 1].second);
+    }
   }
   EXPECT_EQ(b.front().second - b.front().first, 1);  // extra layers avoid the embedding and head stages
 }

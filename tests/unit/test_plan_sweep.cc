@@ -25,7 +25,9 @@ TEST(PlanSweep, ShapesStayOnBudgetAndAreRanked) {
   for (size_t i = 0; i < r.best.size(); ++i) {
     EXPECT_NEAR(r.best[i].params.total / budget, 1.0, 0.01) << r.best[i].model.name;
     EXPECT_TRUE(r.best[i].best.feasible);
-    if (i > 0) EXPECT_GE(r.best[i - 1].best.tokens_per_s_per_gpu, r.best[i].best.tokens_per_s_per_gpu);
+    if (i > 0) {
+      EXPECT_GE(r.best[i - 1].best.tokens_per_s_per_gpu, r.best[i].best.tokens_per_s_per_gpu);
+    }
   }
 }
 
