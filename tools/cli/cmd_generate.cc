@@ -1,20 +1,46 @@
-// switchyard generate [--model DIR] --prompt-ids 1,2,3 --max-new-tokens N [--temperature T --seed S
-//                      --top-k K --top-p P] [--format text|json]
-// Prints the new token ids: streamed one per line-fragment as text, or one JSON object {"ids": [...]}.
+// switchyard generate [--model DIR] (--prompt-ids 1,2,3 | --prompt TEXT | --chat TEXT) --max-new-tokens N
+//                      [--temperature T --seed S --top-k K --top-p P] [--format text|json]
+// Text prompts use the model directory's tokenizer.json (and tokenizer_config.json's chat template for
+// --chat). Text output is streamed as it is generated; json prints one object {"ids": [...], "text": ...}.
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "cli_util.h"
 #include "commands.h"
 #include "switchyard/core/error.h"
+#include "switchyard/io/chat_template.h"
+#include "switchyard/io/tokenizer.h"
 #include "switchyard/model/generate.h"
 
 namespace sy::cli {
 
+namespace {
+
+// The model directory's tokenizer, if it has one.
+std::optional<Tokenizer> find_tokenizer(const std::string& model_dir) {
+  if (model_dir.empty()) return std::nullopt;
+  std::filesystem::path p = std::filesystem::path(model_dir) / "tokenizer.json";
+  if (!std::filesystem::exists(p)) return std::nullopt;
+  return Tokenizer::from_file(p.string());
+}
+
+Tokenizer require_tokenizer(const std::optional<Tokenizer>& tok, const std::string& model_dir, const char* flag) {
+  if (!tok) {
+    throw make_error<InvalidArgument>("cli", flag, " needs a tokenizer, but ",
+                                      model_dir.empty() ? std::string("the built-in model") : model_dir,
+                                      " has no tokenizer.json; pass token ids with --prompt-ids instead");
+  }
+  return *tok;
+}
+
+}  // namespace
+
 CommandRunner add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate tokens from a prompt");
   struct Flags {
-    std::string model_dir, ids_text, format = "text";
+    std::string model_dir, ids_text, prompt, chat, format = "text";
     int64_t max_new_tokens = 16;
     float temperature = 0.f, top_p = 1.f;
     int top_k = 0;
@@ -22,27 +48,57 @@ CommandRunner add_generate_command(CLI::App& app) {
   };
   auto f = std::make_shared<Flags>();
   cmd->add_option("--model", f->model_dir, "Hugging Face model directory (default: the built-in model)");
-  cmd->add_option("--prompt-ids", f->ids_text, "Comma-separated prompt token ids, e.g. 1,2,3")->required();
+  auto* ids_opt = cmd->add_option("--prompt-ids", f->ids_text, "Comma-separated prompt token ids, e.g. 1,2,3");
+  auto* prompt_opt = cmd->add_option("--prompt", f->prompt, "Prompt text (encoded with the model's tokenizer)");
+  auto* chat_opt = cmd->add_option("--chat", f->chat, "A user message, formatted with the model's chat template");
+  ids_opt->excludes(prompt_opt)->excludes(chat_opt);
+  prompt_opt->excludes(chat_opt);
   cmd->add_option("--max-new-tokens", f->max_new_tokens, "Tokens to generate")->capture_default_str();
   cmd->add_option("--temperature", f->temperature, "0 = greedy; > 0 samples")->capture_default_str();
   cmd->add_option("--top-k", f->top_k, "Sample among the k most likely tokens (0 = off)")->capture_default_str();
   cmd->add_option("--top-p", f->top_p, "Nucleus sampling mass (1 = off)")->capture_default_str();
   cmd->add_option("--seed", f->seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--format", f->format, "text or json")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
-  return [f]() {
-    std::vector<int64_t> ids = parse_id_list(f->ids_text, "--prompt-ids");
+  return [f, ids_opt, prompt_opt, chat_opt]() {
+    if (!ids_opt->count() && !prompt_opt->count() && !chat_opt->count()) {
+      throw make_error<InvalidArgument>("cli", "give a prompt with --prompt-ids, --prompt or --chat");
+    }
     if (f->max_new_tokens < 0) throw make_error<InvalidArgument>("cli", "--max-new-tokens must be >= 0");
     GenerateOptions opt;
     opt.max_new_tokens = f->max_new_tokens;
     opt.sampling = {f->temperature, f->top_k, f->top_p, f->seed};
     validate_sampling(opt.sampling);
+    std::optional<Tokenizer> tok = find_tokenizer(f->model_dir);
+    std::vector<int64_t> ids;
+    if (ids_opt->count()) {
+      ids = parse_id_list(f->ids_text, "--prompt-ids");
+    } else {
+      Tokenizer t = require_tokenizer(tok, f->model_dir, prompt_opt->count() ? "--prompt" : "--chat");
+      std::vector<int32_t> enc;
+      if (prompt_opt->count()) {
+        enc = t.encode(f->prompt, true);
+      } else {
+        std::filesystem::path cfg = std::filesystem::path(f->model_dir) / "tokenizer_config.json";
+        ChatTemplate chat = ChatTemplate::from_config_file(cfg.string());
+        enc = t.encode(chat.render({{"user", f->chat}}, true), false);
+      }
+      ids.assign(enc.begin(), enc.end());
+      if (ids.empty()) throw make_error<InvalidArgument>("cli", "the prompt encodes to no tokens");
+    }
     auto model = load_model_or_builtin(f->model_dir);
-    check_ids_in_vocab(ids, model->config().vocab_size, "--prompt-ids");
+    check_ids_in_vocab(ids, model->config().vocab_size, "prompt");
     const bool json = f->format == "json";
     bool first = true;
+    std::optional<StreamDecoder> stream;
+    if (tok) stream.emplace(*tok, true);
     if (!json) {
       opt.on_token = [&](int64_t id) {
-        std::printf(first ? "%lld" : " %lld", static_cast<long long>(id));
+        if (stream) {
+          std::string piece = stream->step(static_cast<int32_t>(id));
+          std::fwrite(piece.data(), 1, piece.size(), stdout);
+        } else {
+          std::printf(first ? "%lld" : " %lld", static_cast<long long>(id));
+        }
         std::fflush(stdout);
         first = false;
         return true;
@@ -51,8 +107,16 @@ CommandRunner add_generate_command(CLI::App& app) {
     std::vector<int64_t> out = generate(*model, ids, opt);
     if (json) {
       nlohmann::json j = {{"ids", out}};
+      if (tok) {
+        std::vector<int32_t> ids32(out.begin(), out.end());
+        j["text"] = tok->decode(ids32, true);
+      }
       std::printf("%s\n", j.dump().c_str());
     } else {
+      if (stream) {
+        std::string rest = stream->flush();
+        std::fwrite(rest.data(), 1, rest.size(), stdout);
+      }
       std::printf("\n");
     }
     return 0;
