@@ -43,12 +43,17 @@ from transformers import AutoModelForCausalLM
 # (fixture, keep M, experts per token or 0 = the model's top-k): pruned-logit references.
 PRUNED = [
     ("mixtral", 2, 0),
+    ("mixtral_bf16", 2, 0),
     ("mixtral_sharded", 4, 0),
+    ("mixtral_window", 3, 0),
     ("qwen2_moe", 3, 0),
     ("qwen3_moe", 4, 0),
     ("qwen3_moe", 2, 1),
     ("qwen3_moe_native", 2, 0),
     ("olmoe", 3, 0),
+    ("olmoe_clip", 2, 0),
+    ("qwen2_moe_sparse_step", 3, 0),
+    ("deepseek_v2_lite", 2, 0),
     ("deepseek_v2_group", 4, 0),
     ("deepseek_v3", 4, 0),
     ("deepseek_v3", 3, 2),

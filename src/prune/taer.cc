@@ -2,6 +2,7 @@
 #include "switchyard/prune/taer.h"
 
 #include "switchyard/core/error.h"
+#include "switchyard/prune/prefetch.h"
 #include "switchyard/prune/pruned_model.h"
 #include "switchyard/prune/tcess.h"
 
@@ -37,10 +38,13 @@ RetrievalResult retrieve_task(Model& model, const TaskStore& store, const std::v
 PrunedModel load_pruned_for_prompt(const std::string& model_dir, const std::string& store_dir, int keep,
                                    int experts_per_token, const std::vector<int64_t>& prompt) {
   Opened o = open_checked(model_dir, store_dir, keep, experts_per_token);
+  // Read everything but the routed experts up front, so the probe's page faults trigger no read-around.
+  prefetch_weights(o.model->weights(), PrefetchOptions{false});
   PrunedModel p;
   p.match = retrieve_task(*o.model, o.store, prompt);
   p.pattern = select_experts(o.model->config(), o.store.task(p.match.task).rankings, keep, experts_per_token);
   p.model = make_pruned_model(*o.model, p.pattern, experts_per_token);
+  prefetch_weights(p.model->weights());  // now exactly the kept experts' ranges
   return p;  // the full model's views of dropped experts go away here
 }
 
@@ -51,6 +55,7 @@ PrunedModel load_pruned_for_task(const std::string& model_dir, const std::string
   p.match.task = o.store.task(task).name;
   p.pattern = select_experts(o.model->config(), o.store.task(task).rankings, keep, experts_per_token);
   p.model = make_pruned_model(*o.model, p.pattern, experts_per_token);
+  prefetch_weights(p.model->weights());
   return p;
 }
 

@@ -1,7 +1,8 @@
 // TAER (PreMoe, 2025): task-adaptive expert retrieval. For a prompt, compute the TCESS marker mean over its
 // tokens at the first MoE layer (the forward pass stops at that router), find the stored task whose key is
 // nearest (exact L2), and build a model holding only that task's top-M experts per layer. The source model
-// is opened as memory-mapped views, so experts that are not kept are never read from disk.
+// is opened as memory-mapped views and the used ranges are prefetched exactly (prefetch.h), so experts that
+// are not kept are not read from disk (up to page rounding at their edges).
 #pragma once
 
 #include <memory>
