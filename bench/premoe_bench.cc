@@ -52,6 +52,7 @@ int64_t proc_value(const char* file, const char* key) {
 }
 int64_t read_bytes() { return proc_value("/proc/self/io", "read_bytes:"); }
 int64_t rss_file_kib() { return proc_value("/proc/self/status", "RssFile:"); }
+int64_t rss_anon_kib() { return proc_value("/proc/self/status", "RssAnon:"); }
 
 void write_checkpoint(const std::string& dir, const Dims& d) {
   fs::create_directories(dir);
@@ -125,16 +126,18 @@ void run_in_child(F body) {
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) std::printf("(child failed, status %d)\n", status);
 }
 
-// Runs `body` in a child process with the file's page cache dropped; prints the child's measurements.
+// Runs `body(snapshot)` in a child process with the file's page cache dropped; body calls snapshot() while
+// its model is still alive, which prints the bytes read so far and the resident memory.
 template <typename F>
 void measure(const char* label, const std::string& file, double expected_mib, F body) {
   drop_file_cache(file);
   run_in_child([&] {
     const int64_t r0 = read_bytes();
-    body();
-    const double read_mib = static_cast<double>(read_bytes() - r0) / (1 << 20);
-    std::printf("%-34s read %8.1f MiB  RssFile %8.1f MiB  | its weights in the file %8.1f MiB\n", label, read_mib,
-                rss_file_kib() / 1024.0, expected_mib);
+    body([&] {
+      const double read_mib = static_cast<double>(read_bytes() - r0) / (1 << 20);
+      std::printf("%-28s read %7.1f MiB  RssFile %7.1f MiB  RssAnon %6.1f MiB | its weights in the file %7.1f MiB\n",
+                  label, read_mib, rss_file_kib() / 1024.0, rss_anon_kib() / 1024.0, expected_mib);
+    });
   });
 }
 
@@ -176,23 +179,25 @@ int main(int argc, char** argv) {
   });
 
   std::printf("\n1. bytes read and resident file pages after load + one 32-token forward (cold page cache)\n");
-  measure("full model (all experts)", file, file_mib, [&] {
+  measure("full model (all experts)", file, file_mib, [&](auto snapshot) {
     auto model = Model::load(model_dir);
     prune::prefetch_weights(model->weights());
     KvCache cache = model->new_cache(32);
     model->forward(prompt, cache, false);
+    snapshot();
   });
   for (int64_t keep : {d.experts / 2, d.experts / 4}) {
     if (keep < 2) continue;
     const double want = other_mib + expert_mib * keep * d.layers;
     std::string label = "retrieve + keep " + std::to_string(keep);
-    measure(label.c_str(), file, want, [&] {
+    measure(label.c_str(), file, want, [&](auto snapshot) {
       prune::PrunedModel p = prune::load_pruned_for_prompt(model_dir, store_dir, static_cast<int>(keep), 0, prompt);
       KvCache cache = p.model->new_cache(32);
       p.model->forward(prompt, cache, false);
+      snapshot();
     });
     label = "keep " + std::to_string(keep) + ", no prefetch";
-    measure(label.c_str(), file, want, [&] {
+    measure(label.c_str(), file, want, [&](auto snapshot) {
       prune::TaskStore store = prune::TaskStore::load(store_dir);
       std::unique_ptr<Model> pruned;
       {
@@ -202,6 +207,7 @@ int main(int argc, char** argv) {
       }
       KvCache cache = pruned->new_cache(32);
       pruned->forward(prompt, cache, false);
+      snapshot();
     });
   }
 
