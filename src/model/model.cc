@@ -176,6 +176,7 @@ Tensor Model::moe_block(int layer, const Tensor& h) {
   const MoeWeights& w = weights_.layers[layer].moe;
   const MoeConfig& m = config_.moe;
   Tensor logits = ops::linear(h, w.router, w.router_bias);  // (n, experts)
+  if (router_observer_ && !router_observer_(layer, logits)) return Tensor();  // observer stopped the pass
   moe::Routing routing = moe::route(logits, w.score_bias, m);
   moe::DispatchLayout layout = moe::make_dispatch_layout(routing, m.num_experts);
   std::vector<int64_t>& load = expert_load_.tokens[layer];
@@ -223,6 +224,7 @@ Tensor Model::forward(const std::vector<int64_t>& ids, KvCache& cache, bool all_
     ops::add_inplace(x, attn);
     ops::rms_norm(x, lw.post_attention_norm, eps, h);
     Tensor ffn = lw.is_moe ? moe_block(l, h) : moe::gated_mlp(h, lw.mlp, moe::ActivationOptions{});
+    if (!ffn.defined()) return Tensor();  // stopped by the router observer
     ops::add_inplace(x, ffn);
   }
   cache.set_length(start + n);

@@ -1,5 +1,6 @@
 // switchyard generate [--model DIR] (--prompt-ids 1,2,3 | --prompt TEXT | --chat TEXT) --max-new-tokens N
 //                      [--temperature T --seed S --top-k K --top-p P] [--format text|json]
+//                      [--premoe-store DIR --keep M [--premoe-experts-per-token K]]  (PreMoe: docs/premoe.md)
 // Text prompts use the model directory's tokenizer.json (and tokenizer_config.json's chat template for
 // --chat). Text output is streamed as it is generated; json prints one object {"ids": [...], "text": ...}.
 #include <cstdio>
@@ -9,6 +10,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "prune_cli.h"
 #include "switchyard/core/error.h"
 #include "switchyard/io/chat_template.h"
 #include "switchyard/io/tokenizer.h"
@@ -45,6 +47,8 @@ CommandRunner add_generate_command(CLI::App& app) {
     float temperature = 0.f, top_p = 1.f;
     int top_k = 0;
     uint64_t seed = 0;
+    std::string premoe_store;
+    int keep = 0, premoe_experts_per_token = 0;
   };
   auto f = std::make_shared<Flags>();
   cmd->add_option("--model", f->model_dir, "Hugging Face model directory (default: the built-in model)");
@@ -59,6 +63,9 @@ CommandRunner add_generate_command(CLI::App& app) {
   cmd->add_option("--top-p", f->top_p, "Nucleus sampling mass (1 = off)")->capture_default_str();
   cmd->add_option("--seed", f->seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--format", f->format, "text or json")->check(CLI::IsMember({"text", "json"}))->capture_default_str();
+  cmd->add_option("--premoe-store", f->premoe_store, "PreMoe pattern store: run with the prompt's task experts only");
+  cmd->add_option("--keep", f->keep, "With --premoe-store: experts kept per MoE layer");
+  cmd->add_option("--premoe-experts-per-token", f->premoe_experts_per_token, "With --premoe-store: routed top-k");
   return [f, ids_opt, prompt_opt, chat_opt]() {
     if (!ids_opt->count() && !prompt_opt->count() && !chat_opt->count()) {
       throw make_error<InvalidArgument>("cli", "give a prompt with --prompt-ids, --prompt or --chat");
@@ -85,7 +92,11 @@ CommandRunner add_generate_command(CLI::App& app) {
       ids.assign(enc.begin(), enc.end());
       if (ids.empty()) throw make_error<InvalidArgument>("cli", "the prompt encodes to no tokens");
     }
-    auto model = load_model_or_builtin(f->model_dir);
+    SY_REQUIRE(f->premoe_store.empty() == (f->keep == 0), InvalidArgument, "cli",
+               "--premoe-store and --keep go together (--keep M: experts kept per MoE layer)");
+    auto model = f->premoe_store.empty()
+                     ? load_model_or_builtin(f->model_dir)
+                     : load_premoe_model(f->model_dir, f->premoe_store, f->keep, f->premoe_experts_per_token, ids);
     check_ids_in_vocab(ids, model->config().vocab_size, "prompt");
     const bool json = f->format == "json";
     bool first = true;

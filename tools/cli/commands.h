@@ -15,5 +15,6 @@ CommandRunner add_logits_command(CLI::App& app);
 CommandRunner add_generate_command(CLI::App& app);
 CommandRunner add_tokenize_command(CLI::App& app);
 CommandRunner add_plan_command(CLI::App& app);
+CommandRunner add_prune_command(CLI::App& app);  // PreMoe: cmd_prune.cc
 
 }  // namespace sy::cli

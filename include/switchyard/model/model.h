@@ -3,6 +3,7 @@
 // hub tensor names of the model's family, and checks every shape against the config.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +28,11 @@ struct ExpertLoad {
   std::vector<std::vector<int64_t>> tokens;  // [layer][expert]; empty vectors for dense layers
 };
 
+// Sees each MoE layer's raw router logits during forward: logits (tokens, experts) f32 is the router's linear
+// output (a router bias included), before softmax/sigmoid and without any selection score bias. Return true to
+// go on; false stops the forward pass right after this router (used to probe the first MoE layer cheaply).
+using RouterObserver = std::function<bool(int layer, const Tensor& logits)>;
+
 class Model {
  public:
   // Loads DIR (config.json + *.safetensors). Throws IoError / FormatError / Unsupported.
@@ -42,7 +48,11 @@ class Model {
   // Runs `ids` after the tokens already in `cache` and appends them to it. Returns logits (n, vocab) f32 for
   // every new token when all_logits, else (1, vocab) for the last one. Throws InvalidArgument for ids
   // outside the vocabulary.
+  // If a router observer stopped the pass, returns an undefined tensor and leaves the cache length unchanged.
   Tensor forward(const std::vector<int64_t>& ids, KvCache& cache, bool all_logits);
+
+  // Installs (or, with an empty function, removes) the router observer.
+  void set_router_observer(RouterObserver observer) { router_observer_ = std::move(observer); }
 
   // Router statistics since the last reset.
   const ExpertLoad& expert_load() const { return expert_load_; }
@@ -58,6 +68,7 @@ class Model {
   std::shared_ptr<void> keep_alive_;  // the checkpoint whose memory maps the weights view
   ops::RopeTable rope_;
   ExpertLoad expert_load_;
+  RouterObserver router_observer_;
 };
 
 }  // namespace sy
