@@ -12,7 +12,7 @@ ModelWeights load_mixtral(WeightSource& src, const ModelConfig& cfg) {
     load_layer_norms(src, cfg, i, lw);
     lw.attention = load_gqa_attention(src, cfg, i);
     lw.is_moe = true;
-    std::string moe = layer_prefix(i) + (src.has(layer_prefix(i) + "block_sparse_moe.gate.weight") ? "block_sparse_moe" : "mlp");
+    std::string moe = layer_prefix(i) + (src.has(layer_prefix(i) + "mlp.gate.weight") ? "mlp" : "block_sparse_moe");
     lw.moe.router = src.get(moe + ".gate.weight", {cfg.moe.num_experts, cfg.hidden_size});
     lw.moe.experts = load_experts(src, moe + ".experts", cfg, MlpNames{"w1", "w3", "w2"});
   }

@@ -33,8 +33,22 @@ std::unique_ptr<Model> Model::load(const std::string& dir) {
   return std::make_unique<Model>(std::move(cfg), std::move(w), checkpoint);
 }
 
+namespace {
+ModelWeights load_with(const ModelConfig& cfg, WeightSource& src, std::vector<std::string>* unused);
+}  // namespace
+
 ModelWeights load_model_weights(const ModelConfig& cfg, const TensorSource& source, std::vector<std::string>* unused) {
   WeightSource src(source);
+  return load_with(cfg, src, unused);
+}
+
+ModelWeights load_model_weights(const ModelConfig& cfg, TensorSource& source, std::vector<std::string>* unused) {
+  WeightSource src(source);
+  return load_with(cfg, src, unused);
+}
+
+namespace {
+ModelWeights load_with(const ModelConfig& cfg, WeightSource& src, std::vector<std::string>* unused) {
   ModelWeights w;
   switch (cfg.arch) {
     case Architecture::kMixtral: w = model_detail::load_mixtral(src, cfg); break;
@@ -50,6 +64,7 @@ ModelWeights load_model_weights(const ModelConfig& cfg, const TensorSource& sour
   if (unused) *unused = src.unused();
   return w;
 }
+}  // namespace
 
 Model::Model(ModelConfig config, ModelWeights weights, std::shared_ptr<void> keep_alive)
     : config_(std::move(config)), weights_(std::move(weights)), keep_alive_(std::move(keep_alive)) {

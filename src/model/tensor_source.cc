@@ -25,4 +25,16 @@ std::vector<std::string> MapSource::names() const {
   return out;
 }
 
+std::vector<std::string> CreatingSource::names() const {
+  std::vector<std::string> out;
+  for (const auto& kv : tensors_) out.push_back(kv.first);
+  return out;
+}
+
+Tensor CreatingSource::create(const std::string& name, const Shape& shape) {
+  auto it = tensors_.find(name);
+  if (it != tensors_.end()) return it->second;
+  return tensors_[name] = Tensor::zeros(shape, DType::kF32);
+}
+
 }  // namespace sy

@@ -6,6 +6,10 @@
 namespace sy::model_detail {
 
 Tensor WeightSource::get(const std::string& name, const Shape& shape) {
+  if (creator_ && !checkpoint_.contains(name)) {
+    used_.insert(name);
+    return creator_->create(name, shape);
+  }
   if (!checkpoint_.contains(name)) {
     throw make_error<FormatError>("model", "checkpoint ", checkpoint_.where(), " has no tensor \"", name,
                                   "\" (expected shape ", shape_str(shape), "); is config.json for this checkpoint?");

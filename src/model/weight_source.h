@@ -16,6 +16,8 @@ namespace sy::model_detail {
 class WeightSource {
  public:
   explicit WeightSource(const TensorSource& source) : checkpoint_(source) {}
+  // A source that creates missing tensors (see CreatingSource) is written through this pointer.
+  explicit WeightSource(TensorSource& source) : checkpoint_(source), creator_(source.creates_missing() ? &source : nullptr) {}
   bool has(const std::string& name) const { return checkpoint_.contains(name); }
   // Required tensor with this exact shape (float dtype). Throws FormatError naming tensor and directory.
   Tensor get(const std::string& name, const Shape& shape);
@@ -26,6 +28,7 @@ class WeightSource {
 
  private:
   const TensorSource& checkpoint_;
+  TensorSource* creator_ = nullptr;
   std::set<std::string> used_;
 };
 

@@ -22,6 +22,9 @@ class TensorSource;
 // `source` but not used are appended to `unused` when given.
 ModelWeights load_model_weights(const ModelConfig& config, const TensorSource& source,
                                 std::vector<std::string>* unused = nullptr);
+// The same with a source that may create the tensors it lacks (CreatingSource: a fresh parameter set).
+ModelWeights load_model_weights(const ModelConfig& config, TensorSource& source,
+                                std::vector<std::string>* unused = nullptr);
 
 // Per-layer expert load observed by forward passes (tokens routed to each expert).
 struct ExpertLoad {

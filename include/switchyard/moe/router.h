@@ -24,3 +24,19 @@ struct Routing {
 Routing route(const Tensor& logits, const Tensor& score_bias, const MoeConfig& options);
 
 }  // namespace sy::moe
+
+namespace sy::moe {
+
+// Gradient of the routing weights with respect to the router logits: dweight (tokens, top_k) -> dlogits
+// (tokens, experts). Selection is treated as fixed (no gradient through the choice of experts).
+Tensor route_backward(const Tensor& logits, const MoeConfig& options, const Routing& routing,
+                      const std::vector<float>& dweight);
+
+// Router probabilities used by the load-balancing loss: softmax over all experts, or for sigmoid scores the
+// scores normalised to sum to one per token.  logits (tokens, experts) -> (tokens, experts).
+Tensor balance_probabilities(const Tensor& logits, const MoeConfig& options);
+// Backward of balance_probabilities: dprobs (tokens, experts) -> added into dlogits.
+void balance_probabilities_backward(const Tensor& logits, const MoeConfig& options, const Tensor& dprobs,
+                                    Tensor& dlogits);
+
+}  // namespace sy::moe

@@ -1,0 +1,60 @@
+// TrainableModel: f32 master parameters and their gradients under hub tensor names, with ModelWeights views
+// into both (the same architecture loaders map parameters and gradients), and an explicit forward + backward
+// over a batch of sequences (no autograd graph). One device (the CPU) at this stage.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "switchyard/io/model_config.h"
+#include "switchyard/model/weights.h"
+
+namespace sy::train {
+
+struct LossOptions {
+  double aux_loss_coef = 0.0;  // load-balancing loss (Switch/Megatron form), added when > 0
+  bool aux_loss_per_sequence = false;  // per-sequence variant instead of per micro-batch
+  double z_loss_coef = 0.0;    // router z-loss, added when > 0
+};
+
+struct StepStats {
+  double loss = 0.0;      // mean cross-entropy over all targets
+  double aux_loss = 0.0;  // sum over MoE layers of the (unscaled by coef) balancing loss, reported
+  double z_loss = 0.0;    // sum over MoE layers of the mean squared log-sum-exp, reported
+  int64_t num_targets = 0;
+  std::vector<std::vector<int64_t>> tokens_per_expert;  // [layer][expert]; empty for dense layers
+};
+
+class TrainableModel {
+ public:
+  // Loads config.json + safetensors from DIR into f32 master parameters.
+  static std::unique_ptr<TrainableModel> from_dir(const std::string& dir);
+  // Random initialisation (normal, std `init_std`; norms at 1) for a config, seeded.
+  static std::unique_ptr<TrainableModel> from_config(const ModelConfig& config, uint64_t seed, float init_std = 0.02f);
+  TrainableModel(ModelConfig config, std::map<std::string, Tensor> params);
+
+  const ModelConfig& config() const { return config_; }
+  std::map<std::string, Tensor>& params() { return params_; }
+  std::map<std::string, Tensor>& grads() { return grads_; }
+  // Router score biases (DeepSeek-V3 e_score_correction_bias): state, not trained by gradients.
+  bool is_buffer(const std::string& name) const;
+  void zero_grads();
+
+  // Forward and backward over B sequences: inputs[b] and targets[b] have the same length T_b. Gradients
+  // accumulate into grads(); the loss is the mean over all targets (plus weighted auxiliary losses).
+  StepStats forward_backward(const std::vector<std::vector<int64_t>>& inputs,
+                             const std::vector<std::vector<int64_t>>& targets, const LossOptions& options);
+  // Forward only: summed cross-entropy and the number of targets.
+  double evaluate(const std::vector<std::vector<int64_t>>& inputs, const std::vector<std::vector<int64_t>>& targets,
+                  int64_t* num_targets);
+
+ private:
+  struct Impl;
+  ModelConfig config_;
+  std::map<std::string, Tensor> params_, grads_;
+  ModelWeights w_, g_;
+};
+
+}  // namespace sy::train
