@@ -13,5 +13,6 @@ using CommandRunner = std::function<int()>;
 CommandRunner add_inspect_command(CLI::App& app);
 CommandRunner add_logits_command(CLI::App& app);
 CommandRunner add_generate_command(CLI::App& app);
+CommandRunner add_layout_command(CLI::App& app);
 
 }  // namespace sy::cli

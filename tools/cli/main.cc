@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   add(sy::cli::add_inspect_command);
   add(sy::cli::add_logits_command);
   add(sy::cli::add_generate_command);
+  add(sy::cli::add_layout_command);
 
   auto is_command = [&](const std::string& name) {
     for (auto& entry : commands) {
