@@ -63,7 +63,7 @@ class Comm {
   template <typename T>
   std::vector<T> all_gather(const std::vector<T>& mine) {  // equal sizes on every rank
     std::vector<T> out(mine.size() * static_cast<size_t>(size()));
-    all_gather(mine.data(), static_cast<int64_t>(mine.size()), out.data(), dtype_of<T>());
+    all_gather(mine.data(), out.data(), static_cast<int64_t>(mine.size()), dtype_of<T>());
     return out;
   }
   // The group among `ranks` (ranks of this communicator, in group order) that contains this rank; every
