@@ -134,7 +134,7 @@ Tensor TokenDispatcher::dispatch(const Tensor& x, const DispatchHandle& h) const
   const int64_t hidden = x.size(1);
   const bool int8 = options_.int8_payload;
   const int64_t rb = row_bytes(hidden, int8);
-  Tensor out = Tensor::zeros({h.num_expert_rows(), hidden}, DType::kF32);
+  Tensor out = Tensor::empty({h.num_expert_rows(), hidden}, DType::kF32);  // every row is written below
   // dst_row(s, l) = first expert-major row of source s's block for local expert l.
   std::vector<int64_t> dst_row(static_cast<size_t>(ranks) * num_local_);
   for (int l = 0; l < num_local_; ++l) {
@@ -146,10 +146,13 @@ Tensor TokenDispatcher::dispatch(const Tensor& x, const DispatchHandle& h) const
   }
   if (options_.strategy == DispatchStrategy::kAllToAll) {
     const int64_t send_rows = static_cast<int64_t>(h.send.row_assignment.size());
-    std::vector<uint8_t> send(static_cast<size_t>(send_rows * rb), 0), recv;
+    std::vector<uint8_t>& send = send_bytes_;
+    std::vector<uint8_t>& recv = recv_bytes_;
+    send.resize(static_cast<size_t>(send_rows * rb));
     for (int64_t r = 0; r < send_rows; ++r) {
       const int64_t a = h.send.row_assignment[r];
-      if (a >= 0) pack_row(x.f32() + (a / h.top_k) * hidden, hidden, int8, send.data() + r * rb);  // padding: zeros
+      if (a >= 0) pack_row(x.f32() + (a / h.top_k) * hidden, hidden, int8, send.data() + r * rb);
+      else std::memset(send.data() + r * rb, 0, static_cast<size_t>(rb));  // padding row
     }
     recv.resize(static_cast<size_t>(prefix(h.recv_counts).back() * rb));
     comm_.all_to_all_v(send.data(), scaled(h.send_counts, rb), recv.data(), scaled(h.recv_counts, rb), DType::kU8);
@@ -165,10 +168,12 @@ Tensor TokenDispatcher::dispatch(const Tensor& x, const DispatchHandle& h) const
     return out;
   }
   // All-gather: every rank's packed tokens, then each rank picks the rows of its experts.
-  std::vector<uint8_t> mine(static_cast<size_t>(h.num_tokens * rb));
+  std::vector<uint8_t>& mine = send_bytes_;
+  mine.resize(static_cast<size_t>(h.num_tokens * rb));
   for (int64_t t = 0; t < h.num_tokens; ++t) pack_row(x.f32() + t * hidden, hidden, int8, mine.data() + t * rb);
   const std::vector<int64_t> token_off = prefix(h.tokens_per_rank);
-  std::vector<uint8_t> all(static_cast<size_t>(token_off.back() * rb));
+  std::vector<uint8_t>& all = recv_bytes_;
+  all.resize(static_cast<size_t>(token_off.back() * rb));
   comm_.all_gather_v(mine.data(), h.num_tokens * rb, all.data(), scaled(h.tokens_per_rank, rb), DType::kU8);
   for (int s = 0; s < ranks; ++s) {
     const SendLayout& sl = h.rank_layouts[s];
@@ -177,9 +182,9 @@ Tensor TokenDispatcher::dispatch(const Tensor& x, const DispatchHandle& h) const
       const int64_t d = dst_row[s * num_local_ + l];
       for (int64_t r = sl.expert_offsets[e]; r < sl.expert_offsets[e + 1]; ++r) {
         const int64_t a = sl.row_assignment[r];
-        if (a < 0) continue;  // padding stays zero
-        unpack_row(all.data() + (token_off[s] + a / h.top_k) * rb, hidden, int8,
-                   out.f32() + (d + r - sl.expert_offsets[e]) * hidden);
+        float* dst = out.f32() + (d + r - sl.expert_offsets[e]) * hidden;
+        if (a < 0) std::memset(dst, 0, static_cast<size_t>(hidden) * 4);  // padding row
+        else unpack_row(all.data() + (token_off[s] + a / h.top_k) * rb, hidden, int8, dst);
       }
     }
   }
@@ -204,7 +209,8 @@ Tensor TokenDispatcher::combine(const Tensor& expert_out, const DispatchHandle& 
   Tensor out = Tensor::zeros({h.num_tokens, hidden}, DType::kF32);
   if (options_.strategy == DispatchStrategy::kAllToAll) {
     // Back to source-major order, then the reverse all-to-all: each rank gets its rows in send order.
-    std::vector<float> send(static_cast<size_t>(h.num_expert_rows() * hidden));
+    std::vector<float>& send = send_rows_;
+    send.resize(static_cast<size_t>(h.num_expert_rows() * hidden));
     int64_t row = 0;
     for (int s = 0; s < ranks; ++s) {
       for (int l = 0; l < num_local_; ++l) {
@@ -215,7 +221,8 @@ Tensor TokenDispatcher::combine(const Tensor& expert_out, const DispatchHandle& 
       }
     }
     const int64_t back_rows = static_cast<int64_t>(h.send.row_assignment.size());
-    std::vector<float> back(static_cast<size_t>(back_rows * hidden));
+    std::vector<float>& back = back_rows_;
+    back.resize(static_cast<size_t>(back_rows * hidden));
     comm_.all_to_all_v(send.data(), scaled(h.recv_counts, hidden), back.data(), scaled(h.send_counts, hidden),
                        DType::kF32);
     for (int64_t t = 0; t < h.num_tokens; ++t) {

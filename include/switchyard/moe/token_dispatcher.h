@@ -88,6 +88,10 @@ class TokenDispatcher {
   parallel::Comm& comm_;
   int num_experts_, num_local_, first_local_;
   DispatcherOptions options_;
+  // Staging buffers reused across calls (contents are scratch), so that steady-state dispatch does not
+  // fault in fresh pages for every step. A dispatcher is used by one thread at a time.
+  mutable std::vector<uint8_t> send_bytes_, recv_bytes_;
+  mutable std::vector<float> send_rows_, back_rows_;
 };
 
 }  // namespace sy::moe

@@ -179,8 +179,7 @@ class MpiComm final : public Comm {
     }
     to_int(off, what);
   }
-  // Polls req until done; throws CommError at the deadline. Spins briefly, then sleeps with backoff so
-  // that oversubscribed ranks (more ranks than cores) leave the CPU to the peers they are waiting for.
+  // Polls req until done; throws CommError at the deadline.
   void wait(MPI_Request& req, const char* op) {
     using clock = std::chrono::steady_clock;
     const auto start = clock::now();
@@ -197,7 +196,10 @@ class MpiComm final : public Comm {
                                     "responding; check the other ranks' output (timeout: SY_COMM_TIMEOUT or ",
                                     "--comm-timeout)");
       }
-      std::this_thread::sleep_for(std::chrono::microseconds(iter < 1024 ? 5 : 200));
+      // Non-blocking collectives progress only inside MPI calls, so poll often: yield the core for the
+      // first 50 ms (oversubscribed peers get to run), then sleep briefly between polls.
+      if (waited < 0.05) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
   }
 
