@@ -50,6 +50,7 @@ ModelWeights load_gpt_oss(WeightSource& src, const ModelConfig& cfg) {
     Tensor down_bias = src.get(mlp + ".experts.down_proj_bias", {e, h});
     lw.moe.experts.resize(static_cast<size_t>(e));
     for (int64_t x = 0; x < e; ++x) {
+      if (!src.wants_expert(x)) continue;  // expert parallelism: another rank's expert, not copied
       moe::GatedMlpWeights& ew = lw.moe.experts[x];
       Tensor gu = gate_up.select(x);  // (H, 2I)
       ew.gate = gather_transposed(gu, inter, h, 2 * inter, 2, 0);

@@ -15,12 +15,13 @@
 #include "switchyard/moe/dispatch.h"
 #include "switchyard/moe/router.h"
 #include "switchyard/model/tensor_source.h"
+#include "switchyard/moe/token_dispatcher.h"
 
 namespace sy {
 
 using model_detail::WeightSource;
 
-std::unique_ptr<Model> Model::load(const std::string& dir) {
+std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& options) {
   namespace fs = std::filesystem;
   if (!fs::is_directory(dir)) {
     throw make_error<IoError>("model", "model directory \"", dir, "\" does not exist or is not a directory");
@@ -28,7 +29,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir) {
   ModelConfig cfg = ModelConfig::from_file(dir);
   auto checkpoint = std::make_shared<SafetensorsCheckpoint>(dir);
   std::vector<std::string> unused;
-  ModelWeights w = load_model_weights(cfg, CheckpointSource(checkpoint), &unused);
+  ModelWeights w = load_model_weights(cfg, CheckpointSource(checkpoint), &unused, options);
   for (const std::string& name : unused) log_warn("[model] tensor \"", name, "\" in ", dir, " is not used");
   return std::make_unique<Model>(std::move(cfg), std::move(w), checkpoint);
 }
@@ -37,13 +38,17 @@ namespace {
 ModelWeights load_with(const ModelConfig& cfg, WeightSource& src, std::vector<std::string>* unused);
 }  // namespace
 
-ModelWeights load_model_weights(const ModelConfig& cfg, const TensorSource& source, std::vector<std::string>* unused) {
+ModelWeights load_model_weights(const ModelConfig& cfg, const TensorSource& source, std::vector<std::string>* unused,
+                                const LoadOptions& options) {
   WeightSource src(source);
+  src.set_expert_filter(options.load_expert);
   return load_with(cfg, src, unused);
 }
 
-ModelWeights load_model_weights(const ModelConfig& cfg, TensorSource& source, std::vector<std::string>* unused) {
+ModelWeights load_model_weights(const ModelConfig& cfg, TensorSource& source, std::vector<std::string>* unused,
+                                const LoadOptions& options) {
   WeightSource src(source);
+  src.set_expert_filter(options.load_expert);
   return load_with(cfg, src, unused);
 }
 
@@ -196,10 +201,15 @@ Tensor Model::moe_block(int layer, const Tensor& h) {
   moe::DispatchLayout layout = moe::make_dispatch_layout(routing, m.num_experts);
   std::vector<int64_t>& load = expert_load_.tokens[layer];
   for (int e = 0; e < m.num_experts; ++e) load[e] += layout.tokens_per_expert[e];
-  const moe::ActivationOptions act = moe::activation_for(m);
-  Tensor expert_out = moe::run_experts(moe::permute_tokens(h, layout), layout, w.experts, act);
-  Tensor out = Tensor::zeros(h.shape(), DType::kF32);
-  moe::combine_tokens(expert_out, layout, routing, out);
+  Tensor out;
+  if (dispatcher_) {
+    out = routed_experts_ep(layer, h, routing);
+  } else {
+    const moe::ActivationOptions act = moe::activation_for(m);
+    Tensor expert_out = moe::run_experts(moe::permute_tokens(h, layout), layout, w.experts, act);
+    out = Tensor::zeros(h.shape(), DType::kF32);
+    moe::combine_tokens(expert_out, layout, routing, out);
+  }
   if (w.shared.gate.defined()) {
     Tensor shared = moe::gated_mlp(h, w.shared, moe::ActivationOptions{});
     if (w.shared_gate.defined()) {

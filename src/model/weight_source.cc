@@ -65,6 +65,7 @@ std::vector<moe::GatedMlpWeights> load_experts(WeightSource& src, const std::str
     Tensor gate_up = src.get(prefix + ".gate_up_proj", {e, 2 * inter, h});
     Tensor down = src.get(prefix + ".down_proj", {e, h, inter});
     for (int64_t i = 0; i < e; ++i) {
+      if (!src.wants_expert(i)) continue;  // the mapped bytes of other experts are never touched
       Tensor gu = gate_up.select(i);
       experts[i].gate = gu.slice(0, 0, inter);
       experts[i].up = gu.slice(0, inter, 2 * inter);
@@ -73,7 +74,12 @@ std::vector<moe::GatedMlpWeights> load_experts(WeightSource& src, const std::str
     return experts;
   }
   for (int64_t i = 0; i < e; ++i) {
-    experts[i] = load_gated_mlp(src, prefix + "." + std::to_string(i), h, inter, names);
+    const std::string p = prefix + "." + std::to_string(i);
+    if (src.wants_expert(i)) {
+      experts[i] = load_gated_mlp(src, p, h, inter, names);
+    } else {
+      for (const std::string& n : {names.gate, names.up, names.down}) src.skip(p + "." + n + ".weight");
+    }
   }
   return experts;
 }

@@ -3,6 +3,7 @@
 // Internal to src/model.
 #pragma once
 
+#include <functional>
 #include <set>
 #include <string>
 
@@ -25,11 +26,17 @@ class WeightSource {
   Tensor optional(const std::string& name, const Shape& shape);
   // Names in the checkpoint that no loader asked for.
   std::vector<std::string> unused() const;
+  // Expert filter (expert parallelism): routed experts it rejects are not loaded, and their tensors are
+  // marked as deliberately skipped (no "unused" warning).
+  void set_expert_filter(std::function<bool(int64_t)> keep) { keep_expert_ = std::move(keep); }
+  bool wants_expert(int64_t e) const { return !keep_expert_ || keep_expert_(e); }
+  void skip(const std::string& name) { if (has(name)) used_.insert(name); }
 
  private:
   const TensorSource& checkpoint_;
   TensorSource* creator_ = nullptr;
   std::set<std::string> used_;
+  std::function<bool(int64_t)> keep_expert_;
 };
 
 // Names of one gated MLP's projections, e.g. {"gate_proj", "up_proj", "down_proj"} or Mixtral's {"w1","w3","w2"}.

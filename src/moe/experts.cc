@@ -30,10 +30,17 @@ Tensor run_experts(const Tensor& permuted, const DispatchLayout& layout, const s
                    const ActivationOptions& act) {
   SY_CHECK(static_cast<int>(experts.size()) == layout.num_experts, "run_experts: ", experts.size(), " experts for ",
            layout.num_experts);
+  return run_expert_blocks(permuted, layout.offsets, experts.data(), act);
+}
+
+Tensor run_expert_blocks(const Tensor& permuted, const std::vector<int64_t>& offsets, const GatedMlpWeights* experts,
+                         const ActivationOptions& act) {
   const int64_t h = permuted.size(1);
-  Tensor out = Tensor::empty({layout.num_rows(), h}, DType::kF32);
-  for (int e = 0; e < layout.num_experts; ++e) {
-    const int64_t begin = layout.offsets[e], end = layout.offsets[e + 1];
+  const int64_t rows = offsets.empty() ? 0 : offsets.back();
+  SY_CHECK(permuted.size(0) == rows, "run_experts: ", permuted.size(0), " rows for offsets ending at ", rows);
+  Tensor out = Tensor::empty({rows, h}, DType::kF32);
+  for (size_t e = 0; e + 1 < offsets.size(); ++e) {
+    const int64_t begin = offsets[e], end = offsets[e + 1];
     if (begin == end) continue;
     SY_CHECK(experts[e].gate.defined(), "run_experts: expert ", e, " has tokens but no weights loaded");
     Tensor y = gated_mlp(permuted.slice(0, begin, end), experts[e], act);

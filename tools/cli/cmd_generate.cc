@@ -1,6 +1,8 @@
 // switchyard generate [--model DIR] (--prompt-ids 1,2,3 | --prompt TEXT | --chat TEXT) --max-new-tokens N
 //                      [--temperature T --seed S --top-k K --top-p P] [--format text|json]
 //                      [--premoe-store DIR --keep M [--premoe-experts-per-token K]]  (PreMoe: docs/premoe.md)
+// Expert parallelism: mpirun -np N switchyard generate --model DIR --ep N [--dispatch alltoall|allgather]
+// [--comm-timeout S]: each rank loads only its experts; rank 0 prints.
 // Text prompts use the model directory's tokenizer.json (and tokenizer_config.json's chat template for
 // --chat). Text output is streamed as it is generated; json prints one object {"ids": [...], "text": ...}.
 #include <cstdio>
@@ -15,6 +17,8 @@
 #include "switchyard/io/chat_template.h"
 #include "switchyard/io/tokenizer.h"
 #include "switchyard/model/generate.h"
+#include "switchyard/moe/token_dispatcher.h"
+#include "switchyard/parallel/comm.h"
 
 namespace sy::cli {
 
@@ -49,6 +53,9 @@ CommandRunner add_generate_command(CLI::App& app) {
     uint64_t seed = 0;
     std::string premoe_store;
     int keep = 0, premoe_experts_per_token = 0;
+    int ep = 1;
+    std::string dispatch = "alltoall";
+    double comm_timeout = 300;
   };
   auto f = std::make_shared<Flags>();
   cmd->add_option("--model", f->model_dir, "Hugging Face model directory (default: the built-in model)");
@@ -66,6 +73,11 @@ CommandRunner add_generate_command(CLI::App& app) {
   cmd->add_option("--premoe-store", f->premoe_store, "PreMoe pattern store: run with the prompt's task experts only");
   cmd->add_option("--keep", f->keep, "With --premoe-store: experts kept per MoE layer");
   cmd->add_option("--premoe-experts-per-token", f->premoe_experts_per_token, "With --premoe-store: routed top-k");
+  cmd->add_option("--ep", f->ep, "Expert-parallel ranks (run under mpirun -np N)")->capture_default_str();
+  cmd->add_option("--dispatch", f->dispatch, "Token dispatch with --ep: alltoall or allgather")
+      ->check(CLI::IsMember({"alltoall", "allgather"}))->capture_default_str();
+  cmd->add_option("--comm-timeout", f->comm_timeout, "Seconds a collective may wait for a peer before failing")
+      ->capture_default_str();
   return [f, ids_opt, prompt_opt, chat_opt]() {
     if (!ids_opt->count() && !prompt_opt->count() && !chat_opt->count()) {
       throw make_error<InvalidArgument>("cli", "give a prompt with --prompt-ids, --prompt or --chat");
@@ -94,15 +106,39 @@ CommandRunner add_generate_command(CLI::App& app) {
     }
     SY_REQUIRE(f->premoe_store.empty() == (f->keep == 0), InvalidArgument, "cli",
                "--premoe-store and --keep go together (--keep M: experts kept per MoE layer)");
-    auto model = f->premoe_store.empty()
-                     ? load_model_or_builtin(f->model_dir)
-                     : load_premoe_model(f->model_dir, f->premoe_store, f->keep, f->premoe_experts_per_token, ids);
+    SY_REQUIRE(f->ep >= 1, InvalidArgument, "cli", "--ep must be >= 1 (got ", f->ep, ")");
+    SY_REQUIRE(f->ep == 1 || f->premoe_store.empty(), InvalidArgument, "cli",
+               "--ep and --premoe-store cannot be combined yet");
+    std::unique_ptr<Model> model;
+    bool quiet = false;  // ranks other than 0 print nothing
+    if (f->ep > 1) {
+      auto world = parallel::world_comm("auto", {f->comm_timeout});
+      if (world->size() != f->ep) {
+        throw make_error<InvalidArgument>("cli", "--ep ", f->ep, " needs exactly ", f->ep, " ranks, but ",
+                                          world->size(), " were started; run mpirun -np ", f->ep, " switchyard ...");
+      }
+      LoadOptions load;
+      if (!f->model_dir.empty()) {
+        const int experts = ModelConfig::from_file(f->model_dir).moe.num_experts;
+        auto [lo, hi] = Model::expert_range(experts, world->size(), world->rank());
+        load.load_expert = [lo = lo, hi = hi](int64_t e) { return e >= lo && e < hi; };
+      }
+      model = f->model_dir.empty() ? load_model_or_builtin("") : Model::load(f->model_dir, load);
+      moe::DispatcherOptions dispatch;
+      dispatch.strategy = f->dispatch == "allgather" ? moe::DispatchStrategy::kAllGather : moe::DispatchStrategy::kAllToAll;
+      model->set_expert_parallel(world, dispatch);
+      quiet = world->rank() != 0;
+    } else if (!f->premoe_store.empty()) {
+      model = load_premoe_model(f->model_dir, f->premoe_store, f->keep, f->premoe_experts_per_token, ids);
+    } else {
+      model = load_model_or_builtin(f->model_dir);
+    }
     check_ids_in_vocab(ids, model->config().vocab_size, "prompt");
     const bool json = f->format == "json";
     bool first = true;
     std::optional<StreamDecoder> stream;
     if (tok) stream.emplace(*tok, true);
-    if (!json) {
+    if (!json && !quiet) {
       opt.on_token = [&](int64_t id) {
         if (stream) {
           std::string piece = stream->step(static_cast<int32_t>(id));
@@ -116,6 +152,7 @@ CommandRunner add_generate_command(CLI::App& app) {
       };
     }
     std::vector<int64_t> out = generate(*model, ids, opt);
+    if (quiet) return 0;
     if (json) {
       nlohmann::json j = {{"ids", out}};
       if (tok) {

@@ -13,18 +13,28 @@
 #include "switchyard/model/kv_cache.h"
 #include "switchyard/model/weights.h"
 #include "switchyard/kernels/ops.h"
+#include "switchyard/moe/router.h"
 
 namespace sy {
 
+class SafetensorsCheckpoint;
+namespace parallel { class Comm; }
+namespace moe { class TokenDispatcher; struct DispatcherOptions; }
+
+struct LoadOptions {
+  // Routed experts to load (the same on every layer); empty loads all. Expert parallelism loads only the
+  // experts of this rank; an expert that is not loaded must never receive tokens.
+  std::function<bool(int64_t expert)> load_expert;
+};
 class TensorSource;
 
 // Builds the weights of `config`'s family from hub-named tensors, checking every shape. Names present in
 // `source` but not used are appended to `unused` when given.
 ModelWeights load_model_weights(const ModelConfig& config, const TensorSource& source,
-                                std::vector<std::string>* unused = nullptr);
+                                std::vector<std::string>* unused = nullptr, const LoadOptions& options = {});
 // The same with a source that may create the tensors it lacks (CreatingSource: a fresh parameter set).
 ModelWeights load_model_weights(const ModelConfig& config, TensorSource& source,
-                                std::vector<std::string>* unused = nullptr);
+                                std::vector<std::string>* unused = nullptr, const LoadOptions& options = {});
 
 // Per-layer expert load observed by forward passes (tokens routed to each expert).
 struct ExpertLoad {
@@ -39,7 +49,7 @@ using RouterObserver = std::function<bool(int layer, const Tensor& logits)>;
 class Model {
  public:
   // Loads DIR (config.json + *.safetensors). Throws IoError / FormatError / Unsupported.
-  static std::unique_ptr<Model> load(const std::string& dir);
+  static std::unique_ptr<Model> load(const std::string& dir, const LoadOptions& options = {});
   // Wraps weights that were built in memory (tests, the built-in model).
   Model(ModelConfig config, ModelWeights weights, std::shared_ptr<void> keep_alive = nullptr);
   ~Model();
@@ -54,6 +64,12 @@ class Model {
   // If a router observer stopped the pass, returns an undefined tensor and leaves the cache length unchanged.
   Tensor forward(const std::vector<int64_t>& ids, KvCache& cache, bool all_logits);
 
+  // Expert parallelism: the MoE blocks shard their tokens over `ep` (attention stays replicated: every rank
+  // runs the same sequence), dispatch them to the ranks owning their experts, and all-gather the outputs.
+  // Rank r must hold experts [r*E/EP, (r+1)*E/EP) (expert_range); every rank runs the same forward calls.
+  void set_expert_parallel(std::shared_ptr<parallel::Comm> ep, const moe::DispatcherOptions& options);
+  // [first, last) experts owned by `rank` of `ranks`. Throws InvalidArgument unless ranks divides experts.
+  static std::pair<int64_t, int64_t> expert_range(int num_experts, int ranks, int rank);
   // Installs (or, with an empty function, removes) the router observer.
   void set_router_observer(RouterObserver observer) { router_observer_ = std::move(observer); }
 
@@ -65,12 +81,15 @@ class Model {
   Tensor attention_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvCache& cache);
   Tensor mla_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvCache& cache);
   Tensor moe_block(int layer, const Tensor& h);
+  Tensor routed_experts_ep(int layer, const Tensor& h, const moe::Routing& routing);
 
   ModelConfig config_;
   ModelWeights weights_;
   std::shared_ptr<void> keep_alive_;  // the checkpoint whose memory maps the weights view
   ops::RopeTable rope_;
   ExpertLoad expert_load_;
+  std::shared_ptr<parallel::Comm> ep_;
+  std::shared_ptr<moe::TokenDispatcher> dispatcher_;
   RouterObserver router_observer_;
 };
 

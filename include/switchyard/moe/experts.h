@@ -30,5 +30,9 @@ Tensor gated_mlp(const Tensor& x, const GatedMlpWeights& w, const ActivationOpti
 // expert_out: (rows, hidden) with rows ordered as in layout; experts.size() == layout.num_experts.
 Tensor run_experts(const Tensor& permuted, const DispatchLayout& layout, const std::vector<GatedMlpWeights>& experts,
                    const ActivationOptions& act);
+// The same over blocks: rows [offsets[i], offsets[i+1]) of permuted run through experts[i] (the expert-parallel
+// path, where a rank holds a slice of the experts). experts has offsets.size() - 1 entries.
+Tensor run_expert_blocks(const Tensor& permuted, const std::vector<int64_t>& offsets, const GatedMlpWeights* experts,
+                         const ActivationOptions& act);
 
 }  // namespace sy::moe
