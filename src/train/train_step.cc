@@ -45,9 +45,8 @@ Tensor aux_loss_gradient(const ModelConfig& cfg, const FfnCache& c, const BatchL
                          StepStats& stats) {
   const MoeConfig& m = cfg.moe;
   const int64_t n = c.logits.size(0), e = m.num_experts, k = m.top_k;
-  Tensor dlogits;
-  if (o.aux_loss_coef <= 0 && o.z_loss_coef <= 0) return dlogits;
-  dlogits = Tensor::zeros({n, e}, DType::kF32);
+  // Both losses are always reported; they enter the gradient only when their coefficient is non-zero.
+  Tensor dlogits = Tensor::zeros({n, e}, DType::kF32);
   // Load balancing: coef * E / (T^2 K) * sum_e (sum_t p_te) * count_e, per micro-batch or per sequence.
   Tensor probs = moe::balance_probabilities(c.logits, m);
   Tensor dprobs = Tensor::zeros({n, e}, DType::kF32);
@@ -87,7 +86,7 @@ Tensor aux_loss_gradient(const ModelConfig& cfg, const FfnCache& c, const BatchL
     }
   }
   stats.z_loss += z;
-  return dlogits;
+  return o.aux_loss_coef > 0 || o.z_loss_coef > 0 ? dlogits : Tensor();
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "switchyard/core/error.h"
 #include "switchyard/io/safetensors.h"
@@ -48,7 +50,12 @@ std::unique_ptr<TrainableModel> TrainableModel::from_dir(const std::string& dir)
   SafetensorsCheckpoint ck(dir);
   std::map<std::string, Tensor> params;
   for (const std::string& name : ck.names()) params[name] = ck.tensor(name).to(DType::kF32);
-  return std::make_unique<TrainableModel>(std::move(cfg), std::move(params));
+  auto model = std::make_unique<TrainableModel>(std::move(cfg), std::move(params));
+  std::ifstream in(std::filesystem::path(dir) / "config.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  model->set_config_json(text.str());
+  return model;
 }
 
 bool TrainableModel::is_buffer(const std::string& name) const {

@@ -12,6 +12,7 @@
 #include "switchyard/core/error.h"
 #include "switchyard/io/safetensors.h"
 #include "switchyard/train/trainable_model.h"
+#include "switchyard/train/trainer.h"
 #include "test_util.h"
 
 namespace sy::train {
@@ -64,6 +65,72 @@ TEST_P(TrainGradients, MatchPyTorchAutograd) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TrainGradients, ::testing::ValuesIn(grad_fixtures()),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace sy::train
+
+namespace sy::train {
+namespace {
+
+std::vector<std::string> adamw_fixtures() {
+  std::vector<std::string> out;
+  fs::path root = fs::path(test::fixtures_dir()) / "train";
+  if (!fs::exists(root)) return out;
+  for (const auto& e : fs::directory_iterator(root)) {
+    std::string name = e.path().filename().string();
+    if (name.rfind("adamw_", 0) == 0) out.push_back(name.substr(6));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+class TrainLossTrajectory : public ::testing::TestWithParam<std::string> {};
+
+// 20 AdamW steps in the --data-ids mode track the PyTorch loop: losses and pre-clip gradient norms within
+// 1e-4 relative at every step; final weights within 2e-4 absolute (near-zero gradients make AdamW amplify
+// rounding noise, see tests/fixtures/train/README.md).
+TEST_P(TrainLossTrajectory, TracksPyTorchAdamW) {
+  const std::string fixture = GetParam();
+  fs::path dir = fs::path(test::fixtures_dir()) / "train" / ("adamw_" + fixture);
+  std::ifstream in(dir / "steps.json");
+  nlohmann::json s = nlohmann::json::parse(in);
+  const auto& hp = s["hyperparameters"];
+  TrainerOptions o;
+  o.steps = s["steps"].get<int64_t>();
+  o.batch_size = s["B"].get<int64_t>();
+  o.seq_len = s["T"].get<int64_t>();
+  o.adamw.lr = o.lr.lr = hp["lr"].get<double>();
+  o.adamw.beta1 = hp["betas"][0].get<double>();
+  o.adamw.beta2 = hp["betas"][1].get<double>();
+  o.adamw.eps = hp["eps"].get<double>();
+  o.adamw.weight_decay = hp["weight_decay"].get<double>();
+  o.grad_clip = hp["max_grad_norm"].get<double>();
+  Trainer trainer(TrainableModel::from_dir(test::fixtures_dir() + "/golden/" + fixture), o);
+  auto data = FlatIdSource::from_npy((dir / "data.npy").string());
+  std::vector<double> losses, norms;
+  trainer.run(*data, [&](const StepLog& log) {
+    losses.push_back(log.loss);
+    norms.push_back(log.grad_norm);
+  });
+  auto ref_losses = s["losses"].get<std::vector<double>>();
+  auto ref_norms = s["grad_norms"].get<std::vector<double>>();
+  ASSERT_EQ(losses.size(), ref_losses.size());
+  for (size_t i = 0; i < losses.size(); ++i) {
+    EXPECT_NEAR(losses[i], ref_losses[i], 1e-4 * std::fabs(ref_losses[i])) << "step " << i;
+    EXPECT_NEAR(norms[i], ref_norms[i], 1e-4 * std::fabs(ref_norms[i])) << "step " << i;
+  }
+  SafetensorsFile final_ref((dir / "final.safetensors").string());
+  for (const std::string& name : final_ref.names()) {
+    std::vector<float> ours = trainer.model().params().at(name).to_f32_vector();
+    std::vector<float> ref = final_ref.tensor(name).to_f32_vector();
+    double max_diff = 0;
+    for (size_t i = 0; i < ref.size(); ++i) max_diff = std::max(max_diff, double(std::fabs(ours[i] - ref[i])));
+    EXPECT_LT(max_diff, 2e-4) << name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, TrainLossTrajectory, ::testing::ValuesIn(adamw_fixtures()),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

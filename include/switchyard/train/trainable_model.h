@@ -36,6 +36,9 @@ class TrainableModel {
   TrainableModel(ModelConfig config, std::map<std::string, Tensor> params);
 
   const ModelConfig& config() const { return config_; }
+  // The config.json text this model was made from (written into checkpoints).
+  const std::string& config_json() const { return config_json_; }
+  void set_config_json(std::string text) { config_json_ = std::move(text); }
   std::map<std::string, Tensor>& params() { return params_; }
   std::map<std::string, Tensor>& grads() { return grads_; }
   // Router score biases (DeepSeek-V3 e_score_correction_bias): state, not trained by gradients.
@@ -53,6 +56,7 @@ class TrainableModel {
  private:
   struct Impl;
   ModelConfig config_;
+  std::string config_json_;
   std::map<std::string, Tensor> params_, grads_;
   ModelWeights w_, g_;
 };

@@ -1,0 +1,120 @@
+// `switchyard train` through the CLI: JSON logs, checkpoints loadable by `generate`, bit-exact resume after
+// kill -9 at arbitrary moments (mid-step or mid-save), auxiliary losses, and bad input.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <map>
+#include <sstream>
+
+#include "test_util.h"
+
+namespace sy {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string model_dir() { return test::fixtures_dir() + "/golden/mixtral"; }
+
+// Loss lines (as printed, so comparisons are exact) keyed by step.
+std::map<int64_t, std::string> losses_of(const std::string& output) {
+  std::map<int64_t, std::string> out;
+  std::istringstream in(output);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] != '{') continue;
+    nlohmann::json j = nlohmann::json::parse(line);
+    out[j["step"].get<int64_t>()] = j["loss"].dump() + " " + j["grad_norm"].dump();
+  }
+  return out;
+}
+
+std::string train_args(const std::string& data, int steps) {
+  return "train --model " + model_dir() + " --data-ids " + data + " --steps " + std::to_string(steps) +
+         " --batch-size 1 --seq-len 8 --lr 1e-3 --log-format json";
+}
+
+// data.npy of the 20-step AdamW fixture holds 20 x 2 rows of 9 ids: 40 steps at batch 1.
+std::string fixture_ids() { return test::fixtures_dir() + "/train/adamw_mixtral/data.npy"; }
+
+TEST(TrainCli, JsonLogAndCheckpointLoadableByGenerate) {
+  test::TempDir tmp;
+  auto r = test::run_cli(train_args(fixture_ids(), 3) + " --save " + tmp.file("ck") + " 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto losses = losses_of(r.output);
+  EXPECT_EQ(losses.size(), 3u);
+  nlohmann::json first = nlohmann::json::parse(r.output.substr(0, r.output.find('\n')));
+  for (const char* key : {"step", "loss", "aux_loss", "grad_norm", "lr", "tokens_per_s", "expert_load"}) {
+    EXPECT_TRUE(first.contains(key)) << key;
+  }
+  std::ifstream latest(tmp.file("ck/latest"));
+  std::string name;
+  latest >> name;
+  EXPECT_EQ(name, "step-3");
+  auto g = test::run_cli("generate --model " + tmp.file("ck/step-3") + " --prompt-ids 1,2,3 --max-new-tokens 3 --format json");
+  EXPECT_EQ(g.exit_code, 0) << g.output;
+}
+
+TEST(TrainCli, ResumeAfterKillReproducesTheUninterruptedRun) {
+  const int steps = 40;
+  test::TempDir tmp;
+  auto full = test::run_cli(train_args(fixture_ids(), steps) + " 2>/dev/null");
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+  auto reference = losses_of(full.output);
+  ASSERT_EQ(reference.size(), static_cast<size_t>(steps));
+  for (const char* delay : {"0.05", "0.2", "0.4"}) {
+    std::string ck = tmp.file(std::string("ck-") + delay);
+    // Checkpoint every step so that the kill lands in a step or in a save, wherever it falls.
+    std::string cmd = "sh -c '" + test::cli_path() + " " + train_args(fixture_ids(), steps) + " --save " + ck +
+                      " --save-every 1 >/dev/null 2>&1 & pid=$!; sleep " + delay + "; kill -9 $pid 2>/dev/null; wait'";
+    ASSERT_EQ(std::system(cmd.c_str()) == -1, false);
+    if (!fs::exists(ck + "/latest")) continue;  // killed before the first checkpoint
+    auto resumed = test::run_cli(train_args(fixture_ids(), steps) + " --save " + ck + " --resume " + ck + " 2>/dev/null");
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    for (const auto& [step, line] : losses_of(resumed.output)) EXPECT_EQ(line, reference.at(step)) << "step " << step;
+  }
+}
+
+TEST(TrainCli, LeftoverPartialSaveIsIgnored) {
+  test::TempDir tmp;
+  std::string ck = tmp.file("ck");
+  auto a = test::run_cli(train_args(fixture_ids(), 2) + " --save " + ck + " 2>/dev/null");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  // What a crash in the middle of writing step 3 leaves behind: a temporary folder with truncated files.
+  fs::create_directories(ck + "/.tmp-step-3-999");
+  std::ofstream(ck + "/.tmp-step-3-999/model.safetensors") << "trunc";
+  auto b = test::run_cli(train_args(fixture_ids(), 4) + " --save " + ck + " --resume " + ck + " 2>/dev/null");
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  auto losses = losses_of(b.output);
+  EXPECT_EQ(losses.begin()->first, 3);
+}
+
+TEST(TrainCli, AuxiliaryLossesAreReportedAndWeighted) {
+  auto r = test::run_cli(train_args(fixture_ids(), 2) + " --aux-loss-coef 0.01 --z-loss-coef 0.001 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json j = nlohmann::json::parse(r.output.substr(0, r.output.find('\n')));
+  EXPECT_GT(j["aux_loss"].get<double>(), 0.0);
+  EXPECT_GT(j["z_loss"].get<double>(), 0.0);
+}
+
+TEST(TrainCli, BadInputIsAClearError) {
+  test::TempDir tmp;
+  auto r = test::run_cli(train_args(fixture_ids(), 1000));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("needs"), std::string::npos) << r.output;
+  r = test::run_cli("train --data-ids " + fixture_ids() + " --steps 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("--model"), std::string::npos) << r.output;
+  r = test::run_cli(train_args(fixture_ids(), 1) + " --weight-decay=-1");
+  EXPECT_EQ(r.exit_code, 1);
+  r = test::run_cli("train --model " + test::fixtures_dir() + "/golden/gpt_oss --data-ids " + fixture_ids() + " --steps 1");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("gpt-oss"), std::string::npos) << r.output;
+  r = test::run_cli(train_args(fixture_ids(), 1) + " --resume " + tmp.file("nothing"));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("no checkpoint"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace sy
