@@ -11,13 +11,21 @@
 namespace sy::train {
 
 // Token ranges of the sequences in a flattened batch, with each token's position in its sequence.
+// With packed documents, positions restart at each document and key_start masks earlier documents.
 struct BatchLayout {
   std::vector<int64_t> seq_begin;   // (B + 1,): tokens [seq_begin[b], seq_begin[b+1]) are sequence b
-  std::vector<int64_t> positions;   // (N,)
+  std::vector<int64_t> positions;   // (N,): rope position of each token (within its document)
+  std::vector<int64_t> key_start;   // (N,): first key (index within its sequence) each token may attend to
   int64_t num_tokens() const { return seq_begin.back(); }
   int64_t num_seqs() const { return static_cast<int64_t>(seq_begin.size()) - 1; }
-  std::vector<int64_t> seq_positions(int64_t b) const {
-    return {positions.begin() + seq_begin[b], positions.begin() + seq_begin[b + 1]};
+  // Key indices 0..T_b-1 of sequence b (causality is by index within the sequence).
+  std::vector<int64_t> seq_key_index(int64_t b) const {
+    std::vector<int64_t> idx(static_cast<size_t>(seq_begin[b + 1] - seq_begin[b]));
+    for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int64_t>(i);
+    return idx;
+  }
+  std::vector<int64_t> seq_key_start(int64_t b) const {
+    return {key_start.begin() + seq_begin[b], key_start.begin() + seq_begin[b + 1]};
   }
 };
 

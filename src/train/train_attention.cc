@@ -44,7 +44,11 @@ void attention_per_sequence(const Tensor& q, const Tensor& k, const Tensor& v, c
   for (int64_t b = 0; b < batch.num_seqs(); ++b) {
     const int64_t s0 = batch.seq_begin[b], s1 = batch.seq_begin[b + 1];
     Tensor ob = out.slice(0, s0, s1);
-    ops::attention(q.slice(0, s0, s1), k.slice(0, s0, s1), v.slice(0, s0, s1), batch.seq_positions(b), s1 - s0, o, ob);
+    const std::vector<int64_t> key_start = batch.seq_key_start(b);
+    ops::AttentionOptions ob_opts = o;
+    ob_opts.key_start = &key_start;
+    ops::attention(q.slice(0, s0, s1), k.slice(0, s0, s1), v.slice(0, s0, s1), batch.seq_key_index(b), s1 - s0,
+                   ob_opts, ob);
   }
 }
 
@@ -54,8 +58,11 @@ void attention_backward_per_sequence(const Tensor& q, const Tensor& k, const Ten
   for (int64_t b = 0; b < batch.num_seqs(); ++b) {
     const int64_t s0 = batch.seq_begin[b], s1 = batch.seq_begin[b + 1];
     Tensor dqb = dq.slice(0, s0, s1), dkb = dk.slice(0, s0, s1), dvb = dv.slice(0, s0, s1);
-    ops::attention_backward(q.slice(0, s0, s1), k.slice(0, s0, s1), v.slice(0, s0, s1), batch.seq_positions(b),
-                            s1 - s0, o, dout.slice(0, s0, s1), dqb, dkb, dvb, dsinks);
+    const std::vector<int64_t> key_start = batch.seq_key_start(b);
+    ops::AttentionOptions ob_opts = o;
+    ob_opts.key_start = &key_start;
+    ops::attention_backward(q.slice(0, s0, s1), k.slice(0, s0, s1), v.slice(0, s0, s1), batch.seq_key_index(b),
+                            s1 - s0, ob_opts, dout.slice(0, s0, s1), dqb, dkb, dvb, dsinks);
   }
 }
 

@@ -2,6 +2,7 @@
 // Forward keeps every layer's activations (no recompute yet), the loss is the mean cross-entropy over all
 // targets, auxiliary router losses are added when their coefficients are non-zero, then the layers run
 // backward in reverse order.
+#include <algorithm>
 #include <cmath>
 
 #include "switchyard/core/error.h"
@@ -14,7 +15,8 @@ namespace sy::train {
 namespace {
 
 BatchLayout make_batch(const std::vector<std::vector<int64_t>>& inputs, const std::vector<std::vector<int64_t>>& targets,
-                       std::vector<int64_t>& flat_ids, std::vector<int64_t>& flat_targets, int64_t vocab) {
+                       const std::vector<std::vector<int64_t>>* doc_starts, std::vector<int64_t>& flat_ids,
+                       std::vector<int64_t>& flat_targets, int64_t vocab) {
   SY_REQUIRE(!inputs.empty() && inputs.size() == targets.size(), InvalidArgument, "train",
              "a batch needs at least one sequence and one target list per input");
   BatchLayout batch;
@@ -22,12 +24,23 @@ BatchLayout make_batch(const std::vector<std::vector<int64_t>>& inputs, const st
   for (size_t b = 0; b < inputs.size(); ++b) {
     SY_REQUIRE(!inputs[b].empty() && inputs[b].size() == targets[b].size(), InvalidArgument, "train", "sequence ", b,
                " has ", inputs[b].size(), " inputs and ", targets[b].size(), " targets");
+    // Document starts within this row (sorted); position 0 always starts one.
+    std::vector<int64_t> starts = {0};
+    if (doc_starts && b < doc_starts->size()) {
+      for (int64_t s : (*doc_starts)[b]) {
+        if (s > 0 && s < static_cast<int64_t>(inputs[b].size())) starts.push_back(s);
+      }
+      std::sort(starts.begin(), starts.end());
+    }
+    size_t doc = 0;
     for (size_t i = 0; i < inputs[b].size(); ++i) {
       SY_REQUIRE(inputs[b][i] >= 0 && inputs[b][i] < vocab, InvalidArgument, "train", "token id ", inputs[b][i],
                  " is outside the vocabulary [0, ", vocab, ")");
+      while (doc + 1 < starts.size() && starts[doc + 1] <= static_cast<int64_t>(i)) ++doc;
       flat_ids.push_back(inputs[b][i]);
       flat_targets.push_back(targets[b][i]);
-      batch.positions.push_back(static_cast<int64_t>(i));
+      batch.positions.push_back(static_cast<int64_t>(i) - starts[doc]);
+      batch.key_start.push_back(starts[doc]);
     }
     batch.seq_begin.push_back(static_cast<int64_t>(flat_ids.size()));
   }
@@ -92,10 +105,11 @@ Tensor aux_loss_gradient(const ModelConfig& cfg, const FfnCache& c, const BatchL
 }  // namespace
 
 StepStats TrainableModel::forward_backward(const std::vector<std::vector<int64_t>>& inputs,
-                                           const std::vector<std::vector<int64_t>>& targets, const LossOptions& options) {
+                                           const std::vector<std::vector<int64_t>>& targets, const LossOptions& options,
+                                           const std::vector<std::vector<int64_t>>* doc_starts) {
   const ModelConfig& cfg = config_;
   std::vector<int64_t> ids, tgt;
-  BatchLayout batch = make_batch(inputs, targets, ids, tgt, cfg.vocab_size);
+  BatchLayout batch = make_batch(inputs, targets, doc_starts, ids, tgt, cfg.vocab_size);
   const int64_t n = batch.num_tokens(), hidden = cfg.hidden_size;
   const float eps = static_cast<float>(cfg.rms_norm_eps);
   const ops::RopeTable rope = rope_for(cfg);
@@ -163,10 +177,11 @@ StepStats TrainableModel::forward_backward(const std::vector<std::vector<int64_t
 }
 
 double TrainableModel::evaluate(const std::vector<std::vector<int64_t>>& inputs,
-                                const std::vector<std::vector<int64_t>>& targets, int64_t* num_targets) {
+                                const std::vector<std::vector<int64_t>>& targets, int64_t* num_targets,
+                                const std::vector<std::vector<int64_t>>* doc_starts) {
   const ModelConfig& cfg = config_;
   std::vector<int64_t> ids, tgt;
-  BatchLayout batch = make_batch(inputs, targets, ids, tgt, cfg.vocab_size);
+  BatchLayout batch = make_batch(inputs, targets, doc_starts, ids, tgt, cfg.vocab_size);
   const int64_t n = batch.num_tokens(), hidden = cfg.hidden_size;
   const float eps = static_cast<float>(cfg.rms_norm_eps);
   const ops::RopeTable rope = rope_for(cfg);

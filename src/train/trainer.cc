@@ -17,13 +17,24 @@ namespace sy::train {
 
 namespace fs = std::filesystem;
 
-std::unique_ptr<FlatIdSource> FlatIdSource::from_npy(const std::string& path) {
+std::unique_ptr<FlatIdSource> FlatIdSource::from_npy(const std::string& path, int64_t eos_id) {
   Tensor t = read_npy(path);
   SY_REQUIRE(t.dtype() == DType::kI32 || t.dtype() == DType::kI64, FormatError, "train", path,
              " must hold int32 or int64 token ids, got ", dtype_name(t.dtype()));
   std::vector<int64_t> ids(static_cast<size_t>(t.numel()));
   for (int64_t i = 0; i < t.numel(); ++i) ids[i] = t.dtype() == DType::kI32 ? t.i32()[i] : t.i64()[i];
-  return std::make_unique<FlatIdSource>(std::move(ids));
+  return std::make_unique<FlatIdSource>(std::move(ids), eos_id);
+}
+
+std::vector<std::vector<int64_t>> FlatIdSource::doc_starts(const std::vector<std::vector<int64_t>>& inputs) const {
+  std::vector<std::vector<int64_t>> out(inputs.size());
+  if (eos_id_ < 0) return out;
+  for (size_t b = 0; b < inputs.size(); ++b) {
+    for (size_t i = 1; i < inputs[b].size(); ++i) {
+      if (inputs[b][i - 1] == eos_id_) out[b].push_back(static_cast<int64_t>(i));
+    }
+  }
+  return out;
 }
 
 void FlatIdSource::batch(int64_t step, int64_t batch_size, int64_t seq_len, std::vector<std::vector<int64_t>>& inputs,
@@ -58,7 +69,8 @@ void Trainer::run(BatchSource& data, const std::function<void(const StepLog&)>& 
     const auto start = std::chrono::steady_clock::now();
     data.batch(step_, options_.batch_size, options_.seq_len, inputs, targets);
     model_->zero_grads();
-    StepStats stats = model_->forward_backward(inputs, targets, options_.loss);
+    const std::vector<std::vector<int64_t>> docs = data.doc_starts(inputs);
+    StepStats stats = model_->forward_backward(inputs, targets, options_.loss, docs.empty() ? nullptr : &docs);
     StepLog log;
     log.grad_norm = clip_grad_norm(grads, options_.grad_clip);
     log.lr = learning_rate(options_.lr, step_);

@@ -26,6 +26,7 @@ CommandRunner add_train_command(CLI::App& app) {
     std::string log_format = "text";
     int64_t steps = 1, batch_size = 1, seq_len = 16, warmup = 0, save_every = 0;
     uint64_t seed = 0;
+    int64_t eos_id = -1;
     double lr = 1e-3, min_lr = 0, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1, grad_clip = 1.0;
     double aux = 0, z = 0, bias_rate = 0;
     bool aux_per_seq = false;
@@ -35,7 +36,10 @@ CommandRunner add_train_command(CLI::App& app) {
   auto* config_opt = cmd->add_option("--config", f->config, "Start from a fresh initialisation of this config.json");
   model_opt->excludes(config_opt);
   auto* ids_opt = cmd->add_option("--data-ids", f->data_ids, "Flat token-id array (.npy int32/int64), read in order");
-  auto* data_opt = cmd->add_option("--data", f->data, "Token file (.npy of ids, as --data-ids)");
+  auto* data_opt = cmd->add_option("--data", f->data,
+                                   "Packed documents (.npy of ids from `switchyard data prepare`): a document ends at "
+                                   "each end-of-document id; attention and positions respect the boundaries");
+  cmd->add_option("--eos-id", f->eos_id, "End-of-document id for --data (default: the config's eos_token_id)");
   ids_opt->excludes(data_opt);
   cmd->add_option("--steps", f->steps, "Optimizer steps")->capture_default_str();
   cmd->add_option("--batch-size", f->batch_size, "Sequences per step")->capture_default_str();
@@ -99,7 +103,14 @@ CommandRunner add_train_command(CLI::App& app) {
                InvalidArgument, "cli", "optimizer flags out of range (need lr > 0, 0 <= beta < 1, eps > 0, others >= 0)");
     train::Trainer trainer(std::move(model), o);
     if (!f->resume.empty()) trainer.resume(f->resume);
-    auto data = train::FlatIdSource::from_npy(ids_opt->count() ? f->data_ids : f->data);
+    int64_t eos = -1;
+    if (data_opt->count()) {
+      eos = f->eos_id >= 0 ? f->eos_id
+            : trainer.model().config().eos_token_ids.empty() ? -1 : trainer.model().config().eos_token_ids[0];
+      SY_REQUIRE(eos >= 0, InvalidArgument, "cli", "--data needs an end-of-document id: pass --eos-id or set "
+                                                   "eos_token_id in config.json");
+    }
+    auto data = train::FlatIdSource::from_npy(ids_opt->count() ? f->data_ids : f->data, eos);
     const bool json = f->log_format == "json";
     const bool tty = ::isatty(STDERR_FILENO);
     trainer.run(*data, [&](const train::StepLog& log) {

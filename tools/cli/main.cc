@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   add(sy::cli::add_tokenize_command);
   add(sy::cli::add_plan_command);
   add(sy::cli::add_train_command);
+  add(sy::cli::add_data_command);
   add(sy::cli::add_prune_command);
   add(sy::cli::add_layout_command);
 

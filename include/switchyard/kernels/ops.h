@@ -39,6 +39,8 @@ struct AttentionOptions {
   float scale = 1.f;
   int window = 0;         // key j visible to query at position p iff j <= p and (window == 0 or p - j < window)
   const Tensor* sinks = nullptr;  // (heads,) sink logits joining the softmax denominator (gpt-oss)
+  // Packed documents: per query i, the first key index it may see (keys of earlier documents are masked).
+  const std::vector<int64_t>* key_start = nullptr;
 };
 // Causal attention of t queries against the first kv_len cached keys of one sequence.
 // q: (t, heads, dk); k: (>= kv_len, kv_heads, dk); v: (>= kv_len, kv_heads, dv); positions: (t,) with

@@ -47,11 +47,14 @@ class TrainableModel {
 
   // Forward and backward over B sequences: inputs[b] and targets[b] have the same length T_b. Gradients
   // accumulate into grads(); the loss is the mean over all targets (plus weighted auxiliary losses).
+  // With doc_starts (per sequence, the indices where a new packed document begins), rope positions restart
+  // at each document and attention never crosses a document boundary.
   StepStats forward_backward(const std::vector<std::vector<int64_t>>& inputs,
-                             const std::vector<std::vector<int64_t>>& targets, const LossOptions& options);
+                             const std::vector<std::vector<int64_t>>& targets, const LossOptions& options,
+                             const std::vector<std::vector<int64_t>>* doc_starts = nullptr);
   // Forward only: summed cross-entropy and the number of targets.
   double evaluate(const std::vector<std::vector<int64_t>>& inputs, const std::vector<std::vector<int64_t>>& targets,
-                  int64_t* num_targets);
+                  int64_t* num_targets, const std::vector<std::vector<int64_t>>* doc_starts = nullptr);
 
  private:
   struct Impl;

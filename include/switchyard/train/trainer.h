@@ -29,19 +29,28 @@ class BatchSource {
   virtual ~BatchSource() = default;
   virtual void batch(int64_t step, int64_t batch_size, int64_t seq_len, std::vector<std::vector<int64_t>>& inputs,
                      std::vector<std::vector<int64_t>>& targets) = 0;
+  // Per row, the indices where a new packed document starts (empty when the source does not pack).
+  virtual std::vector<std::vector<int64_t>> doc_starts(const std::vector<std::vector<int64_t>>& inputs) const {
+    return {};
+  }
 };
 
 // The --data-ids mode: a flat id array; at step s, row i is ids[(s*B+i)*(T+1) : (s*B+i+1)*(T+1)], inputs its
 // first T ids, targets its last T. Throws InvalidArgument when the array is too short for a step.
+// With an end-of-document id (>= 0), rows are packed documents: a document starts after each such id, and
+// attention and positions respect the boundaries (the --data mode).
 class FlatIdSource : public BatchSource {
  public:
-  explicit FlatIdSource(std::vector<int64_t> ids) : ids_(std::move(ids)) {}
-  static std::unique_ptr<FlatIdSource> from_npy(const std::string& path);
+  explicit FlatIdSource(std::vector<int64_t> ids, int64_t eos_id = -1) : ids_(std::move(ids)), eos_id_(eos_id) {}
+  static std::unique_ptr<FlatIdSource> from_npy(const std::string& path, int64_t eos_id = -1);
   void batch(int64_t step, int64_t batch_size, int64_t seq_len, std::vector<std::vector<int64_t>>& inputs,
              std::vector<std::vector<int64_t>>& targets) override;
+  std::vector<std::vector<int64_t>> doc_starts(const std::vector<std::vector<int64_t>>& inputs) const override;
+  int64_t size() const { return static_cast<int64_t>(ids_.size()); }
 
  private:
   std::vector<int64_t> ids_;
+  int64_t eos_id_ = -1;
 };
 
 struct StepLog {

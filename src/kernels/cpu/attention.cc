@@ -44,7 +44,8 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const std::vec
       const int64_t i = item / heads, h = item % heads, kh = h / group;
       const int64_t pos = positions[i];
       SY_CHECK(pos >= 0 && pos < kv_len, "attention: position ", pos, " outside cache of ", kv_len);
-      const int64_t lo = options.window > 0 ? std::max<int64_t>(0, pos - options.window + 1) : 0;
+      int64_t lo = options.window > 0 ? std::max<int64_t>(0, pos - options.window + 1) : 0;
+      if (options.key_start) lo = std::max(lo, (*options.key_start)[i]);
       const int64_t hi = pos;  // inclusive
       const float* qrow = qp + (i * heads + h) * dk;
       scores.resize(static_cast<size_t>(hi - lo + 1));

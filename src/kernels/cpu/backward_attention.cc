@@ -25,7 +25,8 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
       for (int64_t h = kh * group; h < (kh + 1) * group; ++h) {
         for (int64_t i = 0; i < t; ++i) {
           const int64_t pos = positions[i];
-          const int64_t lo = options.window > 0 ? std::max<int64_t>(0, pos - options.window + 1) : 0;
+          int64_t lo = options.window > 0 ? std::max<int64_t>(0, pos - options.window + 1) : 0;
+          if (options.key_start) lo = std::max(lo, (*options.key_start)[i]);
           const float* qrow = q.f32() + (i * heads + h) * d_k;
           const float* grow = dout.f32() + (i * heads + h) * d_v;
           const int64_t n = pos - lo + 1;

@@ -18,13 +18,22 @@ void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor*
   SY_CHECK(w.size(1) == k && dy.size(0) == m && dy.size(1) == n, "linear_backward: x ", x.describe(), " w ",
            w.describe(), " dy ", dy.describe());
   if (m == 0) return;
+  // Split over output columns (dx) and weight rows (dW) on the thread pool; OpenBLAS runs one thread each.
   if (dx) {  // dx = dy W: (m, n) x (n, k)
     SY_CHECK(dx->numel() == int64_t{m} * k, "linear_backward: dx ", dx->describe());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, k, n, 1.f, dy.f32(), n, w.f32(), k, 0.f, dx->f32(), k);
+    float* dxp = dx->f32();
+    parallel_for(k, [&](int64_t k0, int64_t k1) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, static_cast<int>(k1 - k0), n, 1.f, dy.f32(), n,
+                  w.f32() + k0, k, 0.f, dxp + k0, k);
+    }, 64);
   }
   if (dw) {  // dW += dy^T x: (n, m) x (m, k)
     SY_CHECK(dw->numel() == int64_t{n} * k, "linear_backward: dw ", dw->describe());
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, k, m, 1.f, dy.f32(), n, x.f32(), k, 1.f, dw->f32(), k);
+    float* dwp = dw->f32();
+    parallel_for(n, [&](int64_t n0, int64_t n1) {
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(n1 - n0), k, m, 1.f, dy.f32() + n0, n,
+                  x.f32(), k, 1.f, dwp + n0 * k, k);
+    }, 16);
   }
   if (db) {
     for (int i = 0; i < m; ++i) axpy(db->f32(), 1.f, dy.f32() + int64_t{i} * n, n);
