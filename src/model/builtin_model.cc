@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
@@ -101,8 +102,22 @@ void write_builtin_model(const std::string& dir) {
   cfg << builtin_config().dump(2) << "\n";
 }
 
+std::string builtin_model_dir() {
+  namespace fs = std::filesystem;
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("SY_BUILTIN_MODEL")) candidates.push_back(env);
+#ifdef SY_SOURCE_DIR
+  candidates.push_back(std::string(SY_SOURCE_DIR) + "/models/builtin");
+#endif
+  for (const std::string& c : candidates) {
+    if (fs::exists(fs::path(c) / "config.json") && fs::exists(fs::path(c) / "model.safetensors")) return c;
+  }
+  return "";
+}
+
 std::unique_ptr<Model> make_builtin_model() {
   namespace fs = std::filesystem;
+  if (std::string trained = builtin_model_dir(); !trained.empty()) return Model::load(trained);
   // Cached per user under the temp directory; rewritten if missing or unreadable.
   fs::path dir = fs::temp_directory_path() / ("switchyard-builtin-v1-" + std::to_string(::getuid()));
   try {

@@ -39,6 +39,9 @@ std::unique_ptr<Model> load_model_or_builtin(const std::string& dir) {
   return dir.empty() ? make_builtin_model() : Model::load(dir);
 }
 
+std::string resolve_model_dir(const std::string& dir) { return dir.empty() ? builtin_model_dir() : dir;
+}
+
 void check_ids_in_vocab(const std::vector<int64_t>& ids, int64_t vocab, const char* flag) {
   for (int64_t id : ids) {
     if (id < 0 || id >= vocab) {

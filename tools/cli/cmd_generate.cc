@@ -87,7 +87,7 @@ CommandRunner add_generate_command(CLI::App& app) {
     opt.max_new_tokens = f->max_new_tokens;
     opt.sampling = {f->temperature, f->top_k, f->top_p, f->seed};
     validate_sampling(opt.sampling);
-    std::optional<Tokenizer> tok = find_tokenizer(f->model_dir);
+    std::optional<Tokenizer> tok = find_tokenizer(resolve_model_dir(f->model_dir));
     std::vector<int64_t> ids;
     if (ids_opt->count()) {
       ids = parse_id_list(f->ids_text, "--prompt-ids");
@@ -97,7 +97,7 @@ CommandRunner add_generate_command(CLI::App& app) {
       if (prompt_opt->count()) {
         enc = t.encode(f->prompt, true);
       } else {
-        std::filesystem::path cfg = std::filesystem::path(f->model_dir) / "tokenizer_config.json";
+        std::filesystem::path cfg = std::filesystem::path(resolve_model_dir(f->model_dir)) / "tokenizer_config.json";
         ChatTemplate chat = ChatTemplate::from_config_file(cfg.string());
         enc = t.encode(chat.render({{"user", f->chat}}, true), false);
       }

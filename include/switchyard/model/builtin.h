@@ -1,14 +1,18 @@
-// The built-in model: a tiny Mixtral-shaped MoE with deterministic pseudo-random weights, so that
-// `switchyard generate` and `scripts/run` work with no download. It produces token ids, not sense.
+// The built-in model, so that `switchyard generate` and `scripts/run` work with no download: the trained
+// three-domain MoE shipped in models/builtin (found through SY_BUILTIN_MODEL, then the source tree this binary
+// was built from), or, when its weights are absent, a tiny Mixtral-shaped MoE with seeded random weights.
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "switchyard/model/model.h"
 
 namespace sy {
 
 std::unique_ptr<Model> make_builtin_model();
+// The directory of the trained built-in model (config.json, model.safetensors, tokenizer.json), or "" if absent.
+std::string builtin_model_dir();
 // Weights in `dir` (config.json + model.safetensors) loadable by Model::load and by transformers.
 void write_builtin_model(const std::string& dir);
 
