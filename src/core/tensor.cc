@@ -7,6 +7,9 @@
 #include <sstream>
 
 #include "switchyard/core/error.h"
+#if SY_HAS_CUDA
+#include "switchyard/kernels/cuda_memory.h"
+#endif
 
 namespace sy {
 
@@ -38,6 +41,9 @@ Shape contiguous_strides(const Shape& shape) {
 }
 
 std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device) {
+#if SY_HAS_CUDA
+  if (device == Device::kCuda) return cuda::allocate_storage(bytes);  // cached device block
+#endif
   if (device != Device::kCpu) {
     throw make_error<Unsupported>("tensor", "Storage::allocate on ", device_name(device),
                                   " must go through that device's allocator");
@@ -81,6 +87,12 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
+#if SY_HAS_CUDA
+  if (device == Device::kCuda) {
+    cuda::zero(t.raw(), t.nbytes());
+    return t;
+  }
+#endif
   std::memset(t.raw(), 0, t.nbytes());
   return t;
 }

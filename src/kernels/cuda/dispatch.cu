@@ -1,0 +1,163 @@
+// CUDA dispatch row maps, permute and unpermute (combine). Rows are grouped by expert and, within an expert,
+// ordered by assignment index, exactly as sy::moe::make_dispatch_layout orders them; positions come from
+// block-wide prefix counts, never from atomics, so the layout and every result are deterministic.
+// Not here: capacity/drop decisions, per-rank counts for expert parallelism, fusion of permute into the GEMM.
+#include "op_common.cuh"
+
+namespace sy::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+// Block e counts the assignments of expert e.
+__global__ void count_kernel(const int32_t* expert, int64_t assignments, int num_experts, int64_t* counts,
+                             int* bad) {
+  __shared__ int64_t partial[kThreads / 32];
+  const int e = blockIdx.x;
+  int64_t n = 0;
+  for (int64_t a = threadIdx.x; a < assignments; a += blockDim.x) {
+    const int32_t x = expert[a];
+    n += x == e;
+    if (e == 0 && (x < 0 || x >= num_experts)) *bad = 1;
+  }
+  for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = n;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int64_t total = 0;
+    for (int w = 0; w < kThreads / 32; ++w) total += partial[w];
+    counts[e] = total;
+  }
+}
+
+// Block e walks the assignments in order, chunk by chunk, and gives its k-th match row offsets[e] + k.
+__global__ void rows_kernel(const int32_t* expert, int64_t assignments, int num_experts, const int64_t* counts,
+                            int64_t* offsets, int64_t* row_assignment, int64_t* assignment_row) {
+  __shared__ int warp_counts[kThreads / 32];
+  __shared__ int64_t base;
+  const int e = blockIdx.x;
+  if (threadIdx.x == 0) {
+    int64_t off = 0;
+    for (int i = 0; i < e; ++i) off += counts[i];
+    base = off;
+    offsets[e] = off;
+    if (e == num_experts - 1) offsets[num_experts] = off + counts[e];
+  }
+  __syncthreads();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int64_t start = 0; start < assignments; start += blockDim.x) {
+    const int64_t a = start + threadIdx.x;
+    const bool match = a < assignments && expert[a] == e;
+    const unsigned ballot = __ballot_sync(0xffffffffu, match);
+    if (lane == 0) warp_counts[warp] = __popc(ballot);
+    __syncthreads();
+    int before = __popc(ballot & ((1u << lane) - 1u));
+    for (int w = 0; w < warp; ++w) before += warp_counts[w];
+    if (match) {
+      const int64_t row = base + before;
+      row_assignment[row] = a;
+      assignment_row[a] = row;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int total = 0;
+      for (int w = 0; w < kThreads / 32; ++w) total += warp_counts[w];
+      base += total;
+    }
+    __syncthreads();
+  }
+}
+
+template <typename T>
+__global__ void permute_kernel(const T* x, const int64_t* row_assignment, int top_k, int64_t hidden, T* out) {
+  const int64_t r = blockIdx.x;
+  const T* src = x + (row_assignment[r] / top_k) * hidden;
+  T* dst = out + r * hidden;
+  for (int64_t j = threadIdx.x; j < hidden; j += blockDim.x) dst[j] = src[j];
+}
+
+// Block t owns output row t; each element sums its top_k contributions in slot order.
+__global__ void unpermute_kernel(const float* expert_out, const int64_t* assignment_row, const float* weight,
+                                 int top_k, int64_t hidden, float* out) {
+  const int64_t t = blockIdx.x;
+  for (int64_t j = threadIdx.x; j < hidden; j += blockDim.x) {
+    float acc = out[t * hidden + j];
+    for (int s = 0; s < top_k; ++s) {
+      acc += weight[t * top_k + s] * expert_out[assignment_row[t * top_k + s] * hidden + j];
+    }
+    out[t * hidden + j] = acc;
+  }
+}
+
+}  // namespace
+
+DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts) {
+  detail::require_device("cuda dispatch", "expert", expert);
+  detail::require_dtype("cuda dispatch", "expert", expert, DType::kI32, DType::kI32);
+  SY_REQUIRE(expert.dim() == 2 && num_experts >= 1, InvalidArgument, "cuda dispatch", "expert ",
+             expert.describe(), " over ", num_experts, " experts");
+  DeviceDispatchLayout l;
+  l.num_experts = num_experts;
+  l.num_tokens = expert.size(0);
+  l.top_k = static_cast<int>(expert.size(1));
+  const int64_t assignments = expert.numel();
+  l.tokens_per_expert = Tensor::empty({num_experts}, DType::kI64, Device::kCuda);
+  l.offsets = Tensor::empty({num_experts + 1}, DType::kI64, Device::kCuda);
+  l.row_assignment = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
+  l.assignment_row = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
+  Tensor bad = Tensor::zeros({1}, DType::kI32, Device::kCuda);
+  count_kernel<<<num_experts, kThreads, 0, stream()>>>(expert.i32(), assignments, num_experts,
+                                                       l.tokens_per_expert.i64(), bad.i32());
+  SY_CUDA_CHECK_LAUNCH();
+  rows_kernel<<<num_experts, kThreads, 0, stream()>>>(expert.i32(), assignments, num_experts,
+                                                      l.tokens_per_expert.i64(), l.offsets.i64(),
+                                                      l.row_assignment.i64(), l.assignment_row.i64());
+  SY_CUDA_CHECK_LAUNCH();
+  // An expert id out of range would leave rows unwritten: refuse it (one int copied back).
+  SY_REQUIRE(to_host(bad).i32()[0] == 0, InvalidArgument, "cuda dispatch", "expert id outside [0, ",
+             num_experts, ")");
+  return l;
+}
+
+void permute(const Tensor& x, const DeviceDispatchLayout& layout, Tensor& permuted) {
+  detail::require_device("cuda permute", "x", x);
+  detail::require_device("cuda permute", "permuted", permuted);
+  detail::require_dtype("cuda permute", "x", x, DType::kF32, DType::kBF16);
+  const int64_t rows = layout.row_assignment.numel();
+  SY_REQUIRE(x.dim() == 2 && x.size(0) == layout.num_tokens && permuted.dtype() == x.dtype() &&
+                 permuted.dim() == 2 && permuted.size(0) == rows && permuted.size(1) == x.size(1),
+             InvalidArgument, "cuda permute", "x ", x.describe(), " permuted ", permuted.describe(), " for ", rows,
+             " rows");
+  const int64_t hidden = x.size(1);
+  if (rows == 0 || hidden == 0) return;
+  if (x.dtype() == DType::kF32) {
+    permute_kernel<<<static_cast<unsigned>(rows), 256, 0, stream()>>>(x.f32(), layout.row_assignment.i64(),
+                                                                      layout.top_k, hidden, permuted.f32());
+  } else {
+    permute_kernel<<<static_cast<unsigned>(rows), 256, 0, stream()>>>(
+        reinterpret_cast<const __nv_bfloat16*>(x.raw()), layout.row_assignment.i64(), layout.top_k, hidden,
+        reinterpret_cast<__nv_bfloat16*>(permuted.raw()));
+  }
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, const Tensor& weight, Tensor& out) {
+  detail::require_device("cuda unpermute", "expert_out", expert_out);
+  detail::require_device("cuda unpermute", "weight", weight);
+  detail::require_device("cuda unpermute", "out", out);
+  SY_REQUIRE(expert_out.dtype() == DType::kF32 && weight.dtype() == DType::kF32 && out.dtype() == DType::kF32,
+             InvalidArgument, "cuda unpermute", "f32 tensors expected");
+  SY_REQUIRE(expert_out.dim() == 2 && expert_out.size(0) == layout.row_assignment.numel() && out.dim() == 2 &&
+                 out.size(0) == layout.num_tokens && out.size(1) == expert_out.size(1) &&
+                 weight.numel() == layout.num_tokens * layout.top_k,
+             InvalidArgument, "cuda unpermute", "expert_out ", expert_out.describe(), " out ", out.describe(),
+             " weight ", weight.describe());
+  const int64_t hidden = out.size(1);
+  if (layout.num_tokens == 0 || hidden == 0) return;
+  unpermute_kernel<<<static_cast<unsigned>(layout.num_tokens), 256, 0, stream()>>>(
+      expert_out.f32(), layout.assignment_row.i64(), weight.f32(), layout.top_k, hidden, out.f32());
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace sy::cuda

@@ -1,0 +1,118 @@
+// CUDA rms_norm, apply_rope (both layouts) and silu_mul: memory-bound row kernels, f32 arithmetic.
+// Not here: fusion with the neighbouring GEMMs, vectorised 16-byte loads (speed work left).
+#include <cmath>
+
+#include "op_common.cuh"
+
+namespace sy::cuda {
+
+using detail::load_f;
+
+namespace {
+
+// One block per row; block-wide sum of squares through shared memory.
+template <typename W>
+__global__ void rms_norm_kernel(const float* x, const W* w, float* y, int64_t d, float eps) {
+  __shared__ float partial[32];
+  const int64_t row = blockIdx.x;
+  const float* xr = x + row * d;
+  float ss = 0.f;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) ss += xr[j] * xr[j];
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (threadIdx.x == 0) partial[0] = v;
+  }
+  __syncthreads();
+  const float inv = 1.f / sqrtf(partial[0] / static_cast<float>(d) + eps);
+  float* yr = y + row * d;
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) yr[j] = xr[j] * inv * load_f(w, j);
+}
+
+// One thread per (token, head, frequency) pair. The angle is rounded to f32 as the CPU reference does, and its
+// cosine and sine taken in f64, so both backends rotate by the same numbers.
+__global__ void rope_kernel(float* x, const int64_t* positions, const float* inv_freq, int64_t t, int64_t heads,
+                            int64_t d, int half, bool interleaved, float scaling) {
+  const int64_t n = t * heads * half;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n; idx += int64_t{gridDim.x} * blockDim.x) {
+    const int f = static_cast<int>(idx % half);
+    const int64_t th = idx / half;  // token * heads + head
+    const int64_t i = th / heads;
+    const float angle = static_cast<float>(positions[i]) * inv_freq[f];
+    const float c = static_cast<float>(cos(static_cast<double>(angle))) * scaling;
+    const float s = static_cast<float>(sin(static_cast<double>(angle))) * scaling;
+    float* v = x + th * d;
+    const int64_t i0 = interleaved ? 2 * f : f, i1 = interleaved ? 2 * f + 1 : f + half;
+    const float x0 = v[i0], x1 = v[i1];
+    v[i0] = x0 * c - x1 * s;
+    v[i1] = x1 * c + x0 * s;
+  }
+}
+
+__global__ void silu_mul_kernel(const float* g, const float* u, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const float gv = g[i];
+    out[i] = gv / (1.f + expf(-gv)) * u[i];
+  }
+}
+
+}  // namespace
+
+void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) {
+  detail::require_device("cuda rms_norm", "x", x);
+  detail::require_device("cuda rms_norm", "w", w);
+  detail::require_device("cuda rms_norm", "y", y);
+  detail::require_dtype("cuda rms_norm", "x", x, DType::kF32);
+  detail::require_dtype("cuda rms_norm", "y", y, DType::kF32);
+  detail::require_dtype("cuda rms_norm", "w", w, DType::kF32, DType::kBF16);
+  SY_REQUIRE(x.dim() == 2 && y.shape() == x.shape() && w.numel() == x.size(1), InvalidArgument,
+             "cuda rms_norm", "shapes x ", x.describe(), " w ", w.describe(), " y ", y.describe());
+  const int64_t m = x.size(0), d = x.size(1);
+  if (m == 0) return;
+  const int threads = d >= 1024 ? 1024 : 256;
+  if (w.dtype() == DType::kF32) {
+    rms_norm_kernel<<<static_cast<unsigned>(m), threads, 0, stream()>>>(x.f32(), w.f32(), y.f32(), d, eps);
+  } else {
+    rms_norm_kernel<<<static_cast<unsigned>(m), threads, 0, stream()>>>(
+        x.f32(), reinterpret_cast<const __nv_bfloat16*>(w.raw()), y.f32(), d, eps);
+  }
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+void apply_rope(Tensor& x, const Tensor& positions, const ops::RopeTable& table) {
+  detail::require_device("cuda rope", "x", x);
+  detail::require_device("cuda rope", "positions", positions);
+  detail::require_dtype("cuda rope", "x", x, DType::kF32);
+  detail::require_dtype("cuda rope", "positions", positions, DType::kI64, DType::kI64);
+  SY_REQUIRE(x.dim() == 3 && positions.numel() == x.size(0) && table.rotary_dim <= x.size(2) &&
+                 static_cast<int>(table.inv_freq.size()) == table.rotary_dim / 2,
+             InvalidArgument, "cuda rope", "x ", x.describe(), " positions ", positions.describe(),
+             " rotary dim ", table.rotary_dim);
+  const int half = table.rotary_dim / 2;
+  const int64_t n = x.size(0) * x.size(1) * half;
+  if (n == 0) return;
+  Tensor inv_freq = to_device(Tensor::from_vector({half}, table.inv_freq));
+  rope_kernel<<<detail::blocks_for(n, 256), 256, 0, stream()>>>(x.f32(), positions.i64(), inv_freq.f32(),
+                                                                 x.size(0), x.size(1), x.size(2), half,
+                                                                 table.interleaved, table.attention_scaling);
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  detail::require_device("cuda silu_mul", "gate", gate);
+  detail::require_device("cuda silu_mul", "up", up);
+  detail::require_device("cuda silu_mul", "out", out);
+  SY_REQUIRE(gate.dtype() == DType::kF32 && up.dtype() == DType::kF32 && out.dtype() == DType::kF32 &&
+                 gate.shape() == up.shape() && gate.shape() == out.shape(),
+             InvalidArgument, "cuda silu_mul", "gate ", gate.describe(), " up ", up.describe(), " out ",
+             out.describe());
+  const int64_t n = gate.numel();
+  if (n == 0) return;
+  silu_mul_kernel<<<detail::blocks_for(n, 256), 256, 0, stream()>>>(gate.f32(), up.f32(), out.f32(), n);
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace sy::cuda

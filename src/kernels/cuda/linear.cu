@@ -1,0 +1,92 @@
+// CUDA linear: y = x W^T + b with bf16 weights through cuBLAS (cublasGemmEx, f32 accumulation on the bf16
+// tensor cores). Not here: cuBLASLt epilogue fusion (bias, activation), fp8/int8, grouped expert GEMMs.
+#include <cublas_v2.h>
+
+#include "op_common.cuh"
+
+namespace sy::cuda {
+
+namespace {
+
+cublasHandle_t handle() {
+  static cublasHandle_t h = [] {
+    cublasHandle_t created = nullptr;
+    SY_CUBLAS_CHECK(cublasCreate(&created));
+    SY_CUBLAS_CHECK(cublasSetStream(created, stream()));
+    return created;
+  }();
+  return h;
+}
+
+__global__ void f32_to_bf16_kernel(const float* in, __nv_bfloat16* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    out[i] = __float2bfloat16(in[i]);
+  }
+}
+
+template <typename Y, typename B>
+__global__ void add_bias_kernel(Y* y, const B* bias, int64_t m, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < m * n; i += int64_t{gridDim.x} * blockDim.x) {
+    detail::store_f(y, i, detail::load_f(y, i) + detail::load_f(bias, i % n));
+  }
+}
+
+template <typename Y>
+void add_bias(Tensor& y, const Tensor& bias, int64_t m, int64_t n) {
+  Y* yp = reinterpret_cast<Y*>(y.raw());
+  if (bias.dtype() == DType::kF32) {
+    add_bias_kernel<<<detail::blocks_for(m * n, 256), 256, 0, stream()>>>(yp, bias.f32(), m, n);
+  } else {
+    add_bias_kernel<<<detail::blocks_for(m * n, 256), 256, 0, stream()>>>(
+        yp, reinterpret_cast<const __nv_bfloat16*>(bias.raw()), m, n);
+  }
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  detail::require_device("cuda linear", "x", x);
+  detail::require_device("cuda linear", "w", w);
+  detail::require_device("cuda linear", "y", y);
+  detail::require_dtype("cuda linear", "x", x, DType::kF32, DType::kBF16);
+  detail::require_dtype("cuda linear", "w", w, DType::kBF16, DType::kBF16);
+  detail::require_dtype("cuda linear", "y", y, DType::kF32, DType::kBF16);
+  SY_REQUIRE(x.dim() == 2 && w.dim() == 2 && y.dim() == 2 && x.size(1) == w.size(1) && y.size(0) == x.size(0) &&
+                 y.size(1) == w.size(0),
+             InvalidArgument, "cuda linear", "shapes x ", x.describe(), " w ", w.describe(), " y ", y.describe());
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  if (bias.defined()) {
+    detail::require_device("cuda linear", "bias", bias);
+    detail::require_dtype("cuda linear", "bias", bias, DType::kF32, DType::kBF16);
+    SY_REQUIRE(bias.numel() == n, InvalidArgument, "cuda linear", "bias ", bias.describe(), " for ", n, " outputs");
+  }
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    zero(y.raw(), y.nbytes());
+  } else {
+    Tensor xb = x;
+    if (x.dtype() == DType::kF32) {
+      xb = Tensor::empty(x.shape(), DType::kBF16, Device::kCuda);
+      f32_to_bf16_kernel<<<detail::blocks_for(m * k, 256), 256, 0, stream()>>>(
+          x.f32(), reinterpret_cast<__nv_bfloat16*>(xb.raw()), m * k);
+      SY_CUDA_CHECK_LAUNCH();
+    }
+    // Column-major view: y^T (n x m) = W (k x n, transposed) * x^T (k x m).
+    const float alpha = 1.f, beta = 0.f;
+    const cudaDataType_t y_type = y.dtype() == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
+    SY_CUBLAS_CHECK(cublasGemmEx(handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                                 static_cast<int>(k), &alpha, w.raw(), CUDA_R_16BF, static_cast<int>(k), xb.raw(),
+                                 CUDA_R_16BF, static_cast<int>(k), &beta, y.raw(), y_type, static_cast<int>(n),
+                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+  if (bias.defined()) {
+    if (y.dtype() == DType::kF32) {
+      add_bias<float>(y, bias, m, n);
+    } else {
+      add_bias<__nv_bfloat16>(y, bias, m, n);
+    }
+  }
+}
+
+}  // namespace sy::cuda

@@ -1,0 +1,147 @@
+// Caching allocator for device memory, the default stream and host <-> device tensor copies
+// (switchyard/kernels/cuda_memory.h). Not here: per-stream pools, block splitting, managed memory.
+//
+// Blocks are cudaMalloc'd in size classes (bucket_size) and kept on per-class free lists when their storage
+// dies, so steady-state inference does no cudaMalloc/cudaFree. All work is issued on one stream, so a block
+// freed while a queued kernel still reads it is only reused by work queued after that kernel: stream order
+// makes the reuse safe without events.
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "cuda_check.cuh"
+#include "switchyard/kernels/cuda_memory.h"
+
+namespace sy::cuda {
+
+namespace {
+
+struct Cache {
+  std::mutex mu;
+  std::map<size_t, std::vector<void*>> free_blocks;  // [bucket bytes] = cached blocks of that size
+  AllocatorStats stats;
+};
+
+Cache& cache() {
+  static Cache* c = new Cache();  // leaked on purpose: storages may die during static destruction
+  return *c;
+}
+
+void release(void* ptr, size_t bucket) noexcept {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.free_blocks[bucket].push_back(ptr);
+  c.stats.bytes_in_use -= bucket;
+  c.stats.bytes_cached += bucket;
+}
+
+void* acquire(size_t bucket) {
+  Cache& c = cache();
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto it = c.free_blocks.find(bucket);
+    if (it != c.free_blocks.end() && !it->second.empty()) {
+      void* p = it->second.back();
+      it->second.pop_back();
+      c.stats.bytes_cached -= bucket;
+      c.stats.bytes_in_use += bucket;
+      c.stats.num_reuses++;
+      return p;
+    }
+  }
+  void* p = nullptr;
+  cudaError_t err = cudaMalloc(&p, bucket);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    empty_cache();  // give cached blocks of other sizes back and retry once
+    err = cudaMalloc(&p, bucket);
+  }
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    throw make_error<OutOfMemory>("cuda", "cannot allocate ", bucket, " bytes of device memory");
+  }
+  SY_CUDA_CHECK(err);
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.stats.bytes_in_use += bucket;
+  c.stats.num_cuda_mallocs++;
+  return p;
+}
+
+}  // namespace
+
+cudaStream_t stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t created = nullptr;
+    SY_CUDA_CHECK(cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking));
+    return created;
+  }();
+  return s;
+}
+
+void synchronize() {
+  SY_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  SY_CUDA_CHECK(cudaGetLastError());
+}
+
+AllocatorStats allocator_stats() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return c.stats;
+}
+
+void empty_cache() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  for (auto& [bucket, blocks] : c.free_blocks) {
+    for (void* p : blocks) {
+      cudaFree(p);  // errors here would only come from a dead context; nothing to recover
+      c.stats.bytes_cached -= bucket;
+    }
+    blocks.clear();
+  }
+}
+
+size_t bucket_size(size_t bytes) {
+  constexpr size_t kSmall = 512, kLarge = size_t{2} << 20, kSmallLimit = size_t{1} << 20;
+  if (bytes == 0) bytes = 1;
+  if (bytes < kSmallLimit) return (bytes + kSmall - 1) / kSmall * kSmall;
+  return (bytes + kLarge - 1) / kLarge * kLarge;
+}
+
+std::shared_ptr<Storage> allocate_storage(size_t bytes) {
+  const size_t bucket = bucket_size(bytes);
+  void* p = acquire(bucket);
+  std::shared_ptr<void> keep(p, [bucket](void* q) { release(q, bucket); });
+  return Storage::borrow(p, bytes, std::move(keep), Device::kCuda);
+}
+
+void zero(void* ptr, size_t bytes) {
+  if (bytes == 0) return;
+  SY_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream()));
+}
+
+Tensor to_device(const Tensor& host) {
+  SY_REQUIRE(host.defined() && host.device() == Device::kCpu, InvalidArgument, "cuda",
+             "to_device needs a defined CPU tensor, got ", host.defined() ? host.describe() : "undefined");
+  Tensor src = host.contiguous();
+  Tensor out = Tensor::empty(src.shape(), src.dtype(), Device::kCuda);
+  if (src.nbytes() > 0) {
+    SY_CUDA_CHECK(cudaMemcpyAsync(out.raw(), src.raw(), src.nbytes(), cudaMemcpyHostToDevice, stream()));
+    synchronize();  // `src` may be a temporary: finish before it dies
+  }
+  return out;
+}
+
+Tensor to_host(const Tensor& device) {
+  SY_REQUIRE(device.defined() && device.device() == Device::kCuda && device.is_contiguous(), InvalidArgument,
+             "cuda", "to_host needs a contiguous CUDA tensor, got ",
+             device.defined() ? device.describe() : "undefined");
+  Tensor out = Tensor::empty(device.shape(), device.dtype());
+  if (device.nbytes() > 0) {
+    SY_CUDA_CHECK(cudaMemcpyAsync(out.raw(), device.raw(), device.nbytes(), cudaMemcpyDeviceToHost, stream()));
+  }
+  synchronize();
+  return out;
+}
+
+}  // namespace sy::cuda

@@ -1,0 +1,32 @@
+// Shared helpers of the CUDA op files: argument checks and bf16 conversions. Not a public header.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include "cuda_check.cuh"
+#include "switchyard/core/error.h"
+#include "switchyard/kernels/cuda_ops.h"
+
+namespace sy::cuda::detail {
+
+inline void require_device(const char* op, const char* name, const Tensor& t) {
+  SY_REQUIRE(t.defined() && t.device() == Device::kCuda && t.is_contiguous(), InvalidArgument, op, name,
+             " must be a contiguous CUDA tensor, got ", t.defined() ? t.describe() : "undefined");
+}
+inline void require_dtype(const char* op, const char* name, const Tensor& t, DType a, DType b = DType::kF32) {
+  SY_REQUIRE(t.dtype() == a || t.dtype() == b, InvalidArgument, op, name, " has dtype ", t.describe());
+}
+// Checks the launch just queued (bad configuration shows here; faults show at the next synchronize).
+#define SY_CUDA_CHECK_LAUNCH() SY_CUDA_CHECK(cudaGetLastError())
+
+__device__ __forceinline__ float load_f(const float* p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float load_f(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void store_f(float* p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void store_f(__nv_bfloat16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
+
+inline unsigned blocks_for(int64_t n, int threads) {
+  int64_t b = (n + threads - 1) / threads;
+  return static_cast<unsigned>(b < 65535 * 32 ? b : 65535 * 32);
+}
+
+}  // namespace sy::cuda::detail

@@ -1,0 +1,227 @@
+// Every CUDA op against its CPU reference on random shapes (one token, odd sizes, empty experts, all tokens
+// on one expert), through the shared harness (gpu_harness.h) and its stated tolerances.
+#include <functional>
+
+#include "gpu_harness.h"
+#include "switchyard/kernels/ops.h"
+#include "switchyard/moe/dispatch.h"
+#include "switchyard/moe/router.h"
+
+namespace sy::test {
+namespace {
+
+TEST(GpuOps, LinearBf16WeightsMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  struct Case { int64_t m, k, n; bool bias; };
+  for (Case c : {Case{1, 64, 48, false}, Case{7, 130, 33, true}, Case{64, 256, 512, true}, Case{200, 96, 17, false}}) {
+    Tensor x = rand_tensor({c.m, c.k}), w = rand_tensor({c.n, c.k}, 0.2f).to(DType::kBF16);
+    Tensor b = c.bias ? rand_tensor({c.n}) : Tensor();
+    Tensor ref = Tensor::empty({c.m, c.n}, DType::kF32);
+    ops::linear(x, w, b, ref);
+    const std::string what = "linear m=" + std::to_string(c.m) + " k=" + std::to_string(c.k) + " n=" + std::to_string(c.n);
+    for (DType xd : {DType::kF32, DType::kBF16}) {
+      for (DType yd : {DType::kF32, DType::kBF16}) {
+        Tensor y = poisoned_device({c.m, c.n}, yd);
+        cuda::linear(cuda::to_device(x.to(xd)), cuda::to_device(w), c.bias ? cuda::to_device(b) : Tensor(), y);
+        expect_close(what + (xd == DType::kF32 ? " x f32" : " x bf16") + (yd == DType::kF32 ? " y f32" : " y bf16"),
+                     y, ref, kBf16Tol);
+      }
+    }
+  }
+}
+
+TEST(GpuOps, RmsNormMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  for (int64_t m : {1, 5, 300}) {
+    for (int64_t d : {64, 2048, 7}) {
+      Tensor x = rand_tensor({m, d}, 3.f), w = rand_tensor({d});
+      for (DType wd : {DType::kF32, DType::kBF16}) {
+        Tensor wt = w.to(wd), ref = Tensor::empty({m, d}, DType::kF32);
+        ops::rms_norm(x, wt, 1e-6f, ref);
+        Tensor y = poisoned_device({m, d});
+        cuda::rms_norm(cuda::to_device(x), cuda::to_device(wt), 1e-6f, y);
+        expect_close("rms_norm m=" + std::to_string(m) + " d=" + std::to_string(d), y, ref, kF32Tol);
+      }
+    }
+  }
+}
+
+TEST(GpuOps, RopeBothLayoutsMatchCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  for (bool interleaved : {false, true}) {
+    for (double partial : {1.0, 0.5}) {
+      RopeConfig rc;
+      rc.theta = 1e6;
+      rc.interleaved = interleaved;
+      rc.partial_rotary_factor = partial;
+      const int head_dim = 64;
+      ops::RopeTable table = ops::make_rope_table(rc, head_dim, 8192);
+      const int64_t t = rand_int(1, 40), heads = 3;
+      std::vector<int64_t> pos(t);
+      for (auto& p : pos) p = rand_int(0, 8000);
+      Tensor x = rand_tensor({t, heads, head_dim}), ref = x.clone();
+      ops::apply_rope(ref, pos, table);
+      Tensor xd = cuda::to_device(x);
+      cuda::apply_rope(xd, cuda::to_device(i64_tensor(pos)), table);
+      expect_close(std::string("rope ") + (interleaved ? "interleaved" : "halves") + " partial " +
+                       std::to_string(partial), xd, ref, kF32Tol);
+    }
+  }
+}
+
+TEST(GpuOps, SiluMulMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  for (int64_t n : {1, 1000, 65537}) {
+    Tensor g = rand_tensor({n}, 6.f), u = rand_tensor({n}), ref = Tensor::empty({n}, DType::kF32);
+    ops::silu_mul(g, u, ref);
+    Tensor out = poisoned_device({n});
+    cuda::silu_mul(cuda::to_device(g), cuda::to_device(u), out);
+    expect_close("silu_mul n=" + std::to_string(n), out, ref, kF32Tol);
+  }
+}
+
+struct RouterCase {
+  const char* name;
+  int experts, top_k, groups, topk_groups;
+  ScoreFunction score;
+  GroupScore group_score;
+  bool bias, norm, softmax_over_topk;
+  double scale;
+};
+
+TEST(GpuOps, RouterMatchesCpuDecisions) {
+  SY_SKIP_WITHOUT_GPU();
+  const RouterCase cases[] = {
+      {"qwen3 softmax", 128, 8, 1, 1, ScoreFunction::kSoftmax, GroupScore::kMax, false, true, false, 1.0},
+      {"mixtral", 8, 2, 1, 1, ScoreFunction::kSoftmax, GroupScore::kMax, false, true, false, 1.0},
+      {"deepseek-v2 groups", 64, 6, 8, 3, ScoreFunction::kSoftmax, GroupScore::kMax, false, false, false, 16.0},
+      {"deepseek-v3 sigmoid bias", 256, 8, 8, 4, ScoreFunction::kSigmoid, GroupScore::kTop2Sum, true, true, false, 2.5},
+      {"gpt-oss topk softmax", 32, 4, 1, 1, ScoreFunction::kSoftmax, GroupScore::kMax, false, false, true, 1.0},
+      {"one expert", 1, 1, 1, 1, ScoreFunction::kSigmoid, GroupScore::kMax, false, false, false, 1.0},
+  };
+  for (const RouterCase& c : cases) {
+    MoeConfig o;
+    o.num_experts = c.experts;
+    o.top_k = c.top_k;
+    o.num_groups = c.groups;
+    o.topk_groups = c.topk_groups;
+    o.score_function = c.score;
+    o.group_score = c.group_score;
+    o.score_bias = c.bias;
+    o.norm_topk_prob = c.norm;
+    o.softmax_over_topk = c.softmax_over_topk;
+    o.routed_scaling_factor = c.scale;
+    for (int64_t t : {1, 33, 500}) {
+      Tensor logits = rand_tensor({t, c.experts}, 4.f);
+      Tensor bias = c.bias ? rand_tensor({c.experts}, 0.1f) : Tensor();
+      moe::Routing ref = moe::route(logits, bias, o);
+      Tensor expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
+      Tensor weight = poisoned_device({t, c.top_k});
+      cuda::route(cuda::to_device(logits), c.bias ? cuda::to_device(bias) : Tensor(), o, expert, weight);
+      Tensor eh = cuda::to_host(expert);
+      const std::string what = std::string("route ") + c.name + " t=" + std::to_string(t);
+      int64_t mismatches = 0;
+      for (int64_t i = 0; i < t * c.top_k; ++i) mismatches += eh.i32()[i] != ref.expert[i];
+      EXPECT_EQ(mismatches, 0) << what << ": expert choices differ";
+      expect_close(what, weight, Tensor::from_vector({t, c.top_k}, ref.weight), kF32Tol);
+    }
+  }
+}
+
+// Routing with every token's experts drawn from `pick` (e.g. all on one expert, or some experts never used).
+moe::Routing make_routing(int64_t t, int top_k, int experts, const std::function<int(int64_t, int)>& pick) {
+  moe::Routing r;
+  r.num_tokens = t;
+  r.top_k = top_k;
+  std::uniform_real_distribution<float> d(0.1f, 1.f);
+  for (int64_t i = 0; i < t; ++i) {
+    for (int s = 0; s < top_k; ++s) {
+      r.expert.push_back(pick(i, s) % experts);
+      r.weight.push_back(d(rng()));
+    }
+  }
+  return r;
+}
+
+TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  struct Case { const char* name; int64_t t; int top_k, experts; std::function<int(int64_t, int)> pick; };
+  const Case cases[] = {
+      {"random", 300, 8, 128, [](int64_t, int) { return static_cast<int>(rand_int(0, 127)); }},
+      {"one token", 1, 4, 16, [](int64_t, int s) { return 3 * s + 1; }},
+      {"all tokens on expert 5 (slot 0)", 77, 2, 8, [](int64_t i, int s) { return s == 0 ? 5 : static_cast<int>(i % 3); }},
+      {"every slot on one expert", 40, 1, 64, [](int64_t, int) { return 63; }},
+      {"empty experts (only even ids)", 129, 3, 32, [](int64_t i, int s) { return static_cast<int>(2 * ((i + 5 * s) % 16)); }},
+      {"no tokens", 0, 2, 8, [](int64_t, int) { return 0; }},
+  };
+  for (const Case& c : cases) {
+    moe::Routing r = make_routing(c.t, c.top_k, c.experts, c.pick);
+    moe::DispatchLayout ref = moe::make_dispatch_layout(r, c.experts);
+    Tensor expert = Tensor::empty({c.t, c.top_k}, DType::kI32);
+    for (size_t i = 0; i < r.expert.size(); ++i) expert.i32()[i] = r.expert[i];
+    cuda::DeviceDispatchLayout l = cuda::make_dispatch_layout(cuda::to_device(expert), c.experts);
+    const std::string what = std::string("dispatch ") + c.name;
+    auto as_vec = [](const Tensor& d) {
+      Tensor h = cuda::to_host(d);
+      return std::vector<int64_t>(h.i64(), h.i64() + h.numel());
+    };
+    EXPECT_EQ(as_vec(l.tokens_per_expert), ref.tokens_per_expert) << what;
+    EXPECT_EQ(as_vec(l.offsets), ref.offsets) << what;
+    EXPECT_EQ(as_vec(l.row_assignment), ref.row_assignment) << what;
+    EXPECT_EQ(as_vec(l.assignment_row), ref.assignment_row) << what;
+
+    const int64_t hidden = 96, rows = ref.num_rows();
+    Tensor x = rand_tensor({c.t, hidden});
+    Tensor pref = moe::permute_tokens(x, ref);
+    Tensor perm = poisoned_device({rows, hidden});
+    cuda::permute(cuda::to_device(x), l, perm);
+    expect_close(what + " permute", perm, pref, 0.0);
+    Tensor permb = poisoned_device({rows, hidden}, DType::kBF16);
+    cuda::permute(cuda::to_device(x.to(DType::kBF16)), l, permb);
+    expect_close(what + " permute bf16", permb, pref, kBf16Tol);
+
+    Tensor expert_out = rand_tensor({rows, hidden});
+    Tensor out_ref = rand_tensor({c.t, hidden});  // combine adds into out
+    Tensor out = cuda::to_device(out_ref);
+    moe::combine_tokens(expert_out, ref, r, out_ref);
+    cuda::unpermute(cuda::to_device(expert_out), l, cuda::to_device(Tensor::from_vector({c.t, c.top_k}, r.weight)), out);
+    expect_close(what + " unpermute", out, out_ref, kF32Tol);
+  }
+}
+
+TEST(GpuOps, CausalAttentionMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  struct Case { const char* name; int64_t t, prefix, heads, kv_heads, dk, dv; int window; bool sinks; };
+  const Case cases[] = {
+      {"one token", 1, 0, 4, 4, 64, 64, 0, false},
+      {"gqa prefill", 70, 0, 8, 2, 128, 128, 0, false},
+      {"window + sinks (gpt-oss)", 90, 10, 4, 1, 64, 64, 16, true},
+      {"chunk after cache, mla-like dv", 33, 100, 2, 2, 192, 128, 0, false},
+      {"dv 256", 5, 3, 2, 1, 256, 256, 0, true},
+  };
+  for (const Case& c : cases) {
+    const int64_t kv_len = c.prefix + c.t;
+    Tensor q = rand_tensor({c.t, c.heads, c.dk}), k = rand_tensor({kv_len, c.kv_heads, c.dk});
+    Tensor v = rand_tensor({kv_len, c.kv_heads, c.dv});
+    Tensor sinks = c.sinks ? rand_tensor({c.heads}, 2.f) : Tensor();
+    std::vector<int64_t> pos(c.t);
+    for (int64_t i = 0; i < c.t; ++i) pos[i] = c.prefix + i;
+    ops::AttentionOptions opt;
+    opt.scale = 1.f / std::sqrt(static_cast<float>(c.dk));
+    opt.window = c.window;
+    opt.sinks = c.sinks ? &sinks : nullptr;
+    Tensor ref = Tensor::empty({c.t, c.heads, c.dv}, DType::kF32);
+    ops::attention(q, k, v, pos, kv_len, opt, ref);
+    cuda::AttentionArgs args;
+    args.scale = opt.scale;
+    args.window = c.window;
+    if (c.sinks) args.sinks = cuda::to_device(sinks);
+    Tensor out = poisoned_device({c.t, c.heads, c.dv});
+    cuda::attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), cuda::to_device(i64_tensor(pos)),
+                    kv_len, args, out);
+    expect_close(std::string("attention ") + c.name, out, ref, kAttentionTol);
+  }
+}
+
+}  // namespace
+}  // namespace sy::test
