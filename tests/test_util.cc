@@ -23,9 +23,9 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-CommandResult run_cli(const std::string& args) {
+CommandResult run_cli(const std::string& args, const std::string& env) {
   CommandResult r;
-  std::string cmd = cli_path() + " " + args + " 2>&1";
+  std::string cmd = (env.empty() ? "" : env + " ") + cli_path() + " " + args + " 2>&1";
   FILE* pipe = ::popen(cmd.c_str(), "r");
   if (!pipe) return r;
   std::array<char, 4096> buf{};

@@ -27,8 +27,9 @@ struct CommandResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
 };
-// Runs the switchyard binary with `args` (already shell-quoted where needed).
-CommandResult run_cli(const std::string& args);
+// Runs the switchyard binary with `args` (already shell-quoted where needed), after `env` assignments
+// such as "SY_BUILTIN_MODEL=synthetic" when given.
+CommandResult run_cli(const std::string& args, const std::string& env = "");
 
 // Max |a - b| / max |b|: the relative error used by the golden tests.
 double relative_error(const std::vector<float>& a, const std::vector<float>& b);

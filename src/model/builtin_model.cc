@@ -105,10 +105,13 @@ void write_builtin_model(const std::string& dir) {
 std::string builtin_model_dir() {
   namespace fs = std::filesystem;
   std::vector<std::string> candidates;
-  if (const char* env = std::getenv("SY_BUILTIN_MODEL")) candidates.push_back(env);
+  if (const char* env = std::getenv("SY_BUILTIN_MODEL")) {
+    candidates.push_back(env);  // when set, only this one ("synthetic" selects the random fallback)
+  } else {
 #ifdef SY_SOURCE_DIR
-  candidates.push_back(std::string(SY_SOURCE_DIR) + "/models/builtin");
+    candidates.push_back(std::string(SY_SOURCE_DIR) + "/models/builtin");
 #endif
+  }
   for (const std::string& c : candidates) {
     if (fs::exists(fs::path(c) / "config.json") && fs::exists(fs::path(c) / "model.safetensors")) return c;
   }

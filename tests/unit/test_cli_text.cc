@@ -41,7 +41,7 @@ TEST(CliText, PromptTextGivesIdsAndText) {
 }
 
 TEST(CliText, TextPromptWithoutTokenizerIsAClearError) {
-  auto r = test::run_cli("generate --prompt hello --max-new-tokens 2");
+  auto r = test::run_cli("generate --prompt hello --max-new-tokens 2", "SY_BUILTIN_MODEL=synthetic");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("has no tokenizer.json"), std::string::npos) << r.output;
   r = test::run_cli("generate --max-new-tokens 2");

@@ -18,6 +18,7 @@ CommandRunner add_plan_command(CLI::App& app);
 CommandRunner add_train_command(CLI::App& app);
 CommandRunner add_data_command(CLI::App& app);
 CommandRunner add_convert_command(CLI::App& app);
+CommandRunner add_eval_command(CLI::App& app);
 CommandRunner add_prune_command(CLI::App& app);  // PreMoe: cmd_prune.cc
 CommandRunner add_layout_command(CLI::App& app);
 

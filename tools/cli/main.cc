@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   add(sy::cli::add_train_command);
   add(sy::cli::add_data_command);
   add(sy::cli::add_convert_command);
+  add(sy::cli::add_eval_command);
   add(sy::cli::add_prune_command);
   add(sy::cli::add_layout_command);
 

@@ -1,6 +1,7 @@
 // The built-in model, so that `switchyard generate` and `scripts/run` work with no download: the trained
-// three-domain MoE shipped in models/builtin (found through SY_BUILTIN_MODEL, then the source tree this binary
-// was built from), or, when its weights are absent, a tiny Mixtral-shaped MoE with seeded random weights.
+// three-domain MoE shipped in models/builtin of the source tree this binary was built from (or the directory
+// SY_BUILTIN_MODEL names; SY_BUILTIN_MODEL=synthetic forces the fallback), or, when its weights are absent, a
+// tiny Mixtral-shaped MoE with seeded random weights.
 #pragma once
 
 #include <memory>
