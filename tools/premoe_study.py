@@ -15,7 +15,8 @@ Reproducible end to end, python3 + numpy only; every model operation goes throug
      for every real (domain, M): the model.safetensors files must be byte-identical and config.json equal.
   4. Retrieval: --prompts windows of --prompt-len tokens from each evaluation half, `prune match` each against
      the store; accuracy per domain and wall time per query. The same prompts against a copy of the store with
-     97 synthetic tasks added through `prune profile` (random ids), for the 100-task retrieval time.
+     97 synthetic tasks added through `prune profile` (random ids), for the 100-task retrieval time. Also the
+     3-task accuracy at other prompt lengths (--extra-prompt-lens).
 
 Usage:
   python3 tools/premoe_study.py --switchyard build/tools/cli/switchyard --model /tmp/builtin-final \\
@@ -198,6 +199,8 @@ def main():
     ap.add_argument("--calib-windows", type=int, default=0, help="cap on calibration windows per domain (0 = all)")
     ap.add_argument("--prompts", type=int, default=32, help="held-out retrieval prompts per domain")
     ap.add_argument("--prompt-len", type=int, default=64)
+    ap.add_argument("--extra-prompt-lens", default="32,128,256",
+                    help="also measure 3-task retrieval accuracy at these prompt lengths (empty = skip)")
     ap.add_argument("--synthetic-tasks", type=int, default=97, help="tasks added for the large-store timing")
     ap.add_argument("--nice", type=int, default=10)
     args = ap.parse_args()
@@ -227,7 +230,8 @@ def main():
     t_start = time.perf_counter()
 
     # 1. split
-    evals, held, split = {}, {}, {}
+    evals, held, split, held_extra = {}, {}, {}, {}
+    extra_lens = [int(n) for n in args.extra_prompt_lens.split(",") if n.strip()]
     for d in DOMAINS:
         ids = np.load(os.path.join(args.data_dir, f"val_{d}.npy")).astype(np.int32)
         docs = split_docs(ids)
@@ -239,6 +243,8 @@ def main():
         cw = spread(windows(cal, args.seq_len, args.seq_len), args.calib_windows)
         np.save(os.path.join(work, f"calwin_{d}.npy"), np.stack(cw).astype(np.int32))
         held[d] = spread(windows(ev, args.prompt_len, args.prompt_len), args.prompts)
+        for n in extra_lens:
+            held_extra.setdefault(n, {})[d] = spread(windows(ev, n, n), args.prompts)
         split[d] = {"documents": len(docs), "cal_documents": len(cal), "eval_documents": len(ev),
                     "cal_tokens": int(sum(len(x) for x in cal)), "eval_tokens": int(sum(len(x) for x in ev)),
                     "calib_windows": len(cw), "calib_tokens": len(cw) * args.seq_len, "prompts": len(held[d])}
@@ -305,23 +311,25 @@ def main():
     log(f"[writer] Python writer identical to prune build for {len(res['writer_check'])} (task, M) pairs")
 
     # 4. retrieval
-    def retrieval(store_path, tag):
+    def retrieval(store_path, tag, prompts=held):
         out = {}
         for d in DOMAINS:
             hits, times, got = 0, [], []
-            for w in held[d]:
+            for w in prompts[d]:
                 o, dt = sy("prune", "match", "--model", args.model, "--store", store_path, "--prompt-ids",
                            ",".join(str(int(x)) for x in w))
                 t = json.loads(o)["task"]
                 got.append(t)
                 hits += t == d
                 times.append(dt)
-            out[d] = {"n": len(held[d]), "correct": hits, "accuracy": hits / len(held[d]),
+            out[d] = {"n": len(prompts[d]), "correct": hits, "accuracy": hits / len(prompts[d]),
                       "mean_s": float(np.mean(times)), "matched": {k: got.count(k) for k in sorted(set(got))}}
-            log(f"[match:{tag}] {d}: {hits}/{len(held[d])}, {np.mean(times) * 1e3:.1f} ms per query")
+            log(f"[match:{tag}] {d}: {hits}/{len(prompts[d])}, {np.mean(times) * 1e3:.1f} ms per query")
         return out
 
     res["retrieval"] = retrieval(store_dir, "3 tasks")
+    res["retrieval_by_length"] = {str(n): retrieval(store_dir, f"3 tasks, {n}-token prompts", held_extra[n])
+                                  for n in extra_lens}
     big = os.path.join(work, "store100")
     shutil.copytree(store_dir, big)
     rng = np.random.default_rng(7)
@@ -396,6 +404,17 @@ def report(res, keeps):
         L.append(f"| {d} | {a['n']} | {a['correct']} ({a['accuracy']:.0%}) | {a['matched']} | "
                  f"{a['mean_s'] * 1e3:.0f} | {b['correct']} ({b['accuracy']:.0%}) | {b['mean_s'] * 1e3:.0f} |")
     L.append(f"store sizes (bytes): {res['store_bytes']}")
+    if res.get("retrieval_by_length"):
+        lens = sorted(set([res["args"]["prompt_len"]] + [int(n) for n in res["retrieval_by_length"]]))
+        by = dict(res["retrieval_by_length"], **{str(res["args"]["prompt_len"]): res["retrieval"]})
+        L.append("")
+        L.append("Retrieval accuracy against the 3-task store by prompt length (tokens):")
+        L.append("")
+        L.append("| domain | " + " | ".join(str(n) for n in lens) + " |")
+        L.append("|---|" + "---|" * len(lens))
+        for d in DOMAINS:
+            L.append(f"| {d} | " + " | ".join(f"{by[str(n)][d]['correct']}/{by[str(n)][d]['n']} "
+                                               f"({by[str(n)][d]['accuracy']:.0%})" for n in lens) + " |")
     return "\n".join(L)
 
 
