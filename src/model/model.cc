@@ -104,10 +104,41 @@ void write_cache(Tensor& cache, const Tensor& rows, int64_t start) {
 
 }  // namespace
 
-Tensor Model::attention_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvCache& cache) {
+// One contiguous cache of one sequence (forward), or paged sequences in a pool (forward_batch).
+struct Model::KvTarget {
+  KvCache* cache = nullptr;
+  PagedKvPool* pool = nullptr;
+  std::vector<ops::PagedSequence> sequences;
+  std::vector<int64_t> pool_rows;  // pool row of every new token, in batch order
+};
+
+// Writes the new keys (n, heads, dk) and values (n, heads, dv) to their cache rows, then attends.
+Tensor Model::attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v,
+                     const std::vector<int64_t>& positions, KvTarget& kv, const ops::AttentionOptions& options) {
+  const int64_t n = q.size(0);
+  Tensor out = Tensor::empty({n, q.size(1), v.size(2)}, DType::kF32);
+  if (kv.cache) {
+    const int64_t start = kv.cache->length();
+    write_cache(kv.cache->keys(layer), k, start);
+    write_cache(kv.cache->values(layer), v, start);
+    ops::attention(q, kv.cache->keys(layer), kv.cache->values(layer), positions, start + n, options, out);
+    return out;
+  }
+  Tensor& kp = kv.pool->keys(layer);
+  Tensor& vp = kv.pool->values(layer);
+  const int64_t krow = k.numel() / n, vrow = v.numel() / n;
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(kp.f32() + kv.pool_rows[i] * krow, k.f32() + i * krow, sizeof(float) * krow);
+    std::memcpy(vp.f32() + kv.pool_rows[i] * vrow, v.f32() + i * vrow, sizeof(float) * vrow);
+  }
+  ops::paged_attention(q, kp, vp, positions, kv.sequences, kv.pool->block_size(), options, out);
+  return out;
+}
+
+Tensor Model::attention_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvTarget& kv) {
   const AttentionConfig& a = config_.attention;
   const AttentionWeights& w = weights_.layers[layer].attention;
-  const int64_t n = h.size(0), start = cache.length();
+  const int64_t n = h.size(0);
   Tensor q = ops::linear(h, w.q, w.q_bias);  // (n, heads*head_dim)
   Tensor k = ops::linear(h, w.k, w.k_bias);  // (n, kv_heads*head_dim)
   Tensor v = ops::linear(h, w.v, w.v_bias);  // (n, kv_heads*head_dim)
@@ -131,21 +162,18 @@ Tensor Model::attention_block(int layer, const Tensor& h, const std::vector<int6
   }
   ops::apply_rope(q, positions, rope_);
   ops::apply_rope(k, positions, rope_);
-  write_cache(cache.keys(layer), k, start);
-  write_cache(cache.values(layer), v, start);
   ops::AttentionOptions opt;
   opt.scale = static_cast<float>(a.softmax_scale);
   opt.window = config_.layer_sliding_window[layer];
   opt.sinks = w.sinks.defined() ? &w.sinks : nullptr;
-  Tensor out = Tensor::empty({n, a.num_heads, a.head_dim}, DType::kF32);
-  ops::attention(q, cache.keys(layer), cache.values(layer), positions, start + n, opt, out);
+  Tensor out = attend(layer, q, k, v, positions, kv, opt);
   return ops::linear(out.reshape({n, int64_t{a.num_heads} * a.head_dim}), w.o, w.o_bias);
 }
 
-Tensor Model::mla_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvCache& cache) {
+Tensor Model::mla_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvTarget& kv) {
   const AttentionConfig& a = config_.attention;
   const AttentionWeights& w = weights_.layers[layer].attention;
-  const int64_t n = h.size(0), start = cache.length(), heads = a.num_heads;
+  const int64_t n = h.size(0), heads = a.num_heads;
   const int64_t nope = a.qk_nope_head_dim, rope = a.qk_rope_head_dim, dq = nope + rope, dv = a.v_head_dim;
   const float eps = 1e-6f;  // q_a_layernorm and kv_a_layernorm use 1e-6 whatever rms_norm_eps says
   Tensor q;  // (n, heads*dq)
@@ -166,7 +194,7 @@ Tensor Model::mla_block(int layer, const Tensor& h, const std::vector<int64_t>& 
     std::memcpy(k_pe.f32() + i * rope, row + a.kv_lora_rank, sizeof(float) * rope);
   }
   ops::rms_norm(latent, w.kv_a_norm, eps, latent);
-  Tensor kv = ops::linear(latent, w.kv_b).reshape({n, heads, nope + dv});  // per head: k_nope, then v
+  Tensor kv_up = ops::linear(latent, w.kv_b).reshape({n, heads, nope + dv});  // per head: k_nope, then v
   Tensor q_pe = q.slice(2, nope, dq);
   ops::apply_rope(q_pe, positions, rope_);
   ops::apply_rope(k_pe, positions, rope_);
@@ -175,20 +203,17 @@ Tensor Model::mla_block(int layer, const Tensor& h, const std::vector<int64_t>& 
   Tensor v = Tensor::empty({n, heads, dv}, DType::kF32);
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t hd = 0; hd < heads; ++hd) {
-      const float* src = kv.f32() + (i * heads + hd) * (nope + dv);
+      const float* src = kv_up.f32() + (i * heads + hd) * (nope + dv);
       float* kd = k.f32() + (i * heads + hd) * dq;
       std::memcpy(kd, src, sizeof(float) * nope);
       std::memcpy(kd + nope, k_pe.f32() + i * rope, sizeof(float) * rope);
       std::memcpy(v.f32() + (i * heads + hd) * dv, src + nope, sizeof(float) * dv);
     }
   }
-  write_cache(cache.keys(layer), k, start);
-  write_cache(cache.values(layer), v, start);
   ops::AttentionOptions opt;
   opt.scale = static_cast<float>(a.softmax_scale);
   opt.window = config_.layer_sliding_window[layer];
-  Tensor out = Tensor::empty({n, heads, dv}, DType::kF32);
-  ops::attention(q, cache.keys(layer), cache.values(layer), positions, start + n, opt, out);
+  Tensor out = attend(layer, q, k, v, positions, kv, opt);
   return ops::linear(out.reshape({n, heads * dv}), w.o, w.o_bias);
 }
 
@@ -226,6 +251,41 @@ Tensor Model::moe_block(int layer, const Tensor& h) {
   return out;
 }
 
+Tensor Model::run_layers(const std::vector<int64_t>& ids, const std::vector<int64_t>& positions, KvTarget& kv) {
+  const int64_t n = static_cast<int64_t>(ids.size()), hidden = config_.hidden_size;
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  Tensor x = Tensor::empty({n, hidden}, DType::kF32);  // residual stream
+  ops::embedding(ids, weights_.embed, x);
+  Tensor h = Tensor::empty({n, hidden}, DType::kF32);
+  for (int l = 0; l < config_.num_layers; ++l) {
+    const LayerWeights& lw = weights_.layers[l];
+    ops::rms_norm(x, lw.input_norm, eps, h);
+    Tensor attn = config_.attention.mla ? mla_block(l, h, positions, kv) : attention_block(l, h, positions, kv);
+    ops::add_inplace(x, attn);
+    ops::rms_norm(x, lw.post_attention_norm, eps, h);
+    Tensor ffn = lw.is_moe ? moe_block(l, h) : moe::gated_mlp(h, lw.mlp, moe::ActivationOptions{});
+    if (!ffn.defined()) return Tensor();  // stopped by the router observer
+    ops::add_inplace(x, ffn);
+  }
+  return x;
+}
+
+// Final norm and LM head over hidden rows (k, hidden) -> logits (k, vocab).
+Tensor Model::head_logits(const Tensor& last_hidden) {
+  Tensor normed = Tensor::empty(last_hidden.shape(), DType::kF32);
+  ops::rms_norm(last_hidden, weights_.final_norm, static_cast<float>(config_.rms_norm_eps), normed);
+  return ops::linear(normed, weights_.lm_head);
+}
+
+namespace {
+void check_ids(const std::vector<int64_t>& ids, int64_t vocab) {
+  for (int64_t id : ids) {
+    SY_REQUIRE(id >= 0 && id < vocab, InvalidArgument, "model", "token id ", id, " is outside the vocabulary [0, ",
+               vocab, ")");
+  }
+}
+}  // namespace
+
 Tensor Model::forward(const std::vector<int64_t>& ids, KvCache& cache, bool all_logits) {
   const int64_t n = static_cast<int64_t>(ids.size());
   SY_REQUIRE(n > 0, InvalidArgument, "model", "forward needs at least one token");
@@ -237,26 +297,59 @@ Tensor Model::forward(const std::vector<int64_t>& ids, KvCache& cache, bool all_
   cache.reserve(start + n);
   std::vector<int64_t> positions(n);
   for (int64_t i = 0; i < n; ++i) positions[i] = start + i;
-  const int64_t hidden = config_.hidden_size;
-  const float eps = static_cast<float>(config_.rms_norm_eps);
-  Tensor x = Tensor::empty({n, hidden}, DType::kF32);  // residual stream
-  ops::embedding(ids, weights_.embed, x);
-  Tensor h = Tensor::empty({n, hidden}, DType::kF32);
-  for (int l = 0; l < config_.num_layers; ++l) {
-    const LayerWeights& lw = weights_.layers[l];
-    ops::rms_norm(x, lw.input_norm, eps, h);
-    Tensor attn = config_.attention.mla ? mla_block(l, h, positions, cache) : attention_block(l, h, positions, cache);
-    ops::add_inplace(x, attn);
-    ops::rms_norm(x, lw.post_attention_norm, eps, h);
-    Tensor ffn = lw.is_moe ? moe_block(l, h) : moe::gated_mlp(h, lw.mlp, moe::ActivationOptions{});
-    if (!ffn.defined()) return Tensor();  // stopped by the router observer
-    ops::add_inplace(x, ffn);
-  }
+  KvTarget kv;
+  kv.cache = &cache;
+  Tensor x = run_layers(ids, positions, kv);
+  if (!x.defined()) return Tensor();
   cache.set_length(start + n);
-  Tensor last = all_logits ? x : x.slice(0, n - 1, n).contiguous();
-  Tensor normed = Tensor::empty(last.shape(), DType::kF32);
-  ops::rms_norm(last, weights_.final_norm, eps, normed);
-  return ops::linear(normed, weights_.lm_head);
+  return head_logits(all_logits ? x : x.slice(0, n - 1, n).contiguous());
+}
+
+Tensor Model::forward_batch(const std::vector<BatchSequence>& batch, PagedKvPool& pool) {
+  SY_REQUIRE(!batch.empty(), InvalidArgument, "model", "forward_batch needs at least one sequence");
+  SY_CHECK(pool.keys(0).size(1) == (config_.attention.mla ? config_.attention.num_heads
+                                                           : config_.attention.num_kv_heads),
+           "forward_batch: the pool was built for another model");
+  const int64_t bs = pool.block_size();
+  KvTarget kv;
+  kv.pool = &pool;
+  std::vector<int64_t> ids, positions, logit_rows;
+  for (const BatchSequence& seq : batch) {
+    const int64_t n = static_cast<int64_t>(seq.ids.size());
+    SY_REQUIRE(n > 0, InvalidArgument, "model", "forward_batch: a sequence has no new tokens");
+    SY_REQUIRE(seq.start >= 0, InvalidArgument, "model", "forward_batch: negative start ", seq.start);
+    check_ids(seq.ids, config_.vocab_size);
+    const int64_t len = seq.start + n;
+    SY_REQUIRE(static_cast<int64_t>(seq.block_table.size()) * bs >= len, InvalidArgument, "model",
+               "forward_batch: ", seq.block_table.size(), " blocks of ", bs, " cannot hold ", len, " tokens");
+    for (int32_t b : seq.block_table) {
+      SY_REQUIRE(b >= 0 && b < pool.num_blocks(), InvalidArgument, "model", "forward_batch: block ", b,
+                 " outside the pool of ", pool.num_blocks());
+    }
+    ops::PagedSequence ps;
+    ps.q_begin = static_cast<int64_t>(ids.size());
+    ps.q_end = ps.q_begin + n;
+    ps.block_table = seq.block_table.data();
+    ps.num_blocks = static_cast<int64_t>(seq.block_table.size());
+    ps.kv_len = len;
+    kv.sequences.push_back(ps);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t p = seq.start + i;
+      ids.push_back(seq.ids[i]);
+      positions.push_back(p);
+      kv.pool_rows.push_back(int64_t{seq.block_table[p / bs]} * bs + p % bs);
+    }
+    if (seq.want_logits) logit_rows.push_back(ps.q_end - 1);
+  }
+  Tensor x = run_layers(ids, positions, kv);
+  if (!x.defined()) return Tensor();
+  const int64_t hidden = config_.hidden_size;
+  Tensor last = Tensor::empty({static_cast<int64_t>(logit_rows.size()), hidden}, DType::kF32);
+  for (size_t r = 0; r < logit_rows.size(); ++r) {
+    std::memcpy(last.f32() + r * hidden, x.f32() + logit_rows[r] * hidden, sizeof(float) * hidden);
+  }
+  if (logit_rows.empty()) return Tensor::empty({0, config_.vocab_size}, DType::kF32);
+  return head_logits(last);
 }
 
 }  // namespace sy

@@ -48,6 +48,22 @@ struct AttentionOptions {
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& positions,
                int64_t kv_len, const AttentionOptions& options, Tensor& out);
 
+// One sequence of a paged_attention batch: its query rows [q_begin, q_end) and its block table (num_blocks
+// entries); key j of the sequence lives at pool row block_table[j / block_size] * block_size + j % block_size.
+struct PagedSequence {
+  int64_t q_begin = 0, q_end = 0;
+  const int32_t* block_table = nullptr;
+  int64_t num_blocks = 0;
+  int64_t kv_len = 0;  // keys cached for the sequence, the new rows included
+};
+// Causal attention of the queries of many sequences against their paged keys/values.
+// q: (t, heads, dk); k: (blocks*block_size, kv_heads, dk); v: (blocks*block_size, kv_heads, dv);
+// positions: (t,) with positions[i] < kv_len of its sequence; out: (t, heads, dv). Every query row belongs
+// to exactly one sequence. options.key_start must be null. Bitwise equal to `attention` on the same keys.
+void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& positions,
+                     const std::vector<PagedSequence>& sequences, int64_t block_size,
+                     const AttentionOptions& options, Tensor& out);
+
 // out = silu(gate) * up, elementwise.  gate, up, out: same shape f32 (out may alias gate).
 void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out);
 // gpt-oss clamped SwiGLU: g = min(gate, limit); u = clamp(up, -limit, limit); out = (u + 1) * g * sigmoid(alpha g).

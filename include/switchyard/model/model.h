@@ -11,6 +11,7 @@
 #include "switchyard/core/tensor.h"
 #include "switchyard/io/model_config.h"
 #include "switchyard/model/kv_cache.h"
+#include "switchyard/model/paged_kv_pool.h"
 #include "switchyard/model/weights.h"
 #include "switchyard/kernels/ops.h"
 #include "switchyard/moe/router.h"
@@ -64,6 +65,15 @@ class Model {
   // If a router observer stopped the pass, returns an undefined tensor and leaves the cache length unchanged.
   Tensor forward(const std::vector<int64_t>& ids, KvCache& cache, bool all_logits);
 
+  // Runs many sequences in one pass (continuous batching): their new tokens are concatenated for every
+  // token-parallel op (projections, norms, the MoE block, so each expert's weights are read once per step),
+  // and each sequence attends to its own paged keys. Writes the new keys/values into the pool. Returns
+  // logits (k, vocab) f32 for the last new token of the k sequences with want_logits, in batch order.
+  // Results equal `forward` on each sequence alone up to float reordering in the batched GEMMs.
+  // Throws InvalidArgument for an empty batch or sequence, ids outside the vocabulary, or a block table that
+  // does not cover the sequence.
+  Tensor forward_batch(const std::vector<BatchSequence>& batch, PagedKvPool& pool);
+
   // Expert parallelism: the MoE blocks shard their tokens over `ep` (attention stays replicated: every rank
   // runs the same sequence), dispatch them to the ranks owning their experts, and all-gather the outputs.
   // Rank r must hold experts [r*E/EP, (r+1)*E/EP) (expert_range); every rank runs the same forward calls.
@@ -78,8 +88,13 @@ class Model {
   void reset_expert_load();
 
  private:
-  Tensor attention_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvCache& cache);
-  Tensor mla_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvCache& cache);
+  struct KvTarget;  // where a forward call's keys and values go (model.cc)
+  Tensor run_layers(const std::vector<int64_t>& ids, const std::vector<int64_t>& positions, KvTarget& kv);
+  Tensor attention_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvTarget& kv);
+  Tensor mla_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvTarget& kv);
+  Tensor attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& positions,
+                KvTarget& kv, const ops::AttentionOptions& options);
+  Tensor head_logits(const Tensor& last_hidden);
   Tensor moe_block(int layer, const Tensor& h);
   Tensor routed_experts_ep(int layer, const Tensor& h, const moe::Routing& routing);
 

@@ -1,0 +1,147 @@
+// Batched paged forward (the server's path) against the single-sequence forward on every golden fixture:
+// three sequences of different lengths, prefilled in two chunks and then decoded together, with scattered
+// block tables, must give the logits of running each sequence alone through a contiguous KvCache.
+// Tolerance 1e-5 relative: batching only changes the row count of the GEMMs (summation order per row is the
+// same on the CPU path, so the measured difference is 0 or float-rounding level).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <numeric>
+#include <random>
+
+#include "switchyard/core/error.h"
+#include "switchyard/model/model.h"
+#include "test_util.h"
+
+namespace sy {
+namespace {
+
+constexpr double kTolerance = 1e-5;
+
+std::vector<std::string> fixture_dirs() {
+  std::vector<std::string> dirs;
+  std::filesystem::path root = std::filesystem::path(test::fixtures_dir()) / "golden";
+  if (!std::filesystem::exists(root)) return dirs;
+  for (const auto& e : std::filesystem::directory_iterator(root)) {
+    if (std::filesystem::exists(e.path() / "config.json")) dirs.push_back(e.path().filename().string());
+  }
+  std::sort(dirs.begin(), dirs.end());
+  return dirs;
+}
+
+std::vector<float> row(const Tensor& logits, int64_t r) {
+  const int64_t v = logits.size(1);
+  return std::vector<float>(logits.f32() + r * v, logits.f32() + (r + 1) * v);
+}
+
+int64_t argmax(const std::vector<float>& x) { return std::max_element(x.begin(), x.end()) - x.begin(); }
+
+class BatchedForward : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BatchedForward, PagedBatchMatchesSequentialForward) {
+  auto model = Model::load((std::filesystem::path(test::fixtures_dir()) / "golden" / GetParam()).string());
+  const int64_t vocab = model->config().vocab_size;
+  std::mt19937 rng(7);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t len : {11, 5, 1}) {
+    std::vector<int64_t> p(len);
+    for (auto& id : p) id = static_cast<int64_t>(rng() % vocab);
+    prompts.push_back(p);
+  }
+  const int64_t block_size = 4, decode_steps = 4;
+  PagedKvPool pool(model->config(), 32, block_size);
+  std::vector<int32_t> free_blocks(32);
+  std::iota(free_blocks.begin(), free_blocks.end(), 0);
+  std::shuffle(free_blocks.begin(), free_blocks.end(), rng);  // scattered tables
+
+  std::vector<BatchSequence> batch(prompts.size());
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    const int64_t blocks = (static_cast<int64_t>(prompts[s].size()) + decode_steps + block_size - 1) / block_size;
+    for (int64_t b = 0; b < blocks; ++b) {
+      batch[s].block_table.push_back(free_blocks.back());
+      free_blocks.pop_back();
+    }
+  }
+  // Reference: each sequence alone, greedy.
+  std::vector<std::vector<std::vector<float>>> expected(prompts.size());
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    KvCache cache = model->new_cache(16);
+    Tensor logits = model->forward(prompts[s], cache, false);
+    expected[s].push_back(row(logits, 0));
+    for (int64_t step = 0; step < decode_steps; ++step) {
+      logits = model->forward({argmax(expected[s].back())}, cache, false);
+      expected[s].push_back(row(logits, 0));
+    }
+  }
+  // Chunked prefill: first half of every prompt (rounded up), then the rest.
+  std::vector<int64_t> done(prompts.size(), 0);
+  for (int chunk = 0; chunk < 2; ++chunk) {
+    std::vector<BatchSequence> step;
+    std::vector<size_t> who;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      const int64_t len = static_cast<int64_t>(prompts[s].size());
+      const int64_t end = chunk == 0 ? (len + 1) / 2 : len;
+      if (end == done[s]) continue;
+      BatchSequence b = batch[s];
+      b.start = done[s];
+      b.ids.assign(prompts[s].begin() + done[s], prompts[s].begin() + end);
+      b.want_logits = end == len;
+      step.push_back(b);
+      who.push_back(s);
+      done[s] = end;
+    }
+    Tensor logits = model->forward_batch(step, pool);
+    int64_t r = 0;
+    for (size_t i = 0; i < step.size(); ++i) {
+      if (!step[i].want_logits) continue;
+      double err = test::relative_error(row(logits, r++), expected[who[i]][0]);
+      EXPECT_LT(err, kTolerance) << GetParam() << " prefill of sequence " << who[i];
+    }
+  }
+  // Decode together.
+  for (int64_t t = 0; t < decode_steps; ++t) {
+    std::vector<BatchSequence> step;
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      BatchSequence b = batch[s];
+      b.start = static_cast<int64_t>(prompts[s].size()) + t;
+      b.ids = {argmax(expected[s][t])};
+      step.push_back(b);
+    }
+    Tensor logits = model->forward_batch(step, pool);
+    ASSERT_EQ(logits.size(0), static_cast<int64_t>(prompts.size()));
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      double err = test::relative_error(row(logits, static_cast<int64_t>(s)), expected[s][t + 1]);
+      EXPECT_LT(err, kTolerance) << GetParam() << " decode step " << t << " of sequence " << s;
+    }
+  }
+}
+
+TEST(BatchedForwardErrors, RejectsBadBatches) {
+  auto model = Model::load((std::filesystem::path(test::fixtures_dir()) / "golden" / "mixtral").string());
+  PagedKvPool pool(model->config(), 4, 4);
+  BatchSequence ok;
+  ok.ids = {1, 2, 3};
+  ok.block_table = {0};
+  EXPECT_THROW(model->forward_batch({}, pool), InvalidArgument);
+  BatchSequence empty = ok;
+  empty.ids.clear();
+  EXPECT_THROW(model->forward_batch({empty}, pool), InvalidArgument);
+  BatchSequence too_long = ok;
+  too_long.ids = {1, 2, 3, 4, 5};
+  EXPECT_THROW(model->forward_batch({too_long}, pool), InvalidArgument);
+  BatchSequence bad_block = ok;
+  bad_block.block_table = {9};
+  EXPECT_THROW(model->forward_batch({bad_block}, pool), InvalidArgument);
+  BatchSequence bad_id = ok;
+  bad_id.ids = {model->config().vocab_size};
+  EXPECT_THROW(model->forward_batch({bad_id}, pool), InvalidArgument);
+  EXPECT_THROW(PagedKvPool(model->config(), 0, 4), InvalidArgument);
+  EXPECT_EQ(model->forward_batch({ok}, pool).size(0), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, BatchedForward, ::testing::ValuesIn(fixture_dirs()),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace sy
