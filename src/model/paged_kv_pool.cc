@@ -16,8 +16,8 @@ PagedKvPool::PagedKvPool(const ModelConfig& config, int64_t num_blocks, int64_t 
   const AttentionConfig& a = config.attention;
   const int64_t rows = num_blocks * block_size;
   for (int i = 0; i < config.num_layers; ++i) {
-    k_.push_back(Tensor::zeros({rows, key_heads(config), a.head_dim}, DType::kF32));
-    v_.push_back(Tensor::zeros({rows, key_heads(config), a.v_head_dim}, DType::kF32));
+    k_.push_back(Tensor::empty({rows, key_heads(config), a.head_dim}, DType::kF32));  // rows are written before read
+    v_.push_back(Tensor::empty({rows, key_heads(config), a.v_head_dim}, DType::kF32));
   }
 }
 

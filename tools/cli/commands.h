@@ -21,5 +21,6 @@ CommandRunner add_convert_command(CLI::App& app);
 CommandRunner add_eval_command(CLI::App& app);
 CommandRunner add_prune_command(CLI::App& app);  // PreMoe: cmd_prune.cc
 CommandRunner add_layout_command(CLI::App& app);
+CommandRunner add_serve_command(CLI::App& app);    // OpenAI-compatible server: cmd_serve.cc
 
 }  // namespace sy::cli

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   add(sy::cli::add_eval_command);
   add(sy::cli::add_prune_command);
   add(sy::cli::add_layout_command);
+  add(sy::cli::add_serve_command);
 
   auto is_command = [&](const std::string& name) {
     for (auto& entry : commands) {
