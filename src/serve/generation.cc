@@ -28,8 +28,8 @@ void Generation::absorb(const std::vector<TokenEvent>& events, std::string& text
     ++completion_tokens_;
     const bool is_stop = std::find(stop_ids_.begin(), stop_ids_.end(), ev.id) != stop_ids_.end();
     text += text_.push(ev.id, is_stop);
-    if (request_.logprobs >= 0) {
-      RenderedToken t{text_.token_text(ev.id), ev.logprob, {}};
+    if (request_.logprobs >= 0 || request_.return_token_ids) {
+      RenderedToken t{ev.id, request_.logprobs >= 0 ? text_.token_text(ev.id) : std::string(), ev.logprob, {}};
       for (const auto& [id, lp] : ev.top) t.top.push_back({text_.token_text(id), lp});
       tokens.push_back(std::move(t));
     }

@@ -169,6 +169,10 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat) {
       r.include_usage = so["include_usage"].get<bool>();
     }
   }
+  if (present(j, "return_token_ids")) {
+    if (!j["return_token_ids"].is_boolean()) bad("return_token_ids", "'return_token_ids' must be a boolean");
+    r.return_token_ids = j["return_token_ids"].get<bool>();
+  }
   if (chat) {
     bool want = false;
     if (present(j, "logprobs")) {
@@ -229,6 +233,12 @@ json usage_json(const Usage& u) {
           {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
 }
 
+json token_ids(const std::vector<RenderedToken>& tokens) {
+  json ids = json::array();
+  for (const RenderedToken& t : tokens) ids.push_back(t.id);
+  return ids;
+}
+
 json finish_json(const std::string& finish_reason) {
   return finish_reason.empty() ? json(nullptr) : json(finish_reason);
 }
@@ -246,6 +256,7 @@ json completion_response(const CompletionRequest& r, const std::string& id, int6
     choice["text"] = text;
     if (r.logprobs >= 0) choice["logprobs"] = completion_logprobs(tokens, 0);
   }
+  if (r.return_token_ids) choice["token_ids"] = token_ids(tokens);
   return {{"id", id},           {"object", r.chat ? "chat.completion" : "text_completion"},
           {"created", created}, {"model", r.model},
           {"choices", {choice}}, {"usage", usage_json(usage)}};
@@ -267,6 +278,7 @@ json stream_chunk(const CompletionRequest& r, const std::string& id, int64_t cre
     choice["text"] = text;
     if (r.logprobs >= 0 && !tokens.empty()) choice["logprobs"] = completion_logprobs(tokens, 0);
   }
+  if (r.return_token_ids) choice["token_ids"] = token_ids(tokens);
   json j = {{"id", id},           {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
             {"created", created}, {"model", r.model},
             {"choices", {choice}}};

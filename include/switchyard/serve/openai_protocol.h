@@ -47,6 +47,7 @@ struct CompletionRequest {
   std::vector<std::string> stop;
   bool stream = false, include_usage = false;
   int logprobs = -1;                        // -1: none; else top alternatives per token (0..20)
+  bool return_token_ids = false;            // extension (as in vLLM): the generated ids in "token_ids"
 };
 
 // Parses and validates a JSON body. Throws ApiError (400) naming the field; `chat` picks the endpoint schema.
@@ -54,6 +55,7 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat);
 
 // One generated token as the response renders it.
 struct RenderedToken {
+  int64_t id = 0;
   std::string text;
   float logprob = 0.f;
   std::vector<std::pair<std::string, float>> top;
