@@ -123,7 +123,7 @@ void HttpServer::Impl::completion(const httplib::Request& req, httplib::Response
   p.sampling.top_p = r.top_p;
   p.sampling.top_k = r.top_k;
   p.sampling.seed = r.seed ? *r.seed : fresh_seed();
-  p.stop_ids = engine.config().eos_token_ids;
+  if (!r.ignore_eos) p.stop_ids = engine.config().eos_token_ids;
   p.top_logprobs = r.logprobs;
   std::shared_ptr<RequestStream> stream;
   try {

@@ -173,6 +173,10 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat) {
     if (!j["return_token_ids"].is_boolean()) bad("return_token_ids", "'return_token_ids' must be a boolean");
     r.return_token_ids = j["return_token_ids"].get<bool>();
   }
+  if (present(j, "ignore_eos")) {
+    if (!j["ignore_eos"].is_boolean()) bad("ignore_eos", "'ignore_eos' must be a boolean");
+    r.ignore_eos = j["ignore_eos"].get<bool>();
+  }
   if (chat) {
     bool want = false;
     if (present(j, "logprobs")) {

@@ -48,6 +48,7 @@ struct CompletionRequest {
   bool stream = false, include_usage = false;
   int logprobs = -1;                        // -1: none; else top alternatives per token (0..20)
   bool return_token_ids = false;            // extension (as in vLLM): the generated ids in "token_ids"
+  bool ignore_eos = false;                  // extension (as in vLLM): generate max_tokens tokens (benchmarks)
 };
 
 // Parses and validates a JSON body. Throws ApiError (400) naming the field; `chat` picks the endpoint schema.
