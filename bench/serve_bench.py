@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from serve_harness import Server, metric, request  # noqa: E402
 
 
-def batch1_tokens_per_s(cli, model, prompt_ids, n1=16, n2=272):
+def batch1_tokens_per_s(cli, model, prompt_ids, n1, n2):
     def run(n):
         args = [cli, "generate", "--prompt-ids", ",".join(map(str, prompt_ids)), "--max-new-tokens", str(n),
                 "--format", "json"]
@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--prompt-len", default="32:256")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--server-args", default="--max-seqs 64 --max-batch-tokens 512")
+    ap.add_argument("--batch1", default="16:272", help="N1:N2 tokens of the two timed generate runs")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     lo, hi = map(int, args.prompt_len.split(":"))
@@ -112,7 +113,8 @@ def main():
         if cfg and os.path.exists(cfg):
             vocab = json.load(open(cfg))["vocab_size"]
         prompts = [[rng.randrange(3, vocab) for _ in range(rng.randint(lo, hi))] for _ in range(args.requests)]
-        one = batch1_tokens_per_s(args.cli, args.model, prompts[0][:64])
+        n1, n2 = map(int, args.batch1.split(":"))
+        one = batch1_tokens_per_s(args.cli, args.model, prompts[0][:64], n1, n2)
         sweep_point(s.url, float("inf"), prompts[:4], 8, 0)  # warm-up
         rows = []
         for rate in args.rates.split(","):
