@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_random.h"
 #include "switchyard/core/dtype.h"
 #include "switchyard/core/error.h"
 #include "switchyard/core/tensor.h"
@@ -71,30 +72,6 @@ nlohmann::json olmoe_config() {
           {"bos_token_id", nullptr},
           {"eos_token_id", 50279},
           {"torch_dtype", "bfloat16"}};
-}
-
-// Counter-based generator: value i of stream `seed` depends only on (seed, i), so tensors are reproducible
-// whatever the thread count. Sum of four 16-bit uniforms (Irwin-Hall), scaled to unit variance.
-inline uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-sy::Tensor random_bf16(uint64_t seed, const sy::Shape& shape, float scale, float offset) {
-  sy::Tensor t = sy::Tensor::empty(shape, sy::DType::kBF16);
-  uint16_t* p = t.u16();
-  const uint64_t key = mix64(seed * 0x9e3779b97f4a7c15ull + 1);
-  // Sum of four uniforms in [0, 65536): mean 131070, variance 4 * 65536^2 / 12.
-  const float mean = 4.f * 32767.5f, inv_sd = 1.f / (65536.f * std::sqrt(4.f / 12.f));
-  sy::parallel_for(t.numel(), [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      uint64_t r = mix64(key + static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15ull);
-      float s = static_cast<float>((r & 0xffff) + ((r >> 16) & 0xffff) + ((r >> 32) & 0xffff) + (r >> 48));
-      p[i] = sy::f32_to_bf16(offset + scale * (s - mean) * inv_sd);
-    }
-  }, 1 << 16);
-  return t;
 }
 
 void make_olmoe(const std::string& dir) {

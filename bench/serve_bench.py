@@ -26,10 +26,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from serve_harness import Server, metric, request  # noqa: E402
 
 
-def batch1_tokens_per_s(cli, model, prompt_ids, n1, n2):
+def batch1_tokens_per_s(cli, model, prompt_ids, n1, n2, extra):
     def run(n):
         args = [cli, "generate", "--prompt-ids", ",".join(map(str, prompt_ids)), "--max-new-tokens", str(n),
-                "--format", "json"]
+                "--format", "json"] + extra
         if model:
             args += ["--model", model]
         best = float("inf")
@@ -101,11 +101,12 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--server-args", default="--max-seqs 64 --max-batch-tokens 512")
     ap.add_argument("--batch1", default="16:272", help="N1:N2 tokens of the two timed generate runs")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda, for both the server and generate")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     lo, hi = map(int, args.prompt_len.split(":"))
     rng = random.Random(1)
-    server_args = (["--model", args.model] if args.model else []) + args.server_args.split()
+    server_args = (["--model", args.model] if args.model else []) + args.server_args.split() + ["--device", args.device]
     s = Server(args.cli, *server_args)
     try:
         vocab = 4096
@@ -114,7 +115,7 @@ def main():
             vocab = json.load(open(cfg))["vocab_size"]
         prompts = [[rng.randrange(3, vocab) for _ in range(rng.randint(lo, hi))] for _ in range(args.requests)]
         n1, n2 = map(int, args.batch1.split(":"))
-        one = batch1_tokens_per_s(args.cli, args.model, prompts[0][:64], n1, n2)
+        one = batch1_tokens_per_s(args.cli, args.model, prompts[0][:64], n1, n2, ["--device", args.device])
         sweep_point(s.url, float("inf"), prompts[:4], 8, 0)  # warm-up
         rows = []
         for rate in args.rates.split(","):
@@ -124,6 +125,10 @@ def main():
         gauges = request(s.url, "/metrics")[1]
         steps = metric(gauges, "switchyard_engine_steps_total")
         batch_tokens = metric(gauges, "switchyard_engine_batch_tokens_total")
+    except Exception:
+        s.stop()
+        print("server output:\n" + s.output()[-3000:], file=sys.stderr)
+        raise
     finally:
         s.stop()
     print(f"batch-1 `switchyard generate` decode: {one:.1f} tok/s; prompts {lo}-{hi} tokens, "

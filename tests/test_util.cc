@@ -46,4 +46,15 @@ double relative_error(const std::vector<float>& a, const std::vector<float>& b) 
   return max_ref == 0 ? max_diff : max_diff / max_ref;
 }
 
+std::vector<std::string> golden_fixture_names() {
+  std::vector<std::string> names;
+  std::filesystem::path root = std::filesystem::path(fixtures_dir()) / "golden";
+  if (!std::filesystem::exists(root)) return names;
+  for (const auto& e : std::filesystem::directory_iterator(root)) {
+    if (std::filesystem::exists(e.path() / "config.json")) names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
 }  // namespace sy::test

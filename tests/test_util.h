@@ -3,13 +3,21 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 namespace sy::test {
 
-inline std::string fixtures_dir() { return SY_FIXTURES_DIR; }
+// The fixtures folder: $SY_FIXTURES_DIR when set (binaries run from another checkout, e.g. on a GPU machine),
+// else the source tree's tests/fixtures.
+inline std::string fixtures_dir() {
+  const char* env = std::getenv("SY_FIXTURES_DIR");
+  return env && *env ? std::string(env) : std::string(SY_FIXTURES_DIR);
+}
 inline std::string cli_path() { return SY_CLI_PATH; }
+// Names of the golden fixture folders (tests/fixtures/golden/NAME with a config.json), sorted.
+std::vector<std::string> golden_fixture_names();
 
 // A fresh directory under the system temp dir, removed on destruction.
 class TempDir {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <optional>
 
 #include "switchyard/core/error.h"
 
@@ -82,17 +83,35 @@ std::vector<int64_t> generate(Model& model, const std::vector<int64_t>& prompt, 
                " is outside the vocabulary [0, ", vocab, ")");
   }
   Sampler sampler(options.sampling);
-  KvCache cache = model.new_cache(static_cast<int64_t>(prompt.size()) + options.max_new_tokens);
   std::vector<int64_t> out;
   if (options.max_new_tokens == 0) return out;
-  Tensor logits = model.forward(prompt, cache, false);
+  // One sequence: a contiguous KvCache on the CPU, a one-sequence paged pool on the GPU.
+  const int64_t total = static_cast<int64_t>(prompt.size()) + options.max_new_tokens;
+  std::optional<KvCache> cache;
+  std::optional<PagedKvPool> pool;
+  BatchSequence seq;
+  if (model.device() == Device::kCpu) {
+    cache.emplace(model.new_cache(total));
+  } else {
+    const int64_t block = 16, blocks = (total + block - 1) / block;
+    pool.emplace(model.new_pool(blocks, block));
+    for (int64_t b = 0; b < blocks; ++b) seq.block_table.push_back(static_cast<int32_t>(b));
+  }
+  auto run = [&](const std::vector<int64_t>& ids) {
+    if (cache) return model.forward(ids, *cache, false);
+    seq.ids = ids;
+    Tensor logits = model.forward_batch({seq}, *pool);
+    seq.start += static_cast<int64_t>(ids.size());
+    return logits;
+  };
+  Tensor logits = run(prompt);
   const auto& eos = model.config().eos_token_ids;
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     int64_t next = sampler.sample(logits.f32(), vocab);
     out.push_back(next);
     if (options.on_token && !options.on_token(next)) break;
     if (options.stop_at_eos && std::find(eos.begin(), eos.end(), next) != eos.end()) break;
-    if (step + 1 < options.max_new_tokens) logits = model.forward({next}, cache, false);
+    if (step + 1 < options.max_new_tokens) logits = run({next});
   }
   return out;
 }

@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "arch.h"
+#include "gpu_forward.h"
 #include "switchyard/core/error.h"
 #include "switchyard/core/log.h"
 #include "switchyard/io/safetensors.h"
@@ -287,6 +288,8 @@ void check_ids(const std::vector<int64_t>& ids, int64_t vocab) {
 }  // namespace
 
 Tensor Model::forward(const std::vector<int64_t>& ids, KvCache& cache, bool all_logits) {
+  SY_REQUIRE(!gpu_, Unsupported, "model", "forward with a contiguous KvCache runs on the CPU only; on the GPU use "
+             "forward_batch with a pool from new_pool");
   const int64_t n = static_cast<int64_t>(ids.size());
   SY_REQUIRE(n > 0, InvalidArgument, "model", "forward needs at least one token");
   const int64_t start = cache.length();
@@ -311,9 +314,7 @@ Tensor Model::forward_batch(const std::vector<BatchSequence>& batch, PagedKvPool
                                                            : config_.attention.num_kv_heads),
            "forward_batch: the pool was built for another model");
   const int64_t bs = pool.block_size();
-  KvTarget kv;
-  kv.pool = &pool;
-  std::vector<int64_t> ids, positions, logit_rows;
+  model_detail::BatchPlan plan;
   for (const BatchSequence& seq : batch) {
     const int64_t n = static_cast<int64_t>(seq.ids.size());
     SY_REQUIRE(n > 0, InvalidArgument, "model", "forward_batch: a sequence has no new tokens");
@@ -327,29 +328,49 @@ Tensor Model::forward_batch(const std::vector<BatchSequence>& batch, PagedKvPool
                  " outside the pool of ", pool.num_blocks());
     }
     ops::PagedSequence ps;
-    ps.q_begin = static_cast<int64_t>(ids.size());
+    ps.q_begin = static_cast<int64_t>(plan.ids.size());
     ps.q_end = ps.q_begin + n;
     ps.block_table = seq.block_table.data();
     ps.num_blocks = static_cast<int64_t>(seq.block_table.size());
     ps.kv_len = len;
-    kv.sequences.push_back(ps);
+    plan.sequences.push_back(ps);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t p = seq.start + i;
-      ids.push_back(seq.ids[i]);
-      positions.push_back(p);
-      kv.pool_rows.push_back(int64_t{seq.block_table[p / bs]} * bs + p % bs);
+      plan.ids.push_back(seq.ids[i]);
+      plan.positions.push_back(p);
+      plan.pool_rows.push_back(int64_t{seq.block_table[p / bs]} * bs + p % bs);
     }
-    if (seq.want_logits) logit_rows.push_back(ps.q_end - 1);
+    if (seq.want_logits) plan.logit_rows.push_back(ps.q_end - 1);
   }
-  Tensor x = run_layers(ids, positions, kv);
+  if (gpu_) return model_detail::gpu_forward_batch(*gpu_, plan, pool, expert_load_);
+  SY_REQUIRE(pool.keys(0).device() == Device::kCpu, InvalidArgument, "model",
+             "forward_batch: the KV pool is on the GPU but the model is on the CPU");
+  KvTarget kv;
+  kv.pool = &pool;
+  kv.sequences = plan.sequences;
+  kv.pool_rows = plan.pool_rows;
+  Tensor x = run_layers(plan.ids, plan.positions, kv);
   if (!x.defined()) return Tensor();
   const int64_t hidden = config_.hidden_size;
-  Tensor last = Tensor::empty({static_cast<int64_t>(logit_rows.size()), hidden}, DType::kF32);
-  for (size_t r = 0; r < logit_rows.size(); ++r) {
-    std::memcpy(last.f32() + r * hidden, x.f32() + logit_rows[r] * hidden, sizeof(float) * hidden);
+  if (plan.logit_rows.empty()) return Tensor::empty({0, config_.vocab_size}, DType::kF32);
+  Tensor last = Tensor::empty({static_cast<int64_t>(plan.logit_rows.size()), hidden}, DType::kF32);
+  for (size_t r = 0; r < plan.logit_rows.size(); ++r) {
+    std::memcpy(last.f32() + r * hidden, x.f32() + plan.logit_rows[r] * hidden, sizeof(float) * hidden);
   }
-  if (logit_rows.empty()) return Tensor::empty({0, config_.vocab_size}, DType::kF32);
   return head_logits(last);
+}
+
+void Model::to_device(Device device) {
+  if (device == Device::kCpu) {
+    gpu_.reset();
+    return;
+  }
+  SY_REQUIRE(!dispatcher_, Unsupported, "model", "expert parallelism is not available on the GPU yet");
+  gpu_ = model_detail::upload(config_, weights_, rope_);
+}
+
+PagedKvPool Model::new_pool(int64_t num_blocks, int64_t block_size) const {
+  return PagedKvPool(config_, num_blocks, block_size, device());
 }
 
 }  // namespace sy

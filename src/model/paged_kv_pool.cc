@@ -9,15 +9,15 @@ namespace {
 int64_t key_heads(const ModelConfig& c) { return c.attention.mla ? c.attention.num_heads : c.attention.num_kv_heads; }
 }  // namespace
 
-PagedKvPool::PagedKvPool(const ModelConfig& config, int64_t num_blocks, int64_t block_size)
+PagedKvPool::PagedKvPool(const ModelConfig& config, int64_t num_blocks, int64_t block_size, Device device)
     : num_blocks_(num_blocks), block_size_(block_size) {
   SY_REQUIRE(num_blocks > 0 && block_size > 0, InvalidArgument, "kv-pool", "need at least one block of at least one ",
              "token, got ", num_blocks, " blocks of ", block_size);
   const AttentionConfig& a = config.attention;
   const int64_t rows = num_blocks * block_size;
   for (int i = 0; i < config.num_layers; ++i) {
-    k_.push_back(Tensor::empty({rows, key_heads(config), a.head_dim}, DType::kF32));  // rows are written before read
-    v_.push_back(Tensor::empty({rows, key_heads(config), a.v_head_dim}, DType::kF32));
+    k_.push_back(Tensor::empty({rows, key_heads(config), a.head_dim}, DType::kF32, device));  // written before read
+    v_.push_back(Tensor::empty({rows, key_heads(config), a.v_head_dim}, DType::kF32, device));
   }
 }
 

@@ -46,7 +46,7 @@ Engine::Engine(Model& model, EngineOptions options, std::shared_ptr<ServerMetric
     SY_REQUIRE(options_.num_blocks > 0, InvalidArgument, "serve", "--kv-cache-gib is smaller than one KV block (",
                per_block, " bytes)");
   }
-  pool_ = std::make_unique<PagedKvPool>(model.config(), options_.num_blocks, options_.block_size);
+  pool_ = std::make_unique<PagedKvPool>(model.new_pool(options_.num_blocks, options_.block_size));
   blocks_ = std::make_unique<BlockManager>(options_.num_blocks, options_.block_size);
   gauges_.kv_blocks_total = options_.num_blocks;
   thread_ = std::thread([this] { loop(); });

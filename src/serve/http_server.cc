@@ -4,6 +4,8 @@
 
 #include <httplib.h>
 
+#include <sys/socket.h>
+
 #include <atomic>
 #include <random>
 
@@ -55,6 +57,7 @@ struct HttpServer::Impl {
   ServerOptions options;
   httplib::Server server;
   std::atomic<bool> draining{false};
+  int listen_fd = -1;  // recorded while binding, to widen the listen backlog
   std::atomic<uint64_t> next_id{1};
   std::mt19937_64 seed_source{std::random_device{}()};
   std::mutex seed_mu;
@@ -210,6 +213,12 @@ void HttpServer::Impl::completion(const httplib::Request& req, httplib::Response
 }
 
 void HttpServer::Impl::install_routes() {
+  // cpp-httplib 0.11 listens with a backlog of 5: a burst of clients then waits out SYN retransmissions
+  // (a 1 s stall) or is reset. Record the socket here; bind() widens the backlog after httplib's listen().
+  server.set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = static_cast<int>(sock);
+  });
   server.set_payload_max_length(options.max_body_bytes);
   server.set_read_timeout(30, 0);
   server.set_write_timeout(10, 0);
@@ -311,6 +320,8 @@ int HttpServer::bind() {
     throw make_error<IoError>("serve", "cannot listen on ", o.host, ":", o.port,
                               " (address in use, not local, or not permitted)");
   }
+  // Calling listen() again on a listening socket only updates its backlog (Linux, BSD).
+  if (impl_->listen_fd >= 0) ::listen(impl_->listen_fd, SOMAXCONN);
   return port;
 }
 

@@ -19,17 +19,6 @@ namespace {
 
 constexpr double kTolerance = 1e-5;
 
-std::vector<std::string> fixture_dirs() {
-  std::vector<std::string> dirs;
-  std::filesystem::path root = std::filesystem::path(test::fixtures_dir()) / "golden";
-  if (!std::filesystem::exists(root)) return dirs;
-  for (const auto& e : std::filesystem::directory_iterator(root)) {
-    if (std::filesystem::exists(e.path() / "config.json")) dirs.push_back(e.path().filename().string());
-  }
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
-}
-
 std::vector<float> row(const Tensor& logits, int64_t r) {
   const int64_t v = logits.size(1);
   return std::vector<float>(logits.f32() + r * v, logits.f32() + (r + 1) * v);
@@ -140,7 +129,7 @@ TEST(BatchedForwardErrors, RejectsBadBatches) {
   EXPECT_EQ(model->forward_batch({ok}, pool).size(0), 1);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, BatchedForward, ::testing::ValuesIn(fixture_dirs()),
+INSTANTIATE_TEST_SUITE_P(Fixtures, BatchedForward, ::testing::ValuesIn(test::golden_fixture_names()),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

@@ -56,6 +56,7 @@ CommandRunner add_generate_command(CLI::App& app) {
     int ep = 1;
     std::string dispatch = "alltoall";
     double comm_timeout = 300;
+    std::string device = "cpu";
   };
   auto f = std::make_shared<Flags>();
   cmd->add_option("--model", f->model_dir, "Hugging Face model directory (default: the built-in model)");
@@ -78,6 +79,8 @@ CommandRunner add_generate_command(CLI::App& app) {
       ->check(CLI::IsMember({"alltoall", "allgather"}))->capture_default_str();
   cmd->add_option("--comm-timeout", f->comm_timeout, "Seconds a collective may wait for a peer before failing")
       ->capture_default_str();
+  cmd->add_option("--device", f->device, "cpu, or cuda (GPU 0, bf16 weights)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   return [f, ids_opt, prompt_opt, chat_opt]() {
     if (!ids_opt->count() && !prompt_opt->count() && !chat_opt->count()) {
       throw make_error<InvalidArgument>("cli", "give a prompt with --prompt-ids, --prompt or --chat");
@@ -134,6 +137,10 @@ CommandRunner add_generate_command(CLI::App& app) {
       model = load_model_or_builtin(f->model_dir);
     }
     check_ids_in_vocab(ids, model->config().vocab_size, "prompt");
+    if (f->device == "cuda") {
+      SY_REQUIRE(f->ep == 1, InvalidArgument, "cli", "--device cuda and --ep cannot be combined yet");
+      model->to_device(Device::kCuda);
+    }
     const bool json = f->format == "json";
     bool first = true;
     std::optional<StreamDecoder> stream;

@@ -30,7 +30,7 @@ AllocatorStats allocator_stats();
 // Returns every cached (free) block to the driver with cudaFree.
 void empty_cache();
 
-// Size class an allocation of `bytes` is served from (bucket granularity: 512 B below 1 MiB, 2 MiB above).
+// Size class an allocation of `bytes` is served from (bucket granularity: 512 B below 1 MiB, 256 KiB above).
 size_t bucket_size(size_t bytes);
 
 // Device storage of at least `bytes`; its destructor returns the block to the cache (never to the driver).
@@ -43,5 +43,9 @@ void zero(void* ptr, size_t bytes);
 // to_host accepts a contiguous CUDA tensor.
 Tensor to_device(const Tensor& host);
 Tensor to_host(const Tensor& device);
+
+// Device memory bandwidth in bytes/s from timed device-to-device copies of `bytes` (each copy reads and
+// writes `bytes`; both are counted). The physical reference of memory-bound benchmarks.
+double copy_bandwidth(size_t bytes, int iterations = 10);
 
 }  // namespace sy::cuda

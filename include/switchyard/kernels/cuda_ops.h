@@ -31,6 +31,16 @@ void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
 // x: (t, heads, d) f32; positions: (t,) int64 on the device.
 void apply_rope(Tensor& x, const Tensor& positions, const ops::RopeTable& table);
 
+// The same with the frequencies already on the device (no host copy per call): the forward pass uploads once.
+struct DeviceRope {
+  Tensor inv_freq;  // (rotary_dim / 2,) f32 on the device
+  int rotary_dim = 0;
+  bool interleaved = false;
+  float attention_scaling = 1.f;
+};
+DeviceRope upload_rope(const ops::RopeTable& table);
+void apply_rope(Tensor& x, const Tensor& positions, const DeviceRope& rope);
+
 // out = silu(gate) * up.  gate, up, out: same shape f32 (out may alias gate).
 void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out);
 
@@ -75,5 +85,45 @@ struct AttentionArgs {
 };
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, int64_t kv_len,
                const AttentionArgs& args, Tensor& out);
+
+// Causal attention of the queries of many sequences against a paged KV pool (the batched forward pass):
+// k: (blocks*block_size, kv_heads, dk), v: (blocks*block_size, kv_heads, dv) f32 pools; query i reads key j
+// of its sequence at pool row block_tables[table_start[i] + j / block_size] * block_size + j % block_size.
+// positions, table_start: (t,) int64; block_tables: int32, all on the device. The caller validates the
+// tables (Model::forward_batch does); no host synchronisation happens here.
+void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
+                     const Tensor& table_start, const Tensor& block_tables, int64_t block_size,
+                     const AttentionArgs& args, Tensor& out);
+
+// Routed experts in one launch per projection, without host synchronisation (grouped_experts.cu): rows
+// [offsets[e], offsets[e+1]) of x go through expert e's weight. x: (rows, k) f32; offsets: (E+1,) int64 on the
+// device; y: (rows, n) f32. Weights: a table of E device matrices (n, k) bf16 (undefined for experts this
+// process does not hold; they must receive no rows). f32 activations and accumulation; memory-bound design
+// for decode-sized groups (each weight row is streamed once per 8 rows of its expert).
+struct ExpertWeightTable {
+  Tensor pointers;            // (E,) int64 device addresses
+  int64_t n = 0, k = 0;
+  int num_experts = 0;
+  std::vector<Tensor> keep;   // the matrices, kept alive
+};
+ExpertWeightTable make_expert_weight_table(const std::vector<Tensor>& weights);
+void grouped_linear(const Tensor& x, const ExpertWeightTable& weights, const Tensor& offsets, Tensor& y);
+// Device-to-device copy of equal byte counts (asynchronous, on stream()).
+void copy(const Tensor& src, Tensor& dst);
+
+// Glue of the device forward pass (model_ops.cu).
+// out[i, :] = table[ids[i], :]. ids: (t,) int64; table: (vocab, d) bf16|f32; out: (t, d) f32. Throws
+// InvalidArgument for an id outside the vocabulary.
+void embedding(const Tensor& ids, const Tensor& table, Tensor& out);
+// y += x (f32, same element count).
+void add_inplace(Tensor& y, const Tensor& x);
+// x = clamp(x, -c, c) (f32).
+void clamp_inplace(Tensor& x, float c);
+// out[i, :] += sigmoid(gate[i]) * shared[i, :]. out, shared: (t, d) f32; gate: (t,) or (t, 1) f32.
+void sigmoid_gate_add(Tensor& out, const Tensor& shared, const Tensor& gate);
+// dst row rows[i] = src row i. dst: (R, ...) f32; src: (n, ...) f32 with the same row size; rows: (n,) int64.
+void scatter_rows(Tensor& dst, const Tensor& src, const Tensor& rows);
+// dst row i = src row rows[i].
+void gather_rows(const Tensor& src, const Tensor& rows, Tensor& dst);
 
 }  // namespace sy::cuda

@@ -21,6 +21,12 @@ namespace sy {
 class SafetensorsCheckpoint;
 namespace parallel { class Comm; }
 namespace moe { class TokenDispatcher; struct DispatcherOptions; }
+namespace model_detail {
+struct GpuState;  // the weights on the CUDA device (src/model/gpu_forward.h)
+struct GpuStateDeleter {
+  void operator()(GpuState* state) const;
+};
+}  // namespace model_detail
 
 struct LoadOptions {
   // Routed experts to load (the same on every layer); empty loads all. Expert parallelism loads only the
@@ -74,6 +80,15 @@ class Model {
   // does not cover the sequence.
   Tensor forward_batch(const std::vector<BatchSequence>& batch, PagedKvPool& pool);
 
+  // Moves forward_batch to `device`. Device::kCuda uploads the weights to GPU 0 (matrices bf16, vectors
+  // f32; results then match the CPU path to bf16 precision) and needs a device pool (new_pool). Throws
+  // Unsupported without a CUDA build or Hopper GPU, and for families not on the GPU yet (MLA, gpt-oss).
+  // On the GPU, `forward` (contiguous KvCache) is not available; generate() uses forward_batch there.
+  void to_device(Device device);
+  Device device() const { return gpu_ ? Device::kCuda : Device::kCpu; }
+  // A KV block pool on the model's device.
+  PagedKvPool new_pool(int64_t num_blocks, int64_t block_size) const;
+
   // Expert parallelism: the MoE blocks shard their tokens over `ep` (attention stays replicated: every rank
   // runs the same sequence), dispatch them to the ranks owning their experts, and all-gather the outputs.
   // Rank r must hold experts [r*E/EP, (r+1)*E/EP) (expert_range); every rank runs the same forward calls.
@@ -106,6 +121,7 @@ class Model {
   std::shared_ptr<parallel::Comm> ep_;
   std::shared_ptr<moe::TokenDispatcher> dispatcher_;
   RouterObserver router_observer_;
+  std::unique_ptr<model_detail::GpuState, model_detail::GpuStateDeleter> gpu_;
 };
 
 }  // namespace sy

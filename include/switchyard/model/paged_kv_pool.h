@@ -13,8 +13,8 @@ namespace sy {
 
 class PagedKvPool {
  public:
-  // Throws InvalidArgument for non-positive sizes.
-  PagedKvPool(const ModelConfig& config, int64_t num_blocks, int64_t block_size);
+  // Throws InvalidArgument for non-positive sizes. Device::kCuda pools need a CUDA build and device.
+  PagedKvPool(const ModelConfig& config, int64_t num_blocks, int64_t block_size, Device device = Device::kCpu);
   // Bytes one block takes over all layers.
   static int64_t bytes_per_block(const ModelConfig& config, int64_t block_size);
 

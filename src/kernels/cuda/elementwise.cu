@@ -82,23 +82,37 @@ void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) {
   SY_CUDA_CHECK_LAUNCH();
 }
 
-void apply_rope(Tensor& x, const Tensor& positions, const ops::RopeTable& table) {
+DeviceRope upload_rope(const ops::RopeTable& table) {
+  SY_REQUIRE(static_cast<int>(table.inv_freq.size()) == table.rotary_dim / 2, InvalidArgument, "cuda rope",
+             "rope table of rotary dim ", table.rotary_dim, " has ", table.inv_freq.size(), " frequencies");
+  DeviceRope r;
+  r.inv_freq = to_device(Tensor::from_vector({static_cast<int64_t>(table.inv_freq.size())}, table.inv_freq));
+  r.rotary_dim = table.rotary_dim;
+  r.interleaved = table.interleaved;
+  r.attention_scaling = table.attention_scaling;
+  return r;
+}
+
+void apply_rope(Tensor& x, const Tensor& positions, const DeviceRope& rope) {
   detail::require_device("cuda rope", "x", x);
   detail::require_device("cuda rope", "positions", positions);
   detail::require_dtype("cuda rope", "x", x, DType::kF32);
   detail::require_dtype("cuda rope", "positions", positions, DType::kI64, DType::kI64);
-  SY_REQUIRE(x.dim() == 3 && positions.numel() == x.size(0) && table.rotary_dim <= x.size(2) &&
-                 static_cast<int>(table.inv_freq.size()) == table.rotary_dim / 2,
+  SY_REQUIRE(x.dim() == 3 && positions.numel() == x.size(0) && rope.rotary_dim <= x.size(2) &&
+                 rope.inv_freq.defined() && rope.inv_freq.numel() == rope.rotary_dim / 2,
              InvalidArgument, "cuda rope", "x ", x.describe(), " positions ", positions.describe(),
-             " rotary dim ", table.rotary_dim);
-  const int half = table.rotary_dim / 2;
+             " rotary dim ", rope.rotary_dim);
+  const int half = rope.rotary_dim / 2;
   const int64_t n = x.size(0) * x.size(1) * half;
   if (n == 0) return;
-  Tensor inv_freq = to_device(Tensor::from_vector({half}, table.inv_freq));
-  rope_kernel<<<detail::blocks_for(n, 256), 256, 0, stream()>>>(x.f32(), positions.i64(), inv_freq.f32(),
+  rope_kernel<<<detail::blocks_for(n, 256), 256, 0, stream()>>>(x.f32(), positions.i64(), rope.inv_freq.f32(),
                                                                  x.size(0), x.size(1), x.size(2), half,
-                                                                 table.interleaved, table.attention_scaling);
+                                                                 rope.interleaved, rope.attention_scaling);
   SY_CUDA_CHECK_LAUNCH();
+}
+
+void apply_rope(Tensor& x, const Tensor& positions, const ops::RopeTable& table) {
+  apply_rope(x, positions, upload_rope(table));
 }
 
 void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {

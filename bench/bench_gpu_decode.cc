@@ -1,0 +1,224 @@
+// bench_gpu_decode --config config.json [--layers N] [--batches 1,8,32,64] [--prompt-len 128]
+//                  [--decode-steps 32] [--block-size 16]
+// bench_gpu_decode --config config.json [--layers N] --write DIR   (a random bf16 checkpoint of that shape,
+//                  for benchmarks that load a model directory, e.g. bench/serve_bench.py; no GPU needed)
+// Batched decode on the GPU through Model::forward_batch (the server's pass) for a model of the config's
+// shape with random bf16 weights made in host memory and uploaded to GPU 0 (no checkpoint on disk: a
+// Qwen3-30B-A3B shape is 61 GB). For each batch size B: B random prompts are prefilled, then B sequences
+// decode together for --decode-steps steps. Physical reference measured in the same run: device copy
+// bandwidth, against the bytes a decode step must read (attention and dense weights, the LM head, and the
+// routed experts actually hit in that step, counted from the router). The PyTorch peer is
+// bench/torch_moe_decode.py on the same config. Prints a table last.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "bench_random.h"
+#include "switchyard/core/error.h"
+#include "switchyard/io/model_config.h"
+#include "switchyard/io/safetensors.h"
+#include "switchyard/model/model.h"
+#include "switchyard/model/tensor_source.h"
+#if SY_HAS_CUDA
+#include "switchyard/kernels/cuda_memory.h"
+#endif
+
+namespace {
+
+// Makes every tensor a loader asks for: norms near 1, everything else N(0, 0.02^2), in bf16.
+class RandomSource : public sy::TensorSource {
+ public:
+  bool contains(const std::string& name) const override { return tensors_.count(name) > 0; }
+  sy::Tensor tensor(const std::string& name) const override { return tensors_.at(name); }
+  std::vector<std::string> names() const override {
+    std::vector<std::string> n;
+    for (const auto& [k, v] : tensors_) n.push_back(k);
+    return n;
+  }
+  std::string where() const override { return "random bf16"; }
+  bool creates_missing() const override { return true; }
+  const std::map<std::string, sy::Tensor>& tensors() const { return tensors_; }
+  sy::Tensor create(const std::string& name, const sy::Shape& shape) override {
+    const bool norm = name.find("norm") != std::string::npos;
+    return tensors_[name] = random_bf16(++seed_, shape, norm ? 0.01f : 0.02f, norm ? 1.f : 0.f);
+  }
+
+ private:
+  std::map<std::string, sy::Tensor> tensors_;
+  uint64_t seed_ = 1;
+};
+
+struct Options {
+  std::string config, write_dir;
+  int layers = 0;  // 0: the config's
+  std::vector<int64_t> batches = {1, 8, 32, 64};
+  int64_t prompt_len = 128, decode_steps = 32, block_size = 16;
+};
+
+std::vector<int64_t> parse_list(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) out.push_back(std::stoll(item));
+  return out;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      SY_REQUIRE(i + 1 < argc, sy::InvalidArgument, "bench", a, " needs a value");
+      return argv[++i];
+    };
+    if (a == "--config") o.config = value();
+    else if (a == "--batches") o.batches = parse_list(value());
+    else if (a == "--prompt-len") o.prompt_len = std::stoll(value());
+    else if (a == "--decode-steps") o.decode_steps = std::stoll(value());
+    else if (a == "--block-size") o.block_size = std::stoll(value());
+    else if (a == "--layers") o.layers = std::stoi(value());
+    else if (a == "--write") o.write_dir = value();
+    else throw sy::make_error<sy::InvalidArgument>("bench", "unknown flag ", a);
+  }
+  SY_REQUIRE(!o.config.empty(), sy::InvalidArgument, "bench", "give --config config.json");
+  return o;
+}
+
+int64_t matrix_bytes(const sy::Tensor& t) { return t.defined() ? static_cast<int64_t>(t.numel()) * 2 : 0; }
+
+}  // namespace
+
+// The config JSON, with num_hidden_layers replaced when --layers is given.
+nlohmann::json config_json(const Options& o) {
+  std::ifstream in(o.config);
+  SY_REQUIRE(in.good(), sy::IoError, "bench", "cannot read ", o.config);
+  nlohmann::json j = nlohmann::json::parse(in);
+  if (o.layers > 0) j["num_hidden_layers"] = o.layers;
+  return j;
+}
+
+// Writes DIR/config.json and DIR/model.safetensors with random bf16 weights of the config's shape.
+void write_random_checkpoint(const Options& o) {
+  nlohmann::json j = config_json(o);
+  sy::ModelConfig cfg = sy::ModelConfig::from_json(j);
+  RandomSource src;
+  sy::load_model_weights(cfg, src);
+  std::filesystem::create_directories(o.write_dir);
+  std::ofstream(std::filesystem::path(o.write_dir) / "config.json") << j.dump(2) << "\n";
+  std::vector<std::pair<std::string, sy::Tensor>> tensors(src.tensors().begin(), src.tensors().end());
+  sy::write_safetensors((std::filesystem::path(o.write_dir) / "model.safetensors").string(), tensors);
+  std::printf("wrote %s: %.2fB parameters of random bf16\n", o.write_dir.c_str(), cfg.total_params() / 1e9);
+}
+
+int main(int argc, char** argv) {
+  try {
+    Options o = parse(argc, argv);
+    if (!o.write_dir.empty()) {
+      write_random_checkpoint(o);
+      return 0;
+    }
+#if !SY_HAS_CUDA
+    throw sy::make_error<sy::Unsupported>("bench", "bench_gpu_decode needs a CUDA build");
+#else
+    sy::ModelConfig cfg = sy::ModelConfig::from_json(config_json(o));
+    const double bandwidth = sy::cuda::copy_bandwidth(size_t{1} << 31);  // before the weights fill the device
+    sy::cuda::empty_cache();
+    auto t0 = std::chrono::steady_clock::now();
+    RandomSource src;
+    sy::ModelWeights w = sy::load_model_weights(cfg, src);
+    auto model = std::make_unique<sy::Model>(cfg, std::move(w));
+    auto t1 = std::chrono::steady_clock::now();
+    model->to_device(sy::Device::kCuda);
+    auto t2 = std::chrono::steady_clock::now();
+    std::printf("model: %s, %.2fB params (%.2fB active); random init %.1f s, upload %.1f s\n",
+                cfg.model_type.c_str(), cfg.total_params() / 1e9, cfg.active_params() / 1e9,
+                std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count());
+    std::printf("device copy bandwidth: %.0f GB/s\n", bandwidth / 1e9);
+
+    // Bytes every decode step reads regardless of routing, and per routed expert.
+    const sy::ModelWeights& mw = model->weights();
+    int64_t fixed = matrix_bytes(mw.lm_head), per_expert = 0;
+    for (const sy::LayerWeights& l : mw.layers) {
+      const sy::AttentionWeights& a = l.attention;
+      fixed += matrix_bytes(a.q) + matrix_bytes(a.k) + matrix_bytes(a.v) + matrix_bytes(a.o);
+      if (l.is_moe) {
+        fixed += matrix_bytes(l.moe.router) + matrix_bytes(l.moe.shared.gate) + matrix_bytes(l.moe.shared.up) +
+                 matrix_bytes(l.moe.shared.down);
+        per_expert = matrix_bytes(l.moe.experts[0].gate) * 3;
+      } else {
+        fixed += matrix_bytes(l.mlp.gate) + matrix_bytes(l.mlp.up) + matrix_bytes(l.mlp.down);
+      }
+    }
+    std::mt19937 rng(1);
+    struct Row {
+      int64_t batch;
+      double prefill_tok_s, step_ms, tok_s, gbytes, fraction;
+    };
+    std::vector<Row> rows;
+    for (int64_t batch : o.batches) {
+      const int64_t len = o.prompt_len + o.decode_steps + 2;  // two warm-up steps
+      const int64_t blocks_per_seq = (len + o.block_size - 1) / o.block_size;
+      sy::PagedKvPool pool = model->new_pool(batch * blocks_per_seq, o.block_size);
+      std::vector<sy::BatchSequence> seqs(batch);
+      for (int64_t s = 0; s < batch; ++s) {
+        for (int64_t b = 0; b < blocks_per_seq; ++b) seqs[s].block_table.push_back(static_cast<int32_t>(s * blocks_per_seq + b));
+        seqs[s].ids.resize(o.prompt_len);
+        for (auto& id : seqs[s].ids) id = static_cast<int64_t>(rng() % cfg.vocab_size);
+      }
+      auto p0 = std::chrono::steady_clock::now();
+      // Prefill in groups of at most 4096 tokens per pass.
+      for (int64_t s = 0; s < batch;) {
+        std::vector<sy::BatchSequence> group;
+        int64_t tokens = 0;
+        while (s < batch && (group.empty() || tokens + o.prompt_len <= 4096)) {
+          group.push_back(seqs[s++]);
+          tokens += o.prompt_len;
+        }
+        model->forward_batch(group, pool);
+      }
+      auto p1 = std::chrono::steady_clock::now();
+      std::vector<int64_t> next(batch, 1);
+      double seconds = 0, bytes = 0;
+      for (int64_t step = 0; step < o.decode_steps + 2; ++step) {  // two warm-up steps
+        std::vector<sy::BatchSequence> dec(batch);
+        for (int64_t s = 0; s < batch; ++s) {
+          dec[s].block_table = seqs[s].block_table;
+          dec[s].start = o.prompt_len + step;
+          dec[s].ids = {next[s]};
+        }
+        model->reset_expert_load();
+        auto a = std::chrono::steady_clock::now();
+        sy::Tensor logits = model->forward_batch(dec, pool);  // returns on the host: synchronised
+        auto b = std::chrono::steady_clock::now();
+        for (int64_t s = 0; s < batch; ++s) next[s] = static_cast<int64_t>(rng() % cfg.vocab_size);
+        if (step < 2) continue;
+        seconds += std::chrono::duration<double>(b - a).count();
+        int64_t hit = 0;
+        for (const auto& layer : model->expert_load().tokens) {
+          for (int64_t n : layer) hit += n > 0;
+        }
+        bytes += static_cast<double>(fixed + hit * per_expert);
+      }
+      const double steps = static_cast<double>(o.decode_steps);
+      const double step_s = seconds / steps;
+      rows.push_back({batch, batch * o.prompt_len / std::chrono::duration<double>(p1 - p0).count(), step_s * 1e3,
+                      batch / step_s, bytes / steps / 1e9, bytes / steps / step_s / bandwidth});
+    }
+    std::printf("\n| batch | prefill tok/s | decode step | decode tok/s | GB read/step | share of copy bandwidth |\n"
+                "|---|---|---|---|---|---|\n");
+    for (const Row& r : rows) {
+      std::printf("| %lld | %.0f | %.2f ms | %.1f | %.2f | %.1f%% |\n", static_cast<long long>(r.batch),
+                  r.prefill_tok_s, r.step_ms, r.tok_s, r.gbytes, 100 * r.fraction);
+    }
+    return 0;
+#endif
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

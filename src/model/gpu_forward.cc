@@ -1,0 +1,295 @@
+// Device forward pass: the same decoder as Model's CPU path (x = embed; per layer x += attn(norm x);
+// x += ffn(norm x); logits = head(norm x)), as a sequence of CUDA ops on the model's stream. Activations are
+// f32; weight matrices bf16 (cuda::linear rounds activations to bf16 for the tensor cores, so results match
+// the CPU path to bf16 precision). Routed experts run as one cuBLAS GEMM per expert that received tokens
+// for prefill-sized batches, which needs the per-expert counts on the host once per MoE layer; decode-sized
+// batches (up to kGroupedMaxTokens) use cuda::grouped_linear instead and never synchronise with the host
+// until the logits are copied back.
+#include "gpu_forward.h"
+
+#include <array>
+#include <cstring>
+#include <map>
+
+#include "switchyard/core/error.h"
+
+#if SY_HAS_CUDA
+#include "switchyard/kernels/cuda_memory.h"
+#include "switchyard/kernels/cuda_ops.h"
+#include "switchyard/kernels/device.h"
+#endif
+
+namespace sy::model_detail {
+
+#if SY_HAS_CUDA
+
+struct GpuState {
+  ModelConfig config;
+  ModelWeights w;  // device tensors
+  cuda::DeviceRope rope;
+  std::vector<std::array<cuda::ExpertWeightTable, 3>> experts;  // [layer] gate, up, down (MoE layers)
+  size_t bytes = 0;
+};
+
+namespace {
+constexpr int64_t kGroupedMaxTokens = 256;  // tokens per pass up to which routed experts run grouped
+}  // namespace
+
+void GpuStateDeleter::operator()(GpuState* s) const { delete s; }
+
+namespace {
+
+// Uploads tensors once each (tied embeddings share one device copy).
+class Uploader {
+ public:
+  Tensor matrix(const Tensor& t) { return put(t, DType::kBF16); }
+  Tensor vector(const Tensor& t) { return put(t, DType::kF32); }
+  size_t bytes = 0;
+
+ private:
+  Tensor put(const Tensor& t, DType dtype) {
+    if (!t.defined()) return Tensor();
+    auto key = std::make_pair(t.raw(), dtype);
+    auto it = done_.find(key);
+    if (it != done_.end() && it->second.shape() == t.shape()) return it->second;
+    Tensor host = t.dtype() == dtype ? t.contiguous() : t.to(dtype);
+    Tensor dev = cuda::to_device(host);
+    bytes += dev.nbytes();
+    done_[key] = dev;
+    return dev;
+  }
+  std::map<std::pair<const void*, DType>, Tensor> done_;
+};
+
+moe::GatedMlpWeights upload_mlp(Uploader& up, const moe::GatedMlpWeights& m) {
+  SY_REQUIRE(!m.gate_bias.defined() && !m.up_bias.defined() && !m.down_bias.defined(), Unsupported, "cuda",
+             "expert biases (gpt-oss) are not supported on the GPU yet");
+  return {up.matrix(m.gate), up.matrix(m.up), up.matrix(m.down), {}, {}, {}};
+}
+
+Tensor host_i64(const std::vector<int64_t>& v) {
+  Tensor t = Tensor::empty({static_cast<int64_t>(v.size())}, DType::kI64);
+  if (!v.empty()) std::memcpy(t.raw(), v.data(), v.size() * sizeof(int64_t));
+  return cuda::to_device(t);
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  Tensor y = Tensor::empty({x.size(0), w.size(0)}, DType::kF32, Device::kCuda);
+  cuda::linear(x, w, b, y);
+  return y;
+}
+
+// SwiGLU MLP on device rows: down(silu(gate x) * up x).
+Tensor gated_mlp(const Tensor& x, const moe::GatedMlpWeights& w) {
+  Tensor g = linear(x, w.gate, Tensor());
+  Tensor u = linear(x, w.up, Tensor());
+  cuda::silu_mul(g, u, g);
+  return linear(g, w.down, Tensor());
+}
+
+}  // namespace
+
+GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope) {
+  require_cuda_device();
+  SY_REQUIRE(!config.attention.mla, Unsupported, "cuda",
+             "MLA attention (DeepSeek-V2/V3) is not on the GPU yet; run it with --device cpu");
+  SY_REQUIRE(config.arch != Architecture::kGptOss, Unsupported, "cuda",
+             "gpt-oss (clamped SwiGLU experts with biases) is not on the GPU yet; run it with --device cpu");
+  GpuStatePtr s(new GpuState);
+  s->config = config;
+  s->rope = cuda::upload_rope(rope);
+  Uploader up;
+  s->w.embed = up.matrix(weights.embed);
+  s->w.final_norm = up.vector(weights.final_norm);
+  s->w.lm_head = up.matrix(weights.lm_head);
+  for (const LayerWeights& l : weights.layers) {
+    LayerWeights d;
+    d.input_norm = up.vector(l.input_norm);
+    d.post_attention_norm = up.vector(l.post_attention_norm);
+    const AttentionWeights& a = l.attention;
+    d.attention.q = up.matrix(a.q);
+    d.attention.k = up.matrix(a.k);
+    d.attention.v = up.matrix(a.v);
+    d.attention.o = up.matrix(a.o);
+    d.attention.q_bias = up.vector(a.q_bias);
+    d.attention.k_bias = up.vector(a.k_bias);
+    d.attention.v_bias = up.vector(a.v_bias);
+    d.attention.o_bias = up.vector(a.o_bias);
+    d.attention.q_norm = up.vector(a.q_norm);
+    d.attention.k_norm = up.vector(a.k_norm);
+    d.attention.sinks = up.vector(a.sinks);
+    d.is_moe = l.is_moe;
+    if (l.is_moe) {
+      d.moe.router = up.matrix(l.moe.router);
+      d.moe.router_bias = up.vector(l.moe.router_bias);
+      d.moe.score_bias = up.vector(l.moe.score_bias);
+      for (const moe::GatedMlpWeights& e : l.moe.experts) {
+        d.moe.experts.push_back(e.gate.defined() ? upload_mlp(up, e) : moe::GatedMlpWeights{});
+      }
+      if (l.moe.shared.gate.defined()) d.moe.shared = upload_mlp(up, l.moe.shared);
+      d.moe.shared_gate = up.matrix(l.moe.shared_gate);
+    } else {
+      d.mlp = upload_mlp(up, l.mlp);
+    }
+    std::array<cuda::ExpertWeightTable, 3> tables;
+    if (l.is_moe) {
+      std::vector<Tensor> gate, upw, down;
+      for (const moe::GatedMlpWeights& e : d.moe.experts) {
+        gate.push_back(e.gate);
+        upw.push_back(e.up);
+        down.push_back(e.down);
+      }
+      tables = {cuda::make_expert_weight_table(gate), cuda::make_expert_weight_table(upw),
+                cuda::make_expert_weight_table(down)};
+    }
+    s->experts.push_back(std::move(tables));
+    s->w.layers.push_back(std::move(d));
+  }
+  s->bytes = up.bytes;
+  cuda::synchronize();
+  return s;
+}
+
+size_t gpu_weight_bytes(const GpuState& state) { return state.bytes; }
+
+Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load) {
+  SY_REQUIRE(pool.keys(0).device() == Device::kCuda, InvalidArgument, "cuda",
+             "the KV pool is on the host; create it with Model::new_pool on a model moved to the GPU");
+  const ModelConfig& c = s.config;
+  const AttentionConfig& a = c.attention;
+  const int64_t n = static_cast<int64_t>(plan.ids.size()), hidden = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  // Device copies of the plan: ids, positions, pool rows, and per-query block-table starts.
+  std::vector<int64_t> table_start(n);
+  std::vector<int32_t> tables;
+  for (const ops::PagedSequence& seq : plan.sequences) {
+    const int64_t start = static_cast<int64_t>(tables.size());
+    tables.insert(tables.end(), seq.block_table, seq.block_table + seq.num_blocks);
+    for (int64_t i = seq.q_begin; i < seq.q_end; ++i) table_start[i] = start;
+  }
+  Tensor ids = host_i64(plan.ids), positions = host_i64(plan.positions), rows = host_i64(plan.pool_rows);
+  Tensor starts = host_i64(table_start);
+  Tensor tables_host = Tensor::empty({static_cast<int64_t>(tables.size())}, DType::kI32);
+  std::memcpy(tables_host.raw(), tables.data(), tables.size() * sizeof(int32_t));
+  Tensor tables_dev = cuda::to_device(tables_host);
+
+  const bool grouped = n <= kGroupedMaxTokens;
+  // Per-layer routed-token counts, collected on the device and read once at the end (grouped path).
+  Tensor counts = grouped && c.moe.num_experts > 0
+                      ? Tensor::zeros({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda)
+                      : Tensor();
+  Tensor x = Tensor::empty({n, hidden}, DType::kF32, Device::kCuda);  // residual stream
+  cuda::embedding(ids, s.w.embed, x);
+  Tensor h = Tensor::empty({n, hidden}, DType::kF32, Device::kCuda);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& lw = s.w.layers[l];
+    const AttentionWeights& w = lw.attention;
+    cuda::rms_norm(x, lw.input_norm, eps, h);
+    Tensor q = linear(h, w.q, w.q_bias), k = linear(h, w.k, w.k_bias), v = linear(h, w.v, w.v_bias);
+    if (a.qk_norm == QkNorm::kFull) {
+      cuda::rms_norm(q, w.q_norm, eps, q);
+      cuda::rms_norm(k, w.k_norm, eps, k);
+    }
+    if (a.clip_qkv > 0) {
+      for (Tensor* t : {&q, &k, &v}) cuda::clamp_inplace(*t, static_cast<float>(a.clip_qkv));
+    }
+    if (a.qk_norm == QkNorm::kPerHead) {
+      Tensor qf = q.reshape({n * a.num_heads, a.head_dim}), kf = k.reshape({n * a.num_kv_heads, a.head_dim});
+      cuda::rms_norm(qf, w.q_norm, eps, qf);
+      cuda::rms_norm(kf, w.k_norm, eps, kf);
+    }
+    Tensor q3 = q.reshape({n, a.num_heads, a.head_dim});
+    Tensor k3 = k.reshape({n, a.num_kv_heads, a.head_dim});
+    cuda::apply_rope(q3, positions, s.rope);
+    cuda::apply_rope(k3, positions, s.rope);
+    cuda::scatter_rows(pool.keys(l), k3, rows);
+    cuda::scatter_rows(pool.values(l), v.reshape({n, a.num_kv_heads, a.v_head_dim}), rows);
+    cuda::AttentionArgs args;
+    args.scale = static_cast<float>(a.softmax_scale);
+    args.window = c.layer_sliding_window[l];
+    args.sinks = w.sinks;
+    Tensor att = Tensor::empty({n, a.num_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
+    cuda::paged_attention(q3, pool.keys(l), pool.values(l), positions, starts, tables_dev, pool.block_size(), args,
+                          att);
+    cuda::add_inplace(x, linear(att.reshape({n, int64_t{a.num_heads} * a.v_head_dim}), w.o, w.o_bias));
+    cuda::rms_norm(x, lw.post_attention_norm, eps, h);
+    if (!lw.is_moe) {
+      cuda::add_inplace(x, gated_mlp(h, lw.mlp));
+      continue;
+    }
+    const MoeWeights& m = lw.moe;
+    Tensor logits = linear(h, m.router, m.router_bias);
+    Tensor expert = Tensor::empty({n, c.moe.top_k}, DType::kI32, Device::kCuda);
+    Tensor weight = Tensor::empty({n, c.moe.top_k}, DType::kF32, Device::kCuda);
+    cuda::route(logits, m.score_bias, c.moe, expert, weight);
+    cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, c.moe.num_experts);
+    Tensor permuted = Tensor::empty({n * c.moe.top_k, hidden}, DType::kF32, Device::kCuda);
+    cuda::permute(h, layout, permuted);
+    Tensor expert_out = Tensor::empty({n * c.moe.top_k, hidden}, DType::kF32, Device::kCuda);
+    if (grouped) {
+      const auto& t = s.experts[l];
+      Tensor g = Tensor::empty({n * c.moe.top_k, t[0].n}, DType::kF32, Device::kCuda);
+      Tensor u = Tensor::empty({n * c.moe.top_k, t[1].n}, DType::kF32, Device::kCuda);
+      cuda::grouped_linear(permuted, t[0], layout.offsets, g);
+      cuda::grouped_linear(permuted, t[1], layout.offsets, u);
+      cuda::silu_mul(g, u, g);
+      cuda::grouped_linear(g, t[2], layout.offsets, expert_out);
+      Tensor row = counts.select(l);
+      cuda::copy(layout.tokens_per_expert, row);
+    }
+    Tensor offsets = grouped ? Tensor() : cuda::to_host(layout.offsets);  // one host sync per MoE layer
+    for (int e = 0; !grouped && e < c.moe.num_experts; ++e) {
+      const int64_t lo = offsets.i64()[e], hi = offsets.i64()[e + 1];
+      if (hi == lo) continue;
+      load.tokens[l][e] += hi - lo;
+      SY_CHECK(m.experts[e].gate.defined(), "cuda forward: tokens routed to expert ", e, " which is not loaded");
+      Tensor rows_e = permuted.slice(0, lo, hi);
+      Tensor out_e = expert_out.slice(0, lo, hi);
+      Tensor g = linear(rows_e, m.experts[e].gate, Tensor());
+      Tensor u = linear(rows_e, m.experts[e].up, Tensor());
+      cuda::silu_mul(g, u, g);
+      cuda::linear(g, m.experts[e].down, Tensor(), out_e);
+    }
+    Tensor out = Tensor::zeros({n, hidden}, DType::kF32, Device::kCuda);
+    cuda::unpermute(expert_out, layout, weight, out);
+    if (m.shared.gate.defined()) {
+      Tensor shared = gated_mlp(h, m.shared);
+      if (m.shared_gate.defined()) {
+        cuda::sigmoid_gate_add(out, shared, linear(h, m.shared_gate, Tensor()));
+      } else {
+        cuda::add_inplace(out, shared);
+      }
+    }
+    cuda::add_inplace(x, out);
+  }
+  if (counts.defined()) {
+    Tensor host = cuda::to_host(counts);
+    for (int l = 0; l < c.num_layers; ++l) {
+      if (!c.layer_is_moe[l]) continue;
+      for (int e = 0; e < c.moe.num_experts; ++e) load.tokens[l][e] += host.i64()[l * c.moe.num_experts + e];
+    }
+  }
+  const int64_t k = static_cast<int64_t>(plan.logit_rows.size());
+  if (k == 0) return Tensor::empty({0, c.vocab_size}, DType::kF32);
+  Tensor last = Tensor::empty({k, hidden}, DType::kF32, Device::kCuda);
+  cuda::gather_rows(x, host_i64(plan.logit_rows), last);
+  cuda::rms_norm(last, s.w.final_norm, eps, last);
+  return cuda::to_host(linear(last, s.w.lm_head, Tensor()));
+}
+
+#else  // no CUDA in this build
+
+struct GpuState {};
+void GpuStateDeleter::operator()(GpuState* s) const { delete s; }
+
+GpuStatePtr upload(const ModelConfig&, const ModelWeights&, const ops::RopeTable&) {
+  throw make_error<Unsupported>("cuda", "this build has no CUDA backend (configure with -DSY_CUDA=ON and nvcc)");
+}
+Tensor gpu_forward_batch(GpuState&, const BatchPlan&, PagedKvPool&, ExpertLoad&) {
+  throw make_error<Unsupported>("cuda", "this build has no CUDA backend");
+}
+size_t gpu_weight_bytes(const GpuState&) { return 0; }
+
+#endif
+
+}  // namespace sy::model_detail

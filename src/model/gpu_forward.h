@@ -1,0 +1,30 @@
+// The device half of Model: weights uploaded to the CUDA device (matrices in bf16, vectors in f32) and the
+// batched forward pass over a device PagedKvPool, built from the ops in switchyard/kernels/cuda_ops.h.
+// Families with MLA (DeepSeek) or clamped-SwiGLU experts with biases (gpt-oss) are not on the device yet.
+// In builds without CUDA, upload() throws Unsupported and nothing else is reachable.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "switchyard/kernels/ops.h"
+#include "switchyard/model/model.h"
+
+namespace sy::model_detail {
+
+// The host-side plan of one forward_batch call (validated by Model::forward_batch).
+struct BatchPlan {
+  std::vector<int64_t> ids, positions, pool_rows, logit_rows;
+  std::vector<ops::PagedSequence> sequences;  // block_table pointers into the caller's BatchSequence tables
+};
+
+using GpuStatePtr = std::unique_ptr<GpuState, GpuStateDeleter>;
+
+// Uploads `weights`. Throws Unsupported (no CUDA build, no Hopper device, or a family not on the GPU yet).
+GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope);
+// Runs the plan; returns logits (logit_rows.size(), vocab) f32 on the host. Adds routed-token counts to `load`.
+Tensor gpu_forward_batch(GpuState& state, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load);
+// Bytes of device memory the uploaded weights take.
+size_t gpu_weight_bytes(const GpuState& state);
+
+}  // namespace sy::model_detail
