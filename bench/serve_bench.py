@@ -29,11 +29,11 @@ from serve_harness import Server, metric, request  # noqa: E402
 def batch1_tokens_per_s(cli, model, prompt_ids, n1, n2, extra):
     def run(n):
         args = [cli, "generate", "--prompt-ids", ",".join(map(str, prompt_ids)), "--max-new-tokens", str(n),
-                "--format", "json"] + extra
+                "--format", "json", "--ignore-eos"] + extra
         if model:
             args += ["--model", model]
         best = float("inf")
-        for _ in range(2):
+        for _ in range(3):
             t0 = time.perf_counter()
             out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
             best = min(best, time.perf_counter() - t0)
@@ -66,6 +66,21 @@ def one_request(url, prompt, max_tokens, start_at):
                 now = time.perf_counter()
                 times += [now] * n
     return t0, times
+
+
+def prefix_cache_ttft(url, vocab, prefix_len, trials, seed):
+    """TTFT of a cold prompt vs a second prompt sharing its first prefix_len tokens (prefix cache hit)."""
+    rng = random.Random(seed)
+    cold, warm = [], []
+    for _ in range(trials):
+        prefix = [rng.randrange(3, vocab) for _ in range(prefix_len)]
+        a = prefix + [rng.randrange(3, vocab) for _ in range(8)]
+        b = prefix + [rng.randrange(3, vocab) for _ in range(8)]
+        t0, times = one_request(url, a, 1, 0)
+        cold.append(times[0] - t0)
+        t0, times = one_request(url, b, 1, 0)
+        warm.append(times[0] - t0)
+    return statistics.median(cold), statistics.median(warm)
 
 
 def sweep_point(url, rate, prompts, max_tokens, seed):
@@ -102,6 +117,8 @@ def main():
     ap.add_argument("--server-args", default="--max-seqs 64 --max-batch-tokens 512")
     ap.add_argument("--batch1", default="16:272", help="N1:N2 tokens of the two timed generate runs")
     ap.add_argument("--device", default="cpu", help="cpu or cuda, for both the server and generate")
+    ap.add_argument("--prefix-len", type=int, default=0,
+                    help="also time first tokens of cold vs prefix-sharing prompts of this many tokens")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     lo, hi = map(int, args.prompt_len.split(":"))
@@ -122,6 +139,7 @@ def main():
             r = sweep_point(s.url, float(rate), prompts, args.max_tokens, 7)
             r["ratio_vs_batch1"] = r["output_tok_s"] / one
             rows.append(r)
+        prefix = prefix_cache_ttft(s.url, vocab, args.prefix_len, 5, 3) if args.prefix_len else None
         gauges = request(s.url, "/metrics")[1]
         steps = metric(gauges, "switchyard_engine_steps_total")
         batch_tokens = metric(gauges, "switchyard_engine_batch_tokens_total")
@@ -139,6 +157,11 @@ def main():
     for r in rows:
         print(f"{r['rate']:>10} {r['output_tok_s']:>10.1f} {r['ratio_vs_batch1']:>9.2f} {r['ttft_mean_ms']:>8.0f}ms "
               f"{r['ttft_p50_ms']:>7.0f}ms {r['ttft_p99_ms']:>7.0f}ms {r['itl_mean_ms']:>7.1f}ms")
+    if prefix:
+        print(f"prefix cache: TTFT of a {args.prefix_len}-token prompt, median of 5: cold {1e3 * prefix[0]:.1f} ms, "
+              f"sharing all but its last 8 tokens with an earlier prompt {1e3 * prefix[1]:.1f} ms "
+              f"({prefix[0] / prefix[1]:.1f}x faster); hit rate since start "
+              f"{metric(gauges, 'switchyard_prefix_cache_hit_rate'):.2f}")
     if args.json:
         json.dump({"batch1_tok_s": one, "rows": rows}, open(args.json, "w"), indent=1)
 

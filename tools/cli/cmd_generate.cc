@@ -57,6 +57,7 @@ CommandRunner add_generate_command(CLI::App& app) {
     std::string dispatch = "alltoall";
     double comm_timeout = 300;
     std::string device = "cpu";
+    bool ignore_eos = false;
   };
   auto f = std::make_shared<Flags>();
   cmd->add_option("--model", f->model_dir, "Hugging Face model directory (default: the built-in model)");
@@ -79,6 +80,7 @@ CommandRunner add_generate_command(CLI::App& app) {
       ->check(CLI::IsMember({"alltoall", "allgather"}))->capture_default_str();
   cmd->add_option("--comm-timeout", f->comm_timeout, "Seconds a collective may wait for a peer before failing")
       ->capture_default_str();
+  cmd->add_flag("--ignore-eos", f->ignore_eos, "Generate --max-new-tokens tokens even after end-of-sequence");
   cmd->add_option("--device", f->device, "cpu, or cuda (GPU 0, bf16 weights)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   return [f, ids_opt, prompt_opt, chat_opt]() {
@@ -88,6 +90,7 @@ CommandRunner add_generate_command(CLI::App& app) {
     if (f->max_new_tokens < 0) throw make_error<InvalidArgument>("cli", "--max-new-tokens must be >= 0");
     GenerateOptions opt;
     opt.max_new_tokens = f->max_new_tokens;
+    opt.stop_at_eos = !f->ignore_eos;
     opt.sampling = {f->temperature, f->top_k, f->top_p, f->seed};
     validate_sampling(opt.sampling);
     std::optional<Tokenizer> tok = find_tokenizer(resolve_model_dir(f->model_dir));

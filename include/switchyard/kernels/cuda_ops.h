@@ -3,8 +3,8 @@
 // live on Device::kCuda and are contiguous; all work is queued on sy::cuda::stream() (call synchronize() or
 // to_host() to wait). Errors in arguments throw sy::InvalidArgument; CUDA/cuBLAS failures throw sy::Error
 // naming the call, the error and file:line.
-// Deliberately not here yet (issue 4): grouped expert GEMM, fused SwiGLU epilogue, flash/paged attention,
-// MLA, CUDA graphs, sampling.
+// Deliberately not here yet (issue 4): a tensor-core grouped GEMM for prefill-sized expert groups, fused
+// SwiGLU epilogue, flash-tiled attention, MLA, CUDA graphs, sampling.
 #pragma once
 
 #include <cstdint>
