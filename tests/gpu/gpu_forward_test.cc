@@ -14,7 +14,7 @@
 namespace sy {
 namespace {
 
-constexpr double kLogitTol = 4e-2;  // bf16 weights and activations across every layer of a tiny model
+constexpr double kLogitTol = 2e-2;  // issue 4's bf16 tolerance for logits against the fp32 CPU path
 std::string dir_of(const std::string& name) {
   return (std::filesystem::path(test::fixtures_dir()) / "golden" / name).string();
 }
@@ -61,6 +61,7 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpu) {
   // step; the sequences of such a step are excluded from then on (their cached keys differ too).
   std::vector<bool> ambiguous(prompts.size(), false);
   int checked = 0, skipped = 0;
+  double worst = 0;
   auto compare = [&](std::vector<BatchSequence> step, std::vector<size_t> who, const char* what) {
     cpu->reset_expert_load();
     gpu->reset_expert_load();
@@ -80,6 +81,7 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpu) {
         continue;
       }
       ++checked;
+      worst = std::max(worst, err);
       EXPECT_LT(err, kLogitTol) << GetParam() << " " << what << " sequence " << who[i];
     }
   };
@@ -113,8 +115,8 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpu) {
     }
     compare(step, who, "decode");
   }
-  std::printf("%s: %d logit rows compared, %d skipped after a routing flip\n", GetParam().c_str(), checked,
-              skipped);
+  std::printf("%s: %d logit rows compared (max relative error %.2e), %d skipped after a routing flip\n",
+              GetParam().c_str(), checked, worst, skipped);
   EXPECT_GT(checked, 0) << "every sequence met a routing near tie; the comparison checked nothing";
 }
 
