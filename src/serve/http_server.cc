@@ -115,7 +115,9 @@ void HttpServer::Impl::completion(const httplib::Request& req, httplib::Response
   }
   GenerationParams p;
   p.prompt = std::move(ids);
-  p.max_tokens = r.max_tokens.value_or(chat ? limit - n : 16);
+  // Defaults: chat generates up to the rest of the context; completions 16 tokens (OpenAI's), fewer if the
+  // prompt leaves less room.
+  p.max_tokens = r.max_tokens.value_or(chat ? limit - n : std::min<int64_t>(16, limit - n));
   if (n + p.max_tokens > limit) {
     throw ApiError(400, "invalid_request_error",
                    "the prompt (" + std::to_string(n) + " tokens) plus max_tokens (" + std::to_string(p.max_tokens) +

@@ -81,15 +81,24 @@ TEST(ServeEngineLimits, CancellationFreesBlocks) {
   o.num_blocks = 64;
   o.block_size = 4;
   Engine engine(*model, o);
-  auto s = engine.submit(params({1, 2, 3, 4, 5}, 60));
+  // Cancel right after the first token. A tiny model may still finish its 250 tokens first on a fast
+  // machine, so try a few times; every outcome must leave no block referenced.
+  int cancelled = 0;
   std::vector<TokenEvent> ev;
-  ASSERT_TRUE(s->wait(ev, std::chrono::steady_clock::now() + std::chrono::seconds(30)));
-  s->cancel();
-  EXPECT_EQ(wait_done(*s, ev), FinishReason::kCancelled);
-  for (int i = 0; i < 200 && engine.gauges().kv_blocks_in_use > 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (int attempt = 0; attempt < 5 && cancelled == 0; ++attempt) {
+    auto s = engine.submit(params({1, 2, 3, 4, 5}, 250));
+    ev.clear();
+    ASSERT_TRUE(s->wait(ev, std::chrono::steady_clock::now() + std::chrono::seconds(30)));
+    s->cancel();
+    const FinishReason r = wait_done(*s, ev);
+    EXPECT_TRUE(r == FinishReason::kCancelled || r == FinishReason::kLength || r == FinishReason::kStop);
+    cancelled += r == FinishReason::kCancelled;
+    for (int i = 0; i < 200 && engine.gauges().kv_blocks_in_use > 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_EQ(engine.gauges().kv_blocks_in_use, 0);
   }
-  EXPECT_EQ(engine.gauges().kv_blocks_in_use, 0);
+  EXPECT_GT(cancelled, 0) << "no attempt was cancelled before finishing";
   // Length-limited requests finish with kLength and exactly max_tokens tokens unless eos comes first.
   auto t = engine.submit(params({1, 2, 3}, 5));
   ev.clear();

@@ -70,6 +70,10 @@ CommandRunner add_serve_command(CLI::App& app) {
     if (f->api_key.empty()) {
       if (const char* env = std::getenv("SWITCHYARD_API_KEY")) f->api_key = env;
     }
+    if (f->api_key.empty() && f->host != "127.0.0.1" && f->host != "localhost" && f->host != "::1") {
+      log_warn("[serve] listening on ", f->host, " without --api-key: anyone who can reach this address can use "
+               "the server");
+    }
     // Signals are taken by sigwait below: block them before any thread starts so every thread inherits it.
     sigset_t signals;
     sigemptyset(&signals);

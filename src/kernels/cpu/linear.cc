@@ -35,37 +35,29 @@ inline __m512 load16_as_f32(const uint16_t* p, DType dt) {
 }
 #endif
 
-// One activation row: four weight rows per pass so that four independent FMA chains hide the FMA latency
-// and each 16-wide slice of x is loaded once for four rows.
+// One activation row (decode): one weight row at a time with four independent accumulators along the row, and
+// a software prefetch 1 KB ahead. Streaming a single row keeps one sequential read stream per thread, which
+// the hardware prefetchers follow at full speed; interleaving four rows (four streams) measured ~25% slower
+// on the EPYC VM (docs/benchmarks.md).
 void gemv_half_single(const float* x, const uint16_t* w, DType dt, int64_t k, int64_t n0, int64_t n1, float* y) {
-  int64_t j = n0;
-#if defined(__AVX512F__)
-  for (; j + 4 <= n1; j += 4) {
-    const uint16_t* r0 = w + j * k;
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-    int64_t kk = 0;
-    for (; kk + 16 <= k; kk += 16) {
-      __m512 xv = _mm512_loadu_ps(x + kk);
-      a0 = _mm512_fmadd_ps(load16_as_f32(r0 + kk, dt), xv, a0);
-      a1 = _mm512_fmadd_ps(load16_as_f32(r0 + k + kk, dt), xv, a1);
-      a2 = _mm512_fmadd_ps(load16_as_f32(r0 + 2 * k + kk, dt), xv, a2);
-      a3 = _mm512_fmadd_ps(load16_as_f32(r0 + 3 * k + kk, dt), xv, a3);
-    }
-    float out[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),
-                    _mm512_reduce_add_ps(a3)};
-    for (; kk < k; ++kk) {
-      for (int r = 0; r < 4; ++r) {
-        uint16_t b = r0[r * k + kk];
-        out[r] += (dt == DType::kBF16 ? bf16_to_f32(b) : f16_to_f32(b)) * x[kk];
-      }
-    }
-    for (int r = 0; r < 4; ++r) y[j + r] = out[r];
-  }
-#endif
-  for (; j < n1; ++j) {
+  for (int64_t j = n0; j < n1; ++j) {
     const uint16_t* row = w + j * k;
+    int64_t kk = 0;
     float acc = 0.f;
-    for (int64_t kk = 0; kk < k; ++kk) acc += (dt == DType::kBF16 ? bf16_to_f32(row[kk]) : f16_to_f32(row[kk])) * x[kk];
+#if defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    for (; kk + 64 <= k; kk += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + kk) + 1024, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row + kk) + 1024 + 64, _MM_HINT_T0);
+      a0 = _mm512_fmadd_ps(load16_as_f32(row + kk, dt), _mm512_loadu_ps(x + kk), a0);
+      a1 = _mm512_fmadd_ps(load16_as_f32(row + kk + 16, dt), _mm512_loadu_ps(x + kk + 16), a1);
+      a2 = _mm512_fmadd_ps(load16_as_f32(row + kk + 32, dt), _mm512_loadu_ps(x + kk + 32), a2);
+      a3 = _mm512_fmadd_ps(load16_as_f32(row + kk + 48, dt), _mm512_loadu_ps(x + kk + 48), a3);
+    }
+    for (; kk + 16 <= k; kk += 16) a0 = _mm512_fmadd_ps(load16_as_f32(row + kk, dt), _mm512_loadu_ps(x + kk), a0);
+    acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+#endif
+    for (; kk < k; ++kk) acc += (dt == DType::kBF16 ? bf16_to_f32(row[kk]) : f16_to_f32(row[kk])) * x[kk];
     y[j] = acc;
   }
 }
