@@ -18,7 +18,7 @@
 #include <set>
 #include <sstream>
 
-#include "bench_random.h"
+#include "random_model.h"
 #include "switchyard/core/error.h"
 #include "switchyard/io/model_config.h"
 #include "switchyard/io/safetensors.h"
@@ -29,29 +29,6 @@
 #endif
 
 namespace {
-
-// Makes every tensor a loader asks for: norms near 1, everything else N(0, 0.02^2), in bf16.
-class RandomSource : public sy::TensorSource {
- public:
-  bool contains(const std::string& name) const override { return tensors_.count(name) > 0; }
-  sy::Tensor tensor(const std::string& name) const override { return tensors_.at(name); }
-  std::vector<std::string> names() const override {
-    std::vector<std::string> n;
-    for (const auto& [k, v] : tensors_) n.push_back(k);
-    return n;
-  }
-  std::string where() const override { return "random bf16"; }
-  bool creates_missing() const override { return true; }
-  const std::map<std::string, sy::Tensor>& tensors() const { return tensors_; }
-  sy::Tensor create(const std::string& name, const sy::Shape& shape) override {
-    const bool norm = name.find("norm") != std::string::npos;
-    return tensors_[name] = random_bf16(++seed_, shape, norm ? 0.01f : 0.02f, norm ? 1.f : 0.f);
-  }
-
- private:
-  std::map<std::string, sy::Tensor> tensors_;
-  uint64_t seed_ = 1;
-};
 
 struct Options {
   std::string config, write_dir;
@@ -93,20 +70,11 @@ int64_t matrix_bytes(const sy::Tensor& t) { return t.defined() ? static_cast<int
 
 }  // namespace
 
-// The config JSON, with num_hidden_layers replaced when --layers is given.
-nlohmann::json config_json(const Options& o) {
-  std::ifstream in(o.config);
-  SY_REQUIRE(in.good(), sy::IoError, "bench", "cannot read ", o.config);
-  nlohmann::json j = nlohmann::json::parse(in);
-  if (o.layers > 0) j["num_hidden_layers"] = o.layers;
-  return j;
-}
-
 // Writes DIR/config.json and DIR/model.safetensors with random bf16 weights of the config's shape.
 void write_random_checkpoint(const Options& o) {
-  nlohmann::json j = config_json(o);
+  nlohmann::json j = sy::bench::config_json(o.config, o.layers);
   sy::ModelConfig cfg = sy::ModelConfig::from_json(j);
-  RandomSource src;
+  sy::bench::RandomSource src;
   sy::load_model_weights(cfg, src);
   std::filesystem::create_directories(o.write_dir);
   std::ofstream(std::filesystem::path(o.write_dir) / "config.json") << j.dump(2) << "\n";
@@ -125,11 +93,11 @@ int main(int argc, char** argv) {
 #if !SY_HAS_CUDA
     throw sy::make_error<sy::Unsupported>("bench", "bench_gpu_decode needs a CUDA build");
 #else
-    sy::ModelConfig cfg = sy::ModelConfig::from_json(config_json(o));
+    sy::ModelConfig cfg = sy::ModelConfig::from_json(sy::bench::config_json(o.config, o.layers));
     const double bandwidth = sy::cuda::copy_bandwidth(size_t{1} << 31);  // before the weights fill the device
     sy::cuda::empty_cache();
     auto t0 = std::chrono::steady_clock::now();
-    RandomSource src;
+    sy::bench::RandomSource src;
     sy::ModelWeights w = sy::load_model_weights(cfg, src);
     auto model = std::make_unique<sy::Model>(cfg, std::move(w));
     auto t1 = std::chrono::steady_clock::now();

@@ -32,3 +32,9 @@ inline sy::Tensor random_bf16(uint64_t seed, const sy::Shape& shape, float scale
   return t;
 }
 
+
+// (rows, cols) f32 activations with unit-variance entries (same generator).
+inline sy::Tensor bench_random_f32(int64_t rows, int64_t cols, uint64_t seed = 7) {
+  sy::Tensor b = random_bf16(seed, {rows, cols}, 1.f, 0.f);
+  return b.to(sy::DType::kF32);
+}

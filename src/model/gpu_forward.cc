@@ -89,6 +89,64 @@ Tensor gated_mlp(const Tensor& x, const moe::GatedMlpWeights& w) {
 
 }  // namespace
 
+namespace {
+
+// Routed experts (and the shared expert) of MoE layer l on device rows h (n, hidden) f32. With `counts`
+// ((layers, experts) int64 on the device), experts run grouped without a host sync and their token counts go
+// to counts row l; without it, one cuBLAS GEMM per expert after copying the offsets to the host, and the
+// counts go straight to `load`.
+Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad& load) {
+  const ModelConfig& c = s.config;
+  const MoeWeights& m = s.w.layers[l].moe;
+  const int64_t n = h.size(0), hidden = c.hidden_size;
+  const bool grouped = counts != nullptr;
+  Tensor logits = linear(h, m.router, m.router_bias);
+  Tensor expert = Tensor::empty({n, c.moe.top_k}, DType::kI32, Device::kCuda);
+  Tensor weight = Tensor::empty({n, c.moe.top_k}, DType::kF32, Device::kCuda);
+  cuda::route(logits, m.score_bias, c.moe, expert, weight);
+  cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, c.moe.num_experts);
+  Tensor permuted = Tensor::empty({n * c.moe.top_k, hidden}, DType::kF32, Device::kCuda);
+  cuda::permute(h, layout, permuted);
+  Tensor expert_out = Tensor::empty({n * c.moe.top_k, hidden}, DType::kF32, Device::kCuda);
+  if (grouped) {
+    const auto& t = s.experts[l];
+    Tensor g = Tensor::empty({n * c.moe.top_k, t[0].n}, DType::kF32, Device::kCuda);
+    Tensor u = Tensor::empty({n * c.moe.top_k, t[1].n}, DType::kF32, Device::kCuda);
+    cuda::grouped_linear(permuted, t[0], layout.offsets, g);
+    cuda::grouped_linear(permuted, t[1], layout.offsets, u);
+    cuda::silu_mul(g, u, g);
+    cuda::grouped_linear(g, t[2], layout.offsets, expert_out);
+    Tensor row = counts->select(l);
+    cuda::copy(layout.tokens_per_expert, row);
+  }
+  Tensor offsets = grouped ? Tensor() : cuda::to_host(layout.offsets);  // one host sync per MoE layer
+  for (int e = 0; !grouped && e < c.moe.num_experts; ++e) {
+    const int64_t lo = offsets.i64()[e], hi = offsets.i64()[e + 1];
+    if (hi == lo) continue;
+    load.tokens[l][e] += hi - lo;
+    SY_CHECK(m.experts[e].gate.defined(), "cuda forward: tokens routed to expert ", e, " which is not loaded");
+    Tensor rows_e = permuted.slice(0, lo, hi);
+    Tensor out_e = expert_out.slice(0, lo, hi);
+    Tensor g = linear(rows_e, m.experts[e].gate, Tensor());
+    Tensor u = linear(rows_e, m.experts[e].up, Tensor());
+    cuda::silu_mul(g, u, g);
+    cuda::linear(g, m.experts[e].down, Tensor(), out_e);
+  }
+  Tensor out = Tensor::zeros({n, hidden}, DType::kF32, Device::kCuda);
+  cuda::unpermute(expert_out, layout, weight, out);
+  if (m.shared.gate.defined()) {
+    Tensor shared = gated_mlp(h, m.shared);
+    if (m.shared_gate.defined()) {
+      cuda::sigmoid_gate_add(out, shared, linear(h, m.shared_gate, Tensor()));
+    } else {
+      cuda::add_inplace(out, shared);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope) {
   require_cuda_device();
   SY_REQUIRE(!config.attention.mla, Unsupported, "cuda",
@@ -151,6 +209,16 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
 }
 
 size_t gpu_weight_bytes(const GpuState& state) { return state.bytes; }
+
+Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, bool grouped) {
+  const ModelConfig& c = state.config;
+  SY_REQUIRE(layer >= 0 && layer < c.num_layers && c.layer_is_moe[layer], InvalidArgument, "cuda",
+             "layer ", layer, " is not a MoE layer");
+  ExpertLoad load;
+  load.tokens.assign(c.num_layers, std::vector<int64_t>(c.moe.num_experts, 0));
+  Tensor counts = Tensor::zeros({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda);
+  return moe_layer(state, layer, h, grouped ? &counts : nullptr, load);
+}
 
 Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load) {
   SY_REQUIRE(pool.keys(0).device() == Device::kCuda, InvalidArgument, "cuda",
@@ -217,50 +285,7 @@ Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
       cuda::add_inplace(x, gated_mlp(h, lw.mlp));
       continue;
     }
-    const MoeWeights& m = lw.moe;
-    Tensor logits = linear(h, m.router, m.router_bias);
-    Tensor expert = Tensor::empty({n, c.moe.top_k}, DType::kI32, Device::kCuda);
-    Tensor weight = Tensor::empty({n, c.moe.top_k}, DType::kF32, Device::kCuda);
-    cuda::route(logits, m.score_bias, c.moe, expert, weight);
-    cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, c.moe.num_experts);
-    Tensor permuted = Tensor::empty({n * c.moe.top_k, hidden}, DType::kF32, Device::kCuda);
-    cuda::permute(h, layout, permuted);
-    Tensor expert_out = Tensor::empty({n * c.moe.top_k, hidden}, DType::kF32, Device::kCuda);
-    if (grouped) {
-      const auto& t = s.experts[l];
-      Tensor g = Tensor::empty({n * c.moe.top_k, t[0].n}, DType::kF32, Device::kCuda);
-      Tensor u = Tensor::empty({n * c.moe.top_k, t[1].n}, DType::kF32, Device::kCuda);
-      cuda::grouped_linear(permuted, t[0], layout.offsets, g);
-      cuda::grouped_linear(permuted, t[1], layout.offsets, u);
-      cuda::silu_mul(g, u, g);
-      cuda::grouped_linear(g, t[2], layout.offsets, expert_out);
-      Tensor row = counts.select(l);
-      cuda::copy(layout.tokens_per_expert, row);
-    }
-    Tensor offsets = grouped ? Tensor() : cuda::to_host(layout.offsets);  // one host sync per MoE layer
-    for (int e = 0; !grouped && e < c.moe.num_experts; ++e) {
-      const int64_t lo = offsets.i64()[e], hi = offsets.i64()[e + 1];
-      if (hi == lo) continue;
-      load.tokens[l][e] += hi - lo;
-      SY_CHECK(m.experts[e].gate.defined(), "cuda forward: tokens routed to expert ", e, " which is not loaded");
-      Tensor rows_e = permuted.slice(0, lo, hi);
-      Tensor out_e = expert_out.slice(0, lo, hi);
-      Tensor g = linear(rows_e, m.experts[e].gate, Tensor());
-      Tensor u = linear(rows_e, m.experts[e].up, Tensor());
-      cuda::silu_mul(g, u, g);
-      cuda::linear(g, m.experts[e].down, Tensor(), out_e);
-    }
-    Tensor out = Tensor::zeros({n, hidden}, DType::kF32, Device::kCuda);
-    cuda::unpermute(expert_out, layout, weight, out);
-    if (m.shared.gate.defined()) {
-      Tensor shared = gated_mlp(h, m.shared);
-      if (m.shared_gate.defined()) {
-        cuda::sigmoid_gate_add(out, shared, linear(h, m.shared_gate, Tensor()));
-      } else {
-        cuda::add_inplace(out, shared);
-      }
-    }
-    cuda::add_inplace(x, out);
+    cuda::add_inplace(x, moe_layer(s, l, h, grouped ? &counts : nullptr, load));
   }
   if (counts.defined()) {
     Tensor host = cuda::to_host(counts);
@@ -286,6 +311,9 @@ GpuStatePtr upload(const ModelConfig&, const ModelWeights&, const ops::RopeTable
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend (configure with -DSY_CUDA=ON and nvcc)");
 }
 Tensor gpu_forward_batch(GpuState&, const BatchPlan&, PagedKvPool&, ExpertLoad&) {
+  throw make_error<Unsupported>("cuda", "this build has no CUDA backend");
+}
+Tensor gpu_moe_layer(GpuState&, int, const Tensor&, bool) {
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend");
 }
 size_t gpu_weight_bytes(const GpuState&) { return 0; }

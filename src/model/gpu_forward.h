@@ -24,6 +24,9 @@ using GpuStatePtr = std::unique_ptr<GpuState, GpuStateDeleter>;
 GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope);
 // Runs the plan; returns logits (logit_rows.size(), vocab) f32 on the host. Adds routed-token counts to `load`.
 Tensor gpu_forward_batch(GpuState& state, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load);
+// The MoE part of one layer alone (routed experts grouped or per-expert cuBLAS, plus the shared expert) on
+// device rows h (n, hidden) f32: for benchmarks of the layer (bench/bench_gpu_moe_layer.cc).
+Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, bool grouped);
 // Bytes of device memory the uploaded weights take.
 size_t gpu_weight_bytes(const GpuState& state);
 

@@ -1,0 +1,86 @@
+// bench_gpu_moe_layer --config config.json [--tokens 1,64,4096,16384] [--iters 20]
+// One MoE layer of the config's shape (layer 0, random bf16 weights) on GPU 0: router, dispatch, routed
+// experts, combine (and the shared expert if any), timed at several token counts with CUDA synchronisation,
+// both expert paths (grouped: one launch per projection, no host sync; per-expert: one cuBLAS GEMM per expert
+// after a host sync). References printed with it: the layer's FLOPs against the H100's dense bf16 peak (989
+// TFLOP/s, published), and its weight bytes against the device copy bandwidth measured in the same run. The
+// PyTorch peer is bench/torch_moe_layer.py (transformers' own sparse MoE block) on the same config.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "random_model.h"
+#include "switchyard/io/model_config.h"
+#include "switchyard/model/model.h"
+#if SY_HAS_CUDA
+#include "model/gpu_forward.h"
+#include "switchyard/kernels/cuda_memory.h"
+#endif
+
+int main(int argc, char** argv) {
+  try {
+    std::string config;
+    std::vector<int64_t> tokens = {1, 64, 4096, 16384};
+    int iters = 20;
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      SY_REQUIRE(i + 1 < argc, sy::InvalidArgument, "bench", a, " needs a value");
+      std::string v = argv[++i];
+      if (a == "--config") {
+        config = v;
+      } else if (a == "--tokens") {
+        tokens.clear();
+        std::stringstream ss(v);
+        std::string t;
+        while (std::getline(ss, t, ',')) tokens.push_back(std::stoll(t));
+      } else if (a == "--iters") {
+        iters = std::stoi(v);
+      } else {
+        throw sy::make_error<sy::InvalidArgument>("bench", "unknown flag ", a);
+      }
+    }
+    SY_REQUIRE(!config.empty(), sy::InvalidArgument, "bench", "give --config config.json");
+#if !SY_HAS_CUDA
+    throw sy::make_error<sy::Unsupported>("bench", "bench_gpu_moe_layer needs a CUDA build");
+#else
+    sy::ModelConfig cfg = sy::ModelConfig::from_json(sy::bench::config_json(config, 1));
+    SY_REQUIRE(cfg.layer_is_moe[0], sy::InvalidArgument, "bench", "layer 0 of ", config, " is not a MoE layer");
+    const double bandwidth = sy::cuda::copy_bandwidth(size_t{1} << 30);
+    sy::cuda::empty_cache();
+    sy::bench::RandomSource src;
+    sy::ModelWeights w = sy::load_model_weights(cfg, src);
+    const sy::AttentionConfig& a = cfg.attention;
+    auto state = sy::model_detail::upload(cfg, w, sy::ops::make_rope_table(cfg.rope, a.head_dim, 4096));
+    const int64_t hidden = cfg.hidden_size, inter = w.layers[0].moe.experts[0].gate.size(0);
+    const int experts = cfg.moe.num_experts, k = cfg.moe.top_k;
+    std::printf("MoE layer: hidden %lld, %d experts, top-%d, expert width %lld, bf16 weights; copy bandwidth %.0f GB/s\n",
+                static_cast<long long>(hidden), experts, k, static_cast<long long>(inter), bandwidth / 1e9);
+    std::printf("\n| tokens | path | time | TFLOP/s | share of 989 TFLOP/s | weight GB | share of copy bandwidth |\n"
+                "|---|---|---|---|---|---|---|\n");
+    for (int64_t t : tokens) {
+      sy::Tensor h = sy::cuda::to_device(bench_random_f32(t, hidden));
+      for (bool grouped : {true, false}) {
+        if (grouped && t > 256) continue;  // the forward pass uses the grouped path up to 256 tokens
+        for (int i = 0; i < 3; ++i) sy::model_detail::gpu_moe_layer(*state, 0, h, grouped);
+        sy::cuda::synchronize();
+        auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < iters; ++i) sy::model_detail::gpu_moe_layer(*state, 0, h, grouped);
+        sy::cuda::synchronize();
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+        const double flops = 2.0 * t * (static_cast<double>(k) * 3 * hidden * inter + hidden * experts);
+        const double hit = experts * (1.0 - std::pow(1.0 - static_cast<double>(k) / experts, static_cast<double>(t)));
+        const double bytes = 2.0 * (hit * 3 * hidden * inter + static_cast<double>(hidden) * experts);
+        std::printf("| %lld | %s | %.3f ms | %.1f | %.1f%% | %.3f | %.1f%% |\n", static_cast<long long>(t),
+                    grouped ? "grouped" : "per-expert cuBLAS", s * 1e3, flops / s / 1e12, 100 * flops / s / 989e12,
+                    bytes / 1e9, 100 * bytes / s / bandwidth);
+      }
+    }
+    return 0;
+#endif
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
