@@ -23,7 +23,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "serve"))
-from serve_harness import Server, metric, request  # noqa: E402
+from serve_harness import Server, metric, request, sse_payloads  # noqa: E402
 
 
 def batch1_tokens_per_s(cli, model, prompt_ids, n1, n2, extra):
@@ -53,18 +53,11 @@ def one_request(url, prompt, max_tokens, start_at):
     t0 = time.perf_counter()
     times = []
     with urllib.request.urlopen(req, timeout=600) as r:
-        buf = b""
-        for chunk in iter(lambda: r.read1(65536), b""):
-            buf += chunk
-            while b"\n\n" in buf:
-                event, buf = buf.split(b"\n\n", 1)
-                line = event.decode()
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                j = json.loads(line[6:])
-                n = len(j["choices"][0].get("token_ids", []))
-                now = time.perf_counter()
-                times += [now] * n
+        for j in sse_payloads(r):
+            if j == "[DONE]":
+                continue
+            n = len(j["choices"][0].get("token_ids", []))
+            times += [time.perf_counter()] * n
     return t0, times
 
 

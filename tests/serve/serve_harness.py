@@ -75,23 +75,26 @@ def request(url, path, body=None, method=None, headers=None, raw=None, timeout=1
         return status, text
 
 
+def sse_payloads(response):
+    """Yields the decoded `data:` payloads of a server-sent-event response as they arrive ("[DONE]" as is)."""
+    buf = b""
+    for chunk in iter(lambda: response.read1(65536), b""):
+        buf += chunk
+        while b"\n\n" in buf:
+            event, buf = buf.split(b"\n\n", 1)
+            line = event.decode()
+            if line.startswith("data: "):
+                payload = line[6:]
+                yield payload if payload == "[DONE]" else json.loads(payload)
+
+
 def stream_events(url, path, body, timeout=120):
     """POSTs a streaming request; returns the list of decoded `data:` payloads (the last is "[DONE]")."""
     req = urllib.request.Request(url + path, data=json.dumps(body).encode(), method="POST")
     req.add_header("Content-Type", "application/json")
-    events = []
     with urllib.request.urlopen(req, timeout=timeout) as r:
         assert r.headers.get("Content-Type", "").startswith("text/event-stream"), r.headers
-        buf = b""
-        for chunk in iter(lambda: r.read1(65536), b""):
-            buf += chunk
-            while b"\n\n" in buf:
-                event, buf = buf.split(b"\n\n", 1)
-                line = event.decode()
-                if line.startswith("data: "):
-                    payload = line[6:]
-                    events.append(payload if payload == "[DONE]" else json.loads(payload))
-    return events
+        return list(sse_payloads(r))
 
 
 def metric(text, name):
