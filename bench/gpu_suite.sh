@@ -2,7 +2,7 @@
 # Issue 4/9 device run, on the GPU machine: the gpu test suite (CUDA ops and the device forward pass against
 # the CPU path), compute-sanitizer memcheck of the forward-pass tests, the batched-decode benchmark on a
 # Qwen3-30B-A3B-shaped model with its PyTorch peer, and the serving benchmark with --device cuda on the
-# built-in model. Usage: bench/gpu_suite.sh BIN_DIR LIB_DIR (binaries built elsewhere for sm_90a).
+# built-in model. Usage: bench/gpu_suite.sh BIN_DIR LIB_DIR (binaries from scripts/pack-gpu-carry).
 set -u
 bin=$1 lib=$2
 export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
