@@ -79,13 +79,16 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   return y;
 }
 
-// SwiGLU MLP on device rows: down(silu(gate x) * up x).
-Tensor gated_mlp(const Tensor& x, const moe::GatedMlpWeights& w) {
+// silu(gate x) * up x on device rows.
+Tensor gated_hidden(const Tensor& x, const moe::GatedMlpWeights& w) {
   Tensor g = linear(x, w.gate, Tensor());
   Tensor u = linear(x, w.up, Tensor());
   cuda::silu_mul(g, u, g);
-  return linear(g, w.down, Tensor());
+  return g;
 }
+
+// SwiGLU MLP on device rows: down(silu(gate x) * up x).
+Tensor gated_mlp(const Tensor& x, const moe::GatedMlpWeights& w) { return linear(gated_hidden(x, w), w.down, Tensor()); }
 
 }  // namespace
 
@@ -118,19 +121,16 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
     cuda::grouped_linear(g, t[2], layout.offsets, expert_out);
     Tensor row = counts->select(l);
     cuda::copy(layout.tokens_per_expert, row);
-  }
-  Tensor offsets = grouped ? Tensor() : cuda::to_host(layout.offsets);  // one host sync per MoE layer
-  for (int e = 0; !grouped && e < c.moe.num_experts; ++e) {
-    const int64_t lo = offsets.i64()[e], hi = offsets.i64()[e + 1];
-    if (hi == lo) continue;
-    load.tokens[l][e] += hi - lo;
-    SY_CHECK(m.experts[e].gate.defined(), "cuda forward: tokens routed to expert ", e, " which is not loaded");
-    Tensor rows_e = permuted.slice(0, lo, hi);
-    Tensor out_e = expert_out.slice(0, lo, hi);
-    Tensor g = linear(rows_e, m.experts[e].gate, Tensor());
-    Tensor u = linear(rows_e, m.experts[e].up, Tensor());
-    cuda::silu_mul(g, u, g);
-    cuda::linear(g, m.experts[e].down, Tensor(), out_e);
+  } else {
+    Tensor offsets = cuda::to_host(layout.offsets);  // one host sync per MoE layer
+    for (int e = 0; e < c.moe.num_experts; ++e) {
+      const int64_t lo = offsets.i64()[e], hi = offsets.i64()[e + 1];
+      if (hi == lo) continue;
+      load.tokens[l][e] += hi - lo;
+      SY_CHECK(m.experts[e].gate.defined(), "cuda forward: tokens routed to expert ", e, " which is not loaded");
+      Tensor out_e = expert_out.slice(0, lo, hi);
+      cuda::linear(gated_hidden(permuted.slice(0, lo, hi), m.experts[e]), m.experts[e].down, Tensor(), out_e);
+    }
   }
   Tensor out = Tensor::zeros({n, hidden}, DType::kF32, Device::kCuda);
   cuda::unpermute(expert_out, layout, weight, out);

@@ -347,8 +347,8 @@ Tensor Model::forward_batch(const std::vector<BatchSequence>& batch, PagedKvPool
              "forward_batch: the KV pool is on the GPU but the model is on the CPU");
   KvTarget kv;
   kv.pool = &pool;
-  kv.sequences = plan.sequences;
-  kv.pool_rows = plan.pool_rows;
+  kv.sequences = std::move(plan.sequences);
+  kv.pool_rows = std::move(plan.pool_rows);
   Tensor x = run_layers(plan.ids, plan.positions, kv);
   if (!x.defined()) return Tensor();
   const int64_t hidden = config_.hidden_size;

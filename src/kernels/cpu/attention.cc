@@ -63,16 +63,14 @@ void check_shapes(const char* op, const Tensor& q, const Tensor& k, const Tensor
   SY_CHECK(static_cast<int64_t>(positions.size()) == q.size(0), op, ": positions");
 }
 
-}  // namespace
-
-void attention(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& positions,
-               int64_t kv_len, const AttentionOptions& options, Tensor& out) {
-  check_shapes("attention", q, k, v, out, positions);
-  SY_CHECK(k.size(0) >= kv_len && v.size(0) >= kv_len, "attention: cache shorter than kv_len ", kv_len);
+// Every (query, head) pair of a call, in parallel. first_key(i) is the lowest key query i may see before the
+// window applies; cache_row(i, j) is the cache row holding key j of query i's sequence.
+template <typename FirstKey, typename CacheRow>
+void attend_all(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& positions,
+                const AttentionOptions& options, Tensor& out, FirstKey first_key, CacheRow cache_row) {
   const int64_t t = q.size(0), heads = q.size(1), dk = q.size(2);
-  const int64_t kv_heads = k.size(1), dv = v.size(2);
+  const int64_t group = heads / k.size(1), dv = v.size(2);
   const std::vector<float> sinks = sinks_f32(options, heads);
-  const int64_t group = heads / kv_heads;
   const float* kp = k.f32();
   const float* vp = v.f32();
   const int64_t ks = k.strides()[0], khs = k.strides()[1];
@@ -84,15 +82,29 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const std::vec
     for (int64_t item = a; item < b; ++item) {
       const int64_t i = item / heads, h = item % heads, kh = h / group;
       const int64_t pos = positions[i];
-      SY_CHECK(pos >= 0 && pos < kv_len, "attention: position ", pos, " outside cache of ", kv_len);
       int64_t lo = options.window > 0 ? std::max<int64_t>(0, pos - options.window + 1) : 0;
-      if (options.key_start) lo = std::max(lo, (*options.key_start)[i]);
+      lo = std::max(lo, first_key(i));
       attend_one(
           qp + (i * heads + h) * dk, dk, dv, lo, pos, options.scale, sinks.empty() ? nullptr : &sinks[h],
-          [&](int64_t j) { return kp + j * ks + kh * khs; }, [&](int64_t j) { return vp + j * vs + kh * vhs; },
-          scores, op + (i * heads + h) * dv);
+          [&](int64_t j) { return kp + cache_row(i, j) * ks + kh * khs; },
+          [&](int64_t j) { return vp + cache_row(i, j) * vs + kh * vhs; }, scores, op + (i * heads + h) * dv);
     }
   });
+}
+
+}  // namespace
+
+void attention(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& positions,
+               int64_t kv_len, const AttentionOptions& options, Tensor& out) {
+  check_shapes("attention", q, k, v, out, positions);
+  SY_CHECK(k.size(0) >= kv_len && v.size(0) >= kv_len, "attention: cache shorter than kv_len ", kv_len);
+  for (int64_t pos : positions) {
+    SY_CHECK(pos >= 0 && pos < kv_len, "attention: position ", pos, " outside cache of ", kv_len);
+  }
+  attend_all(
+      q, k, v, positions, options, out,
+      [&](int64_t i) { return options.key_start ? (*options.key_start)[i] : int64_t{0}; },
+      [](int64_t, int64_t j) { return j; });
 }
 
 void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& positions,
@@ -102,8 +114,7 @@ void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const st
   SY_CHECK(options.key_start == nullptr, "paged_attention: key_start is not supported");
   SY_CHECK(block_size > 0 && k.size(0) % block_size == 0 && v.size(0) == k.size(0),
            "paged_attention: pool of ", k.size(0), " rows is not whole blocks of ", block_size);
-  const int64_t t = q.size(0), heads = q.size(1), dk = q.size(2);
-  const int64_t kv_heads = k.size(1), dv = v.size(2);
+  const int64_t t = q.size(0);
   const int64_t pool_blocks = k.size(0) / block_size;
   // Which sequence owns each query row; validates the block tables once.
   std::vector<int32_t> owner(t, -1);
@@ -125,28 +136,12 @@ void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const st
     }
   }
   for (int64_t i = 0; i < t; ++i) SY_CHECK(owner[i] >= 0, "paged_attention: query row ", i, " has no sequence");
-  const std::vector<float> sinks = sinks_f32(options, heads);
-  const int64_t group = heads / kv_heads;
-  const float* kp = k.f32();
-  const float* vp = v.f32();
-  const int64_t ks = k.strides()[0], khs = k.strides()[1];
-  const int64_t vs = v.strides()[0], vhs = v.strides()[1];
-  const float* qp = q.f32();
-  float* op = out.f32();
-  parallel_for(t * heads, [&](int64_t a, int64_t b) {
-    std::vector<float> scores;
-    for (int64_t item = a; item < b; ++item) {
-      const int64_t i = item / heads, h = item % heads, kh = h / group;
-      const PagedSequence& seq = sequences[owner[i]];
-      const int64_t pos = positions[i];
-      const int64_t lo = options.window > 0 ? std::max<int64_t>(0, pos - options.window + 1) : 0;
-      auto row = [&](int64_t j) { return seq.block_table[j / block_size] * block_size + j % block_size; };
-      attend_one(
-          qp + (i * heads + h) * dk, dk, dv, lo, pos, options.scale, sinks.empty() ? nullptr : &sinks[h],
-          [&](int64_t j) { return kp + row(j) * ks + kh * khs; },
-          [&](int64_t j) { return vp + row(j) * vs + kh * vhs; }, scores, op + (i * heads + h) * dv);
-    }
-  });
+  attend_all(
+      q, k, v, positions, options, out, [](int64_t) { return int64_t{0}; },
+      [&](int64_t i, int64_t j) {
+        const PagedSequence& seq = sequences[owner[i]];
+        return seq.block_table[j / block_size] * block_size + j % block_size;
+      });
 }
 
 }  // namespace sy::ops
