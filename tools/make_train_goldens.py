@@ -75,7 +75,7 @@ GRAD_FIXTURES = [
 ]
 
 # AdamW trajectory runs: fixture -> data seed
-ADAMW_FIXTURES = {"mixtral": 11001, "qwen2_moe": 12001, "deepseek_v3": 16001}
+ADAMW_FIXTURES = {"mixtral": 11001, "qwen2_moe": 12001, "deepseek_v3": 16001, "gpt_oss": 17001}
 ADAMW = dict(
     B=2, T=8, steps=20, lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, max_grad_norm=1.0,
 )

@@ -2,6 +2,8 @@
 // bias (mlp.router), and fused experts stored input-major: mlp.experts.gate_up_proj (E, H, 2I) whose columns
 // interleave gate (even) and up (odd), gate_up_proj_bias (E, 2I), down_proj (E, I, H), down_proj_bias (E, H).
 // Those are rearranged once at load into the engine's (out, in) per-expert layout (a copy, same dtype).
+// The trainer holds them per expert already (mlp.experts.<e>.{gate,up,down}_proj.{weight,bias}, see
+// src/train/param_layout.h); that layout is loaded as views.
 #include <cstring>
 
 #include "arch.h"
@@ -44,6 +46,14 @@ ModelWeights load_gpt_oss(WeightSource& src, const ModelConfig& cfg) {
     lw.is_moe = true;
     lw.moe.router = src.get(mlp + ".router.weight", {e, h});
     lw.moe.router_bias = src.get(mlp + ".router.bias", {e});
+    if (src.has(mlp + ".experts.0.gate_proj.weight")) {  // per-expert training layout
+      lw.moe.experts.resize(static_cast<size_t>(e));
+      for (int64_t x = 0; x < e; ++x) {
+        if (!src.wants_expert(x)) continue;
+        lw.moe.experts[x] = load_gated_mlp(src, mlp + ".experts." + std::to_string(x), h, inter, {}, /*bias=*/true);
+      }
+      continue;
+    }
     Tensor gate_up = src.get(mlp + ".experts.gate_up_proj", {e, h, 2 * inter});
     Tensor gate_up_bias = src.get(mlp + ".experts.gate_up_proj_bias", {e, 2 * inter});
     Tensor down = src.get(mlp + ".experts.down_proj", {e, inter, h});

@@ -1,5 +1,6 @@
-// Training forward and backward of the feed-forward blocks: dense SwiGLU MLP and the MoE block (router,
-// permute, per-expert GEMMs, combine, optional shared expert with its sigmoid gate).
+// Training forward and backward of the feed-forward blocks: dense gated MLP and the MoE block (router,
+// permute, per-expert GEMMs, combine, optional shared expert with its sigmoid gate). The gate activation is
+// SwiGLU or gpt-oss's clamped SwiGLU (moe::ActivationOptions).
 #include <cmath>
 #include <cstring>
 
@@ -13,21 +14,34 @@ namespace sy::train {
 namespace {
 Tensor like(const Tensor& t) { return Tensor::empty(t.shape(), DType::kF32); }
 Tensor* opt(Tensor& t) { return t.defined() ? &t : nullptr; }
+
+void activation_backward(const moe::ActivationOptions& a, const Tensor& gate, const Tensor& up, const Tensor& dact,
+                         Tensor& dgate, Tensor& dup) {
+  if (a.kind == moe::Activation::kSwiGlu) ops::silu_mul_backward(gate, up, dact, dgate, dup);
+  else ops::clamped_swiglu_backward(gate, up, a.alpha, a.limit, dact, dgate, dup);
+}
 }  // namespace
 
-Tensor mlp_forward(const moe::GatedMlpWeights& w, const Tensor& h, Tensor& gate, Tensor& up, Tensor& act) {
+void apply_activation(const moe::ActivationOptions& a, const Tensor& gate, const Tensor& up, Tensor& act) {
+  if (!act.defined()) act = like(gate);
+  if (a.kind == moe::Activation::kSwiGlu) ops::silu_mul(gate, up, act);
+  else ops::clamped_swiglu(gate, up, a.alpha, a.limit, act);
+}
+
+Tensor mlp_forward(const moe::GatedMlpWeights& w, const moe::ActivationOptions& a, const Tensor& h, Tensor& gate,
+                   Tensor& up, Tensor& act) {
   gate = ops::linear(h, w.gate, w.gate_bias);
   up = ops::linear(h, w.up, w.up_bias);
-  act = like(gate);
-  ops::silu_mul(gate, up, act);
+  act = Tensor();
+  apply_activation(a, gate, up, act);
   return ops::linear(act, w.down, w.down_bias);
 }
 
-Tensor mlp_backward(const moe::GatedMlpWeights& w, moe::GatedMlpWeights& g, const Tensor& h, const Tensor& gate,
-                    const Tensor& up, const Tensor& act, const Tensor& dy) {
+Tensor mlp_backward(const moe::GatedMlpWeights& w, const moe::ActivationOptions& a, moe::GatedMlpWeights& g,
+                    const Tensor& h, const Tensor& gate, const Tensor& up, const Tensor& act, const Tensor& dy) {
   Tensor dact = like(act), dgate = like(gate), dup = like(up), dh = like(h), tmp = like(h);
   ops::linear_backward(act, w.down, dy, &dact, &g.down, opt(g.down_bias));
-  ops::silu_mul_backward(gate, up, dact, dgate, dup);
+  activation_backward(a, gate, up, dact, dgate, dup);
   ops::linear_backward(h, w.gate, dgate, &dh, &g.gate, opt(g.gate_bias));
   ops::linear_backward(h, w.up, dup, &tmp, &g.up, opt(g.up_bias));
   ops::add_inplace(dh, tmp);
@@ -37,6 +51,7 @@ Tensor mlp_backward(const moe::GatedMlpWeights& w, moe::GatedMlpWeights& g, cons
 Tensor moe_forward(const ModelConfig& cfg, const MoeWeights& w, const Tensor& h, FfnCache& c) {
   const MoeConfig& m = cfg.moe;
   const int64_t n = h.size(0), hidden = h.size(1), inter = m.expert_intermediate;
+  const moe::ActivationOptions act_opts = moe::activation_for(m);
   c.logits = ops::linear(h, w.router, w.router_bias);
   c.routing = moe::route(c.logits, w.score_bias, m);
   c.layout = moe::make_dispatch_layout(c.routing, m.num_experts);
@@ -55,13 +70,13 @@ Tensor moe_forward(const ModelConfig& cfg, const MoeWeights& w, const Tensor& h,
     Tensor out = c.e_out.slice(0, b, end);
     ops::linear(x, ew.gate, ew.gate_bias, gate);
     ops::linear(x, ew.up, ew.up_bias, up);
-    ops::silu_mul(gate, up, act);
+    apply_activation(act_opts, gate, up, act);
     ops::linear(act, ew.down, ew.down_bias, out);
   }
   Tensor y = Tensor::zeros({n, hidden}, DType::kF32);
   moe::combine_tokens(c.e_out, c.layout, c.routing, y);
   if (w.shared.gate.defined()) {
-    c.s_out = mlp_forward(w.shared, h, c.s_gate, c.s_up, c.s_act);
+    c.s_out = mlp_forward(w.shared, moe::ActivationOptions{}, h, c.s_gate, c.s_up, c.s_act);
     if (w.shared_gate.defined()) {
       c.s_gate_logit = ops::linear(h, w.shared_gate);  // (N, 1)
       for (int64_t i = 0; i < n; ++i) {
@@ -79,6 +94,7 @@ Tensor moe_backward(const ModelConfig& cfg, const MoeWeights& w, MoeWeights& g, 
                     const Tensor& dy, const Tensor& dlogits_extra) {
   const MoeConfig& m = cfg.moe;
   const int64_t n = h.size(0), hidden = h.size(1), k = c.routing.top_k, rows = c.layout.num_rows();
+  const moe::ActivationOptions act_opts = moe::activation_for(m);
   // Combine backward: routing-weight gradients and per-row expert-output gradients.
   std::vector<float> dweight(static_cast<size_t>(n * k));
   Tensor de_out = Tensor::empty({rows, hidden}, DType::kF32);
@@ -100,7 +116,7 @@ Tensor moe_backward(const ModelConfig& cfg, const MoeWeights& w, MoeWeights& g, 
     Tensor dact = like(act), dgate = like(gate), dup = like(up), tmp = like(x);
     Tensor dx = dpermuted.slice(0, b, end);
     ops::linear_backward(act, ew.down, de_out.slice(0, b, end), &dact, &eg.down, opt(eg.down_bias));
-    ops::silu_mul_backward(gate, up, dact, dgate, dup);
+    activation_backward(act_opts, gate, up, dact, dgate, dup);
     ops::linear_backward(x, ew.gate, dgate, &dx, &eg.gate, opt(eg.gate_bias));
     ops::linear_backward(x, ew.up, dup, &tmp, &eg.up, opt(eg.up_bias));
     ops::add_inplace(dx, tmp);
@@ -131,10 +147,21 @@ Tensor moe_backward(const ModelConfig& cfg, const MoeWeights& w, MoeWeights& g, 
       ops::linear_backward(h, w.shared_gate, dgl, &tmp, &g.shared_gate, nullptr);
       ops::add_inplace(dh, tmp);
     }
-    Tensor dsh = mlp_backward(w.shared, g.shared, h, c.s_gate, c.s_up, c.s_act, ds_out);
+    Tensor dsh = mlp_backward(w.shared, moe::ActivationOptions{}, g.shared, h, c.s_gate, c.s_up, c.s_act, ds_out);
     ops::add_inplace(dh, dsh);
   }
   return dh;
+}
+
+void moe_restore_selective(const ModelConfig& cfg, const MoeWeights& w, const Tensor& h, FfnCache& c) {
+  const moe::ActivationOptions act_opts = moe::activation_for(cfg.moe);
+  c.permuted = moe::permute_tokens(h, c.layout);
+  c.e_act = Tensor();
+  apply_activation(act_opts, c.e_gate, c.e_up, c.e_act);
+  if (w.shared.gate.defined()) {
+    c.s_act = Tensor();
+    apply_activation(moe::ActivationOptions{}, c.s_gate, c.s_up, c.s_act);
+  }
 }
 
 }  // namespace sy::train

@@ -1,5 +1,5 @@
 // TrainableModel::forward_backward: the whole batch is flattened into N tokens; attention runs per sequence.
-// Forward keeps every layer's activations (no recompute yet), the loss is the mean cross-entropy over all
+// Forward keeps each layer's activations as the recompute mode says, the loss is the mean cross-entropy over all
 // targets, auxiliary router losses are added when their coefficients are non-zero, then the layers run
 // backward in reverse order.
 #include <algorithm>
@@ -54,7 +54,7 @@ ops::RopeTable rope_for(const ModelConfig& cfg) {
 
 // Auxiliary router losses of one MoE layer: returns their gradient with respect to the router logits and adds
 // the unscaled losses to stats.
-Tensor aux_loss_gradient(const ModelConfig& cfg, const FfnCache& c, const BatchLayout& batch, const LossOptions& o,
+Tensor aux_loss_gradient(const ModelConfig& cfg, const FfnCache& c, const BatchLayout& batch, const StepOptions& o,
                          StepStats& stats) {
   const MoeConfig& m = cfg.moe;
   const int64_t n = c.logits.size(0), e = m.num_experts, k = m.top_k;
@@ -105,7 +105,7 @@ Tensor aux_loss_gradient(const ModelConfig& cfg, const FfnCache& c, const BatchL
 }  // namespace
 
 StepStats TrainableModel::forward_backward(const std::vector<std::vector<int64_t>>& inputs,
-                                           const std::vector<std::vector<int64_t>>& targets, const LossOptions& options,
+                                           const std::vector<std::vector<int64_t>>& targets, const StepOptions& options,
                                            const std::vector<std::vector<int64_t>>* doc_starts) {
   const ModelConfig& cfg = config_;
   std::vector<int64_t> ids, tgt;
@@ -117,26 +117,19 @@ StepStats TrainableModel::forward_backward(const std::vector<std::vector<int64_t
   stats.num_targets = n;
   stats.tokens_per_expert.assign(cfg.num_layers, {});
 
-  // Forward.
+  // Forward: each layer keeps what the recompute mode says (the rest is rebuilt in backward).
+  const Recompute recompute = options.recompute;
   std::vector<LayerCache> caches(cfg.num_layers);
+  std::vector<int64_t> held(cfg.num_layers, 0);
   Tensor x = Tensor::empty({n, hidden}, DType::kF32);
   ops::embedding(ids, w_.embed, x);
   for (int l = 0; l < cfg.num_layers; ++l) {
-    const LayerWeights& lw = w_.layers[l];
     LayerCache& c = caches[l];
-    c.x_in = x;
-    c.h1 = Tensor::empty({n, hidden}, DType::kF32);
-    ops::rms_norm(x, lw.input_norm, eps, c.h1);
-    Tensor attn = cfg.attention.mla ? mla_forward(cfg, lw.attention, l, c.h1, batch, rope, c.attn)
-                                    : gqa_forward(cfg, lw.attention, l, c.h1, batch, rope, c.attn);
-    c.x_mid = x.clone();
-    ops::add_inplace(c.x_mid, attn);
-    c.h2 = Tensor::empty({n, hidden}, DType::kF32);
-    ops::rms_norm(c.x_mid, lw.post_attention_norm, eps, c.h2);
-    Tensor ffn = lw.is_moe ? moe_forward(cfg, lw.moe, c.h2, c.ffn) : mlp_forward(lw.mlp, c.h2, c.ffn.gate, c.ffn.up, c.ffn.act);
-    if (lw.is_moe) stats.tokens_per_expert[l] = c.ffn.layout.tokens_per_expert;
-    x = c.x_mid.clone();
-    ops::add_inplace(x, ffn);
+    x = layer_forward(cfg, w_.layers[l], l, x, batch, rope, c);
+    if (w_.layers[l].is_moe) stats.tokens_per_expert[l] = c.ffn.layout.tokens_per_expert;
+    drop_for_recompute(c, recompute);
+    held[l] = cache_bytes(c);
+    stats.saved_activation_bytes += held[l];
   }
   Tensor hn = Tensor::empty({n, hidden}, DType::kF32);
   ops::rms_norm(x, w_.final_norm, eps, hn);
@@ -144,22 +137,26 @@ StepStats TrainableModel::forward_backward(const std::vector<std::vector<int64_t
   Tensor dlogits = Tensor::empty(logits.shape(), DType::kF32);
   stats.loss = ops::cross_entropy(logits, tgt, n, dlogits) / static_cast<double>(n);
 
-  // Backward.
+  // Backward, releasing each layer's activations once its gradients are done.
   Tensor dhn = Tensor::empty({n, hidden}, DType::kF32);
   ops::linear_backward(hn, w_.lm_head, dlogits, &dhn, &g_.lm_head, nullptr);
   Tensor dx = Tensor::empty({n, hidden}, DType::kF32);
   ops::rms_norm_backward(x, w_.final_norm, eps, dhn, dx, g_.final_norm);
+  int64_t still_held = stats.saved_activation_bytes;
+  stats.peak_activation_bytes = still_held;
   for (int l = cfg.num_layers - 1; l >= 0; --l) {
     const LayerWeights& lw = w_.layers[l];
     LayerWeights& lg = g_.layers[l];
-    const LayerCache& c = caches[l];
+    LayerCache& c = caches[l];
+    restore_for_backward(cfg, lw, l, batch, rope, c, recompute);
+    stats.peak_activation_bytes = std::max(stats.peak_activation_bytes, still_held - held[l] + cache_bytes(c));
     // x_out = x_mid + ffn(norm(x_mid)).
     Tensor dh2;
     if (lw.is_moe) {
       Tensor extra = aux_loss_gradient(cfg, c.ffn, batch, options, stats);
       dh2 = moe_backward(cfg, lw.moe, lg.moe, c.h2, c.ffn, dx, extra);
     } else {
-      dh2 = mlp_backward(lw.mlp, lg.mlp, c.h2, c.ffn.gate, c.ffn.up, c.ffn.act, dx);
+      dh2 = mlp_backward(lw.mlp, moe::ActivationOptions{}, lg.mlp, c.h2, c.ffn.gate, c.ffn.up, c.ffn.act, dx);
     }
     Tensor dmid = Tensor::empty({n, hidden}, DType::kF32);
     ops::rms_norm_backward(c.x_mid, lw.post_attention_norm, eps, dh2, dmid, lg.post_attention_norm);
@@ -171,6 +168,8 @@ StepStats TrainableModel::forward_backward(const std::vector<std::vector<int64_t
     ops::rms_norm_backward(c.x_in, lw.input_norm, eps, dh1, din, lg.input_norm);
     ops::add_inplace(din, dmid);
     dx = din;
+    c = LayerCache{};
+    still_held -= held[l];
   }
   ops::embedding_backward(ids, dx, g_.embed);
   return stats;
@@ -188,16 +187,8 @@ double TrainableModel::evaluate(const std::vector<std::vector<int64_t>>& inputs,
   Tensor x = Tensor::empty({n, hidden}, DType::kF32);
   ops::embedding(ids, w_.embed, x);
   for (int l = 0; l < cfg.num_layers; ++l) {
-    const LayerWeights& lw = w_.layers[l];
     LayerCache c;
-    Tensor h = Tensor::empty({n, hidden}, DType::kF32);
-    ops::rms_norm(x, lw.input_norm, eps, h);
-    Tensor attn = cfg.attention.mla ? mla_forward(cfg, lw.attention, l, h, batch, rope, c.attn)
-                                    : gqa_forward(cfg, lw.attention, l, h, batch, rope, c.attn);
-    ops::add_inplace(x, attn);
-    ops::rms_norm(x, lw.post_attention_norm, eps, h);
-    Tensor ffn = lw.is_moe ? moe_forward(cfg, lw.moe, h, c.ffn) : mlp_forward(lw.mlp, h, c.ffn.gate, c.ffn.up, c.ffn.act);
-    ops::add_inplace(x, ffn);
+    x = layer_forward(cfg, w_.layers[l], l, x, batch, rope, c);
   }
   Tensor hn = Tensor::empty({n, hidden}, DType::kF32);
   ops::rms_norm(x, w_.final_norm, eps, hn);

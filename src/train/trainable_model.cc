@@ -10,17 +10,11 @@
 #include "switchyard/io/safetensors.h"
 #include "switchyard/model/model.h"
 #include "switchyard/model/tensor_source.h"
+#include "param_layout.h"
 
 namespace sy::train {
 
 namespace {
-
-void require_trainable(const ModelConfig& c) {
-  if (c.arch == Architecture::kGptOss) {
-    throw make_error<Unsupported>("train", "training gpt-oss is not supported yet: its experts are rearranged at "
-                                           "load, so gradients cannot be mapped back to checkpoint tensors");
-  }
-}
 
 std::map<std::string, Tensor> zeros_like(const std::map<std::string, Tensor>& params) {
   std::map<std::string, Tensor> out;
@@ -32,10 +26,10 @@ std::map<std::string, Tensor> zeros_like(const std::map<std::string, Tensor>& pa
 
 TrainableModel::TrainableModel(ModelConfig config, std::map<std::string, Tensor> params)
     : config_(std::move(config)), params_(std::move(params)) {
-  require_trainable(config_);
   for (auto& [name, t] : params_) {
     if (t.dtype() != DType::kF32 || !t.is_contiguous() || !t.storage()->owned()) t = t.to(DType::kF32);
   }
+  params_ = to_training_layout(config_, std::move(params_));
   grads_ = zeros_like(params_);
   w_ = load_model_weights(config_, MapSource(params_));
   g_ = load_model_weights(config_, MapSource(grads_));
@@ -46,7 +40,6 @@ std::unique_ptr<TrainableModel> TrainableModel::from_dir(const std::string& dir)
     throw make_error<IoError>("train", "model directory \"", dir, "\" does not exist or is not a directory");
   }
   ModelConfig cfg = ModelConfig::from_file(dir);
-  require_trainable(cfg);
   SafetensorsCheckpoint ck(dir);
   std::map<std::string, Tensor> params;
   for (const std::string& name : ck.names()) params[name] = ck.tensor(name).to(DType::kF32);
@@ -62,6 +55,34 @@ bool TrainableModel::is_buffer(const std::string& name) const {
   return name.find("e_score_correction_bias") != std::string::npos;
 }
 
+std::map<std::string, Tensor> TrainableModel::checkpoint_params() const {
+  return to_checkpoint_layout(config_, params_);
+}
+
+std::map<std::string, Tensor> TrainableModel::checkpoint_grads() const {
+  return to_checkpoint_layout(config_, grads_);
+}
+
+void TrainableModel::load_checkpoint_params(const std::map<std::string, Tensor>& tensors, const std::string& where) {
+  std::map<std::string, Tensor> f32;
+  for (const auto& [name, t] : tensors) {
+    auto it = params_.find(name);
+    if (it != params_.end()) {
+      SY_REQUIRE(t.shape() == it->second.shape(), FormatError, "train", "checkpoint tensor \"", name, "\" in ", where,
+                 " has shape ", shape_str(t.shape()), ", the model ", shape_str(it->second.shape()));
+    }
+    f32[name] = t.to(DType::kF32);
+  }
+  f32 = to_training_layout(config_, std::move(f32));
+  for (auto& [name, p] : params_) {
+    auto it = f32.find(name);
+    SY_REQUIRE(it != f32.end(), FormatError, "train", "checkpoint ", where, " lacks \"", name, "\"");
+    SY_REQUIRE(it->second.shape() == p.shape(), FormatError, "train", "checkpoint tensor \"", name, "\" in ", where,
+               " has shape ", shape_str(it->second.shape()), ", the model ", shape_str(p.shape()));
+    std::copy(it->second.f32(), it->second.f32() + p.numel(), p.f32());
+  }
+}
+
 void TrainableModel::zero_grads() {
   for (auto& [name, g] : grads_) std::fill(g.f32(), g.f32() + g.numel(), 0.f);
 }
@@ -71,7 +92,6 @@ void TrainableModel::zero_grads() {
 namespace sy::train {
 
 std::unique_ptr<TrainableModel> TrainableModel::from_config(const ModelConfig& config, uint64_t seed, float init_std) {
-  require_trainable(config);
   CreatingSource source;
   load_model_weights(config, source);
   // Deterministic normal values from a splitmix64 stream (Box-Muller), in name order.

@@ -70,7 +70,7 @@ void Trainer::run(BatchSource& data, const std::function<void(const StepLog&)>& 
     data.batch(step_, options_.batch_size, options_.seq_len, inputs, targets);
     model_->zero_grads();
     const std::vector<std::vector<int64_t>> docs = data.doc_starts(inputs);
-    StepStats stats = model_->forward_backward(inputs, targets, options_.loss, docs.empty() ? nullptr : &docs);
+    StepStats stats = model_->forward_backward(inputs, targets, options_.step_options, docs.empty() ? nullptr : &docs);
     StepLog log;
     log.grad_norm = clip_grad_norm(grads, options_.grad_clip);
     log.lr = learning_rate(options_.lr, step_);
@@ -99,6 +99,8 @@ void Trainer::run(BatchSource& data, const std::function<void(const StepLog&)>& 
     log.z_loss = stats.z_loss;
     log.tokens_per_s = static_cast<double>(stats.num_targets) / std::max(seconds, 1e-9);
     log.tokens_per_expert = std::move(stats.tokens_per_expert);
+    log.saved_activation_bytes = stats.saved_activation_bytes;
+    log.peak_activation_bytes = stats.peak_activation_bytes;
     if (on_step) on_step(log);
     if (!options_.save_dir.empty() && options_.save_every > 0 && step_ % options_.save_every == 0) save(options_.save_dir);
   }
@@ -128,7 +130,8 @@ std::string Trainer::save(const std::string& save_dir) {
   std::error_code ec;
   fs::remove_all(tmp_dir, ec);
   fs::create_directories(tmp_dir);
-  std::vector<std::pair<std::string, Tensor>> params(model_->params().begin(), model_->params().end());
+  const std::map<std::string, Tensor> checkpoint = model_->checkpoint_params();
+  std::vector<std::pair<std::string, Tensor>> params(checkpoint.begin(), checkpoint.end());
   write_safetensors((tmp_dir / "model.safetensors").string(), params, {{"format", "pt"}});
   std::map<std::string, Tensor> state = optimizer_.state();
   write_safetensors((tmp_dir / "optimizer.safetensors").string(), {state.begin(), state.end()});
@@ -160,14 +163,9 @@ void Trainer::resume(const std::string& dir) {
     throw make_error<FormatError>("train", (step_dir / "trainer_state.json").string(), " is not valid JSON: ", e.what());
   }
   SafetensorsFile weights((step_dir / "model.safetensors").string());
-  for (auto& [name, p] : model_->params()) {
-    SY_REQUIRE(weights.contains(name), FormatError, "train", "checkpoint ", step_dir.string(), " lacks \"", name, "\"");
-    Tensor t = weights.tensor(name);
-    SY_REQUIRE(t.shape() == p.shape(), FormatError, "train", "checkpoint tensor \"", name, "\" has shape ",
-               shape_str(t.shape()), ", the model ", shape_str(p.shape()));
-    Tensor f = t.to(DType::kF32);
-    std::copy(f.f32(), f.f32() + f.numel(), p.f32());
-  }
+  std::map<std::string, Tensor> tensors;
+  for (const std::string& name : weights.names()) tensors[name] = weights.tensor(name);
+  model_->load_checkpoint_params(tensors, step_dir.string());
   SafetensorsFile opt((step_dir / "optimizer.safetensors").string());
   std::map<std::string, Tensor> state;
   for (const std::string& name : opt.names()) state[name] = opt.tensor(name);

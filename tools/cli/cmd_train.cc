@@ -23,7 +23,7 @@ CommandRunner add_train_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "Train a (MoE) model on token ids");
   struct Flags {
     std::string model_dir, config, data_ids, data, save, resume, optimizer = "adamw", schedule = "constant";
-    std::string log_format = "text";
+    std::string log_format = "text", recompute = "none";
     int64_t steps = 1, batch_size = 1, seq_len = 16, warmup = 0, save_every = 0;
     uint64_t seed = 0;
     int64_t eos_id = -1;
@@ -59,6 +59,10 @@ CommandRunner add_train_command(CLI::App& app) {
   cmd->add_flag("--aux-loss-per-sequence", f->aux_per_seq, "Balance per sequence instead of per micro-batch");
   cmd->add_option("--z-loss-coef", f->z, "Router z-loss coefficient")->capture_default_str();
   cmd->add_option("--bias-update-rate", f->bias_rate, "Aux-loss-free score-bias update rate")->capture_default_str();
+  cmd->add_option("--recompute", f->recompute,
+                  "Activations to recompute in backward instead of keeping: none, selective (norms and expert "
+                  "activations) or full (whole layers); gradients are identical")
+      ->check(CLI::IsMember({"none", "selective", "full"}))->capture_default_str();
   cmd->add_option("--save", f->save, "Checkpoint directory");
   cmd->add_option("--save-every", f->save_every, "Checkpoint every K steps (0 = at the end)")->capture_default_str();
   cmd->add_option("--resume", f->resume, "Resume from a checkpoint directory");
@@ -93,7 +97,7 @@ CommandRunner add_train_command(CLI::App& app) {
                     : f->schedule == "wsd"  ? train::LrSchedule::kWsd
                                             : train::LrSchedule::kConstant;
     o.grad_clip = f->grad_clip;
-    o.loss = {f->aux, f->aux_per_seq, f->z};
+    o.step_options = {f->aux, f->aux_per_seq, f->z, train::parse_recompute(f->recompute)};
     o.bias_update_rate = f->bias_rate;
     o.save_dir = f->save;
     o.save_every = f->save_every;
@@ -131,11 +135,14 @@ CommandRunner add_train_command(CLI::App& app) {
       if (json) {
         nlohmann::json j = {{"step", log.step}, {"loss", log.loss}, {"aux_loss", log.aux_loss}, {"z_loss", log.z_loss},
                             {"grad_norm", log.grad_norm}, {"lr", log.lr}, {"tokens_per_s", log.tokens_per_s},
-                            {"expert_load", load}};
+                            {"saved_activation_bytes", log.saved_activation_bytes},
+                            {"peak_activation_bytes", log.peak_activation_bytes}, {"expert_load", load}};
         std::printf("%s\n", j.dump().c_str());
       } else {
-        std::printf("step %lld  loss %.5f  aux %.4f  grad_norm %.4f  lr %.3g  tok/s %.0f  max/mean load %.2f\n",
-                    static_cast<long long>(log.step), log.loss, log.aux_loss, log.grad_norm, log.lr, log.tokens_per_s, worst);
+        std::printf("step %lld  loss %.5f  aux %.4f  grad_norm %.4f  lr %.3g  tok/s %.0f  max/mean load %.2f  "
+                    "activations %.1f MiB\n",
+                    static_cast<long long>(log.step), log.loss, log.aux_loss, log.grad_norm, log.lr, log.tokens_per_s, worst,
+                    static_cast<double>(log.peak_activation_bytes) / (1 << 20));
       }
       std::fflush(stdout);
       if (tty) {

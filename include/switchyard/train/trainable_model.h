@@ -1,6 +1,7 @@
 // TrainableModel: f32 master parameters and their gradients under hub tensor names, with ModelWeights views
 // into both (the same architecture loaders map parameters and gradients), and an explicit forward + backward
-// over a batch of sequences (no autograd graph). One device (the CPU) at this stage.
+// over a batch of sequences (no autograd graph), with optional activation recompute. One device (the CPU)
+// at this stage.
 #pragma once
 
 #include <map>
@@ -13,10 +14,22 @@
 
 namespace sy::train {
 
-struct LossOptions {
+// Which activations the forward pass keeps for backward; the rest are recomputed there from what was kept.
+// All three give bit-identical gradients (the recomputation repeats the same kernels on the same inputs).
+enum class Recompute {
+  kNone,       // keep every activation backward reads
+  kSelective,  // drop norm outputs and every (expert) MLP's gate/up/activation/output and permuted copy;
+               // recompute them per layer in backward (routing, attention activations kept)
+  kFull,       // keep only each layer's input; re-run the whole layer forward in backward
+};
+Recompute parse_recompute(const std::string& name);  // "none" | "selective" | "full"; InvalidArgument otherwise
+const char* recompute_name(Recompute r);
+
+struct StepOptions {
   double aux_loss_coef = 0.0;  // load-balancing loss (Switch/Megatron form), added when > 0
   bool aux_loss_per_sequence = false;  // per-sequence variant instead of per micro-batch
   double z_loss_coef = 0.0;    // router z-loss, added when > 0
+  Recompute recompute = Recompute::kNone;
 };
 
 struct StepStats {
@@ -25,6 +38,9 @@ struct StepStats {
   double z_loss = 0.0;    // sum over MoE layers of the mean squared log-sum-exp, reported
   int64_t num_targets = 0;
   std::vector<std::vector<int64_t>> tokens_per_expert;  // [layer][expert]; empty for dense layers
+  // Bytes of activations held for backward when the forward pass ends (what recompute trades away), and the
+  // most held at any moment of the step (the held set plus one layer rebuilt during backward).
+  int64_t saved_activation_bytes = 0, peak_activation_bytes = 0;
 };
 
 class TrainableModel {
@@ -39,8 +55,15 @@ class TrainableModel {
   // The config.json text this model was made from (written into checkpoints).
   const std::string& config_json() const { return config_json_; }
   void set_config_json(std::string text) { config_json_ = std::move(text); }
+  // Parameters and gradients in the training layout: checkpoint names and shapes, except gpt-oss's fused
+  // experts, which are held per expert (see param_layout.h). checkpoint_tensors() gives checkpoint layout.
   std::map<std::string, Tensor>& params() { return params_; }
   std::map<std::string, Tensor>& grads() { return grads_; }
+  std::map<std::string, Tensor> checkpoint_params() const;
+  std::map<std::string, Tensor> checkpoint_grads() const;
+  // Copies checkpoint-layout tensors (names and shapes as in model.safetensors) into the parameters;
+  // FormatError names a missing or misshapen tensor.
+  void load_checkpoint_params(const std::map<std::string, Tensor>& tensors, const std::string& where);
   // Router score biases (DeepSeek-V3 e_score_correction_bias): state, not trained by gradients.
   bool is_buffer(const std::string& name) const;
   void zero_grads();
@@ -50,7 +73,7 @@ class TrainableModel {
   // With doc_starts (per sequence, the indices where a new packed document begins), rope positions restart
   // at each document and attention never crosses a document boundary.
   StepStats forward_backward(const std::vector<std::vector<int64_t>>& inputs,
-                             const std::vector<std::vector<int64_t>>& targets, const LossOptions& options,
+                             const std::vector<std::vector<int64_t>>& targets, const StepOptions& options,
                              const std::vector<std::vector<int64_t>>* doc_starts = nullptr);
   // Forward only: summed cross-entropy and the number of targets.
   double evaluate(const std::vector<std::vector<int64_t>>& inputs, const std::vector<std::vector<int64_t>>& targets,

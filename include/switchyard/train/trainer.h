@@ -17,7 +17,7 @@ struct TrainerOptions {
   AdamWOptions adamw;
   LrOptions lr;
   double grad_clip = 1.0;
-  LossOptions loss;
+  StepOptions step_options;  // auxiliary losses and activation recompute
   double bias_update_rate = 0.0;  // score-bias update per step (aux-loss-free balancing); 0 = off
   std::string save_dir;           // empty = no checkpoints
   int64_t save_every = 0;         // 0 = only at the end (when save_dir is set)
@@ -57,6 +57,7 @@ struct StepLog {
   int64_t step = 0;  // 1-based count of completed steps
   double loss = 0, aux_loss = 0, z_loss = 0, grad_norm = 0, lr = 0, tokens_per_s = 0;
   std::vector<std::vector<int64_t>> tokens_per_expert;
+  int64_t saved_activation_bytes = 0, peak_activation_bytes = 0;  // see StepStats
 };
 
 class Trainer {
