@@ -28,7 +28,8 @@ void pack_row(const float* x, int64_t hidden, bool int8, uint8_t* dst) {
   const float scale = amax > 0 ? amax / 127.f : 1.f;
   std::memcpy(dst, &scale, 4);
   int8_t* q = reinterpret_cast<int8_t*>(dst + 4);
-  for (int64_t i = 0; i < hidden; ++i) q[i] = static_cast<int8_t>(std::lrint(std::clamp(x[i] / scale, -127.f, 127.f)));
+  // Round half to even (nearbyint in the default rounding mode, as lrint): written so that it vectorises.
+  for (int64_t i = 0; i < hidden; ++i) q[i] = static_cast<int8_t>(std::nearbyint(std::clamp(x[i] / scale, -127.f, 127.f)));
 }
 
 void unpack_row(const uint8_t* src, int64_t hidden, bool int8, float* y) {
@@ -145,24 +146,60 @@ Tensor TokenDispatcher::dispatch(const Tensor& x, const DispatchHandle& h) const
     }
   }
   if (options_.strategy == DispatchStrategy::kAllToAll) {
+    // Rows bound for other ranks are packed once, in send order, into a staging buffer and move from there
+    // straight into their final expert-major place in `out` (one receive block per source and local
+    // expert). Rows for this rank's own experts never touch the communicator.
+    const int me = comm_.rank();
     const int64_t send_rows = static_cast<int64_t>(h.send.row_assignment.size());
     std::vector<uint8_t>& send = send_bytes_;
-    std::vector<uint8_t>& recv = recv_bytes_;
     send.resize(static_cast<size_t>(send_rows * rb));
-    for (int64_t r = 0; r < send_rows; ++r) {
-      const int64_t a = h.send.row_assignment[r];
-      if (a >= 0) pack_row(x.f32() + (a / h.top_k) * hidden, hidden, int8, send.data() + r * rb);
-      else std::memset(send.data() + r * rb, 0, static_cast<size_t>(rb));  // padding row
+    // int8: each token is quantized once (not once per chosen expert) and its packed row copied per slot.
+    std::vector<uint8_t>& quantized = token_bytes_;
+    if (int8) {
+      quantized.resize(static_cast<size_t>(h.num_tokens * rb));
+      for (int64_t t = 0; t < h.num_tokens; ++t) pack_row(x.f32() + t * hidden, hidden, true, quantized.data() + t * rb);
     }
-    recv.resize(static_cast<size_t>(prefix(h.recv_counts).back() * rb));
-    comm_.all_to_all_v(send.data(), scaled(h.send_counts, rb), recv.data(), scaled(h.recv_counts, rb), DType::kU8);
-    // Received: source after source, within a source local expert after local expert.
-    int64_t src_row = 0;
+    std::vector<parallel::SendBlock> sends;
+    for (int e = 0; e < num_experts_; ++e) {
+      const int64_t r0 = h.send.expert_offsets[e], r1 = h.send.expert_offsets[e + 1];
+      const int dest = e / num_local_;
+      float* own = dest == me ? out.f32() + dst_row[me * num_local_ + (e - first_local_)] * hidden : nullptr;
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t a = h.send.row_assignment[r];
+        if (own) {  // own expert: straight into place (int8 rows go through the same rounding as sent ones)
+          float* dst = own + (r - r0) * hidden;
+          if (a < 0) std::memset(dst, 0, static_cast<size_t>(hidden) * 4);  // padding row
+          else if (int8) unpack_row(quantized.data() + (a / h.top_k) * rb, hidden, true, dst);
+          else std::memcpy(dst, x.f32() + (a / h.top_k) * hidden, static_cast<size_t>(hidden) * 4);
+          continue;
+        }
+        uint8_t* packed = send.data() + r * rb;
+        if (a < 0) std::memset(packed, 0, static_cast<size_t>(rb));  // padding row
+        else if (int8) std::memcpy(packed, quantized.data() + (a / h.top_k) * rb, static_cast<size_t>(rb));
+        else std::memcpy(packed, x.f32() + (a / h.top_k) * hidden, static_cast<size_t>(rb));
+      }
+      if (!own && r1 > r0) sends.push_back({dest, send.data() + r0 * rb, (r1 - r0) * rb});
+    }
+    std::vector<parallel::RecvBlock> recvs;
+    std::vector<uint8_t>& recv = recv_bytes_;
+    if (int8) recv.resize(static_cast<size_t>(h.num_expert_rows() * rb));  // expert-major, unpacked below
     for (int s = 0; s < ranks; ++s) {
+      if (s == me) continue;
       for (int l = 0; l < num_local_; ++l) {
         const int64_t n = h.recv_per_expert[s * num_local_ + l], d = dst_row[s * num_local_ + l];
-        for (int64_t i = 0; i < n; ++i) unpack_row(recv.data() + (src_row + i) * rb, hidden, int8, out.f32() + (d + i) * hidden);
-        src_row += n;
+        if (n == 0) continue;
+        void* dst = int8 ? static_cast<void*>(recv.data() + d * rb) : static_cast<void*>(out.f32() + d * hidden);
+        recvs.push_back({s, dst, n * rb});
+      }
+    }
+    comm_.exchange(sends, recvs, DType::kU8);
+    if (int8) {
+      for (int s = 0; s < ranks; ++s) {
+        if (s == me) continue;
+        for (int l = 0; l < num_local_; ++l) {
+          const int64_t n = h.recv_per_expert[s * num_local_ + l], d = dst_row[s * num_local_ + l];
+          for (int64_t i = 0; i < n; ++i) unpack_row(recv.data() + (d + i) * rb, hidden, int8, out.f32() + (d + i) * hidden);
+        }
       }
     }
     return out;
@@ -206,33 +243,53 @@ Tensor TokenDispatcher::combine(const Tensor& expert_out, const DispatchHandle& 
       row += h.recv_per_expert[s * num_local_ + l];
     }
   }
-  Tensor out = Tensor::zeros({h.num_tokens, hidden}, DType::kF32);
   if (options_.strategy == DispatchStrategy::kAllToAll) {
-    // Back to source-major order, then the reverse all-to-all: each rank gets its rows in send order.
-    std::vector<float>& send = send_rows_;
-    send.resize(static_cast<size_t>(h.num_expert_rows() * hidden));
-    int64_t row = 0;
-    for (int s = 0; s < ranks; ++s) {
-      for (int l = 0; l < num_local_; ++l) {
-        const int64_t n = h.recv_per_expert[s * num_local_ + l];
-        std::memcpy(send.data() + row * hidden, expert_out.f32() + src_row[s * num_local_ + l] * hidden,
-                    static_cast<size_t>(n * hidden) * 4);
-        row += n;
-      }
-    }
+    // The reverse exchange straight out of expert_out (one send block per source and local expert) into a
+    // buffer in this rank's send order; rows computed by this rank's own experts are read in place.
+    const int me = comm_.rank();
     const int64_t back_rows = static_cast<int64_t>(h.send.row_assignment.size());
     std::vector<float>& back = back_rows_;
     back.resize(static_cast<size_t>(back_rows * hidden));
-    comm_.all_to_all_v(send.data(), scaled(h.recv_counts, hidden), back.data(), scaled(h.send_counts, hidden),
-                       DType::kF32);
+    std::vector<parallel::SendBlock> sends;
+    for (int s = 0; s < ranks; ++s) {
+      if (s == me) continue;
+      for (int l = 0; l < num_local_; ++l) {
+        const int64_t n = h.recv_per_expert[s * num_local_ + l];
+        if (n > 0) sends.push_back({s, expert_out.f32() + src_row[s * num_local_ + l] * hidden, n * hidden});
+      }
+    }
+    std::vector<parallel::RecvBlock> recvs;
+    std::vector<const float*> row_ptr(static_cast<size_t>(back_rows));  // where send-order row r's output is
+    for (int e = 0; e < num_experts_; ++e) {
+      const int64_t r0 = h.send.expert_offsets[e], r1 = h.send.expert_offsets[e + 1];
+      const int dest = e / num_local_;
+      const float* base = dest == me ? expert_out.f32() + (src_row[me * num_local_ + (e - first_local_)] - r0) * hidden
+                                     : back.data();
+      for (int64_t r = r0; r < r1; ++r) row_ptr[r] = base + r * hidden;
+      if (dest != me && r1 > r0) recvs.push_back({dest, back.data() + r0 * hidden, (r1 - r0) * hidden});
+    }
+    comm_.exchange(sends, recvs, DType::kF32);
+    Tensor out = Tensor::empty({h.num_tokens, hidden}, DType::kF32);
     for (int64_t t = 0; t < h.num_tokens; ++t) {
+      float* y = out.f32() + t * hidden;
+      bool first = true;
       for (int s = 0; s < k; ++s) {
         const int64_t r = h.send.assignment_row[t * k + s];
-        if (r >= 0) ops::axpy(out.f32() + t * hidden, h.weight[t * k + s], back.data() + r * hidden, hidden);
+        if (r < 0) continue;
+        const float w = h.weight[t * k + s];
+        const float* src = row_ptr[r];
+        if (first) {
+          for (int64_t j = 0; j < hidden; ++j) y[j] = w * src[j];
+          first = false;
+        } else {
+          ops::axpy(y, w, src, hidden);
+        }
       }
+      if (first) std::memset(y, 0, static_cast<size_t>(hidden) * 4);  // every slot dropped
     }
     return out;
   }
+  Tensor out = Tensor::zeros({h.num_tokens, hidden}, DType::kF32);
   // All-gather: weighted partial sums of this rank's experts for every token, then a reduce-scatter.
   int64_t max_tokens = 0;
   for (int64_t n : h.tokens_per_rank) max_tokens = std::max(max_tokens, n);

@@ -38,6 +38,16 @@ class LocalComm final : public Comm {
                "comm", "all_to_all_v on the local communicator needs one count, equal for send and recv");
     copy(send, recv, send_counts[0], dtype);
   }
+  void exchange(const std::vector<SendBlock>& sends, const std::vector<RecvBlock>& recvs, DType dtype) override {
+    for (const SendBlock& b : sends) {
+      SY_REQUIRE(b.peer == 0, InvalidArgument, "comm", "exchange: send to rank ", b.peer, " on a one-rank communicator");
+    }
+    for (const RecvBlock& b : recvs) {
+      SY_REQUIRE(b.peer == 0, InvalidArgument, "comm", "exchange: receive from rank ", b.peer,
+                 " on a one-rank communicator");
+    }
+    detail::copy_self_blocks(0, sends, recvs, dtype);
+  }
   void send(const void* data, int64_t count, DType dtype, int dst, int tag) override {
     SY_REQUIRE(dst == 0, InvalidArgument, "comm", "send to rank ", dst, " on a one-rank communicator");
     const char* p = static_cast<const char*>(data);
@@ -76,6 +86,20 @@ namespace detail {
 void check_reducible(DType dtype, const char* op) {
   SY_REQUIRE(dtype == DType::kF32 || dtype == DType::kI32 || dtype == DType::kI64, Unsupported, "comm", op,
              " supports f32, i32 and i64 elements, not ", dtype_name(dtype));
+}
+
+void copy_self_blocks(int self, const std::vector<SendBlock>& sends, const std::vector<RecvBlock>& recvs, DType dtype) {
+  size_t j = 0;
+  for (const SendBlock& b : sends) {
+    if (b.peer != self || b.count == 0) continue;
+    while (j < recvs.size() && (recvs[j].peer != self || recvs[j].count == 0)) ++j;
+    SY_REQUIRE(j < recvs.size() && recvs[j].count == b.count, InvalidArgument, "comm",
+               "exchange: a block of ", b.count, " elements to self has no receive block of the same size");
+    if (b.data != recvs[j].data) std::memcpy(recvs[j].data, b.data, static_cast<size_t>(b.count) * dtype_size(dtype));
+    ++j;
+  }
+  while (j < recvs.size() && (recvs[j].peer != self || recvs[j].count == 0)) ++j;
+  SY_REQUIRE(j == recvs.size(), InvalidArgument, "comm", "exchange: more receive blocks from self than send blocks");
 }
 }  // namespace detail
 

@@ -26,6 +26,43 @@ TEST(Comm, AllReduceSumMaxMin) {
   EXPECT_EQ(n[0], 0);
 }
 
+// exchange(): every rank sends each peer (itself included) blocks of sizes that depend on both ranks, some
+// empty, straight into the receiver's scattered destinations; each element encodes sender, receiver,
+// block and position.
+TEST(Comm, ExchangeBlocksPairInOrderIncludingSelfAndEmpty) {
+  const int p = world().size(), r = world().rank();
+  auto value = [](int from, int to, int block, int i) { return 1e6f * from + 1e4f * to + 100.f * block + i; };
+  auto count = [](int from, int to, int block) { return (from + 2 * to + block) % 4; };  // 0..3, some empty
+  std::vector<std::vector<float>> out_data, in_data;
+  std::vector<SendBlock> sends;
+  std::vector<RecvBlock> recvs;
+  for (int peer = p - 1; peer >= 0; --peer) {  // any order of peers; order within a pair is what pairs blocks
+    for (int b = 0; b < 3; ++b) {
+      std::vector<float> d(count(r, peer, b));
+      for (int i = 0; i < static_cast<int>(d.size()); ++i) d[i] = value(r, peer, b, i);
+      out_data.push_back(std::move(d));
+      in_data.emplace_back(count(peer, r, b), -1.f);
+    }
+  }
+  size_t i = 0;
+  for (int peer = p - 1; peer >= 0; --peer) {
+    for (int b = 0; b < 3; ++b, ++i) {
+      sends.push_back({peer, out_data[i].data(), static_cast<int64_t>(out_data[i].size())});
+      recvs.push_back({peer, in_data[i].data(), static_cast<int64_t>(in_data[i].size())});
+    }
+  }
+  world().exchange(sends, recvs, DType::kF32);
+  i = 0;
+  for (int peer = p - 1; peer >= 0; --peer) {
+    for (int b = 0; b < 3; ++b, ++i) {
+      for (int j = 0; j < static_cast<int>(in_data[i].size()); ++j) {
+        EXPECT_EQ(in_data[i][j], value(peer, r, b, j)) << "from " << peer << " block " << b << " element " << j;
+      }
+    }
+  }
+  EXPECT_THROW(world().exchange({{p, nullptr, 1}}, {}, DType::kF32), InvalidArgument);
+}
+
 TEST(Comm, ReduceScatterAllGatherEqualAndVariable) {
   const int p = world().size(), r = world().rank();
   // send[i] = 1000 * r + i, so block b summed over ranks is sum_r (1000 r) + i.

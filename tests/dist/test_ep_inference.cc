@@ -74,13 +74,15 @@ bool check_fixture(const std::string& dir, moe::DispatchStrategy strategy) {
 TEST(ExpertParallelInference, EveryGoldenFixtureMatchesSingleProcessAllToAll) {
   int checked = 0;
   for (const std::string& dir : moe_fixtures()) checked += check_fixture(dir, moe::DispatchStrategy::kAllToAll);
-  EXPECT_GE(checked, 12);  // 14 MoE fixtures; two have 6 experts, which 4 ranks cannot split
+  // 14 MoE fixtures; two have 6 experts, which 4 ranks cannot split; 8 ranks split the 4 with 8+ experts
+  // in multiples of 8.
+  EXPECT_GE(checked, test::dist_world()->size() <= 4 ? 12 : 4);
 }
 
 TEST(ExpertParallelInference, EveryGoldenFixtureMatchesSingleProcessAllGather) {
   int checked = 0;
   for (const std::string& dir : moe_fixtures()) checked += check_fixture(dir, moe::DispatchStrategy::kAllGather);
-  EXPECT_GE(checked, 12);
+  EXPECT_GE(checked, test::dist_world()->size() <= 4 ? 12 : 4);
 }
 
 TEST(ExpertParallelInference, RefusesARankWithoutItsExperts) {

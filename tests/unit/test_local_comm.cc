@@ -37,6 +37,17 @@ TEST(LocalComm, CollectivesAreCopiesAndRecvWithoutSendFails) {
   EXPECT_THROW(world_comm("nccl-please"), InvalidArgument);
 }
 
+TEST(LocalComm, ExchangeCopiesSelfBlocksInOrderAndChecksSizes) {
+  auto c = world_comm("local");
+  std::vector<float> a{1, 2, 3}, b{4}, x(3), y(1);
+  c->exchange({{0, a.data(), 3}, {0, nullptr, 0}, {0, b.data(), 1}}, {{0, x.data(), 3}, {0, y.data(), 1}}, DType::kF32);
+  EXPECT_EQ(x, a);
+  EXPECT_EQ(y, b);
+  EXPECT_THROW(c->exchange({{0, a.data(), 3}}, {{0, y.data(), 1}}, DType::kF32), InvalidArgument);
+  EXPECT_THROW(c->exchange({}, {{0, y.data(), 1}}, DType::kF32), InvalidArgument);
+  EXPECT_THROW(c->exchange({{1, a.data(), 3}}, {}, DType::kF32), InvalidArgument);
+}
+
 TEST(LocalComm, DispatcherAtEp1EqualsSingleProcessPath) {
   const int64_t n = 11, hidden = 8, inter = 4;
   const int experts = 4;

@@ -90,7 +90,7 @@ class TokenDispatcher {
   DispatcherOptions options_;
   // Staging buffers reused across calls (contents are scratch), so that steady-state dispatch does not
   // fault in fresh pages for every step. A dispatcher is used by one thread at a time.
-  mutable std::vector<uint8_t> send_bytes_, recv_bytes_;
+  mutable std::vector<uint8_t> send_bytes_, recv_bytes_, token_bytes_;
   mutable std::vector<float> send_rows_, back_rows_;
 };
 

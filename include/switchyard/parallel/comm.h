@@ -22,6 +22,18 @@ namespace sy::parallel {
 
 enum class ReduceOp { kSum, kMax, kMin };
 
+// One message of a block exchange (Comm::exchange): `count` elements to or from `peer`.
+struct SendBlock {
+  int peer = 0;
+  const void* data = nullptr;
+  int64_t count = 0;
+};
+struct RecvBlock {
+  int peer = 0;
+  void* data = nullptr;
+  int64_t count = 0;
+};
+
 struct CommOptions {
   double timeout_s = 300.0;  // per blocking call; <= 0 waits forever
 };
@@ -48,6 +60,11 @@ class Comm {
   // rank after rank. Both count vectors have size() entries and must agree pairwise across ranks.
   virtual void all_to_all_v(const void* send, const std::vector<int64_t>& send_counts, void* recv,
                             const std::vector<int64_t>& recv_counts, DType dtype) = 0;
+  // Sparse all-to-all in blocks, each straight from and into the caller's memory (no staging buffer): for
+  // every ordered pair of ranks, the i-th send block of one to the other matches the other's i-th receive
+  // block from it, and their counts must agree. Blocks to self are copied. Ranks that exchange anything
+  // must call it concurrently; it is not a barrier. Blocks with count 0 are skipped (on both sides).
+  virtual void exchange(const std::vector<SendBlock>& sends, const std::vector<RecvBlock>& recvs, DType dtype) = 0;
   virtual void send(const void* data, int64_t count, DType dtype, int dst, int tag) = 0;
   virtual void recv(void* data, int64_t count, DType dtype, int src, int tag) = 0;
   virtual void barrier() = 0;

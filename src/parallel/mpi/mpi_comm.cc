@@ -136,6 +136,28 @@ class MpiComm final : public Comm {
                                comm_, &req));
     wait(req, "all_to_all_v");
   }
+  void exchange(const std::vector<SendBlock>& sends, const std::vector<RecvBlock>& recvs, DType dtype) override {
+    // Receives first, then sends, all non-blocking on a tag of their own; MPI keeps messages between a pair
+    // in order, which pairs the i-th send with the i-th receive.
+    for (const RecvBlock& b : recvs) check_peer(b.peer, "exchange");  // all checked before anything is posted
+    for (const SendBlock& b : sends) check_peer(b.peer, "exchange");
+    std::vector<MPI_Request> reqs;
+    reqs.reserve(sends.size() + recvs.size());
+    for (const RecvBlock& b : recvs) {
+      if (b.peer == rank_ || b.count == 0) continue;
+      reqs.emplace_back();
+      SY_MPI_CALL(MPI_Irecv(b.data, to_int(b.count, "exchange"), mpi_type(dtype), b.peer, kExchangeTag, comm_,
+                            &reqs.back()));
+    }
+    for (const SendBlock& b : sends) {
+      if (b.peer == rank_ || b.count == 0) continue;
+      reqs.emplace_back();
+      SY_MPI_CALL(MPI_Isend(b.data, to_int(b.count, "exchange"), mpi_type(dtype), b.peer, kExchangeTag, comm_,
+                            &reqs.back()));
+    }
+    detail::copy_self_blocks(rank_, sends, recvs, dtype);  // overlaps with the transfers in flight
+    wait_all(reqs, "exchange");
+  }
   void send(const void* data, int64_t count, DType dtype, int dst, int tag) override {
     check_peer(dst, "send");
     MPI_Request req;
@@ -179,13 +201,19 @@ class MpiComm final : public Comm {
     }
     to_int(off, what);
   }
-  // Polls req until done; throws CommError at the deadline.
   void wait(MPI_Request& req, const char* op) {
+    std::vector<MPI_Request> one = {req};
+    wait_all(one, op);
+    req = one[0];
+  }
+  // Polls the requests until all are done; throws CommError at the deadline.
+  void wait_all(std::vector<MPI_Request>& reqs, const char* op) {
+    if (reqs.empty()) return;
     using clock = std::chrono::steady_clock;
     const auto start = clock::now();
     int flag = 0;
     for (int iter = 0;; ++iter) {
-      SY_MPI_CALL(MPI_Test(&req, &flag, MPI_STATUS_IGNORE));
+      SY_MPI_CALL(MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &flag, MPI_STATUSES_IGNORE));
       if (flag) return;
       if (iter < 64) continue;
       const double waited = std::chrono::duration<double>(clock::now() - start).count();
@@ -203,6 +231,7 @@ class MpiComm final : public Comm {
     }
   }
 
+  static constexpr int kExchangeTag = 0x5e7c;  // reserved for exchange(); send/recv callers use their own tags
   MPI_Comm comm_;
   bool owned_;
   CommOptions options_;
