@@ -129,6 +129,14 @@ bool launched_by_mpirun() {
 
 bool mpi_available() { return SY_HAS_MPI; }
 
+#if !SY_HAS_NCCL
+bool nccl_available() { return false; }
+std::unique_ptr<Comm> make_nccl_comm(Comm&, int, const CommOptions&) {
+  throw make_error<Unsupported>("comm", "this switchyard was built without NCCL (it needs a CUDA build and NCCL, ",
+                                "e.g. the CUDA toolkit's libnccl or Debian's libnccl-dev)");
+}
+#endif
+
 std::shared_ptr<Comm> world_comm(const std::string& backend, const CommOptions& options) {
   CommOptions opt = options;
   if (const char* t = std::getenv("SY_COMM_TIMEOUT")) opt.timeout_s = std::atof(t);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -15,6 +16,7 @@
 #include "switchyard/core/tensor.h"
 #include "switchyard/kernels/cuda_ops.h"
 #include "switchyard/kernels/device.h"
+#include "switchyard/moe/router.h"
 #include "test_util.h"
 
 namespace sy::test {
@@ -67,6 +69,21 @@ inline void expect_close(const std::string& what, const Tensor& gpu, const Tenso
   }
   const double err = relative_error(a, b);
   EXPECT_LE(err, tol) << what << ": relative error " << err << " over tolerance " << tol;
+}
+
+// Routing with every token's experts drawn from `pick` (e.g. all on one expert, or some experts never used).
+inline moe::Routing make_routing(int64_t t, int top_k, int experts, const std::function<int(int64_t, int)>& pick) {
+  moe::Routing r;
+  r.num_tokens = t;
+  r.top_k = top_k;
+  std::uniform_real_distribution<float> d(0.1f, 1.f);
+  for (int64_t i = 0; i < t; ++i) {
+    for (int s = 0; s < top_k; ++s) {
+      r.expert.push_back(pick(i, s) % experts);
+      r.weight.push_back(d(rng()));
+    }
+  }
+  return r;
 }
 
 }  // namespace sy::test

@@ -128,21 +128,6 @@ TEST(GpuOps, RouterMatchesCpuDecisions) {
   }
 }
 
-// Routing with every token's experts drawn from `pick` (e.g. all on one expert, or some experts never used).
-moe::Routing make_routing(int64_t t, int top_k, int experts, const std::function<int(int64_t, int)>& pick) {
-  moe::Routing r;
-  r.num_tokens = t;
-  r.top_k = top_k;
-  std::uniform_real_distribution<float> d(0.1f, 1.f);
-  for (int64_t i = 0; i < t; ++i) {
-    for (int s = 0; s < top_k; ++s) {
-      r.expert.push_back(pick(i, s) % experts);
-      r.weight.push_back(d(rng()));
-    }
-  }
-  return r;
-}
-
 TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
   SY_SKIP_WITHOUT_GPU();
   struct Case { const char* name; int64_t t; int top_k, experts; std::function<int(int64_t, int)> pick; };

@@ -69,8 +69,8 @@ DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts)
 // permuted[r, :] = x[row_assignment[r] / top_k, :].  x: (tokens, hidden) f32|bf16; permuted: (rows, hidden) same.
 void permute(const Tensor& x, const DeviceDispatchLayout& layout, Tensor& permuted);
 // out[t, :] += sum_s weight[t, s] * expert_out[assignment_row[t * top_k + s], :], in slot order (one thread
-// owns each output element: deterministic). expert_out: (rows, hidden) f32; weight: (tokens, top_k) f32;
-// out: (tokens, hidden) f32.
+// owns each output element: deterministic). expert_out: (rows, hidden) f32 or bf16; weight: (tokens, top_k)
+// f32; out: (tokens, hidden) f32.
 void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, const Tensor& weight, Tensor& out);
 
 // Causal prefill attention of t queries against the first kv_len keys of one sequence; the semantics of

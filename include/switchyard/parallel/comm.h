@@ -1,7 +1,7 @@
 // Comm: a communicator over a group of ranks (collectives, point-to-point, sub-groups), with backends
-// `local` (one rank, always built) and `mpi` (Open MPI, built when MPI is found). It is not a transport of
-// its own: every byte moves through the backend library. Buffers are host memory here; counts are elements
-// of `dtype`. Every blocking call waits at most CommOptions::timeout_s and then throws sy::CommError naming
+// `local` (one rank, always built), `mpi` (Open MPI, built when MPI is found) and `nccl` (GPU buffers, built
+// in CUDA builds that find NCCL). It is not a transport of its own: every byte moves through the backend
+// library. Buffers are host memory for local and mpi, device memory for nccl; counts are elements of `dtype`. Every blocking call waits at most CommOptions::timeout_s and then throws sy::CommError naming
 // the operation, so a rank that died or hangs is reported instead of hanging the others forever.
 #pragma once
 
@@ -46,6 +46,8 @@ class Comm {
   virtual const char* backend() const = 0;
   // Rank of this process in the world communicator this one was split from.
   virtual int world_rank() const = 0;
+  // True when buffers are GPU device pointers (the nccl backend), false for host memory (local, mpi).
+  virtual bool device_memory() const { return false; }
 
   // data: (count,) in and out; element-wise op over ranks. dtype f32, i32 or i64 (sum/max/min).
   virtual void all_reduce(void* data, int64_t count, DType dtype, ReduceOp op) = 0;
@@ -108,6 +110,14 @@ std::shared_ptr<Comm> world_comm(const std::string& backend = "auto", const Comm
 
 // True when this build has the MPI backend.
 bool mpi_available();
+
+// An NCCL communicator over the same ranks as `bootstrap` (a host communicator: mpi, or local for one rank),
+// which carries NCCL's unique id; this rank uses GPU `device`. Its buffers are device memory; tags of
+// send/recv are ignored (pairs match in call order). NCCL refuses two ranks on one GPU. Throws Unsupported in
+// builds without NCCL or without a visible GPU, CommError when initialisation fails or times out.
+std::unique_ptr<Comm> make_nccl_comm(Comm& bootstrap, int device, const CommOptions& options = {});
+// True when this build has the NCCL backend (CUDA builds that found NCCL).
+bool nccl_available();
 // True when the process was started by mpirun/mpiexec (Open MPI or PMI environment variables).
 bool launched_by_mpirun();
 

@@ -78,13 +78,14 @@ __global__ void permute_kernel(const T* x, const int64_t* row_assignment, int to
 }
 
 // Block t owns output row t; each element sums its top_k contributions in slot order.
-__global__ void unpermute_kernel(const float* expert_out, const int64_t* assignment_row, const float* weight,
+template <typename T>
+__global__ void unpermute_kernel(const T* expert_out, const int64_t* assignment_row, const float* weight,
                                  int top_k, int64_t hidden, float* out) {
   const int64_t t = blockIdx.x;
   for (int64_t j = threadIdx.x; j < hidden; j += blockDim.x) {
     float acc = out[t * hidden + j];
     for (int s = 0; s < top_k; ++s) {
-      acc += weight[t * top_k + s] * expert_out[assignment_row[t * top_k + s] * hidden + j];
+      acc += weight[t * top_k + s] * detail::load_f(expert_out, assignment_row[t * top_k + s] * hidden + j);
     }
     out[t * hidden + j] = acc;
   }
@@ -146,8 +147,9 @@ void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, con
   detail::require_device("cuda unpermute", "expert_out", expert_out);
   detail::require_device("cuda unpermute", "weight", weight);
   detail::require_device("cuda unpermute", "out", out);
-  SY_REQUIRE(expert_out.dtype() == DType::kF32 && weight.dtype() == DType::kF32 && out.dtype() == DType::kF32,
-             InvalidArgument, "cuda unpermute", "f32 tensors expected");
+  detail::require_dtype("cuda unpermute", "expert_out", expert_out, DType::kF32, DType::kBF16);
+  SY_REQUIRE(weight.dtype() == DType::kF32 && out.dtype() == DType::kF32, InvalidArgument, "cuda unpermute",
+             "f32 weight and out expected");
   SY_REQUIRE(expert_out.dim() == 2 && expert_out.size(0) == layout.row_assignment.numel() && out.dim() == 2 &&
                  out.size(0) == layout.num_tokens && out.size(1) == expert_out.size(1) &&
                  weight.numel() == layout.num_tokens * layout.top_k,
@@ -155,8 +157,14 @@ void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, con
              " weight ", weight.describe());
   const int64_t hidden = out.size(1);
   if (layout.num_tokens == 0 || hidden == 0) return;
-  unpermute_kernel<<<static_cast<unsigned>(layout.num_tokens), 256, 0, stream()>>>(
-      expert_out.f32(), layout.assignment_row.i64(), weight.f32(), layout.top_k, hidden, out.f32());
+  if (expert_out.dtype() == DType::kF32) {
+    unpermute_kernel<<<static_cast<unsigned>(layout.num_tokens), 256, 0, stream()>>>(
+        expert_out.f32(), layout.assignment_row.i64(), weight.f32(), layout.top_k, hidden, out.f32());
+  } else {
+    unpermute_kernel<<<static_cast<unsigned>(layout.num_tokens), 256, 0, stream()>>>(
+        reinterpret_cast<const __nv_bfloat16*>(expert_out.raw()), layout.assignment_row.i64(), weight.f32(),
+        layout.top_k, hidden, out.f32());
+  }
   SY_CUDA_CHECK_LAUNCH();
 }
 
