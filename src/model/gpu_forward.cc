@@ -107,7 +107,7 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
   Tensor expert = Tensor::empty({n, c.moe.top_k}, DType::kI32, Device::kCuda);
   Tensor weight = Tensor::empty({n, c.moe.top_k}, DType::kF32, Device::kCuda);
   cuda::route(logits, m.score_bias, c.moe, expert, weight);
-  cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, c.moe.num_experts);
+  cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, c.moe.num_experts, /*check_ids=*/false);
   Tensor permuted = Tensor::empty({n * c.moe.top_k, hidden}, DType::kF32, Device::kCuda);
   cuda::permute(h, layout, permuted);
   Tensor expert_out = Tensor::empty({n * c.moe.top_k, hidden}, DType::kF32, Device::kCuda);

@@ -37,6 +37,14 @@ TEST(GpuGrouped, MatchesPerExpertLinear) {
   check_grouped(96, 64, {3, 0, 17, 1, 8, 0});   // vectorised path; a group over two passes of 8 rows
   check_grouped(50, 36, {2, 9, 0, 5});          // scalar path (k % 8 != 0), n not a multiple of the tile
   check_grouped(130, 256, {1, 1, 1, 1, 1, 1, 1, 1});  // decode: one row per expert
+  // Few active experts among many (the grid is sized by rows: block rows find the y-th active expert),
+  // including active experts past the first 32 and the last one.
+  std::vector<int64_t> sparse(160, 0);
+  for (int e : {0, 31, 32, 77, 100, 159}) sparse[e] = 1;
+  check_grouped(64, 128, sparse);
+  std::vector<int64_t> one(128, 0);
+  one[127] = 21;  // every row on the last expert: one block row walks 3 passes of 8 rows
+  check_grouped(48, 96, one);
 }
 
 TEST(GpuGrouped, RejectsMismatchedShapes) {

@@ -63,8 +63,10 @@ struct DeviceDispatchLayout {
   Tensor row_assignment;     // (rows,) int64: [r] = t * top_k + s of the assignment in row r
   Tensor assignment_row;     // (tokens * top_k,) int64: inverse of row_assignment
 };
-// expert: (tokens, top_k) int32 as written by route.
-DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts);
+// expert: (tokens, top_k) int32 as written by route. With check_ids, ids outside [0, num_experts) raise
+// InvalidArgument, at the price of one host synchronisation; without it (ids from cuda::route, which cannot
+// produce them) the call stays asynchronous.
+DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts, bool check_ids = true);
 
 // permuted[r, :] = x[row_assignment[r] / top_k, :].  x: (tokens, hidden) f32|bf16; permuted: (rows, hidden) same.
 void permute(const Tensor& x, const DeviceDispatchLayout& layout, Tensor& permuted);

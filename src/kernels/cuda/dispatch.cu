@@ -19,7 +19,7 @@ __global__ void count_kernel(const int32_t* expert, int64_t assignments, int num
   for (int64_t a = threadIdx.x; a < assignments; a += blockDim.x) {
     const int32_t x = expert[a];
     n += x == e;
-    if (e == 0 && (x < 0 || x >= num_experts)) *bad = 1;
+    if (bad != nullptr && e == 0 && (x < 0 || x >= num_experts)) *bad = 1;
   }
   for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = n;
@@ -93,7 +93,7 @@ __global__ void unpermute_kernel(const T* expert_out, const int64_t* assignment_
 
 }  // namespace
 
-DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts) {
+DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts, bool check_ids) {
   detail::require_device("cuda dispatch", "expert", expert);
   detail::require_dtype("cuda dispatch", "expert", expert, DType::kI32, DType::kI32);
   SY_REQUIRE(expert.dim() == 2 && num_experts >= 1, InvalidArgument, "cuda dispatch", "expert ",
@@ -107,17 +107,20 @@ DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts)
   l.offsets = Tensor::empty({num_experts + 1}, DType::kI64, Device::kCuda);
   l.row_assignment = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
   l.assignment_row = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
-  Tensor bad = Tensor::zeros({1}, DType::kI32, Device::kCuda);
+  Tensor bad = check_ids ? Tensor::zeros({1}, DType::kI32, Device::kCuda) : Tensor();
   count_kernel<<<num_experts, kThreads, 0, stream()>>>(expert.i32(), assignments, num_experts,
-                                                       l.tokens_per_expert.i64(), bad.i32());
+                                                       l.tokens_per_expert.i64(), check_ids ? bad.i32() : nullptr);
   SY_CUDA_CHECK_LAUNCH();
   rows_kernel<<<num_experts, kThreads, 0, stream()>>>(expert.i32(), assignments, num_experts,
                                                       l.tokens_per_expert.i64(), l.offsets.i64(),
                                                       l.row_assignment.i64(), l.assignment_row.i64());
   SY_CUDA_CHECK_LAUNCH();
-  // An expert id out of range would leave rows unwritten: refuse it (one int copied back).
-  SY_REQUIRE(to_host(bad).i32()[0] == 0, InvalidArgument, "cuda dispatch", "expert id outside [0, ",
-             num_experts, ")");
+  // An expert id out of range would leave rows unwritten: refuse it (one int copied back: a host sync, which
+  // callers whose ids come from cuda::route skip).
+  if (check_ids) {
+    SY_REQUIRE(to_host(bad).i32()[0] == 0, InvalidArgument, "cuda dispatch", "expert id outside [0, ",
+               num_experts, ")");
+  }
   return l;
 }
 

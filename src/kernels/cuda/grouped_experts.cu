@@ -1,8 +1,9 @@
 // Grouped expert projection for decode-sized batches: one launch runs every routed expert's rows through its
 // own bf16 weight matrix, reading the per-expert row ranges on the device (no host synchronisation, so a
 // decode step can stay on the GPU end to end). Memory-bound design: each warp owns output columns and
-// streams that weight row once per kRows rows of its expert with 16-byte loads; activations stay f32 (read
-// through L1/L2). Grid: (column tiles, experts); experts that received no rows exit at once.
+// streams that weight row once per kRows rows of its expert with 16-byte loads;
+// activations stay f32 (read through L1/L2). Grid: (column tiles, min(experts, rows)): block row y finds the
+// y-th expert that received rows, so empty experts cost no blocks.
 // Prefill-sized groups are better served by tensor-core GEMMs (per-expert cuBLAS in the forward pass).
 #include <vector>
 
@@ -16,13 +17,40 @@ constexpr int kWarps = 8;
 constexpr int kColsPerWarp = 4;
 constexpr int kRows = 8;
 
+// The blockIdx.y-th expert that received rows (in expert order), or -1 when fewer experts have rows: the
+// grid is sized by the row count, not the expert count, so a decode step (8 rows over 128 experts) launches
+// blocks for 8 experts, not 128. Warp 0 scans the offsets with ballots; the answer goes through shared memory.
+__device__ int active_expert(const int64_t* offsets, int num_experts) {
+  __shared__ int chosen;
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    int seen = 0, found = -1;
+    for (int base = 0; base < num_experts && found < 0; base += 32) {
+      const int e = base + lane;
+      const bool has_rows = e < num_experts && offsets[e + 1] > offsets[e];
+      const unsigned mask = __ballot_sync(0xffffffffu, has_rows);
+      const int count = __popc(mask);
+      const int want = static_cast<int>(blockIdx.y) - seen;
+      if (want < count) {
+        unsigned m = mask;
+        for (int i = 0; i < want; ++i) m &= m - 1;  // drop the lowest `want` set bits
+        found = base + __ffs(m) - 1;
+      }
+      seen += count;
+    }
+    if (lane == 0) chosen = found;
+  }
+  __syncthreads();
+  return chosen;
+}
+
 template <bool kVec>
 __global__ void __launch_bounds__(kWarps * 32) grouped_linear_kernel(const float* x, const uint64_t* weights,
-                                                                    const int64_t* offsets, float* y, int64_t n,
-                                                                    int64_t k) {
-  const int e = blockIdx.y;
+                                                                    const int64_t* offsets, int num_experts,
+                                                                    float* y, int64_t n, int64_t k) {
+  const int e = active_expert(offsets, num_experts);
+  if (e < 0) return;
   const int64_t lo = offsets[e], hi = offsets[e + 1];
-  if (lo >= hi) return;
   const __nv_bfloat16* w = reinterpret_cast<const __nv_bfloat16*>(weights[e]);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   for (int cw = 0; cw < kColsPerWarp; ++cw) {
@@ -36,7 +64,7 @@ __global__ void __launch_bounds__(kWarps * 32) grouped_linear_kernel(const float
       for (int r = 0; r < kRows; ++r) acc[r] = 0.f;
       if (kVec) {  // k % 8 == 0: 8 bf16 weights per 16-byte load
         for (int64_t kk = lane * 8; kk < k; kk += 32 * 8) {
-          const uint4 packed = *reinterpret_cast<const uint4*>(wrow + kk);
+          const uint4 packed = __ldg(reinterpret_cast<const uint4*>(wrow + kk));
           const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&packed);
           float wf[8];
 #pragma unroll
@@ -114,12 +142,16 @@ void grouped_linear(const Tensor& x, const ExpertWeightTable& w, const Tensor& o
              w.num_experts, " offsets ", offsets.describe());
   if (x.size(0) == 0 || w.n == 0) return;
   const unsigned col_tiles = static_cast<unsigned>((w.n + kWarps * kColsPerWarp - 1) / (kWarps * kColsPerWarp));
-  const dim3 grid(col_tiles, static_cast<unsigned>(w.num_experts));
+  // At most one block row per expert that can have rows: min(experts, rows).
+  const int64_t slots = x.size(0) < w.num_experts ? x.size(0) : w.num_experts;
+  const dim3 grid(col_tiles, static_cast<unsigned>(slots));
   const uint64_t* ptrs = reinterpret_cast<const uint64_t*>(w.pointers.i64());
   if (w.k % 8 == 0) {
-    grouped_linear_kernel<true><<<grid, kWarps * 32, 0, stream()>>>(x.f32(), ptrs, offsets.i64(), y.f32(), w.n, w.k);
+    grouped_linear_kernel<true><<<grid, kWarps * 32, 0, stream()>>>(x.f32(), ptrs, offsets.i64(), w.num_experts,
+                                                                    y.f32(), w.n, w.k);
   } else {
-    grouped_linear_kernel<false><<<grid, kWarps * 32, 0, stream()>>>(x.f32(), ptrs, offsets.i64(), y.f32(), w.n, w.k);
+    grouped_linear_kernel<false><<<grid, kWarps * 32, 0, stream()>>>(x.f32(), ptrs, offsets.i64(), w.num_experts,
+                                                                     y.f32(), w.n, w.k);
   }
   SY_CUDA_CHECK_LAUNCH();
 }
