@@ -7,7 +7,10 @@
 // until the logits are copied back.
 #include "gpu_forward.h"
 
+#include <algorithm>
 #include <array>
+#include <cstdlib>
+#include <string>
 #include <cstring>
 #include <map>
 
@@ -23,16 +26,35 @@ namespace sy::model_detail {
 
 #if SY_HAS_CUDA
 
+// The device inputs of one pass (all int64 but the int32 block tables).
+struct DeviceBatch {
+  int64_t n = 0;  // query tokens
+  Tensor ids, positions, rows, starts, tables, logit_rows;
+};
+
+// One captured decode pass: its static device inputs and outputs (kept alive: the graph reads and writes them).
+struct DecodeGraph {
+  int64_t table_capacity = 0;  // block-table entries per sequence
+  DeviceBatch batch;
+  Tensor counts, logits;
+  cuda::Graph graph;
+};
+
 struct GpuState {
   ModelConfig config;
   ModelWeights w;  // device tensors
   cuda::DeviceRope rope;
   std::vector<std::array<cuda::ExpertWeightTable, 3>> experts;  // [layer] gate, up, down (MoE layers)
   size_t bytes = 0;
+  // Decode steps captured as CUDA graphs, by batch size, for the pool whose address they baked in.
+  bool use_graphs = true;
+  const void* graph_pool = nullptr;
+  std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs;
 };
 
 namespace {
 constexpr int64_t kGroupedMaxTokens = 256;  // tokens per pass up to which routed experts run grouped
+constexpr int64_t kMaxGraphBatch = 256;      // decode batch sizes captured as CUDA graphs (<= kGroupedMaxTokens)
 }  // namespace
 
 void GpuStateDeleter::operator()(GpuState* s) const { delete s; }
@@ -156,6 +178,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   GpuStatePtr s(new GpuState);
   s->config = config;
   s->rope = cuda::upload_rope(rope);
+  if (const char* env = std::getenv("SY_CUDA_GRAPHS")) s->use_graphs = std::string(env) != "0";
   Uploader up;
   s->w.embed = up.matrix(weights.embed);
   s->w.final_norm = up.vector(weights.final_norm);
@@ -220,34 +243,20 @@ Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, bool grouped) 
   return moe_layer(state, layer, h, grouped ? &counts : nullptr, load);
 }
 
-Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load) {
-  SY_REQUIRE(pool.keys(0).device() == Device::kCuda, InvalidArgument, "cuda",
-             "the KV pool is on the host; create it with Model::new_pool on a model moved to the GPU");
+namespace {
+
+// Every layer and the LM head over `b`; returns the logits of b.logit_rows, (k, vocab) f32 on the device.
+// With `counts` ((layers, experts) int64, zeroed here) routed experts run grouped and their token counts
+// land there; without, per expert after a host sync, counted into `load`. No host synchronisation otherwise,
+// so with counts the whole pass can be captured in a CUDA graph.
+Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* counts, ExpertLoad& load) {
   const ModelConfig& c = s.config;
   const AttentionConfig& a = c.attention;
-  const int64_t n = static_cast<int64_t>(plan.ids.size()), hidden = c.hidden_size;
+  const int64_t n = b.n, hidden = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  // Device copies of the plan: ids, positions, pool rows, and per-query block-table starts.
-  std::vector<int64_t> table_start(n);
-  std::vector<int32_t> tables;
-  for (const ops::PagedSequence& seq : plan.sequences) {
-    const int64_t start = static_cast<int64_t>(tables.size());
-    tables.insert(tables.end(), seq.block_table, seq.block_table + seq.num_blocks);
-    for (int64_t i = seq.q_begin; i < seq.q_end; ++i) table_start[i] = start;
-  }
-  Tensor ids = host_i64(plan.ids), positions = host_i64(plan.positions), rows = host_i64(plan.pool_rows);
-  Tensor starts = host_i64(table_start);
-  Tensor tables_host = Tensor::empty({static_cast<int64_t>(tables.size())}, DType::kI32);
-  std::memcpy(tables_host.raw(), tables.data(), tables.size() * sizeof(int32_t));
-  Tensor tables_dev = cuda::to_device(tables_host);
-
-  const bool grouped = n <= kGroupedMaxTokens;
-  // Per-layer routed-token counts, collected on the device and read once at the end (grouped path).
-  Tensor counts = grouped && c.moe.num_experts > 0
-                      ? Tensor::zeros({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda)
-                      : Tensor();
+  if (counts) cuda::zero(counts->raw(), counts->nbytes());
   Tensor x = Tensor::empty({n, hidden}, DType::kF32, Device::kCuda);  // residual stream
-  cuda::embedding(ids, s.w.embed, x);
+  cuda::embedding(b.ids, s.w.embed, x, /*check_ids=*/false);          // ids validated by Model::forward_batch
   Tensor h = Tensor::empty({n, hidden}, DType::kF32, Device::kCuda);
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = s.w.layers[l];
@@ -268,16 +277,16 @@ Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
     }
     Tensor q3 = q.reshape({n, a.num_heads, a.head_dim});
     Tensor k3 = k.reshape({n, a.num_kv_heads, a.head_dim});
-    cuda::apply_rope(q3, positions, s.rope);
-    cuda::apply_rope(k3, positions, s.rope);
-    cuda::scatter_rows(pool.keys(l), k3, rows);
-    cuda::scatter_rows(pool.values(l), v.reshape({n, a.num_kv_heads, a.v_head_dim}), rows);
+    cuda::apply_rope(q3, b.positions, s.rope);
+    cuda::apply_rope(k3, b.positions, s.rope);
+    cuda::scatter_rows(pool.keys(l), k3, b.rows);
+    cuda::scatter_rows(pool.values(l), v.reshape({n, a.num_kv_heads, a.v_head_dim}), b.rows);
     cuda::AttentionArgs args;
     args.scale = static_cast<float>(a.softmax_scale);
     args.window = c.layer_sliding_window[l];
     args.sinks = w.sinks;
     Tensor att = Tensor::empty({n, a.num_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
-    cuda::paged_attention(q3, pool.keys(l), pool.values(l), positions, starts, tables_dev, pool.block_size(), args,
+    cuda::paged_attention(q3, pool.keys(l), pool.values(l), b.positions, b.starts, b.tables, pool.block_size(), args,
                           att);
     cuda::add_inplace(x, linear(att.reshape({n, int64_t{a.num_heads} * a.v_head_dim}), w.o, w.o_bias));
     cuda::rms_norm(x, lw.post_attention_norm, eps, h);
@@ -285,21 +294,128 @@ Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
       cuda::add_inplace(x, gated_mlp(h, lw.mlp));
       continue;
     }
-    cuda::add_inplace(x, moe_layer(s, l, h, grouped ? &counts : nullptr, load));
+    cuda::add_inplace(x, moe_layer(s, l, h, counts, load));
   }
-  if (counts.defined()) {
-    Tensor host = cuda::to_host(counts);
-    for (int l = 0; l < c.num_layers; ++l) {
-      if (!c.layer_is_moe[l]) continue;
-      for (int e = 0; e < c.moe.num_experts; ++e) load.tokens[l][e] += host.i64()[l * c.moe.num_experts + e];
-    }
-  }
-  const int64_t k = static_cast<int64_t>(plan.logit_rows.size());
-  if (k == 0) return Tensor::empty({0, c.vocab_size}, DType::kF32);
+  const int64_t k = b.logit_rows.numel();
   Tensor last = Tensor::empty({k, hidden}, DType::kF32, Device::kCuda);
-  cuda::gather_rows(x, host_i64(plan.logit_rows), last);
+  cuda::gather_rows(x, b.logit_rows, last);
   cuda::rms_norm(last, s.w.final_norm, eps, last);
-  return cuda::to_host(linear(last, s.w.lm_head, Tensor()));
+  return linear(last, s.w.lm_head, Tensor());
+}
+
+void add_counts(const ModelConfig& c, const Tensor& counts, ExpertLoad& load) {
+  Tensor host = cuda::to_host(counts);
+  for (int l = 0; l < c.num_layers; ++l) {
+    if (!c.layer_is_moe[l]) continue;
+    for (int e = 0; e < c.moe.num_experts; ++e) load.tokens[l][e] += host.i64()[l * c.moe.num_experts + e];
+  }
+}
+
+// Block tables of the plan flattened, with each query's start in them.
+void flatten_tables(const BatchPlan& plan, int64_t n, std::vector<int32_t>& tables, std::vector<int64_t>& starts) {
+  starts.assign(n, 0);
+  for (const ops::PagedSequence& seq : plan.sequences) {
+    const int64_t start = static_cast<int64_t>(tables.size());
+    tables.insert(tables.end(), seq.block_table, seq.block_table + seq.num_blocks);
+    for (int64_t i = seq.q_begin; i < seq.q_end; ++i) starts[i] = start;
+  }
+}
+
+// A decode step (every sequence one token, all wanting logits) fits a captured graph of its batch size.
+bool is_decode_step(const BatchPlan& plan, int64_t n) {
+  if (n == 0 || n > kMaxGraphBatch || plan.sequences.size() != static_cast<size_t>(n)) return false;
+  if (plan.logit_rows.size() != static_cast<size_t>(n)) return false;
+  for (int64_t i = 0; i < n; ++i) {
+    if (plan.logit_rows[i] != i || plan.sequences[i].q_end - plan.sequences[i].q_begin != 1) return false;
+  }
+  return true;
+}
+
+// Replays (capturing on first use) the decode graph of this batch size: static device inputs are refreshed
+// with this step's ids, positions, pool rows and block tables, then the whole pass runs as one graph launch.
+Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load) {
+  const ModelConfig& c = s.config;
+  const int64_t n = static_cast<int64_t>(plan.ids.size());
+  // Graphs bake in the pool's addresses: a different pool starts over.
+  if (s.graph_pool != pool.keys(0).raw()) {
+    s.graphs.clear();
+    s.graph_pool = pool.keys(0).raw();
+  }
+  int64_t longest = 0;
+  for (const ops::PagedSequence& seq : plan.sequences) longest = std::max<int64_t>(longest, seq.num_blocks);
+  auto it = s.graphs.find(n);
+  if (it != s.graphs.end() && it->second->table_capacity < longest) s.graphs.erase(it), it = s.graphs.end();
+  if (it == s.graphs.end()) {
+    auto g = std::make_unique<DecodeGraph>();
+    // Room for the longest sequence the pool can hold (capped by the model's context).
+    const int64_t per_seq = (c.max_position_embeddings + pool.block_size() - 1) / pool.block_size() + 1;
+    g->table_capacity = std::max(longest, std::min<int64_t>(pool.num_blocks(), per_seq));
+    g->batch.n = n;
+    g->batch.ids = Tensor::empty({n}, DType::kI64, Device::kCuda);
+    g->batch.positions = Tensor::empty({n}, DType::kI64, Device::kCuda);
+    g->batch.rows = Tensor::empty({n}, DType::kI64, Device::kCuda);
+    std::vector<int64_t> starts(n), iota(n);
+    for (int64_t i = 0; i < n; ++i) starts[i] = i * g->table_capacity, iota[i] = i;
+    g->batch.starts = host_i64(starts);
+    g->batch.logit_rows = host_i64(iota);
+    g->batch.tables = Tensor::zeros({n * g->table_capacity}, DType::kI32, Device::kCuda);
+    if (c.moe.num_experts > 0) g->counts = Tensor::empty({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda);
+    GpuState* state = &s;
+    DecodeGraph* graph = g.get();
+    graph->graph.capture([state, graph, &pool, &load] {
+      graph->logits = run_layers(*state, graph->batch, pool, graph->counts.defined() ? &graph->counts : nullptr, load);
+    });
+    it = s.graphs.emplace(n, std::move(g)).first;
+  }
+  DecodeGraph& g = *it->second;
+  cuda::upload(g.batch.ids.raw(), plan.ids.data(), n * sizeof(int64_t));
+  cuda::upload(g.batch.positions.raw(), plan.positions.data(), n * sizeof(int64_t));
+  cuda::upload(g.batch.rows.raw(), plan.pool_rows.data(), n * sizeof(int64_t));
+  for (int64_t i = 0; i < n; ++i) {
+    const ops::PagedSequence& seq = plan.sequences[i];
+    cuda::upload(g.batch.tables.i32() + i * g.table_capacity, seq.block_table, seq.num_blocks * sizeof(int32_t));
+  }
+  g.graph.replay();
+  if (g.counts.defined()) add_counts(c, g.counts, load);
+  return cuda::to_host(g.logits);
+}
+
+}  // namespace
+
+void set_cuda_graphs(GpuState& state, bool enabled) {
+  state.use_graphs = enabled;
+  if (!enabled) state.graphs.clear();
+}
+
+Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load) {
+  SY_REQUIRE(pool.keys(0).device() == Device::kCuda, InvalidArgument, "cuda",
+             "the KV pool is on the host; create it with Model::new_pool on a model moved to the GPU");
+  const ModelConfig& c = s.config;
+  const int64_t n = static_cast<int64_t>(plan.ids.size());
+  if (plan.logit_rows.empty()) {
+    // Prefill chunks that need no logits still run (they fill the KV cache).
+  } else if (s.use_graphs && is_decode_step(plan, n)) {
+    return decode_with_graph(s, plan, pool, load);
+  }
+  DeviceBatch b;
+  b.n = n;
+  std::vector<int32_t> tables;
+  std::vector<int64_t> starts;
+  flatten_tables(plan, n, tables, starts);
+  b.ids = host_i64(plan.ids);
+  b.positions = host_i64(plan.positions);
+  b.rows = host_i64(plan.pool_rows);
+  b.starts = host_i64(starts);
+  b.logit_rows = host_i64(plan.logit_rows);
+  Tensor tables_host = Tensor::empty({static_cast<int64_t>(tables.size())}, DType::kI32);
+  std::memcpy(tables_host.raw(), tables.data(), tables.size() * sizeof(int32_t));
+  b.tables = cuda::to_device(tables_host);
+  const bool grouped = n <= kGroupedMaxTokens && c.moe.num_experts > 0;
+  Tensor counts = grouped ? Tensor::empty({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda) : Tensor();
+  Tensor logits = run_layers(s, b, pool, grouped ? &counts : nullptr, load);
+  if (grouped) add_counts(c, counts, load);
+  if (plan.logit_rows.empty()) return Tensor::empty({0, c.vocab_size}, DType::kF32);
+  return cuda::to_host(logits);
 }
 
 #else  // no CUDA in this build
@@ -313,6 +429,7 @@ GpuStatePtr upload(const ModelConfig&, const ModelWeights&, const ops::RopeTable
 Tensor gpu_forward_batch(GpuState&, const BatchPlan&, PagedKvPool&, ExpertLoad&) {
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend");
 }
+void set_cuda_graphs(GpuState&, bool) {}
 Tensor gpu_moe_layer(GpuState&, int, const Tensor&, bool) {
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend");
 }

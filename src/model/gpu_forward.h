@@ -23,7 +23,11 @@ using GpuStatePtr = std::unique_ptr<GpuState, GpuStateDeleter>;
 // Uploads `weights`. Throws Unsupported (no CUDA build, no Hopper device, or a family not on the GPU yet).
 GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope);
 // Runs the plan; returns logits (logit_rows.size(), vocab) f32 on the host. Adds routed-token counts to `load`.
+// Decode steps (one token per sequence, up to 256 sequences) run as a CUDA graph captured per batch size on
+// first use (same kernels, same results as the eager pass; the env SY_CUDA_GRAPHS=0 or set_cuda_graphs turns
+// it off).
 Tensor gpu_forward_batch(GpuState& state, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load);
+void set_cuda_graphs(GpuState& state, bool enabled);
 // The MoE part of one layer alone (routed experts grouped or per-expert cuBLAS, plus the shared expert) on
 // device rows h (n, hidden) f32: for benchmarks of the layer (bench/bench_gpu_moe_layer.cc).
 Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, bool grouped);

@@ -369,6 +369,10 @@ void Model::to_device(Device device) {
   gpu_ = model_detail::upload(config_, weights_, rope_);
 }
 
+void Model::set_cuda_graphs(bool enabled) {
+  if (gpu_) model_detail::set_cuda_graphs(*gpu_, enabled);
+}
+
 PagedKvPool Model::new_pool(int64_t num_blocks, int64_t block_size) const {
   return PagedKvPool(config_, num_blocks, block_size, device());
 }

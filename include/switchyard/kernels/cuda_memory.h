@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "switchyard/core/tensor.h"
@@ -35,6 +36,47 @@ size_t bucket_size(size_t bytes);
 
 // Device storage of at least `bytes`; its destructor returns the block to the cache (never to the driver).
 std::shared_ptr<Storage> allocate_storage(size_t bytes);
+
+// A private memory pool. While a PoolScope is alive on a thread, that thread's device allocations come from
+// the pool and go back to it when their storages die (never to the shared cache); the pool returns its blocks
+// to the driver once it and every storage from it are gone. CUDA graphs capture inside a scope of their own
+// pool, so the addresses a graph has baked in are never handed to other work.
+class MemoryPool;
+std::shared_ptr<MemoryPool> new_memory_pool();
+class PoolScope {
+ public:
+  explicit PoolScope(std::shared_ptr<MemoryPool> pool);
+  ~PoolScope();
+  PoolScope(const PoolScope&) = delete;
+  PoolScope& operator=(const PoolScope&) = delete;
+
+ private:
+  std::shared_ptr<MemoryPool> previous_;
+};
+
+// A CUDA graph of work queued on stream(). capture() runs `work` once with the stream in capture mode (the
+// kernels are recorded, not run; allocations come from the graph's private pool; any host synchronisation
+// inside is an error), then instantiates the graph; replay() launches it on stream(). Tensors that `work`
+// leaves alive (outputs) keep their addresses for every replay.
+class Graph {
+ public:
+  Graph();
+  ~Graph();
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  void capture(const std::function<void()>& work);
+  void replay();
+  bool captured() const { return exec_ != nullptr; }
+
+ private:
+  void* graph_ = nullptr;  // cudaGraph_t
+  void* exec_ = nullptr;   // cudaGraphExec_t
+  std::shared_ptr<MemoryPool> pool_;
+};
+
+// Copies `bytes` from host memory into device memory at `dst`, queued on stream() (the host buffer may be
+// reused when the call returns).
+void upload(void* dst, const void* src, size_t bytes);
 
 // Zeroes `bytes` at device pointer `ptr` (asynchronous, on stream()).
 void zero(void* ptr, size_t bytes);

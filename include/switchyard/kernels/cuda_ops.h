@@ -114,9 +114,10 @@ void grouped_linear(const Tensor& x, const ExpertWeightTable& weights, const Ten
 void copy(const Tensor& src, Tensor& dst);
 
 // Glue of the device forward pass (model_ops.cu).
-// out[i, :] = table[ids[i], :]. ids: (t,) int64; table: (vocab, d) bf16|f32; out: (t, d) f32. Throws
-// InvalidArgument for an id outside the vocabulary.
-void embedding(const Tensor& ids, const Tensor& table, Tensor& out);
+// out[i, :] = table[ids[i], :]. ids: (t,) int64; table: (vocab, d) bf16|f32; out: (t, d) f32. With check_ids,
+// an id outside the vocabulary raises InvalidArgument (one host synchronisation); without it (ids validated by
+// the caller, as Model::forward_batch does) such rows are zero and the call stays asynchronous.
+void embedding(const Tensor& ids, const Tensor& table, Tensor& out, bool check_ids = true);
 // y += x (f32, same element count).
 void add_inplace(Tensor& y, const Tensor& x);
 // x = clamp(x, -c, c) (f32).

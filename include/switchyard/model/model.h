@@ -86,6 +86,9 @@ class Model {
   // On the GPU, `forward` (contiguous KvCache) is not available; generate() uses forward_batch there.
   void to_device(Device device);
   Device device() const { return gpu_ ? Device::kCuda : Device::kCpu; }
+  // On the GPU, decode steps (one token per sequence) replay a CUDA graph captured per batch size (on by
+  // default; SY_CUDA_GRAPHS=0 turns it off at load). Same kernels, same results; off runs them one by one.
+  void set_cuda_graphs(bool enabled);
   // A KV block pool on the model's device.
   PagedKvPool new_pool(int64_t num_blocks, int64_t block_size) const;
 

@@ -69,6 +69,51 @@ void* acquire(size_t bucket) {
 
 }  // namespace
 
+class MemoryPool {
+ public:
+  ~MemoryPool() {
+    for (auto& [bucket, blocks] : free_) {
+      for (void* p : blocks) cudaFree(p);
+    }
+  }
+  void* acquire(size_t bucket) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = free_.find(bucket);
+    if (it != free_.end() && !it->second.empty()) {
+      void* p = it->second.back();
+      it->second.pop_back();
+      return p;
+    }
+    void* p = nullptr;
+    const cudaError_t err = cudaMalloc(&p, bucket);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      throw make_error<OutOfMemory>("cuda", "cannot allocate ", bucket, " bytes of device memory for a graph pool");
+    }
+    SY_CUDA_CHECK(err);
+    return p;
+  }
+  void release(void* p, size_t bucket) noexcept {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_[bucket].push_back(p);
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<size_t, std::vector<void*>> free_;
+};
+
+namespace {
+thread_local std::shared_ptr<MemoryPool> current_pool;
+}  // namespace
+
+std::shared_ptr<MemoryPool> new_memory_pool() { return std::make_shared<MemoryPool>(); }
+
+PoolScope::PoolScope(std::shared_ptr<MemoryPool> pool) : previous_(std::move(current_pool)) {
+  current_pool = std::move(pool);
+}
+PoolScope::~PoolScope() { current_pool = std::move(previous_); }
+
 cudaStream_t stream() {
   static cudaStream_t s = [] {
     cudaStream_t created = nullptr;
@@ -111,9 +156,53 @@ size_t bucket_size(size_t bytes) {
 
 std::shared_ptr<Storage> allocate_storage(size_t bytes) {
   const size_t bucket = bucket_size(bytes);
+  if (std::shared_ptr<MemoryPool> pool = current_pool) {
+    void* p = pool->acquire(bucket);
+    std::shared_ptr<void> keep(p, [pool, bucket](void* q) { pool->release(q, bucket); });
+    return Storage::borrow(p, bytes, std::move(keep), Device::kCuda);
+  }
   void* p = acquire(bucket);
   std::shared_ptr<void> keep(p, [bucket](void* q) { release(q, bucket); });
   return Storage::borrow(p, bytes, std::move(keep), Device::kCuda);
+}
+
+Graph::Graph() = default;
+
+Graph::~Graph() {
+  if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+  if (graph_) cudaGraphDestroy(static_cast<cudaGraph_t>(graph_));
+}
+
+void Graph::capture(const std::function<void()>& work) {
+  SY_REQUIRE(!captured(), InvalidArgument, "cuda", "a graph is captured once");
+  pool_ = new_memory_pool();
+  SY_CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeRelaxed));
+  try {
+    PoolScope scope(pool_);
+    work();
+  } catch (...) {
+    cudaGraph_t broken = nullptr;
+    cudaStreamEndCapture(stream(), &broken);  // leave the stream usable
+    if (broken) cudaGraphDestroy(broken);
+    cudaGetLastError();
+    throw;
+  }
+  cudaGraph_t g = nullptr;
+  SY_CUDA_CHECK(cudaStreamEndCapture(stream(), &g));
+  graph_ = g;
+  cudaGraphExec_t exec = nullptr;
+  SY_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+  exec_ = exec;
+}
+
+void Graph::replay() {
+  SY_REQUIRE(captured(), InvalidArgument, "cuda", "replay of a graph that was not captured");
+  SY_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), stream()));
+}
+
+void upload(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  SY_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
 }
 
 void zero(void* ptr, size_t bytes) {

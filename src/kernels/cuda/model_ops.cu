@@ -16,7 +16,7 @@ __global__ void embedding_kernel(const int64_t* ids, const T* table, float* out,
     const int64_t i = idx / d, c = idx % d;
     const int64_t id = ids[i];
     if (id < 0 || id >= vocab) {
-      *bad = 1;
+      if (bad != nullptr) *bad = 1;
       out[idx] = 0.f;
       continue;
     }
@@ -62,7 +62,7 @@ void require_f32(const char* op, const char* name, const Tensor& t) {
 
 }  // namespace
 
-void embedding(const Tensor& ids, const Tensor& table, Tensor& out) {
+void embedding(const Tensor& ids, const Tensor& table, Tensor& out, bool check_ids) {
   detail::require_device("cuda embedding", "ids", ids);
   detail::require_dtype("cuda embedding", "ids", ids, DType::kI64, DType::kI64);
   detail::require_device("cuda embedding", "table", table);
@@ -73,17 +73,20 @@ void embedding(const Tensor& ids, const Tensor& table, Tensor& out) {
              out.describe());
   const int64_t t = ids.numel(), d = table.size(1);
   if (t == 0) return;
-  Tensor bad = Tensor::zeros({1}, DType::kI32, Device::kCuda);
+  Tensor bad = check_ids ? Tensor::zeros({1}, DType::kI32, Device::kCuda) : Tensor();
+  int32_t* bad_flag = check_ids ? bad.i32() : nullptr;
   if (table.dtype() == DType::kBF16) {
     embedding_kernel<<<detail::blocks_for(t * d, 256), 256, 0, stream()>>>(
-        ids.i64(), reinterpret_cast<const __nv_bfloat16*>(table.raw()), out.f32(), t, d, table.size(0), bad.i32());
+        ids.i64(), reinterpret_cast<const __nv_bfloat16*>(table.raw()), out.f32(), t, d, table.size(0), bad_flag);
   } else {
     embedding_kernel<<<detail::blocks_for(t * d, 256), 256, 0, stream()>>>(ids.i64(), table.f32(), out.f32(), t, d,
-                                                                           table.size(0), bad.i32());
+                                                                           table.size(0), bad_flag);
   }
   SY_CUDA_CHECK_LAUNCH();
-  SY_REQUIRE(to_host(bad).i32()[0] == 0, InvalidArgument, "cuda embedding", "a token id is outside the vocabulary [0, ",
-             table.size(0), ")");
+  if (check_ids) {
+    SY_REQUIRE(to_host(bad).i32()[0] == 0, InvalidArgument, "cuda embedding",
+               "a token id is outside the vocabulary [0, ", table.size(0), ")");
+  }
 }
 
 void add_inplace(Tensor& y, const Tensor& x) {
