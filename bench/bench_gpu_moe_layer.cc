@@ -1,8 +1,8 @@
 // bench_gpu_moe_layer --config config.json [--tokens 1,64,4096,16384] [--iters 20]
 // One MoE layer of the config's shape (layer 0, random bf16 weights) on GPU 0: router, dispatch, routed
 // experts, combine (and the shared expert if any), timed at several token counts with CUDA synchronisation,
-// both expert paths (grouped: one launch per projection, no host sync; per-expert: one cuBLAS GEMM per expert
-// after a host sync). References printed with it: the layer's FLOPs against the H100's dense bf16 peak (989
+// every expert path (grouped GEMV: one launch per projection, no host sync; cuBLAS grouped GEMM: one call
+// per projection after a host sync; per-expert: one cuBLAS GEMM per expert after a host sync). References printed with it: the layer's FLOPs against the H100's dense bf16 peak (989
 // TFLOP/s, published), and its weight bytes against the device copy bandwidth measured in the same run. The
 // PyTorch peer is bench/torch_moe_layer.py (transformers' own sparse MoE block) on the same config.
 #include <algorithm>
@@ -17,6 +17,7 @@
 #if SY_HAS_CUDA
 #include "model/gpu_forward.h"
 #include "switchyard/kernels/cuda_memory.h"
+#include "switchyard/kernels/cuda_ops.h"
 #endif
 
 int main(int argc, char** argv) {
@@ -61,22 +62,26 @@ int main(int argc, char** argv) {
                 "|---|---|---|---|---|---|---|\n");
     for (int64_t t : tokens) {
       sy::Tensor h = sy::cuda::to_device(bench_random_f32(t, hidden));
-      for (bool grouped : {true, false}) {
-        if (grouped && t > 256) continue;  // the forward pass uses the grouped path up to 256 tokens
-        for (int i = 0; i < 3; ++i) sy::model_detail::gpu_moe_layer(*state, 0, h, grouped);
+      using sy::model_detail::ExpertPath;
+      for (ExpertPath path : {ExpertPath::kGroupedGemv, ExpertPath::kCublasGrouped, ExpertPath::kPerExpert}) {
+        if (path == ExpertPath::kGroupedGemv && t > 256) continue;  // the forward pass uses it up to 256 tokens
+        for (int i = 0; i < 3; ++i) sy::model_detail::gpu_moe_layer(*state, 0, h, path);
         sy::cuda::synchronize();
         auto t0 = std::chrono::steady_clock::now();
-        for (int i = 0; i < iters; ++i) sy::model_detail::gpu_moe_layer(*state, 0, h, grouped);
+        for (int i = 0; i < iters; ++i) sy::model_detail::gpu_moe_layer(*state, 0, h, path);
         sy::cuda::synchronize();
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
         const double flops = 2.0 * t * (static_cast<double>(k) * 3 * hidden * inter + hidden * experts);
         const double hit = experts * (1.0 - std::pow(1.0 - static_cast<double>(k) / experts, static_cast<double>(t)));
         const double bytes = 2.0 * (hit * 3 * hidden * inter + static_cast<double>(hidden) * experts);
         std::printf("| %lld | %s | %.3f ms | %.1f | %.1f%% | %.3f | %.1f%% |\n", static_cast<long long>(t),
-                    grouped ? "grouped" : "per-expert cuBLAS", s * 1e3, flops / s / 1e12, 100 * flops / s / 989e12,
+                    sy::model_detail::expert_path_name(path), s * 1e3, flops / s / 1e12, 100 * flops / s / 989e12,
                     bytes / 1e9, 100 * bytes / s / bandwidth);
       }
     }
+    std::printf("\ncuBLAS grouped GEMM ran %s\n", sy::cuda::grouped_gemm_is_grouped()
+                                                     ? "grouped (cublasGemmGroupedBatchedEx)"
+                                                     : "as the per-expert fallback (grouped call refused)");
     return 0;
 #endif
   } catch (const std::exception& e) {

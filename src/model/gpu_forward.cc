@@ -1,10 +1,10 @@
 // Device forward pass: the same decoder as Model's CPU path (x = embed; per layer x += attn(norm x);
 // x += ffn(norm x); logits = head(norm x)), as a sequence of CUDA ops on the model's stream. Activations are
 // f32; weight matrices bf16 (cuda::linear rounds activations to bf16 for the tensor cores, so results match
-// the CPU path to bf16 precision). Routed experts run as one cuBLAS GEMM per expert that received tokens
-// for prefill-sized batches, which needs the per-expert counts on the host once per MoE layer; decode-sized
-// batches (up to kGroupedMaxTokens) use cuda::grouped_linear instead and never synchronise with the host
-// until the logits are copied back.
+// the CPU path to bf16 precision). Routed experts run as one cuBLAS grouped GEMM per projection for
+// prefill-sized batches, which needs the per-expert counts on the host once per MoE layer; decode-sized
+// batches (up to gemv_max_tokens) use cuda::grouped_linear instead and never synchronise with the host
+// until the logits are copied back, and decode steps replay a captured CUDA graph.
 #include "gpu_forward.h"
 
 #include <algorithm>
@@ -25,6 +25,15 @@
 namespace sy::model_detail {
 
 #if SY_HAS_CUDA
+
+namespace {
+// Tokens per pass up to which routed experts run as the grouped GEMV (no host sync, so the pass can be a CUDA
+// graph); above it, one cuBLAS grouped GEMM per projection after one host sync per layer (measured on the
+// H100 for the Qwen3-30B-A3B layer: GEMV 0.14 ms vs 0.17 ms at 1 token, 1.11 ms vs 0.59 ms at 64 tokens).
+// SY_GROUPED_GEMV_MAX_TOKENS overrides it at upload (tests use 0 to run every pass through cuBLAS). Decode
+// steps of up to that many sequences are captured as CUDA graphs.
+constexpr int64_t kGroupedMaxTokens = 16;
+}  // namespace
 
 // The device inputs of one pass (all int64 but the int32 block tables).
 struct DeviceBatch {
@@ -48,14 +57,11 @@ struct GpuState {
   size_t bytes = 0;
   // Decode steps captured as CUDA graphs, by batch size, for the pool whose address they baked in.
   bool use_graphs = true;
+  int64_t gemv_max_tokens = kGroupedMaxTokens;  // passes up to this many tokens run the grouped GEMV path
   const void* graph_pool = nullptr;
   std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs;
 };
 
-namespace {
-constexpr int64_t kGroupedMaxTokens = 256;  // tokens per pass up to which routed experts run grouped
-constexpr int64_t kMaxGraphBatch = 256;      // decode batch sizes captured as CUDA graphs (<= kGroupedMaxTokens)
-}  // namespace
 
 void GpuStateDeleter::operator()(GpuState* s) const { delete s; }
 
@@ -117,26 +123,28 @@ Tensor gated_mlp(const Tensor& x, const moe::GatedMlpWeights& w) { return linear
 namespace {
 
 // Routed experts (and the shared expert) of MoE layer l on device rows h (n, hidden) f32. With `counts`
-// ((layers, experts) int64 on the device), experts run grouped without a host sync and their token counts go
-// to counts row l; without it, one cuBLAS GEMM per expert after copying the offsets to the host, and the
-// counts go straight to `load`.
-Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad& load) {
+// ((layers, experts) int64 on the device) the grouped GEMV path runs without a host sync and the token counts
+// go to counts row l; otherwise the offsets are copied to the host once and the experts run as one cuBLAS
+// grouped GEMM per projection (or, for reference, one GEMM per expert), their counts going to `load`.
+Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad& load,
+                 ExpertPath path = ExpertPath::kCublasGrouped) {
   const ModelConfig& c = s.config;
   const MoeWeights& m = s.w.layers[l].moe;
   const int64_t n = h.size(0), hidden = c.hidden_size;
-  const bool grouped = counts != nullptr;
   Tensor logits = linear(h, m.router, m.router_bias);
   Tensor expert = Tensor::empty({n, c.moe.top_k}, DType::kI32, Device::kCuda);
   Tensor weight = Tensor::empty({n, c.moe.top_k}, DType::kF32, Device::kCuda);
   cuda::route(logits, m.score_bias, c.moe, expert, weight);
   cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, c.moe.num_experts, /*check_ids=*/false);
-  Tensor permuted = Tensor::empty({n * c.moe.top_k, hidden}, DType::kF32, Device::kCuda);
-  cuda::permute(h, layout, permuted);
-  Tensor expert_out = Tensor::empty({n * c.moe.top_k, hidden}, DType::kF32, Device::kCuda);
-  if (grouped) {
-    const auto& t = s.experts[l];
-    Tensor g = Tensor::empty({n * c.moe.top_k, t[0].n}, DType::kF32, Device::kCuda);
-    Tensor u = Tensor::empty({n * c.moe.top_k, t[1].n}, DType::kF32, Device::kCuda);
+  const int64_t rows = n * c.moe.top_k;
+  const auto& t = s.experts[l];
+  Tensor expert_out;  // (rows, hidden) f32 or bf16, in dispatch order
+  if (counts) {
+    Tensor permuted = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
+    cuda::permute(h, layout, permuted);
+    Tensor g = Tensor::empty({rows, t[0].n}, DType::kF32, Device::kCuda);
+    Tensor u = Tensor::empty({rows, t[1].n}, DType::kF32, Device::kCuda);
+    expert_out = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
     cuda::grouped_linear(permuted, t[0], layout.offsets, g);
     cuda::grouped_linear(permuted, t[1], layout.offsets, u);
     cuda::silu_mul(g, u, g);
@@ -144,14 +152,37 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
     Tensor row = counts->select(l);
     cuda::copy(layout.tokens_per_expert, row);
   } else {
-    Tensor offsets = cuda::to_host(layout.offsets);  // one host sync per MoE layer
+    Tensor offsets_host = cuda::to_host(layout.offsets);  // one host sync per MoE layer
+    const std::vector<int64_t> offsets(offsets_host.i64(), offsets_host.i64() + offsets_host.numel());
     for (int e = 0; e < c.moe.num_experts; ++e) {
-      const int64_t lo = offsets.i64()[e], hi = offsets.i64()[e + 1];
-      if (hi == lo) continue;
-      load.tokens[l][e] += hi - lo;
-      SY_CHECK(m.experts[e].gate.defined(), "cuda forward: tokens routed to expert ", e, " which is not loaded");
-      Tensor out_e = expert_out.slice(0, lo, hi);
-      cuda::linear(gated_hidden(permuted.slice(0, lo, hi), m.experts[e]), m.experts[e].down, Tensor(), out_e);
+      load.tokens[l][e] += offsets[e + 1] - offsets[e];
+      SY_CHECK(offsets[e + 1] == offsets[e] || m.experts[e].gate.defined(), "cuda forward: tokens routed to expert ",
+               e, " which is not loaded");
+    }
+    if (path == ExpertPath::kPerExpert) {
+      Tensor permuted = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
+      cuda::permute(h, layout, permuted);
+      expert_out = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
+      for (int e = 0; e < c.moe.num_experts; ++e) {
+        const int64_t lo = offsets[e], hi = offsets[e + 1];
+        if (hi == lo) continue;
+        Tensor out_e = expert_out.slice(0, lo, hi);
+        cuda::linear(gated_hidden(permuted.slice(0, lo, hi), m.experts[e]), m.experts[e].down, Tensor(), out_e);
+      }
+    } else {
+      // bf16 from the permute to the combine: the tensor cores read bf16 anyway, and f32 copies of
+      // (tokens * top_k) rows would dominate the memory traffic of large prefills.
+      Tensor hb = Tensor::empty({n, hidden}, DType::kBF16, Device::kCuda);
+      cuda::cast(h, hb);
+      Tensor permuted = Tensor::empty({rows, hidden}, DType::kBF16, Device::kCuda);
+      cuda::permute(hb, layout, permuted);
+      Tensor g = Tensor::empty({rows, t[0].n}, DType::kBF16, Device::kCuda);
+      Tensor u = Tensor::empty({rows, t[1].n}, DType::kBF16, Device::kCuda);
+      expert_out = Tensor::empty({rows, hidden}, DType::kBF16, Device::kCuda);
+      cuda::grouped_gemm(permuted, t[0], offsets, g);
+      cuda::grouped_gemm(permuted, t[1], offsets, u);
+      cuda::silu_mul(g, u, g);
+      cuda::grouped_gemm(g, t[2], offsets, expert_out);
     }
   }
   Tensor out = Tensor::zeros({n, hidden}, DType::kF32, Device::kCuda);
@@ -179,6 +210,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   s->config = config;
   s->rope = cuda::upload_rope(rope);
   if (const char* env = std::getenv("SY_CUDA_GRAPHS")) s->use_graphs = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_GROUPED_GEMV_MAX_TOKENS")) s->gemv_max_tokens = std::atoll(env);
   Uploader up;
   s->w.embed = up.matrix(weights.embed);
   s->w.final_norm = up.vector(weights.final_norm);
@@ -233,14 +265,23 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
 
 size_t gpu_weight_bytes(const GpuState& state) { return state.bytes; }
 
-Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, bool grouped) {
+const char* expert_path_name(ExpertPath path) {
+  switch (path) {
+    case ExpertPath::kGroupedGemv: return "grouped GEMV";
+    case ExpertPath::kCublasGrouped: return "cuBLAS grouped GEMM";
+    case ExpertPath::kPerExpert: return "per-expert cuBLAS";
+  }
+  return "?";
+}
+
+Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, ExpertPath path) {
   const ModelConfig& c = state.config;
   SY_REQUIRE(layer >= 0 && layer < c.num_layers && c.layer_is_moe[layer], InvalidArgument, "cuda",
              "layer ", layer, " is not a MoE layer");
   ExpertLoad load;
   load.tokens.assign(c.num_layers, std::vector<int64_t>(c.moe.num_experts, 0));
   Tensor counts = Tensor::zeros({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda);
-  return moe_layer(state, layer, h, grouped ? &counts : nullptr, load);
+  return moe_layer(state, layer, h, path == ExpertPath::kGroupedGemv ? &counts : nullptr, load, path);
 }
 
 namespace {
@@ -322,8 +363,8 @@ void flatten_tables(const BatchPlan& plan, int64_t n, std::vector<int32_t>& tabl
 }
 
 // A decode step (every sequence one token, all wanting logits) fits a captured graph of its batch size.
-bool is_decode_step(const BatchPlan& plan, int64_t n) {
-  if (n == 0 || n > kMaxGraphBatch || plan.sequences.size() != static_cast<size_t>(n)) return false;
+bool is_decode_step(const BatchPlan& plan, int64_t n, int64_t max_batch) {
+  if (n == 0 || n > max_batch || plan.sequences.size() != static_cast<size_t>(n)) return false;
   if (plan.logit_rows.size() != static_cast<size_t>(n)) return false;
   for (int64_t i = 0; i < n; ++i) {
     if (plan.logit_rows[i] != i || plan.sequences[i].q_end - plan.sequences[i].q_begin != 1) return false;
@@ -394,7 +435,7 @@ Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
   const int64_t n = static_cast<int64_t>(plan.ids.size());
   if (plan.logit_rows.empty()) {
     // Prefill chunks that need no logits still run (they fill the KV cache).
-  } else if (s.use_graphs && is_decode_step(plan, n)) {
+  } else if (s.use_graphs && is_decode_step(plan, n, s.gemv_max_tokens)) {
     return decode_with_graph(s, plan, pool, load);
   }
   DeviceBatch b;
@@ -410,7 +451,7 @@ Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
   Tensor tables_host = Tensor::empty({static_cast<int64_t>(tables.size())}, DType::kI32);
   std::memcpy(tables_host.raw(), tables.data(), tables.size() * sizeof(int32_t));
   b.tables = cuda::to_device(tables_host);
-  const bool grouped = n <= kGroupedMaxTokens && c.moe.num_experts > 0;
+  const bool grouped = n <= s.gemv_max_tokens && c.moe.num_experts > 0;
   Tensor counts = grouped ? Tensor::empty({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda) : Tensor();
   Tensor logits = run_layers(s, b, pool, grouped ? &counts : nullptr, load);
   if (grouped) add_counts(c, counts, load);
@@ -430,7 +471,8 @@ Tensor gpu_forward_batch(GpuState&, const BatchPlan&, PagedKvPool&, ExpertLoad&)
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend");
 }
 void set_cuda_graphs(GpuState&, bool) {}
-Tensor gpu_moe_layer(GpuState&, int, const Tensor&, bool) {
+const char* expert_path_name(ExpertPath) { return "none"; }
+Tensor gpu_moe_layer(GpuState&, int, const Tensor&, ExpertPath) {
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend");
 }
 size_t gpu_weight_bytes(const GpuState&) { return 0; }

@@ -28,9 +28,13 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
 // it off).
 Tensor gpu_forward_batch(GpuState& state, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load);
 void set_cuda_graphs(GpuState& state, bool enabled);
-// The MoE part of one layer alone (routed experts grouped or per-expert cuBLAS, plus the shared expert) on
-// device rows h (n, hidden) f32: for benchmarks of the layer (bench/bench_gpu_moe_layer.cc).
-Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, bool grouped);
+// How routed experts run: the grouped GEMV kernel (decode sizes, no host sync), one cuBLAS grouped GEMM
+// (prefill sizes, one host sync per layer for the row counts), or one cuBLAS GEMM per expert (the reference).
+enum class ExpertPath { kGroupedGemv, kCublasGrouped, kPerExpert };
+const char* expert_path_name(ExpertPath path);
+// The MoE part of one layer alone (routed experts plus the shared expert) on device rows h (n, hidden) f32:
+// for benchmarks of the layer (bench/bench_gpu_moe_layer.cc).
+Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, ExpertPath path);
 // Bytes of device memory the uploaded weights take.
 size_t gpu_weight_bytes(const GpuState& state);
 

@@ -25,17 +25,30 @@ std::vector<float> row(const Tensor& t, int64_t r) {
 
 class GpuForward : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(GpuForward, BatchedPagedLogitsMatchCpu) {
-  SY_SKIP_WITHOUT_GPU();
-  auto cpu = Model::load(dir_of(GetParam()));
-  auto gpu = Model::load(dir_of(GetParam()));
+// Sets an environment variable for one scope (the device forward reads its path thresholds at upload).
+struct ScopedEnv {
+  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~ScopedEnv() { unsetenv(name_); }
+  const char* name_;
+};
+
+// With `cublas_experts`, every pass runs the routed experts through the cuBLAS grouped GEMM (the prefill path,
+// bf16 activations) instead of the grouped GEMV (and no step is a CUDA graph).
+void check_batched_logits(const std::string& fixture, bool cublas_experts) {
+  auto cpu = Model::load(dir_of(fixture));
+  auto gpu = Model::load(dir_of(fixture));
   const ModelConfig& c = cpu->config();
   if (c.attention.mla || c.arch == Architecture::kGptOss) {
     EXPECT_THROW(gpu->to_device(Device::kCuda), Unsupported);
     return;
   }
-  gpu->to_device(Device::kCuda);
+  {
+    std::unique_ptr<ScopedEnv> env;
+    if (cublas_experts) env = std::make_unique<ScopedEnv>("SY_GROUPED_GEMV_MAX_TOKENS", "0");
+    gpu->to_device(Device::kCuda);
+  }
   ASSERT_EQ(gpu->device(), Device::kCuda);
+  const std::string label = fixture + (cublas_experts ? " (cuBLAS grouped experts)" : "");
   std::mt19937 rng(3);
   std::vector<std::vector<int64_t>> prompts;
   for (int64_t len : {13, 6, 1}) {
@@ -82,7 +95,7 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpu) {
       }
       ++checked;
       worst = std::max(worst, err);
-      EXPECT_LT(err, kLogitTol) << GetParam() << " " << what << " sequence " << who[i];
+      EXPECT_LT(err, kLogitTol) << label << " " << what << " sequence " << who[i];
     }
   };
   // Prefill in two chunks (the second with logits), then three decode steps of all sequences together.
@@ -116,12 +129,23 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpu) {
     compare(step, who, "decode");
   }
   std::printf("%s: %d logit rows compared (max relative error %.2e), %d skipped after a routing flip\n",
-              GetParam().c_str(), checked, worst, skipped);
+              label.c_str(), checked, worst, skipped);
   EXPECT_GT(checked, 0) << "every sequence met a routing near tie; the comparison checked nothing";
 }
 
 // Decode steps replayed from a captured CUDA graph equal the same steps run kernel by kernel, bit for bit,
 // across batch sizes (one graph each), growing block tables and a second pool (graphs are recaptured).
+
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  check_batched_logits(GetParam(), false);
+}
+
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughCublasGroupedExperts) {
+  SY_SKIP_WITHOUT_GPU();
+  check_batched_logits(GetParam(), true);
+}
+
 TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
   SY_SKIP_WITHOUT_GPU();
   auto graphed = Model::load(dir_of(GetParam()));

@@ -30,6 +30,15 @@ void check_grouped(int64_t n, int64_t k, const std::vector<int64_t>& counts) {
   Tensor y = test::poisoned_device({rows, n});
   cuda::grouped_linear(cuda::to_device(x), table, cuda::to_device(test::i64_tensor(offsets)), y);
   expect_close("grouped_linear n=" + std::to_string(n) + " k=" + std::to_string(k), y, expected, test::kF32Tol);
+  // The prefill path (cuBLAS grouped GEMM, bf16 operands): within the bf16 tolerance, from f32 and bf16 x.
+  Tensor z = test::poisoned_device({rows, n});
+  cuda::grouped_gemm(cuda::to_device(x), table, offsets, z);
+  expect_close("grouped_gemm n=" + std::to_string(n) + " k=" + std::to_string(k), z, expected, test::kBf16Tol);
+  Tensor zb = test::poisoned_device({rows, n});
+  cuda::grouped_gemm(cuda::to_device(x.to(DType::kBF16)), table, offsets, zb);
+  expect_close("grouped_gemm bf16 x", zb, expected, test::kBf16Tol);
+  std::printf("grouped_gemm n=%lld k=%lld ran %s\n", static_cast<long long>(n), static_cast<long long>(k),
+              cuda::grouped_gemm_is_grouped() ? "grouped" : "per expert (fallback)");
 }
 
 TEST(GpuGrouped, MatchesPerExpertLinear) {
@@ -45,6 +54,10 @@ TEST(GpuGrouped, MatchesPerExpertLinear) {
   std::vector<int64_t> one(128, 0);
   one[127] = 21;  // every row on the last expert: one block row walks 3 passes of 8 rows
   check_grouped(48, 96, one);
+  // Prefill-sized groups: hundreds of rows over many experts.
+  std::vector<int64_t> big(32);
+  for (int e = 0; e < 32; ++e) big[e] = (e * 37) % 91;
+  check_grouped(256, 512, big);
 }
 
 TEST(GpuGrouped, RejectsMismatchedShapes) {

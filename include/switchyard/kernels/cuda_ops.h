@@ -41,7 +41,7 @@ struct DeviceRope {
 DeviceRope upload_rope(const ops::RopeTable& table);
 void apply_rope(Tensor& x, const Tensor& positions, const DeviceRope& rope);
 
-// out = silu(gate) * up.  gate, up, out: same shape f32 (out may alias gate).
+// out = silu(gate) * up.  gate, up, out: same shape, all f32 or all bf16 (f32 arithmetic; out may alias gate).
 void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out);
 
 // Fused router, one thread block per token, up to 256 experts: softmax or sigmoid scores (or softmax over the
@@ -110,6 +110,17 @@ struct ExpertWeightTable {
 };
 ExpertWeightTable make_expert_weight_table(const std::vector<Tensor>& weights);
 void grouped_linear(const Tensor& x, const ExpertWeightTable& weights, const Tensor& offsets, Tensor& y);
+// Routed experts for prefill-sized groups: y[rows of e] = x[rows of e] W_e^T for every expert with rows, as one
+// cuBLAS grouped GEMM (cublasGemmGroupedBatchedEx: bf16 operands on the tensor cores, f32 accumulation,
+// products rounded to bf16 and widened into y). offsets: (E+1,) on the host (the caller has synchronised once
+// to read them). x: (rows, k) f32 or bf16 (f32 is rounded to bf16 first, as cuda::linear does); y: (rows, n)
+// f32 or bf16 (bf16 skips the widening pass: the prefill MoE block keeps its activations in bf16). Where
+// the library refuses the grouped call, it falls back to one cublasGemmEx per expert (grouped_gemm_is_grouped()
+// says which ran last).
+void grouped_gemm(const Tensor& x, const ExpertWeightTable& weights, const std::vector<int64_t>& offsets, Tensor& y);
+bool grouped_gemm_is_grouped();
+// dst = src converted between f32 and bf16 (round to nearest even), or copied when the dtypes match.
+void cast(const Tensor& src, Tensor& dst);
 // Device-to-device copy of equal byte counts (asynchronous, on stream()).
 void copy(const Tensor& src, Tensor& dst);
 

@@ -80,14 +80,16 @@ __global__ void permute_kernel(const T* x, const int64_t* row_assignment, int to
 // Block t owns output row t; each element sums its top_k contributions in slot order.
 template <typename T>
 __global__ void unpermute_kernel(const T* expert_out, const int64_t* assignment_row, const float* weight,
-                                 int top_k, int64_t hidden, float* out) {
-  const int64_t t = blockIdx.x;
-  for (int64_t j = threadIdx.x; j < hidden; j += blockDim.x) {
-    float acc = out[t * hidden + j];
-    for (int s = 0; s < top_k; ++s) {
-      acc += weight[t * top_k + s] * detail::load_f(expert_out, assignment_row[t * top_k + s] * hidden + j);
+                                 int top_k, int64_t hidden, int64_t tokens, float* out) {
+  // Grid: (hidden chunks, tokens): a one-token decode still spreads over many blocks.
+  for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
+    for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < hidden; j += int64_t{gridDim.x} * blockDim.x) {
+      float acc = out[t * hidden + j];
+      for (int s = 0; s < top_k; ++s) {
+        acc += weight[t * top_k + s] * detail::load_f(expert_out, assignment_row[t * top_k + s] * hidden + j);
+      }
+      out[t * hidden + j] = acc;
     }
-    out[t * hidden + j] = acc;
   }
 }
 
@@ -160,13 +162,15 @@ void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, con
              " weight ", weight.describe());
   const int64_t hidden = out.size(1);
   if (layout.num_tokens == 0 || hidden == 0) return;
+  const dim3 grid(static_cast<unsigned>((hidden + 127) / 128),
+                  static_cast<unsigned>(layout.num_tokens < 65535 ? layout.num_tokens : 65535));
   if (expert_out.dtype() == DType::kF32) {
-    unpermute_kernel<<<static_cast<unsigned>(layout.num_tokens), 256, 0, stream()>>>(
-        expert_out.f32(), layout.assignment_row.i64(), weight.f32(), layout.top_k, hidden, out.f32());
+    unpermute_kernel<<<grid, 128, 0, stream()>>>(expert_out.f32(), layout.assignment_row.i64(), weight.f32(),
+                                                 layout.top_k, hidden, layout.num_tokens, out.f32());
   } else {
-    unpermute_kernel<<<static_cast<unsigned>(layout.num_tokens), 256, 0, stream()>>>(
+    unpermute_kernel<<<grid, 128, 0, stream()>>>(
         reinterpret_cast<const __nv_bfloat16*>(expert_out.raw()), layout.assignment_row.i64(), weight.f32(),
-        layout.top_k, hidden, out.f32());
+        layout.top_k, hidden, layout.num_tokens, out.f32());
   }
   SY_CUDA_CHECK_LAUNCH();
 }

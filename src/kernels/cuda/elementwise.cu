@@ -52,10 +52,11 @@ __global__ void rope_kernel(float* x, const int64_t* positions, const float* inv
   }
 }
 
-__global__ void silu_mul_kernel(const float* g, const float* u, float* out, int64_t n) {
+template <typename T>
+__global__ void silu_mul_kernel(const T* g, const T* u, T* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    const float gv = g[i];
-    out[i] = gv / (1.f + expf(-gv)) * u[i];
+    const float gv = load_f(g, i);
+    detail::store_f(out, i, gv / (1.f + expf(-gv)) * load_f(u, i));
   }
 }
 
@@ -119,13 +120,20 @@ void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   detail::require_device("cuda silu_mul", "gate", gate);
   detail::require_device("cuda silu_mul", "up", up);
   detail::require_device("cuda silu_mul", "out", out);
-  SY_REQUIRE(gate.dtype() == DType::kF32 && up.dtype() == DType::kF32 && out.dtype() == DType::kF32 &&
-                 gate.shape() == up.shape() && gate.shape() == out.shape(),
+  detail::require_dtype("cuda silu_mul", "gate", gate, DType::kF32, DType::kBF16);
+  SY_REQUIRE(up.dtype() == gate.dtype() && out.dtype() == gate.dtype() && gate.shape() == up.shape() &&
+                 gate.shape() == out.shape(),
              InvalidArgument, "cuda silu_mul", "gate ", gate.describe(), " up ", up.describe(), " out ",
              out.describe());
   const int64_t n = gate.numel();
   if (n == 0) return;
-  silu_mul_kernel<<<detail::blocks_for(n, 256), 256, 0, stream()>>>(gate.f32(), up.f32(), out.f32(), n);
+  if (gate.dtype() == DType::kF32) {
+    silu_mul_kernel<<<detail::blocks_for(n, 256), 256, 0, stream()>>>(gate.f32(), up.f32(), out.f32(), n);
+  } else {
+    using bf = __nv_bfloat16;
+    silu_mul_kernel<<<detail::blocks_for(n, 256), 256, 0, stream()>>>(
+        static_cast<const bf*>(gate.raw()), static_cast<const bf*>(up.raw()), static_cast<bf*>(out.raw()), n);
+  }
   SY_CUDA_CHECK_LAUNCH();
 }
 

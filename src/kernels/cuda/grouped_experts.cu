@@ -1,7 +1,7 @@
 // Grouped expert projection for decode-sized batches: one launch runs every routed expert's rows through its
 // own bf16 weight matrix, reading the per-expert row ranges on the device (no host synchronisation, so a
 // decode step can stay on the GPU end to end). Memory-bound design: each warp owns output columns and
-// streams that weight row once per kRows rows of its expert with 16-byte loads;
+// streams that weight row once per kRows rows of its expert with 16-byte loads, four in flight per lane;
 // activations stay f32 (read through L1/L2). Grid: (column tiles, min(experts, rows)): block row y finds the
 // y-th expert that received rows, so empty experts cost no blocks.
 // Prefill-sized groups are better served by tensor-core GEMMs (per-expert cuBLAS in the forward pass).
@@ -62,24 +62,35 @@ __global__ void __launch_bounds__(kWarps * 32) grouped_linear_kernel(const float
       float acc[kRows];
 #pragma unroll
       for (int r = 0; r < kRows; ++r) acc[r] = 0.f;
-      if (kVec) {  // k % 8 == 0: 8 bf16 weights per 16-byte load
-        for (int64_t kk = lane * 8; kk < k; kk += 32 * 8) {
-          const uint4 packed = __ldg(reinterpret_cast<const uint4*>(wrow + kk));
-          const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&packed);
-          float wf[8];
+      if (kVec) {  // k % 8 == 0: 8 bf16 weights per 16-byte load, kBatch loads issued before any is used
+        constexpr int kBatch = 4;
+        for (int64_t k0 = lane * 8; k0 < k; k0 += kBatch * 32 * 8) {
+          uint4 packed[kBatch];
 #pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const float2 f = __bfloat1622float2(h2[i]);
-            wf[2 * i] = f.x;
-            wf[2 * i + 1] = f.y;
+          for (int u = 0; u < kBatch; ++u) {
+            const int64_t kk = k0 + u * 32 * 8;
+            packed[u] = kk < k ? __ldg(reinterpret_cast<const uint4*>(wrow + kk)) : make_uint4(0, 0, 0, 0);
           }
 #pragma unroll
-          for (int r = 0; r < kRows; ++r) {
-            if (r < rows) {
-              const float4* xr = reinterpret_cast<const float4*>(x + (r0 + r) * k + kk);
-              const float4 a = xr[0], b = xr[1];
-              acc[r] += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x + wf[5] * b.y +
-                        wf[6] * b.z + wf[7] * b.w;
+          for (int u = 0; u < kBatch; ++u) {
+            const int64_t kk = k0 + u * 32 * 8;
+            if (kk >= k) break;
+            const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&packed[u]);
+            float wf[8];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const float2 f = __bfloat1622float2(h2[i]);
+              wf[2 * i] = f.x;
+              wf[2 * i + 1] = f.y;
+            }
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) {
+              if (r < rows) {
+                const float4* xr = reinterpret_cast<const float4*>(x + (r0 + r) * k + kk);
+                const float4 a = xr[0], b = xr[1];
+                acc[r] += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x + wf[5] * b.y +
+                          wf[6] * b.z + wf[7] * b.w;
+              }
             }
           }
         }

@@ -6,9 +6,15 @@
 
 namespace sy::cuda {
 
-namespace {
+__global__ void f32_to_bf16_kernel(const float* in, __nv_bfloat16* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    out[i] = __float2bfloat16(in[i]);
+  }
+}
 
-cublasHandle_t handle() {
+namespace detail {
+
+cublasHandle_t cublas_handle() {
   static cublasHandle_t h = [] {
     cublasHandle_t created = nullptr;
     SY_CUBLAS_CHECK(cublasCreate(&created));
@@ -18,11 +24,18 @@ cublasHandle_t handle() {
   return h;
 }
 
-__global__ void f32_to_bf16_kernel(const float* in, __nv_bfloat16* out, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    out[i] = __float2bfloat16(in[i]);
-  }
+void to_bf16(const Tensor& x, Tensor& out) {
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  f32_to_bf16_kernel<<<blocks_for(n, 256), 256, 0, stream()>>>(x.f32(), reinterpret_cast<__nv_bfloat16*>(out.raw()), n);
+  SY_CUDA_CHECK_LAUNCH();
 }
+
+}  // namespace detail
+
+namespace {
+
+cublasHandle_t handle() { return detail::cublas_handle(); }
 
 template <typename Y, typename B>
 __global__ void add_bias_kernel(Y* y, const B* bias, int64_t m, int64_t n) {

@@ -9,6 +9,11 @@
 
 namespace sy::cuda::detail {
 
+// The engine's cuBLAS handle, bound to stream() (linear.cu).
+cublasHandle_t cublas_handle();
+// out (bf16, same element count) = x (f32) rounded to bf16, on stream().
+void to_bf16(const Tensor& x, Tensor& out);
+
 inline void require_device(const char* op, const char* name, const Tensor& t) {
   SY_REQUIRE(t.defined() && t.device() == Device::kCuda && t.is_contiguous(), InvalidArgument, op, name,
              " must be a contiguous CUDA tensor, got ", t.defined() ? t.describe() : "undefined");
