@@ -54,6 +54,7 @@ struct GpuState {
   ModelWeights w;  // device tensors
   cuda::DeviceRope rope;
   std::vector<std::array<cuda::ExpertWeightTable, 3>> experts;  // [layer] gate, up, down (MoE layers)
+  std::vector<std::array<Tensor, 3>> expert_bias;  // [layer] (E, n) f32 gate, up, down biases (gpt-oss)
   size_t bytes = 0;
   // Decode steps captured as CUDA graphs, by batch size, for the pool whose address they baked in.
   bool use_graphs = true;
@@ -90,9 +91,25 @@ class Uploader {
 };
 
 moe::GatedMlpWeights upload_mlp(Uploader& up, const moe::GatedMlpWeights& m) {
-  SY_REQUIRE(!m.gate_bias.defined() && !m.up_bias.defined() && !m.down_bias.defined(), Unsupported, "cuda",
-             "expert biases (gpt-oss) are not supported on the GPU yet");
-  return {up.matrix(m.gate), up.matrix(m.up), up.matrix(m.down), {}, {}, {}};
+  return {up.matrix(m.gate), up.matrix(m.up), up.matrix(m.down), up.vector(m.gate_bias), up.vector(m.up_bias),
+          up.vector(m.down_bias)};
+}
+
+// (E, n) f32 device table of one projection's expert biases (zero rows for experts this process lacks), or
+// undefined when the experts have none.
+Tensor stack_expert_biases(const std::vector<moe::GatedMlpWeights>& experts, Tensor moe::GatedMlpWeights::*bias) {
+  int64_t n = 0;
+  for (const auto& e : experts) {
+    if ((e.*bias).defined()) n = (e.*bias).numel();
+  }
+  if (n == 0) return Tensor();
+  Tensor host = Tensor::zeros({static_cast<int64_t>(experts.size()), n}, DType::kF32);
+  for (size_t e = 0; e < experts.size(); ++e) {
+    if (!(experts[e].*bias).defined()) continue;
+    Tensor f = (experts[e].*bias).to(DType::kF32);
+    std::memcpy(host.f32() + e * n, f.f32(), sizeof(float) * n);
+  }
+  return cuda::to_device(host);
 }
 
 Tensor host_i64(const std::vector<int64_t>& v) {
@@ -107,20 +124,35 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   return y;
 }
 
-// silu(gate x) * up x on device rows.
-Tensor gated_hidden(const Tensor& x, const moe::GatedMlpWeights& w) {
-  Tensor g = linear(x, w.gate, Tensor());
-  Tensor u = linear(x, w.up, Tensor());
-  cuda::silu_mul(g, u, g);
+// g = act(g, u): SwiGLU, or gpt-oss's clamped SwiGLU when the config sets a limit.
+void activate(const MoeConfig& m, Tensor& g, const Tensor& u) {
+  if (m.swiglu_limit > 0) {
+    cuda::clamped_swiglu(g, u, static_cast<float>(m.swiglu_alpha), static_cast<float>(m.swiglu_limit), g);
+  } else {
+    cuda::silu_mul(g, u, g);
+  }
+}
+
+// act(gate x + b) * (up x + b) on device rows.
+Tensor gated_hidden(const Tensor& x, const moe::GatedMlpWeights& w, const MoeConfig& m = {}) {
+  Tensor g = linear(x, w.gate, w.gate_bias);
+  Tensor u = linear(x, w.up, w.up_bias);
+  activate(m, g, u);
   return g;
 }
 
 // SwiGLU MLP on device rows: down(silu(gate x) * up x).
-Tensor gated_mlp(const Tensor& x, const moe::GatedMlpWeights& w) { return linear(gated_hidden(x, w), w.down, Tensor()); }
+Tensor gated_mlp(const Tensor& x, const moe::GatedMlpWeights& w) { return linear(gated_hidden(x, w), w.down, w.down_bias); }
 
 }  // namespace
 
 namespace {
+
+// Adds the routed experts' biases of projection `which` (0 gate, 1 up, 2 down) of layer l, if any.
+void add_biases(GpuState& s, int l, int which, Tensor& y, const Tensor& expert, const cuda::DeviceDispatchLayout& layout) {
+  const Tensor& bias = s.expert_bias[l][which];
+  if (bias.defined()) cuda::add_expert_bias(y, bias, expert, layout);
+}
 
 // Routed experts (and the shared expert) of MoE layer l on device rows h (n, hidden) f32. With `counts`
 // ((layers, experts) int64 on the device) the grouped GEMV path runs without a host sync and the token counts
@@ -147,8 +179,11 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
     expert_out = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
     cuda::grouped_linear(permuted, t[0], layout.offsets, g);
     cuda::grouped_linear(permuted, t[1], layout.offsets, u);
-    cuda::silu_mul(g, u, g);
+    add_biases(s, l, 0, g, expert, layout);
+    add_biases(s, l, 1, u, expert, layout);
+    activate(c.moe, g, u);
     cuda::grouped_linear(g, t[2], layout.offsets, expert_out);
+    add_biases(s, l, 2, expert_out, expert, layout);
     Tensor row = counts->select(l);
     cuda::copy(layout.tokens_per_expert, row);
   } else {
@@ -167,7 +202,8 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
         const int64_t lo = offsets[e], hi = offsets[e + 1];
         if (hi == lo) continue;
         Tensor out_e = expert_out.slice(0, lo, hi);
-        cuda::linear(gated_hidden(permuted.slice(0, lo, hi), m.experts[e]), m.experts[e].down, Tensor(), out_e);
+        cuda::linear(gated_hidden(permuted.slice(0, lo, hi), m.experts[e], c.moe), m.experts[e].down,
+                     m.experts[e].down_bias, out_e);
       }
     } else {
       // bf16 from the permute to the combine: the tensor cores read bf16 anyway, and f32 copies of
@@ -181,8 +217,11 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
       expert_out = Tensor::empty({rows, hidden}, DType::kBF16, Device::kCuda);
       cuda::grouped_gemm(permuted, t[0], offsets, g);
       cuda::grouped_gemm(permuted, t[1], offsets, u);
-      cuda::silu_mul(g, u, g);
+      add_biases(s, l, 0, g, expert, layout);
+      add_biases(s, l, 1, u, expert, layout);
+      activate(c.moe, g, u);
       cuda::grouped_gemm(g, t[2], offsets, expert_out);
+      add_biases(s, l, 2, expert_out, expert, layout);
     }
   }
   Tensor out = Tensor::zeros({n, hidden}, DType::kF32, Device::kCuda);
@@ -204,8 +243,6 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   require_cuda_device();
   SY_REQUIRE(!config.attention.mla, Unsupported, "cuda",
              "MLA attention (DeepSeek-V2/V3) is not on the GPU yet; run it with --device cpu");
-  SY_REQUIRE(config.arch != Architecture::kGptOss, Unsupported, "cuda",
-             "gpt-oss (clamped SwiGLU experts with biases) is not on the GPU yet; run it with --device cpu");
   GpuStatePtr s(new GpuState);
   s->config = config;
   s->rope = cuda::upload_rope(rope);
@@ -245,7 +282,11 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
       d.mlp = upload_mlp(up, l.mlp);
     }
     std::array<cuda::ExpertWeightTable, 3> tables;
+    std::array<Tensor, 3> biases;
     if (l.is_moe) {
+      biases = {stack_expert_biases(l.moe.experts, &moe::GatedMlpWeights::gate_bias),
+                stack_expert_biases(l.moe.experts, &moe::GatedMlpWeights::up_bias),
+                stack_expert_biases(l.moe.experts, &moe::GatedMlpWeights::down_bias)};
       std::vector<Tensor> gate, upw, down;
       for (const moe::GatedMlpWeights& e : d.moe.experts) {
         gate.push_back(e.gate);
@@ -256,6 +297,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
                 cuda::make_expert_weight_table(down)};
     }
     s->experts.push_back(std::move(tables));
+    s->expert_bias.push_back(std::move(biases));
     s->w.layers.push_back(std::move(d));
   }
   s->bytes = up.bytes;

@@ -2,7 +2,7 @@
 // family that runs on the GPU): a batch of three sequences with chunked prefill, scattered paged block
 // tables and batched decode must give the CPU's logits within the bf16 tolerance (weights and activations
 // go through bf16 on the tensor cores), and greedy generation must agree wherever the CPU's top-2 gap is
-// clear. Families not on the GPU yet (MLA, gpt-oss) must be refused with Unsupported.
+// clear. Families not on the GPU yet (MLA) must be refused with Unsupported.
 #include <algorithm>
 #include <filesystem>
 #include <numeric>
@@ -38,7 +38,7 @@ void check_batched_logits(const std::string& fixture, bool cublas_experts) {
   auto cpu = Model::load(dir_of(fixture));
   auto gpu = Model::load(dir_of(fixture));
   const ModelConfig& c = cpu->config();
-  if (c.attention.mla || c.arch == Architecture::kGptOss) {
+  if (c.attention.mla) {
     EXPECT_THROW(gpu->to_device(Device::kCuda), Unsupported);
     return;
   }
@@ -149,7 +149,7 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughCublasGroupedExperts) {
 TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
   SY_SKIP_WITHOUT_GPU();
   auto graphed = Model::load(dir_of(GetParam()));
-  if (graphed->config().attention.mla || graphed->config().arch == Architecture::kGptOss) GTEST_SKIP() << "CPU only";
+  if (graphed->config().attention.mla) GTEST_SKIP() << "CPU only";
   auto eager = Model::load(dir_of(GetParam()));
   graphed->to_device(Device::kCuda);
   eager->to_device(Device::kCuda);
@@ -191,7 +191,7 @@ TEST_P(GpuForward, GreedyGenerationAgreesWithCpu) {
   SY_SKIP_WITHOUT_GPU();
   auto cpu = Model::load(dir_of(GetParam()));
   auto gpu = Model::load(dir_of(GetParam()));
-  if (cpu->config().attention.mla || cpu->config().arch == Architecture::kGptOss) GTEST_SKIP() << "CPU only";
+  if (cpu->config().attention.mla) GTEST_SKIP() << "CPU only";
   gpu->to_device(Device::kCuda);
   const std::vector<int64_t> prompt = {1, 5, 9, 2, 7};
   GenerateOptions o;

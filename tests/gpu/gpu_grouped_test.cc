@@ -2,6 +2,7 @@
 // (empty experts, more rows than one pass holds), both the vectorised (k % 8 == 0) and the scalar path,
 // and the glue ops of the device forward pass (embedding, scatter/gather rows, gated add).
 #include "gpu_harness.h"
+#include "switchyard/moe/dispatch.h"
 
 namespace sy {
 namespace {
@@ -58,6 +59,41 @@ TEST(GpuGrouped, MatchesPerExpertLinear) {
   std::vector<int64_t> big(32);
   for (int e = 0; e < 32; ++e) big[e] = (e * 37) % 91;
   check_grouped(256, 512, big);
+}
+
+// gpt-oss pieces of the expert path: the clamped SwiGLU (f32 and bf16) against ops::clamped_swiglu, with values
+// on both sides of the limit, and per-expert bias rows added by routed expert.
+TEST(GpuGrouped, ClampedSwigluAndExpertBiasMatchCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  Tensor g = rand_tensor({37, 64}, 10.f), u = rand_tensor({37, 64}, 10.f);
+  Tensor ref = Tensor::empty(g.shape(), DType::kF32);
+  ops::clamped_swiglu(g, u, 1.702f, 7.f, ref);
+  Tensor out = test::poisoned_device(g.shape());
+  cuda::clamped_swiglu(cuda::to_device(g), cuda::to_device(u), 1.702f, 7.f, out);
+  expect_close("clamped_swiglu", out, ref, test::kF32Tol);
+  Tensor gb = cuda::to_device(g.to(DType::kBF16)), ub = cuda::to_device(u.to(DType::kBF16));
+  Tensor outb = test::poisoned_device(g.shape(), DType::kBF16);
+  cuda::clamped_swiglu(gb, ub, 1.702f, 7.f, outb);
+  expect_close("clamped_swiglu bf16", outb, ref, 3e-2);
+
+  const int experts = 6, top_k = 2;
+  const int64_t tokens = 9, n = 24;
+  moe::Routing r = test::make_routing(tokens, top_k, experts, [](int64_t i, int s) { return static_cast<int>((i + 4 * s) % 6); });
+  Tensor expert = Tensor::empty({tokens, top_k}, DType::kI32);
+  for (size_t i = 0; i < r.expert.size(); ++i) expert.i32()[i] = r.expert[i];
+  moe::DispatchLayout ref_layout = moe::make_dispatch_layout(r, experts);
+  Tensor bias = rand_tensor({experts, n});
+  Tensor y = rand_tensor({ref_layout.num_rows(), n});
+  Tensor expected = y.clone();
+  for (int64_t row = 0; row < ref_layout.num_rows(); ++row) {
+    const int e = r.expert[ref_layout.row_assignment[row]];
+    for (int64_t c = 0; c < n; ++c) expected.f32()[row * n + c] += bias.f32()[e * n + c];
+  }
+  Tensor d_expert = cuda::to_device(expert);
+  cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(d_expert, experts);
+  Tensor dy = cuda::to_device(y);
+  cuda::add_expert_bias(dy, cuda::to_device(bias), d_expert, layout);
+  expect_close("add_expert_bias", dy, expected, test::kF32Tol);
 }
 
 TEST(GpuGrouped, RejectsMismatchedShapes) {

@@ -41,6 +41,9 @@ struct DeviceRope {
 DeviceRope upload_rope(const ops::RopeTable& table);
 void apply_rope(Tensor& x, const Tensor& positions, const DeviceRope& rope);
 
+// gpt-oss clamped SwiGLU (as ops::clamped_swiglu): g = min(gate, limit); u = clamp(up, -limit, limit);
+// out = (u + 1) * g * sigmoid(alpha g). gate, up, out: same shape, all f32 or all bf16 (out may alias gate).
+void clamped_swiglu(const Tensor& gate, const Tensor& up, float alpha, float limit, Tensor& out);
 // out = silu(gate) * up.  gate, up, out: same shape, all f32 or all bf16 (f32 arithmetic; out may alias gate).
 void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out);
 
@@ -70,6 +73,9 @@ DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts,
 
 // permuted[r, :] = x[row_assignment[r] / top_k, :].  x: (tokens, hidden) f32|bf16; permuted: (rows, hidden) same.
 void permute(const Tensor& x, const DeviceDispatchLayout& layout, Tensor& permuted);
+// y[r, :] += bias[e, :] for every permuted row r, e = expert[row_assignment[r]] (expert biases, gpt-oss).
+// y: (rows, n) f32|bf16; bias: (E, n) f32; expert: (tokens, top_k) int32 as routed.
+void add_expert_bias(Tensor& y, const Tensor& bias, const Tensor& expert, const DeviceDispatchLayout& layout);
 // out[t, :] += sum_s weight[t, s] * expert_out[assignment_row[t * top_k + s], :], in slot order (one thread
 // owns each output element: deterministic). expert_out: (rows, hidden) f32 or bf16; weight: (tokens, top_k)
 // f32; out: (tokens, hidden) f32.

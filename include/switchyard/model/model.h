@@ -82,7 +82,7 @@ class Model {
 
   // Moves forward_batch to `device`. Device::kCuda uploads the weights to GPU 0 (matrices bf16, vectors
   // f32; results then match the CPU path to bf16 precision) and needs a device pool (new_pool). Throws
-  // Unsupported without a CUDA build or Hopper GPU, and for families not on the GPU yet (MLA, gpt-oss).
+  // Unsupported without a CUDA build or Hopper GPU, and for families not on the GPU yet (MLA).
   // On the GPU, `forward` (contiguous KvCache) is not available; generate() uses forward_batch there.
   void to_device(Device device);
   Device device() const { return gpu_ ? Device::kCuda : Device::kCpu; }

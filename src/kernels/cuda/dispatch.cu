@@ -93,7 +93,42 @@ __global__ void unpermute_kernel(const T* expert_out, const int64_t* assignment_
   }
 }
 
+// Row r of the permuted rows belongs to expert expert[row_assignment[r]]; adds that expert's bias row.
+template <typename T>
+__global__ void expert_bias_kernel(T* y, const float* bias, const int32_t* expert, const int64_t* row_assignment,
+                                   int64_t rows, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / n, c = i % n;
+    const int32_t e = expert[row_assignment[r]];
+    detail::store_f(y, i, detail::load_f(y, i) + bias[e * n + c]);
+  }
+}
+
 }  // namespace
+
+void add_expert_bias(Tensor& y, const Tensor& bias, const Tensor& expert, const DeviceDispatchLayout& layout) {
+  const char* op = "cuda add_expert_bias";
+  detail::require_device(op, "y", y);
+  detail::require_device(op, "bias", bias);
+  detail::require_device(op, "expert", expert);
+  detail::require_dtype(op, "y", y, DType::kF32, DType::kBF16);
+  detail::require_dtype(op, "bias", bias, DType::kF32);
+  detail::require_dtype(op, "expert", expert, DType::kI32, DType::kI32);
+  const int64_t rows = layout.row_assignment.numel();
+  SY_REQUIRE(y.dim() == 2 && y.size(0) == rows && bias.dim() == 2 && bias.size(0) == layout.num_experts &&
+                 bias.size(1) == y.size(1) && expert.numel() == rows,
+             InvalidArgument, op, "y ", y.describe(), " bias ", bias.describe(), " expert ", expert.describe());
+  const int64_t n = y.size(1);
+  if (rows == 0 || n == 0) return;
+  if (y.dtype() == DType::kF32) {
+    expert_bias_kernel<<<detail::blocks_for(rows * n, 256), 256, 0, stream()>>>(
+        y.f32(), bias.f32(), expert.i32(), layout.row_assignment.i64(), rows, n);
+  } else {
+    expert_bias_kernel<<<detail::blocks_for(rows * n, 256), 256, 0, stream()>>>(
+        static_cast<__nv_bfloat16*>(y.raw()), bias.f32(), expert.i32(), layout.row_assignment.i64(), rows, n);
+  }
+  SY_CUDA_CHECK_LAUNCH();
+}
 
 DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts, bool check_ids) {
   detail::require_device("cuda dispatch", "expert", expert);

@@ -60,7 +60,40 @@ __global__ void silu_mul_kernel(const T* g, const T* u, T* out, int64_t n) {
   }
 }
 
+// gpt-oss: g = min(gate, limit); u = clamp(up, -limit, limit); out = (u + 1) * g * sigmoid(alpha g).
+template <typename T>
+__global__ void clamped_swiglu_kernel(const T* gate, const T* up, T* out, int64_t n, float alpha, float limit) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const float g = fminf(load_f(gate, i), limit);
+    const float u = fminf(fmaxf(load_f(up, i), -limit), limit);
+    detail::store_f(out, i, (u + 1.f) * g / (1.f + expf(-alpha * g)));
+  }
+}
+
 }  // namespace
+
+void clamped_swiglu(const Tensor& gate, const Tensor& up, float alpha, float limit, Tensor& out) {
+  detail::require_device("cuda clamped_swiglu", "gate", gate);
+  detail::require_device("cuda clamped_swiglu", "up", up);
+  detail::require_device("cuda clamped_swiglu", "out", out);
+  detail::require_dtype("cuda clamped_swiglu", "gate", gate, DType::kF32, DType::kBF16);
+  SY_REQUIRE(up.dtype() == gate.dtype() && out.dtype() == gate.dtype() && gate.shape() == up.shape() &&
+                 gate.shape() == out.shape(),
+             InvalidArgument, "cuda clamped_swiglu", "gate ", gate.describe(), " up ", up.describe(), " out ",
+             out.describe());
+  const int64_t n = gate.numel();
+  if (n == 0) return;
+  if (gate.dtype() == DType::kF32) {
+    clamped_swiglu_kernel<<<detail::blocks_for(n, 256), 256, 0, stream()>>>(gate.f32(), up.f32(), out.f32(), n, alpha,
+                                                                            limit);
+  } else {
+    using bf = __nv_bfloat16;
+    clamped_swiglu_kernel<<<detail::blocks_for(n, 256), 256, 0, stream()>>>(
+        static_cast<const bf*>(gate.raw()), static_cast<const bf*>(up.raw()), static_cast<bf*>(out.raw()), n, alpha,
+        limit);
+  }
+  SY_CUDA_CHECK_LAUNCH();
+}
 
 void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) {
   detail::require_device("cuda rms_norm", "x", x);
