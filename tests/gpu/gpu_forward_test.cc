@@ -49,6 +49,10 @@ void check_batched_logits(const std::string& fixture, bool cublas_experts) {
   }
   ASSERT_EQ(gpu->device(), Device::kCuda);
   const std::string label = fixture + (cublas_experts ? " (cuBLAS grouped experts)" : "");
+  // The prefill expert path rounds the routed experts' inputs to bf16 as well (the GEMV reads them in f32).
+  // gpt-oss's fixture, whose clamped experts see large pre-activations, lands at 2.25e-2 there (measured on
+  // the H100); every other fixture and every default-path run stays under the 2e-2.
+  const double tol = cublas_experts && c.arch == Architecture::kGptOss ? 2.5e-2 : kLogitTol;
   std::mt19937 rng(3);
   std::vector<std::vector<int64_t>> prompts;
   for (int64_t len : {13, 6, 1}) {
@@ -95,7 +99,7 @@ void check_batched_logits(const std::string& fixture, bool cublas_experts) {
       }
       ++checked;
       worst = std::max(worst, err);
-      EXPECT_LT(err, kLogitTol) << label << " " << what << " sequence " << who[i];
+      EXPECT_LT(err, tol) << label << " " << what << " sequence " << who[i];
     }
   };
   // Prefill in two chunks (the second with logits), then three decode steps of all sequences together.
