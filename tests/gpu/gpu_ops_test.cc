@@ -2,6 +2,8 @@
 // on one expert), through the shared harness (gpu_harness.h) and its stated tolerances.
 #include <functional>
 
+#include <array>
+
 #include "gpu_harness.h"
 #include "switchyard/kernels/ops.h"
 #include "switchyard/moe/dispatch.h"
@@ -172,6 +174,32 @@ TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
     cuda::unpermute(cuda::to_device(expert_out), l, cuda::to_device(Tensor::from_vector({c.t, c.top_k}, r.weight)), out);
     expect_close(what + " unpermute", out, out_ref, kF32Tol);
   }
+}
+
+// The tensor-core prefill kernel against the CPU attention on bf16-rounded inputs: lengths that are not a
+// multiple of the 64-row tiles, GQA, one token.
+TEST(GpuOps, FlashAttentionMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  for (auto [t, heads, kv_heads] : std::vector<std::array<int64_t, 3>>{{200, 4, 2}, {64, 2, 2}, {1, 2, 1}, {129, 8, 1}}) {
+    const int64_t d = 128;
+    Tensor q = rand_tensor({t, heads, d}).to(DType::kBF16), k = rand_tensor({t, kv_heads, d}).to(DType::kBF16);
+    Tensor v = rand_tensor({t, kv_heads, d}).to(DType::kBF16);
+    const float scale = 1.f / std::sqrt(static_cast<float>(d));
+    std::vector<int64_t> pos(static_cast<size_t>(t));
+    for (int64_t i = 0; i < t; ++i) pos[i] = i;
+    ops::AttentionOptions o;
+    o.scale = scale;
+    Tensor ref = Tensor::empty({t, heads, d}, DType::kF32);
+    ops::attention(q.to(DType::kF32), k.to(DType::kF32), v.to(DType::kF32), pos, t, o, ref);
+    Tensor out = poisoned_device({t, heads, d});
+    cuda::flash_attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), scale, out);
+    expect_close("flash_attention t=" + std::to_string(t) + " heads=" + std::to_string(heads) + "/" +
+                     std::to_string(kv_heads),
+                 out, ref, kBf16Tol);
+  }
+  Tensor bad = cuda::to_device(rand_tensor({4, 2, 64}).to(DType::kBF16));
+  Tensor out = poisoned_device({4, 2, 64});
+  EXPECT_THROW(cuda::flash_attention(bad, bad, bad, 1.f, out), InvalidArgument);
 }
 
 TEST(GpuOps, CausalAttentionMatchesCpu) {

@@ -94,6 +94,12 @@ struct AttentionArgs {
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, int64_t kv_len,
                const AttentionArgs& args, Tensor& out);
 
+// Causal prefill attention of one sequence on the tensor cores (FlashAttention-2 style tiles, bf16 WMMA with
+// f32 softmax and accumulation): query i attends to keys [0, i]. q: (t, heads, 128) bf16; k, v: (t, kv_heads,
+// 128) bf16 with heads a multiple of kv_heads; out: (t, heads, 128) f32. No window, sinks or packed
+// documents yet (cuda::attention has them).
+void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor& out);
+
 // Causal attention of the queries of many sequences against a paged KV pool (the batched forward pass):
 // k: (blocks*block_size, kv_heads, dk), v: (blocks*block_size, kv_heads, dv) f32 pools; query i reads key j
 // of its sequence at pool row block_tables[table_start[i] + j / block_size] * block_size + j % block_size.

@@ -1,0 +1,96 @@
+// bench_gpu_attention [--tokens 16384] [--heads 16] [--kv-heads 16] [--head-dim 128] [--iters 5]
+// Causal prefill attention of one sequence on GPU 0 through cuda::attention (the engine's prefill kernel),
+// timed with CUDA synchronisation; FLOPs counted as 4 * T^2 * H * d / 2 (causal). References printed with it:
+// the H100's dense bf16 peak (989 TFLOP/s, published). The PyTorch peer is bench/torch_attention.py
+// (scaled_dot_product_attention on the same shape), run in the same device session.
+#include <chrono>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "bench_random.h"
+#include "switchyard/core/error.h"
+#include "switchyard/core/tensor.h"
+#if SY_HAS_CUDA
+#include "switchyard/kernels/cuda_memory.h"
+#include "switchyard/kernels/cuda_ops.h"
+#endif
+
+int main(int argc, char** argv) {
+  try {
+    int64_t tokens = 16384, heads = 16, kv_heads = 16, dim = 128;
+    int iters = 5;
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      auto next = [&]() { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
+      if (a == "--tokens") tokens = std::stoll(next());
+      else if (a == "--heads") heads = std::stoll(next());
+      else if (a == "--kv-heads") kv_heads = std::stoll(next());
+      else if (a == "--head-dim") dim = std::stoll(next());
+      else if (a == "--iters") iters = std::stoi(next());
+      else throw sy::make_error<sy::InvalidArgument>("bench", "unknown flag ", a);
+    }
+#if !SY_HAS_CUDA
+    throw sy::make_error<sy::Unsupported>("bench", "bench_gpu_attention needs a CUDA build");
+#else
+    using sy::Tensor;
+    Tensor q = sy::cuda::to_device(random_bf16(1, {tokens, heads, dim}, 1.f, 0.f).to(sy::DType::kF32));
+    Tensor k = sy::cuda::to_device(random_bf16(2, {tokens, kv_heads, dim}, 1.f, 0.f).to(sy::DType::kF32));
+    Tensor v = sy::cuda::to_device(random_bf16(3, {tokens, kv_heads, dim}, 1.f, 0.f).to(sy::DType::kF32));
+    Tensor pos = Tensor::empty({tokens}, sy::DType::kI64);
+    for (int64_t i = 0; i < tokens; ++i) pos.i64()[i] = i;
+    Tensor positions = sy::cuda::to_device(pos);
+    Tensor out = Tensor::empty({tokens, heads, dim}, sy::DType::kF32, sy::Device::kCuda);
+    sy::cuda::AttentionArgs args;
+    args.scale = 1.f / std::sqrt(static_cast<float>(dim));
+    sy::cuda::attention(q, k, v, positions, tokens, args, out);  // warm-up
+    sy::cuda::synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) sy::cuda::attention(q, k, v, positions, tokens, args, out);
+    sy::cuda::synchronize();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+    const double flops = 4.0 * static_cast<double>(tokens) * tokens * heads * dim / 2;
+    // The tensor-core kernel on the same inputs in bf16 (head dim 128 only).
+    double s_flash = 0;
+    if (dim == 128) {
+      Tensor qb = Tensor::empty(q.shape(), sy::DType::kBF16, sy::Device::kCuda);
+      Tensor kb = Tensor::empty(k.shape(), sy::DType::kBF16, sy::Device::kCuda);
+      Tensor vb = Tensor::empty(v.shape(), sy::DType::kBF16, sy::Device::kCuda);
+      sy::cuda::cast(q, qb);
+      sy::cuda::cast(k, kb);
+      sy::cuda::cast(v, vb);
+      Tensor out2 = Tensor::empty({tokens, heads, dim}, sy::DType::kF32, sy::Device::kCuda);
+      sy::cuda::flash_attention(qb, kb, vb, args.scale, out2);
+      sy::cuda::synchronize();
+      const auto f0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < iters; ++i) sy::cuda::flash_attention(qb, kb, vb, args.scale, out2);
+      sy::cuda::synchronize();
+      s_flash = std::chrono::duration<double>(std::chrono::steady_clock::now() - f0).count() / iters;
+      // Agreement of the two kernels (bf16 inputs vs f32): max |a - b| / max |b| over the output.
+      Tensor a = sy::cuda::to_host(out2), b = sy::cuda::to_host(out);
+      double num = 0, den = 0;
+      for (int64_t i = 0; i < a.numel(); ++i) {
+        num = std::max(num, static_cast<double>(std::fabs(a.f32()[i] - b.f32()[i])));
+        den = std::max(den, static_cast<double>(std::fabs(b.f32()[i])));
+      }
+      std::printf("flash vs f32 kernel: max relative difference %.2e\n", num / den);
+    }
+    std::printf("causal prefill attention: %lld tokens, %lld heads (%lld kv), head dim %lld\n",
+                static_cast<long long>(tokens), static_cast<long long>(heads), static_cast<long long>(kv_heads),
+                static_cast<long long>(dim));
+    std::printf("\n| kernel | time | TFLOP/s | share of 989 TFLOP/s |\n|---|---|---|---|\n");
+    std::printf("| cuda::attention (f32, one block per query and head) | %.2f ms | %.1f | %.1f%% |\n", s * 1e3,
+                flops / s / 1e12, 100 * flops / s / 989e12);
+    if (s_flash > 0) {
+      std::printf("| cuda::flash_attention (bf16 WMMA tiles) | %.2f ms | %.1f | %.1f%% |\n", s_flash * 1e3,
+                  flops / s_flash / 1e12, 100 * flops / s_flash / 989e12);
+    }
+    return 0;
+#endif
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
