@@ -33,12 +33,18 @@ namespace {
 // SY_GROUPED_GEMV_MAX_TOKENS overrides it at upload (tests use 0 to run every pass through cuBLAS). Decode
 // steps of up to that many sequences are captured as CUDA graphs.
 constexpr int64_t kGroupedMaxTokens = 16;
+// Whole fresh prompts of at least this many tokens run the tensor-core prefill attention (shorter ones gain
+// nothing over the paged kernel). SY_FLASH_PREFILL=0 turns it off at upload.
+constexpr int64_t kFlashMinTokens = 64;
 }  // namespace
 
 // The device inputs of one pass (all int64 but the int32 block tables).
 struct DeviceBatch {
   int64_t n = 0;  // query tokens
   Tensor ids, positions, rows, starts, tables, logit_rows;
+  // Query rows [first, second) of sequences whose chunk is a whole fresh prompt (positions 0..len-1) long
+  // enough for the tensor-core prefill kernel; every other row runs the paged kernel. Sorted, disjoint.
+  std::vector<std::pair<int64_t, int64_t>> fresh_prompts;
 };
 
 // One captured decode pass: its static device inputs and outputs (kept alive: the graph reads and writes them).
@@ -59,6 +65,7 @@ struct GpuState {
   // Decode steps captured as CUDA graphs, by batch size, for the pool whose address they baked in.
   bool use_graphs = true;
   int64_t gemv_max_tokens = kGroupedMaxTokens;  // passes up to this many tokens run the grouped GEMV path
+  bool use_flash = true;                         // fresh prompts through cuda::flash_attention
   const void* graph_pool = nullptr;
   std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs;
 };
@@ -251,6 +258,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   s->rope = cuda::upload_rope(rope);
   if (const char* env = std::getenv("SY_CUDA_GRAPHS")) s->use_graphs = std::string(env) != "0";
   if (const char* env = std::getenv("SY_GROUPED_GEMV_MAX_TOKENS")) s->gemv_max_tokens = std::atoll(env);
+  if (const char* env = std::getenv("SY_FLASH_PREFILL")) s->use_flash = std::string(env) != "0";
   Uploader up;
   s->w.embed = up.matrix(weights.embed);
   s->w.final_norm = up.vector(weights.final_norm);
@@ -331,6 +339,40 @@ Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, ExpertPath pat
 
 namespace {
 
+// Attention of every query row of `b` for layer l into att (n, heads, dv): whole fresh prompts through the
+// tensor-core prefill kernel when the layer allows it (head dim 128, no window, no sinks), the rest through
+// the paged kernel in runs of consecutive rows.
+void attend(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, int l, const cuda::AttentionArgs& args,
+            const Tensor& q3, const Tensor& k3, const Tensor& v3, Tensor& att) {
+  const AttentionConfig& a = s.config.attention;
+  const bool flash_ok = s.use_flash && a.head_dim == 128 && a.v_head_dim == 128 && args.window == 0 &&
+                        !args.sinks.defined() && !b.fresh_prompts.empty();
+  auto paged = [&](int64_t r0, int64_t r1) {
+    if (r1 <= r0) return;
+    Tensor out = att.slice(0, r0, r1);
+    cuda::paged_attention(q3.slice(0, r0, r1), pool.keys(l), pool.values(l), b.positions.slice(0, r0, r1),
+                          b.starts.slice(0, r0, r1), b.tables, pool.block_size(), args, out);
+  };
+  if (!flash_ok) {
+    paged(0, b.n);
+    return;
+  }
+  int64_t done = 0;
+  for (const auto& [r0, r1] : b.fresh_prompts) {
+    paged(done, r0);
+    Tensor qb = Tensor::empty({r1 - r0, a.num_heads, 128}, DType::kBF16, Device::kCuda);
+    Tensor kb = Tensor::empty({r1 - r0, a.num_kv_heads, 128}, DType::kBF16, Device::kCuda);
+    Tensor vb = Tensor::empty({r1 - r0, a.num_kv_heads, 128}, DType::kBF16, Device::kCuda);
+    cuda::cast(q3.slice(0, r0, r1), qb);
+    cuda::cast(k3.slice(0, r0, r1), kb);
+    cuda::cast(v3.slice(0, r0, r1), vb);
+    Tensor out = att.slice(0, r0, r1);
+    cuda::flash_attention(qb, kb, vb, args.scale, out);
+    done = r1;
+  }
+  paged(done, b.n);
+}
+
 // Every layer and the LM head over `b`; returns the logits of b.logit_rows, (k, vocab) f32 on the device.
 // With `counts` ((layers, experts) int64, zeroed here) routed experts run grouped and their token counts
 // land there; without, per expert after a host sync, counted into `load`. No host synchronisation otherwise,
@@ -372,8 +414,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     args.window = c.layer_sliding_window[l];
     args.sinks = w.sinks;
     Tensor att = Tensor::empty({n, a.num_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
-    cuda::paged_attention(q3, pool.keys(l), pool.values(l), b.positions, b.starts, b.tables, pool.block_size(), args,
-                          att);
+    attend(s, b, pool, l, args, q3, k3, v.reshape({n, a.num_kv_heads, a.v_head_dim}), att);
     cuda::add_inplace(x, linear(att.reshape({n, int64_t{a.num_heads} * a.v_head_dim}), w.o, w.o_bias));
     cuda::rms_norm(x, lw.post_attention_norm, eps, h);
     if (!lw.is_moe) {
@@ -493,6 +534,12 @@ Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
   b.rows = host_i64(plan.pool_rows);
   b.starts = host_i64(starts);
   b.logit_rows = host_i64(plan.logit_rows);
+  for (const ops::PagedSequence& seq : plan.sequences) {
+    if (seq.q_end - seq.q_begin >= kFlashMinTokens && plan.positions[seq.q_begin] == 0) {
+      b.fresh_prompts.emplace_back(seq.q_begin, seq.q_end);
+    }
+  }
+  std::sort(b.fresh_prompts.begin(), b.fresh_prompts.end());
   Tensor tables_host = Tensor::empty({static_cast<int64_t>(tables.size())}, DType::kI32);
   std::memcpy(tables_host.raw(), tables.data(), tables.size() * sizeof(int32_t));
   b.tables = cuda::to_device(tables_host);

@@ -5,11 +5,15 @@
 // clear. Families not on the GPU yet (MLA) must be refused with Unsupported.
 #include <algorithm>
 #include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "gpu_harness.h"
 #include "switchyard/model/generate.h"
 #include "switchyard/model/model.h"
+#include "switchyard/model/tensor_source.h"
+#include "switchyard/train/trainable_model.h"
 
 namespace sy {
 namespace {
@@ -189,6 +193,68 @@ TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
       EXPECT_EQ(graphed->expert_load().tokens, eager->expert_load().tokens) << GetParam() << " step " << t;
     }
   }
+}
+
+// Whole fresh prompts (>= 64 tokens, head dim 128) run the tensor-core prefill attention inside the batched
+// pass, next to a continuing chunk and a decode token that take the paged kernel: logits match the CPU path
+// within the bf16 tolerance, and the paged-only GPU pass too. A dense Qwen3-shaped random model with head
+// dim 128 (as in the real checkpoints; the golden fixtures' heads are smaller): dense, so that no bf16
+// routing flip can excuse a row from the comparison.
+TEST(GpuForwardFlash, FreshPromptsThroughTheTensorCoreKernelMatchCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  nlohmann::json j = {{"model_type", "qwen3"}, {"vocab_size", 256}, {"hidden_size", 256},
+                      {"intermediate_size", 256}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                      {"num_key_value_heads", 2}, {"head_dim", 128}, {"max_position_embeddings", 1024},
+                      {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0}};
+  const ModelConfig cfg = ModelConfig::from_json(j);
+  auto params = std::make_shared<std::map<std::string, Tensor>>(train::TrainableModel::from_config(cfg, 7)->params());
+  auto make = [&] { return std::make_unique<Model>(cfg, load_model_weights(cfg, MapSource(*params)), params); };
+  auto cpu = make();
+  std::unique_ptr<Model> gpu, paged_only;
+  gpu = make();
+  gpu->to_device(Device::kCuda);
+  {
+    setenv("SY_FLASH_PREFILL", "0", 1);
+    paged_only = make();
+    paged_only->to_device(Device::kCuda);
+    unsetenv("SY_FLASH_PREFILL");
+  }
+  std::mt19937 rng(5);
+  auto prompt = [&](int64_t len) {
+    std::vector<int64_t> p(len);
+    for (auto& id : p) id = static_cast<int64_t>(rng() % cfg.vocab_size);
+    return p;
+  };
+  const int64_t bs = 16;
+  PagedKvPool pc = cpu->new_pool(64, bs), pg = gpu->new_pool(64, bs), pp = paged_only->new_pool(64, bs);
+  // Step 1: a 150-token fresh prompt, and the first 20 tokens of another. Step 2: the second prompt's next
+  // 70 tokens (a continuing chunk: paged) with the first sequence's first decode token.
+  std::vector<BatchSequence> seqs(2);
+  for (int32_t b = 0; b < 12; ++b) seqs[0].block_table.push_back(b), seqs[1].block_table.push_back(20 + b);
+  const std::vector<int64_t> p0 = prompt(150), p1 = prompt(90);
+  seqs[0].ids = p0;
+  seqs[1].ids.assign(p1.begin(), p1.begin() + 20);
+  auto run = [&](const std::vector<BatchSequence>& step, const char* what) {
+    Tensor a = cpu->forward_batch(step, pc), g = gpu->forward_batch(step, pg), q = paged_only->forward_batch(step, pp);
+    ASSERT_EQ(a.size(0), 2) << what;
+    ASSERT_EQ(g.shape(), a.shape());
+    ASSERT_EQ(q.shape(), a.shape());
+    for (int64_t r = 0; r < a.size(0); ++r) {
+      EXPECT_LT(test::relative_error(row(g, r), row(a, r)), kLogitTol) << what << " row " << r;
+      EXPECT_LT(test::relative_error(row(q, r), row(a, r)), kLogitTol) << what << " (paged only) row " << r;
+    }
+  };
+  const int64_t flash_before = cuda::flash_attention_calls();
+  run(seqs, "fresh prompts");
+  EXPECT_EQ(cuda::flash_attention_calls() - flash_before, cfg.num_layers) << "one fresh prompt, once per layer";
+  std::vector<BatchSequence> step2 = seqs;
+  step2[0].start = 150;
+  step2[0].ids = {3};
+  step2[1].start = 20;
+  step2[1].ids.assign(p1.begin() + 20, p1.end());
+  const int64_t flash_mid = cuda::flash_attention_calls();
+  run(step2, "continuing chunk + decode");
+  EXPECT_EQ(cuda::flash_attention_calls(), flash_mid) << "no fresh prompt in the second step";
 }
 
 TEST_P(GpuForward, GreedyGenerationAgreesWithCpu) {

@@ -99,6 +99,7 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
 // 128) bf16 with heads a multiple of kv_heads; out: (t, heads, 128) f32. No window, sinks or packed
 // documents yet (cuda::attention has them).
 void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor& out);
+int64_t flash_attention_calls();  // calls so far in this process (tests check which path ran)
 
 // Causal attention of the queries of many sequences against a paged KV pool (the batched forward pass):
 // k: (blocks*block_size, kv_heads, dk), v: (blocks*block_size, kv_heads, dv) f32 pools; query i reads key j
