@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -109,8 +110,9 @@ std::vector<std::string> adamw_fixtures() {
 class TrainLossTrajectory : public ::testing::TestWithParam<std::string> {};
 
 // 20 AdamW steps in the --data-ids mode track the PyTorch loop: losses and pre-clip gradient norms within
-// 1e-4 relative at every step; final weights within 2e-4 absolute (near-zero gradients make AdamW amplify
-// rounding noise, see tests/fixtures/train/README.md).
+// 1e-4 relative at every step; final weights within lr per element and 2e-5 RMS per tensor (near-zero
+// gradients make AdamW amplify rounding noise into whole sign-sized steps, see tests/fixtures/train/README.md;
+// the gpt-oss fixture reaches 2.2e-4 on one element on an AVX-512 EPYC).
 TEST_P(TrainLossTrajectory, TracksPyTorchAdamW) {
   const std::string fixture = GetParam();
   fs::path dir = fs::path(test::fixtures_dir()) / "train" / ("adamw_" + fixture);
@@ -146,9 +148,18 @@ TEST_P(TrainLossTrajectory, TracksPyTorchAdamW) {
   for (const std::string& name : final_ref.names()) {
     std::vector<float> ours = final_params.at(name).to_f32_vector();
     std::vector<float> ref = final_ref.tensor(name).to_f32_vector();
-    double max_diff = 0;
-    for (size_t i = 0; i < ref.size(); ++i) max_diff = std::max(max_diff, double(std::fabs(ours[i] - ref[i])));
-    EXPECT_LT(max_diff, 2e-4) << name;
+    double max_diff = 0, sum_sq = 0;
+    for (size_t i = 0; i < ref.size(); ++i) {
+      const double d = std::fabs(ours[i] - ref[i]);
+      max_diff = std::max(max_diff, d);
+      sum_sq += d * d;
+    }
+    const double rms_diff = std::sqrt(sum_sq / static_cast<double>(std::max<size_t>(ref.size(), 1)));
+    // Per element: below half of one AdamW step that flips sign (2 lr), the most a gradient made of rounding
+    // noise can move apart; over the tensor (RMS) two orders tighter, so a systematic error cannot hide.
+    EXPECT_LT(max_diff, o.adamw.lr) << name;
+    EXPECT_LT(rms_diff, 2e-5) << name;
+    if (max_diff > 1e-4) std::printf("%s: max |diff| %.2e, rms %.2e\n", name.c_str(), max_diff, rms_diff);
   }
 }
 
