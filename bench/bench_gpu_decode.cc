@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
     std::mt19937 rng(1);
     struct Row {
       int64_t batch;
-      double prefill_tok_s, step_ms, tok_s, gbytes, fraction;
+      double prefill_tok_s, step_ms, tok_s, gbytes, fraction, held_gib;
     };
     std::vector<Row> rows;
     for (int64_t batch : o.batches) {
@@ -172,16 +172,18 @@ int main(int argc, char** argv) {
         }
         bytes += static_cast<double>(fixed + hit * per_expert);
       }
+      const sy::cuda::AllocatorStats mem = sy::cuda::allocator_stats();  // weights + KV pool + cached buffers
+      const double held_gib = static_cast<double>(mem.bytes_in_use + mem.bytes_cached) / (1024.0 * 1024 * 1024);
       const double steps = static_cast<double>(o.decode_steps);
       const double step_s = seconds / steps;
       rows.push_back({batch, batch * o.prompt_len / std::chrono::duration<double>(p1 - p0).count(), step_s * 1e3,
-                      batch / step_s, bytes / steps / 1e9, bytes / steps / step_s / bandwidth});
+                      batch / step_s, bytes / steps / 1e9, bytes / steps / step_s / bandwidth, held_gib});
     }
-    std::printf("\n| batch | prefill tok/s | decode step | decode tok/s | GB read/step | share of copy bandwidth |\n"
-                "|---|---|---|---|---|---|\n");
+    std::printf("\n| batch | prefill tok/s | decode step | decode tok/s | GB read/step | share of copy bandwidth | "
+                "device GiB held |\n|---|---|---|---|---|---|---|\n");
     for (const Row& r : rows) {
-      std::printf("| %lld | %.0f | %.2f ms | %.1f | %.2f | %.1f%% |\n", static_cast<long long>(r.batch),
-                  r.prefill_tok_s, r.step_ms, r.tok_s, r.gbytes, 100 * r.fraction);
+      std::printf("| %lld | %.0f | %.2f ms | %.1f | %.2f | %.1f%% | %.1f |\n", static_cast<long long>(r.batch),
+                  r.prefill_tok_s, r.step_ms, r.tok_s, r.gbytes, 100 * r.fraction, r.held_gib);
     }
     return 0;
 #endif

@@ -66,6 +66,7 @@ struct GpuState {
   bool use_graphs = true;
   int64_t gemv_max_tokens = kGroupedMaxTokens;  // passes up to this many tokens run the grouped GEMV path
   bool use_flash = true;                         // fresh prompts through cuda::flash_attention
+  int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
   const void* graph_pool = nullptr;
   std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs;
 };
@@ -251,14 +252,17 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
 
 GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope) {
   require_cuda_device();
-  SY_REQUIRE(!config.attention.mla, Unsupported, "cuda",
-             "MLA attention (DeepSeek-V2/V3) is not on the GPU yet; run it with --device cpu");
   GpuStatePtr s(new GpuState);
   s->config = config;
   s->rope = cuda::upload_rope(rope);
   if (const char* env = std::getenv("SY_CUDA_GRAPHS")) s->use_graphs = std::string(env) != "0";
   if (const char* env = std::getenv("SY_GROUPED_GEMV_MAX_TOKENS")) s->gemv_max_tokens = std::atoll(env);
   if (const char* env = std::getenv("SY_FLASH_PREFILL")) s->use_flash = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_ATTENTION_KEY_SPLITS")) {
+    s->key_splits = std::atoi(env);
+    SY_REQUIRE(s->key_splits >= 0 && s->key_splits <= 1024, InvalidArgument, "cuda",
+               "SY_ATTENTION_KEY_SPLITS must be in [0, 1024] (0: chosen from the batch), got '", env, "'");
+  }
   Uploader up;
   s->w.embed = up.matrix(weights.embed);
   s->w.final_norm = up.vector(weights.final_norm);
@@ -279,6 +283,13 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
     d.attention.q_norm = up.vector(a.q_norm);
     d.attention.k_norm = up.vector(a.k_norm);
     d.attention.sinks = up.vector(a.sinks);
+    d.attention.q_a = up.matrix(a.q_a);
+    d.attention.q_a_norm = up.vector(a.q_a_norm);
+    d.attention.q_b = up.matrix(a.q_b);
+    d.attention.kv_a = up.matrix(a.kv_a);
+    d.attention.kv_a_bias = up.vector(a.kv_a_bias);
+    d.attention.kv_a_norm = up.vector(a.kv_a_norm);
+    d.attention.kv_b = up.matrix(a.kv_b);
     d.is_moe = l.is_moe;
     if (l.is_moe) {
       d.moe.router = up.matrix(l.moe.router);
@@ -361,8 +372,8 @@ void attend(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, int l, const c
   for (const auto& [r0, r1] : b.fresh_prompts) {
     paged(done, r0);
     Tensor qb = Tensor::empty({r1 - r0, a.num_heads, 128}, DType::kBF16, Device::kCuda);
-    Tensor kb = Tensor::empty({r1 - r0, a.num_kv_heads, 128}, DType::kBF16, Device::kCuda);
-    Tensor vb = Tensor::empty({r1 - r0, a.num_kv_heads, 128}, DType::kBF16, Device::kCuda);
+    Tensor kb = Tensor::empty({r1 - r0, k3.size(1), 128}, DType::kBF16, Device::kCuda);
+    Tensor vb = Tensor::empty({r1 - r0, v3.size(1), 128}, DType::kBF16, Device::kCuda);
     cuda::cast(q3.slice(0, r0, r1), qb);
     cuda::cast(k3.slice(0, r0, r1), kb);
     cuda::cast(v3.slice(0, r0, r1), vb);
@@ -371,6 +382,77 @@ void attend(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, int l, const c
     done = r1;
   }
   paged(done, b.n);
+}
+
+// GQA / MHA projections of h (n, hidden): optional q/k norms (over the projection or per head) and clipping,
+// then RoPE on q and k.
+void gqa_qkv(GpuState& s, const AttentionWeights& w, const DeviceBatch& b, const Tensor& h, Tensor& q3, Tensor& k3,
+             Tensor& v3) {
+  const AttentionConfig& a = s.config.attention;
+  const int64_t n = b.n;
+  const float eps = static_cast<float>(s.config.rms_norm_eps);
+  Tensor q = linear(h, w.q, w.q_bias), k = linear(h, w.k, w.k_bias), v = linear(h, w.v, w.v_bias);
+  if (a.qk_norm == QkNorm::kFull) {
+    cuda::rms_norm(q, w.q_norm, eps, q);
+    cuda::rms_norm(k, w.k_norm, eps, k);
+  }
+  if (a.clip_qkv > 0) {
+    for (Tensor* t : {&q, &k, &v}) cuda::clamp_inplace(*t, static_cast<float>(a.clip_qkv));
+  }
+  if (a.qk_norm == QkNorm::kPerHead) {
+    Tensor qf = q.reshape({n * a.num_heads, a.head_dim}), kf = k.reshape({n * a.num_kv_heads, a.head_dim});
+    cuda::rms_norm(qf, w.q_norm, eps, qf);
+    cuda::rms_norm(kf, w.k_norm, eps, kf);
+  }
+  q3 = q.reshape({n, a.num_heads, a.head_dim});
+  k3 = k.reshape({n, a.num_kv_heads, a.head_dim});
+  v3 = v.reshape({n, a.num_kv_heads, a.v_head_dim});
+  cuda::apply_rope(q3, b.positions, s.rope);
+  cuda::apply_rope(k3, b.positions, s.rope);
+}
+
+// MLA (DeepSeek-V2/V3) projections, keys and values materialised per head as the CPU path caches them:
+// q = q_b(norm(q_a h)) (or q h), (n, heads, nope + rope); kv_a h = [latent (kv_rank) | shared rotary key
+// (rope)]; kv_b(norm(latent)) = per head [k_nope | v]; key = [k_nope | rotary key], RoPE on the rotary parts.
+// Not the absorbed form (which caches only the latent and folds kv_b into q and o): the pool holds
+// heads * (nope + rope + dv) values per token instead of kv_rank + rope.
+void mla_qkv(GpuState& s, const AttentionWeights& w, const DeviceBatch& b, const Tensor& h, Tensor& q3, Tensor& k3,
+             Tensor& v3) {
+  const AttentionConfig& a = s.config.attention;
+  const int64_t n = b.n, heads = a.num_heads, rank = a.kv_lora_rank;
+  const int64_t nope = a.qk_nope_head_dim, rope = a.qk_rope_head_dim, dq = nope + rope, dv = a.v_head_dim;
+  const float eps = 1e-6f;  // q_a_layernorm and kv_a_layernorm use 1e-6 whatever rms_norm_eps says
+  Tensor q;
+  if (w.q_a.defined()) {
+    Tensor qa = linear(h, w.q_a, Tensor());
+    cuda::rms_norm(qa, w.q_a_norm, eps, qa);
+    q = linear(qa, w.q_b, Tensor());
+  } else {
+    q = linear(h, w.q, Tensor());
+  }
+  Tensor kv_a = linear(h, w.kv_a, w.kv_a_bias);  // (n, rank + rope)
+  Tensor latent = Tensor::empty({n, rank}, DType::kF32, Device::kCuda);
+  Tensor k_pe = Tensor::empty({n, rope}, DType::kF32, Device::kCuda);
+  cuda::copy_columns(kv_a, 0, latent, 0, rank);
+  cuda::copy_columns(kv_a, rank, k_pe, 0, rope);
+  cuda::rms_norm(latent, w.kv_a_norm, eps, latent);
+  Tensor kv_up = linear(latent, w.kv_b, Tensor()).reshape({n * heads, nope + dv});
+  // RoPE on the rotary columns of q (through a compact copy) and on the shared rotary key.
+  Tensor qf = q.reshape({n * heads, dq});
+  Tensor q_pe = Tensor::empty({n * heads, rope}, DType::kF32, Device::kCuda);
+  cuda::copy_columns(qf, nope, q_pe, 0, rope);
+  Tensor q_pe3 = q_pe.reshape({n, heads, rope}), k_pe3 = k_pe.reshape({n, 1, rope});
+  cuda::apply_rope(q_pe3, b.positions, s.rope);
+  cuda::apply_rope(k_pe3, b.positions, s.rope);
+  cuda::copy_columns(q_pe, 0, qf, nope, rope);
+  Tensor k = Tensor::empty({n * heads, dq}, DType::kF32, Device::kCuda);
+  Tensor v = Tensor::empty({n * heads, dv}, DType::kF32, Device::kCuda);
+  cuda::copy_columns(kv_up, 0, k, 0, nope);
+  cuda::copy_columns(k_pe, 0, k, nope, rope, heads);  // one rotary key shared by every head
+  cuda::copy_columns(kv_up, nope, v, 0, dv);
+  q3 = q.reshape({n, heads, dq});
+  k3 = k.reshape({n, heads, dq});
+  v3 = v.reshape({n, heads, dv});
 }
 
 // Every layer and the LM head over `b`; returns the logits of b.logit_rows, (k, vocab) f32 on the device.
@@ -390,31 +472,22 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     const LayerWeights& lw = s.w.layers[l];
     const AttentionWeights& w = lw.attention;
     cuda::rms_norm(x, lw.input_norm, eps, h);
-    Tensor q = linear(h, w.q, w.q_bias), k = linear(h, w.k, w.k_bias), v = linear(h, w.v, w.v_bias);
-    if (a.qk_norm == QkNorm::kFull) {
-      cuda::rms_norm(q, w.q_norm, eps, q);
-      cuda::rms_norm(k, w.k_norm, eps, k);
+    // q3 (n, heads, dk), k3 (n, key heads, dk), v3 (n, key heads, dv): positions applied, ready to cache.
+    Tensor q3, k3, v3;
+    if (a.mla) {
+      mla_qkv(s, w, b, h, q3, k3, v3);
+    } else {
+      gqa_qkv(s, w, b, h, q3, k3, v3);
     }
-    if (a.clip_qkv > 0) {
-      for (Tensor* t : {&q, &k, &v}) cuda::clamp_inplace(*t, static_cast<float>(a.clip_qkv));
-    }
-    if (a.qk_norm == QkNorm::kPerHead) {
-      Tensor qf = q.reshape({n * a.num_heads, a.head_dim}), kf = k.reshape({n * a.num_kv_heads, a.head_dim});
-      cuda::rms_norm(qf, w.q_norm, eps, qf);
-      cuda::rms_norm(kf, w.k_norm, eps, kf);
-    }
-    Tensor q3 = q.reshape({n, a.num_heads, a.head_dim});
-    Tensor k3 = k.reshape({n, a.num_kv_heads, a.head_dim});
-    cuda::apply_rope(q3, b.positions, s.rope);
-    cuda::apply_rope(k3, b.positions, s.rope);
     cuda::scatter_rows(pool.keys(l), k3, b.rows);
-    cuda::scatter_rows(pool.values(l), v.reshape({n, a.num_kv_heads, a.v_head_dim}), b.rows);
+    cuda::scatter_rows(pool.values(l), v3, b.rows);
     cuda::AttentionArgs args;
     args.scale = static_cast<float>(a.softmax_scale);
     args.window = c.layer_sliding_window[l];
     args.sinks = w.sinks;
+    args.key_splits = s.key_splits;
     Tensor att = Tensor::empty({n, a.num_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
-    attend(s, b, pool, l, args, q3, k3, v.reshape({n, a.num_kv_heads, a.v_head_dim}), att);
+    attend(s, b, pool, l, args, q3, k3, v3, att);
     cuda::add_inplace(x, linear(att.reshape({n, int64_t{a.num_heads} * a.v_head_dim}), w.o, w.o_bias));
     cuda::rms_norm(x, lw.post_attention_norm, eps, h);
     if (!lw.is_moe) {

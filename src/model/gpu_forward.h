@@ -1,6 +1,6 @@
 // The device half of Model: weights uploaded to the CUDA device (matrices in bf16, vectors in f32) and the
 // batched forward pass over a device PagedKvPool, built from the ops in switchyard/kernels/cuda_ops.h.
-// Families with MLA (DeepSeek) are not on the device yet.
+// MLA (DeepSeek) caches per-head keys and values as the CPU path does (not the absorbed form yet).
 // In builds without CUDA, upload() throws Unsupported and nothing else is reachable.
 #pragma once
 

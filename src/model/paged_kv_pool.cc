@@ -1,4 +1,4 @@
-// PagedKvPool: per-layer f32 key/value block storage.
+// PagedKvPool: per-layer key/value block storage (f32 on the CPU, bf16 on the GPU).
 #include "switchyard/model/paged_kv_pool.h"
 
 #include "switchyard/core/error.h"
@@ -16,15 +16,15 @@ PagedKvPool::PagedKvPool(const ModelConfig& config, int64_t num_blocks, int64_t 
   const AttentionConfig& a = config.attention;
   const int64_t rows = num_blocks * block_size;
   for (int i = 0; i < config.num_layers; ++i) {
-    k_.push_back(Tensor::empty({rows, key_heads(config), a.head_dim}, DType::kF32, device));  // written before read
-    v_.push_back(Tensor::empty({rows, key_heads(config), a.v_head_dim}, DType::kF32, device));
+    k_.push_back(Tensor::empty({rows, key_heads(config), a.head_dim}, dtype(device), device));  // written before read
+    v_.push_back(Tensor::empty({rows, key_heads(config), a.v_head_dim}, dtype(device), device));
   }
 }
 
-int64_t PagedKvPool::bytes_per_block(const ModelConfig& config, int64_t block_size) {
+int64_t PagedKvPool::bytes_per_block(const ModelConfig& config, int64_t block_size, Device device) {
   const AttentionConfig& a = config.attention;
   return int64_t{config.num_layers} * block_size * key_heads(config) * (a.head_dim + a.v_head_dim) *
-         static_cast<int64_t>(sizeof(float));
+         static_cast<int64_t>(dtype_size(dtype(device)));
 }
 
 }  // namespace sy

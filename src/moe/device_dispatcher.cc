@@ -20,6 +20,9 @@ struct DeviceDispatchHandle {
   std::vector<int64_t> block_row;        // (ranks, local experts): first expert-major row of block (s, l)
   std::vector<int64_t> per_local;        // (local experts,): rows received per local expert
   int64_t expert_rows = 0;
+  std::vector<int64_t> recv_counts;      // (ranks,): rows received from each source (source-major buffer)
+  Tensor to_expert_major;                // (expert rows,) int64: source-major row of each expert-major row
+  Tensor to_source_major;                // (expert rows,) int64: expert-major row of each source-major row
 };
 
 DeviceTokenDispatcher::DeviceTokenDispatcher(parallel::Comm& comm, int num_experts)
@@ -61,6 +64,30 @@ std::shared_ptr<DeviceDispatchHandle> DeviceTokenDispatcher::plan(const Tensor& 
     }
   }
   h->expert_rows = row;
+  // Rows arrive one block per source (that source's rows for this rank's experts, expert by expert); the
+  // reorder between that source-major buffer and the expert-major layout is a local gather on the device.
+  h->recv_counts.assign(ranks, 0);
+  std::vector<int64_t> src_off(static_cast<size_t>(ranks) * num_local_);
+  int64_t src_row = 0;
+  for (int s = 0; s < ranks; ++s) {
+    for (int l = 0; l < num_local_; ++l) {
+      src_off[s * num_local_ + l] = src_row;
+      src_row += h->recv_per_expert[s * num_local_ + l];
+      h->recv_counts[s] += h->recv_per_expert[s * num_local_ + l];
+    }
+  }
+  Tensor to_em = Tensor::empty({row}, DType::kI64), to_sm = Tensor::empty({row}, DType::kI64);
+  for (int s = 0; s < ranks; ++s) {
+    for (int l = 0; l < num_local_; ++l) {
+      const int64_t n = h->recv_per_expert[s * num_local_ + l];
+      for (int64_t i = 0; i < n; ++i) {
+        to_em.i64()[h->block_row[s * num_local_ + l] + i] = src_off[s * num_local_ + l] + i;
+        to_sm.i64()[src_off[s * num_local_ + l] + i] = h->block_row[s * num_local_ + l] + i;
+      }
+    }
+  }
+  h->to_expert_major = cuda::to_device(to_em);
+  h->to_source_major = cuda::to_device(to_sm);
   return h;
 }
 
@@ -76,21 +103,24 @@ Tensor DeviceTokenDispatcher::dispatch(const Tensor& x, const DeviceDispatchHand
   const int64_t hidden = x.size(1);
   Tensor permuted = Tensor::empty({h.layout.row_assignment.numel(), hidden}, x.dtype(), Device::kCuda);
   cuda::permute(x, h.layout, permuted);
-  Tensor out = Tensor::empty({h.expert_rows, hidden}, x.dtype(), Device::kCuda);
+  // One block per destination (its experts' rows are contiguous in the permuted buffer), one per source
+  // into a source-major buffer, then the local reorder into expert-major rows.
   const int64_t es = static_cast<int64_t>(dtype_size(x.dtype()));
+  Tensor staged = Tensor::empty({h.expert_rows, hidden}, x.dtype(), Device::kCuda);
   std::vector<parallel::SendBlock> sends;
-  for (int e = 0; e < num_experts_; ++e) {
-    const int64_t n = h.send_offsets[e + 1] - h.send_offsets[e];
-    if (n > 0) sends.push_back({e / num_local_, static_cast<char*>(permuted.raw()) + h.send_offsets[e] * hidden * es, n * hidden});
-  }
   std::vector<parallel::RecvBlock> recvs;
-  for (int s = 0; s < ranks; ++s) {
-    for (int l = 0; l < num_local_; ++l) {
-      const int64_t n = h.recv_per_expert[s * num_local_ + l];
-      if (n > 0) recvs.push_back({s, static_cast<char*>(out.raw()) + h.block_row[s * num_local_ + l] * hidden * es, n * hidden});
+  int64_t recv_row = 0;
+  for (int r = 0; r < ranks; ++r) {
+    const int64_t r0 = h.send_offsets[r * num_local_], r1 = h.send_offsets[(r + 1) * num_local_];
+    if (r1 > r0) sends.push_back({r, static_cast<char*>(permuted.raw()) + r0 * hidden * es, (r1 - r0) * hidden});
+    if (h.recv_counts[r] > 0) {
+      recvs.push_back({r, static_cast<char*>(staged.raw()) + recv_row * hidden * es, h.recv_counts[r] * hidden});
     }
+    recv_row += h.recv_counts[r];
   }
   comm_.exchange(sends, recvs, x.dtype());
+  Tensor out = Tensor::empty({h.expert_rows, hidden}, x.dtype(), Device::kCuda);
+  if (h.expert_rows > 0) cuda::gather_rows(staged, h.to_expert_major, out);
   return out;
 }
 
@@ -102,20 +132,20 @@ Tensor DeviceTokenDispatcher::combine(const Tensor& expert_out, const DeviceDisp
   const int64_t hidden = expert_out.size(1);
   const int64_t es = static_cast<int64_t>(dtype_size(expert_out.dtype()));
   Tensor back = Tensor::empty({h.layout.row_assignment.numel(), hidden}, expert_out.dtype(), Device::kCuda);
+  // Local reorder to source-major, then one block to each source; each source receives its rows in its own
+  // send order, one block per destination.
+  Tensor staged = Tensor::empty({h.expert_rows, hidden}, expert_out.dtype(), Device::kCuda);
+  if (h.expert_rows > 0) cuda::gather_rows(expert_out, h.to_source_major, staged);
   std::vector<parallel::SendBlock> sends;
-  for (int s = 0; s < ranks; ++s) {
-    for (int l = 0; l < num_local_; ++l) {
-      const int64_t n = h.recv_per_expert[s * num_local_ + l];
-      if (n > 0) {
-        sends.push_back({s, static_cast<const char*>(expert_out.raw()) + h.block_row[s * num_local_ + l] * hidden * es,
-                         n * hidden});
-      }
-    }
-  }
   std::vector<parallel::RecvBlock> recvs;
-  for (int e = 0; e < num_experts_; ++e) {
-    const int64_t n = h.send_offsets[e + 1] - h.send_offsets[e];
-    if (n > 0) recvs.push_back({e / num_local_, static_cast<char*>(back.raw()) + h.send_offsets[e] * hidden * es, n * hidden});
+  int64_t send_row = 0;
+  for (int r = 0; r < ranks; ++r) {
+    if (h.recv_counts[r] > 0) {
+      sends.push_back({r, static_cast<const char*>(staged.raw()) + send_row * hidden * es, h.recv_counts[r] * hidden});
+    }
+    send_row += h.recv_counts[r];
+    const int64_t r0 = h.send_offsets[r * num_local_], r1 = h.send_offsets[(r + 1) * num_local_];
+    if (r1 > r0) recvs.push_back({r, static_cast<char*>(back.raw()) + r0 * hidden * es, (r1 - r0) * hidden});
   }
   comm_.exchange(sends, recvs, expert_out.dtype());
   Tensor out = Tensor::zeros({h.layout.num_tokens, hidden}, DType::kF32, Device::kCuda);

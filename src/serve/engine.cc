@@ -41,7 +41,7 @@ Engine::Engine(Model& model, EngineOptions options, std::shared_ptr<ServerMetric
   SY_REQUIRE(options_.block_size > 0 && options_.block_size <= 1024, InvalidArgument, "serve",
              "the KV block size must be in [1, 1024], got ", options_.block_size);
   if (options_.num_blocks <= 0) {
-    const int64_t per_block = PagedKvPool::bytes_per_block(model.config(), options_.block_size);
+    const int64_t per_block = PagedKvPool::bytes_per_block(model.config(), options_.block_size, model.device());
     options_.num_blocks = options_.kv_cache_bytes / per_block;
     SY_REQUIRE(options_.num_blocks > 0, InvalidArgument, "serve", "--kv-cache-gib is smaller than one KV block (",
                per_block, " bytes)");

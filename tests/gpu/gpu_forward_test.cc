@@ -2,7 +2,7 @@
 // family that runs on the GPU): a batch of three sequences with chunked prefill, scattered paged block
 // tables and batched decode must give the CPU's logits within the bf16 tolerance (weights and activations
 // go through bf16 on the tensor cores), and greedy generation must agree wherever the CPU's top-2 gap is
-// clear. Families not on the GPU yet (MLA) must be refused with Unsupported.
+// clear. Every family runs, DeepSeek's MLA included.
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -42,10 +42,6 @@ void check_batched_logits(const std::string& fixture, bool cublas_experts) {
   auto cpu = Model::load(dir_of(fixture));
   auto gpu = Model::load(dir_of(fixture));
   const ModelConfig& c = cpu->config();
-  if (c.attention.mla) {
-    EXPECT_THROW(gpu->to_device(Device::kCuda), Unsupported);
-    return;
-  }
   {
     std::unique_ptr<ScopedEnv> env;
     if (cublas_experts) env = std::make_unique<ScopedEnv>("SY_GROUPED_GEMV_MAX_TOKENS", "0");
@@ -54,9 +50,10 @@ void check_batched_logits(const std::string& fixture, bool cublas_experts) {
   ASSERT_EQ(gpu->device(), Device::kCuda);
   const std::string label = fixture + (cublas_experts ? " (cuBLAS grouped experts)" : "");
   // The prefill expert path rounds the routed experts' inputs to bf16 as well (the GEMV reads them in f32).
-  // gpt-oss's fixture, whose clamped experts see large pre-activations, lands at 2.25e-2 there (measured on
-  // the H100); every other fixture and every default-path run stays under the 2e-2.
-  const double tol = cublas_experts && c.arch == Architecture::kGptOss ? 2.5e-2 : kLogitTol;
+  // gpt-oss's fixture, whose clamped experts see large pre-activations, lands at 2.25e-2 there with an f32 KV
+  // pool and 2.53e-2 with the bf16 pool (measured on an H100 and an H200); every other fixture and every
+  // default-path run stays under the 2e-2.
+  const double tol = cublas_experts && c.arch == Architecture::kGptOss ? 3e-2 : kLogitTol;
   std::mt19937 rng(3);
   std::vector<std::vector<int64_t>> prompts;
   for (int64_t len : {13, 6, 1}) {
@@ -65,80 +62,92 @@ void check_batched_logits(const std::string& fixture, bool cublas_experts) {
     prompts.push_back(p);
   }
   const int64_t bs = 4, blocks = 24;
-  PagedKvPool cpu_pool = cpu->new_pool(blocks, bs), gpu_pool = gpu->new_pool(blocks, bs);
-  ASSERT_EQ(gpu_pool.keys(0).device(), Device::kCuda);
-  std::vector<int32_t> free_blocks(blocks);
-  std::iota(free_blocks.begin(), free_blocks.end(), 0);
-  std::shuffle(free_blocks.begin(), free_blocks.end(), rng);
-  std::vector<BatchSequence> seqs(prompts.size());
-  for (size_t s = 0; s < prompts.size(); ++s) {
-    for (int64_t b = 0; b < (static_cast<int64_t>(prompts[s].size()) + 4 + bs - 1) / bs; ++b) {
-      seqs[s].block_table.push_back(free_blocks.back());
-      free_blocks.pop_back();
-    }
-  }
-  // bf16 rounding can flip a near-tie routing decision of a tiny random model, after which that sequence's
-  // logits legitimately differ. A flip shows as different per-expert token counts between the two passes of a
-  // step; the sequences of such a step are excluded from then on (their cached keys differ too).
-  std::vector<bool> ambiguous(prompts.size(), false);
-  int checked = 0, skipped = 0;
-  double worst = 0;
-  auto compare = [&](std::vector<BatchSequence> step, std::vector<size_t> who, const char* what) {
-    cpu->reset_expert_load();
-    gpu->reset_expert_load();
-    Tensor a = cpu->forward_batch(step, cpu_pool), b = gpu->forward_batch(step, gpu_pool);
-    if (cpu->expert_load().tokens != gpu->expert_load().tokens) {
-      for (size_t s : who) ambiguous[s] = true;
-    }
-    ASSERT_EQ(a.shape(), b.shape());
-    ASSERT_EQ(b.device(), Device::kCpu);
-    int64_t r = 0;
-    for (size_t i = 0; i < step.size(); ++i) {
-      if (!step[i].want_logits) continue;
-      const double err = test::relative_error(row(b, r), row(a, r));
-      ++r;
-      if (ambiguous[who[i]]) {
-        ++skipped;
-        continue;
+  // solo: every pass holds one sequence (same schedule, same tables), so a routing flip excludes only the
+  // sequence it happened in; batched passes attribute a flip to every sequence of the pass.
+  auto run = [&](bool solo) -> int {
+    PagedKvPool cpu_pool = cpu->new_pool(blocks, bs), gpu_pool = gpu->new_pool(blocks, bs);
+    EXPECT_EQ(gpu_pool.keys(0).device(), Device::kCuda);
+    std::vector<int32_t> free_blocks(blocks);
+    std::iota(free_blocks.begin(), free_blocks.end(), 0);
+    std::shuffle(free_blocks.begin(), free_blocks.end(), rng);
+    std::vector<BatchSequence> seqs(prompts.size());
+    for (size_t s = 0; s < prompts.size(); ++s) {
+      for (int64_t b = 0; b < (static_cast<int64_t>(prompts[s].size()) + 4 + bs - 1) / bs; ++b) {
+        seqs[s].block_table.push_back(free_blocks.back());
+        free_blocks.pop_back();
       }
-      ++checked;
-      worst = std::max(worst, err);
-      EXPECT_LT(err, tol) << label << " " << what << " sequence " << who[i];
     }
+    // bf16 rounding can flip a near-tie routing decision of a tiny random model, after which that sequence's
+    // logits legitimately differ. A flip shows as different per-expert token counts between the two passes of a
+    // step; the sequences of such a step are excluded from then on (their cached keys differ too).
+    std::vector<bool> ambiguous(prompts.size(), false);
+    int checked = 0, skipped = 0;
+    double worst = 0, worst_skipped = 0;
+    auto compare_pass = [&](std::vector<BatchSequence> step, std::vector<size_t> who, const char* what) {
+      cpu->reset_expert_load();
+      gpu->reset_expert_load();
+      Tensor a = cpu->forward_batch(step, cpu_pool), b = gpu->forward_batch(step, gpu_pool);
+      if (cpu->expert_load().tokens != gpu->expert_load().tokens) {
+        for (size_t s : who) ambiguous[s] = true;
+      }
+      ASSERT_EQ(a.shape(), b.shape());
+      ASSERT_EQ(b.device(), Device::kCpu);
+      int64_t r = 0;
+      for (size_t i = 0; i < step.size(); ++i) {
+        if (!step[i].want_logits) continue;
+        const double err = test::relative_error(row(b, r), row(a, r));
+        ++r;
+        if (ambiguous[who[i]]) {
+          ++skipped;
+          worst_skipped = std::max(worst_skipped, err);
+          continue;
+        }
+        ++checked;
+        worst = std::max(worst, err);
+        EXPECT_LT(err, tol) << label << (solo ? " solo " : " batched ") << what << " sequence " << who[i];
+      }
+    };
+    auto compare = [&](const std::vector<BatchSequence>& step, const std::vector<size_t>& who, const char* what) {
+      if (!solo) return compare_pass(step, who, what);
+      for (size_t i = 0; i < step.size(); ++i) compare_pass({step[i]}, {who[i]}, what);
+    };
+    // Prefill in two chunks (the second with logits), then three decode steps of all sequences together.
+    std::vector<int64_t> done(prompts.size(), 0);
+    for (int chunk = 0; chunk < 2; ++chunk) {
+      std::vector<BatchSequence> step;
+      std::vector<size_t> who;
+      for (size_t s = 0; s < prompts.size(); ++s) {
+        const int64_t len = static_cast<int64_t>(prompts[s].size()), end = chunk == 0 ? (len + 1) / 2 : len;
+        if (end == done[s]) continue;
+        BatchSequence b = seqs[s];
+        b.start = done[s];
+        b.ids.assign(prompts[s].begin() + done[s], prompts[s].begin() + end);
+        b.want_logits = end == len;
+        step.push_back(b);
+        who.push_back(s);
+        done[s] = end;
+      }
+      compare(step, who, chunk == 0 ? "prefill chunk 1" : "prefill chunk 2");
+    }
+    for (int t = 0; t < 3; ++t) {
+      std::vector<BatchSequence> step;
+      std::vector<size_t> who;
+      for (size_t s = 0; s < prompts.size(); ++s) {
+        BatchSequence b = seqs[s];
+        b.start = static_cast<int64_t>(prompts[s].size()) + t;
+        b.ids = {static_cast<int64_t>((7 * t + 3 * s + 1) % c.vocab_size)};
+        step.push_back(b);
+        who.push_back(s);
+      }
+      compare(step, who, "decode");
+    }
+    std::printf("%s%s: %d logit rows compared (max relative error %.2e), %d skipped after a routing flip (max %.2e)\n",
+                label.c_str(), solo ? " solo" : "", checked, worst, skipped, worst_skipped);
+    return checked;
   };
-  // Prefill in two chunks (the second with logits), then three decode steps of all sequences together.
-  std::vector<int64_t> done(prompts.size(), 0);
-  for (int chunk = 0; chunk < 2; ++chunk) {
-    std::vector<BatchSequence> step;
-    std::vector<size_t> who;
-    for (size_t s = 0; s < prompts.size(); ++s) {
-      const int64_t len = static_cast<int64_t>(prompts[s].size()), end = chunk == 0 ? (len + 1) / 2 : len;
-      if (end == done[s]) continue;
-      BatchSequence b = seqs[s];
-      b.start = done[s];
-      b.ids.assign(prompts[s].begin() + done[s], prompts[s].begin() + end);
-      b.want_logits = end == len;
-      step.push_back(b);
-      who.push_back(s);
-      done[s] = end;
-    }
-    compare(step, who, chunk == 0 ? "prefill chunk 1" : "prefill chunk 2");
-  }
-  for (int t = 0; t < 3; ++t) {
-    std::vector<BatchSequence> step;
-    std::vector<size_t> who;
-    for (size_t s = 0; s < prompts.size(); ++s) {
-      BatchSequence b = seqs[s];
-      b.start = static_cast<int64_t>(prompts[s].size()) + t;
-      b.ids = {static_cast<int64_t>((7 * t + 3 * s + 1) % c.vocab_size)};
-      step.push_back(b);
-      who.push_back(s);
-    }
-    compare(step, who, "decode");
-  }
-  std::printf("%s: %d logit rows compared (max relative error %.2e), %d skipped after a routing flip\n",
-              label.c_str(), checked, worst, skipped);
-  EXPECT_GT(checked, 0) << "every sequence met a routing near tie; the comparison checked nothing";
+  const int batched = run(false), solo = run(true);
+  EXPECT_GT(solo, 0) << "every sequence met a routing near tie; the comparison checked nothing";
+  (void)batched;  // may be 0 when a flip in a shared pass excludes every sequence; solo attributes flips exactly
 }
 
 // Decode steps replayed from a captured CUDA graph equal the same steps run kernel by kernel, bit for bit,
@@ -157,7 +166,6 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughCublasGroupedExperts) {
 TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
   SY_SKIP_WITHOUT_GPU();
   auto graphed = Model::load(dir_of(GetParam()));
-  if (graphed->config().attention.mla) GTEST_SKIP() << "CPU only";
   auto eager = Model::load(dir_of(GetParam()));
   graphed->to_device(Device::kCuda);
   eager->to_device(Device::kCuda);
@@ -261,7 +269,6 @@ TEST_P(GpuForward, GreedyGenerationAgreesWithCpu) {
   SY_SKIP_WITHOUT_GPU();
   auto cpu = Model::load(dir_of(GetParam()));
   auto gpu = Model::load(dir_of(GetParam()));
-  if (cpu->config().attention.mla) GTEST_SKIP() << "CPU only";
   gpu->to_device(Device::kCuda);
   const std::vector<int64_t> prompt = {1, 5, 9, 2, 7};
   GenerateOptions o;

@@ -127,6 +127,32 @@ TEST(GpuGlue, EmbeddingScatterGatherGateMatchCpu) {
   Tensor back = test::poisoned_device({2, 2, 3});
   cuda::gather_rows(pool, cuda::to_device(test::i64_tensor({4, 1})), back);
   expect_close("scatter then gather", back, src, 0.0);
+  // Column blocks, with one source row broadcast to three destination rows (MLA's shared rotary key).
+  Tensor wide = rand_tensor({2, 7});
+  Tensor narrow = cuda::to_device(Tensor::zeros({6, 5}, DType::kF32));
+  cuda::copy_columns(cuda::to_device(wide), 4, narrow, 1, 3, 3);
+  Tensor narrow_host = cuda::to_host(narrow);
+  for (int64_t r = 0; r < 6; ++r) {
+    for (int64_t j = 0; j < 5; ++j) {
+      const float want = j >= 1 && j < 4 ? wide.f32()[(r / 3) * 7 + 4 + j - 1] : 0.f;
+      EXPECT_EQ(narrow_host.f32()[r * 5 + j], want) << "row " << r << " column " << j;
+    }
+  }
+  EXPECT_THROW(cuda::copy_columns(cuda::to_device(wide), 5, narrow, 0, 3), InvalidArgument);  // past src's columns
+  EXPECT_THROW(cuda::copy_columns(cuda::to_device(wide), 0, narrow, 0, 3, 2), InvalidArgument);  // 2 * 2 != 6 rows
+  // bf16 rows of 16 bytes take the word-wise gather; rows of other sizes in bf16 are refused.
+  Tensor rows16 = rand_tensor({5, 8}).to(DType::kBF16);
+  Tensor picked = Tensor::empty({3, 8}, DType::kBF16, Device::kCuda);
+  cuda::gather_rows(cuda::to_device(rows16), cuda::to_device(test::i64_tensor({4, 0, 4})), picked);
+  Tensor picked_host = cuda::to_host(picked);
+  const std::vector<int64_t> want = {4, 0, 4};
+  for (int64_t i = 0; i < 3; ++i) {
+    for (int64_t j = 0; j < 8; ++j) EXPECT_EQ(picked_host.u16()[i * 8 + j], rows16.u16()[want[i] * 8 + j]);
+  }
+  Tensor odd = Tensor::empty({1, 5}, DType::kBF16, Device::kCuda);
+  EXPECT_THROW(cuda::gather_rows(cuda::to_device(rand_tensor({2, 5}).to(DType::kBF16)),
+                                 cuda::to_device(test::i64_tensor({1})), odd),
+               InvalidArgument);
 
   Tensor base = rand_tensor({3, 5}), shared = rand_tensor({3, 5}), gate = rand_tensor({3, 1}, 3.f);
   Tensor expected_gate = base.clone();

@@ -1,8 +1,8 @@
 // Every CUDA op against its CPU reference on random shapes (one token, odd sizes, empty experts, all tokens
 // on one expert), through the shared harness (gpu_harness.h) and its stated tolerances.
-#include <functional>
-
+#include <algorithm>
 #include <array>
+#include <functional>
 
 #include "gpu_harness.h"
 #include "switchyard/kernels/ops.h"
@@ -15,7 +15,8 @@ namespace {
 TEST(GpuOps, LinearBf16WeightsMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   struct Case { int64_t m, k, n; bool bias; };
-  for (Case c : {Case{1, 64, 48, false}, Case{7, 130, 33, true}, Case{64, 256, 512, true}, Case{200, 96, 17, false}}) {
+  for (Case c : {Case{1, 64, 48, false}, Case{7, 130, 33, true}, Case{8, 2048, 300, true}, Case{64, 256, 512, true},
+                 Case{200, 96, 17, false}}) {
     Tensor x = rand_tensor({c.m, c.k}), w = rand_tensor({c.n, c.k}, 0.2f).to(DType::kBF16);
     Tensor b = c.bias ? rand_tensor({c.n}) : Tensor();
     Tensor ref = Tensor::empty({c.m, c.n}, DType::kF32);
@@ -234,6 +235,76 @@ TEST(GpuOps, CausalAttentionMatchesCpu) {
                     kv_len, args, out);
     expect_close(std::string("attention ") + c.name, out, ref, kAttentionTol);
   }
+}
+
+// The paged kernel against the CPU paged attention: f32 and bf16 pools (the bf16 case on the same bf16-rounded
+// keys and values), shuffled block tables, decode rows over long contexts with the key splits the batch size
+// picks, forced to one split and to an odd count, a prefill chunk, window + sinks.
+TEST(GpuOps, PagedAttentionMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  const int64_t bs = 16, heads = 8, kv_heads = 2, dk = 128, dv = 128;
+  const std::vector<int64_t> lengths = {1, 37, 700, 130, 260};  // keys per sequence
+  const std::vector<int64_t> queries = {1, 1, 1, 1, 5};          // newest rows queried per sequence
+  int64_t total_blocks = 0;
+  for (int64_t n : lengths) total_blocks += (n + bs - 1) / bs;
+  total_blocks += 3;  // blocks nobody reads
+  std::vector<int32_t> order(static_cast<size_t>(total_blocks));
+  for (int64_t b = 0; b < total_blocks; ++b) order[b] = static_cast<int32_t>((b * 7 + 3) % total_blocks);
+  std::vector<int32_t> tables;
+  std::vector<int64_t> pos, table_start;
+  std::vector<ops::PagedSequence> seqs;
+  std::vector<int64_t> seq_table_start;
+  int64_t t = 0, next_block = 0;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const int64_t nb = (lengths[i] + bs - 1) / bs, start = static_cast<int64_t>(tables.size());
+    for (int64_t b = 0; b < nb; ++b) tables.push_back(order[next_block++]);
+    seqs.push_back({t, t + queries[i], nullptr, nb, lengths[i]});
+    seq_table_start.push_back(start);
+    for (int64_t r = 0; r < queries[i]; ++r) {
+      pos.push_back(lengths[i] - queries[i] + r);
+      table_start.push_back(start);
+    }
+    t += queries[i];
+  }
+  for (size_t i = 0; i < seqs.size(); ++i) seqs[i].block_table = tables.data() + seq_table_start[i];
+  Tensor q = rand_tensor({t, heads, dk});
+  Tensor sinks = rand_tensor({heads}, 2.f);
+  for (DType pool_dtype : {DType::kF32, DType::kBF16}) {
+    Tensor k = rand_tensor({total_blocks * bs, kv_heads, dk}).to(pool_dtype);
+    Tensor v = rand_tensor({total_blocks * bs, kv_heads, dv}).to(pool_dtype);
+    for (int window : {0, 50}) {
+      ops::AttentionOptions opt;
+      opt.scale = 1.f / std::sqrt(static_cast<float>(dk));
+      opt.window = window;
+      opt.sinks = window > 0 ? &sinks : nullptr;
+      Tensor ref = Tensor::empty({t, heads, dv}, DType::kF32);
+      ops::paged_attention(q, k.to(DType::kF32), v.to(DType::kF32), pos, seqs, bs, opt, ref);
+      for (int splits : {0, 1, 7}) {
+        cuda::AttentionArgs args;
+        args.scale = opt.scale;
+        args.window = window;
+        if (window > 0) args.sinks = cuda::to_device(sinks);
+        args.key_splits = splits;
+        Tensor out = poisoned_device({t, heads, dv});
+        Tensor tab = Tensor::empty({static_cast<int64_t>(tables.size())}, DType::kI32);
+        std::copy(tables.begin(), tables.end(), tab.i32());
+        cuda::paged_attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v),
+                              cuda::to_device(i64_tensor(pos)), cuda::to_device(i64_tensor(table_start)),
+                              cuda::to_device(tab), bs, args, out);
+        expect_close(std::string("paged attention ") + dtype_name(pool_dtype) + " window " + std::to_string(window) +
+                         " splits " + std::to_string(splits),
+                     out, ref, kAttentionTol);
+      }
+    }
+  }
+  // Keys and values of different dtypes are refused.
+  Tensor out = poisoned_device({t, heads, dv});
+  cuda::AttentionArgs args;
+  EXPECT_THROW(cuda::paged_attention(cuda::to_device(q), cuda::to_device(Tensor::zeros({bs, kv_heads, dk}, DType::kBF16)),
+                                     cuda::to_device(Tensor::zeros({bs, kv_heads, dv}, DType::kF32)),
+                                     cuda::to_device(i64_tensor(pos)), cuda::to_device(i64_tensor(table_start)),
+                                     cuda::to_device(Tensor::zeros({1}, DType::kI32)), bs, args, out),
+               InvalidArgument);
 }
 
 }  // namespace

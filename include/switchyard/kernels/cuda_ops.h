@@ -90,6 +90,7 @@ struct AttentionArgs {
   float scale = 1.f;
   int window = 0;
   Tensor sinks;
+  int key_splits = 0;  // paged_attention: blocks per (query, head) over its keys; 0 picks from the batch size
 };
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, int64_t kv_len,
                const AttentionArgs& args, Tensor& out);
@@ -102,10 +103,12 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, float sc
 int64_t flash_attention_calls();  // calls so far in this process (tests check which path ran)
 
 // Causal attention of the queries of many sequences against a paged KV pool (the batched forward pass):
-// k: (blocks*block_size, kv_heads, dk), v: (blocks*block_size, kv_heads, dv) f32 pools; query i reads key j
+// k: (blocks*block_size, kv_heads, dk), v: (blocks*block_size, kv_heads, dv) pools, both f32 or both bf16
+// (f32 accumulation either way); q, out f32; query i reads key j
 // of its sequence at pool row block_tables[table_start[i] + j / block_size] * block_size + j % block_size.
 // positions, table_start: (t,) int64; block_tables: int32, all on the device. The caller validates the
-// tables (Model::forward_batch does); no host synchronisation happens here.
+// tables (Model::forward_batch does); no host synchronisation happens here. Few queries (decode) split their
+// keys over several blocks and merge the partial softmaxes; the launch shape depends only on q's rows.
 void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                      const Tensor& table_start, const Tensor& block_tables, int64_t block_size,
                      const AttentionArgs& args, Tensor& out);
@@ -148,9 +151,15 @@ void add_inplace(Tensor& y, const Tensor& x);
 void clamp_inplace(Tensor& x, float c);
 // out[i, :] += sigmoid(gate[i]) * shared[i, :]. out, shared: (t, d) f32; gate: (t,) or (t, 1) f32.
 void sigmoid_gate_add(Tensor& out, const Tensor& shared, const Tensor& gate);
-// dst row rows[i] = src row i. dst: (R, ...) f32; src: (n, ...) f32 with the same row size; rows: (n,) int64.
+// dst row rows[i] = src row i. dst: (R, ...) f32 or bf16 (rounded on store); src: (n, ...) f32 with the same
+// row size; rows: (n,) int64.
 void scatter_rows(Tensor& dst, const Tensor& src, const Tensor& rows);
-// dst row i = src row rows[i].
+// Column block copy between f32 matrices: dst[r, dst_col + j] = src[r / src_row_div, src_col + j] for every
+// dst row r and j < width; src (R, cs), dst (R * src_row_div, cd). Splits and assembles MLA's latent, rotary
+// and per-head key parts (src_row_div broadcasts one shared row to every head).
+void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t width,
+                  int64_t src_row_div = 1);
+// dst row i = src row rows[i]. src, dst: same dtype (f32, or any dtype whose rows are a multiple of 16 bytes).
 void gather_rows(const Tensor& src, const Tensor& rows, Tensor& dst);
 
 }  // namespace sy::cuda

@@ -1,7 +1,8 @@
 // PagedKvPool: the keys and values of many sequences in fixed-size blocks, for the server's batched forward.
 // Per layer, keys (num_blocks*block_size, kv_heads, k_dim) and values (num_blocks*block_size, kv_heads, v_dim)
-// f32; a sequence owns a block table naming the blocks that hold its rows in order. Which block belongs to
-// whom (and prefix sharing) is the serve layer's BlockManager; this class is only the storage.
+// (f32 on the CPU, bf16 on the GPU); a sequence owns a block table naming the blocks that hold its rows in
+// order. Which block belongs to whom (and prefix sharing) is the serve layer's BlockManager; this class is
+// only the storage.
 #pragma once
 
 #include <vector>
@@ -15,8 +16,11 @@ class PagedKvPool {
  public:
   // Throws InvalidArgument for non-positive sizes. Device::kCuda pools need a CUDA build and device.
   PagedKvPool(const ModelConfig& config, int64_t num_blocks, int64_t block_size, Device device = Device::kCpu);
-  // Bytes one block takes over all layers.
-  static int64_t bytes_per_block(const ModelConfig& config, int64_t block_size);
+  // Element type of a pool on `device`: f32 on the CPU (bit-exact with the contiguous cache), bf16 on the GPU
+  // (half the bytes per cached token and per decode step; attention accumulates in f32).
+  static DType dtype(Device device) { return device == Device::kCuda ? DType::kBF16 : DType::kF32; }
+  // Bytes one block takes over all layers on `device`.
+  static int64_t bytes_per_block(const ModelConfig& config, int64_t block_size, Device device = Device::kCpu);
 
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_size() const { return block_size_; }

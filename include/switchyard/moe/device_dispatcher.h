@@ -2,8 +2,10 @@
 // communicator (the nccl backend), dropless, all-to-all. Rank r owns experts [r*E/EP, (r+1)*E/EP), as in
 // TokenDispatcher. Layout first: the routing is turned into device row maps (cuda::make_dispatch_layout, no
 // atomics), the per-expert counts are exchanged (one small all-to-all, one copy back to the host); then rows
-// move as one block per (peer, expert) straight from the permuted buffer into their final expert-major place
-// on the receiver, and back. Only in CUDA builds with NCCL (SY_HAS_CUDA && SY_HAS_NCCL); elsewhere the
+// move as one NCCL block per peer (a destination's experts are contiguous in the permuted buffer) into a
+// source-major buffer, which one device gather reorders into expert-major rows; combine mirrors it. Measured
+// on two H200s: one block per (peer, expert) ran at 28% of NCCL's plain all-to-all of the same bytes, NCCL
+// p2p costing per message; the local gathers run at HBM speed, far above NVLink. Only in CUDA builds with NCCL (SY_HAS_CUDA && SY_HAS_NCCL); elsewhere the
 // constructor throws Unsupported. Not here: capacity dropping, int8 payloads and padding (CPU dispatcher),
 // overlap of the transfer with expert GEMMs.
 #pragma once

@@ -1,7 +1,10 @@
-// CUDA causal prefill attention (GQA, sliding window, sinks), correctness first: one 4-warp block per
-// (query, head); each warp walks every 4th visible key with an online softmax in f32, then the warps merge.
-// Not here (speed work left, issue 4): flash-style tiling over query blocks with tensor cores (or cuDNN's fused
-// attention), bf16 K/V, packed variable-length documents (key_start), paged KV cache decode, MLA.
+// CUDA causal attention (GQA, sliding window, sinks) over contiguous or paged keys: one 4-warp block per
+// (query, head, key split); each warp walks every 4th visible key of its split with an online softmax in f32,
+// then the warps merge. Paged keys/values are f32 or bf16 (the device KV pool is bf16). Decode-sized batches
+// split each query's keys over several blocks (flash-decoding) so a few queries still fill the GPU; a second
+// kernel merges the splits' (max, sum, accumulator) partials. Whole fresh prompts go through the tensor-core
+// kernel instead (flash_attention.cu). Not here: packed documents (key_start), MLA, tensor cores for decode.
+#include <algorithm>
 #include <cmath>
 #include <initializer_list>
 
@@ -28,44 +31,52 @@ struct PagedRows {
   int64_t block_size = 0;
 };
 
-template <bool kPaged>
-__global__ void __launch_bounds__(kWarps * 32) attention_kernel(const float* q, const float* k, const float* v,
+// Splits of one query's keys: split s of S covers keys [lo + s*chunk, lo + (s+1)*chunk) with
+// chunk = ceil((pos - lo + 1) / S), computed on the device so the launch shape does not depend on positions
+// (decode steps are replayed from CUDA graphs while positions grow).
+template <typename KV, bool kPaged>
+__global__ void __launch_bounds__(kWarps * 32) attention_kernel(const float* q, const KV* k, const KV* v,
                                                                const int64_t* positions, const float* sinks,
                                                                AttnParams p, PagedRows paged, float* out,
-                                                               int* bad) {
+                                                               float* partial, int* bad) {
   __shared__ float warp_m[kWarps], warp_l[kWarps];
   __shared__ float warp_acc[kWarps][kMaxDvPerLane * 32];
   const int64_t item = blockIdx.x;  // query * heads + head
+  const int split = blockIdx.y, splits = gridDim.y;
   const int64_t i = item / p.heads, h = item % p.heads, kh = h / (p.heads / p.kv_heads);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t pos = positions[i];
   if (pos < 0 || (!kPaged && pos >= p.kv_len)) {
     if (threadIdx.x == 0 && bad) *bad = 1;
-    for (int64_t c = threadIdx.x; c < p.dv; c += blockDim.x) out[item * p.dv + c] = NAN;
+    float* dst = splits == 1 ? out + item * p.dv : partial + (item * splits + split) * (p.dv + 2) + 2;
+    for (int64_t c = threadIdx.x; c < p.dv; c += blockDim.x) dst[c] = NAN;
+    if (splits > 1 && threadIdx.x == 0) dst[-2] = dst[-1] = NAN;
     return;
   }
-  const int64_t lo = p.window > 0 ? max(int64_t{0}, pos - p.window + 1) : 0;
+  const int64_t first = p.window > 0 ? max(int64_t{0}, pos - p.window + 1) : 0;
+  const int64_t chunk = (pos - first + splits) / splits;
+  const int64_t lo = first + split * chunk, hi = min(pos, lo + chunk - 1);
   const float* qrow = q + item * p.dk;
   float m = -INFINITY, l = 0.f, acc[kMaxDvPerLane];
 #pragma unroll
   for (int c = 0; c < kMaxDvPerLane; ++c) acc[c] = 0.f;
   const int32_t* table = kPaged ? paged.tables + paged.table_start[i] : nullptr;
-  for (int64_t j = lo + warp; j <= pos; j += kWarps) {
+  for (int64_t j = lo + warp; j <= hi; j += kWarps) {
     const int64_t r = kPaged ? int64_t{table[j / paged.block_size]} * paged.block_size + j % paged.block_size : j;
-    const float* krow = k + r * p.ks + kh * p.khs;
+    const KV* krow = k + r * p.ks + kh * p.khs;
     float s = 0.f;
-    for (int64_t d = lane; d < p.dk; d += 32) s += qrow[d] * krow[d];
+    for (int64_t d = lane; d < p.dk; d += 32) s += qrow[d] * detail::load_f(krow, d);
     for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
     s *= p.scale;
     const float m_new = fmaxf(m, s);
     const float corr = expf(m - m_new);  // 0 on the first key (m = -inf)
     const float e = expf(s - m_new);
     l = l * corr + e;
-    const float* vrow = v + r * p.vs + kh * p.vhs;
+    const KV* vrow = v + r * p.vs + kh * p.vhs;
 #pragma unroll
     for (int c = 0; c < kMaxDvPerLane; ++c) {
       const int64_t d = lane + 32 * c;
-      acc[c] = acc[c] * corr + (d < p.dv ? e * vrow[d] : 0.f);
+      acc[c] = acc[c] * corr + (d < p.dv ? e * detail::load_f(vrow, d) : 0.f);
     }
     m = m_new;
   }
@@ -76,19 +87,91 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(const float* q, 
 #pragma unroll
   for (int c = 0; c < kMaxDvPerLane; ++c) warp_acc[warp][lane + 32 * c] = acc[c];
   __syncthreads();
-  float gm = sinks ? sinks[h] : -INFINITY;
+  // One split: the sinks join the softmax here. Several: this split's partial (max, sum, unnormalised
+  // accumulator) goes to `partial` and merge_splits_kernel adds the sinks.
+  const bool final = splits == 1;
+  float gm = final && sinks ? sinks[h] : -INFINITY;
   for (int w = 0; w < kWarps; ++w) gm = fmaxf(gm, warp_m[w]);
-  float denom = sinks ? expf(sinks[h] - gm) : 0.f;
+  float denom = final && sinks ? expf(sinks[h] - gm) : 0.f;
   float f[kWarps];
   for (int w = 0; w < kWarps; ++w) {
     f[w] = warp_m[w] == -INFINITY ? 0.f : expf(warp_m[w] - gm);  // a warp that saw no key adds nothing
     denom += warp_l[w] * f[w];
   }
+  float* dst = final ? out + item * p.dv : partial + (item * splits + split) * (p.dv + 2) + 2;
   for (int64_t d = threadIdx.x; d < p.dv; d += blockDim.x) {
     float o = 0.f;
     for (int w = 0; w < kWarps; ++w) o += warp_acc[w][d] * f[w];
-    out[item * p.dv + d] = o / denom;
+    dst[d] = final ? o / denom : o;
   }
+  if (!final && threadIdx.x == 0) {
+    dst[-2] = gm;  // -inf when the split saw no key
+    dst[-1] = denom;
+  }
+}
+
+// out[item] = merge of the item's split partials (each [max, sum, acc[dv]]) and its head's sink.
+__global__ void merge_splits_kernel(const float* partial, const float* sinks, int64_t heads, int64_t dv,
+                                    int splits, float* out) {
+  const int64_t item = blockIdx.x;
+  const float* part = partial + item * splits * (dv + 2);
+  const float sink = sinks ? sinks[item % heads] : -INFINITY;
+  float gm = sink;
+  for (int s = 0; s < splits; ++s) gm = fmaxf(gm, part[s * (dv + 2)]);
+  float denom = sinks ? expf(sink - gm) : 0.f;
+  for (int s = 0; s < splits; ++s) {
+    const float ms = part[s * (dv + 2)];
+    if (ms != -INFINITY) denom += part[s * (dv + 2) + 1] * expf(ms - gm);
+  }
+  for (int64_t d = threadIdx.x; d < dv; d += blockDim.x) {
+    float o = 0.f;
+    for (int s = 0; s < splits; ++s) {
+      const float ms = part[s * (dv + 2)];
+      if (ms != -INFINITY) o += part[s * (dv + 2) + 2 + d] * expf(ms - gm);
+    }
+    out[item * dv + d] = o / denom;
+  }
+}
+
+int multiprocessors() {
+  static const int count = [] {
+    int device = 0, n = 0;
+    SY_CUDA_CHECK(cudaGetDevice(&device));
+    SY_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+    return n;
+  }();
+  return count;
+}
+
+// Key splits per (query, head): enough blocks for about eight per multiprocessor, at most 64 splits.
+int key_splits(int64_t items) {
+  const int64_t target = int64_t{multiprocessors()} * 8;
+  if (items >= target) return 1;
+  return static_cast<int>(std::min<int64_t>(64, (target + items - 1) / items));
+}
+
+template <typename KV, bool kPaged>
+void launch_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
+                      const AttentionArgs& args, const AttnParams& p, const PagedRows& paged, int splits,
+                      Tensor& out, int* bad) {
+  const int64_t items = q.size(0) * p.heads;
+  const float* sinks = args.sinks.defined() ? args.sinks.f32() : nullptr;
+  const dim3 grid(static_cast<unsigned>(items), static_cast<unsigned>(splits));
+  const auto* kp = static_cast<const KV*>(k.raw());
+  const auto* vp = static_cast<const KV*>(v.raw());
+  if (splits == 1) {
+    attention_kernel<KV, kPaged><<<grid, kWarps * 32, 0, stream()>>>(q.f32(), kp, vp, positions.i64(), sinks, p,
+                                                                      paged, out.f32(), nullptr, bad);
+    SY_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  Tensor partial = Tensor::empty({items, splits, p.dv + 2}, DType::kF32, Device::kCuda);
+  attention_kernel<KV, kPaged><<<grid, kWarps * 32, 0, stream()>>>(q.f32(), kp, vp, positions.i64(), sinks, p,
+                                                                    paged, out.f32(), partial.f32(), bad);
+  SY_CUDA_CHECK_LAUNCH();
+  merge_splits_kernel<<<static_cast<unsigned>(items), 128, 0, stream()>>>(partial.f32(), sinks, p.heads, p.dv,
+                                                                          splits, out.f32());
+  SY_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
@@ -121,10 +204,7 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
   AttnParams p{heads, kv_heads, dk, dv, kv_len, k.strides()[0], k.strides()[1], v.strides()[0], v.strides()[1],
                args.scale, args.window};
   Tensor bad = Tensor::zeros({1}, DType::kI32, Device::kCuda);
-  attention_kernel<false><<<static_cast<unsigned>(t * heads), kWarps * 32, 0, stream()>>>(
-      q.f32(), k.f32(), v.f32(), positions.i64(), args.sinks.defined() ? args.sinks.f32() : nullptr, p, PagedRows{},
-      out.f32(), bad.i32());
-  SY_CUDA_CHECK_LAUNCH();
+  launch_attention<float, false>(q, k, v, positions, args, p, PagedRows{}, key_splits(t * heads), out, bad.i32());
   SY_REQUIRE(to_host(bad).i32()[0] == 0, InvalidArgument, "cuda attention", "a position lies outside the ",
              kv_len, " cached keys");
 }
@@ -133,10 +213,14 @@ void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
                      const Tensor& table_start, const Tensor& block_tables, int64_t block_size,
                      const AttentionArgs& args, Tensor& out) {
   const char* op = "cuda paged_attention";
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k, &v, &out}) {
-    detail::require_device(op, "operand", *t);
-    detail::require_dtype(op, "operand", *t, DType::kF32);
-  }
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k, &v, &out}) detail::require_device(op, "operand", *t);
+  detail::require_dtype(op, "q", q, DType::kF32);
+  detail::require_dtype(op, "out", out, DType::kF32);
+  detail::require_dtype(op, "keys", k, DType::kF32, DType::kBF16);
+  SY_REQUIRE(v.dtype() == k.dtype(), InvalidArgument, op, "keys ", k.describe(), " and values ", v.describe(),
+             " differ in dtype");
+  SY_REQUIRE(args.key_splits >= 0 && args.key_splits <= 1024, InvalidArgument, op, "key_splits must be in [0, 1024], got ",
+             args.key_splits);
   detail::require_device(op, "positions", positions);
   detail::require_dtype(op, "positions", positions, DType::kI64, DType::kI64);
   detail::require_device(op, "table_start", table_start);
@@ -161,10 +245,12 @@ void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   AttnParams p{heads, kv_heads, dk, dv, k.size(0), k.strides()[0], k.strides()[1], v.strides()[0], v.strides()[1],
                args.scale, args.window};
   PagedRows paged{table_start.i64(), block_tables.i32(), block_size};
-  attention_kernel<true><<<static_cast<unsigned>(t * heads), kWarps * 32, 0, stream()>>>(
-      q.f32(), k.f32(), v.f32(), positions.i64(), args.sinks.defined() ? args.sinks.f32() : nullptr, p, paged,
-      out.f32(), nullptr);
-  SY_CUDA_CHECK_LAUNCH();
+  const int splits = args.key_splits > 0 ? args.key_splits : key_splits(t * heads);
+  if (k.dtype() == DType::kBF16) {
+    launch_attention<__nv_bfloat16, true>(q, k, v, positions, args, p, paged, splits, out, nullptr);
+  } else {
+    launch_attention<float, true>(q, k, v, positions, args, p, paged, splits, out, nullptr);
+  }
 }
 
 }  // namespace sy::cuda

@@ -43,15 +43,32 @@ __global__ void gate_add_kernel(float* out, const float* shared, const float* ga
   }
 }
 
-__global__ void scatter_rows_kernel(float* dst, const float* src, const int64_t* rows, int64_t n, int64_t row) {
+template <typename T>
+__global__ void scatter_rows_kernel(T* dst, const float* src, const int64_t* rows, int64_t n, int64_t row) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n * row; i += int64_t{gridDim.x} * blockDim.x) {
-    dst[rows[i / row] * row + i % row] = src[i];
+    detail::store_f(dst, rows[i / row] * row + i % row, src[i]);
   }
 }
 
 __global__ void gather_rows_kernel(float* dst, const float* src, const int64_t* rows, int64_t n, int64_t row) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n * row; i += int64_t{gridDim.x} * blockDim.x) {
     dst[i] = src[rows[i / row] * row + i % row];
+  }
+}
+
+// dst[r, dst_col + j] = src[r / div, src_col + j] for j < width (f32 rows of cs and cd columns).
+__global__ void copy_columns_kernel(const float* src, int64_t cs, int64_t src_col, float* dst, int64_t cd,
+                                    int64_t dst_col, int64_t rows, int64_t width, int64_t div) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * width; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / width, j = i % width;
+    dst[r * cd + dst_col + j] = src[(r / div) * cs + src_col + j];
+  }
+}
+
+// Row gather in 16-byte words (rows whose byte size is a multiple of 16, any dtype).
+__global__ void gather_rows16_kernel(uint4* dst, const uint4* src, const int64_t* rows, int64_t n, int64_t words) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n * words; i += int64_t{gridDim.x} * blockDim.x) {
+    dst[i] = src[rows[i / words] * words + i % words];
   }
 }
 
@@ -118,7 +135,8 @@ void sigmoid_gate_add(Tensor& out, const Tensor& shared, const Tensor& gate) {
 }
 
 void scatter_rows(Tensor& dst, const Tensor& src, const Tensor& rows) {
-  require_f32("cuda scatter_rows", "dst", dst);
+  detail::require_device("cuda scatter_rows", "dst", dst);
+  detail::require_dtype("cuda scatter_rows", "dst", dst, DType::kF32, DType::kBF16);
   require_f32("cuda scatter_rows", "src", src);
   detail::require_device("cuda scatter_rows", "rows", rows);
   detail::require_dtype("cuda scatter_rows", "rows", rows, DType::kI64, DType::kI64);
@@ -128,13 +146,37 @@ void scatter_rows(Tensor& dst, const Tensor& src, const Tensor& rows) {
              InvalidArgument, "cuda scatter_rows", "dst ", dst.describe(), " src ", src.describe(), " rows ",
              rows.describe());
   const int64_t row = src.numel() / n;
-  scatter_rows_kernel<<<detail::blocks_for(n * row, 256), 256, 0, stream()>>>(dst.f32(), src.f32(), rows.i64(), n, row);
+  const unsigned blocks = detail::blocks_for(n * row, 256);
+  if (dst.dtype() == DType::kBF16) {
+    scatter_rows_kernel<<<blocks, 256, 0, stream()>>>(static_cast<__nv_bfloat16*>(dst.raw()), src.f32(), rows.i64(), n, row);
+  } else {
+    scatter_rows_kernel<<<blocks, 256, 0, stream()>>>(dst.f32(), src.f32(), rows.i64(), n, row);
+  }
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t width, int64_t src_row_div) {
+  const char* op = "cuda copy_columns";
+  require_f32(op, "src", src);
+  require_f32(op, "dst", dst);
+  SY_REQUIRE(src.dim() == 2 && dst.dim() == 2 && src_row_div >= 1 && width >= 0 && src_col >= 0 && dst_col >= 0 &&
+                 src_col + width <= src.size(1) && dst_col + width <= dst.size(1) &&
+                 dst.size(0) == src.size(0) * src_row_div,
+             InvalidArgument, op, "src ", src.describe(), " columns [", src_col, ", ", src_col + width, ") dst ",
+             dst.describe(), " columns [", dst_col, ", ", dst_col + width, ") with ", src_row_div,
+             " destination rows per source row");
+  const int64_t rows = dst.size(0);
+  if (rows == 0 || width == 0) return;
+  copy_columns_kernel<<<detail::blocks_for(rows * width, 256), 256, 0, stream()>>>(
+      src.f32(), src.size(1), src_col, dst.f32(), dst.size(1), dst_col, rows, width, src_row_div);
   SY_CUDA_CHECK_LAUNCH();
 }
 
 void gather_rows(const Tensor& src, const Tensor& rows, Tensor& dst) {
-  require_f32("cuda gather_rows", "src", src);
-  require_f32("cuda gather_rows", "dst", dst);
+  detail::require_device("cuda gather_rows", "src", src);
+  detail::require_device("cuda gather_rows", "dst", dst);
+  SY_REQUIRE(src.dtype() == dst.dtype(), InvalidArgument, "cuda gather_rows", "src ", src.describe(), " dst ",
+             dst.describe(), " differ in dtype");
   detail::require_device("cuda gather_rows", "rows", rows);
   detail::require_dtype("cuda gather_rows", "rows", rows, DType::kI64, DType::kI64);
   const int64_t n = rows.numel();
@@ -142,7 +184,17 @@ void gather_rows(const Tensor& src, const Tensor& rows, Tensor& dst) {
              InvalidArgument, "cuda gather_rows", "src ", src.describe(), " dst ", dst.describe());
   if (n == 0) return;
   const int64_t row = dst.numel() / n;
-  gather_rows_kernel<<<detail::blocks_for(n * row, 256), 256, 0, stream()>>>(dst.f32(), src.f32(), rows.i64(), n, row);
+  const int64_t row_bytes = row * static_cast<int64_t>(dtype_size(dst.dtype()));
+  const bool aligned = reinterpret_cast<uintptr_t>(src.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(dst.raw()) % 16 == 0;
+  if (row_bytes % 16 == 0 && aligned) {
+    const int64_t words = row_bytes / 16;
+    gather_rows16_kernel<<<detail::blocks_for(n * words, 256), 256, 0, stream()>>>(
+        static_cast<uint4*>(dst.raw()), static_cast<const uint4*>(src.raw()), rows.i64(), n, words);
+  } else {
+    SY_REQUIRE(dst.dtype() == DType::kF32, InvalidArgument, "cuda gather_rows",
+               "rows of a non-f32 dtype must be 16-byte aligned multiples of 16 bytes, got ", dst.describe());
+    gather_rows_kernel<<<detail::blocks_for(n * row, 256), 256, 0, stream()>>>(dst.f32(), src.f32(), rows.i64(), n, row);
+  }
   SY_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,6 +1,6 @@
 // CUDA fused router: scores, group-limited top-k, combine weights, one 256-thread block per token (thread j
-// owns expert j). Mirrors sy::moe::route decision for decision. Not here: several tokens per block for small
-// expert counts, warp-level top-k (speed work left).
+// owns expert j); argmax and reductions by warp shuffles. Mirrors sy::moe::route decision for decision. Not
+// here: several tokens per block for small expert counts.
 #include <cmath>
 
 #include "op_common.cuh"
@@ -25,36 +25,46 @@ __device__ __forceinline__ bool beats(float va, int ia, float vb, int ib) {
 }
 
 // Block-wide argmax over (value, index) pairs, ties to the lower index. Every thread gets the winner.
+// A shuffle butterfly inside each warp, then every thread scans the warps' winners (two barriers in all;
+// the shared-memory tree this replaced took eight per call, top_k calls per token).
 __device__ int block_argmax(float v, int idx, float* sval, int* sidx) {
-  sval[threadIdx.x] = v;
-  sidx[threadIdx.x] = idx;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
-    if (threadIdx.x < stride) {
-      const int o = threadIdx.x + stride;
-      if (beats(sval[o], sidx[o], sval[threadIdx.x], sidx[threadIdx.x])) {
-        sval[threadIdx.x] = sval[o];
-        sidx[threadIdx.x] = sidx[o];
-      }
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+    if (beats(ov, oi, v, idx)) {
+      v = ov;
+      idx = oi;
     }
-    __syncthreads();
   }
-  const int winner = sidx[0];
+  const int warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  if ((threadIdx.x & 31) == 0) {
+    sval[warp] = v;
+    sidx[warp] = idx;
+  }
   __syncthreads();
-  return winner;
+  float best_v = sval[0];
+  int best_i = sidx[0];
+  for (int w = 1; w < warps; ++w) {
+    if (beats(sval[w], sidx[w], best_v, best_i)) {
+      best_v = sval[w];
+      best_i = sidx[w];
+    }
+  }
+  __syncthreads();  // the scratch is reused by the next call
+  return best_i;
 }
 
+// Block-wide max or sum, every thread gets the result (warp shuffles, then the warps' partials in order).
 __device__ float block_reduce(float v, float* scratch, bool is_max) {
-  scratch[threadIdx.x] = v;
-  __syncthreads();
-  for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
-    if (threadIdx.x < stride) {
-      const float o = scratch[threadIdx.x + stride];
-      scratch[threadIdx.x] = is_max ? fmaxf(scratch[threadIdx.x], o) : scratch[threadIdx.x] + o;
-    }
-    __syncthreads();
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    v = is_max ? fmaxf(v, ov) : v + ov;
   }
-  const float r = scratch[0];
+  const int warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  if ((threadIdx.x & 31) == 0) scratch[warp] = v;
+  __syncthreads();
+  float r = scratch[0];
+  for (int w = 1; w < warps; ++w) r = is_max ? fmaxf(r, scratch[w]) : r + scratch[w];
   __syncthreads();
   return r;
 }
