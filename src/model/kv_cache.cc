@@ -1,4 +1,4 @@
-// KvCache: per-layer f32 key/value buffers of one sequence, grown by doubling.
+// KvCache: per-layer f32 key/value buffers of one sequence (shaped by kv_layout), grown by doubling.
 #include "switchyard/model/kv_cache.h"
 
 #include <algorithm>
@@ -9,14 +9,6 @@
 namespace sy {
 
 namespace {
-Shape key_shape(const ModelConfig& c, int64_t rows) {
-  const AttentionConfig& a = c.attention;
-  return {rows, a.mla ? a.num_heads : a.num_kv_heads, a.head_dim};
-}
-Shape value_shape(const ModelConfig& c, int64_t rows) {
-  const AttentionConfig& a = c.attention;
-  return {rows, a.mla ? a.num_heads : a.num_kv_heads, a.v_head_dim};
-}
 Tensor grow(const Tensor& old, Shape shape, int64_t keep_rows) {
   Tensor t = Tensor::empty(shape, DType::kF32);
   if (keep_rows > 0) {
@@ -26,11 +18,12 @@ Tensor grow(const Tensor& old, Shape shape, int64_t keep_rows) {
 }
 }  // namespace
 
-KvCache::KvCache(const ModelConfig& config, int64_t capacity) {
+KvCache::KvCache(const ModelConfig& config, int64_t capacity) : layout_(kv_layout(config, Device::kCpu)) {
   capacity_ = std::max<int64_t>(capacity, 1);
   for (int i = 0; i < config.num_layers; ++i) {
-    k_.push_back(Tensor::empty(key_shape(config, capacity_), DType::kF32));
-    v_.push_back(Tensor::empty(value_shape(config, capacity_), DType::kF32));
+    k_.push_back(Tensor::empty({capacity_, layout_.heads, layout_.key_dim}, DType::kF32));
+    v_.push_back(layout_.values_in_keys ? k_.back().slice(2, 0, layout_.value_dim)
+                                        : Tensor::empty({capacity_, layout_.heads, layout_.value_dim}, DType::kF32));
   }
 }
 
@@ -41,7 +34,7 @@ void KvCache::reserve(int64_t n) {
     Shape ks = k_[i].shape(), vs = v_[i].shape();
     ks[0] = vs[0] = cap;
     k_[i] = grow(k_[i], ks, length_);
-    v_[i] = grow(v_[i], vs, length_);
+    v_[i] = layout_.values_in_keys ? k_[i].slice(2, 0, layout_.value_dim) : grow(v_[i], vs, length_);
   }
   capacity_ = cap;
 }

@@ -70,12 +70,36 @@ ModelWeights load_with(const ModelConfig& cfg, WeightSource& src, std::vector<st
   if (unused) *unused = src.unused();
   return w;
 }
+// kv_b (heads * (nope + dv), rank) -> per head h the transpose of its key rows [h*(nope+dv), h*(nope+dv)+nope):
+// (heads * rank, nope), same dtype, row h*rank + r holding column r of head h's key block.
+Tensor transposed_key_up(const Tensor& kv_b, const AttentionConfig& a) {
+  const int64_t heads = a.num_heads, rank = a.kv_lora_rank, nope = a.qk_nope_head_dim, dv = a.v_head_dim;
+  SY_REQUIRE(kv_b.dim() == 2 && kv_b.size(0) == heads * (nope + dv) && kv_b.size(1) == rank, InvalidArgument,
+             "model", "kv_b_proj ", kv_b.describe(), " does not match ", heads, " heads x (", nope, " + ", dv,
+             ") by kv_lora_rank ", rank);
+  const Tensor src = kv_b.contiguous();
+  Tensor t = Tensor::empty({heads * rank, nope}, src.dtype());
+  const size_t es = dtype_size(src.dtype());
+  const char* in = static_cast<const char*>(src.raw());
+  char* out = static_cast<char*>(t.raw());
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t i = 0; i < nope; ++i) {
+      const char* row = in + ((h * (nope + dv) + i) * rank) * es;
+      for (int64_t r = 0; r < rank; ++r) std::memcpy(out + ((h * rank + r) * nope + i) * es, row + r * es, es);
+    }
+  }
+  return t;
+}
+
 }  // namespace
 
 Model::Model(ModelConfig config, ModelWeights weights, std::shared_ptr<void> keep_alive)
     : config_(std::move(config)), weights_(std::move(weights)), keep_alive_(std::move(keep_alive)) {
   const AttentionConfig& a = config_.attention;
   rope_ = ops::make_rope_table(config_.rope, a.mla ? a.qk_rope_head_dim : a.head_dim, config_.max_position_embeddings);
+  if (a.mla) {
+    for (const LayerWeights& l : weights_.layers) mla_key_up_t_.push_back(transposed_key_up(l.attention.kv_b, a));
+  }
   reset_expert_load();
 }
 
@@ -121,16 +145,17 @@ Tensor Model::attend(int layer, const Tensor& q, const Tensor& k, const Tensor& 
   if (kv.cache) {
     const int64_t start = kv.cache->length();
     write_cache(kv.cache->keys(layer), k, start);
-    write_cache(kv.cache->values(layer), v, start);
+    if (!kv.cache->layout().values_in_keys) write_cache(kv.cache->values(layer), v, start);
     ops::attention(q, kv.cache->keys(layer), kv.cache->values(layer), positions, start + n, options, out);
     return out;
   }
   Tensor& kp = kv.pool->keys(layer);
   Tensor& vp = kv.pool->values(layer);
   const int64_t krow = k.numel() / n, vrow = v.numel() / n;
+  const bool values_in_keys = kv.pool->layout().values_in_keys;
   for (int64_t i = 0; i < n; ++i) {
     std::memcpy(kp.f32() + kv.pool_rows[i] * krow, k.f32() + i * krow, sizeof(float) * krow);
-    std::memcpy(vp.f32() + kv.pool_rows[i] * vrow, v.f32() + i * vrow, sizeof(float) * vrow);
+    if (!values_in_keys) std::memcpy(vp.f32() + kv.pool_rows[i] * vrow, v.f32() + i * vrow, sizeof(float) * vrow);
   }
   ops::paged_attention(q, kp, vp, positions, kv.sequences, kv.pool->block_size(), options, out);
   return out;
@@ -171,10 +196,15 @@ Tensor Model::attention_block(int layer, const Tensor& h, const std::vector<int6
   return ops::linear(out.reshape({n, int64_t{a.num_heads} * a.head_dim}), w.o, w.o_bias);
 }
 
+// MLA in the absorbed form (DeepSeek-V2/V3). With the latent c = norm(kv_a h)[:rank] and, per head, kv_b's
+// key rows K_h (nope, rank) and value rows V_h (dv, rank): q_nope_h . (K_h c) = (K_h^T q_nope_h) . c and
+// sum_j p_j V_h c_j = V_h sum_j p_j c_j. So every head attends over one shared cached row per token,
+// [c | rotary key], with the query [K_h^T q_nope_h | q_pe_h] and the first rank columns as values; kv_b applies
+// once per head after attention. The softmax scale is unchanged (the scores are the same numbers).
 Tensor Model::mla_block(int layer, const Tensor& h, const std::vector<int64_t>& positions, KvTarget& kv) {
   const AttentionConfig& a = config_.attention;
   const AttentionWeights& w = weights_.layers[layer].attention;
-  const int64_t n = h.size(0), heads = a.num_heads;
+  const int64_t n = h.size(0), heads = a.num_heads, rank = a.kv_lora_rank;
   const int64_t nope = a.qk_nope_head_dim, rope = a.qk_rope_head_dim, dq = nope + rope, dv = a.v_head_dim;
   const float eps = 1e-6f;  // q_a_layernorm and kv_a_layernorm use 1e-6 whatever rms_norm_eps says
   Tensor q;  // (n, heads*dq)
@@ -186,35 +216,51 @@ Tensor Model::mla_block(int layer, const Tensor& h, const std::vector<int64_t>& 
     q = ops::linear(h, w.q);
   }
   q = q.reshape({n, heads, dq});
-  Tensor kv_a = ops::linear(h, w.kv_a, w.kv_a_bias);  // (n, kv_rank + rope): latent, then shared rope key
-  Tensor latent = Tensor::empty({n, a.kv_lora_rank}, DType::kF32);
-  Tensor k_pe = Tensor::empty({n, 1, rope}, DType::kF32);
-  for (int64_t i = 0; i < n; ++i) {
-    const float* row = kv_a.f32() + i * (a.kv_lora_rank + rope);
-    std::memcpy(latent.f32() + i * a.kv_lora_rank, row, sizeof(float) * a.kv_lora_rank);
-    std::memcpy(k_pe.f32() + i * rope, row + a.kv_lora_rank, sizeof(float) * rope);
-  }
-  ops::rms_norm(latent, w.kv_a_norm, eps, latent);
-  Tensor kv_up = ops::linear(latent, w.kv_b).reshape({n, heads, nope + dv});  // per head: k_nope, then v
   Tensor q_pe = q.slice(2, nope, dq);
   ops::apply_rope(q_pe, positions, rope_);
+  // The cached row of each new token: [normalised latent (rank) | rotary key (rope)].
+  Tensor kv_a = ops::linear(h, w.kv_a, w.kv_a_bias);  // (n, rank + rope)
+  Tensor latent = kv_a.slice(1, 0, rank).contiguous();
+  ops::rms_norm(latent, w.kv_a_norm, eps, latent);
+  Tensor k_pe = kv_a.slice(1, rank, rank + rope).contiguous().reshape({n, 1, rope});
   ops::apply_rope(k_pe, positions, rope_);
-  // Assemble full keys (n, heads, nope + rope) and values (n, heads, dv) for the cache.
-  Tensor k = Tensor::empty({n, heads, dq}, DType::kF32);
-  Tensor v = Tensor::empty({n, heads, dv}, DType::kF32);
+  Tensor k = Tensor::empty({n, 1, rank + rope}, DType::kF32);
   for (int64_t i = 0; i < n; ++i) {
-    for (int64_t hd = 0; hd < heads; ++hd) {
-      const float* src = kv_up.f32() + (i * heads + hd) * (nope + dv);
-      float* kd = k.f32() + (i * heads + hd) * dq;
-      std::memcpy(kd, src, sizeof(float) * nope);
-      std::memcpy(kd + nope, k_pe.f32() + i * rope, sizeof(float) * rope);
-      std::memcpy(v.f32() + (i * heads + hd) * dv, src + nope, sizeof(float) * dv);
+    std::memcpy(k.f32() + i * (rank + rope), latent.f32() + i * rank, sizeof(float) * rank);
+    std::memcpy(k.f32() + i * (rank + rope) + rank, k_pe.f32() + i * rope, sizeof(float) * rope);
+  }
+  // Absorbed queries (n, heads, rank + rope): [K_h^T q_nope_h | q_pe_h].
+  Tensor qa = Tensor::empty({n, heads, rank + rope}, DType::kF32);
+  Tensor q_nope_h = Tensor::empty({n, nope}, DType::kF32);
+  const Tensor& key_up_t = mla_key_up_t_[layer];  // (heads * rank, nope)
+  for (int64_t hd = 0; hd < heads; ++hd) {
+    for (int64_t i = 0; i < n; ++i) {
+      std::memcpy(q_nope_h.f32() + i * nope, q.f32() + (i * heads + hd) * dq, sizeof(float) * nope);
+    }
+    Tensor q_lat = ops::linear(q_nope_h, key_up_t.slice(0, hd * rank, (hd + 1) * rank));  // (n, rank)
+    for (int64_t i = 0; i < n; ++i) {
+      float* dst = qa.f32() + (i * heads + hd) * (rank + rope);
+      std::memcpy(dst, q_lat.f32() + i * rank, sizeof(float) * rank);
+      std::memcpy(dst + rank, q.f32() + (i * heads + hd) * dq + nope, sizeof(float) * rope);
     }
   }
   ops::AttentionOptions opt;
   opt.scale = static_cast<float>(a.softmax_scale);
   opt.window = config_.layer_sliding_window[layer];
-  Tensor out = attend(layer, q, k, v, positions, kv, opt);
+  Tensor out_lat = attend(layer, qa, k, k.slice(2, 0, rank), positions, kv, opt);  // (n, heads, rank)
+  // Per head, the value rows of kv_b lift the attended latent to dv.
+  Tensor out = Tensor::empty({n, heads, dv}, DType::kF32);
+  Tensor lat_h = Tensor::empty({n, rank}, DType::kF32);
+  for (int64_t hd = 0; hd < heads; ++hd) {
+    for (int64_t i = 0; i < n; ++i) {
+      std::memcpy(lat_h.f32() + i * rank, out_lat.f32() + (i * heads + hd) * rank, sizeof(float) * rank);
+    }
+    const int64_t v0 = hd * (nope + dv) + nope;
+    Tensor o_h = ops::linear(lat_h, w.kv_b.slice(0, v0, v0 + dv));  // (n, dv)
+    for (int64_t i = 0; i < n; ++i) {
+      std::memcpy(out.f32() + (i * heads + hd) * dv, o_h.f32() + i * dv, sizeof(float) * dv);
+    }
+  }
   return ops::linear(out.reshape({n, heads * dv}), w.o, w.o_bias);
 }
 
@@ -310,8 +356,9 @@ Tensor Model::forward(const std::vector<int64_t>& ids, KvCache& cache, bool all_
 
 Tensor Model::forward_batch(const std::vector<BatchSequence>& batch, PagedKvPool& pool) {
   SY_REQUIRE(!batch.empty(), InvalidArgument, "model", "forward_batch needs at least one sequence");
-  SY_CHECK(pool.keys(0).size(1) == (config_.attention.mla ? config_.attention.num_heads
-                                                           : config_.attention.num_kv_heads),
+  const KvLayout want = kv_layout(config_, device());
+  SY_CHECK(pool.keys(0).size(1) == want.heads && pool.keys(0).size(2) == want.key_dim &&
+               pool.values(0).size(2) == want.value_dim,
            "forward_batch: the pool was built for another model");
   const int64_t bs = pool.block_size();
   model_detail::BatchPlan plan;

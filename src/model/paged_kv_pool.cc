@@ -5,25 +5,21 @@
 
 namespace sy {
 
-namespace {
-int64_t key_heads(const ModelConfig& c) { return c.attention.mla ? c.attention.num_heads : c.attention.num_kv_heads; }
-}  // namespace
-
 PagedKvPool::PagedKvPool(const ModelConfig& config, int64_t num_blocks, int64_t block_size, Device device)
-    : num_blocks_(num_blocks), block_size_(block_size) {
+    : layout_(kv_layout(config, device)), num_blocks_(num_blocks), block_size_(block_size) {
   SY_REQUIRE(num_blocks > 0 && block_size > 0, InvalidArgument, "kv-pool", "need at least one block of at least one ",
              "token, got ", num_blocks, " blocks of ", block_size);
-  const AttentionConfig& a = config.attention;
   const int64_t rows = num_blocks * block_size;
   for (int i = 0; i < config.num_layers; ++i) {
-    k_.push_back(Tensor::empty({rows, key_heads(config), a.head_dim}, dtype(device), device));  // written before read
-    v_.push_back(Tensor::empty({rows, key_heads(config), a.v_head_dim}, dtype(device), device));
+    k_.push_back(Tensor::empty({rows, layout_.heads, layout_.key_dim}, dtype(device), device));  // written before read
+    v_.push_back(layout_.values_in_keys ? k_.back().slice(2, 0, layout_.value_dim)
+                                        : Tensor::empty({rows, layout_.heads, layout_.value_dim}, dtype(device), device));
   }
 }
 
 int64_t PagedKvPool::bytes_per_block(const ModelConfig& config, int64_t block_size, Device device) {
-  const AttentionConfig& a = config.attention;
-  return int64_t{config.num_layers} * block_size * key_heads(config) * (a.head_dim + a.v_head_dim) *
+  const KvLayout l = kv_layout(config, device);
+  return int64_t{config.num_layers} * block_size * l.heads * (l.key_dim + (l.values_in_keys ? 0 : l.value_dim)) *
          static_cast<int64_t>(dtype_size(dtype(device)));
 }
 

@@ -129,6 +129,34 @@ TEST(BatchedForwardErrors, RejectsBadBatches) {
   EXPECT_EQ(model->forward_batch({ok}, pool).size(0), 1);
 }
 
+// MLA caches the absorbed row on the CPU: one shared [latent | rotary key] row per token and layer, the values
+// a view of its latent columns (also after the cache grows); the GPU pool keeps per-head keys and values.
+TEST(BatchedForwardMla, CachesTheAbsorbedLatentRow) {
+  auto model = Model::load((std::filesystem::path(test::fixtures_dir()) / "golden" / "deepseek_v3").string());
+  const ModelConfig& c = model->config();
+  const AttentionConfig& a = c.attention;
+  KvCache cache = model->new_cache(2);
+  const std::vector<int64_t> prompt = {1, 5, 9, 2, 7, 3, 8};
+  model->forward(prompt, cache, false);  // grows the cache past its capacity of 2
+  for (int l = 0; l < c.num_layers; ++l) {
+    EXPECT_EQ(cache.keys(l).shape(), (Shape{cache.capacity(), 1, int64_t{a.kv_lora_rank} + a.qk_rope_head_dim}));
+    EXPECT_EQ(cache.values(l).size(2), a.kv_lora_rank);
+    EXPECT_EQ(cache.values(l).raw(), cache.keys(l).raw()) << "values must alias the keys' latent columns";
+  }
+  const int64_t bs = 16;
+  EXPECT_EQ(PagedKvPool::bytes_per_block(c, bs, Device::kCpu),
+            int64_t{c.num_layers} * bs * (a.kv_lora_rank + a.qk_rope_head_dim) * 4);
+  EXPECT_EQ(PagedKvPool::bytes_per_block(c, bs, Device::kCuda),
+            int64_t{c.num_layers} * bs * a.num_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim) * 2);
+  // A pool shaped for another model is refused.
+  auto mixtral = Model::load((std::filesystem::path(test::fixtures_dir()) / "golden" / "mixtral").string());
+  PagedKvPool wrong = mixtral->new_pool(4, 4);
+  BatchSequence seq;
+  seq.ids = {1, 2};
+  seq.block_table = {0};
+  EXPECT_ANY_THROW(model->forward_batch({seq}, wrong));
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, BatchedForward, ::testing::ValuesIn(test::golden_fixture_names()),
                          [](const auto& info) { return info.param; });
 

@@ -1,12 +1,14 @@
-// KV cache of one sequence: per layer, keys (capacity, kv_heads, k_dim) and values (capacity, kv_heads, v_dim)
-// in f32, rows in position order. MLA caches the expanded per-head keys and values (not the latent).
-// Grows by doubling. Not paged: the server's paged cache is a separate structure.
+// KV cache of one sequence: per layer, keys (capacity, heads, key_dim) and values (capacity, heads, value_dim)
+// in f32, rows in position order, shaped by kv_layout (CPU). MLA caches the absorbed form: values are a view
+// of the keys' latent columns (write only the keys). Grows by doubling. Not paged: the server's paged cache
+// is a separate structure.
 #pragma once
 
 #include <vector>
 
 #include "switchyard/core/tensor.h"
 #include "switchyard/io/model_config.h"
+#include "switchyard/model/kv_layout.h"
 
 namespace sy {
 
@@ -21,8 +23,10 @@ class KvCache {
   void clear() { length_ = 0; }
   Tensor& keys(int layer) { return k_[layer]; }
   Tensor& values(int layer) { return v_[layer]; }
+  const KvLayout& layout() const { return layout_; }
 
  private:
+  KvLayout layout_;
   std::vector<Tensor> k_, v_;
   int64_t length_ = 0;
   int64_t capacity_ = 0;

@@ -120,6 +120,9 @@ class Model {
   ModelWeights weights_;
   std::shared_ptr<void> keep_alive_;  // the checkpoint whose memory maps the weights view
   ops::RopeTable rope_;
+  // MLA, per layer: kv_b's key rows regrouped per head and transposed, (heads * kv_rank, qk_nope) in kv_b's
+  // dtype, so q_nope folds into the latent space with one linear per head (the absorbed form).
+  std::vector<Tensor> mla_key_up_t_;
   ExpertLoad expert_load_;
   std::shared_ptr<parallel::Comm> ep_;
   std::shared_ptr<moe::TokenDispatcher> dispatcher_;

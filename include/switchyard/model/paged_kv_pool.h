@@ -1,14 +1,15 @@
 // PagedKvPool: the keys and values of many sequences in fixed-size blocks, for the server's batched forward.
-// Per layer, keys (num_blocks*block_size, kv_heads, k_dim) and values (num_blocks*block_size, kv_heads, v_dim)
-// (f32 on the CPU, bf16 on the GPU); a sequence owns a block table naming the blocks that hold its rows in
-// order. Which block belongs to whom (and prefix sharing) is the serve layer's BlockManager; this class is
-// only the storage.
+// Per layer, keys (num_blocks*block_size, heads, key_dim) and values (num_blocks*block_size, heads, value_dim)
+// shaped by kv_layout (f32 on the CPU, bf16 on the GPU); a sequence owns a block table naming the blocks that
+// hold its rows in order. Which block belongs to whom (and prefix sharing) is the serve layer's BlockManager;
+// this class is only the storage.
 #pragma once
 
 #include <vector>
 
 #include "switchyard/core/tensor.h"
 #include "switchyard/io/model_config.h"
+#include "switchyard/model/kv_layout.h"
 
 namespace sy {
 
@@ -25,9 +26,11 @@ class PagedKvPool {
   int64_t num_blocks() const { return num_blocks_; }
   int64_t block_size() const { return block_size_; }
   Tensor& keys(int layer) { return k_[layer]; }
-  Tensor& values(int layer) { return v_[layer]; }
+  Tensor& values(int layer) { return v_[layer]; }  // a view of the keys when layout().values_in_keys
+  const KvLayout& layout() const { return layout_; }
 
  private:
+  KvLayout layout_;
   std::vector<Tensor> k_, v_;
   int64_t num_blocks_ = 0;
   int64_t block_size_ = 0;

@@ -1,0 +1,23 @@
+// What the KV cache holds per token and layer, for a model on a device. GQA/MHA: kv_heads keys and values.
+// MLA on the CPU: the absorbed form, one shared row [normalised kv latent (kv_lora_rank) | rotary key (rope)]
+// whose first kv_lora_rank columns are also the values (DeepSeek-V3: 576 floats per token and layer instead of
+// 128 heads x 320). MLA on the GPU: still the expanded per-head keys (nope + rope) and values (v_head_dim).
+#pragma once
+
+#include <cstdint>
+
+#include "switchyard/core/tensor.h"
+#include "switchyard/io/model_config.h"
+
+namespace sy {
+
+struct KvLayout {
+  int64_t heads = 0;       // key (and value) heads per cached row
+  int64_t key_dim = 0;     // per head
+  int64_t value_dim = 0;   // per head
+  bool values_in_keys = false;  // values are the first value_dim columns of the keys (no value storage)
+};
+
+KvLayout kv_layout(const ModelConfig& config, Device device);
+
+}  // namespace sy
