@@ -17,6 +17,7 @@
 #include "switchyard/moe/router.h"
 #include "switchyard/model/tensor_source.h"
 #include "switchyard/moe/token_dispatcher.h"
+#include "switchyard/parallel/comm.h"
 
 namespace sy {
 
@@ -97,13 +98,25 @@ Model::Model(ModelConfig config, ModelWeights weights, std::shared_ptr<void> kee
     : config_(std::move(config)), weights_(std::move(weights)), keep_alive_(std::move(keep_alive)) {
   const AttentionConfig& a = config_.attention;
   rope_ = ops::make_rope_table(config_.rope, a.mla ? a.qk_rope_head_dim : a.head_dim, config_.max_position_embeddings);
-  if (a.mla) {
-    for (const LayerWeights& l : weights_.layers) mla_key_up_t_.push_back(transposed_key_up(l.attention.kv_b, a));
-  }
+  prepare_mla();
   reset_expert_load();
 }
 
 Model::~Model() = default;
+
+void Model::prepare_mla() {
+  mla_key_up_t_.clear();
+  if (!config_.attention.mla) return;
+  for (const LayerWeights& l : weights_.layers) {
+    mla_key_up_t_.push_back(transposed_key_up(l.attention.kv_b, config_.attention));
+  }
+}
+
+void Model::tp_sum(Tensor& partial) {
+  if (!tp_) return;
+  SY_CHECK(partial.dtype() == DType::kF32 && partial.is_contiguous(), "tp_sum: ", partial.describe());
+  tp_->all_reduce(partial.f32(), partial.numel(), DType::kF32, parallel::ReduceOp::kSum);
+}
 
 void Model::reset_expert_load() {
   expert_load_.tokens.assign(config_.num_layers, {});
@@ -284,6 +297,7 @@ Tensor Model::moe_block(int layer, const Tensor& h) {
   }
   if (w.shared.gate.defined()) {
     Tensor shared = moe::gated_mlp(h, w.shared, moe::ActivationOptions{});
+    tp_sum(shared);
     if (w.shared_gate.defined()) {
       Tensor g = ops::linear(h, w.shared_gate);  // (n, 1)
       const int64_t hidden = h.size(1);
@@ -308,9 +322,16 @@ Tensor Model::run_layers(const std::vector<int64_t>& ids, const std::vector<int6
     const LayerWeights& lw = weights_.layers[l];
     ops::rms_norm(x, lw.input_norm, eps, h);
     Tensor attn = config_.attention.mla ? mla_block(l, h, positions, kv) : attention_block(l, h, positions, kv);
+    tp_sum(attn);  // this rank's heads' share of the output projection
     ops::add_inplace(x, attn);
     ops::rms_norm(x, lw.post_attention_norm, eps, h);
-    Tensor ffn = lw.is_moe ? moe_block(l, h) : moe::gated_mlp(h, lw.mlp, moe::ActivationOptions{});
+    Tensor ffn;
+    if (lw.is_moe) {
+      ffn = moe_block(l, h);
+    } else {
+      ffn = moe::gated_mlp(h, lw.mlp, moe::ActivationOptions{});
+      tp_sum(ffn);  // this rank's intermediate columns' share
+    }
     if (!ffn.defined()) return Tensor();  // stopped by the router observer
     ops::add_inplace(x, ffn);
   }
@@ -413,6 +434,7 @@ void Model::to_device(Device device) {
     return;
   }
   SY_REQUIRE(!dispatcher_, Unsupported, "model", "expert parallelism is not available on the GPU yet");
+  SY_REQUIRE(!tp_, Unsupported, "model", "tensor parallelism is not available on the GPU yet");
   gpu_ = model_detail::upload(config_, weights_, rope_);
 }
 

@@ -12,8 +12,9 @@ PagedKvPool::PagedKvPool(const ModelConfig& config, int64_t num_blocks, int64_t 
   const int64_t rows = num_blocks * block_size;
   for (int i = 0; i < config.num_layers; ++i) {
     k_.push_back(Tensor::empty({rows, layout_.heads, layout_.key_dim}, dtype(device), device));  // written before read
+    const Shape value_shape = {rows, layout_.heads, layout_.value_dim};
     v_.push_back(layout_.values_in_keys ? k_.back().slice(2, 0, layout_.value_dim)
-                                        : Tensor::empty({rows, layout_.heads, layout_.value_dim}, dtype(device), device));
+                                        : Tensor::empty(value_shape, dtype(device), device));
   }
 }
 

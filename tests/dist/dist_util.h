@@ -2,8 +2,12 @@
 // rank can rebuild any other rank's tokens and routing for reference computations.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "switchyard/core/tensor.h"
@@ -21,6 +25,27 @@ inline std::vector<float> seeded_floats(uint64_t seed, size_t n, float lo = -1.f
   std::vector<float> v(n);
   for (float& x : v) x = u(g);
   return v;
+}
+
+// Directories of the golden fixtures (those with a golden.json), sorted.
+inline std::vector<std::string> golden_fixture_dirs(const std::string& fixtures_root) {
+  std::vector<std::string> out;
+  const auto root = std::filesystem::path(fixtures_root) / "golden";
+  for (const auto& e : std::filesystem::directory_iterator(root)) {
+    if (std::filesystem::exists(e.path() / "golden.json")) out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// max |a - b| over max |b| (f32 tensors of one shape).
+inline double max_relative_difference(const Tensor& a, const Tensor& b) {
+  double num = 0, den = 1e-30;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    num = std::max(num, std::fabs(double(a.f32()[i]) - b.f32()[i]));
+    den = std::max(den, std::fabs(double(b.f32()[i])));
+  }
+  return num / den;
 }
 
 }  // namespace sy::test

@@ -19,25 +19,6 @@
 namespace sy {
 namespace {
 
-std::vector<std::string> moe_fixtures() {
-  std::vector<std::string> out;
-  const auto root = std::filesystem::path(test::fixtures_dir()) / "golden";
-  for (const auto& e : std::filesystem::directory_iterator(root)) {
-    if (std::filesystem::exists(e.path() / "golden.json")) out.push_back(e.path().string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-double max_rel(const Tensor& a, const Tensor& b) {
-  double num = 0, den = 1e-30;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    num = std::max(num, std::fabs(double(a.f32()[i]) - b.f32()[i]));
-    den = std::max(den, std::fabs(double(b.f32()[i])));
-  }
-  return num / den;
-}
-
 // Returns false when the fixture was skipped.
 bool check_fixture(const std::string& dir, moe::DispatchStrategy strategy) {
   auto world = test::dist_world();
@@ -61,11 +42,11 @@ bool check_fixture(const std::string& dir, moe::DispatchStrategy strategy) {
   KvCache c1 = single->new_cache(64), c2 = sharded->new_cache(64);
   Tensor ref = single->forward(prompt, c1, true);
   Tensor ours = sharded->forward(prompt, c2, true);
-  EXPECT_LE(max_rel(ours, ref), 1e-5) << dir << " prefill";
+  EXPECT_LE(test::max_relative_difference(ours, ref), 1e-5) << dir << " prefill";
   // Three decode steps (one token: only one rank has a token share; the others dispatch nothing).
   for (int64_t id : {3, 1, 4}) {
     Tensor r = single->forward({id}, c1, false), o = sharded->forward({id}, c2, false);
-    EXPECT_LE(max_rel(o, r), 1e-5) << dir << " decode";
+    EXPECT_LE(test::max_relative_difference(o, r), 1e-5) << dir << " decode";
   }
   EXPECT_EQ(sharded->expert_load().tokens, single->expert_load().tokens) << dir;
   return true;
@@ -73,7 +54,9 @@ bool check_fixture(const std::string& dir, moe::DispatchStrategy strategy) {
 
 TEST(ExpertParallelInference, EveryGoldenFixtureMatchesSingleProcessAllToAll) {
   int checked = 0;
-  for (const std::string& dir : moe_fixtures()) checked += check_fixture(dir, moe::DispatchStrategy::kAllToAll);
+  for (const std::string& dir : test::golden_fixture_dirs(test::fixtures_dir())) {
+    checked += check_fixture(dir, moe::DispatchStrategy::kAllToAll);
+  }
   // 14 MoE fixtures; two have 6 experts, which 4 ranks cannot split; 8 ranks split the 4 with 8+ experts
   // in multiples of 8.
   EXPECT_GE(checked, test::dist_world()->size() <= 4 ? 12 : 4);
@@ -81,7 +64,9 @@ TEST(ExpertParallelInference, EveryGoldenFixtureMatchesSingleProcessAllToAll) {
 
 TEST(ExpertParallelInference, EveryGoldenFixtureMatchesSingleProcessAllGather) {
   int checked = 0;
-  for (const std::string& dir : moe_fixtures()) checked += check_fixture(dir, moe::DispatchStrategy::kAllGather);
+  for (const std::string& dir : test::golden_fixture_dirs(test::fixtures_dir())) {
+    checked += check_fixture(dir, moe::DispatchStrategy::kAllGather);
+  }
   EXPECT_GE(checked, test::dist_world()->size() <= 4 ? 12 : 4);
 }
 

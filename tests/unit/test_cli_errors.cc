@@ -157,6 +157,13 @@ TEST(CliErrors, BadSamplingFlags) {
   expect_error("generate --prompt-ids 1 --max-new-tokens -3", "--max-new-tokens");
 }
 
+TEST(CliErrors, BadParallelFlags) {
+  const std::string m = "generate --model " + golden_dir("mixtral") + " --prompt-ids 1 --max-new-tokens 1";
+  expect_error(m + " --tp 0", "--tp must be >= 1");
+  expect_error(m + " --tp 2 --ep 4", "must be equal");
+  expect_error(m + " --tp 2", "needs exactly 2 ranks");  // one process, not under mpirun -np 2
+}
+
 TEST(CliErrors, UnknownFlagAndCommandAreUsageErrors) {
   expect_error("generate --prompt-ids 1 --frobnicate 3", "frobnicate", 2);
   expect_error("transmogrify", "transmogrify", 2);

@@ -2,9 +2,11 @@
 //                      [--temperature T --seed S --top-k K --top-p P] [--format text|json]
 //                      [--premoe-store DIR --keep M [--premoe-experts-per-token K]]  (PreMoe: docs/premoe.md)
 // Expert parallelism: mpirun -np N switchyard generate --model DIR --ep N [--dispatch alltoall|allgather]
-// [--comm-timeout S]: each rank loads only its experts; rank 0 prints.
+// [--comm-timeout S]: each rank loads only its experts; rank 0 prints. Tensor parallelism: --tp N splits the
+// attention heads and dense MLP widths over the N ranks (with --ep N too: experts sharded over the same ranks).
 // Text prompts use the model directory's tokenizer.json (and tokenizer_config.json's chat template for
 // --chat). Text output is streamed as it is generated; json prints one object {"ids": [...], "text": ...}.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -53,7 +55,7 @@ CommandRunner add_generate_command(CLI::App& app) {
     uint64_t seed = 0;
     std::string premoe_store;
     int keep = 0, premoe_experts_per_token = 0;
-    int ep = 1;
+    int ep = 1, tp = 1;
     std::string dispatch = "alltoall";
     double comm_timeout = 300;
     std::string device = "cpu";
@@ -76,6 +78,8 @@ CommandRunner add_generate_command(CLI::App& app) {
   cmd->add_option("--keep", f->keep, "With --premoe-store: experts kept per MoE layer");
   cmd->add_option("--premoe-experts-per-token", f->premoe_experts_per_token, "With --premoe-store: routed top-k");
   cmd->add_option("--ep", f->ep, "Expert-parallel ranks (run under mpirun -np N)")->capture_default_str();
+  cmd->add_option("--tp", f->tp, "Tensor-parallel ranks for attention and dense MLPs (run under mpirun -np N)")
+      ->capture_default_str();
   cmd->add_option("--dispatch", f->dispatch, "Token dispatch with --ep: alltoall or allgather")
       ->check(CLI::IsMember({"alltoall", "allgather"}))->capture_default_str();
   cmd->add_option("--comm-timeout", f->comm_timeout, "Seconds a collective may wait for a peer before failing")
@@ -113,26 +117,35 @@ CommandRunner add_generate_command(CLI::App& app) {
     SY_REQUIRE(f->premoe_store.empty() == (f->keep == 0), InvalidArgument, "cli",
                "--premoe-store and --keep go together (--keep M: experts kept per MoE layer)");
     SY_REQUIRE(f->ep >= 1, InvalidArgument, "cli", "--ep must be >= 1 (got ", f->ep, ")");
-    SY_REQUIRE(f->ep == 1 || f->premoe_store.empty(), InvalidArgument, "cli",
-               "--ep and --premoe-store cannot be combined yet");
+    SY_REQUIRE(f->tp >= 1, InvalidArgument, "cli", "--tp must be >= 1 (got ", f->tp, ")");
+    SY_REQUIRE((f->ep == 1 && f->tp == 1) || f->premoe_store.empty(), InvalidArgument, "cli",
+               "--ep/--tp and --premoe-store cannot be combined yet");
+    SY_REQUIRE(f->ep == 1 || f->tp == 1 || f->ep == f->tp, InvalidArgument, "cli", "--ep ", f->ep, " and --tp ",
+               f->tp, " must be equal when both are set: both map onto the same ranks");
     std::unique_ptr<Model> model;
     bool quiet = false;  // ranks other than 0 print nothing
-    if (f->ep > 1) {
+    if (f->ep > 1 || f->tp > 1) {
+      const int ranks = std::max(f->ep, f->tp);
       auto world = parallel::world_comm("auto", {f->comm_timeout});
-      if (world->size() != f->ep) {
-        throw make_error<InvalidArgument>("cli", "--ep ", f->ep, " needs exactly ", f->ep, " ranks, but ",
-                                          world->size(), " were started; run mpirun -np ", f->ep, " switchyard ...");
+      if (world->size() != ranks) {
+        throw make_error<InvalidArgument>("cli", f->ep > 1 ? "--ep " : "--tp ", ranks, " needs exactly ", ranks,
+                                          " ranks, but ", world->size(), " were started; run mpirun -np ", ranks,
+                                          " switchyard ...");
       }
       LoadOptions load;
-      if (!f->model_dir.empty()) {
+      if (!f->model_dir.empty() && f->ep > 1) {
         const int experts = ModelConfig::from_file(f->model_dir).moe.num_experts;
         auto [lo, hi] = Model::expert_range(experts, world->size(), world->rank());
         load.load_expert = [lo = lo, hi = hi](int64_t e) { return e >= lo && e < hi; };
       }
       model = f->model_dir.empty() ? load_model_or_builtin("") : Model::load(f->model_dir, load);
-      moe::DispatcherOptions dispatch;
-      dispatch.strategy = f->dispatch == "allgather" ? moe::DispatchStrategy::kAllGather : moe::DispatchStrategy::kAllToAll;
-      model->set_expert_parallel(world, dispatch);
+      if (f->ep > 1) {
+        moe::DispatcherOptions dispatch;
+        dispatch.strategy =
+            f->dispatch == "allgather" ? moe::DispatchStrategy::kAllGather : moe::DispatchStrategy::kAllToAll;
+        model->set_expert_parallel(world, dispatch);
+      }
+      if (f->tp > 1) model->set_tensor_parallel(world);
       quiet = world->rank() != 0;
     } else if (!f->premoe_store.empty()) {
       model = load_premoe_model(f->model_dir, f->premoe_store, f->keep, f->premoe_experts_per_token, ids);
@@ -141,7 +154,8 @@ CommandRunner add_generate_command(CLI::App& app) {
     }
     check_ids_in_vocab(ids, model->config().vocab_size, "prompt");
     if (f->device == "cuda") {
-      SY_REQUIRE(f->ep == 1, InvalidArgument, "cli", "--device cuda and --ep cannot be combined yet");
+      SY_REQUIRE(f->ep == 1 && f->tp == 1, InvalidArgument, "cli",
+                 "--device cuda and --ep/--tp cannot be combined yet");
       model->to_device(Device::kCuda);
     }
     const bool json = f->format == "json";

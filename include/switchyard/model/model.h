@@ -82,7 +82,7 @@ class Model {
 
   // Moves forward_batch to `device`. Device::kCuda uploads the weights to GPU 0 (matrices bf16, vectors
   // f32; results then match the CPU path to bf16 precision) and needs a device pool (new_pool). Throws
-  // Unsupported without a CUDA build or Hopper GPU, and for families not on the GPU yet (MLA).
+  // Unsupported without a CUDA build or Hopper GPU, and with expert or tensor parallelism (CPU only so far).
   // On the GPU, `forward` (contiguous KvCache) is not available; generate() uses forward_batch there.
   void to_device(Device device);
   Device device() const { return gpu_ ? Device::kCuda : Device::kCpu; }
@@ -98,6 +98,15 @@ class Model {
   void set_expert_parallel(std::shared_ptr<parallel::Comm> ep, const moe::DispatcherOptions& options);
   // [first, last) experts owned by `rank` of `ranks`. Throws InvalidArgument unless ranks divides experts.
   static std::pair<int64_t, int64_t> expert_range(int num_experts, int ranks, int rank);
+  // Tensor parallelism (Megatron style) over `tp` for attention and the dense MLPs (dense layers and shared
+  // experts): rank r keeps heads [r*H/T, (r+1)*H/T) (q/k/v rows, o columns, sinks; MLA's q and kv_b rows),
+  // intermediate columns [r*I/T, (r+1)*I/T) (gate/up rows, down columns), and output biases on rank 0 only;
+  // each block's partial output is summed with one all-reduce. Embeddings, norms, the router, routed experts
+  // (unless expert parallelism shards them over the same ranks) and the LM head stay replicated, and every
+  // rank runs the same forward calls. config() then reports the local head counts. Throws InvalidArgument
+  // when T does not divide the heads, the key/value heads or an intermediate width, and Unsupported for a
+  // q/k norm over the whole projection (OLMoE), which would need the full projection on every rank.
+  void set_tensor_parallel(std::shared_ptr<parallel::Comm> tp);
   // Installs (or, with an empty function, removes) the router observer.
   void set_router_observer(RouterObserver observer) { router_observer_ = std::move(observer); }
 
@@ -123,6 +132,9 @@ class Model {
   // MLA, per layer: kv_b's key rows regrouped per head and transposed, (heads * kv_rank, qk_nope) in kv_b's
   // dtype, so q_nope folds into the latent space with one linear per head (the absorbed form).
   std::vector<Tensor> mla_key_up_t_;
+  void prepare_mla();  // (re)builds mla_key_up_t_ from weights_
+  std::shared_ptr<parallel::Comm> tp_;
+  void tp_sum(Tensor& partial);  // all-reduce over tp_ (no-op without it)
   ExpertLoad expert_load_;
   std::shared_ptr<parallel::Comm> ep_;
   std::shared_ptr<moe::TokenDispatcher> dispatcher_;

@@ -1,0 +1,92 @@
+// Tensor-parallel inference on every golden fixture: each rank keeps its heads and dense MLP columns
+// (Model::set_tensor_parallel), the blocks' partial outputs are all-reduced, and the logits of the prompt and
+// of three decode steps must equal the single-process run within 1e-5 relative (issue 6's bound; the sums
+// are reassociated, so not bit for bit). Also with expert parallelism folded onto the same ranks. Fixtures
+// whose head, key/value head or width counts the world size does not divide are refused with
+// InvalidArgument and skipped; OLMoE's whole-projection q/k norm is refused with Unsupported.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "dist_util.h"
+#include "switchyard/model/model.h"
+#include "switchyard/moe/token_dispatcher.h"
+#include "test_util.h"
+
+namespace sy {
+namespace {
+
+// Returns false when the fixture cannot be split over the world (and checks that it was refused cleanly).
+bool check_fixture(const std::string& dir, bool with_ep) {
+  auto world = test::dist_world();
+  std::ifstream in(dir + "/golden.json");
+  std::vector<int64_t> prompt = nlohmann::json::parse(in)["prompt_ids"].get<std::vector<int64_t>>();
+  auto single = Model::load(dir);
+  const ModelConfig full = single->config();
+  const int experts = full.moe.num_experts;
+  if (with_ep && (experts == 0 || experts % world->size() != 0)) return false;
+  LoadOptions opt;
+  if (with_ep) {
+    auto [first, last] = Model::expert_range(experts, world->size(), world->rank());
+    opt.load_expert = [first = first, last = last](int64_t e) { return e >= first && e < last; };
+  }
+  auto sharded = Model::load(dir, opt);
+  if (with_ep) sharded->set_expert_parallel(world, {});
+  try {
+    sharded->set_tensor_parallel(world);
+  } catch (const Unsupported&) {
+    EXPECT_EQ(full.attention.qk_norm, QkNorm::kFull) << dir;
+    return false;
+  } catch (const InvalidArgument&) {
+    const int w = world->size();
+    EXPECT_TRUE(full.attention.num_heads % w != 0 || (!full.attention.mla && full.attention.num_kv_heads % w != 0) ||
+                full.intermediate_size % w != 0 || full.moe.shared_intermediate % w != 0)
+        << dir << " was refused although its heads and widths divide by " << w;
+    EXPECT_EQ(sharded->config().attention.num_heads, full.attention.num_heads) << "a refusal must change nothing";
+    return false;
+  }
+  EXPECT_EQ(sharded->config().attention.num_heads * world->size(), full.attention.num_heads) << dir;
+  KvCache c1 = single->new_cache(64), c2 = sharded->new_cache(64);
+  Tensor ref = single->forward(prompt, c1, true);
+  Tensor ours = sharded->forward(prompt, c2, true);
+  EXPECT_LE(test::max_relative_difference(ours, ref), 1e-5) << dir << " prefill";
+  for (int64_t id : {3, 1, 4}) {
+    Tensor r = single->forward({id}, c1, false), o = sharded->forward({id}, c2, false);
+    EXPECT_LE(test::max_relative_difference(o, r), 1e-5) << dir << " decode";
+  }
+  return true;
+}
+
+int expected_checks(int world_size) {
+  // 16 fixtures: at 2 ranks all but OLMoE's two (whole-projection q/k norm) and the two with 3 heads; at 4
+  // ranks the ones with 4 key/value heads or MLA (DeepSeek-V2-Lite, DeepSeek-V3, Qwen2-MoE sparse step).
+  return world_size == 2 ? 12 : world_size == 4 ? 3 : 0;
+}
+
+TEST(TensorParallelInference, EveryDivisibleGoldenFixtureMatchesSingleProcess) {
+  int checked = 0;
+  for (const std::string& dir : test::golden_fixture_dirs(test::fixtures_dir())) {
+    checked += check_fixture(dir, false);
+  }
+  if (test::dist_world()->rank() == 0) std::printf("tensor parallel: %d fixtures checked\n", checked);
+  EXPECT_GE(checked, expected_checks(test::dist_world()->size()));
+}
+
+TEST(TensorParallelInference, FoldedWithExpertParallelismOnTheSameRanks) {
+  int checked = 0;
+  for (const std::string& dir : test::golden_fixture_dirs(test::fixtures_dir())) {
+    checked += check_fixture(dir, true);
+  }
+  if (test::dist_world()->rank() == 0) std::printf("tensor + expert parallel: %d fixtures checked\n", checked);
+  if (test::dist_world()->size() == 2) {
+    EXPECT_GE(checked, 9);
+  }
+}
+
+}  // namespace
+}  // namespace sy
