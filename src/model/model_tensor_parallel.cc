@@ -49,7 +49,14 @@ void Model::set_tensor_parallel(std::shared_ptr<parallel::Comm> tp) {
   SY_REQUIRE(a.qk_norm != QkNorm::kFull, Unsupported, "model", "tensor parallelism with a q/k RMSNorm over the ",
              "whole projection (OLMoE) is not supported: every rank would need every head");
   require_divides(a.num_heads, ranks, "the attention heads");
-  if (!a.mla) require_divides(a.num_kv_heads, ranks, "the key/value heads");
+  // Fewer key/value heads than ranks: each key/value head is replicated on the ranks whose query heads use it
+  // (as Megatron does), which needs the ranks to be a multiple of the key/value heads.
+  const bool replicate_kv = !a.mla && a.num_kv_heads < ranks;
+  if (!a.mla) {
+    SY_REQUIRE(replicate_kv ? ranks % a.num_kv_heads == 0 : a.num_kv_heads % ranks == 0, InvalidArgument, "model",
+               "tensor parallelism over ", ranks, " ranks needs the key/value heads (", a.num_kv_heads,
+               ") to be a multiple or a divisor of ", ranks);
+  }
   // Check every width before changing anything, so a refusal leaves the model whole.
   for (const LayerWeights& l : weights_.layers) {
     if (!l.is_moe) require_divides(l.mlp.gate.size(0), ranks, "the dense MLP width");
@@ -71,7 +78,9 @@ void Model::set_tensor_parallel(std::shared_ptr<parallel::Comm> tp) {
       w.kv_b = rows(w.kv_b, h0 * up, (h0 + heads) * up);
       w.o = cols(w.o, h0 * a.v_head_dim, (h0 + heads) * a.v_head_dim);
     } else {
-      const int64_t kv = a.num_kv_heads / ranks, k0 = kv * rank, d = a.head_dim;
+      // Local key/value heads: a contiguous share, or the one head this rank's query heads share.
+      const int64_t kv = replicate_kv ? 1 : a.num_kv_heads / ranks;
+      const int64_t k0 = replicate_kv ? h0 / (a.num_heads / a.num_kv_heads) : kv * rank, d = a.head_dim;
       w.q = rows(w.q, h0 * d, (h0 + heads) * d);
       w.q_bias = rows(w.q_bias, h0 * d, (h0 + heads) * d);
       w.k = rows(w.k, k0 * d, (k0 + kv) * d);
@@ -89,7 +98,7 @@ void Model::set_tensor_parallel(std::shared_ptr<parallel::Comm> tp) {
     }
   }
   a.num_heads = static_cast<int>(heads);
-  if (!a.mla) a.num_kv_heads /= ranks;
+  if (!a.mla) a.num_kv_heads = replicate_kv ? 1 : a.num_kv_heads / ranks;
   prepare_mla();
   tp_ = std::move(tp);
 }

@@ -103,9 +103,10 @@ class Model {
   // intermediate columns [r*I/T, (r+1)*I/T) (gate/up rows, down columns), and output biases on rank 0 only;
   // each block's partial output is summed with one all-reduce. Embeddings, norms, the router, routed experts
   // (unless expert parallelism shards them over the same ranks) and the LM head stay replicated, and every
-  // rank runs the same forward calls. config() then reports the local head counts. Throws InvalidArgument
-  // when T does not divide the heads, the key/value heads or an intermediate width, and Unsupported for a
-  // q/k norm over the whole projection (OLMoE), which would need the full projection on every rank.
+  // rank runs the same forward calls. config() then reports the local head counts. With fewer key/value heads
+  // than ranks, each is replicated on the ranks whose query heads use it. Throws InvalidArgument when T does not
+  // divide the heads or an intermediate width, or the key/value heads neither divide nor are divided by T, and
+  // Unsupported for a q/k norm over the whole projection (OLMoE), which would need the whole projection.
   void set_tensor_parallel(std::shared_ptr<parallel::Comm> tp);
   // Installs (or, with an empty function, removes) the router observer.
   void set_router_observer(RouterObserver observer) { router_observer_ = std::move(observer); }
