@@ -411,7 +411,7 @@ void gqa_qkv(GpuState& s, const AttentionWeights& w, const DeviceBatch& b, const
   cuda::apply_rope(k3, b.positions, s.rope);
 }
 
-// MLA (DeepSeek-V2/V3) projections, keys and values materialised per head as the CPU path caches them:
+// MLA (DeepSeek-V2/V3) projections, keys and values materialised per head (the CPU caches the absorbed row):
 // q = q_b(norm(q_a h)) (or q h), (n, heads, nope + rope); kv_a h = [latent (kv_rank) | shared rotary key
 // (rope)]; kv_b(norm(latent)) = per head [k_nope | v]; key = [k_nope | rotary key], RoPE on the rotary parts.
 // Not the absorbed form (which caches only the latent and folds kv_b into q and o): the pool holds

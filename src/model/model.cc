@@ -339,10 +339,15 @@ Tensor Model::run_layers(const std::vector<int64_t>& ids, const std::vector<int6
 }
 
 // Final norm and LM head over hidden rows (k, hidden) -> logits (k, vocab).
+// With tensor parallelism the ranks' logits can differ in the last bit if the all-reduces did not sum in the
+// same order everywhere (MPI only recommends it); a max all-reduce makes them identical, so every rank
+// samples the same token and the ranks' forward calls stay in step.
 Tensor Model::head_logits(const Tensor& last_hidden) {
   Tensor normed = Tensor::empty(last_hidden.shape(), DType::kF32);
   ops::rms_norm(last_hidden, weights_.final_norm, static_cast<float>(config_.rms_norm_eps), normed);
-  return ops::linear(normed, weights_.lm_head);
+  Tensor logits = ops::linear(normed, weights_.lm_head);
+  if (tp_) tp_->all_reduce(logits.f32(), logits.numel(), DType::kF32, parallel::ReduceOp::kMax);
+  return logits;
 }
 
 namespace {

@@ -11,10 +11,11 @@ namespace sy {
 
 namespace {
 
-// Rows [r0, r1) of a matrix or entries of a vector, as its own storage when defined.
-Tensor rows(const Tensor& t, int64_t r0, int64_t r1) { return t.defined() ? t.slice(0, r0, r1).contiguous() : t; }
-// Columns [c0, c1) of a matrix.
-Tensor cols(const Tensor& t, int64_t c0, int64_t c1) { return t.defined() ? t.slice(1, c0, c1).contiguous() : t; }
+// Rows [r0, r1) of a matrix or entries of a vector, copied into storage of their own (a view would keep the
+// whole original tensor alive).
+Tensor rows(const Tensor& t, int64_t r0, int64_t r1) { return t.defined() ? t.slice(0, r0, r1).clone() : t; }
+// Columns [c0, c1) of a matrix, copied.
+Tensor cols(const Tensor& t, int64_t c0, int64_t c1) { return t.defined() ? t.slice(1, c0, c1).clone() : t; }
 
 void require_divides(int64_t what, int ranks, const char* name) {
   SY_REQUIRE(what % ranks == 0, InvalidArgument, "model", "tensor parallelism over ", ranks, " ranks needs ", name,

@@ -140,7 +140,7 @@ TEST(GpuGlue, EmbeddingScatterGatherGateMatchCpu) {
   }
   EXPECT_THROW(cuda::copy_columns(cuda::to_device(wide), 5, narrow, 0, 3), InvalidArgument);  // past src's columns
   EXPECT_THROW(cuda::copy_columns(cuda::to_device(wide), 0, narrow, 0, 3, 2), InvalidArgument);  // 2 * 2 != 6 rows
-  // bf16 rows of 16 bytes take the word-wise gather; rows of other sizes in bf16 are refused.
+  // bf16 rows of 16 bytes take the word-wise gather, other 2-byte rows the element-wise one.
   Tensor rows16 = rand_tensor({5, 8}).to(DType::kBF16);
   Tensor picked = Tensor::empty({3, 8}, DType::kBF16, Device::kCuda);
   cuda::gather_rows(cuda::to_device(rows16), cuda::to_device(test::i64_tensor({4, 0, 4})), picked);
@@ -149,10 +149,17 @@ TEST(GpuGlue, EmbeddingScatterGatherGateMatchCpu) {
   for (int64_t i = 0; i < 3; ++i) {
     for (int64_t j = 0; j < 8; ++j) EXPECT_EQ(picked_host.u16()[i * 8 + j], rows16.u16()[want[i] * 8 + j]);
   }
+  Tensor odd_src = rand_tensor({2, 5}).to(DType::kBF16);  // 10-byte rows: the element-wise path
   Tensor odd = Tensor::empty({1, 5}, DType::kBF16, Device::kCuda);
-  EXPECT_THROW(cuda::gather_rows(cuda::to_device(rand_tensor({2, 5}).to(DType::kBF16)),
-                                 cuda::to_device(test::i64_tensor({1})), odd),
-               InvalidArgument);
+  cuda::gather_rows(cuda::to_device(odd_src), cuda::to_device(test::i64_tensor({1})), odd);
+  Tensor odd_host = cuda::to_host(odd);
+  for (int64_t j = 0; j < 5; ++j) EXPECT_EQ(odd_host.u16()[j], odd_src.u16()[5 + j]);
+  Tensor bytes = Tensor::empty({1, 16}, DType::kI8, Device::kCuda);  // 1-byte elements, 16-byte rows: words
+  Tensor byte_rows = Tensor::zeros({2, 16}, DType::kI8);
+  for (int64_t j = 0; j < 16; ++j) static_cast<int8_t*>(byte_rows.raw())[16 + j] = static_cast<int8_t>(j - 8);
+  cuda::gather_rows(cuda::to_device(byte_rows), cuda::to_device(test::i64_tensor({1})), bytes);
+  Tensor bytes_host = cuda::to_host(bytes);
+  for (int64_t j = 0; j < 16; ++j) EXPECT_EQ(static_cast<const int8_t*>(bytes_host.raw())[j], j - 8);
 
   Tensor base = rand_tensor({3, 5}), shared = rand_tensor({3, 5}), gate = rand_tensor({3, 1}, 3.f);
   Tensor expected_gate = base.clone();

@@ -90,7 +90,9 @@ struct AttentionArgs {
   float scale = 1.f;
   int window = 0;
   Tensor sinks;
-  int key_splits = 0;  // paged_attention: blocks per (query, head) over its keys; 0 picks from the batch size
+  // paged_attention: blocks per (query, head) over its keys for decode-sized passes; 0 picks from the batch
+  // size (passes with enough (query, head) pairs to fill the GPU always use one).
+  int key_splits = 0;
 };
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, int64_t kv_len,
                const AttentionArgs& args, Tensor& out);
@@ -159,7 +161,8 @@ void scatter_rows(Tensor& dst, const Tensor& src, const Tensor& rows);
 // and per-head key parts (src_row_div broadcasts one shared row to every head).
 void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t width,
                   int64_t src_row_div = 1);
-// dst row i = src row rows[i]. src, dst: same dtype (f32, or any dtype whose rows are a multiple of 16 bytes).
+// dst row i = src row rows[i]. src, dst: same dtype (any 2- or 4-byte dtype, or rows of whole 16-byte words;
+// aligned 16-byte rows are copied a word at a time).
 void gather_rows(const Tensor& src, const Tensor& rows, Tensor& dst);
 
 }  // namespace sy::cuda

@@ -245,7 +245,10 @@ void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   AttnParams p{heads, kv_heads, dk, dv, k.size(0), k.strides()[0], k.strides()[1], v.strides()[0], v.strides()[1],
                args.scale, args.window};
   PagedRows paged{table_start.i64(), block_tables.i32(), block_size};
-  const int splits = args.key_splits > 0 ? args.key_splits : key_splits(t * heads);
+  // A forced count applies only to passes the automatic rule splits (decode-sized), so a forced count never
+  // multiplies the scratch of a prefill-sized pass.
+  const int auto_splits = key_splits(t * heads);
+  const int splits = args.key_splits > 0 && auto_splits > 1 ? args.key_splits : auto_splits;
   if (k.dtype() == DType::kBF16) {
     launch_attention<__nv_bfloat16, true>(q, k, v, positions, args, p, paged, splits, out, nullptr);
   } else {

@@ -50,7 +50,8 @@ __global__ void scatter_rows_kernel(T* dst, const float* src, const int64_t* row
   }
 }
 
-__global__ void gather_rows_kernel(float* dst, const float* src, const int64_t* rows, int64_t n, int64_t row) {
+template <typename T>
+__global__ void gather_rows_kernel(T* dst, const T* src, const int64_t* rows, int64_t n, int64_t row) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n * row; i += int64_t{gridDim.x} * blockDim.x) {
     dst[i] = src[rows[i / row] * row + i % row];
   }
@@ -190,10 +191,15 @@ void gather_rows(const Tensor& src, const Tensor& rows, Tensor& dst) {
     const int64_t words = row_bytes / 16;
     gather_rows16_kernel<<<detail::blocks_for(n * words, 256), 256, 0, stream()>>>(
         static_cast<uint4*>(dst.raw()), static_cast<const uint4*>(src.raw()), rows.i64(), n, words);
+  } else if (dtype_size(dst.dtype()) == 4) {
+    gather_rows_kernel<<<detail::blocks_for(n * row, 256), 256, 0, stream()>>>(
+        static_cast<uint32_t*>(dst.raw()), static_cast<const uint32_t*>(src.raw()), rows.i64(), n, row);
+  } else if (dtype_size(dst.dtype()) == 2) {
+    gather_rows_kernel<<<detail::blocks_for(n * row, 256), 256, 0, stream()>>>(
+        static_cast<uint16_t*>(dst.raw()), static_cast<const uint16_t*>(src.raw()), rows.i64(), n, row);
   } else {
-    SY_REQUIRE(dst.dtype() == DType::kF32, InvalidArgument, "cuda gather_rows",
-               "rows of a non-f32 dtype must be 16-byte aligned multiples of 16 bytes, got ", dst.describe());
-    gather_rows_kernel<<<detail::blocks_for(n * row, 256), 256, 0, stream()>>>(dst.f32(), src.f32(), rows.i64(), n, row);
+    SY_REQUIRE(false, InvalidArgument, "cuda gather_rows", "rows of ", dst.describe(),
+               " must be whole 16-byte words or of a 2- or 4-byte dtype");
   }
   SY_CUDA_CHECK_LAUNCH();
 }
