@@ -27,6 +27,11 @@ NCCL_NVLS_ENABLE=0 timeout 60 "$bin/bench_nccl_dispatch" --iters 10 2>&1 | tail 
 echo "== bench_gpu_decode (Qwen3-30B-A3B shape)"
 timeout 300 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8,32,64 \
   --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/bench_gpu_decode.txt" | tail -n 12
+echo "== bench_gpu_decode, 2048-token prompts: key splits chosen per batch vs one block per query and head"
+timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8 --prompt-len 2048 \
+  --decode-steps 32 2>&1 | tail -n 4
+SY_ATTENTION_KEY_SPLITS=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
+  --batches 1,8 --prompt-len 2048 --decode-steps 32 2>&1 | tail -n 4
 [ "${SY_SKIP_TORCH:-0}" = 1 ] && exit 0
 echo "== PyTorch peer"
 PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_moe_decode.py --config bench/configs/qwen3_30b_a3b.json \

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Issue 10 device run, on a machine with 2+ GPUs: the dist test suite (the device dispatcher test needs one GPU
+# per rank) and the NCCL dispatch benchmark next to NCCL's own all-to-all, one rank per GPU under Open MPI,
+# NVLink multicast off. Binaries from `scripts/pack-gpu-carry --mpi` (gpucarry/mpi.tar.xz, built here with
+# SY_MPI=ON; the device's Open MPI and NCCL are used). Usage: bench/multi_gpu_suite.sh BIN_DIR LIB_DIR [RANKS]
+set -u
+bin=$1 lib=$2
+ranks=${3:-$(nvidia-smi --query-gpu=name --format=csv,noheader | wc -l)}
+export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}" SY_FIXTURES_DIR="$PWD/tests/fixtures" NCCL_NVLS_ENABLE=0
+mpi="mpirun --allow-run-as-root --oversubscribe -np $ranks -x LD_LIBRARY_PATH -x SY_FIXTURES_DIR -x NCCL_NVLS_ENABLE"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+echo "== dist tests on $ranks GPUs"
+timeout 300 $mpi -x SY_NUM_THREADS=4 "$bin/sy_dist_tests" --gtest_brief=1 2>&1 |
+  grep -E "PASSED|FAILED|Failure|SKIPPED|Skipped" | sort | uniq -c | head -n 20
+echo "== NCCL dispatch + combine vs NCCL all-to-all, $ranks ranks"
+timeout 200 $mpi "$bin/bench_nccl_dispatch" --iters 10 2>&1 | tail -n 8
