@@ -57,4 +57,24 @@ std::vector<std::string> golden_fixture_names() {
   return names;
 }
 
+std::vector<BatchSequence> prefill_chunk(const std::vector<std::vector<int64_t>>& prompts,
+                                         const std::vector<BatchSequence>& tables, int chunk,
+                                         std::vector<int64_t>& done, std::vector<size_t>& who) {
+  std::vector<BatchSequence> step;
+  who.clear();
+  for (size_t s = 0; s < prompts.size(); ++s) {
+    const int64_t len = static_cast<int64_t>(prompts[s].size());
+    const int64_t end = chunk == 0 ? (len + 1) / 2 : len;
+    if (end == done[s]) continue;
+    BatchSequence b = tables[s];
+    b.start = done[s];
+    b.ids.assign(prompts[s].begin() + done[s], prompts[s].begin() + end);
+    b.want_logits = end == len;
+    step.push_back(b);
+    who.push_back(s);
+    done[s] = end;
+  }
+  return step;
+}
+
 }  // namespace sy::test

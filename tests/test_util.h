@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "switchyard/model/paged_kv_pool.h"
+
 namespace sy::test {
 
 // The fixtures folder: $SY_FIXTURES_DIR when set (binaries run from another checkout, e.g. on a GPU machine),
@@ -41,5 +43,13 @@ CommandResult run_cli(const std::string& args, const std::string& env = "");
 
 // Max |a - b| / max |b|: the relative error used by the golden tests.
 double relative_error(const std::vector<float>& a, const std::vector<float>& b);
+
+// One pass of the two-chunk prefill the batched-forward tests run: chunk 0 takes the first half of every
+// prompt (rounded up), chunk 1 the rest with logits; a prompt with nothing left is left out. `tables[s]`
+// carries prompt s's block table; `done[s]` counts its tokens already cached (advanced here); `who` gets
+// the prompt index of every sequence of the returned step.
+std::vector<BatchSequence> prefill_chunk(const std::vector<std::vector<int64_t>>& prompts,
+                                         const std::vector<BatchSequence>& tables, int chunk,
+                                         std::vector<int64_t>& done, std::vector<size_t>& who);
 
 }  // namespace sy::test

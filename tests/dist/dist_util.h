@@ -10,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "switchyard/core/tensor.h"
+#include "switchyard/model/model.h"
 #include "switchyard/moe/router.h"
 #include "switchyard/parallel/comm.h"
 
@@ -46,6 +49,20 @@ inline double max_relative_difference(const Tensor& a, const Tensor& b) {
     den = std::max(den, std::fabs(double(b.f32()[i])));
   }
   return num / den;
+}
+
+// The parallel model's logits against the single process: the prompt, then three one-token decode steps,
+// each within 1e-5 relative (issue 6's bound for parallel inference). `what` names the case in failures.
+inline void expect_same_logits(Model& single, Model& parallel, const std::vector<int64_t>& prompt,
+                               const std::string& what) {
+  KvCache c1 = single.new_cache(64), c2 = parallel.new_cache(64);
+  Tensor ref = single.forward(prompt, c1, true);
+  Tensor ours = parallel.forward(prompt, c2, true);
+  EXPECT_LE(max_relative_difference(ours, ref), 1e-5) << what << " prefill";
+  for (int64_t id : {3, 1, 4}) {
+    Tensor r = single.forward({id}, c1, false), o = parallel.forward({id}, c2, false);
+    EXPECT_LE(max_relative_difference(o, r), 1e-5) << what << " decode";
+  }
 }
 
 }  // namespace sy::test

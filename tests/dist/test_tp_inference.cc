@@ -53,14 +53,7 @@ bool check_fixture(const std::string& dir, bool with_ep) {
     return false;
   }
   EXPECT_EQ(sharded->config().attention.num_heads * world->size(), full.attention.num_heads) << dir;
-  KvCache c1 = single->new_cache(64), c2 = sharded->new_cache(64);
-  Tensor ref = single->forward(prompt, c1, true);
-  Tensor ours = sharded->forward(prompt, c2, true);
-  EXPECT_LE(test::max_relative_difference(ours, ref), 1e-5) << dir << " prefill";
-  for (int64_t id : {3, 1, 4}) {
-    Tensor r = single->forward({id}, c1, false), o = sharded->forward({id}, c2, false);
-    EXPECT_LE(test::max_relative_difference(o, r), 1e-5) << dir << " decode";
-  }
+  test::expect_same_logits(*single, *sharded, prompt, dir);
   return true;
 }
 

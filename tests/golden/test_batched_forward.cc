@@ -66,20 +66,8 @@ TEST_P(BatchedForward, PagedBatchMatchesSequentialForward) {
   // Chunked prefill: first half of every prompt (rounded up), then the rest.
   std::vector<int64_t> done(prompts.size(), 0);
   for (int chunk = 0; chunk < 2; ++chunk) {
-    std::vector<BatchSequence> step;
     std::vector<size_t> who;
-    for (size_t s = 0; s < prompts.size(); ++s) {
-      const int64_t len = static_cast<int64_t>(prompts[s].size());
-      const int64_t end = chunk == 0 ? (len + 1) / 2 : len;
-      if (end == done[s]) continue;
-      BatchSequence b = batch[s];
-      b.start = done[s];
-      b.ids.assign(prompts[s].begin() + done[s], prompts[s].begin() + end);
-      b.want_logits = end == len;
-      step.push_back(b);
-      who.push_back(s);
-      done[s] = end;
-    }
+    std::vector<BatchSequence> step = test::prefill_chunk(prompts, batch, chunk, done, who);
     Tensor logits = model->forward_batch(step, pool);
     int64_t r = 0;
     for (size_t i = 0; i < step.size(); ++i) {

@@ -115,19 +115,8 @@ void check_batched_logits(const std::string& fixture, bool cublas_experts) {
     // Prefill in two chunks (the second with logits), then three decode steps of all sequences together.
     std::vector<int64_t> done(prompts.size(), 0);
     for (int chunk = 0; chunk < 2; ++chunk) {
-      std::vector<BatchSequence> step;
       std::vector<size_t> who;
-      for (size_t s = 0; s < prompts.size(); ++s) {
-        const int64_t len = static_cast<int64_t>(prompts[s].size()), end = chunk == 0 ? (len + 1) / 2 : len;
-        if (end == done[s]) continue;
-        BatchSequence b = seqs[s];
-        b.start = done[s];
-        b.ids.assign(prompts[s].begin() + done[s], prompts[s].begin() + end);
-        b.want_logits = end == len;
-        step.push_back(b);
-        who.push_back(s);
-        done[s] = end;
-      }
+      std::vector<BatchSequence> step = test::prefill_chunk(prompts, seqs, chunk, done, who);
       compare(step, who, chunk == 0 ? "prefill chunk 1" : "prefill chunk 2");
     }
     for (int t = 0; t < 3; ++t) {
