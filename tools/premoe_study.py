@@ -5,16 +5,17 @@ Reproducible end to end, python3 + numpy only; every model operation goes throug
 
   1. Split each domain's validation file (documents end with id 0) into a calibration half (first half of its
      documents) and an evaluation half (second half), written as .npy under --work.
-  2. `prune profile --top-k 1` each domain (task name = domain) from its calibration half into one store. The
-     calibration half is given as a 2-D .npy of non-overlapping --seq-len windows cut inside each document (each
-     window starts from an empty KV cache, as `eval` does at a document start).
+  2. `prune profile --top-k K` (default 1, as PreMoe) each domain (task name = domain) from its calibration
+     half into one store. The calibration half is given as a 2-D .npy of non-overlapping --seq-len windows cut
+     inside each document (each window starts from an empty KV cache, as `eval` does at a document start).
   3. For M in --keep: `prune build` each domain's own pattern, evaluate it on every domain's evaluation half (the
      off-diagonal is cross-domain pruning); random patterns of the same size over --seeds seeds. `prune build`
      only takes stored tasks, so random checkpoints are written here by slicing the safetensors exactly as
      `prune build` does (router rows, experts.E.* renumbered); that writer is first checked against `prune build`
      for every real (domain, M): the model.safetensors files must be byte-identical and config.json equal.
   4. Retrieval: --prompts windows of --prompt-len tokens from each evaluation half, `prune match` each against
-     the store; accuracy per domain and wall time per query. The same prompts against a copy of the store with
+     the store, once per --key-layers choice (first: PreMoe's first-MoE-layer key; all: every MoE layer's
+     scores concatenated); accuracy per domain and wall time per query. The same prompts against a copy of the store with
      97 synthetic tasks added through `prune profile` (random ids), for the 100-task retrieval time. Also the
      3-task accuracy at other prompt lengths (--extra-prompt-lens).
 
@@ -201,6 +202,8 @@ def main():
     ap.add_argument("--prompt-len", type=int, default=64)
     ap.add_argument("--extra-prompt-lens", default="32,128,256",
                     help="also measure 3-task retrieval accuracy at these prompt lengths (empty = skip)")
+    ap.add_argument("--top-k", type=int, default=1, help="TCESS top-k for profiling (PreMoe: 1)")
+    ap.add_argument("--key-layers", default="first,all", help="retrieval keys to measure: first and/or all")
     ap.add_argument("--synthetic-tasks", type=int, default=97, help="tasks added for the large-store timing")
     ap.add_argument("--nice", type=int, default=10)
     args = ap.parse_args()
@@ -255,7 +258,7 @@ def main():
     store_dir = os.path.join(work, "store")
     for d in DOMAINS:
         out, dt = sy("prune", "profile", "--model", args.model, "--task", d, "--data",
-                     os.path.join(work, f"calwin_{d}.npy"), "--top-k", 1, "--store", store_dir)
+                     os.path.join(work, f"calwin_{d}.npy"), "--top-k", args.top_k, "--store", store_dir)
         log(f"[profile] {out.strip()} ({dt:.1f} s)")
     with open(os.path.join(store_dir, "premoe_store.json")) as f:
         store = json.load(f)
@@ -311,25 +314,29 @@ def main():
     log(f"[writer] Python writer identical to prune build for {len(res['writer_check'])} (task, M) pairs")
 
     # 4. retrieval
-    def retrieval(store_path, tag, prompts=held):
+    def retrieval(store_path, tag, key, prompts=held):
         out = {}
         for d in DOMAINS:
-            hits, times, got = 0, [], []
+            hits, times, got, inproc = 0, [], [], []
             for w in prompts[d]:
-                o, dt = sy("prune", "match", "--model", args.model, "--store", store_path, "--prompt-ids",
-                           ",".join(str(int(x)) for x in w))
-                t = json.loads(o)["task"]
+                o, dt = sy("prune", "match", "--model", args.model, "--store", store_path, "--key-layers", key,
+                           "--prompt-ids", ",".join(str(int(x)) for x in w))
+                j = json.loads(o)
+                t = j["task"]
                 got.append(t)
                 hits += t == d
                 times.append(dt)
+                inproc.append(j["retrieval_ms"])
             out[d] = {"n": len(prompts[d]), "correct": hits, "accuracy": hits / len(prompts[d]),
-                      "mean_s": float(np.mean(times)), "matched": {k: got.count(k) for k in sorted(set(got))}}
-            log(f"[match:{tag}] {d}: {hits}/{len(prompts[d])}, {np.mean(times) * 1e3:.1f} ms per query")
+                      "mean_s": float(np.mean(times)), "retrieval_ms": float(np.mean(inproc)),
+                      "matched": {k: got.count(k) for k in sorted(set(got))}}
+            log(f"[match:{tag}, {key}-layer key] {d}: {hits}/{len(prompts[d])}, {np.mean(times) * 1e3:.1f} ms per query")
         return out
 
-    res["retrieval"] = retrieval(store_dir, "3 tasks")
-    res["retrieval_by_length"] = {str(n): retrieval(store_dir, f"3 tasks, {n}-token prompts", held_extra[n])
-                                  for n in extra_lens}
+    keys = [k for k in args.key_layers.split(",") if k]
+    res["retrieval"] = {k: retrieval(store_dir, "3 tasks", k) for k in keys}
+    res["retrieval_by_length"] = {k: {str(n): retrieval(store_dir, f"3 tasks, {n}-token prompts", k, held_extra[n])
+                                      for n in extra_lens} for k in keys}
     big = os.path.join(work, "store100")
     shutil.copytree(store_dir, big)
     rng = np.random.default_rng(7)
@@ -337,13 +344,13 @@ def main():
     for i in range(args.synthetic_tasks):
         path = os.path.join(work, "synthetic.npy")
         np.save(path, rng.integers(1, vocab, size=(2, args.prompt_len), dtype=np.int32))
-        sy("prune", "profile", "--model", args.model, "--task", f"synthetic-{i:03d}", "--data", path, "--top-k", 1,
-           "--store", big)
+        sy("prune", "profile", "--model", args.model, "--task", f"synthetic-{i:03d}", "--data", path,
+           "--top-k", args.top_k, "--store", big)
     with open(os.path.join(big, "premoe_store.json")) as f:
         res["store100_tasks"] = len(json.load(f)["tasks"])
     res["store_bytes"] = {"3": os.path.getsize(os.path.join(store_dir, "premoe_store.json")),
                           str(res["store100_tasks"]): os.path.getsize(os.path.join(big, "premoe_store.json"))}
-    res["retrieval100"] = retrieval(big, f"{res['store100_tasks']} tasks")
+    res["retrieval100"] = {k: retrieval(big, f"{res['store100_tasks']} tasks", k) for k in keys}
     res["elapsed_s"] = time.perf_counter() - t_start
     with open(os.path.join(work, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
@@ -394,21 +401,24 @@ def report(res, keeps):
     L.append("")
     L += verdicts
     L.append("")
-    L.append("Retrieval (prune match, held-out prompts), accuracy and wall time per query (one process each):")
+    L.append("Retrieval (prune match, held-out prompts): accuracy; per query the in-process retrieval time (key")
+    L.append("probe + nearest-key search, `retrieval_ms`) and the wall time of the whole `prune match` process:")
     L.append("")
-    L.append("| domain | prompts | correct, 3-task store | matched | ms/query | correct, "
-             f"{res['store100_tasks']}-task store | ms/query |")
-    L.append("|---|---|---|---|---|---|---|")
-    for d in DOMAINS:
-        a, b = res["retrieval"][d], res["retrieval100"][d]
-        L.append(f"| {d} | {a['n']} | {a['correct']} ({a['accuracy']:.0%}) | {a['matched']} | "
-                 f"{a['mean_s'] * 1e3:.0f} | {b['correct']} ({b['accuracy']:.0%}) | {b['mean_s'] * 1e3:.0f} |")
+    L.append("| key | domain | prompts | correct, 3-task store | matched | retrieval ms | process ms | correct, "
+             f"{res['store100_tasks']}-task store | retrieval ms | process ms |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for key in res["retrieval"]:
+        for d in DOMAINS:
+            a, b = res["retrieval"][key][d], res["retrieval100"][key][d]
+            L.append(f"| {key} | {d} | {a['n']} | {a['correct']} ({a['accuracy']:.0%}) | {a['matched']} | "
+                     f"{a['retrieval_ms']:.2f} | {a['mean_s'] * 1e3:.0f} | {b['correct']} ({b['accuracy']:.0%}) | "
+                     f"{b['retrieval_ms']:.2f} | {b['mean_s'] * 1e3:.0f} |")
     L.append(f"store sizes (bytes): {res['store_bytes']}")
-    if res.get("retrieval_by_length"):
-        lens = sorted(set([res["args"]["prompt_len"]] + [int(n) for n in res["retrieval_by_length"]]))
-        by = dict(res["retrieval_by_length"], **{str(res["args"]["prompt_len"]): res["retrieval"]})
+    for key, by_len in res.get("retrieval_by_length", {}).items():
+        lens = sorted(set([res["args"]["prompt_len"]] + [int(n) for n in by_len]))
+        by = dict(by_len, **{str(res["args"]["prompt_len"]): res["retrieval"][key]})
         L.append("")
-        L.append("Retrieval accuracy against the 3-task store by prompt length (tokens):")
+        L.append(f"Retrieval accuracy against the 3-task store by prompt length (tokens), {key}-layer key:")
         L.append("")
         L.append("| domain | " + " | ".join(str(n) for n in lens) + " |")
         L.append("|---|" + "---|" * len(lens))

@@ -270,16 +270,25 @@ const StoredTask& TaskStore::task(const std::string& name) const {
                                     "; profile it first with `switchyard prune profile --task ", name, " ...`");
 }
 
-TaskStore::Match TaskStore::nearest(const std::vector<double>& key) const {
+std::vector<double> StoredTask::key_for(KeyLayers layers) const {
+  if (layers == KeyLayers::kFirst) return key;
+  std::vector<double> all;
+  for (const LayerScores& ls : scores.layers) all.insert(all.end(), ls.scores.begin(), ls.scores.end());
+  return all;
+}
+
+TaskStore::Match TaskStore::nearest(const std::vector<double>& key, KeyLayers layers) const {
   SY_REQUIRE(!tasks_.empty(), InvalidArgument, "prune", "pattern store ", store_path(dir_),
              " has no tasks; add one with `switchyard prune profile`");
-  SY_CHECK(static_cast<int>(key.size()) == model_.num_experts, "key of ", key.size());
+  const size_t layer_count = layers == KeyLayers::kFirst ? 1 : model_.moe_layers.size();
+  SY_CHECK(key.size() == layer_count * model_.num_experts, "key of ", key.size());
   Match best;
   double best_sq = 0.0;
   for (const StoredTask& t : tasks_) {
+    const std::vector<double> task_key = t.key_for(layers);
     double sq = 0.0;
     for (size_t i = 0; i < key.size(); ++i) {
-      const double d = key[i] - t.key[i];
+      const double d = key[i] - task_key[i];
       sq += d * d;
     }
     if (!best.task || sq < best_sq) {

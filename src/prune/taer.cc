@@ -26,22 +26,23 @@ Opened open_checked(const std::string& model_dir, const std::string& store_dir, 
 
 }  // namespace
 
-RetrievalResult retrieve_task(Model& model, const TaskStore& store, const std::vector<int64_t>& prompt) {
+RetrievalResult retrieve_task(Model& model, const TaskStore& store, const std::vector<int64_t>& prompt,
+                              KeyLayers layers) {
   RetrievalResult r;
-  r.prompt_key = first_layer_scores(model, prompt, store.options());
-  TaskStore::Match m = store.nearest(r.prompt_key);
+  r.prompt_key = retrieval_key(model, prompt, store.options(), layers);
+  TaskStore::Match m = store.nearest(r.prompt_key, layers);
   r.task = m.task->name;
   r.distance = m.distance;
   return r;
 }
 
 PrunedModel load_pruned_for_prompt(const std::string& model_dir, const std::string& store_dir, int keep,
-                                   int experts_per_token, const std::vector<int64_t>& prompt) {
+                                   int experts_per_token, const std::vector<int64_t>& prompt, KeyLayers layers) {
   Opened o = open_checked(model_dir, store_dir, keep, experts_per_token);
   // Read everything but the routed experts up front, so the probe's page faults trigger no read-around.
   prefetch_weights(o.model->weights(), PrefetchOptions{false});
   PrunedModel p;
-  p.match = retrieve_task(*o.model, o.store, prompt);
+  p.match = retrieve_task(*o.model, o.store, prompt, layers);
   p.pattern = select_experts(o.model->config(), o.store.task(p.match.task).rankings, keep, experts_per_token);
   p.model = make_pruned_model(*o.model, p.pattern, experts_per_token);
   prefetch_weights(p.model->weights());  // now exactly the kept experts' ranges

@@ -122,4 +122,35 @@ std::vector<double> first_layer_scores(Model& model, const std::vector<int64_t>&
   return sum;
 }
 
+KeyLayers parse_key_layers(const std::string& text) {
+  if (text == "first") return KeyLayers::kFirst;
+  if (text == "all") return KeyLayers::kAll;
+  throw make_error<InvalidArgument>("prune", "key layers \"", text,
+                                    "\" is not one of: first (PreMoe's key, the first MoE layer), all (every MoE layer)");
+}
+
+const char* key_layers_name(KeyLayers layers) { return layers == KeyLayers::kFirst ? "first" : "all"; }
+
+std::vector<double> retrieval_key(Model& model, const std::vector<int64_t>& ids, const TcessOptions& options,
+                                  KeyLayers layers) {
+  if (layers == KeyLayers::kFirst) return first_layer_scores(model, ids, options);
+  SY_REQUIRE(!ids.empty(), InvalidArgument, "prune", "the prompt is empty; give at least one token id");
+  const ModelConfig& cfg = model.config();
+  TcessAccumulator acc(cfg, options);
+  int last = -1;
+  for (int l = 0; l < cfg.num_layers; ++l) {
+    if (cfg.layer_is_moe[l]) last = l;
+  }
+  ObserverGuard guard{model};
+  model.set_router_observer([&](int layer, const Tensor& logits) {
+    acc.observe(layer, logits);
+    return layer != last;  // nothing past the last router feeds the key
+  });
+  KvCache cache = model.new_cache(static_cast<int64_t>(ids.size()));
+  model.forward(ids, cache, false);
+  std::vector<double> key;
+  for (const LayerScores& ls : acc.scores().layers) key.insert(key.end(), ls.scores.begin(), ls.scores.end());
+  return key;
+}
+
 }  // namespace sy::prune

@@ -100,6 +100,15 @@ TEST_F(PremoeErrors, BadDataAndIds) {
   expect_error("prune scores --model " + golden("llama") + " --prompt-ids 1,2", "has no MoE layer");
 }
 
+TEST_F(PremoeErrors, UnknownKeyLayers) {
+  expect_error("prune match --model " + golden("qwen3_moe") + " --store " + store_ +
+                   " --key-layers middle --prompt-ids 1,2",
+               "key layers \"middle\" is not one of: first");
+  expect_error("generate --model " + golden("qwen3_moe") + " --premoe-store " + store_ +
+                   " --keep 4 --premoe-key-layers 2 --prompt-ids 1,2",
+               "key layers \"2\" is not one of: first");
+}
+
 TEST_F(PremoeErrors, GenerateFlagsGoTogether) {
   expect_error("generate --model " + golden("qwen3_moe") + " --premoe-store " + store_ + " --prompt-ids 1,2",
                "go together");

@@ -100,6 +100,21 @@ TEST_P(PremoeReference, FirstLayerKeyIsFirstLayerScores) {
   EXPECT_LT(test::relative_error(got, want.to_f32_vector()), 1e-4);
 }
 
+TEST_P(PremoeReference, AllLayerKeyIsEveryLayersScores) {
+  const json fx = read_json(premoe_dir() + "/" + GetParam() + ".json");
+  auto model = Model::load(golden_dir(GetParam()));
+  const std::vector<int64_t> ids = fx["prompt_ids"].get<std::vector<int64_t>>();
+  prune::TaskScores full = prune::compute_tcess(*model, {ids}, {2, 0.0});
+  std::vector<double> want;
+  for (const prune::LayerScores& ls : full.layers) want.insert(want.end(), ls.scores.begin(), ls.scores.end());
+  // The key's pass stops at the last MoE router; it must not change any layer's scores.
+  EXPECT_EQ(prune::retrieval_key(*model, ids, {2, 0.0}, prune::KeyLayers::kAll), want);
+  EXPECT_EQ(prune::retrieval_key(*model, ids, {2, 0.0}, prune::KeyLayers::kFirst), full.layers.front().scores);
+  std::vector<float> got = prompt_logits(*model, ids);
+  Tensor golden = read_npy(golden_dir(GetParam()) + "/logits.npy");
+  EXPECT_LT(test::relative_error(got, golden.to_f32_vector()), 1e-4);
+}
+
 TEST_P(PremoeReference, PrunedCheckpointMatchesTransformers) {
   const json fx = read_json(premoe_dir() + "/" + GetParam() + ".json");
   if (fx["pruned"].empty()) GTEST_SKIP() << "no pruned reference for " << GetParam();
@@ -188,6 +203,15 @@ TEST(PremoeReferenceCli, GenerateWithStoreEqualsPrunedCheckpoint) {
                                           " --keep 4 --max-new-tokens 6 --format json --prompt-ids " + prompt);
   ASSERT_EQ(gen.exit_code, 0) << gen.output;
   EXPECT_NE(gen.output.find("matched task \"a\""), std::string::npos) << gen.output;
+  // The all-layer key retrieves the same task for the profiled prompt itself (distance 0).
+  test::CommandResult all = test::run_cli("prune match --model " + src + " --store " + store +
+                                          " --key-layers all --prompt-ids " + prompt);
+  ASSERT_EQ(all.exit_code, 0) << all.output;
+  const json matched = json::parse(all.output);
+  EXPECT_EQ(matched["task"], "a");
+  EXPECT_EQ(matched["distance"], 0.0);
+  EXPECT_EQ(matched["key_layers"], "all");
+  EXPECT_GT(matched["retrieval_ms"].get<double>(), 0.0);
   test::CommandResult ref = test::run_cli("generate --model " + tmp.file("out") +
                                           " --max-new-tokens 6 --format json --prompt-ids " + prompt);
   ASSERT_EQ(ref.exit_code, 0) << ref.output;

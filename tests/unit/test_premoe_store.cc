@@ -12,6 +12,7 @@
 #include "switchyard/prune/store.h"
 #include "switchyard/prune/tcess.h"
 #include "switchyard/prune/token_file.h"
+#include "premoe_fakes.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
@@ -82,16 +83,6 @@ TEST(PremoePep, PrunedConfigJsonRewritesExpertCountAndGroups) {
   EXPECT_THROW(prune::pruned_config_json({{"model_type", "llama"}}, 4, 0), FormatError);
 }
 
-prune::StoreModel fake_model() {
-  prune::StoreModel m;
-  m.fingerprint = "fnv1a64:0123456789abcdef";
-  m.model_type = "mixtral";
-  m.num_layers = 2;
-  m.num_experts = 3;
-  m.moe_layers = {0, 1};
-  return m;
-}
-
 prune::StoredTask fake_task(const std::string& name, std::vector<double> key) {
   prune::TaskScores s;
   s.num_tokens = 4;
@@ -102,7 +93,7 @@ prune::StoredTask fake_task(const std::string& name, std::vector<double> key) {
 TEST(PremoeStore, RoundTripReplaceAndNearest) {
   test::TempDir tmp;
   const std::string dir = tmp.file("store");
-  prune::TaskStore s = prune::TaskStore::open_or_create(dir, fake_model(), {1, 0.0});
+  prune::TaskStore s = prune::TaskStore::open_or_create(dir, test::fake_store_model(), {1, 0.0});
   s.put(fake_task("math", {1.0, 0.0, 0.0}));
   s.put(fake_task("code", {0.0, 1.0, 0.0}));
   s.put(fake_task("math", {0.9, 0.1, 0.0}));  // replaces
@@ -117,7 +108,7 @@ TEST(PremoeStore, RoundTripReplaceAndNearest) {
   EXPECT_NEAR(m.distance, std::sqrt(0.01 + 0.01 + 0.01), 1e-12);
   EXPECT_EQ(t.nearest({0.1, 0.7, 0.0}).task->name, "code");
   EXPECT_THROW(t.task("poetry"), InvalidArgument);
-  prune::StoreModel other = fake_model();
+  prune::StoreModel other = test::fake_store_model();
   other.fingerprint = "fnv1a64:fedcba9876543210";
   EXPECT_THROW(t.check_model(other), InvalidArgument);
   EXPECT_THROW(t.check_options({2, 0.0}), InvalidArgument);
@@ -132,7 +123,7 @@ TEST(PremoeStore, DamageIsReported) {
   test::TempDir tmp;
   const std::string dir = tmp.file("store"), file = dir + "/premoe_store.json";
   EXPECT_THROW(prune::TaskStore::load(dir), IoError);
-  prune::TaskStore s = prune::TaskStore::open_or_create(dir, fake_model(), {1, 0.0});
+  prune::TaskStore s = prune::TaskStore::open_or_create(dir, test::fake_store_model(), {1, 0.0});
   s.put(fake_task("math", {1.0, 0.0, 0.0}));
   s.save();
   std::string text;

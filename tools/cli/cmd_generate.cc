@@ -1,6 +1,7 @@
 // switchyard generate [--model DIR] (--prompt-ids 1,2,3 | --prompt TEXT | --chat TEXT) --max-new-tokens N
 //                      [--temperature T --seed S --top-k K --top-p P] [--format text|json]
-//                      [--premoe-store DIR --keep M [--premoe-experts-per-token K]]  (PreMoe: docs/premoe.md)
+//                      [--premoe-store DIR --keep M [--premoe-experts-per-token K]
+//                       [--premoe-key-layers first|all]]  (PreMoe: docs/premoe.md)
 // Expert parallelism: mpirun -np N switchyard generate --model DIR --ep N [--dispatch alltoall|allgather]
 // [--comm-timeout S]: each rank loads only its experts; rank 0 prints. Tensor parallelism: --tp N splits the
 // attention heads and dense MLP widths over the N ranks (with --ep N too: experts sharded over the same ranks).
@@ -53,7 +54,7 @@ CommandRunner add_generate_command(CLI::App& app) {
     float temperature = 0.f, top_p = 1.f;
     int top_k = 0;
     uint64_t seed = 0;
-    std::string premoe_store;
+    std::string premoe_store, premoe_key_layers = "first";
     int keep = 0, premoe_experts_per_token = 0;
     int ep = 1, tp = 1;
     std::string dispatch = "alltoall";
@@ -77,6 +78,9 @@ CommandRunner add_generate_command(CLI::App& app) {
   cmd->add_option("--premoe-store", f->premoe_store, "PreMoe pattern store: run with the prompt's task experts only");
   cmd->add_option("--keep", f->keep, "With --premoe-store: experts kept per MoE layer");
   cmd->add_option("--premoe-experts-per-token", f->premoe_experts_per_token, "With --premoe-store: routed top-k");
+  cmd->add_option("--premoe-key-layers", f->premoe_key_layers,
+                  "With --premoe-store: retrieval key from the first MoE layer (PreMoe) or all of them")
+      ->capture_default_str();
   cmd->add_option("--ep", f->ep, "Expert-parallel ranks (run under mpirun -np N)")->capture_default_str();
   cmd->add_option("--tp", f->tp, "Tensor-parallel ranks for attention and dense MLPs (run under mpirun -np N)")
       ->capture_default_str();
@@ -148,7 +152,8 @@ CommandRunner add_generate_command(CLI::App& app) {
       if (f->tp > 1) model->set_tensor_parallel(world);
       quiet = world->rank() != 0;
     } else if (!f->premoe_store.empty()) {
-      model = load_premoe_model(f->model_dir, f->premoe_store, f->keep, f->premoe_experts_per_token, ids);
+      model = load_premoe_model(f->model_dir, f->premoe_store, f->keep, f->premoe_experts_per_token, ids,
+                                prune::parse_key_layers(f->premoe_key_layers));
     } else {
       model = load_model_or_builtin(f->model_dir);
     }

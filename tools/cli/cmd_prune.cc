@@ -2,7 +2,7 @@
 //   prune scores  --model DIR --prompt-ids 1,2,3 [--top-k 1] [--threshold R] [--format json|text]
 //   prune profile --model DIR --task NAME --data FILE [--top-k 1] [--threshold R] --store DIR
 //   prune build   --model DIR --store DIR --task NAME --keep M [--experts-per-token K] --output OUT
-//   prune match   --model DIR --store DIR --prompt-ids 1,2,3 [--format json|text]
+//   prune match   --model DIR --store DIR --prompt-ids 1,2,3 [--key-layers first|all] [--format json|text]
 // Flags map onto the public prune API; no logic lives here.
 #include <chrono>
 #include <cstdio>
@@ -35,14 +35,17 @@ void check_all_ids(const std::vector<std::vector<int64_t>>& seqs, int64_t vocab,
 }  // namespace
 
 std::unique_ptr<Model> load_premoe_model(const std::string& model_dir, const std::string& store_dir, int keep,
-                                         int experts_per_token, const std::vector<int64_t>& prompt) {
+                                         int experts_per_token, const std::vector<int64_t>& prompt,
+                                         prune::KeyLayers key_layers) {
   SY_REQUIRE(!model_dir.empty(), InvalidArgument, "prune", "--premoe-store needs --model DIR (the profiled model)");
   SY_REQUIRE(keep > 0, InvalidArgument, "prune", "--premoe-store needs --keep M, the experts to keep per layer");
   auto start = std::chrono::steady_clock::now();
-  prune::PrunedModel p = prune::load_pruned_for_prompt(model_dir, store_dir, keep, experts_per_token, prompt);
+  prune::PrunedModel p = prune::load_pruned_for_prompt(model_dir, store_dir, keep, experts_per_token, prompt, key_layers);
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  std::fprintf(stderr, "[prune] matched task \"%s\" (L2 distance %.6g); keeping %d experts per MoE layer (%.1f ms)\n",
-               p.match.task.c_str(), p.match.distance, keep, ms);
+  std::fprintf(stderr,
+               "[prune] matched task \"%s\" (L2 distance %.6g, %s-layer key); keeping %d experts per MoE layer "
+               "(%.1f ms)\n",
+               p.match.task.c_str(), p.match.distance, prune::key_layers_name(key_layers), keep, ms);
   return std::move(p.model);
 }
 
@@ -50,7 +53,7 @@ CommandRunner add_prune_command(CLI::App& app) {
   auto* prune = app.add_subcommand("prune", "PreMoe: score, profile, store and prune experts per task");
   prune->require_subcommand(1);
   struct Flags {
-    std::string model_dir, ids_text, format = "json", task, data, store, output;
+    std::string model_dir, ids_text, format = "json", task, data, store, output, key_layers = "first";
     prune::TcessOptions tcess;
     int keep = 0, experts_per_token = 0;
   };
@@ -81,6 +84,8 @@ CommandRunner add_prune_command(CLI::App& app) {
   match->add_option("--model", f->model_dir, "Hugging Face model directory")->required();
   match->add_option("--store", f->store, "Pattern store directory")->required();
   match->add_option("--prompt-ids", f->ids_text, "Comma-separated token ids, e.g. 1,2,3")->required();
+  match->add_option("--key-layers", f->key_layers, "Retrieval key: first MoE layer (PreMoe) or all MoE layers")
+      ->capture_default_str();
   match->add_option("--format", f->format, "json or text")->check(CLI::IsMember({"json", "text"}))->capture_default_str();
 
   return [=]() {
@@ -140,11 +145,17 @@ CommandRunner add_prune_command(CLI::App& app) {
     store.check_model(prune::describe_model(f->model_dir, config));
     auto model = Model::load(f->model_dir);
     check_ids_in_vocab(ids, config.vocab_size, "--prompt-ids");
-    prune::RetrievalResult r = prune::retrieve_task(*model, store, ids);
+    const prune::KeyLayers key_layers = prune::parse_key_layers(f->key_layers);
+    const auto start = std::chrono::steady_clock::now();
+    prune::RetrievalResult r = prune::retrieve_task(*model, store, ids, key_layers);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (f->format == "json") {
-      std::printf("%s\n", nlohmann::json({{"task", r.task}, {"distance", r.distance}}).dump().c_str());
+      // retrieval_ms: the prompt's key (the probe forward pass) plus the nearest-key search, in this process.
+      nlohmann::json j = {{"task", r.task}, {"distance", r.distance}, {"key_layers", f->key_layers},
+                          {"retrieval_ms", ms}};
+      std::printf("%s\n", j.dump().c_str());
     } else {
-      std::printf("%s %.6g\n", r.task.c_str(), r.distance);
+      std::printf("%s %.6g (%.2f ms)\n", r.task.c_str(), r.distance, ms);
     }
     return 0;
   };

@@ -34,6 +34,9 @@ struct StoredTask {
   std::vector<double> key;          // (num_experts): TCESS of the first MoE layer
   TaskScores scores;                // every MoE layer, in layer order
   std::vector<std::vector<int>> rankings;  // [i]: rank_experts(scores.layers[i].scores)
+
+  // The task's retrieval key for `layers` (see KeyLayers): `key`, or every layer's scores concatenated.
+  std::vector<double> key_for(KeyLayers layers) const;
 };
 
 // Builds a task from its scores (key and rankings derived).
@@ -67,8 +70,9 @@ class TaskStore {
     const StoredTask* task = nullptr;
     double distance = 0.0;  // L2
   };
-  // Exact nearest stored key by L2 distance (ties: the first by name). Throws InvalidArgument if empty.
-  Match nearest(const std::vector<double>& key) const;
+  // Exact nearest stored key by L2 distance (ties: the first by name), keys made of `layers` (the query key
+  // must be too: retrieval_key with the same KeyLayers). Throws InvalidArgument if the store is empty.
+  Match nearest(const std::vector<double>& key, KeyLayers layers = KeyLayers::kFirst) const;
 
   // Writes DIR/premoe_store.json atomically (creating DIR). Throws IoError.
   void save() const;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "switchyard/io/model_config.h"
@@ -59,6 +60,19 @@ TaskScores compute_tcess(Model& model, const std::vector<std::vector<int64_t>>& 
 
 // s at the first MoE layer only (the TAER key); the forward pass stops at that layer's router.
 std::vector<double> first_layer_scores(Model& model, const std::vector<int64_t>& ids, const TcessOptions& options);
+
+// Which MoE layers a TAER retrieval key is made of. kFirst is PreMoe's key (s at the first MoE layer); kAll
+// concatenates s_l of every MoE layer in layer order (num_moe_layers * num_experts numbers), an extension
+// measured in docs/premoe.md: deeper routers separate similar tasks that route alike in the first layer.
+enum class KeyLayers { kFirst, kAll };
+// "first" or "all"; throws InvalidArgument otherwise.
+KeyLayers parse_key_layers(const std::string& text);
+const char* key_layers_name(KeyLayers layers);
+
+// The retrieval key of `ids`: first_layer_scores for kFirst; for kAll every MoE layer's s, concatenated,
+// with the forward pass stopped at the last MoE layer's router.
+std::vector<double> retrieval_key(Model& model, const std::vector<int64_t>& ids, const TcessOptions& options,
+                                  KeyLayers layers);
 
 // Index of the first MoE layer; throws InvalidArgument for a dense model.
 int first_moe_layer(const ModelConfig& config);
