@@ -8,7 +8,10 @@
 // decode together for --decode-steps steps. Physical reference measured in the same run: device copy
 // bandwidth, against the bytes a decode step must read (attention and dense weights, the LM head, and the
 // routed experts actually hit in that step, counted from the router). The PyTorch peer is
-// bench/torch_moe_decode.py on the same config. Prints a table last.
+// bench/torch_moe_decode.py on the same config. Each decode step ends with one greedy token per sequence
+// drawn on the device (Model::forward_batch_sample: only the tokens come back); then the same number of
+// steps runs with the logits copied to the host instead (forward_batch, the path before on-device sampling),
+// the "host logits" column. Input tokens are random either way. Prints a table last.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -125,11 +128,11 @@ int main(int argc, char** argv) {
     std::mt19937 rng(1);
     struct Row {
       int64_t batch;
-      double prefill_tok_s, step_ms, tok_s, gbytes, fraction, held_gib;
+      double prefill_tok_s, step_ms, tok_s, gbytes, fraction, held_gib, host_logits_step_ms;
     };
     std::vector<Row> rows;
     for (int64_t batch : o.batches) {
-      const int64_t len = o.prompt_len + o.decode_steps + 2;  // two warm-up steps
+      const int64_t len = o.prompt_len + 2 * (o.decode_steps + 2);  // two passes, two warm-up steps each
       const int64_t blocks_per_seq = (len + o.block_size - 1) / o.block_size;
       sy::PagedKvPool pool = model->new_pool(batch * blocks_per_seq, o.block_size);
       std::vector<sy::BatchSequence> seqs(batch);
@@ -150,40 +153,51 @@ int main(int argc, char** argv) {
         model->forward_batch(group, pool);
       }
       auto p1 = std::chrono::steady_clock::now();
-      std::vector<int64_t> next(batch, 1);
-      double seconds = 0, bytes = 0;
-      for (int64_t step = 0; step < o.decode_steps + 2; ++step) {  // two warm-up steps
-        std::vector<sy::BatchSequence> dec(batch);
-        for (int64_t s = 0; s < batch; ++s) {
-          dec[s].block_table = seqs[s].block_table;
-          dec[s].start = o.prompt_len + step;
-          dec[s].ids = {next[s]};
+      // One timed decode pass of --decode-steps steps after two warm-up steps, from position `first`.
+      auto decode = [&](int64_t first, bool host_logits, double& seconds, double& bytes) {
+        std::vector<int64_t> next(batch, 1);
+        for (int64_t step = 0; step < o.decode_steps + 2; ++step) {
+          std::vector<sy::BatchSequence> dec(batch);
+          for (int64_t s = 0; s < batch; ++s) {
+            dec[s].block_table = seqs[s].block_table;
+            dec[s].start = first + step;
+            dec[s].ids = {next[s]};
+          }
+          model->reset_expert_load();
+          auto a = std::chrono::steady_clock::now();
+          if (host_logits) {
+            model->forward_batch(dec, pool);  // the logits come back to the host: synchronised
+          } else {
+            model->forward_batch_sample(dec, pool, std::vector<sy::RowSampling>(batch));  // greedy; synchronised
+          }
+          auto b = std::chrono::steady_clock::now();
+          for (int64_t s = 0; s < batch; ++s) next[s] = static_cast<int64_t>(rng() % cfg.vocab_size);
+          if (step < 2) continue;
+          seconds += std::chrono::duration<double>(b - a).count();
+          int64_t hit = 0;
+          for (const auto& layer : model->expert_load().tokens) {
+            for (int64_t n : layer) hit += n > 0;
+          }
+          bytes += static_cast<double>(fixed + hit * per_expert);
         }
-        model->reset_expert_load();
-        auto a = std::chrono::steady_clock::now();
-        sy::Tensor logits = model->forward_batch(dec, pool);  // returns on the host: synchronised
-        auto b = std::chrono::steady_clock::now();
-        for (int64_t s = 0; s < batch; ++s) next[s] = static_cast<int64_t>(rng() % cfg.vocab_size);
-        if (step < 2) continue;
-        seconds += std::chrono::duration<double>(b - a).count();
-        int64_t hit = 0;
-        for (const auto& layer : model->expert_load().tokens) {
-          for (int64_t n : layer) hit += n > 0;
-        }
-        bytes += static_cast<double>(fixed + hit * per_expert);
-      }
+      };
+      double seconds = 0, bytes = 0, host_seconds = 0, host_bytes = 0;
+      decode(o.prompt_len, false, seconds, bytes);
+      decode(o.prompt_len + o.decode_steps + 2, true, host_seconds, host_bytes);
       const sy::cuda::AllocatorStats mem = sy::cuda::allocator_stats();  // weights + KV pool + cached buffers
       const double held_gib = static_cast<double>(mem.bytes_in_use + mem.bytes_cached) / (1024.0 * 1024 * 1024);
       const double steps = static_cast<double>(o.decode_steps);
       const double step_s = seconds / steps;
       rows.push_back({batch, batch * o.prompt_len / std::chrono::duration<double>(p1 - p0).count(), step_s * 1e3,
-                      batch / step_s, bytes / steps / 1e9, bytes / steps / step_s / bandwidth, held_gib});
+                      batch / step_s, bytes / steps / 1e9, bytes / steps / step_s / bandwidth, held_gib,
+                      host_seconds / steps * 1e3});
     }
     std::printf("\n| batch | prefill tok/s | decode step | decode tok/s | GB read/step | share of copy bandwidth | "
-                "device GiB held |\n|---|---|---|---|---|---|---|\n");
+                "device GiB held | step, host logits |\n|---|---|---|---|---|---|---|---|\n");
     for (const Row& r : rows) {
-      std::printf("| %lld | %.0f | %.2f ms | %.1f | %.2f | %.1f%% | %.1f |\n", static_cast<long long>(r.batch),
-                  r.prefill_tok_s, r.step_ms, r.tok_s, r.gbytes, 100 * r.fraction, r.held_gib);
+      std::printf("| %lld | %.0f | %.2f ms | %.1f | %.2f | %.1f%% | %.1f | %.2f ms |\n",
+                  static_cast<long long>(r.batch), r.prefill_tok_s, r.step_ms, r.tok_s, r.gbytes, 100 * r.fraction, r.held_gib,
+                  r.host_logits_step_ms);
     }
     return 0;
 #endif

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 #include <cstring>
@@ -67,6 +68,7 @@ struct GpuState {
   int64_t gemv_max_tokens = kGroupedMaxTokens;  // passes up to this many tokens run the grouped GEMV path
   bool use_flash = true;                         // fresh prompts through cuda::flash_attention
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
+  bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
   const void* graph_pool = nullptr;
   std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs;
 };
@@ -256,6 +258,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   s->config = config;
   s->rope = cuda::upload_rope(rope);
   if (const char* env = std::getenv("SY_CUDA_GRAPHS")) s->use_graphs = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_GPU_SAMPLING")) s->device_sampling = std::string(env) != "0";
   if (const char* env = std::getenv("SY_GROUPED_GEMV_MAX_TOKENS")) s->gemv_max_tokens = std::atoll(env);
   if (const char* env = std::getenv("SY_FLASH_PREFILL")) s->use_flash = std::string(env) != "0";
   if (const char* env = std::getenv("SY_ATTENTION_KEY_SPLITS")) {
@@ -533,6 +536,7 @@ bool is_decode_step(const BatchPlan& plan, int64_t n, int64_t max_batch) {
 
 // Replays (capturing on first use) the decode graph of this batch size: static device inputs are refreshed
 // with this step's ids, positions, pool rows and block tables, then the whole pass runs as one graph launch.
+// Returns the graph's logits buffer on the device (valid until the next replay).
 Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load) {
   const ModelConfig& c = s.config;
   const int64_t n = static_cast<int64_t>(plan.ids.size());
@@ -577,24 +581,15 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
   }
   g.graph.replay();
   if (g.counts.defined()) add_counts(c, g.counts, load);
-  return cuda::to_host(g.logits);
+  return g.logits;
 }
 
-}  // namespace
-
-void set_cuda_graphs(GpuState& state, bool enabled) {
-  state.use_graphs = enabled;
-  if (!enabled) state.graphs.clear();
-}
-
-Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load) {
-  SY_REQUIRE(pool.keys(0).device() == Device::kCuda, InvalidArgument, "cuda",
-             "the KV pool is on the host; create it with Model::new_pool on a model moved to the GPU");
+// The pass's logits rows, (logit_rows.size(), vocab) f32 on the device; (0, vocab) on the host when no
+// sequence wants logits.
+Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load) {
   const ModelConfig& c = s.config;
   const int64_t n = static_cast<int64_t>(plan.ids.size());
-  if (plan.logit_rows.empty()) {
-    // Prefill chunks that need no logits still run (they fill the KV cache).
-  } else if (s.use_graphs && is_decode_step(plan, n, s.gemv_max_tokens)) {
+  if (!plan.logit_rows.empty() && s.use_graphs && is_decode_step(plan, n, s.gemv_max_tokens)) {
     return decode_with_graph(s, plan, pool, load);
   }
   DeviceBatch b;
@@ -618,10 +613,59 @@ Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
   b.tables = cuda::to_device(tables_host);
   const bool grouped = n <= s.gemv_max_tokens && c.moe.num_experts > 0;
   Tensor counts = grouped ? Tensor::empty({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda) : Tensor();
+  // Prefill chunks that need no logits still run (they fill the KV cache).
   Tensor logits = run_layers(s, b, pool, grouped ? &counts : nullptr, load);
   if (grouped) add_counts(c, counts, load);
   if (plan.logit_rows.empty()) return Tensor::empty({0, c.vocab_size}, DType::kF32);
-  return cuda::to_host(logits);
+  return logits;
+}
+
+// One token per logits row, drawn on the device (cuda::sample_rows) unless SY_GPU_SAMPLING=0; (rows,) int64
+// on the host.
+Tensor sample_logits(const GpuState& s, const Tensor& logits, const std::vector<RowSampling>& rows) {
+  const int64_t k = logits.size(0), vocab = logits.size(1);
+  SY_CHECK(static_cast<int64_t>(rows.size()) == k, "sampling settings for ", rows.size(), " rows, logits ", k);
+  Tensor out = Tensor::empty({k}, DType::kI64);
+  if (k == 0) return out;
+  if (!s.device_sampling) {
+    Tensor host = cuda::to_host(logits);
+    for (int64_t i = 0; i < k; ++i) {
+      const RowSampling& r = rows[i];
+      out.i64()[i] = ops::sample_row(host.f32() + i * vocab, vocab, r.temperature, r.top_k, r.top_p, r.uniform);
+    }
+    return out;
+  }
+  Tensor params = Tensor::empty({k, 4}, DType::kF32);
+  for (int64_t i = 0; i < k; ++i) {
+    const RowSampling& r = rows[i];
+    float* p = params.f32() + i * 4;
+    p[0] = r.temperature;
+    p[1] = static_cast<float>(std::min(r.top_k, 1 << 24));  // exact in f32; above any vocab sample_rows takes
+    p[2] = r.top_p;
+    p[3] = static_cast<float>(r.uniform);
+    if (p[3] >= 1.f) p[3] = std::nextafter(1.f, 0.f);  // a draw just below 1 must not round up to 1
+  }
+  Tensor tokens = Tensor::empty({k}, DType::kI32, Device::kCuda);
+  cuda::sample_rows(logits, cuda::to_device(params), tokens);
+  Tensor host = cuda::to_host(tokens);
+  for (int64_t i = 0; i < k; ++i) out.i64()[i] = host.i32()[i];
+  return out;
+}
+
+}  // namespace
+
+void set_cuda_graphs(GpuState& state, bool enabled) {
+  state.use_graphs = enabled;
+  if (!enabled) state.graphs.clear();
+}
+
+Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load,
+                         const std::vector<RowSampling>* sampling) {
+  SY_REQUIRE(pool.keys(0).device() == Device::kCuda, InvalidArgument, "cuda",
+             "the KV pool is on the host; create it with Model::new_pool on a model moved to the GPU");
+  Tensor logits = device_logits(s, plan, pool, load);
+  if (sampling) return sample_logits(s, logits, *sampling);
+  return logits.device() == Device::kCuda ? cuda::to_host(logits) : logits;
 }
 
 #else  // no CUDA in this build
@@ -632,7 +676,7 @@ void GpuStateDeleter::operator()(GpuState* s) const { delete s; }
 GpuStatePtr upload(const ModelConfig&, const ModelWeights&, const ops::RopeTable&) {
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend (configure with -DSY_CUDA=ON and nvcc)");
 }
-Tensor gpu_forward_batch(GpuState&, const BatchPlan&, PagedKvPool&, ExpertLoad&) {
+Tensor gpu_forward_batch(GpuState&, const BatchPlan&, PagedKvPool&, ExpertLoad&, const std::vector<RowSampling>*) {
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend");
 }
 void set_cuda_graphs(GpuState&, bool) {}

@@ -9,6 +9,7 @@
 
 #include "switchyard/kernels/ops.h"
 #include "switchyard/model/model.h"
+#include "switchyard/model/sampling.h"
 
 namespace sy::model_detail {
 
@@ -22,11 +23,14 @@ using GpuStatePtr = std::unique_ptr<GpuState, GpuStateDeleter>;
 
 // Uploads `weights`. Throws Unsupported (no CUDA build, no Hopper device, or a family not on the GPU yet).
 GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope);
-// Runs the plan; returns logits (logit_rows.size(), vocab) f32 on the host. Adds routed-token counts to `load`.
-// Decode steps (one token per sequence, up to 256 sequences) run as a CUDA graph captured per batch size on
-// first use (same kernels, same results as the eager pass; the env SY_CUDA_GRAPHS=0 or set_cuda_graphs turns
-// it off).
-Tensor gpu_forward_batch(GpuState& state, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load);
+// Runs the plan; returns logits (logit_rows.size(), vocab) f32 on the host, or with `sampling` (one entry per
+// logits row) the sampled tokens (logit_rows.size(),) int64 on the host: drawn on the GPU by
+// cuda::sample_rows, so the logits never leave the device (SY_GPU_SAMPLING=0 at upload: copied back and drawn
+// by ops::sample_row). Adds routed-token counts to `load`. Decode steps (one token per sequence, up to 256
+// sequences) run as a CUDA graph captured per batch size on first use (same kernels, same results as the
+// eager pass; the env SY_CUDA_GRAPHS=0 or set_cuda_graphs turns it off).
+Tensor gpu_forward_batch(GpuState& state, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load,
+                         const std::vector<RowSampling>* sampling = nullptr);
 void set_cuda_graphs(GpuState& state, bool enabled);
 // How routed experts run: the grouped GEMV kernel (decode sizes, no host sync), one cuBLAS grouped GEMM
 // (prefill sizes, one host sync per layer for the row counts), or one cuBLAS GEMM per expert (the reference).

@@ -380,7 +380,7 @@ Tensor Model::forward(const std::vector<int64_t>& ids, KvCache& cache, bool all_
   return head_logits(all_logits ? x : x.slice(0, n - 1, n).contiguous());
 }
 
-Tensor Model::forward_batch(const std::vector<BatchSequence>& batch, PagedKvPool& pool) {
+model_detail::BatchPlan Model::plan_batch(const std::vector<BatchSequence>& batch, PagedKvPool& pool) const {
   SY_REQUIRE(!batch.empty(), InvalidArgument, "model", "forward_batch needs at least one sequence");
   const KvLayout want = kv_layout(config_, device());
   SY_CHECK(pool.keys(0).size(1) == want.heads && pool.keys(0).size(2) == want.key_dim &&
@@ -415,7 +415,10 @@ Tensor Model::forward_batch(const std::vector<BatchSequence>& batch, PagedKvPool
     }
     if (seq.want_logits) plan.logit_rows.push_back(ps.q_end - 1);
   }
-  if (gpu_) return model_detail::gpu_forward_batch(*gpu_, plan, pool, expert_load_);
+  return plan;
+}
+
+Tensor Model::cpu_batch_logits(model_detail::BatchPlan& plan, PagedKvPool& pool) {
   SY_REQUIRE(pool.keys(0).device() == Device::kCpu, InvalidArgument, "model",
              "forward_batch: the KV pool is on the GPU but the model is on the CPU");
   KvTarget kv;
@@ -431,6 +434,34 @@ Tensor Model::forward_batch(const std::vector<BatchSequence>& batch, PagedKvPool
     std::memcpy(last.f32() + r * hidden, x.f32() + plan.logit_rows[r] * hidden, sizeof(float) * hidden);
   }
   return head_logits(last);
+}
+
+Tensor Model::forward_batch(const std::vector<BatchSequence>& batch, PagedKvPool& pool) {
+  model_detail::BatchPlan plan = plan_batch(batch, pool);
+  if (gpu_) return model_detail::gpu_forward_batch(*gpu_, plan, pool, expert_load_);
+  return cpu_batch_logits(plan, pool);
+}
+
+std::vector<int64_t> Model::forward_batch_sample(const std::vector<BatchSequence>& batch, PagedKvPool& pool,
+                                                 const std::vector<RowSampling>& rows) {
+  model_detail::BatchPlan plan = plan_batch(batch, pool);
+  SY_REQUIRE(rows.size() == plan.logit_rows.size(), InvalidArgument, "model", "forward_batch_sample: ",
+             rows.size(), " sampling rows for ", plan.logit_rows.size(), " sequences that want logits");
+  std::vector<int64_t> tokens(rows.size());
+  if (gpu_) {
+    Tensor t = model_detail::gpu_forward_batch(*gpu_, plan, pool, expert_load_, &rows);
+    std::copy(t.i64(), t.i64() + t.numel(), tokens.begin());
+    return tokens;
+  }
+  Tensor logits = cpu_batch_logits(plan, pool);
+  SY_REQUIRE(logits.defined(), InvalidArgument, "model",
+             "forward_batch_sample: a router observer stopped the pass; there are no logits to sample");
+  const int64_t vocab = config_.vocab_size;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const RowSampling& r = rows[i];
+    tokens[i] = ops::sample_row(logits.f32() + i * vocab, vocab, r.temperature, r.top_k, r.top_p, r.uniform);
+  }
+  return tokens;
 }
 
 void Model::to_device(Device device) {

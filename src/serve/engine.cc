@@ -182,11 +182,11 @@ bool Engine::plan_sequence(Sequence& seq, int64_t chunk, size_t index) {
   return true;
 }
 
-void Engine::emit(Sequence& seq, const float* logits) {
+void Engine::emit(Sequence& seq, const float* logits, int64_t token) {
   const int64_t vocab = model_.config().vocab_size;
   TokenEvent ev;
-  ev.id = seq.sampler.sample(logits, vocab);
-  if (seq.params.top_logprobs >= 0) {
+  ev.id = logits ? seq.sampler.sample(logits, vocab) : token;
+  if (logits && seq.params.top_logprobs >= 0) {
     double mx = *std::max_element(logits, logits + vocab), sum = 0;
     for (int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
     const double lse = mx + std::log(sum);
@@ -317,9 +317,24 @@ void Engine::step() {
       b.want_logits = s.computed + s.chunk == static_cast<int64_t>(s.tokens.size());
       tokens += s.chunk;
     }
+    // Tokens are sampled with the pass (on the GPU the logits then never leave the device) unless a request
+    // wants logprobs, which need the logits here.
+    bool want_logprobs = false;
+    for (size_t i = 0; i < planned.size(); ++i) {
+      want_logprobs |= batch[i].want_logits && planned[i]->params.top_logprobs >= 0;
+    }
     Tensor logits;
+    std::vector<int64_t> sampled;
     try {
-      logits = model_.forward_batch(batch, *pool_);
+      if (want_logprobs) {
+        logits = model_.forward_batch(batch, *pool_);
+      } else {
+        std::vector<RowSampling> rows;
+        for (size_t i = 0; i < planned.size(); ++i) {
+          if (batch[i].want_logits) rows.push_back(planned[i]->sampler.next_row());
+        }
+        sampled = model_.forward_batch_sample(batch, *pool_, rows);
+      }
     } catch (const std::exception& e) {
       log_error("[serve] batched forward failed: ", e.what());
       for (Sequence* s : planned) finish(*s, FinishReason::kError, e.what());
@@ -331,7 +346,12 @@ void Engine::step() {
       s.computed += s.chunk;
       s.chunk = 0;
       commit_blocks(s);
-      if (batch[i].want_logits) emit(s, logits.f32() + row++ * logits.size(1));
+      if (!batch[i].want_logits) continue;
+      if (want_logprobs) {
+        emit(s, logits.f32() + row++ * logits.size(1), -1);
+      } else {
+        emit(s, nullptr, sampled[row++]);
+      }
     }
     ++steps_;
     batch_tokens_ += tokens;

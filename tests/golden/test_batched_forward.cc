@@ -117,6 +117,33 @@ TEST(BatchedForwardErrors, RejectsBadBatches) {
   EXPECT_EQ(model->forward_batch({ok}, pool).size(0), 1);
 }
 
+// forward_batch_sample draws each sequence's token from the logits forward_batch gives, with its own row
+// settings (the CPU path; tests/gpu checks the device draw against this).
+TEST(BatchedForwardSample, DrawsFromTheBatchLogits) {
+  auto model = Model::load((std::filesystem::path(test::fixtures_dir()) / "golden" / "qwen3_moe").string());
+  const int64_t vocab = model->config().vocab_size;
+  std::vector<BatchSequence> batch(3);
+  for (int i = 0; i < 3; ++i) {
+    batch[i].ids = {3 + i, 17, 5 * i + 1, 9};
+    batch[i].block_table = {i};
+  }
+  batch[1].want_logits = false;
+  const std::vector<RowSampling> rows = {{0.f, 0, 1.f, 0.0}, {1.3f, 5, 0.9f, 0.61}};
+  PagedKvPool a(model->config(), 3, 4), b(model->config(), 3, 4);
+  Tensor logits = model->forward_batch(batch, a);
+  ASSERT_EQ(logits.size(0), 2);
+  std::vector<int64_t> want;
+  for (int r = 0; r < 2; ++r) {
+    want.push_back(ops::sample_row(logits.f32() + r * vocab, vocab, rows[r].temperature, rows[r].top_k,
+                                   rows[r].top_p, rows[r].uniform));
+  }
+  EXPECT_EQ(model->forward_batch_sample(batch, b, rows), want);
+  EXPECT_EQ(want[0], argmax(row(logits, 0)));
+  // One settings row per sequence that wants logits, no more, no fewer.
+  EXPECT_THROW(model->forward_batch_sample(batch, b, {rows[0]}), InvalidArgument);
+  EXPECT_THROW(model->forward_batch_sample(batch, b, {rows[0], rows[1], rows[1]}), InvalidArgument);
+}
+
 // MLA caches the absorbed row on the CPU: one shared [latent | rotary key] row per token and layer, the values
 // a view of its latent columns (also after the cache grows); the GPU pool keeps per-head keys and values.
 TEST(BatchedForwardMla, CachesTheAbsorbedLatentRow) {

@@ -3,8 +3,8 @@
 // live on Device::kCuda and are contiguous; all work is queued on sy::cuda::stream() (call synchronize() or
 // to_host() to wait). Errors in arguments throw sy::InvalidArgument; CUDA/cuBLAS failures throw sy::Error
 // naming the call, the error and file:line.
-// Deliberately not here yet (issue 4): a tensor-core grouped GEMM for prefill-sized expert groups, fused
-// SwiGLU epilogue, flash-tiled attention, MLA, CUDA graphs, sampling.
+// Deliberately not here yet (issue 4): a wgmma grouped GEMM for the expert projections, a fused SwiGLU
+// epilogue, MLA's absorbed decode.
 #pragma once
 
 #include <cstdint>
@@ -164,5 +164,14 @@ void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_c
 // dst row i = src row rows[i]. src, dst: same dtype (any 2- or 4-byte dtype, or rows of whole 16-byte words;
 // aligned 16-byte rows are copied a word at a time).
 void gather_rows(const Tensor& src, const Tensor& rows, Tensor& dst);
+
+// One token per row, the rule of ops::sample_row (greedy argmax at temperature 0; else top-k, softmax at the
+// temperature, top-p cut, then the first token in rank order whose cumulative probability exceeds the draw),
+// computed exactly over the row: no sort, integer histograms, deterministic. Probabilities are 2^-40 fixed
+// point relative to the top token, so a token below 2^-40 of it is never drawn (the CPU could, rarely), and
+// a draw within ~1e-7 of a cumulative boundary may pick the neighbouring token.
+// logits: (rows, vocab) f32, vocab < 2^23; params: (rows, 4) f32 = temperature, top_k, top_p, uniform draw in
+// [0, 1), already validated (sy::validate_sampling); tokens: (rows,) int32.
+void sample_rows(const Tensor& logits, const Tensor& params, Tensor& tokens);
 
 }  // namespace sy::cuda

@@ -72,6 +72,14 @@ void clamped_swiglu(const Tensor& gate, const Tensor& up, float alpha, float lim
 // Row-wise softmax in place.  x: (m, n) f32.
 void softmax_rows(Tensor& x);
 
+// One token drawn from one row of logits, given the uniform draw u in [0, 1) (the reference of
+// cuda::sample_rows; sy::Sampler draws u and calls this). temperature 0: argmax, ties to the lower id (u
+// unused). Otherwise tokens are ranked by logit, descending, ties to the lower id; the first min(top_k, vocab)
+// are kept (top_k 0: all); p = softmax(logit / temperature) over them; with top_p < 1 the kept set is cut
+// after the first rank whose cumulative p reaches top_p, and renormalised; the result is the first token in
+// rank order whose cumulative p exceeds u (the last kept token if rounding leaves none). logits: (vocab,) f32.
+int64_t sample_row(const float* logits, int64_t vocab, float temperature, int top_k, float top_p, double u);
+
 // y += x (same shape, f32).  y += s * x for axpy.
 void add_inplace(Tensor& y, const Tensor& x);
 void axpy_inplace(Tensor& y, float s, const Tensor& x);

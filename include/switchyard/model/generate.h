@@ -7,30 +7,9 @@
 #include <vector>
 
 #include "switchyard/model/model.h"
+#include "switchyard/model/sampling.h"
 
 namespace sy {
-
-struct SamplingOptions {
-  float temperature = 0.f;  // 0: greedy (argmax, ties to the lower id)
-  int top_k = 0;            // 0: off
-  float top_p = 1.f;        // 1: off
-  uint64_t seed = 0;
-};
-
-// Validates ranges; throws InvalidArgument with the flag name.
-void validate_sampling(const SamplingOptions& options);
-
-class Sampler {
- public:
-  explicit Sampler(const SamplingOptions& options);
-  // Picks a token from logits (vocab,) f32.
-  int64_t sample(const float* logits, int64_t vocab);
-
- private:
-  SamplingOptions options_;
-  uint64_t state_;
-  double next_uniform();  // [0, 1)
-};
 
 struct GenerateOptions {
   int64_t max_new_tokens = 16;

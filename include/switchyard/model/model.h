@@ -12,6 +12,7 @@
 #include "switchyard/io/model_config.h"
 #include "switchyard/model/kv_cache.h"
 #include "switchyard/model/paged_kv_pool.h"
+#include "switchyard/model/sampling.h"
 #include "switchyard/model/weights.h"
 #include "switchyard/kernels/ops.h"
 #include "switchyard/moe/router.h"
@@ -22,7 +23,8 @@ class SafetensorsCheckpoint;
 namespace parallel { class Comm; }
 namespace moe { class TokenDispatcher; struct DispatcherOptions; }
 namespace model_detail {
-struct GpuState;  // the weights on the CUDA device (src/model/gpu_forward.h)
+struct GpuState;   // the weights on the CUDA device (src/model/gpu_forward.h)
+struct BatchPlan;  // one forward_batch call, validated (src/model/gpu_forward.h)
 struct GpuStateDeleter {
   void operator()(GpuState* state) const;
 };
@@ -79,6 +81,12 @@ class Model {
   // Throws InvalidArgument for an empty batch or sequence, ids outside the vocabulary, or a block table that
   // does not cover the sequence.
   Tensor forward_batch(const std::vector<BatchSequence>& batch, PagedKvPool& pool);
+  // forward_batch, then one token for each sequence with want_logits, drawn with rows[i] (in the same order;
+  // Sampler::next_row gives them). On the GPU the logits stay on the device and only the tokens come back
+  // (cuda::sample_rows); on the CPU, ops::sample_row on the logits. Throws InvalidArgument when rows does
+  // not have one entry per logits row, or as forward_batch.
+  std::vector<int64_t> forward_batch_sample(const std::vector<BatchSequence>& batch, PagedKvPool& pool,
+                                            const std::vector<RowSampling>& rows);
 
   // Moves forward_batch to `device`. Device::kCuda uploads the weights to GPU 0 (matrices bf16, vectors
   // f32; results then match the CPU path to bf16 precision) and needs a device pool (new_pool). Throws
@@ -123,6 +131,10 @@ class Model {
   Tensor attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v, const std::vector<int64_t>& positions,
                 KvTarget& kv, const ops::AttentionOptions& options);
   Tensor head_logits(const Tensor& last_hidden);
+  // Validates a forward_batch call and lays out its tokens, pool rows and logits rows.
+  model_detail::BatchPlan plan_batch(const std::vector<BatchSequence>& batch, PagedKvPool& pool) const;
+  // forward_batch's pass on the CPU: logits (plan.logit_rows.size(), vocab).
+  Tensor cpu_batch_logits(model_detail::BatchPlan& plan, PagedKvPool& pool);
   Tensor moe_block(int layer, const Tensor& h);
   Tensor routed_experts_ep(int layer, const Tensor& h, const moe::Routing& routing);
 

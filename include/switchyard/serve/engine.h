@@ -71,7 +71,9 @@ class Engine {
   bool plan_sequence(Sequence& seq, int64_t chunk, size_t index);
   void preempt(Sequence& seq);
   void finish(Sequence& seq, FinishReason reason, const std::string& error = {});
-  void emit(Sequence& seq, const float* logits);
+  // Streams the sequence's next token: `token` as sampled with the pass, or, when the request wants logprobs,
+  // sampled here from `logits` (vocab,) with them.
+  void emit(Sequence& seq, const float* logits, int64_t token);
   void commit_blocks(Sequence& seq);
 
   Model& model_;

@@ -1,0 +1,174 @@
+// cuda::sample_rows: one token per row of logits, on the device (the CPU reference is ops::sample_row).
+// One 512-thread block per row. Greedy rows take a block argmax. Other rows rank tokens by a 64-bit key
+// (order-preserving logit bits, then the inverted id, so equal logits rank the lower id first) and make
+// three exact selections over those keys by 8-bit radix passes: the top_k-th key (counts), the top-p cut and
+// the draw (probability mass in 2^-40 fixed point). Histograms are integer atomics, so the result does not
+// depend on thread scheduling. Each pass rereads the row (vocab floats); nothing is sorted or copied.
+#include <cmath>
+
+#include "block_reduce.cuh"
+#include "op_common.cuh"
+
+namespace sy::cuda {
+
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kBins = 256;
+constexpr float kMassScale = 1099511627776.0f;  // 2^40: a token of the top logit weighs exactly this
+
+// Larger key = better rank: larger logit, then lower id. Keys are unique per row.
+__device__ __forceinline__ unsigned long long rank_key(float v, int i) {
+  unsigned b = __float_as_uint(v);
+  b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  return (static_cast<unsigned long long>(b) << 32) | (0xffffffffu - static_cast<unsigned>(i));
+}
+__device__ __forceinline__ int key_token(unsigned long long key) {
+  return static_cast<int>(0xffffffffu - static_cast<unsigned>(key & 0xffffffffu));
+}
+
+// The mass of one token: exp((z - max) / temperature) in 2^-40 units (0 for tokens far below the top).
+__device__ __forceinline__ unsigned long long token_mass(float z, float mx, float inv_t) {
+  return static_cast<unsigned long long>(expf((z - mx) * inv_t) * kMassScale);
+}
+
+struct Row {
+  const float* z;
+  int vocab;
+  float mx, inv_t;
+  bool counts;  // weight 1 per token (top-k) instead of its mass
+  __device__ unsigned long long weight(float v) const { return counts ? 1ull : token_mass(v, mx, inv_t); }
+};
+
+__device__ unsigned long long block_sum_u64(unsigned long long v, unsigned long long* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  if ((threadIdx.x & 31) == 0) scratch[warp] = v;
+  __syncthreads();
+  unsigned long long r = 0;
+  for (int w = 0; w < warps; ++w) r += scratch[w];
+  __syncthreads();
+  return r;
+}
+
+// Total weight of the tokens whose key is >= floor.
+__device__ unsigned long long weight_from(const Row& row, unsigned long long floor, unsigned long long* scratch) {
+  unsigned long long w = 0;
+  for (int i = threadIdx.x; i < row.vocab; i += blockDim.x) {
+    const float v = row.z[i];
+    if (rank_key(v, i) >= floor) w += row.weight(v);
+  }
+  return block_sum_u64(w, scratch);
+}
+
+// The unique key tau among tokens with key >= floor such that W(key > tau) <= target < W(key >= tau), W
+// summing weights over those tokens; requires target < W(key >= floor). Eight passes, one key byte each,
+// from the most significant: a histogram of the candidates' current byte, then the bin where the weight
+// above crosses target.
+__device__ unsigned long long select_key(const Row& row, unsigned long long floor, unsigned long long target,
+                                         unsigned long long* hist, unsigned long long* shared_state) {
+  unsigned long long prefix = 0, above = 0;
+  for (int pass = 0; pass < 8; ++pass) {
+    const int shift = 56 - 8 * pass;
+    const unsigned long long high_mask = pass == 0 ? 0ull : ~0ull << (shift + 8);
+    for (int b = threadIdx.x; b < kBins; b += blockDim.x) hist[b] = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < row.vocab; i += blockDim.x) {
+      const float v = row.z[i];
+      const unsigned long long key = rank_key(v, i);
+      if (key < floor || (key & high_mask) != prefix) continue;
+      const unsigned long long w = row.weight(v);
+      if (w) atomicAdd(&hist[(key >> shift) & 0xff], w);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      unsigned long long acc = above;
+      int chosen = 0;
+      for (int b = kBins - 1; b >= 0; --b) {
+        if (acc + hist[b] > target) {
+          chosen = b;
+          break;
+        }
+        acc += hist[b];
+      }
+      shared_state[0] = prefix | (static_cast<unsigned long long>(chosen) << shift);
+      shared_state[1] = acc;
+    }
+    __syncthreads();
+    prefix = shared_state[0];
+    above = shared_state[1];
+    __syncthreads();  // shared_state and hist are rewritten by the next pass
+  }
+  return prefix;
+}
+
+// params: (rows, 4) f32 = temperature, top_k, top_p, uniform draw. out: (rows,) int32.
+__global__ void __launch_bounds__(kThreads) sample_rows_kernel(const float* logits, int64_t vocab,
+                                                               const float* params, int32_t* out) {
+  __shared__ float sval[kThreads / 32];
+  __shared__ int sidx[kThreads / 32];
+  __shared__ unsigned long long scratch[kThreads / 32];
+  __shared__ unsigned long long hist[kBins];
+  __shared__ unsigned long long state[2];
+  const int64_t r = blockIdx.x;
+  const float* z = logits + r * vocab;
+  const float temperature = params[r * 4 + 0], top_p = params[r * 4 + 2], u = params[r * 4 + 3];
+  const int top_k = static_cast<int>(params[r * 4 + 1]);
+  const int n = static_cast<int>(vocab);
+
+  // Argmax (ties to the lower id): each thread scans its ids upwards, so strict > keeps the lowest.
+  float best_v = -INFINITY;
+  int best_i = -1;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    if (best_i < 0 || z[i] > best_v) {
+      best_v = z[i];
+      best_i = i;
+    }
+  }
+  const int top = detail::block_argmax(best_v, best_i, sval, sidx);
+  if (temperature == 0.f) {
+    if (threadIdx.x == 0) out[r] = top;
+    return;
+  }
+  Row row{z, n, z[top], 1.f / temperature, true};
+  unsigned long long floor = 0;  // tokens with key >= floor are kept
+  if (top_k > 0 && top_k < n) floor = select_key(row, 0, static_cast<unsigned long long>(top_k - 1), hist, state);
+  row.counts = false;
+  unsigned long long total = weight_from(row, floor, scratch);  // >= 2^40: the top token is always kept
+  if (top_p < 1.f) {
+    // The first rank whose cumulative mass reaches top_p * total.
+    unsigned long long need = static_cast<unsigned long long>(ceil(static_cast<double>(top_p) * total));
+    if (need < 1) need = 1;
+    if (need > total) need = total;
+    floor = select_key(row, floor, need - 1, hist, state);
+    total = weight_from(row, floor, scratch);
+  }
+  unsigned long long target = static_cast<unsigned long long>(static_cast<double>(u) * total);
+  if (target >= total) target = total - 1;
+  const unsigned long long picked = select_key(row, floor, target, hist, state);
+  if (threadIdx.x == 0) out[r] = key_token(picked);
+}
+
+}  // namespace
+
+void sample_rows(const Tensor& logits, const Tensor& params, Tensor& tokens) {
+  detail::require_device("sample_rows", "logits", logits);
+  detail::require_device("sample_rows", "params", params);
+  detail::require_device("sample_rows", "tokens", tokens);
+  SY_REQUIRE(logits.dtype() == DType::kF32 && logits.dim() == 2, InvalidArgument, "sample_rows",
+             "logits must be (rows, vocab) f32, got ", logits.describe());
+  const int64_t rows = logits.size(0), vocab = logits.size(1);
+  // The fixed-point mass of a row (vocab * 2^40 at most) must fit 64 bits.
+  SY_REQUIRE(vocab > 0 && vocab < (int64_t{1} << 23), InvalidArgument, "sample_rows", "vocab ", vocab,
+             " must be in [1, 2^23)");
+  SY_REQUIRE(params.dtype() == DType::kF32 && params.dim() == 2 && params.size(0) == rows && params.size(1) == 4,
+             InvalidArgument, "sample_rows", "params must be (", rows, ", 4) f32, got ", params.describe());
+  SY_REQUIRE(tokens.dtype() == DType::kI32 && tokens.numel() == rows, InvalidArgument, "sample_rows",
+             "tokens must be (", rows, ",) int32, got ", tokens.describe());
+  if (rows == 0) return;
+  sample_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(logits.f32(), vocab, params.f32(),
+                                                                             tokens.i32());
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace sy::cuda
