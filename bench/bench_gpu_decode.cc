@@ -10,8 +10,9 @@
 // routed experts actually hit in that step, counted from the router). The PyTorch peer is
 // bench/torch_moe_decode.py on the same config. Each decode step ends with one greedy token per sequence
 // drawn on the device (Model::forward_batch_sample: only the tokens come back); then the same number of
-// steps runs with the logits copied to the host instead (forward_batch, the path before on-device sampling),
-// the "host logits" column. Input tokens are random either way. Prints a table last.
+// steps with a sampled token (temperature 0.8, top-p 0.95, on the device), and with the logits copied to the
+// host instead (forward_batch, the path before on-device sampling): the last two columns. Input tokens are
+// random in every variant. Prints a table last.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -128,11 +129,11 @@ int main(int argc, char** argv) {
     std::mt19937 rng(1);
     struct Row {
       int64_t batch;
-      double prefill_tok_s, step_ms, tok_s, gbytes, fraction, held_gib, host_logits_step_ms;
+      double prefill_tok_s, step_ms, tok_s, gbytes, fraction, held_gib, sampled_step_ms, host_logits_step_ms;
     };
     std::vector<Row> rows;
     for (int64_t batch : o.batches) {
-      const int64_t len = o.prompt_len + 2 * (o.decode_steps + 2);  // two passes, two warm-up steps each
+      const int64_t len = o.prompt_len + 3 * (o.decode_steps + 2);  // three passes, two warm-up steps each
       const int64_t blocks_per_seq = (len + o.block_size - 1) / o.block_size;
       sy::PagedKvPool pool = model->new_pool(batch * blocks_per_seq, o.block_size);
       std::vector<sy::BatchSequence> seqs(batch);
@@ -153,8 +154,10 @@ int main(int argc, char** argv) {
         model->forward_batch(group, pool);
       }
       auto p1 = std::chrono::steady_clock::now();
-      // One timed decode pass of --decode-steps steps after two warm-up steps, from position `first`.
-      auto decode = [&](int64_t first, bool host_logits, double& seconds, double& bytes) {
+      // One timed decode pass of --decode-steps steps after two warm-up steps, from position `first`; each
+      // step ends with greedy tokens or sampled tokens drawn on the device, or with the logits on the host.
+      enum class End { kGreedy, kSampled, kHostLogits };
+      auto decode = [&](int64_t first, End end, double& seconds, double& bytes) {
         std::vector<int64_t> next(batch, 1);
         for (int64_t step = 0; step < o.decode_steps + 2; ++step) {
           std::vector<sy::BatchSequence> dec(batch);
@@ -165,10 +168,14 @@ int main(int argc, char** argv) {
           }
           model->reset_expert_load();
           auto a = std::chrono::steady_clock::now();
-          if (host_logits) {
+          if (end == End::kHostLogits) {
             model->forward_batch(dec, pool);  // the logits come back to the host: synchronised
           } else {
-            model->forward_batch_sample(dec, pool, std::vector<sy::RowSampling>(batch));  // greedy; synchronised
+            std::vector<sy::RowSampling> rows(batch);  // greedy
+            if (end == End::kSampled) {
+              for (int64_t s = 0; s < batch; ++s) rows[s] = {0.8f, 0, 0.95f, static_cast<double>(rng() % 1000) / 1000};
+            }
+            model->forward_batch_sample(dec, pool, rows);  // synchronised: the tokens come back
           }
           auto b = std::chrono::steady_clock::now();
           for (int64_t s = 0; s < batch; ++s) next[s] = static_cast<int64_t>(rng() % cfg.vocab_size);
@@ -181,23 +188,24 @@ int main(int argc, char** argv) {
           bytes += static_cast<double>(fixed + hit * per_expert);
         }
       };
-      double seconds = 0, bytes = 0, host_seconds = 0, host_bytes = 0;
-      decode(o.prompt_len, false, seconds, bytes);
-      decode(o.prompt_len + o.decode_steps + 2, true, host_seconds, host_bytes);
+      double seconds = 0, bytes = 0, sampled_seconds = 0, host_seconds = 0, unused = 0;
+      decode(o.prompt_len, End::kGreedy, seconds, bytes);
+      decode(o.prompt_len + o.decode_steps + 2, End::kSampled, sampled_seconds, unused);
+      decode(o.prompt_len + 2 * (o.decode_steps + 2), End::kHostLogits, host_seconds, unused);
       const sy::cuda::AllocatorStats mem = sy::cuda::allocator_stats();  // weights + KV pool + cached buffers
       const double held_gib = static_cast<double>(mem.bytes_in_use + mem.bytes_cached) / (1024.0 * 1024 * 1024);
       const double steps = static_cast<double>(o.decode_steps);
       const double step_s = seconds / steps;
       rows.push_back({batch, batch * o.prompt_len / std::chrono::duration<double>(p1 - p0).count(), step_s * 1e3,
                       batch / step_s, bytes / steps / 1e9, bytes / steps / step_s / bandwidth, held_gib,
-                      host_seconds / steps * 1e3});
+                      sampled_seconds / steps * 1e3, host_seconds / steps * 1e3});
     }
     std::printf("\n| batch | prefill tok/s | decode step | decode tok/s | GB read/step | share of copy bandwidth | "
-                "device GiB held | step, host logits |\n|---|---|---|---|---|---|---|---|\n");
+                "device GiB held | step, sampled | step, host logits |\n|---|---|---|---|---|---|---|---|---|\n");
     for (const Row& r : rows) {
-      std::printf("| %lld | %.0f | %.2f ms | %.1f | %.2f | %.1f%% | %.1f | %.2f ms |\n",
-                  static_cast<long long>(r.batch), r.prefill_tok_s, r.step_ms, r.tok_s, r.gbytes, 100 * r.fraction, r.held_gib,
-                  r.host_logits_step_ms);
+      std::printf("| %lld | %.0f | %.2f ms | %.1f | %.2f | %.1f%% | %.1f | %.2f ms | %.2f ms |\n",
+                  static_cast<long long>(r.batch), r.prefill_tok_s, r.step_ms, r.tok_s, r.gbytes, 100 * r.fraction,
+                  r.held_gib, r.sampled_step_ms, r.host_logits_step_ms);
     }
     return 0;
 #endif

@@ -17,9 +17,11 @@ constexpr int kThreads = 512;
 constexpr int kBins = 256;
 constexpr float kMassScale = 1099511627776.0f;  // 2^40: a token of the top logit weighs exactly this
 
-// Larger key = better rank: larger logit, then lower id. Keys are unique per row.
+// Larger key = better rank: larger logit, then lower id. Keys are unique per row. -0 is made +0 first, so
+// the two zeros tie (ranked by id) as they compare equal on the CPU.
 __device__ __forceinline__ unsigned long long rank_key(float v, int i) {
   unsigned b = __float_as_uint(v);
+  if (b == 0x80000000u) b = 0u;
   b = (b & 0x80000000u) ? ~b : (b | 0x80000000u);
   return (static_cast<unsigned long long>(b) << 32) | (0xffffffffu - static_cast<unsigned>(i));
 }
@@ -134,7 +136,11 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const float* logi
   unsigned long long floor = 0;  // tokens with key >= floor are kept
   if (top_k > 0 && top_k < n) floor = select_key(row, 0, static_cast<unsigned long long>(top_k - 1), hist, state);
   row.counts = false;
-  unsigned long long total = weight_from(row, floor, scratch);  // >= 2^40: the top token is always kept
+  unsigned long long total = weight_from(row, floor, scratch);  // 2^40 or more unless the row is degenerate
+  if (total == 0) {  // -inf or NaN top logit, or a temperature so small that 1 / T overflows: take the argmax
+    if (threadIdx.x == 0) out[r] = top;
+    return;
+  }
   if (top_p < 1.f) {
     // The first rank whose cumulative mass reaches top_p * total.
     unsigned long long need = static_cast<unsigned long long>(ceil(static_cast<double>(top_p) * total));
