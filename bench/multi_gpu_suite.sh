@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 10 device run, on a machine with 2+ GPUs: the dist test suite (the device dispatcher test needs one GPU
-# per rank) and the NCCL dispatch benchmark next to NCCL's own all-to-all, one rank per GPU under Open MPI,
+# Issue 10 device run, on a machine with 2+ GPUs: the dist test suite (the device dispatcher and GPU
+# expert-parallel tests need one GPU per rank), expert-parallel generation on the GPUs against one GPU, and the
+# NCCL dispatch benchmark next to NCCL's own all-to-all, one rank per GPU under Open MPI,
 # NVLink multicast off. Binaries from `scripts/pack-gpu-carry --mpi` (gpucarry/mpi.tar.xz, built here with
 # SY_MPI=ON; the device's Open MPI and NCCL are used). Usage: bench/multi_gpu_suite.sh BIN_DIR LIB_DIR [RANKS]
 set -u
@@ -14,3 +15,11 @@ timeout 300 $mpi -x SY_NUM_THREADS=4 "$bin/sy_dist_tests" --gtest_brief=1 2>&1 |
   grep -E "PASSED|FAILED|Failure|SKIPPED|Skipped" | sort | uniq -c | head -n 20
 echo "== NCCL dispatch + combine vs NCCL all-to-all, $ranks ranks"
 timeout 200 $mpi "$bin/bench_nccl_dispatch" --iters 10 2>&1 | tail -n 8
+echo "== generate --device cuda --ep $ranks against one GPU (qwen3_moe fixture, 12 greedy tokens)"
+fx=tests/fixtures/golden/qwen3_moe
+args="generate --model $fx --device cuda --prompt-ids 1,5,9,2,7 --max-new-tokens 12 --ignore-eos --format json"
+one=$(timeout 60 "$bin/switchyard" $args 2>&1 | tail -n 1)
+ep=$(timeout 120 $mpi "$bin/switchyard" $args --ep "$ranks" 2>&1 | tail -n 1)
+echo "one GPU:   $one"
+echo "$ranks GPUs EP: $ep"
+[ "$one" = "$ep" ] && echo "same tokens" || echo "tokens differ"

@@ -21,6 +21,8 @@
 #include "switchyard/kernels/cuda_memory.h"
 #include "switchyard/kernels/cuda_ops.h"
 #include "switchyard/kernels/device.h"
+#include "switchyard/moe/device_dispatcher.h"
+#include "switchyard/parallel/comm.h"
 #endif
 
 namespace sy::model_detail {
@@ -71,6 +73,10 @@ struct GpuState {
   bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
   const void* graph_pool = nullptr;
   std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs;
+  // Expert parallelism (upload with an EP group): this rank's GPU holds only its experts; MoE layers dispatch
+  // over NCCL (moe_layer_ep). Passes then run eagerly (dispatch plans synchronise with the host).
+  std::unique_ptr<parallel::Comm> ep_comm;
+  std::unique_ptr<moe::DeviceTokenDispatcher> dispatcher;
 };
 
 
@@ -164,6 +170,63 @@ void add_biases(GpuState& s, int l, int which, Tensor& y, const Tensor& expert, 
   if (bias.defined()) cuda::add_expert_bias(y, bias, expert, layout);
 }
 
+// out += the shared expert of MoE layer l on rows h (sigmoid-gated for Qwen2-MoE), if it has one.
+void add_shared_expert(GpuState& s, int l, const Tensor& h, Tensor& out) {
+  const MoeWeights& m = s.w.layers[l].moe;
+  if (!m.shared.gate.defined()) return;
+  Tensor shared = gated_mlp(h, m.shared);
+  if (m.shared_gate.defined()) {
+    cuda::sigmoid_gate_add(out, shared, linear(h, m.shared_gate, Tensor()));
+  } else {
+    cuda::add_inplace(out, shared);
+  }
+}
+
+// The routed experts of MoE layer l under expert parallelism, the CPU's scheme (Model::routed_experts_ep) on
+// the device: every rank holds the same rows h (n, hidden) f32 and the same routing; rank r dispatches its
+// contiguous share [n r / P, n (r + 1) / P) to the experts' owners over NCCL (bf16 rows), runs the rows its
+// own experts received as one cuBLAS grouped GEMM per projection, combines its share and all-gathers the
+// shares, so every rank returns all n rows. Returns (n, hidden) f32. load counts the tokens this rank's
+// experts received.
+Tensor routed_experts_ep(GpuState& s, int l, const Tensor& h, const Tensor& expert, const Tensor& weight,
+                         ExpertLoad& load) {
+  const ModelConfig& c = s.config;
+  parallel::Comm& comm = *s.ep_comm;
+  moe::DeviceTokenDispatcher& d = *s.dispatcher;
+  const int ranks = comm.size(), rank = comm.rank();
+  const int64_t n = h.size(0), hidden = c.hidden_size;
+  std::vector<int64_t> share(ranks);
+  for (int r = 0; r < ranks; ++r) share[r] = n * (r + 1) / ranks - n * r / ranks;
+  const int64_t begin = n * rank / ranks, end = begin + share[rank];
+  Tensor mine = Tensor::empty({share[rank], hidden}, DType::kBF16, Device::kCuda);
+  cuda::cast(h.slice(0, begin, end), mine);
+  auto handle = d.plan(expert.slice(0, begin, end), weight.slice(0, begin, end));  // collective
+  const std::vector<int64_t> per_local = moe::DeviceTokenDispatcher::tokens_per_local_expert(*handle);
+  Tensor in = d.dispatch(mine, *handle);  // (rows, hidden) bf16, local expert by local expert
+  // Offsets over all experts: empty groups for the experts other ranks own.
+  std::vector<int64_t> offsets(c.moe.num_experts + 1, 0);
+  for (int e = 0; e < c.moe.num_experts; ++e) {
+    const int local = e - d.first_local_expert();
+    const int64_t rows = local >= 0 && local < d.num_local_experts() ? per_local[local] : 0;
+    offsets[e + 1] = offsets[e] + rows;
+    load.tokens[l][e] += rows;
+  }
+  const int64_t rows = offsets.back();
+  const auto& t = s.experts[l];
+  Tensor g = Tensor::empty({rows, t[0].n}, DType::kBF16, Device::kCuda);
+  Tensor u = Tensor::empty({rows, t[1].n}, DType::kBF16, Device::kCuda);
+  Tensor y = Tensor::empty({rows, hidden}, DType::kBF16, Device::kCuda);
+  cuda::grouped_gemm(in, t[0], offsets, g);
+  cuda::grouped_gemm(in, t[1], offsets, u);
+  activate(c.moe, g, u);
+  cuda::grouped_gemm(g, t[2], offsets, y);
+  Tensor part = d.combine(y, *handle);  // (share, hidden) f32
+  Tensor out = Tensor::empty({n, hidden}, DType::kF32, Device::kCuda);
+  for (int64_t& v : share) v *= hidden;
+  comm.all_gather_v(part.raw(), part.numel(), out.raw(), share, DType::kF32);
+  return out;
+}
+
 // Routed experts (and the shared expert) of MoE layer l on device rows h (n, hidden) f32. With `counts`
 // ((layers, experts) int64 on the device) the grouped GEMV path runs without a host sync and the token counts
 // go to counts row l; otherwise the offsets are copied to the host once and the experts run as one cuBLAS
@@ -177,6 +240,11 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
   Tensor expert = Tensor::empty({n, c.moe.top_k}, DType::kI32, Device::kCuda);
   Tensor weight = Tensor::empty({n, c.moe.top_k}, DType::kF32, Device::kCuda);
   cuda::route(logits, m.score_bias, c.moe, expert, weight);
+  if (s.dispatcher) {
+    Tensor out = routed_experts_ep(s, l, h, expert, weight, load);
+    add_shared_expert(s, l, h, out);
+    return out;
+  }
   cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, c.moe.num_experts, /*check_ids=*/false);
   const int64_t rows = n * c.moe.top_k;
   const auto& t = s.experts[l];
@@ -239,22 +307,27 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
   }
   Tensor out = Tensor::zeros({n, hidden}, DType::kF32, Device::kCuda);
   cuda::unpermute(expert_out, layout, weight, out);
-  if (m.shared.gate.defined()) {
-    Tensor shared = gated_mlp(h, m.shared);
-    if (m.shared_gate.defined()) {
-      cuda::sigmoid_gate_add(out, shared, linear(h, m.shared_gate, Tensor()));
-    } else {
-      cuda::add_inplace(out, shared);
-    }
-  }
+  add_shared_expert(s, l, h, out);
   return out;
 }
 
 }  // namespace
 
-GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope) {
-  require_cuda_device();
+GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope,
+                   parallel::Comm* ep) {
   GpuStatePtr s(new GpuState);
+  if (ep) {
+    // One GPU per rank, by world rank on this host; the NCCL communicator selects it for this thread, so
+    // every allocation below lands there.
+    const int devices = static_cast<int>(cuda_devices().size());
+    SY_REQUIRE(devices > 0, Unsupported, "cuda", "no CUDA device is visible to rank ", ep->world_rank());
+    const int device = ep->world_rank() % devices;
+    require_cuda_device(device);
+    s->ep_comm = parallel::make_nccl_comm(*ep, device);
+    s->dispatcher = std::make_unique<moe::DeviceTokenDispatcher>(*s->ep_comm, config.moe.num_experts);
+  } else {
+    require_cuda_device();
+  }
   s->config = config;
   s->rope = cuda::upload_rope(rope);
   if (const char* env = std::getenv("SY_CUDA_GRAPHS")) s->use_graphs = std::string(env) != "0";
@@ -312,6 +385,8 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
       biases = {stack_expert_biases(l.moe.experts, &moe::GatedMlpWeights::gate_bias),
                 stack_expert_biases(l.moe.experts, &moe::GatedMlpWeights::up_bias),
                 stack_expert_biases(l.moe.experts, &moe::GatedMlpWeights::down_bias)};
+      SY_REQUIRE(!s->dispatcher || !biases[0].defined(), Unsupported, "cuda",
+                 "expert parallelism on the GPU does not run experts with biases (gpt-oss) yet; use the CPU");
       std::vector<Tensor> gate, upw, down;
       for (const moe::GatedMlpWeights& e : d.moe.experts) {
         gate.push_back(e.gate);
@@ -589,7 +664,7 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
 Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load) {
   const ModelConfig& c = s.config;
   const int64_t n = static_cast<int64_t>(plan.ids.size());
-  if (!plan.logit_rows.empty() && s.use_graphs && is_decode_step(plan, n, s.gemv_max_tokens)) {
+  if (!plan.logit_rows.empty() && s.use_graphs && !s.dispatcher && is_decode_step(plan, n, s.gemv_max_tokens)) {
     return decode_with_graph(s, plan, pool, load);
   }
   DeviceBatch b;
@@ -611,7 +686,7 @@ Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, Expe
   Tensor tables_host = Tensor::empty({static_cast<int64_t>(tables.size())}, DType::kI32);
   std::memcpy(tables_host.raw(), tables.data(), tables.size() * sizeof(int32_t));
   b.tables = cuda::to_device(tables_host);
-  const bool grouped = n <= s.gemv_max_tokens && c.moe.num_experts > 0;
+  const bool grouped = n <= s.gemv_max_tokens && c.moe.num_experts > 0 && !s.dispatcher;
   Tensor counts = grouped ? Tensor::empty({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda) : Tensor();
   // Prefill chunks that need no logits still run (they fill the KV cache).
   Tensor logits = run_layers(s, b, pool, grouped ? &counts : nullptr, load);
@@ -673,7 +748,7 @@ Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
 struct GpuState {};
 void GpuStateDeleter::operator()(GpuState* s) const { delete s; }
 
-GpuStatePtr upload(const ModelConfig&, const ModelWeights&, const ops::RopeTable&) {
+GpuStatePtr upload(const ModelConfig&, const ModelWeights&, const ops::RopeTable&, parallel::Comm*) {
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend (configure with -DSY_CUDA=ON and nvcc)");
 }
 Tensor gpu_forward_batch(GpuState&, const BatchPlan&, PagedKvPool&, ExpertLoad&, const std::vector<RowSampling>*) {

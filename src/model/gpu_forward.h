@@ -1,6 +1,6 @@
 // The device half of Model: weights uploaded to the CUDA device (matrices in bf16, vectors in f32) and the
 // batched forward pass over a device PagedKvPool, built from the ops in switchyard/kernels/cuda_ops.h.
-// MLA (DeepSeek) caches per-head keys and values as the CPU path does (not the absorbed form yet).
+// MLA (DeepSeek) caches per-head keys and values (the CPU caches the absorbed form).
 // In builds without CUDA, upload() throws Unsupported and nothing else is reachable.
 #pragma once
 
@@ -21,8 +21,13 @@ struct BatchPlan {
 
 using GpuStatePtr = std::unique_ptr<GpuState, GpuStateDeleter>;
 
-// Uploads `weights`. Throws Unsupported (no CUDA build, no Hopper device, or a family not on the GPU yet).
-GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope);
+// Uploads `weights`. With `ep` (the expert-parallel group on the host, e.g. MPI; one process per GPU), this
+// rank's GPU is world rank % visible GPUs, an NCCL communicator is made over the group, and MoE layers
+// dispatch their tokens to the experts' owners (weights hold only this rank's experts; every rank runs the
+// same sequences, as Model's CPU expert parallelism does). Throws Unsupported (no CUDA build, no Hopper
+// device, no NCCL for `ep`, or a family not on the GPU yet).
+GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope,
+                   parallel::Comm* ep = nullptr);
 // Runs the plan; returns logits (logit_rows.size(), vocab) f32 on the host, or with `sampling` (one entry per
 // logits row) the sampled tokens (logit_rows.size(),) int64 on the host: drawn on the GPU by
 // cuda::sample_rows, so the logits never leave the device (SY_GPU_SAMPLING=0 at upload: copied back and drawn

@@ -469,9 +469,14 @@ void Model::to_device(Device device) {
     gpu_.reset();
     return;
   }
-  SY_REQUIRE(!dispatcher_, Unsupported, "model", "expert parallelism is not available on the GPU yet");
   SY_REQUIRE(!tp_, Unsupported, "model", "tensor parallelism is not available on the GPU yet");
-  gpu_ = model_detail::upload(config_, weights_, rope_);
+  if (dispatcher_) {
+    const moe::DispatcherOptions& o = dispatcher_->options();
+    SY_REQUIRE(o.strategy == moe::DispatchStrategy::kAllToAll && o.capacity_factor <= 0 && !o.int8_payload,
+               Unsupported, "model", "expert parallelism on the GPU runs the dropless all-to-all dispatch with ",
+               "bf16 rows only (no --dispatch allgather, capacity or int8 payload yet)");
+  }
+  gpu_ = model_detail::upload(config_, weights_, rope_, dispatcher_ ? ep_.get() : nullptr);
 }
 
 void Model::set_cuda_graphs(bool enabled) {

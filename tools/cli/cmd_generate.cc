@@ -3,8 +3,9 @@
 //                      [--premoe-store DIR --keep M [--premoe-experts-per-token K]
 //                       [--premoe-key-layers first|all]]  (PreMoe: docs/premoe.md)
 // Expert parallelism: mpirun -np N switchyard generate --model DIR --ep N [--dispatch alltoall|allgather]
-// [--comm-timeout S]: each rank loads only its experts; rank 0 prints. Tensor parallelism: --tp N splits the
-// attention heads and dense MLP widths over the N ranks (with --ep N too: experts sharded over the same ranks).
+// [--comm-timeout S]: each rank loads only its experts; rank 0 prints. With --device cuda, one GPU per rank
+// and the dispatch over NCCL. Tensor parallelism: --tp N splits the attention heads and dense MLP widths over
+// the N ranks (with --ep N too: experts sharded over the same ranks).
 // Text prompts use the model directory's tokenizer.json (and tokenizer_config.json's chat template for
 // --chat). Text output is streamed as it is generated; json prints one object {"ids": [...], "text": ...}.
 #include <algorithm>
@@ -159,8 +160,7 @@ CommandRunner add_generate_command(CLI::App& app) {
     }
     check_ids_in_vocab(ids, model->config().vocab_size, "prompt");
     if (f->device == "cuda") {
-      SY_REQUIRE(f->ep == 1 && f->tp == 1, InvalidArgument, "cli",
-                 "--device cuda and --ep/--tp cannot be combined yet");
+      SY_REQUIRE(f->tp == 1, InvalidArgument, "cli", "--device cuda and --tp cannot be combined yet");
       model->to_device(Device::kCuda);
     }
     const bool json = f->format == "json";
