@@ -1,5 +1,5 @@
 // bench_gpu_decode --config config.json [--layers N] [--batches 1,8,32,64] [--prompt-len 128]
-//                  [--decode-steps 32] [--block-size 16]
+//                  [--decode-steps 32] [--block-size 16] [--ep]
 // bench_gpu_decode --config config.json [--layers N] --write DIR   (a random bf16 checkpoint of that shape,
 //                  for benchmarks that load a model directory, e.g. bench/serve_bench.py; no GPU needed)
 // Batched decode on the GPU through Model::forward_batch (the server's pass) for a model of the config's
@@ -13,6 +13,9 @@
 // steps with a sampled token (temperature 0.8, top-p 0.95, on the device), and with the logits copied to the
 // host instead (forward_batch, the path before on-device sampling): the last two columns. Input tokens are
 // random in every variant. Prints a table last.
+// --ep, under mpirun -np N with one GPU per rank: expert parallelism with data-parallel attention (each rank
+// holds 1/N of the experts and decodes its own batch of B sequences; MoE tokens go over NCCL), so N x B
+// sequences decode together; rank 0 prints its table and the tokens/s of all ranks together.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -28,6 +31,8 @@
 #include "switchyard/io/safetensors.h"
 #include "switchyard/model/model.h"
 #include "switchyard/model/tensor_source.h"
+#include "switchyard/moe/token_dispatcher.h"
+#include "switchyard/parallel/comm.h"
 #if SY_HAS_CUDA
 #include "switchyard/kernels/cuda_memory.h"
 #endif
@@ -39,6 +44,7 @@ struct Options {
   int layers = 0;  // 0: the config's
   std::vector<int64_t> batches = {1, 8, 32, 64};
   int64_t prompt_len = 128, decode_steps = 32, block_size = 16;
+  bool ep = false;
 };
 
 std::vector<int64_t> parse_list(const std::string& s) {
@@ -64,6 +70,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--block-size") o.block_size = std::stoll(value());
     else if (a == "--layers") o.layers = std::stoi(value());
     else if (a == "--write") o.write_dir = value();
+    else if (a == "--ep") o.ep = true;
     else throw sy::make_error<sy::InvalidArgument>("bench", "unknown flag ", a);
   }
   SY_REQUIRE(!o.config.empty(), sy::InvalidArgument, "bench", "give --config config.json");
@@ -98,15 +105,33 @@ int main(int argc, char** argv) {
     throw sy::make_error<sy::Unsupported>("bench", "bench_gpu_decode needs a CUDA build");
 #else
     sy::ModelConfig cfg = sy::ModelConfig::from_json(sy::bench::config_json(o.config, o.layers));
-    const double bandwidth = sy::cuda::copy_bandwidth(size_t{1} << 31);  // before the weights fill the device
-    sy::cuda::empty_cache();
+    // Under --ep no CUDA call may come before to_device, which selects this rank's GPU.
+    std::shared_ptr<sy::parallel::Comm> world = o.ep ? sy::parallel::world_comm("auto") : nullptr;
+    const int ranks = world ? world->size() : 1;
+    double bandwidth = 0;
+    if (!world) {
+      bandwidth = sy::cuda::copy_bandwidth(size_t{1} << 31);  // before the weights fill the device
+      sy::cuda::empty_cache();
+    }
     auto t0 = std::chrono::steady_clock::now();
     sy::bench::RandomSource src;
-    sy::ModelWeights w = sy::load_model_weights(cfg, src);
+    sy::LoadOptions load;
+    if (world) {
+      auto [lo, hi] = sy::Model::expert_range(cfg.moe.num_experts, ranks, world->rank());
+      load.load_expert = [lo = lo, hi = hi](int64_t e) { return e >= lo && e < hi; };
+    }
+    sy::ModelWeights w = sy::load_model_weights(cfg, src, nullptr, load);
     auto model = std::make_unique<sy::Model>(cfg, std::move(w));
+    if (world) {
+      model->set_expert_parallel(world, {});
+      model->set_attention_data_parallel(true);
+    }
     auto t1 = std::chrono::steady_clock::now();
     model->to_device(sy::Device::kCuda);
     auto t2 = std::chrono::steady_clock::now();
+    if (world) bandwidth = sy::cuda::copy_bandwidth(size_t{1} << 31);  // this rank's GPU, weights resident
+    if (world && world->rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return 1;  // rank 0 reports
+    if (world) std::printf("expert parallelism: %d ranks, one GPU each, attention data-parallel\n", ranks);
     std::printf("model: %s, %.2fB params (%.2fB active); random init %.1f s, upload %.1f s\n",
                 cfg.model_type.c_str(), cfg.total_params() / 1e9, cfg.active_params() / 1e9,
                 std::chrono::duration<double>(t1 - t0).count(), std::chrono::duration<double>(t2 - t1).count());
@@ -121,7 +146,12 @@ int main(int argc, char** argv) {
       if (l.is_moe) {
         fixed += matrix_bytes(l.moe.router) + matrix_bytes(l.moe.shared.gate) + matrix_bytes(l.moe.shared.up) +
                  matrix_bytes(l.moe.shared.down);
-        per_expert = matrix_bytes(l.moe.experts[0].gate) * 3;
+        for (const sy::moe::GatedMlpWeights& e : l.moe.experts) {  // the first this rank holds
+          if (e.gate.defined()) {
+            per_expert = matrix_bytes(e.gate) * 3;
+            break;
+          }
+        }
       } else {
         fixed += matrix_bytes(l.mlp.gate) + matrix_bytes(l.mlp.up) + matrix_bytes(l.mlp.down);
       }
@@ -130,6 +160,7 @@ int main(int argc, char** argv) {
     struct Row {
       int64_t batch;
       double prefill_tok_s, step_ms, tok_s, gbytes, fraction, held_gib, sampled_step_ms, host_logits_step_ms;
+      double all_ranks_tok_s;
     };
     std::vector<Row> rows;
     for (int64_t batch : o.batches) {
@@ -198,14 +229,15 @@ int main(int argc, char** argv) {
       const double step_s = seconds / steps;
       rows.push_back({batch, batch * o.prompt_len / std::chrono::duration<double>(p1 - p0).count(), step_s * 1e3,
                       batch / step_s, bytes / steps / 1e9, bytes / steps / step_s / bandwidth, held_gib,
-                      sampled_seconds / steps * 1e3, host_seconds / steps * 1e3});
+                      sampled_seconds / steps * 1e3, host_seconds / steps * 1e3, ranks * batch / step_s});
     }
     std::printf("\n| batch | prefill tok/s | decode step | decode tok/s | GB read/step | share of copy bandwidth | "
-                "device GiB held | step, sampled | step, host logits |\n|---|---|---|---|---|---|---|---|---|\n");
+                "device GiB held | step, sampled | step, host logits | decode tok/s, all %d ranks |\n"
+                "|---|---|---|---|---|---|---|---|---|---|\n", ranks);
     for (const Row& r : rows) {
-      std::printf("| %lld | %.0f | %.2f ms | %.1f | %.2f | %.1f%% | %.1f | %.2f ms | %.2f ms |\n",
+      std::printf("| %lld | %.0f | %.2f ms | %.1f | %.2f | %.1f%% | %.1f | %.2f ms | %.2f ms | %.1f |\n",
                   static_cast<long long>(r.batch), r.prefill_tok_s, r.step_ms, r.tok_s, r.gbytes, 100 * r.fraction,
-                  r.held_gib, r.sampled_step_ms, r.host_logits_step_ms);
+                  r.held_gib, r.sampled_step_ms, r.host_logits_step_ms, r.all_ranks_tok_s);
     }
     return 0;
 #endif

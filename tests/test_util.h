@@ -21,6 +21,15 @@ inline std::string cli_path() { return SY_CLI_PATH; }
 // Names of the golden fixture folders (tests/fixtures/golden/NAME with a config.json), sorted.
 std::vector<std::string> golden_fixture_names();
 
+// Sets an environment variable for one scope (e.g. the device forward's path switches, read at upload).
+struct ScopedEnv {
+  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
+  ~ScopedEnv() { unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+  const char* name_;
+};
+
 // A fresh directory under the system temp dir, removed on destruction.
 class TempDir {
  public:

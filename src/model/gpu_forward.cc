@@ -77,6 +77,7 @@ struct GpuState {
   // over NCCL (moe_layer_ep). Passes then run eagerly (dispatch plans synchronise with the host).
   std::unique_ptr<parallel::Comm> ep_comm;
   std::unique_ptr<moe::DeviceTokenDispatcher> dispatcher;
+  bool attention_dp = false;  // each rank dispatches all of its own tokens (no shares, no all-gather)
 };
 
 
@@ -186,8 +187,9 @@ void add_shared_expert(GpuState& s, int l, const Tensor& h, Tensor& out) {
 // the device: every rank holds the same rows h (n, hidden) f32 and the same routing; rank r dispatches its
 // contiguous share [n r / P, n (r + 1) / P) to the experts' owners over NCCL (bf16 rows), runs the rows its
 // own experts received as one cuBLAS grouped GEMM per projection, combines its share and all-gathers the
-// shares, so every rank returns all n rows. Returns (n, hidden) f32. load counts the tokens this rank's
-// experts received.
+// shares, so every rank returns all n rows. With attention_dp the rows are this rank's own and all of them
+// are dispatched; no all-gather. Returns (n, hidden) f32. load counts the routing of all n rows (as the CPU's
+// expert parallelism does), not only what this rank's experts received.
 Tensor routed_experts_ep(GpuState& s, int l, const Tensor& h, const Tensor& expert, const Tensor& weight,
                          ExpertLoad& load) {
   const ModelConfig& c = s.config;
@@ -197,8 +199,8 @@ Tensor routed_experts_ep(GpuState& s, int l, const Tensor& h, const Tensor& expe
   const int64_t n = h.size(0), hidden = c.hidden_size;
   std::vector<int64_t> share(ranks);
   for (int r = 0; r < ranks; ++r) share[r] = n * (r + 1) / ranks - n * r / ranks;
-  const int64_t begin = n * rank / ranks, end = begin + share[rank];
-  Tensor mine = Tensor::empty({share[rank], hidden}, DType::kBF16, Device::kCuda);
+  const int64_t begin = s.attention_dp ? 0 : n * rank / ranks, end = s.attention_dp ? n : begin + share[rank];
+  Tensor mine = Tensor::empty({end - begin, hidden}, DType::kBF16, Device::kCuda);
   cuda::cast(h.slice(0, begin, end), mine);
   auto handle = d.plan(expert.slice(0, begin, end), weight.slice(0, begin, end));  // collective
   const std::vector<int64_t> per_local = moe::DeviceTokenDispatcher::tokens_per_local_expert(*handle);
@@ -207,10 +209,10 @@ Tensor routed_experts_ep(GpuState& s, int l, const Tensor& h, const Tensor& expe
   std::vector<int64_t> offsets(c.moe.num_experts + 1, 0);
   for (int e = 0; e < c.moe.num_experts; ++e) {
     const int local = e - d.first_local_expert();
-    const int64_t rows = local >= 0 && local < d.num_local_experts() ? per_local[local] : 0;
-    offsets[e + 1] = offsets[e] + rows;
-    load.tokens[l][e] += rows;
+    offsets[e + 1] = offsets[e] + (local >= 0 && local < d.num_local_experts() ? per_local[local] : 0);
   }
+  Tensor routed = cuda::to_host(expert);  // (n, top_k) int32; plan() synchronised already
+  for (int64_t a = 0; a < routed.numel(); ++a) ++load.tokens[l][routed.i32()[a]];
   const int64_t rows = offsets.back();
   const auto& t = s.experts[l];
   Tensor g = Tensor::empty({rows, t[0].n}, DType::kBF16, Device::kCuda);
@@ -221,6 +223,7 @@ Tensor routed_experts_ep(GpuState& s, int l, const Tensor& h, const Tensor& expe
   activate(c.moe, g, u);
   cuda::grouped_gemm(g, t[2], offsets, y);
   Tensor part = d.combine(y, *handle);  // (share, hidden) f32
+  if (s.attention_dp) return part;
   Tensor out = Tensor::empty({n, hidden}, DType::kF32, Device::kCuda);
   for (int64_t& v : share) v *= hidden;
   comm.all_gather_v(part.raw(), part.numel(), out.raw(), share, DType::kF32);
@@ -734,6 +737,8 @@ void set_cuda_graphs(GpuState& state, bool enabled) {
   if (!enabled) state.graphs.clear();
 }
 
+void set_attention_data_parallel(GpuState& state, bool enabled) { state.attention_dp = enabled; }
+
 Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load,
                          const std::vector<RowSampling>* sampling) {
   SY_REQUIRE(pool.keys(0).device() == Device::kCuda, InvalidArgument, "cuda",
@@ -755,6 +760,7 @@ Tensor gpu_forward_batch(GpuState&, const BatchPlan&, PagedKvPool&, ExpertLoad&,
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend");
 }
 void set_cuda_graphs(GpuState&, bool) {}
+void set_attention_data_parallel(GpuState&, bool) {}
 const char* expert_path_name(ExpertPath) { return "none"; }
 Tensor gpu_moe_layer(GpuState&, int, const Tensor&, ExpertPath) {
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend");

@@ -37,6 +37,9 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
 Tensor gpu_forward_batch(GpuState& state, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load,
                          const std::vector<RowSampling>* sampling = nullptr);
 void set_cuda_graphs(GpuState& state, bool enabled);
+// Under expert parallelism: each rank dispatches all of its own tokens (Model::set_attention_data_parallel)
+// instead of a share of tokens every rank holds.
+void set_attention_data_parallel(GpuState& state, bool enabled);
 // How routed experts run: the grouped GEMV kernel (decode sizes, no host sync), one cuBLAS grouped GEMM
 // (prefill sizes, one host sync per layer for the row counts), or one cuBLAS GEMM per expert (the reference).
 enum class ExpertPath { kGroupedGemv, kCublasGrouped, kPerExpert };

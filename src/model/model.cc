@@ -477,6 +477,7 @@ void Model::to_device(Device device) {
                "bf16 rows only (no --dispatch allgather, capacity or int8 payload yet)");
   }
   gpu_ = model_detail::upload(config_, weights_, rope_, dispatcher_ ? ep_.get() : nullptr);
+  if (attention_dp_) model_detail::set_attention_data_parallel(*gpu_, true);
 }
 
 void Model::set_cuda_graphs(bool enabled) {

@@ -2,8 +2,10 @@
 // single process), each rank dispatches a contiguous share of the tokens to the experts' owners, runs its
 // own experts, combines, and the shares are all-gathered. Because the shares are contiguous and in rank
 // order, every expert sees exactly the rows a single process would give it, so logits match bit for bit.
+// With data-parallel attention each rank instead dispatches all of its own tokens and keeps its outputs.
 #include <algorithm>
 
+#include "gpu_forward.h"
 #include "switchyard/core/error.h"
 #include "switchyard/model/model.h"
 #include "switchyard/moe/experts.h"
@@ -35,8 +37,26 @@ void Model::set_expert_parallel(std::shared_ptr<parallel::Comm> ep, const moe::D
   dispatcher_ = std::make_shared<moe::TokenDispatcher>(*ep_, config_.moe.num_experts, options);
 }
 
+void Model::set_attention_data_parallel(bool enabled) {
+  SY_REQUIRE(!enabled || dispatcher_, InvalidArgument, "model",
+             "data-parallel attention needs expert parallelism; call set_expert_parallel first");
+  SY_REQUIRE(!enabled || !tp_, InvalidArgument, "model",
+             "data-parallel attention and tensor parallelism cannot share ranks: tensor parallelism splits the "
+             "attention of the same tokens over them");
+  attention_dp_ = enabled;
+  if (gpu_) model_detail::set_attention_data_parallel(*gpu_, enabled);
+}
+
 Tensor Model::routed_experts_ep(int layer, const Tensor& h, const moe::Routing& routing) {
   const MoeWeights& w = weights_.layers[layer].moe;
+  if (attention_dp_) {  // this rank's tokens only: dispatch them all, keep the combined rows
+    moe::DispatchHandle handle = dispatcher_->plan(routing);
+    Tensor in = dispatcher_->dispatch(h.contiguous(), handle);
+    Tensor y = moe::run_expert_blocks(in, handle.expert_offsets,
+                                      w.experts.data() + dispatcher_->first_local_expert(),
+                                      moe::activation_for(config_.moe));
+    return dispatcher_->combine(y, handle);
+  }
   const int ranks = ep_->size(), rank = ep_->rank();
   const int64_t n = h.size(0), hidden = h.size(1), k = routing.top_k;
   // Token share of rank r: [n*r/P, n*(r+1)/P).

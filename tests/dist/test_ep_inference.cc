@@ -63,6 +63,37 @@ TEST(ExpertParallelInference, EveryGoldenFixtureMatchesSingleProcessAllGather) {
   EXPECT_GE(checked, test::dist_world()->size() <= 4 ? 12 : 4);
 }
 
+// Data-parallel attention: every rank runs its own prompt, the MoE blocks dispatch all of each rank's tokens
+// to the experts' owners, and each rank's logits equal a single process running that prompt (1e-5: an expert
+// now sees other ranks' rows next to this one's).
+TEST(ExpertParallelInference, AttentionDataParallelRunsEachRanksOwnPrompt) {
+  auto world = test::dist_world();
+  int checked = 0;
+  for (const std::string& dir : test::golden_fixture_dirs(test::fixtures_dir())) {
+    auto single = Model::load(dir);
+    const int experts = single->config().moe.num_experts;
+    if (experts == 0 || experts % world->size() != 0) continue;
+    auto [first, last] = Model::expert_range(experts, world->size(), world->rank());
+    LoadOptions opt;
+    opt.load_expert = [first = first, last = last](int64_t e) { return e >= first && e < last; };
+    auto sharded = Model::load(dir, opt);
+    sharded->set_expert_parallel(world, {});
+    sharded->set_attention_data_parallel(true);
+    // Rank r's prompt: 3 + 2r tokens of its own (different lengths and ids on every rank).
+    std::vector<int64_t> prompt;
+    for (int i = 0; i < 3 + 2 * world->rank(); ++i) prompt.push_back((7 * i + 5 * world->rank() + 1) % 31);
+    test::expect_same_logits(*single, *sharded, prompt, dir + " rank " + std::to_string(world->rank()));
+    ++checked;
+  }
+  EXPECT_GE(checked, test::dist_world()->size() <= 4 ? 12 : 4);
+}
+
+TEST(ExpertParallelInference, AttentionDataParallelNeedsExpertParallelism) {
+  auto model = Model::load(test::fixtures_dir() + "/golden/qwen3_moe");
+  EXPECT_THROW(model->set_attention_data_parallel(true), InvalidArgument);
+  EXPECT_NO_THROW(model->set_attention_data_parallel(false));
+}
+
 TEST(ExpertParallelInference, RefusesARankWithoutItsExperts) {
   auto world = test::dist_world();
   const std::string dir = test::fixtures_dir() + "/golden/mixtral_sharded";

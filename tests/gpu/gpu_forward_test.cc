@@ -29,12 +29,7 @@ std::vector<float> row(const Tensor& t, int64_t r) {
 
 class GpuForward : public ::testing::TestWithParam<std::string> {};
 
-// Sets an environment variable for one scope (the device forward reads its path thresholds at upload).
-struct ScopedEnv {
-  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
-  ~ScopedEnv() { unsetenv(name_); }
-  const char* name_;
-};
+using test::ScopedEnv;
 
 // With `cublas_experts`, every pass runs the routed experts through the cuBLAS grouped GEMM (the prefill path,
 // bf16 activations) instead of the grouped GEMV (and no step is a CUDA graph).

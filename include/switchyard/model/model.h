@@ -106,6 +106,11 @@ class Model {
   // runs the same sequence), dispatch them to the ranks owning their experts, and all-gather the outputs.
   // Rank r must hold experts [r*E/EP, (r+1)*E/EP) (expert_range); every rank runs the same forward calls.
   void set_expert_parallel(std::shared_ptr<parallel::Comm> ep, const moe::DispatcherOptions& options);
+  // Data-parallel attention with expert parallelism (after set_expert_parallel): every rank runs its own
+  // sequences and each MoE block dispatches all of this rank's tokens (no shares, no all-gather), so the
+  // ranks' batches add up, as a serving deployment with attention DP and MoE EP does. Ranks must still make
+  // the same number of forward calls (the dispatch is collective), each with at least one token.
+  void set_attention_data_parallel(bool enabled);
   // [first, last) experts owned by `rank` of `ranks`. Throws InvalidArgument unless ranks divides experts.
   static std::pair<int64_t, int64_t> expert_range(int num_experts, int ranks, int rank);
   // Tensor parallelism (Megatron style) over `tp` for attention and the dense MLPs (dense layers and shared
@@ -153,6 +158,7 @@ class Model {
   ExpertLoad expert_load_;
   std::shared_ptr<parallel::Comm> ep_;
   std::shared_ptr<moe::TokenDispatcher> dispatcher_;
+  bool attention_dp_ = false;  // set_attention_data_parallel
   RouterObserver router_observer_;
   std::unique_ptr<model_detail::GpuState, model_detail::GpuStateDeleter> gpu_;
 };
