@@ -12,5 +12,9 @@ void require_cuda_device(int) {
                                         "(cmake -DSY_CUDA=ON) to use --device cuda");
 }
 
+std::string load_cublas() {
+  throw make_error<Unsupported>("cuda", "this switchyard was built without CUDA; there is no cuBLAS to load");
+}
+
 }  // namespace sy
 #endif

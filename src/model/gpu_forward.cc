@@ -331,6 +331,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   } else {
     require_cuda_device();
   }
+  load_cublas();  // a missing cuBLAS is reported here, not at the first GEMM
   s->config = config;
   s->rope = cuda::upload_rope(rope);
   if (const char* env = std::getenv("SY_CUDA_GRAPHS")) s->use_graphs = std::string(env) != "0";

@@ -20,5 +20,8 @@ bool cuda_compiled();
 std::vector<CudaDeviceInfo> cuda_devices();
 // Throws Unsupported unless a device with compute capability >= 9.0 (Hopper) is present.
 void require_cuda_device(int index = 0);
+// Opens cuBLAS now (it is otherwise opened at the first GEMM, not at process start) and returns its file
+// name. Needs no device. Throws Unsupported when this build has no CUDA or the library cannot be loaded.
+std::string load_cublas();
 
 }  // namespace sy

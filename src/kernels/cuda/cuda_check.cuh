@@ -5,6 +5,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "cublas_loader.cuh"
 #include "switchyard/core/error.h"
 
 #define SY_CUDA_CHECK(call)                                                                              \
@@ -21,7 +22,8 @@
   do {                                                                                                    \
     cublasStatus_t sy_status_ = (call);                                                                   \
     if (sy_status_ != CUBLAS_STATUS_SUCCESS) {                                                            \
-      throw ::sy::Error(::sy::detail::concat("[cublas] ", #call, " failed: ", cublasGetStatusName(sy_status_), \
+      throw ::sy::Error(::sy::detail::concat("[cublas] ", #call, " failed: ",                           \
+                                             ::sy::cuda::detail::cublas().status_name(sy_status_),     \
                                              " at ", __FILE__, ":", __LINE__));                           \
     }                                                                                                     \
   } while (0)

@@ -1,4 +1,6 @@
-// CUDA device discovery and the capability check (Hopper, sm_90, or newer).
+// CUDA device discovery, the capability check (Hopper, sm_90, or newer) and opening cuBLAS up front.
+#include <dlfcn.h>
+
 #include "cuda_check.cuh"
 #include "switchyard/kernels/device.h"
 
@@ -31,6 +33,12 @@ void require_cuda_device(int index) {
     throw make_error<Unsupported>("cuda", d.name, " has compute capability ", d.major, ".", d.minor,
                                   "; switchyard's CUDA kernels need Hopper (9.0) or newer");
   }
+}
+
+std::string load_cublas() {
+  const cuda::detail::CublasApi& api = cuda::detail::cublas();
+  Dl_info info{};
+  return dladdr(reinterpret_cast<void*>(api.gemm_ex), &info) && info.dli_fname ? info.dli_fname : "libcublas";
 }
 
 }  // namespace sy

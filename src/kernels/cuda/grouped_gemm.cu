@@ -101,7 +101,7 @@ void grouped_gemm(const Tensor& x, const ExpertWeightTable& w, const std::vector
     }
     upload(ptrs.raw(), host.data(), host.size() * sizeof(void*));
     const void* const* dev = static_cast<const void* const*>(ptrs.raw());
-    const cublasStatus_t st = cublasGemmGroupedBatchedEx(
+    const cublasStatus_t st = detail::cublas().gemm_grouped_batched_ex(
         detail::cublas_handle(), ta.data(), tb.data(), ms.data(), ns.data(), ks.data(), alpha.data(), dev,
         CUDA_R_16BF, ldas.data(), dev + groups, CUDA_R_16BF, ldbs.data(), beta.data(),
         const_cast<void* const*>(dev + 2 * groups), CUDA_R_16BF, ldcs.data(), groups, sizes.data(),
@@ -118,14 +118,14 @@ void grouped_gemm(const Tensor& x, const ExpertWeightTable& w, const std::vector
       return;
     }
     SY_REQUIRE(st == CUBLAS_STATUS_NOT_SUPPORTED, Error, op, "cublasGemmGroupedBatchedEx failed: ",
-               cublasGetStatusName(st));
+               detail::cublas().status_name(st));
   }
   g_grouped = false;
   for (int g = 0; g < groups; ++g) {
-    SY_CUBLAS_CHECK(cublasGemmEx(detail::cublas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, ms[g], ns[g], ks[g], &alpha[g], a[g],
-                                 CUDA_R_16BF, ldas[g], b[g], CUDA_R_16BF, ldbs[g], &beta[g], c[g],
-                                 y_bf16 ? CUDA_R_16BF : CUDA_R_32F, ldcs[g],
-                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    SY_CUBLAS_CHECK(detail::cublas().gemm_ex(detail::cublas_handle(), CUBLAS_OP_T, CUBLAS_OP_N, ms[g], ns[g],
+                                             ks[g], &alpha[g], a[g], CUDA_R_16BF, ldas[g], b[g], CUDA_R_16BF,
+                                             ldbs[g], &beta[g], c[g], y_bf16 ? CUDA_R_16BF : CUDA_R_32F, ldcs[g],
+                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 }
 

@@ -17,8 +17,8 @@ namespace detail {
 cublasHandle_t cublas_handle() {
   static cublasHandle_t h = [] {
     cublasHandle_t created = nullptr;
-    SY_CUBLAS_CHECK(cublasCreate(&created));
-    SY_CUBLAS_CHECK(cublasSetStream(created, stream()));
+    SY_CUBLAS_CHECK(cublas().create(&created));
+    SY_CUBLAS_CHECK(cublas().set_stream(created, stream()));
     return created;
   }();
   return h;
@@ -88,10 +88,11 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
     // Column-major view: y^T (n x m) = W (k x n, transposed) * x^T (k x m).
     const float alpha = 1.f, beta = 0.f;
     const cudaDataType_t y_type = y.dtype() == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
-    SY_CUBLAS_CHECK(cublasGemmEx(handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                                 static_cast<int>(k), &alpha, w.raw(), CUDA_R_16BF, static_cast<int>(k), xb.raw(),
-                                 CUDA_R_16BF, static_cast<int>(k), &beta, y.raw(), y_type, static_cast<int>(n),
-                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    SY_CUBLAS_CHECK(detail::cublas().gemm_ex(handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                                             static_cast<int>(m), static_cast<int>(k), &alpha, w.raw(), CUDA_R_16BF,
+                                             static_cast<int>(k), xb.raw(), CUDA_R_16BF, static_cast<int>(k), &beta,
+                                             y.raw(), y_type, static_cast<int>(n), CUBLAS_COMPUTE_32F,
+                                             CUBLAS_GEMM_DEFAULT));
   }
   if (bias.defined()) {
     if (y.dtype() == DType::kF32) {
