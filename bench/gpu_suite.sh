@@ -23,7 +23,7 @@ PYTHONUNBUFFERED=1 timeout 120 python3 bench/serve_bench.py --cli "$bin/switchya
 echo "== bench_gpu_moe_layer (Qwen3-30B-A3B layer, every expert path)"
 timeout 150 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json --tokens 1,64,4096,16384 2>&1 | tail -n 14
 echo "== bench_nccl_dispatch (one rank: the path, not a network)"
-NCCL_NVLS_ENABLE=0 timeout 60 "$bin/bench_nccl_dispatch" --iters 10 2>&1 | tail -n 8
+NCCL_NVLS_ENABLE=0 timeout 60 "$bin/bench_nccl_dispatch" --iters 10 2>&1 | tail -n 14
 echo "== bench_gpu_decode (Qwen3-30B-A3B shape)"
 timeout 300 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8,32,64 \
   --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/bench_gpu_decode.txt" | tail -n 12

@@ -15,7 +15,7 @@ echo "== dist tests on $ranks GPUs"
 timeout 300 $mpi -x SY_NUM_THREADS=4 "$bin/sy_dist_tests" --gtest_brief=1 2>&1 |
   grep -E "PASSED|FAILED|Failure|SKIPPED|Skipped" | sort | uniq -c | head -n 20
 echo "== NCCL dispatch + combine vs NCCL all-to-all, $ranks ranks"
-timeout 200 $mpi "$bin/bench_nccl_dispatch" --iters 10 2>&1 | tail -n 8
+timeout 200 $mpi "$bin/bench_nccl_dispatch" --iters 10 2>&1 | tail -n 14
 echo "== generate --device cuda --ep $ranks against one GPU (qwen3_moe fixture, 12 greedy tokens)"
 # The one-GPU run takes the cuBLAS expert path (as expert parallelism does), not the f32 grouped GEMV.
 fx=tests/fixtures/golden/qwen3_moe

@@ -317,7 +317,7 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
 }  // namespace
 
 GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope,
-                   parallel::Comm* ep) {
+                   parallel::Comm* ep, bool int8_dispatch) {
   GpuStatePtr s(new GpuState);
   if (ep) {
     // One GPU per rank, by world rank on this host; the NCCL communicator selects it for this thread, so
@@ -327,7 +327,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
     const int device = ep->world_rank() % devices;
     require_cuda_device(device);
     s->ep_comm = parallel::make_nccl_comm(*ep, device);
-    s->dispatcher = std::make_unique<moe::DeviceTokenDispatcher>(*s->ep_comm, config.moe.num_experts);
+    s->dispatcher = std::make_unique<moe::DeviceTokenDispatcher>(*s->ep_comm, config.moe.num_experts, int8_dispatch);
   } else {
     require_cuda_device();
   }
@@ -754,7 +754,7 @@ Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
 struct GpuState {};
 void GpuStateDeleter::operator()(GpuState* s) const { delete s; }
 
-GpuStatePtr upload(const ModelConfig&, const ModelWeights&, const ops::RopeTable&, parallel::Comm*) {
+GpuStatePtr upload(const ModelConfig&, const ModelWeights&, const ops::RopeTable&, parallel::Comm*, bool) {
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend (configure with -DSY_CUDA=ON and nvcc)");
 }
 Tensor gpu_forward_batch(GpuState&, const BatchPlan&, PagedKvPool&, ExpertLoad&, const std::vector<RowSampling>*) {

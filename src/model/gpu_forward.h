@@ -24,10 +24,10 @@ using GpuStatePtr = std::unique_ptr<GpuState, GpuStateDeleter>;
 // Uploads `weights`. With `ep` (the expert-parallel group on the host, e.g. MPI; one process per GPU), this
 // rank's GPU is world rank % visible GPUs, an NCCL communicator is made over the group, and MoE layers
 // dispatch their tokens to the experts' owners (weights hold only this rank's experts; every rank runs the
-// same sequences, as Model's CPU expert parallelism does). Throws Unsupported (no CUDA build, no Hopper
-// device, no NCCL for `ep`, or a family not on the GPU yet).
+// same sequences, as Model's CPU expert parallelism does; int8_dispatch sends the rows as INT8). Throws
+// Unsupported (no CUDA build, no Hopper device, no NCCL for `ep`, or a family not on the GPU yet).
 GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope,
-                   parallel::Comm* ep = nullptr);
+                   parallel::Comm* ep = nullptr, bool int8_dispatch = false);
 // Runs the plan; returns logits (logit_rows.size(), vocab) f32 on the host, or with `sampling` (one entry per
 // logits row) the sampled tokens (logit_rows.size(),) int64 on the host: drawn on the GPU by
 // cuda::sample_rows, so the logits never leave the device (SY_GPU_SAMPLING=0 at upload: copied back and drawn

@@ -472,11 +472,12 @@ void Model::to_device(Device device) {
   SY_REQUIRE(!tp_, Unsupported, "model", "tensor parallelism is not available on the GPU yet");
   if (dispatcher_) {
     const moe::DispatcherOptions& o = dispatcher_->options();
-    SY_REQUIRE(o.strategy == moe::DispatchStrategy::kAllToAll && o.capacity_factor <= 0 && !o.int8_payload,
-               Unsupported, "model", "expert parallelism on the GPU runs the dropless all-to-all dispatch with ",
-               "bf16 rows only (no --dispatch allgather, capacity or int8 payload yet)");
+    SY_REQUIRE(o.strategy == moe::DispatchStrategy::kAllToAll && o.capacity_factor <= 0, Unsupported, "model",
+               "expert parallelism on the GPU runs the dropless all-to-all dispatch only (no --dispatch ",
+               "allgather or capacity yet)");
   }
-  gpu_ = model_detail::upload(config_, weights_, rope_, dispatcher_ ? ep_.get() : nullptr);
+  gpu_ = model_detail::upload(config_, weights_, rope_, dispatcher_ ? ep_.get() : nullptr,
+                              dispatcher_ && dispatcher_->options().int8_payload);
   if (attention_dp_) model_detail::set_attention_data_parallel(*gpu_, true);
 }
 

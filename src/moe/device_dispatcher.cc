@@ -25,8 +25,8 @@ struct DeviceDispatchHandle {
   Tensor to_source_major;                // (expert rows,) int64: expert-major row of each source-major row
 };
 
-DeviceTokenDispatcher::DeviceTokenDispatcher(parallel::Comm& comm, int num_experts)
-    : comm_(comm), num_experts_(num_experts) {
+DeviceTokenDispatcher::DeviceTokenDispatcher(parallel::Comm& comm, int num_experts, bool int8_payload)
+    : comm_(comm), num_experts_(num_experts), int8_(int8_payload) {
   SY_REQUIRE(comm.device_memory(), InvalidArgument, "dispatch", "the device dispatcher needs a device ",
              "communicator (nccl), not ", comm.backend());
   SY_REQUIRE(num_experts > 0 && num_experts % comm.size() == 0, InvalidArgument, "dispatch", num_experts,
@@ -101,26 +101,37 @@ Tensor DeviceTokenDispatcher::dispatch(const Tensor& x, const DeviceDispatchHand
              InvalidArgument, "dispatch", "x ", x.describe(), " for ", h.layout.num_tokens, " tokens");
   const int ranks = comm_.size();
   const int64_t hidden = x.size(1);
-  Tensor permuted = Tensor::empty({h.layout.row_assignment.numel(), hidden}, x.dtype(), Device::kCuda);
+  const int64_t rows = h.layout.row_assignment.numel();
+  Tensor permuted = Tensor::empty({rows, hidden}, x.dtype(), Device::kCuda);
   cuda::permute(x, h.layout, permuted);
+  // With int8 the rows move as packed bytes (each assignment's row quantised; a token sent to several
+  // experts is quantised once per copy, to the same bytes).
+  Tensor payload = permuted;
+  if (int8_) {
+    payload = Tensor::empty({rows, hidden + 4}, DType::kU8, Device::kCuda);
+    cuda::quantize_rows_int8(permuted, payload);
+  }
+  const int64_t width = payload.size(1), es = static_cast<int64_t>(dtype_size(payload.dtype()));
   // One block per destination (its experts' rows are contiguous in the permuted buffer), one per source
   // into a source-major buffer, then the local reorder into expert-major rows.
-  const int64_t es = static_cast<int64_t>(dtype_size(x.dtype()));
-  Tensor staged = Tensor::empty({h.expert_rows, hidden}, x.dtype(), Device::kCuda);
+  Tensor staged = Tensor::empty({h.expert_rows, width}, payload.dtype(), Device::kCuda);
   std::vector<parallel::SendBlock> sends;
   std::vector<parallel::RecvBlock> recvs;
   int64_t recv_row = 0;
   for (int r = 0; r < ranks; ++r) {
     const int64_t r0 = h.send_offsets[r * num_local_], r1 = h.send_offsets[(r + 1) * num_local_];
-    if (r1 > r0) sends.push_back({r, static_cast<char*>(permuted.raw()) + r0 * hidden * es, (r1 - r0) * hidden});
+    if (r1 > r0) sends.push_back({r, static_cast<char*>(payload.raw()) + r0 * width * es, (r1 - r0) * width});
     if (h.recv_counts[r] > 0) {
-      recvs.push_back({r, static_cast<char*>(staged.raw()) + recv_row * hidden * es, h.recv_counts[r] * hidden});
+      recvs.push_back({r, static_cast<char*>(staged.raw()) + recv_row * width * es, h.recv_counts[r] * width});
     }
     recv_row += h.recv_counts[r];
   }
-  comm_.exchange(sends, recvs, x.dtype());
+  comm_.exchange(sends, recvs, payload.dtype());
+  Tensor ordered = Tensor::empty({h.expert_rows, width}, payload.dtype(), Device::kCuda);
+  if (h.expert_rows > 0) cuda::gather_rows(staged, h.to_expert_major, ordered);
+  if (!int8_) return ordered;
   Tensor out = Tensor::empty({h.expert_rows, hidden}, x.dtype(), Device::kCuda);
-  if (h.expert_rows > 0) cuda::gather_rows(staged, h.to_expert_major, out);
+  cuda::dequantize_rows_int8(ordered, out);
   return out;
 }
 
@@ -164,7 +175,7 @@ namespace {
 }
 }  // namespace
 
-DeviceTokenDispatcher::DeviceTokenDispatcher(parallel::Comm& comm, int) : comm_(comm), num_experts_(0) {
+DeviceTokenDispatcher::DeviceTokenDispatcher(parallel::Comm& comm, int, bool) : comm_(comm), num_experts_(0) {
   no_device_dispatch();
 }
 DeviceTokenDispatcher::~DeviceTokenDispatcher() = default;

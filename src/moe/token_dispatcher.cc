@@ -23,13 +23,7 @@ void pack_row(const float* x, int64_t hidden, bool int8, uint8_t* dst) {
     std::memcpy(dst, x, static_cast<size_t>(hidden) * 4);
     return;
   }
-  float amax = 0.f;
-  for (int64_t i = 0; i < hidden; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float scale = amax > 0 ? amax / 127.f : 1.f;
-  std::memcpy(dst, &scale, 4);
-  int8_t* q = reinterpret_cast<int8_t*>(dst + 4);
-  // Round half to even (nearbyint in the default rounding mode, as lrint): written so that it vectorises.
-  for (int64_t i = 0; i < hidden; ++i) q[i] = static_cast<int8_t>(std::nearbyint(std::clamp(x[i] / scale, -127.f, 127.f)));
+  ops::quantize_row_int8(x, hidden, dst);
 }
 
 void unpack_row(const uint8_t* src, int64_t hidden, bool int8, float* y) {
@@ -37,10 +31,7 @@ void unpack_row(const uint8_t* src, int64_t hidden, bool int8, float* y) {
     std::memcpy(y, src, static_cast<size_t>(hidden) * 4);
     return;
   }
-  float scale;
-  std::memcpy(&scale, src, 4);
-  const int8_t* q = reinterpret_cast<const int8_t*>(src + 4);
-  for (int64_t i = 0; i < hidden; ++i) y[i] = static_cast<float>(q[i]) * scale;
+  ops::dequantize_row_int8(src, hidden, y);
 }
 
 std::vector<int64_t> prefix(const std::vector<int64_t>& counts) {

@@ -18,7 +18,13 @@ namespace sy::moe {
 namespace {
 
 #if SY_HAS_CUDA
-TEST(DeviceDispatcher, MatchesTheMpiDispatcherRowByRow) {
+// int8: rows quantised on both sides (the device packs bitwise as the CPU), so the rows still match exactly.
+void check_against_mpi_dispatcher(bool int8);
+
+TEST(DeviceDispatcher, MatchesTheMpiDispatcherRowByRow) { check_against_mpi_dispatcher(false); }
+TEST(DeviceDispatcher, Int8PayloadMatchesTheMpiDispatcherRowByRow) { check_against_mpi_dispatcher(true); }
+
+void check_against_mpi_dispatcher(bool int8) {
   parallel::Comm& world = *test::dist_world();
   if (!parallel::nccl_available()) GTEST_SKIP() << "built without NCCL";
   const int devices = static_cast<int>(cuda_devices().size());
@@ -43,18 +49,22 @@ TEST(DeviceDispatcher, MatchesTheMpiDispatcherRowByRow) {
     r.expert.push_back(static_cast<int32_t>((a * 7 + world.rank() * 3 + static_cast<int64_t>(u[a] * 5)) % experts));
     r.weight.push_back(0.25f + u[a]);
   }
-  TokenDispatcher cpu(world, experts);
+  DispatcherOptions options;
+  options.int8_payload = int8;
+  TokenDispatcher cpu(world, experts, options);
   DispatchHandle ch = cpu.plan(r);
   Tensor ref_rows = cpu.dispatch(x, ch);
-  // Every received row is a source token: check its encoding against the source's routing.
+  // Every received row is a source token: check its encoding against the source's routing (exact in f32;
+  // through int8, within half a quantisation step of the row's largest element).
   for (int64_t i = 0; i < ref_rows.size(0); ++i) {
     const float v = ref_rows.f32()[i * hidden];
-    EXPECT_EQ(ref_rows.f32()[i * hidden + 5], v + 5.f / 1024.f) << "row " << i;
+    const float tol = int8 ? std::fabs(ref_rows.f32()[i * hidden + hidden - 1]) / 127.f : 0.f;
+    EXPECT_NEAR(ref_rows.f32()[i * hidden + 5], v + 5.f / 1024.f, tol) << "row " << i;
   }
   Tensor expert_out = Tensor::from_vector(ref_rows.shape(), test::seeded_floats(900 + world.rank(), ref_rows.numel()));
   Tensor ref_out = cpu.combine(expert_out, ch);
 
-  DeviceTokenDispatcher gpu(*nccl, experts);
+  DeviceTokenDispatcher gpu(*nccl, experts, int8);
   Tensor expert = Tensor::empty({tokens, top_k}, DType::kI32);
   for (size_t i = 0; i < r.expert.size(); ++i) expert.i32()[i] = r.expert[i];
   auto gh = gpu.plan(cuda::to_device(expert), cuda::to_device(Tensor::from_vector({tokens, top_k}, r.weight)));

@@ -162,6 +162,7 @@ TEST(CliErrors, BadParallelFlags) {
   expect_error(m + " --tp 0", "--tp must be >= 1");
   expect_error(m + " --tp 2 --ep 4", "must be equal");
   expect_error(m + " --tp 2", "needs exactly 2 ranks");  // one process, not under mpirun -np 2
+  expect_error(m + " --int8-dispatch", "--int8-dispatch needs expert parallelism");
 }
 
 TEST(CliErrors, UnknownFlagAndCommandAreUsageErrors) {

@@ -3,7 +3,7 @@
 //                      [--premoe-store DIR --keep M [--premoe-experts-per-token K]
 //                       [--premoe-key-layers first|all]]  (PreMoe: docs/premoe.md)
 // Expert parallelism: mpirun -np N switchyard generate --model DIR --ep N [--dispatch alltoall|allgather]
-// [--comm-timeout S]: each rank loads only its experts; rank 0 prints. With --device cuda, one GPU per rank
+// [--comm-timeout S] [--int8-dispatch]: each rank loads only its experts; rank 0 prints. With --device cuda, one GPU per rank
 // and the dispatch over NCCL. Tensor parallelism: --tp N splits the attention heads and dense MLP widths over
 // the N ranks (with --ep N too: experts sharded over the same ranks).
 // Text prompts use the model directory's tokenizer.json (and tokenizer_config.json's chat template for
@@ -59,6 +59,7 @@ CommandRunner add_generate_command(CLI::App& app) {
     int keep = 0, premoe_experts_per_token = 0;
     int ep = 1, tp = 1;
     std::string dispatch = "alltoall";
+    bool int8_dispatch = false;
     double comm_timeout = 300;
     std::string device = "cpu";
     bool ignore_eos = false;
@@ -87,6 +88,8 @@ CommandRunner add_generate_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--dispatch", f->dispatch, "Token dispatch with --ep: alltoall or allgather")
       ->check(CLI::IsMember({"alltoall", "allgather"}))->capture_default_str();
+  cmd->add_flag("--int8-dispatch", f->int8_dispatch,
+                "With --ep: send dispatched token rows as int8 with one scale per row (combine stays full width)");
   cmd->add_option("--comm-timeout", f->comm_timeout, "Seconds a collective may wait for a peer before failing")
       ->capture_default_str();
   cmd->add_flag("--ignore-eos", f->ignore_eos, "Generate --max-new-tokens tokens even after end-of-sequence");
@@ -122,6 +125,8 @@ CommandRunner add_generate_command(CLI::App& app) {
     SY_REQUIRE(f->premoe_store.empty() == (f->keep == 0), InvalidArgument, "cli",
                "--premoe-store and --keep go together (--keep M: experts kept per MoE layer)");
     SY_REQUIRE(f->ep >= 1, InvalidArgument, "cli", "--ep must be >= 1 (got ", f->ep, ")");
+    SY_REQUIRE(!f->int8_dispatch || f->ep > 1, InvalidArgument, "cli",
+               "--int8-dispatch needs expert parallelism (--ep N under mpirun -np N)");
     SY_REQUIRE(f->tp >= 1, InvalidArgument, "cli", "--tp must be >= 1 (got ", f->tp, ")");
     SY_REQUIRE((f->ep == 1 && f->tp == 1) || f->premoe_store.empty(), InvalidArgument, "cli",
                "--ep/--tp and --premoe-store cannot be combined yet");
@@ -148,6 +153,7 @@ CommandRunner add_generate_command(CLI::App& app) {
         moe::DispatcherOptions dispatch;
         dispatch.strategy =
             f->dispatch == "allgather" ? moe::DispatchStrategy::kAllGather : moe::DispatchStrategy::kAllToAll;
+        dispatch.int8_payload = f->int8_dispatch;
         model->set_expert_parallel(world, dispatch);
       }
       if (f->tp > 1) model->set_tensor_parallel(world);

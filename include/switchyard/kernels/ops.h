@@ -80,6 +80,12 @@ void softmax_rows(Tensor& x);
 // rank order whose cumulative p exceeds u (the last kept token if rounding leaves none). logits: (vocab,) f32.
 int64_t sample_row(const float* logits, int64_t vocab, float temperature, int top_k, float top_p, double u);
 
+// One row as an int8 payload (the dispatcher's INT8 rows; reference of cuda::quantize_rows_int8): dst holds
+// 4 + hidden bytes, the f32 scale amax / 127 (1 for an all-zero row) then q[i] = round-half-even(clamp(x[i] /
+// scale, -127, 127)) as int8. dequantize_row_int8 writes y[i] = q[i] * scale.
+void quantize_row_int8(const float* x, int64_t hidden, uint8_t* dst);
+void dequantize_row_int8(const uint8_t* src, int64_t hidden, float* y);
+
 // y += x (same shape, f32).  y += s * x for axpy.
 void add_inplace(Tensor& y, const Tensor& x);
 void axpy_inplace(Tensor& y, float s, const Tensor& x);

@@ -191,12 +191,18 @@ void gather_rows(const Tensor& src, const Tensor& rows, Tensor& dst) {
     const int64_t words = row_bytes / 16;
     gather_rows16_kernel<<<detail::blocks_for(n * words, 256), 256, 0, stream()>>>(
         static_cast<uint4*>(dst.raw()), static_cast<const uint4*>(src.raw()), rows.i64(), n, words);
+  } else if (row_bytes % 4 == 0 && aligned) {  // 16-byte aligned buffers are 4-byte aligned too
+    gather_rows_kernel<<<detail::blocks_for(n * row_bytes / 4, 256), 256, 0, stream()>>>(
+        static_cast<uint32_t*>(dst.raw()), static_cast<const uint32_t*>(src.raw()), rows.i64(), n, row_bytes / 4);
   } else if (dtype_size(dst.dtype()) == 4) {
     gather_rows_kernel<<<detail::blocks_for(n * row, 256), 256, 0, stream()>>>(
         static_cast<uint32_t*>(dst.raw()), static_cast<const uint32_t*>(src.raw()), rows.i64(), n, row);
   } else if (dtype_size(dst.dtype()) == 2) {
     gather_rows_kernel<<<detail::blocks_for(n * row, 256), 256, 0, stream()>>>(
         static_cast<uint16_t*>(dst.raw()), static_cast<const uint16_t*>(src.raw()), rows.i64(), n, row);
+  } else if (dtype_size(dst.dtype()) == 1) {
+    gather_rows_kernel<<<detail::blocks_for(n * row, 256), 256, 0, stream()>>>(
+        static_cast<uint8_t*>(dst.raw()), static_cast<const uint8_t*>(src.raw()), rows.i64(), n, row);
   } else {
     SY_REQUIRE(false, InvalidArgument, "cuda gather_rows", "rows of ", dst.describe(),
                " must be whole 16-byte words or of a 2- or 4-byte dtype");
