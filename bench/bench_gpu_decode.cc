@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
     model->to_device(sy::Device::kCuda);
     auto t2 = std::chrono::steady_clock::now();
     if (world) bandwidth = sy::cuda::copy_bandwidth(size_t{1} << 31);  // this rank's GPU, weights resident
-    if (world && world->rank() != 0 && !std::freopen("/dev/null", "w", stdout)) return 1;  // rank 0 reports
+    if (world && world->rank() != 0) (void)!std::freopen("/dev/null", "w", stdout);  // rank 0 reports
     if (world) std::printf("expert parallelism: %d ranks, one GPU each, attention data-parallel\n", ranks);
     std::printf("model: %s, %.2fB params (%.2fB active); random init %.1f s, upload %.1f s\n",
                 cfg.model_type.c_str(), cfg.total_params() / 1e9, cfg.active_params() / 1e9,
@@ -156,7 +156,10 @@ int main(int argc, char** argv) {
         fixed += matrix_bytes(l.mlp.gate) + matrix_bytes(l.mlp.up) + matrix_bytes(l.mlp.down);
       }
     }
-    std::mt19937 rng(1);
+    std::mt19937 rng(1 + (world ? world->rank() : 0));  // under --ep every rank decodes its own sequences
+    // Experts this rank's GPU holds: under --ep a step reads those reached by any rank's tokens.
+    auto [own_lo, own_hi] = world ? sy::Model::expert_range(cfg.moe.num_experts, ranks, world->rank())
+                                  : std::pair<int64_t, int64_t>{0, cfg.moe.num_experts};
     struct Row {
       int64_t batch;
       double prefill_tok_s, step_ms, tok_s, gbytes, fraction, held_gib, sampled_step_ms, host_logits_step_ms;
@@ -214,7 +217,9 @@ int main(int argc, char** argv) {
           seconds += std::chrono::duration<double>(b - a).count();
           int64_t hit = 0;
           for (const auto& layer : model->expert_load().tokens) {
-            for (int64_t n : layer) hit += n > 0;
+            std::vector<int64_t> tokens = layer;
+            if (world) world->all_reduce(tokens);  // every rank's routing (the same call order on all ranks)
+            for (int64_t e = own_lo; e < own_hi && e < static_cast<int64_t>(tokens.size()); ++e) hit += tokens[e] > 0;
           }
           bytes += static_cast<double>(fixed + hit * per_expert);
         }

@@ -21,13 +21,25 @@ inline std::string cli_path() { return SY_CLI_PATH; }
 // Names of the golden fixture folders (tests/fixtures/golden/NAME with a config.json), sorted.
 std::vector<std::string> golden_fixture_names();
 
-// Sets an environment variable for one scope (e.g. the device forward's path switches, read at upload).
+// Sets an environment variable for one scope (e.g. the device forward's path switches, read at upload), then
+// restores its previous value (or absence).
 struct ScopedEnv {
-  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
-  ~ScopedEnv() { unsetenv(name_); }
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      setenv(name_, old_.c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
   ScopedEnv(const ScopedEnv&) = delete;
   ScopedEnv& operator=(const ScopedEnv&) = delete;
   const char* name_;
+  std::string old_;
+  bool had_ = false;
 };
 
 // A fresh directory under the system temp dir, removed on destruction.

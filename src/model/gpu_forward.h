@@ -24,7 +24,8 @@ using GpuStatePtr = std::unique_ptr<GpuState, GpuStateDeleter>;
 // Uploads `weights`. With `ep` (the expert-parallel group on the host, e.g. MPI; one process per GPU), this
 // rank's GPU is world rank % visible GPUs, an NCCL communicator is made over the group, and MoE layers
 // dispatch their tokens to the experts' owners (weights hold only this rank's experts; every rank runs the
-// same sequences, as Model's CPU expert parallelism does; int8_dispatch sends the rows as INT8). Throws
+// same sequences, as Model's CPU expert parallelism does, unless set_attention_data_parallel; int8_dispatch
+// sends the rows as INT8). Throws
 // Unsupported (no CUDA build, no Hopper device, no NCCL for `ep`, or a family not on the GPU yet).
 GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope,
                    parallel::Comm* ep = nullptr, bool int8_dispatch = false);

@@ -41,6 +41,9 @@ moe::GatedMlpWeights shard_mlp(const moe::GatedMlpWeights& m, int ranks, int ran
 }  // namespace
 
 void Model::set_tensor_parallel(std::shared_ptr<parallel::Comm> tp) {
+  SY_REQUIRE(!attention_dp_, InvalidArgument, "model",
+             "tensor parallelism and data-parallel attention cannot share ranks: tensor parallelism splits the "
+             "attention of the same tokens over them");
   SY_REQUIRE(tp != nullptr, InvalidArgument, "model", "tensor parallelism needs a communicator");
   SY_REQUIRE(!tp_, InvalidArgument, "model", "tensor parallelism is already set");
   SY_REQUIRE(!gpu_, Unsupported, "model", "tensor parallelism is not available on the GPU yet");

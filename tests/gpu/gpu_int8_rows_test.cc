@@ -41,7 +41,7 @@ TEST(GpuInt8Rows, QuantizeAndDequantizeMatchCpuBitwise) {
 
 TEST(GpuInt8Rows, GatherRowsMovesOddByteRows) {
   SY_SKIP_WITHOUT_GPU();
-  for (int64_t width : {7, 10, 36}) {  // 1-, 2- and 4-byte words
+  for (int64_t width : {7, 10, 36, 48}) {  // byte by byte (7, 10), 4-byte words (36), 16-byte words (48)
     const int64_t n = 9;
     Tensor src = Tensor::empty({n, width}, DType::kU8);
     for (int64_t i = 0; i < n * width; ++i) static_cast<uint8_t*>(src.raw())[i] = static_cast<uint8_t>(i * 7 + 3);

@@ -22,7 +22,6 @@ TEST(CublasLoader, OpensTheLibraryWithoutADevice) {
   }
   const std::string path = load_cublas();
   EXPECT_NE(path.find("libcublas.so"), std::string::npos) << path;
-  EXPECT_EQ(load_cublas(), path);  // opened once
 }
 
 TEST(CublasLoader, TheCliDoesNotLoadItAtStart) {

@@ -161,12 +161,13 @@ void scatter_rows(Tensor& dst, const Tensor& src, const Tensor& rows);
 // and per-head key parts (src_row_div broadcasts one shared row to every head).
 void copy_columns(const Tensor& src, int64_t src_col, Tensor& dst, int64_t dst_col, int64_t width,
                   int64_t src_row_div = 1);
-// dst row i = src row rows[i]. src, dst: same dtype, any (rows are copied in the widest words, 16, 4, 2 or 1
-// bytes, that their byte size and the buffers' alignment allow).
+// dst row i = src row rows[i]. src, dst: same dtype, any: rows are copied in 16- or 4-byte words when their
+// byte size is a multiple and the buffers are 16-byte aligned, else element by element.
 void gather_rows(const Tensor& src, const Tensor& rows, Tensor& dst);
 
 // INT8 payload rows (the expert dispatch's --int8 rows): packed (n, hidden + 4) u8, each row the f32 scale
-// amax / 127 then hidden int8, as ops::quantize_row_int8 (bitwise equal). x, y: (n, hidden) f32 or bf16.
+// amax / 127 then hidden int8, as ops::quantize_row_int8 (bitwise equal for finite rows). x, y: (n, hidden)
+// f32 or bf16.
 void quantize_rows_int8(const Tensor& x, Tensor& packed);
 void dequantize_rows_int8(const Tensor& packed, Tensor& y);
 

@@ -81,8 +81,9 @@ void softmax_rows(Tensor& x);
 int64_t sample_row(const float* logits, int64_t vocab, float temperature, int top_k, float top_p, double u);
 
 // One row as an int8 payload (the dispatcher's INT8 rows; reference of cuda::quantize_rows_int8): dst holds
-// 4 + hidden bytes, the f32 scale amax / 127 (1 for an all-zero row) then q[i] = round-half-even(clamp(x[i] /
-// scale, -127, 127)) as int8. dequantize_row_int8 writes y[i] = q[i] * scale.
+// 4 + hidden bytes, the f32 scale amax / 127 (1 when that is 0: an all-zero row) then q[i] =
+// round-half-even(clamp(x[i] / scale, -127, 127)) as int8 (NaN gives -127; meant for finite rows).
+// dequantize_row_int8 writes y[i] = q[i] * scale.
 void quantize_row_int8(const float* x, int64_t hidden, uint8_t* dst);
 void dequantize_row_int8(const uint8_t* src, int64_t hidden, float* y);
 

@@ -11,12 +11,14 @@ namespace sy::ops {
 void quantize_row_int8(const float* x, int64_t hidden, uint8_t* dst) {
   float amax = 0.f;
   for (int64_t i = 0; i < hidden; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float scale = amax > 0 ? amax / 127.f : 1.f;
+  float scale = amax / 127.f;
+  if (!(scale > 0.f)) scale = 1.f;  // an all-zero row (or one so small that the scale underflows)
   std::memcpy(dst, &scale, 4);
   int8_t* q = reinterpret_cast<int8_t*>(dst + 4);
   // Round half to even (nearbyint in the default rounding mode, as lrint): written so that it vectorises.
   for (int64_t i = 0; i < hidden; ++i) {
-    q[i] = static_cast<int8_t>(std::nearbyint(std::clamp(x[i] / scale, -127.f, 127.f)));
+    // min/max in this order send NaN to -127 as the device's fminf/fmaxf do (std::clamp would keep it).
+    q[i] = static_cast<int8_t>(std::nearbyint(std::min(127.f, std::max(-127.f, x[i] / scale))));
   }
 }
 

@@ -2,6 +2,7 @@
 #include <dlfcn.h>
 
 #include <string>
+#include <vector>
 
 #include "cublas_loader.cuh"
 #include "switchyard/core/error.h"
@@ -10,16 +11,25 @@ namespace sy::cuda::detail {
 
 namespace {
 
-const std::string kSoname = "libcublas.so." + std::to_string(CUBLAS_VER_MAJOR);
+#define SY_STR2(x) #x
+#define SY_STR(x) SY_STR2(x)
+constexpr const char* kSoname = "libcublas.so." SY_STR(CUBLAS_VER_MAJOR);
 
 void* open_cublas() {
-  if (void* h = dlopen(kSoname.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
+  if (void* h = dlopen(kSoname, RTLD_NOW | RTLD_LOCAL)) return h;
   std::string first_error = dlerror();
-  // Next to the CUDA runtime in use (a toolkit outside the loader's search path).
+  // Next to the shared CUDA runtime in use, then in the toolkit this was built with (either may lie outside
+  // the loader's search path).
+  std::vector<std::string> dirs;
   Dl_info info{};
   if (dladdr(reinterpret_cast<void*>(&cudaGetDeviceCount), &info) && info.dli_fname) {
-    std::string dir = info.dli_fname;
-    dir = dir.substr(0, dir.find_last_of('/') + 1);
+    const std::string file = info.dli_fname;
+    if (file.find("libcudart") != std::string::npos) dirs.push_back(file.substr(0, file.find_last_of('/') + 1));
+  }
+#ifdef SY_CUDA_LIBRARY_DIR
+  dirs.push_back(std::string(SY_CUDA_LIBRARY_DIR) + "/");
+#endif
+  for (const std::string& dir : dirs) {
     if (void* h = dlopen((dir + kSoname).c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
   }
   throw make_error<Unsupported>("cuda", "cannot load cuBLAS (", kSoname, "): ", first_error,
@@ -43,7 +53,9 @@ const CublasApi& cublas() {
     resolve(lib, "cublasCreate_v2", a.create);
     resolve(lib, "cublasSetStream_v2", a.set_stream);
     resolve(lib, "cublasGemmEx", a.gemm_ex);
-    resolve(lib, "cublasGemmGroupedBatchedEx", a.gemm_grouped_batched_ex);
+    // Optional: grouped_gemm falls back to one GEMM per group without it.
+    a.gemm_grouped_batched_ex =
+        reinterpret_cast<decltype(a.gemm_grouped_batched_ex)>(dlsym(lib, "cublasGemmGroupedBatchedEx"));
     resolve(lib, "cublasGetStatusName", a.status_name);
     return a;
   }();

@@ -15,7 +15,7 @@ struct CublasApi {
   cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
                             const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
                             cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
-  decltype(&cublasGemmGroupedBatchedEx) gemm_grouped_batched_ex;
+  decltype(&cublasGemmGroupedBatchedEx) gemm_grouped_batched_ex;  // null when the library lacks it
   decltype(&cublasGetStatusName) status_name;
 };
 

@@ -88,7 +88,7 @@ void grouped_gemm(const Tensor& x, const ExpertWeightTable& w, const std::vector
   const int groups = static_cast<int>(a.size());
   if (groups == 0) return;
   const std::vector<float> alpha(groups, 1.f), beta(groups, 0.f);
-  {
+  if (detail::cublas().gemm_grouped_batched_ex) {
     // The pointer arrays live on the device: A, B, C of every problem in one upload. C points into a bf16
     // copy of y at the same row offsets.
     Tensor yb = y_bf16 ? y : Tensor::empty(y.shape(), DType::kBF16, Device::kCuda);

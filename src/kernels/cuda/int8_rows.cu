@@ -1,6 +1,6 @@
 // INT8 payload rows for the expert dispatch: per-row absmax quantisation to [f32 scale | hidden int8] and
 // back, one 256-thread block per row. The same arithmetic as ops::quantize_row_int8 (f32 division by the
-// scale, round half to even), so packed rows are bitwise equal to the CPU's.
+// scale, round half to even), so packed rows of finite values are bitwise equal to the CPU's.
 #include "block_reduce.cuh"
 #include "op_common.cuh"
 
@@ -18,7 +18,8 @@ __global__ void __launch_bounds__(kThreads) quantize_kernel(const T* x, int64_t 
   float amax = 0.f;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) amax = fmaxf(amax, fabsf(detail::load_f(row, i)));
   amax = detail::block_reduce(amax, scratch, true);
-  const float scale = amax > 0.f ? amax / 127.f : 1.f;
+  float scale = amax / 127.f;
+  if (!(scale > 0.f)) scale = 1.f;  // an all-zero row (or one so small that the scale underflows)
   if (threadIdx.x == 0) memcpy(dst, &scale, 4);  // the row's bytes are not 4-aligned in general
   int8_t* q = reinterpret_cast<int8_t*>(dst + 4);
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) {

@@ -205,7 +205,7 @@ void gather_rows(const Tensor& src, const Tensor& rows, Tensor& dst) {
         static_cast<uint8_t*>(dst.raw()), static_cast<const uint8_t*>(src.raw()), rows.i64(), n, row);
   } else {
     SY_REQUIRE(false, InvalidArgument, "cuda gather_rows", "rows of ", dst.describe(),
-               " must be whole 16-byte words or of a 2- or 4-byte dtype");
+               " have an element size gather_rows does not handle");
   }
   SY_CUDA_CHECK_LAUNCH();
 }
