@@ -320,13 +320,21 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
                    parallel::Comm* ep, bool int8_dispatch) {
   GpuStatePtr s(new GpuState);
   if (ep) {
-    // One GPU per rank, by world rank on this host; the NCCL communicator selects it for this thread, so
-    // every allocation below lands there.
+    // One GPU per rank: the launcher's node-local rank (Open MPI, MPICH, Slurm) when it says, else the
+    // world rank, modulo the visible GPUs. The NCCL communicator selects it for this thread, so every
+    // allocation below lands there; it keeps the host communicator's timeout.
     const int devices = static_cast<int>(cuda_devices().size());
     SY_REQUIRE(devices > 0, Unsupported, "cuda", "no CUDA device is visible to rank ", ep->world_rank());
-    const int device = ep->world_rank() % devices;
+    int local = ep->world_rank();
+    for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"}) {
+      if (const char* v = std::getenv(var); v && *v) {
+        local = std::atoi(v);
+        break;
+      }
+    }
+    const int device = local % devices;
     require_cuda_device(device);
-    s->ep_comm = parallel::make_nccl_comm(*ep, device);
+    s->ep_comm = parallel::make_nccl_comm(*ep, device, ep->options());
     s->dispatcher = std::make_unique<moe::DeviceTokenDispatcher>(*s->ep_comm, config.moe.num_experts, int8_dispatch);
   } else {
     require_cuda_device();

@@ -22,7 +22,7 @@ struct BatchPlan {
 using GpuStatePtr = std::unique_ptr<GpuState, GpuStateDeleter>;
 
 // Uploads `weights`. With `ep` (the expert-parallel group on the host, e.g. MPI; one process per GPU), this
-// rank's GPU is world rank % visible GPUs, an NCCL communicator is made over the group, and MoE layers
+// rank's GPU is its node-local rank % visible GPUs, an NCCL communicator is made over the group, and MoE layers
 // dispatch their tokens to the experts' owners (weights hold only this rank's experts; every rank runs the
 // same sequences, as Model's CPU expert parallelism does, unless set_attention_data_parallel; int8_dispatch
 // sends the rows as INT8). Throws

@@ -83,7 +83,7 @@ TEST(GpuExpertParallel, GoldenFixturesMatchOneGpu) {
     opt.load_expert = [first = first, last = last](int64_t e) { return e >= first && e < last; };
     auto sharded = Model::load(dir, opt);
     sharded->set_expert_parallel(test::dist_world(), {});
-    sharded->to_device(Device::kCuda);  // this rank's GPU (world rank % GPUs), NCCL made here
+    sharded->to_device(Device::kCuda);  // this rank's GPU (local rank % GPUs), NCCL made here
     {
       test::ScopedEnv cublas_experts("SY_GROUPED_GEMV_MAX_TOKENS", "0");  // the expert path the sharded model runs
       single->to_device(Device::kCuda);                             // the whole model, on the same GPU

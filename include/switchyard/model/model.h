@@ -90,7 +90,7 @@ class Model {
 
   // Moves forward_batch to `device`. Device::kCuda uploads the weights to GPU 0 (matrices bf16, vectors
   // f32; results then match the CPU path to bf16 precision) and needs a device pool (new_pool). With expert
-  // parallelism set, each rank takes GPU world rank % visible GPUs, uploads only its experts and dispatches
+  // parallelism set, each rank takes GPU node-local rank % visible GPUs, uploads only its experts and dispatches
   // over NCCL (dropless all-to-all only). Throws Unsupported without a CUDA build or Hopper GPU, without NCCL
   // under expert parallelism, and with tensor parallelism (CPU only so far).
   // On the GPU, `forward` (contiguous KvCache) is not available; generate() uses forward_batch there.

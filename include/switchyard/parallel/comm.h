@@ -48,6 +48,8 @@ class Comm {
   virtual int world_rank() const = 0;
   // True when buffers are GPU device pointers (the nccl backend), false for host memory (local, mpi).
   virtual bool device_memory() const { return false; }
+  // The options it was made with (communicators built from this one, e.g. NCCL over MPI, reuse them).
+  virtual CommOptions options() const { return {}; }
 
   // data: (count,) in and out; element-wise op over ranks. dtype f32, i32 or i64 (sum/max/min).
   virtual void all_reduce(void* data, int64_t count, DType dtype, ReduceOp op) = 0;

@@ -95,6 +95,7 @@ class MpiComm final : public Comm {
   int size() const override { return size_; }
   const char* backend() const override { return "mpi"; }
   int world_rank() const override { return world_rank_; }
+  CommOptions options() const override { return options_; }
 
   void all_reduce(void* data, int64_t count, DType dtype, ReduceOp op) override {
     check_reducible(dtype, "all_reduce");

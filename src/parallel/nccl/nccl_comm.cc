@@ -64,6 +64,7 @@ class NcclComm final : public Comm {
   const char* backend() const override { return "nccl"; }
   int world_rank() const override { return world_rank_; }
   bool device_memory() const override { return true; }
+  CommOptions options() const override { return options_; }
 
   void all_reduce(void* data, int64_t count, DType dtype, ReduceOp op) override {
     detail::check_reducible(dtype, "all_reduce");
