@@ -710,16 +710,13 @@ Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, Expe
 // One token per logits row, drawn on the device (cuda::sample_rows) unless SY_GPU_SAMPLING=0; (rows,) int64
 // on the host.
 Tensor sample_logits(const GpuState& s, const Tensor& logits, const std::vector<RowSampling>& rows) {
-  const int64_t k = logits.size(0), vocab = logits.size(1);
+  const int64_t k = logits.size(0);
   SY_CHECK(static_cast<int64_t>(rows.size()) == k, "sampling settings for ", rows.size(), " rows, logits ", k);
   Tensor out = Tensor::empty({k}, DType::kI64);
   if (k == 0) return out;
   if (!s.device_sampling) {
-    Tensor host = cuda::to_host(logits);
-    for (int64_t i = 0; i < k; ++i) {
-      const RowSampling& r = rows[i];
-      out.i64()[i] = ops::sample_row(host.f32() + i * vocab, vocab, r.temperature, r.top_k, r.top_p, r.uniform);
-    }
+    const std::vector<int64_t> tokens = sample_host_rows(cuda::to_host(logits), rows);
+    std::copy(tokens.begin(), tokens.end(), out.i64());
     return out;
   }
   Tensor params = Tensor::empty({k, 4}, DType::kF32);

@@ -447,21 +447,14 @@ std::vector<int64_t> Model::forward_batch_sample(const std::vector<BatchSequence
   model_detail::BatchPlan plan = plan_batch(batch, pool);
   SY_REQUIRE(rows.size() == plan.logit_rows.size(), InvalidArgument, "model", "forward_batch_sample: ",
              rows.size(), " sampling rows for ", plan.logit_rows.size(), " sequences that want logits");
-  std::vector<int64_t> tokens(rows.size());
   if (gpu_) {
     Tensor t = model_detail::gpu_forward_batch(*gpu_, plan, pool, expert_load_, &rows);
-    std::copy(t.i64(), t.i64() + t.numel(), tokens.begin());
-    return tokens;
+    return std::vector<int64_t>(t.i64(), t.i64() + t.numel());
   }
   Tensor logits = cpu_batch_logits(plan, pool);
   SY_REQUIRE(logits.defined(), InvalidArgument, "model",
              "forward_batch_sample: a router observer stopped the pass; there are no logits to sample");
-  const int64_t vocab = config_.vocab_size;
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const RowSampling& r = rows[i];
-    tokens[i] = ops::sample_row(logits.f32() + i * vocab, vocab, r.temperature, r.top_k, r.top_p, r.uniform);
-  }
-  return tokens;
+  return sample_host_rows(logits, rows);
 }
 
 void Model::to_device(Device device) {

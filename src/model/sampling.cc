@@ -34,6 +34,19 @@ RowSampling Sampler::next_row() {
   return r;
 }
 
+std::vector<int64_t> sample_host_rows(const Tensor& logits, const std::vector<RowSampling>& rows) {
+  SY_CHECK(logits.device() == Device::kCpu && logits.dtype() == DType::kF32 && logits.dim() == 2 &&
+               logits.size(0) == static_cast<int64_t>(rows.size()),
+           "sample_host_rows: logits ", logits.describe(), " for ", rows.size(), " rows");
+  const int64_t vocab = logits.size(1);
+  std::vector<int64_t> tokens(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const RowSampling& r = rows[i];
+    tokens[i] = ops::sample_row(logits.f32() + i * vocab, vocab, r.temperature, r.top_k, r.top_p, r.uniform);
+  }
+  return tokens;
+}
+
 int64_t Sampler::sample(const float* logits, int64_t vocab) {
   const RowSampling r = next_row();
   return ops::sample_row(logits, vocab, r.temperature, r.top_k, r.top_p, r.uniform);

@@ -4,6 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
+
+#include "switchyard/core/tensor.h"
 
 namespace sy {
 
@@ -24,6 +27,9 @@ struct RowSampling {
   float top_p = 1.f;
   double uniform = 0.0;
 };
+
+// One token per row of host logits (rows, vocab) f32, row i drawn with rows[i] by ops::sample_row.
+std::vector<int64_t> sample_host_rows(const Tensor& logits, const std::vector<RowSampling>& rows);
 
 class Sampler {
  public:
