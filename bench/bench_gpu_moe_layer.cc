@@ -1,8 +1,9 @@
 // bench_gpu_moe_layer --config config.json [--tokens 1,64,4096,16384] [--iters 20]
 // One MoE layer of the config's shape (layer 0, random bf16 weights) on GPU 0: router, dispatch, routed
 // experts, combine (and the shared expert if any), timed at several token counts with CUDA synchronisation,
-// every expert path (grouped GEMV: one launch per projection, no host sync; cuBLAS grouped GEMM: one call
-// per projection after a host sync; per-expert: one cuBLAS GEMM per expert after a host sync). References printed with it: the layer's FLOPs against the H100's dense bf16 peak (989
+// every expert path (grouped GEMV: one launch for gate, up and SiLU and one for down, no host sync; cuBLAS
+// grouped GEMM: one call per projection after a host sync; per-expert: one cuBLAS GEMM per expert after a
+// host sync). References printed with it: the layer's FLOPs against the H100's dense bf16 peak (989
 // TFLOP/s, published), and its weight bytes against the device copy bandwidth measured in the same run. The
 // PyTorch peer is bench/torch_moe_layer.py (transformers' own sparse MoE block) on the same config.
 #include <algorithm>

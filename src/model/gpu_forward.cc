@@ -3,8 +3,9 @@
 // f32; weight matrices bf16 (cuda::linear rounds activations to bf16 for the tensor cores, so results match
 // the CPU path to bf16 precision). Routed experts run as one cuBLAS grouped GEMM per projection for
 // prefill-sized batches, which needs the per-expert counts on the host once per MoE layer; decode-sized
-// batches (up to gemv_max_tokens) use cuda::grouped_linear instead and never synchronise with the host
-// until the logits are copied back, and decode steps replay a captured CUDA graph.
+// batches (up to gemv_max_tokens) use the grouped GEMV instead (cuda::grouped_swiglu for gate, up and SiLU,
+// cuda::grouped_linear for down) and never synchronise with the host until the logits are copied back, and
+// decode steps replay a captured CUDA graph.
 #include "gpu_forward.h"
 
 #include <algorithm>
@@ -256,13 +257,17 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
     Tensor permuted = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
     cuda::permute(h, layout, permuted);
     Tensor g = Tensor::empty({rows, t[0].n}, DType::kF32, Device::kCuda);
-    Tensor u = Tensor::empty({rows, t[1].n}, DType::kF32, Device::kCuda);
     expert_out = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
-    cuda::grouped_linear(permuted, t[0], layout.offsets, g);
-    cuda::grouped_linear(permuted, t[1], layout.offsets, u);
-    add_biases(s, l, 0, g, expert, layout);
-    add_biases(s, l, 1, u, expert, layout);
-    activate(c.moe, g, u);
+    if (!s.expert_bias[l][0].defined() && c.moe.swiglu_limit <= 0) {
+      cuda::grouped_swiglu(permuted, t[0], t[1], layout.offsets, g);  // gate, up and SiLU in one pass
+    } else {  // gpt-oss: biases before the clamped activation
+      Tensor u = Tensor::empty({rows, t[1].n}, DType::kF32, Device::kCuda);
+      cuda::grouped_linear(permuted, t[0], layout.offsets, g);
+      cuda::grouped_linear(permuted, t[1], layout.offsets, u);
+      add_biases(s, l, 0, g, expert, layout);
+      add_biases(s, l, 1, u, expert, layout);
+      activate(c.moe, g, u);
+    }
     cuda::grouped_linear(g, t[2], layout.offsets, expert_out);
     add_biases(s, l, 2, expert_out, expert, layout);
     Tensor row = counts->select(l);

@@ -1,5 +1,5 @@
-// cuda::grouped_linear against per-expert CPU linear (f32 activations, bf16 weights): uneven groups
-// (empty experts, more rows than one pass holds), both the vectorised (k % 8 == 0) and the scalar path,
+// cuda::grouped_linear and grouped_swiglu against per-expert CPU linear (f32 activations, bf16 weights): uneven
+// groups (empty experts, more rows than one pass holds), both the vectorised (k % 8 == 0) and the scalar path,
 // and the glue ops of the device forward pass (embedding, scatter/gather rows, gated add).
 #include "gpu_harness.h"
 #include "switchyard/moe/dispatch.h"
@@ -40,6 +40,60 @@ void check_grouped(int64_t n, int64_t k, const std::vector<int64_t>& counts) {
   expect_close("grouped_gemm bf16 x", zb, expected, test::kBf16Tol);
   std::printf("grouped_gemm n=%lld k=%lld ran %s\n", static_cast<long long>(n), static_cast<long long>(k),
               cuda::grouped_gemm_is_grouped() ? "grouped" : "per expert (fallback)");
+}
+
+// cuda::grouped_swiglu (gate, up and SiLU in one pass) against the CPU's silu(x gate^T) * (x up^T) per expert,
+// and against the three-launch device path it replaces (grouped_linear twice, silu_mul).
+void check_grouped_swiglu(int64_t n, int64_t k, const std::vector<int64_t>& counts) {
+  const int experts = static_cast<int>(counts.size());
+  std::vector<int64_t> offsets(1, 0);
+  for (int64_t c : counts) offsets.push_back(offsets.back() + c);
+  const int64_t rows = offsets.back();
+  Tensor x = rand_tensor({rows, k});
+  std::vector<Tensor> host_g, host_u, dev_g, dev_u;
+  for (int e = 0; e < experts; ++e) {
+    host_g.push_back(rand_tensor({n, k}, 0.5f).to(DType::kBF16));
+    host_u.push_back(rand_tensor({n, k}, 0.5f).to(DType::kBF16));
+    dev_g.push_back(cuda::to_device(host_g.back()));
+    dev_u.push_back(cuda::to_device(host_u.back()));
+  }
+  Tensor expected = Tensor::empty({rows, n}, DType::kF32);
+  for (int e = 0; e < experts; ++e) {
+    if (counts[e] == 0) continue;
+    Tensor xe = x.slice(0, offsets[e], offsets[e + 1]).contiguous();
+    Tensor g = ops::linear(xe, host_g[e]), u = ops::linear(xe, host_u[e]);
+    for (int64_t i = 0; i < g.numel(); ++i) {
+      const float gv = g.f32()[i];
+      expected.f32()[offsets[e] * n + i] = gv / (1.f + std::exp(-gv)) * u.f32()[i];
+    }
+  }
+  cuda::ExpertWeightTable gt = cuda::make_expert_weight_table(dev_g), ut = cuda::make_expert_weight_table(dev_u);
+  const Tensor dx = cuda::to_device(x), doff = cuda::to_device(test::i64_tensor(offsets));
+  Tensor y = test::poisoned_device({rows, n});
+  cuda::grouped_swiglu(dx, gt, ut, doff, y);
+  const std::string what = "grouped_swiglu n=" + std::to_string(n) + " k=" + std::to_string(k);
+  expect_close(what, y, expected, test::kF32Tol);
+  Tensor g3 = test::poisoned_device({rows, n}), u3 = test::poisoned_device({rows, n});
+  cuda::grouped_linear(dx, gt, doff, g3);
+  cuda::grouped_linear(dx, ut, doff, u3);
+  cuda::silu_mul(g3, u3, g3);
+  expect_close(what + " vs three launches", y, cuda::to_host(g3), 1e-6);
+}
+
+TEST(GpuGrouped, SwigluInOnePassMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  check_grouped_swiglu(96, 64, {3, 0, 17, 1, 8, 0});  // vectorised; a group over three passes of 8 rows
+  check_grouped_swiglu(50, 36, {2, 9, 0, 5});         // scalar path, odd column count (a half-filled warp)
+  std::vector<int64_t> sparse(128, 0);
+  for (int e : {0, 33, 127}) sparse[e] = 1;
+  check_grouped_swiglu(768, 2048, sparse);  // a Qwen3-30B-A3B decode step's shape
+  std::vector<Tensor> w = {cuda::to_device(rand_tensor({8, 16}).to(DType::kBF16))};
+  std::vector<Tensor> wide = {cuda::to_device(rand_tensor({12, 16}).to(DType::kBF16))};
+  cuda::ExpertWeightTable a = cuda::make_expert_weight_table(w), b = cuda::make_expert_weight_table(wide);
+  Tensor y = test::poisoned_device({2, 8});
+  EXPECT_THROW(cuda::grouped_swiglu(cuda::to_device(rand_tensor({2, 16})), a, b,
+                                    cuda::to_device(test::i64_tensor({0, 2})), y),
+               InvalidArgument);  // gate and up differ
 }
 
 TEST(GpuGrouped, MatchesPerExpertLinear) {
@@ -160,6 +214,14 @@ TEST(GpuGlue, EmbeddingScatterGatherGateMatchCpu) {
   cuda::gather_rows(cuda::to_device(byte_rows), cuda::to_device(test::i64_tensor({1})), bytes);
   Tensor bytes_host = cuda::to_host(bytes);
   for (int64_t j = 0; j < 16; ++j) EXPECT_EQ(static_cast<const int8_t*>(bytes_host.raw())[j], j - 8);
+
+  // No rows picked (a prefill chunk that ends no prompt gathers no logit rows): a no-op, not a shape error;
+  // a width mismatch still refuses, also with no rows.
+  Tensor none = Tensor::empty({0, 8}, DType::kBF16, Device::kCuda);
+  cuda::gather_rows(cuda::to_device(rows16), cuda::to_device(Tensor::empty({0}, DType::kI64)), none);
+  Tensor none_narrow = Tensor::empty({0, 7}, DType::kBF16, Device::kCuda);
+  EXPECT_THROW(cuda::gather_rows(cuda::to_device(rows16), cuda::to_device(Tensor::empty({0}, DType::kI64)), none_narrow),
+               InvalidArgument);
 
   Tensor base = rand_tensor({3, 5}), shared = rand_tensor({3, 5}), gate = rand_tensor({3, 1}, 3.f);
   Tensor expected_gate = base.clone();

@@ -128,6 +128,10 @@ struct ExpertWeightTable {
 };
 ExpertWeightTable make_expert_weight_table(const std::vector<Tensor>& weights);
 void grouped_linear(const Tensor& x, const ExpertWeightTable& weights, const Tensor& offsets, Tensor& y);
+// The SwiGLU hidden of the routed experts in one launch: y = silu(x gate_e^T) * (x up_e^T) on each expert's
+// rows, as grouped_linear twice and silu_mul would give it (same arithmetic, x read once). y: (rows, n) f32.
+void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
+                    const Tensor& offsets, Tensor& y);
 // Routed experts for prefill-sized groups: y[rows of e] = x[rows of e] W_e^T for every expert with rows, as one
 // cuBLAS grouped GEMM (cublasGemmGroupedBatchedEx: bf16 operands on the tensor cores, f32 accumulation,
 // products rounded to bf16 and widened into y). offsets: (E+1,) on the host (the caller has synchronised once

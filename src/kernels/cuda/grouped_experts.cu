@@ -1,10 +1,10 @@
 // Grouped expert projection for decode-sized batches: one launch runs every routed expert's rows through its
 // own bf16 weight matrix, reading the per-expert row ranges on the device (no host synchronisation, so a
-// decode step can stay on the GPU end to end). Memory-bound design: each warp owns output columns and
-// streams that weight row once per kRows rows of its expert with 16-byte loads, four in flight per lane;
-// activations stay f32 (read through L1/L2). Grid: (column tiles, min(experts, rows)): block row y finds the
-// y-th expert that received rows, so empty experts cost no blocks.
-// Prefill-sized groups are better served by tensor-core GEMMs (per-expert cuBLAS in the forward pass).
+// decode step can stay on the GPU end to end). Memory-bound design: each warp owns four output columns and
+// streams their weight rows together once per kRows rows of its expert with 16-byte loads, eight in
+// flight per lane; activations stay f32 (read through L1/L2). Grid: (column tiles, min(experts, rows)):
+// block row y finds the y-th expert that received rows, so empty experts cost no blocks.
+// Prefill-sized groups are better served by tensor-core GEMMs (cuBLAS grouped GEMM in the forward pass).
 #include <vector>
 
 #include "op_common.cuh"
@@ -44,73 +44,144 @@ __device__ int active_expert(const int64_t* offsets, int num_experts) {
   return chosen;
 }
 
-template <bool kVec>
-__global__ void __launch_bounds__(kWarps * 32) grouped_linear_kernel(const float* x, const uint64_t* weights,
+// Loads in flight per lane and weight row in the vectorised path: with kColsPerWarp rows streamed together a
+// lane keeps kColsPerWarp * kBatch 16-byte loads outstanding (8, 128 bytes; two 256-thread blocks per SM
+// hold 64 KB in flight), enough to cover HBM latency at decode sizes. kBatch 2 keeps the kernel at two blocks
+// per SM (119 registers, no spills); 4 needed 166 registers (one block per SM) or spilled under a bound of 128.
+constexpr int kBatch = 2;
+
+// y[r, c] = x[r, :] . w_e[c, :] for the rows r of expert e, or with kGated y[r, c] = silu(x[r] . gate_e[c]) *
+// (x[r] . up_e[c]) (the SwiGLU hidden in the same pass: x is read once and no gate/up rows are written).
+// Each warp streams kColsPerWarp weight rows together (kColsPerWarp adjacent columns of w, or half as many
+// columns of gate and of up), all loads of a k chunk issued before any is used, once per kRows rows of its
+// expert; weights are read with evict-first loads (each is used once per pass), activations through L1.
+template <bool kVec, bool kGated>
+__global__ void __launch_bounds__(kWarps * 32, 2) grouped_linear_kernel(const float* x, const uint64_t* weights,
+                                                                    const uint64_t* up_weights,
                                                                     const int64_t* offsets, int num_experts,
                                                                     float* y, int64_t n, int64_t k) {
+  constexpr int kOut = kGated ? kColsPerWarp / 2 : kColsPerWarp;  // output columns per warp
   const int e = active_expert(offsets, num_experts);
   if (e < 0) return;
   const int64_t lo = offsets[e], hi = offsets[e + 1];
   const __nv_bfloat16* w = reinterpret_cast<const __nv_bfloat16*>(weights[e]);
+  const __nv_bfloat16* wu = kGated ? reinterpret_cast<const __nv_bfloat16*>(up_weights[e]) : nullptr;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  for (int cw = 0; cw < kColsPerWarp; ++cw) {
-    const int64_t col = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * kColsPerWarp + cw;
-    if (col >= n) return;
-    const __nv_bfloat16* wrow = w + col * k;
-    for (int64_t r0 = lo; r0 < hi; r0 += kRows) {
-      const int rows = static_cast<int>(hi - r0 < kRows ? hi - r0 : kRows);
-      float acc[kRows];
+  const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * kOut;
+  if (col0 >= n) return;
+  const int cols = static_cast<int>(n - col0 < kOut ? n - col0 : kOut);
+  // Weight row of slot c (nullptr past the last column).
+  const __nv_bfloat16* wrow[kColsPerWarp];
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) acc[r] = 0.f;
-      if (kVec) {  // k % 8 == 0: 8 bf16 weights per 16-byte load, kBatch loads issued before any is used
-        constexpr int kBatch = 4;
-        for (int64_t k0 = lane * 8; k0 < k; k0 += kBatch * 32 * 8) {
-          uint4 packed[kBatch];
+  for (int c = 0; c < kColsPerWarp; ++c) {
+    const int col = c % kOut;
+    wrow[c] = col >= cols ? nullptr : (kGated && c >= kOut ? wu : w) + (col0 + col) * k;
+  }
+  for (int64_t r0 = lo; r0 < hi; r0 += kRows) {
+    const int rows = static_cast<int>(hi - r0 < kRows ? hi - r0 : kRows);
+    float acc[kRows][kColsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int c = 0; c < kColsPerWarp; ++c) acc[r][c] = 0.f;
+    }
+    if (kVec) {  // k % 8 == 0: 8 bf16 weights per 16-byte load
+      for (int64_t k0 = lane * 8; k0 < k; k0 += kBatch * 32 * 8) {
+        uint4 packed[kColsPerWarp][kBatch];
+#pragma unroll
+        for (int c = 0; c < kColsPerWarp; ++c) {
 #pragma unroll
           for (int u = 0; u < kBatch; ++u) {
             const int64_t kk = k0 + u * 32 * 8;
-            packed[u] = kk < k ? __ldg(reinterpret_cast<const uint4*>(wrow + kk)) : make_uint4(0, 0, 0, 0);
-          }
-#pragma unroll
-          for (int u = 0; u < kBatch; ++u) {
-            const int64_t kk = k0 + u * 32 * 8;
-            if (kk >= k) break;
-            const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&packed[u]);
-            float wf[8];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-              const float2 f = __bfloat1622float2(h2[i]);
-              wf[2 * i] = f.x;
-              wf[2 * i + 1] = f.y;
-            }
-#pragma unroll
-            for (int r = 0; r < kRows; ++r) {
-              if (r < rows) {
-                const float4* xr = reinterpret_cast<const float4*>(x + (r0 + r) * k + kk);
-                const float4 a = xr[0], b = xr[1];
-                acc[r] += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x + wf[5] * b.y +
-                          wf[6] * b.z + wf[7] * b.w;
-              }
-            }
+            packed[c][u] = wrow[c] && kk < k ? __ldcs(reinterpret_cast<const uint4*>(wrow[c] + kk))
+                                             : make_uint4(0, 0, 0, 0);
           }
         }
-      } else {
-        for (int64_t kk = lane; kk < k; kk += 32) {
-          const float wv = __bfloat162float(wrow[kk]);
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int64_t kk = k0 + u * 32 * 8;
+          if (kk >= k) break;
 #pragma unroll
           for (int r = 0; r < kRows; ++r) {
-            if (r < rows) acc[r] += wv * x[(r0 + r) * k + kk];
+            if (r >= rows) break;
+            const float4* xr = reinterpret_cast<const float4*>(x + (r0 + r) * k + kk);
+            const float4 a = xr[0], b = xr[1];
+#pragma unroll
+            for (int c = 0; c < kColsPerWarp; ++c) {
+              const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&packed[c][u]);
+              const float2 w0 = __bfloat1622float2(h2[0]), w1 = __bfloat1622float2(h2[1]);
+              const float2 w2 = __bfloat1622float2(h2[2]), w3 = __bfloat1622float2(h2[3]);
+              acc[r][c] += w0.x * a.x + w0.y * a.y + w1.x * a.z + w1.y * a.w + w2.x * b.x + w2.y * b.y +
+                           w3.x * b.z + w3.y * b.w;
+            }
           }
         }
       }
+    } else {
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        float v = acc[r];
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0 && r < rows) y[(r0 + r) * n + col] = v;
+      for (int c = 0; c < kColsPerWarp; ++c) {
+        if (!wrow[c]) continue;
+        for (int64_t kk = lane; kk < k; kk += 32) {
+          const float wv = __bfloat162float(wrow[c][kk]);
+#pragma unroll
+          for (int r = 0; r < kRows; ++r) {
+            if (r < rows) acc[r][c] += wv * x[(r0 + r) * k + kk];
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      if (r >= rows) break;
+      float v[kColsPerWarp];
+#pragma unroll
+      for (int c = 0; c < kColsPerWarp; ++c) {
+        v[c] = acc[r][c];
+        for (int o = 16; o > 0; o >>= 1) v[c] += __shfl_xor_sync(0xffffffffu, v[c], o);
+      }
+      if (lane != 0) continue;
+#pragma unroll
+      for (int c = 0; c < kOut; ++c) {
+        if (c >= cols) break;
+        // silu as cuda::silu_mul computes it, so the fused pass equals the three-launch one.
+        y[(r0 + r) * n + col0 + c] = kGated ? v[c] / (1.f + expf(-v[c])) * v[kOut + c] : v[c];
       }
     }
   }
+}
+
+template <bool kGated>
+void launch_grouped(const Tensor& x, const ExpertWeightTable& w, const ExpertWeightTable* up, const Tensor& offsets,
+                    Tensor& y) {
+  constexpr int kOut = kGated ? kColsPerWarp / 2 : kColsPerWarp;
+  const unsigned col_tiles = static_cast<unsigned>((w.n + kWarps * kOut - 1) / (kWarps * kOut));
+  // At most one block row per expert that can have rows: min(experts, rows).
+  const int64_t slots = x.size(0) < w.num_experts ? x.size(0) : w.num_experts;
+  const dim3 grid(col_tiles, static_cast<unsigned>(slots));
+  const uint64_t* ptrs = reinterpret_cast<const uint64_t*>(w.pointers.i64());
+  const uint64_t* up_ptrs = up ? reinterpret_cast<const uint64_t*>(up->pointers.i64()) : nullptr;
+  if (w.k % 8 == 0) {
+    grouped_linear_kernel<true, kGated><<<grid, kWarps * 32, 0, stream()>>>(x.f32(), ptrs, up_ptrs, offsets.i64(),
+                                                                           w.num_experts, y.f32(), w.n, w.k);
+  } else {
+    grouped_linear_kernel<false, kGated><<<grid, kWarps * 32, 0, stream()>>>(x.f32(), ptrs, up_ptrs, offsets.i64(),
+                                                                            w.num_experts, y.f32(), w.n, w.k);
+  }
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+void check_grouped_args(const char* op, const Tensor& x, const ExpertWeightTable& w, const Tensor& offsets,
+                        const Tensor& y) {
+  detail::require_device(op, "x", x);
+  detail::require_device(op, "y", y);
+  detail::require_device(op, "offsets", offsets);
+  detail::require_dtype(op, "x", x, DType::kF32);
+  detail::require_dtype(op, "y", y, DType::kF32);
+  detail::require_dtype(op, "offsets", offsets, DType::kI64, DType::kI64);
+  SY_REQUIRE(x.dim() == 2 && y.dim() == 2 && x.size(1) == w.k && y.size(1) == w.n && y.size(0) == x.size(0) &&
+                 offsets.numel() == w.num_experts + 1,
+             InvalidArgument, op, "x ", x.describe(), " y ", y.describe(), " weights (", w.n, ", ", w.k, ") x ",
+             w.num_experts, " offsets ", offsets.describe());
 }
 
 }  // namespace
@@ -140,31 +211,20 @@ ExpertWeightTable make_expert_weight_table(const std::vector<Tensor>& weights) {
 }
 
 void grouped_linear(const Tensor& x, const ExpertWeightTable& w, const Tensor& offsets, Tensor& y) {
-  const char* op = "cuda grouped_linear";
-  detail::require_device(op, "x", x);
-  detail::require_device(op, "y", y);
-  detail::require_device(op, "offsets", offsets);
-  detail::require_dtype(op, "x", x, DType::kF32);
-  detail::require_dtype(op, "y", y, DType::kF32);
-  detail::require_dtype(op, "offsets", offsets, DType::kI64, DType::kI64);
-  SY_REQUIRE(x.dim() == 2 && y.dim() == 2 && x.size(1) == w.k && y.size(1) == w.n && y.size(0) == x.size(0) &&
-                 offsets.numel() == w.num_experts + 1,
-             InvalidArgument, op, "x ", x.describe(), " y ", y.describe(), " weights (", w.n, ", ", w.k, ") x ",
-             w.num_experts, " offsets ", offsets.describe());
+  check_grouped_args("cuda grouped_linear", x, w, offsets, y);
   if (x.size(0) == 0 || w.n == 0) return;
-  const unsigned col_tiles = static_cast<unsigned>((w.n + kWarps * kColsPerWarp - 1) / (kWarps * kColsPerWarp));
-  // At most one block row per expert that can have rows: min(experts, rows).
-  const int64_t slots = x.size(0) < w.num_experts ? x.size(0) : w.num_experts;
-  const dim3 grid(col_tiles, static_cast<unsigned>(slots));
-  const uint64_t* ptrs = reinterpret_cast<const uint64_t*>(w.pointers.i64());
-  if (w.k % 8 == 0) {
-    grouped_linear_kernel<true><<<grid, kWarps * 32, 0, stream()>>>(x.f32(), ptrs, offsets.i64(), w.num_experts,
-                                                                    y.f32(), w.n, w.k);
-  } else {
-    grouped_linear_kernel<false><<<grid, kWarps * 32, 0, stream()>>>(x.f32(), ptrs, offsets.i64(), w.num_experts,
-                                                                     y.f32(), w.n, w.k);
-  }
-  SY_CUDA_CHECK_LAUNCH();
+  launch_grouped<false>(x, w, nullptr, offsets, y);
+}
+
+void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
+                    const Tensor& offsets, Tensor& y) {
+  const char* op = "cuda grouped_swiglu";
+  check_grouped_args(op, x, gate, offsets, y);
+  SY_REQUIRE(up.n == gate.n && up.k == gate.k && up.num_experts == gate.num_experts, InvalidArgument, op,
+             "gate weights (", gate.n, ", ", gate.k, ") x ", gate.num_experts, " and up weights (", up.n, ", ", up.k,
+             ") x ", up.num_experts, " differ");
+  if (x.size(0) == 0 || gate.n == 0) return;
+  launch_grouped<true>(x, gate, &up, offsets, y);
 }
 
 void copy(const Tensor& src, Tensor& dst) {

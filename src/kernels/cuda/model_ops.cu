@@ -181,10 +181,16 @@ void gather_rows(const Tensor& src, const Tensor& rows, Tensor& dst) {
   detail::require_device("cuda gather_rows", "rows", rows);
   detail::require_dtype("cuda gather_rows", "rows", rows, DType::kI64, DType::kI64);
   const int64_t n = rows.numel();
-  SY_REQUIRE(dst.size(0) == n && src.numel() / src.size(0) == dst.numel() / std::max<int64_t>(n, 1),
+  // Elements per row from the shape past dim 0, so that empty src or dst still compare their widths.
+  auto row_elements = [](const Tensor& t) {
+    int64_t e = 1;
+    for (int d = 1; d < t.dim(); ++d) e *= t.size(d);
+    return e;
+  };
+  SY_REQUIRE(src.dim() >= 1 && dst.dim() >= 1 && dst.size(0) == n && row_elements(src) == row_elements(dst),
              InvalidArgument, "cuda gather_rows", "src ", src.describe(), " dst ", dst.describe());
   if (n == 0) return;
-  const int64_t row = dst.numel() / n;
+  const int64_t row = row_elements(dst);
   const int64_t row_bytes = row * static_cast<int64_t>(dtype_size(dst.dtype()));
   const bool aligned = reinterpret_cast<uintptr_t>(src.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(dst.raw()) % 16 == 0;
   if (row_bytes % 16 == 0 && aligned) {

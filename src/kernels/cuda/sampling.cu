@@ -2,8 +2,9 @@
 // One 512-thread block per row. Greedy rows take a block argmax. Other rows rank tokens by a 64-bit key
 // (order-preserving logit bits, then the inverted id, so equal logits rank the lower id first) and make
 // three exact selections over those keys by 8-bit radix passes: the top_k-th key (counts), the top-p cut and
-// the draw (probability mass in 2^-40 fixed point). Histograms are integer atomics, so the result does not
-// depend on thread scheduling. Each pass rereads the row (vocab floats); nothing is sorted or copied.
+// the draw (probability mass in 2^-40 fixed point). Histograms are integer atomics (aggregated per warp),
+// so the result does not depend on thread scheduling. Each pass rereads the row (vocab floats); nothing is
+// sorted or copied.
 #include <cmath>
 
 #include "block_reduce.cuh"
@@ -53,6 +54,56 @@ __device__ unsigned long long block_sum_u64(unsigned long long v, unsigned long 
   return r;
 }
 
+// hist[bin] += w, summed over the warp's lanes first: lanes with the same bin (bin -1: none) add their
+// weights with two 32-bit warp reductions (w <= 2^40: 24 low bits and the rest, each sum exact) and one
+// lane makes the shared-memory atomic. The top byte of the rank keys is shared by most of a row's tokens,
+// so per-lane atomics would serialise on a few bins. Every lane of the warp must call.
+__device__ __forceinline__ void warp_histogram_add(unsigned long long* hist, int bin, unsigned long long w) {
+  const unsigned peers = __match_any_sync(0xffffffffu, bin);
+  const unsigned low = __reduce_add_sync(peers, static_cast<unsigned>(w & 0xffffffu));
+  const unsigned high = __reduce_add_sync(peers, static_cast<unsigned>(w >> 24));
+  if (bin >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1) {
+    atomicAdd(&hist[bin], (static_cast<unsigned long long>(high) << 24) + low);
+  }
+}
+
+// Warp 0: the highest bin b with above + W(bins > b) <= target < above + W(bins >= b), scanning from the
+// top bin down (0, with all the weight counted, when no bin crosses). Lane l holds bins 255 - 8l .. 248 - 8l;
+// a prefix sum over the lanes finds the crossing lane, which scans its own eight. Writes
+// shared_state = {prefix with the chosen byte at shift, the weight above that bin}.
+__device__ __forceinline__ void crossing_bin(const unsigned long long* hist, unsigned long long above,
+                                             unsigned long long target, unsigned long long prefix, int shift,
+                                             unsigned long long* shared_state) {
+  const int lane = threadIdx.x & 31;
+  unsigned long long mine[8], sum = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) sum += mine[j] = hist[kBins - 1 - 8 * lane - j];
+  unsigned long long inclusive = sum;
+  for (int o = 1; o < 32; o <<= 1) {
+    const unsigned long long t = __shfl_up_sync(0xffffffffu, inclusive, o);
+    if (lane >= o) inclusive += t;
+  }
+  const bool crosses = above + inclusive > target;
+  const unsigned lanes = __ballot_sync(0xffffffffu, crosses);
+  const int first = lanes ? __ffs(lanes) - 1 : 31;
+  if (lane == first) {
+    unsigned long long acc = above + inclusive - sum;
+    int chosen = 0;
+    bool found = false;
+    for (int j = 0; j < 8 && crosses; ++j) {
+      if (acc + mine[j] > target) {
+        chosen = kBins - 1 - 8 * lane - j;
+        found = true;
+        break;
+      }
+      acc += mine[j];
+    }
+    if (!found) acc = above + inclusive;  // no crossing at all: bin 0 with every bin's weight counted
+    shared_state[0] = prefix | (static_cast<unsigned long long>(chosen) << shift);
+    shared_state[1] = acc;
+  }
+}
+
 // Total weight of the tokens whose key is >= floor.
 __device__ unsigned long long weight_from(const Row& row, unsigned long long floor, unsigned long long* scratch) {
   unsigned long long w = 0;
@@ -75,27 +126,23 @@ __device__ unsigned long long select_key(const Row& row, unsigned long long floo
     const unsigned long long high_mask = pass == 0 ? 0ull : ~0ull << (shift + 8);
     for (int b = threadIdx.x; b < kBins; b += blockDim.x) hist[b] = 0;
     __syncthreads();
-    for (int i = threadIdx.x; i < row.vocab; i += blockDim.x) {
-      const float v = row.z[i];
-      const unsigned long long key = rank_key(v, i);
-      if (key < floor || (key & high_mask) != prefix) continue;
-      const unsigned long long w = row.weight(v);
-      if (w) atomicAdd(&hist[(key >> shift) & 0xff], w);
+    // A block-uniform trip count, so that every lane reaches the warp-wide histogram add.
+    for (int base = 0; base < row.vocab; base += blockDim.x) {
+      const int i = base + threadIdx.x;
+      int bin = -1;
+      unsigned long long w = 0;
+      if (i < row.vocab) {
+        const float v = row.z[i];
+        const unsigned long long key = rank_key(v, i);
+        if (key >= floor && (key & high_mask) == prefix) {
+          w = row.weight(v);
+          if (w) bin = static_cast<int>((key >> shift) & 0xff);
+        }
+      }
+      warp_histogram_add(hist, bin, w);
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-      unsigned long long acc = above;
-      int chosen = 0;
-      for (int b = kBins - 1; b >= 0; --b) {
-        if (acc + hist[b] > target) {
-          chosen = b;
-          break;
-        }
-        acc += hist[b];
-      }
-      shared_state[0] = prefix | (static_cast<unsigned long long>(chosen) << shift);
-      shared_state[1] = acc;
-    }
+    if (threadIdx.x < 32) crossing_bin(hist, above, target, prefix, shift, shared_state);
     __syncthreads();
     prefix = shared_state[0];
     above = shared_state[1];
