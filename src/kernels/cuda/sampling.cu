@@ -31,8 +31,12 @@ __device__ __forceinline__ int key_token(unsigned long long key) {
 }
 
 // The mass of one token: exp((z - max) / temperature) in 2^-40 units (0 for tokens far below the top).
+// NaN (z = mx = +-inf, NaN logits, 0 * inf when 1 / temperature overflows) weighs 0 and nothing weighs
+// more than the top token, so the float-to-integer conversion is always defined and the 24-bit split of
+// warp_histogram_add stays exact.
 __device__ __forceinline__ unsigned long long token_mass(float z, float mx, float inv_t) {
-  return static_cast<unsigned long long>(expf((z - mx) * inv_t) * kMassScale);
+  const float m = expf((z - mx) * inv_t) * kMassScale;
+  return m >= 1.f ? static_cast<unsigned long long>(fminf(m, kMassScale)) : 0ull;
 }
 
 struct Row {
