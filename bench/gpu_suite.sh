@@ -2,7 +2,8 @@
 # Issue 4/9 device run, on the GPU machine: the gpu test suite (CUDA ops and the device forward pass against
 # the CPU path), compute-sanitizer memcheck of the forward-pass tests, the batched-decode benchmark on a
 # Qwen3-30B-A3B-shaped model with its PyTorch peer, and the serving benchmark with --device cuda on the
-# built-in model. Usage: bench/gpu_suite.sh BIN_DIR LIB_DIR (binaries from scripts/pack-gpu-carry).
+# built-in model; with SY_NCU=1 also an Nsight Compute ranking of a decode step's kernels (bench/ncu_summary.py).
+# Usage: bench/gpu_suite.sh BIN_DIR LIB_DIR (binaries from scripts/pack-gpu-carry).
 set -u
 bin=$1 lib=$2
 export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
@@ -32,6 +33,13 @@ timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --
   --decode-steps 32 2>&1 | tail -n 4
 SY_ATTENTION_KEY_SPLITS=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
   --batches 1,8 --prompt-len 2048 --decode-steps 32 2>&1 | tail -n 4
+if [ "${SY_NCU:-0}" = 1 ]; then  # where the time of a decode step goes, kernel by kernel
+  echo "== Nsight Compute: kernels of batch-1 decode on a 2-layer cut"
+  timeout 150 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+    "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --layers 2 --batches 1 --prompt-len 32 \
+    --decode-steps 8 >"$out/ncu.log" 2>&1
+  python3 bench/ncu_summary.py "$out/ncu.log" --top 25
+fi
 [ "${SY_SKIP_TORCH:-0}" = 1 ] && exit 0
 echo "== PyTorch peer"
 PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_moe_decode.py --config bench/configs/qwen3_30b_a3b.json \
