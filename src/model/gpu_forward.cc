@@ -258,7 +258,7 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
     cuda::permute(h, layout, permuted);
     Tensor g = Tensor::empty({rows, t[0].n}, DType::kF32, Device::kCuda);
     expert_out = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
-    if (!s.expert_bias[l][0].defined() && c.moe.swiglu_limit <= 0) {
+    if (!s.expert_bias[l][0].defined() && !s.expert_bias[l][1].defined() && c.moe.swiglu_limit <= 0) {
       cuda::grouped_swiglu(permuted, t[0], t[1], layout.offsets, g);  // gate, up and SiLU in one pass
     } else {  // gpt-oss: biases before the clamped activation
       Tensor u = Tensor::empty({rows, t[1].n}, DType::kF32, Device::kCuda);
