@@ -10,17 +10,28 @@ namespace {
 using test::expect_close;
 using test::rand_tensor;
 
-void check_grouped(int64_t n, int64_t k, const std::vector<int64_t>& counts) {
-  const int experts = static_cast<int>(counts.size());
+// Row offsets of experts receiving `counts` rows each: (E + 1,), starting at 0.
+std::vector<int64_t> offsets_of(const std::vector<int64_t>& counts) {
   std::vector<int64_t> offsets(1, 0);
   for (int64_t c : counts) offsets.push_back(offsets.back() + c);
+  return offsets;
+}
+
+// `experts` random (n, k) bf16 expert matrices, on the host and on the device.
+void random_experts(size_t experts, int64_t n, int64_t k, std::vector<Tensor>& host, std::vector<Tensor>& dev) {
+  for (size_t e = 0; e < experts; ++e) {
+    host.push_back(rand_tensor({n, k}, 0.5f).to(DType::kBF16));
+    dev.push_back(cuda::to_device(host.back()));
+  }
+}
+
+void check_grouped(int64_t n, int64_t k, const std::vector<int64_t>& counts) {
+  const int experts = static_cast<int>(counts.size());
+  const std::vector<int64_t> offsets = offsets_of(counts);
   const int64_t rows = offsets.back();
   Tensor x = rand_tensor({rows, k});
   std::vector<Tensor> host_w, dev_w;
-  for (int e = 0; e < experts; ++e) {
-    host_w.push_back(rand_tensor({n, k}, 0.5f).to(DType::kBF16));
-    dev_w.push_back(cuda::to_device(host_w.back()));
-  }
+  random_experts(counts.size(), n, k, host_w, dev_w);
   Tensor expected = Tensor::empty({rows, n}, DType::kF32);
   for (int e = 0; e < experts; ++e) {
     if (counts[e] == 0) continue;
@@ -46,17 +57,12 @@ void check_grouped(int64_t n, int64_t k, const std::vector<int64_t>& counts) {
 // and against the three-launch device path it replaces (grouped_linear twice, silu_mul).
 void check_grouped_swiglu(int64_t n, int64_t k, const std::vector<int64_t>& counts) {
   const int experts = static_cast<int>(counts.size());
-  std::vector<int64_t> offsets(1, 0);
-  for (int64_t c : counts) offsets.push_back(offsets.back() + c);
+  const std::vector<int64_t> offsets = offsets_of(counts);
   const int64_t rows = offsets.back();
   Tensor x = rand_tensor({rows, k});
   std::vector<Tensor> host_g, host_u, dev_g, dev_u;
-  for (int e = 0; e < experts; ++e) {
-    host_g.push_back(rand_tensor({n, k}, 0.5f).to(DType::kBF16));
-    host_u.push_back(rand_tensor({n, k}, 0.5f).to(DType::kBF16));
-    dev_g.push_back(cuda::to_device(host_g.back()));
-    dev_u.push_back(cuda::to_device(host_u.back()));
-  }
+  random_experts(counts.size(), n, k, host_g, dev_g);
+  random_experts(counts.size(), n, k, host_u, dev_u);
   Tensor expected = Tensor::empty({rows, n}, DType::kF32);
   for (int e = 0; e < experts; ++e) {
     if (counts[e] == 0) continue;
