@@ -6,8 +6,9 @@
 // shape with random bf16 weights made in host memory and uploaded to GPU 0 (no checkpoint on disk: a
 // Qwen3-30B-A3B shape is 61 GB). For each batch size B: B random prompts are prefilled, then B sequences
 // decode together for --decode-steps steps. Physical reference measured in the same run: device copy
-// bandwidth, against the bytes a decode step must read (attention and dense weights, the LM head, and the
-// routed experts actually hit in that step, counted from the router). The PyTorch peer is
+// bandwidth, against the bytes a decode step must read (attention and dense weights, the LM head, the cached
+// keys and values of every sequence (from 2026-12-05; earlier tables left them out), and the routed experts
+// actually hit in that step, counted from the router). The PyTorch peer is
 // bench/torch_moe_decode.py on the same config. Each decode step ends with one greedy token per sequence
 // drawn on the device (Model::forward_batch_sample: only the tokens come back); then the same number of
 // steps with a sampled token (temperature 0.8, top-p 0.95, on the device), and with the logits copied to the
@@ -30,6 +31,7 @@
 #include "switchyard/io/model_config.h"
 #include "switchyard/io/safetensors.h"
 #include "switchyard/model/model.h"
+#include "switchyard/model/paged_kv_pool.h"
 #include "switchyard/model/tensor_source.h"
 #include "switchyard/moe/token_dispatcher.h"
 #include "switchyard/parallel/comm.h"
@@ -143,6 +145,7 @@ int main(int argc, char** argv) {
     for (const sy::LayerWeights& l : mw.layers) {
       const sy::AttentionWeights& a = l.attention;
       fixed += matrix_bytes(a.q) + matrix_bytes(a.k) + matrix_bytes(a.v) + matrix_bytes(a.o);
+      fixed += matrix_bytes(a.q_a) + matrix_bytes(a.q_b) + matrix_bytes(a.kv_a) + matrix_bytes(a.kv_b);  // MLA
       if (l.is_moe) {
         fixed += matrix_bytes(l.moe.router) + matrix_bytes(l.moe.shared.gate) + matrix_bytes(l.moe.shared.up) +
                  matrix_bytes(l.moe.shared.down);
@@ -156,6 +159,8 @@ int main(int argc, char** argv) {
         fixed += matrix_bytes(l.mlp.gate) + matrix_bytes(l.mlp.up) + matrix_bytes(l.mlp.down);
       }
     }
+    // Cached bytes per token over every layer (bf16 pool; MLA's absorbed row counted once, values included).
+    const int64_t kv_token_bytes = sy::PagedKvPool::bytes_per_block(cfg, 1, sy::Device::kCuda);
     std::mt19937 rng(1 + (world ? world->rank() : 0));  // under --ep every rank decodes its own sequences
     // Experts this rank's GPU holds: under --ep a step reads those reached by any rank's tokens.
     auto [own_lo, own_hi] = world ? sy::Model::expert_range(cfg.moe.num_experts, ranks, world->rank())
@@ -221,7 +226,7 @@ int main(int argc, char** argv) {
             if (world) world->all_reduce(tokens);  // every rank's routing (the same call order on all ranks)
             for (int64_t e = own_lo; e < own_hi && e < static_cast<int64_t>(tokens.size()); ++e) hit += tokens[e] > 0;
           }
-          bytes += static_cast<double>(fixed + hit * per_expert);
+          bytes += static_cast<double>(fixed + hit * per_expert + batch * (first + step + 1) * kv_token_bytes);
         }
       };
       double seconds = 0, bytes = 0, sampled_seconds = 0, host_seconds = 0, unused = 0;

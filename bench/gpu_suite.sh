@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 4/9 device run, on the GPU machine: the gpu test suite (CUDA ops and the device forward pass against
 # the CPU path), compute-sanitizer memcheck of the forward-pass tests, the batched-decode benchmark on a
-# Qwen3-30B-A3B-shaped model with its PyTorch peer, and the serving benchmark with --device cuda on the
-# built-in model; with SY_NCU=1 also an Nsight Compute ranking of a decode step's kernels (bench/ncu_summary.py).
+# Qwen3-30B-A3B-shaped model with its PyTorch peer and on a DeepSeek-V2-Lite-shaped one (absorbed MLA), and
+# the serving benchmark with --device cuda on the built-in model; with SY_NCU=1 also an Nsight Compute ranking of a decode step's kernels (bench/ncu_summary.py).
 # Usage: bench/gpu_suite.sh BIN_DIR LIB_DIR (binaries from scripts/pack-gpu-carry).
 set -u
 bin=$1 lib=$2
@@ -33,6 +33,11 @@ timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --
   --decode-steps 32 2>&1 | tail -n 4
 SY_ATTENTION_KEY_SPLITS=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
   --batches 1,8 --prompt-len 2048 --decode-steps 32 2>&1 | tail -n 4
+echo "== bench_gpu_decode (DeepSeek-V2-Lite shape: MLA in the absorbed form, latent rows cached)"
+timeout 200 "$bin/bench_gpu_decode" --config bench/configs/deepseek_v2_lite.json --batches 1,8,64 --prompt-len 128 \
+  --decode-steps 32 2>&1 | tail -n 5
+timeout 200 "$bin/bench_gpu_decode" --config bench/configs/deepseek_v2_lite.json --batches 1,8 --prompt-len 2048 \
+  --decode-steps 32 2>&1 | tail -n 4
 if [ "${SY_NCU:-0}" = 1 ]; then  # where the time of a decode step goes, kernel by kernel
   echo "== Nsight Compute: kernels of batch-1 decode on a 2-layer cut"
   timeout 150 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \

@@ -506,18 +506,22 @@ void gqa_qkv(GpuState& s, const AttentionWeights& w, const DeviceBatch& b, const
   cuda::apply_rope(k3, b.positions, s.rope);
 }
 
-// MLA (DeepSeek-V2/V3) projections, keys and values materialised per head (the CPU caches the absorbed row):
-// q = q_b(norm(q_a h)) (or q h), (n, heads, nope + rope); kv_a h = [latent (kv_rank) | shared rotary key
-// (rope)]; kv_b(norm(latent)) = per head [k_nope | v]; key = [k_nope | rotary key], RoPE on the rotary parts.
-// Not the absorbed form (which caches only the latent and folds kv_b into q and o): the pool holds
-// heads * (nope + rope + dv) values per token instead of kv_rank + rope.
-void mla_qkv(GpuState& s, const AttentionWeights& w, const DeviceBatch& b, const Tensor& h, Tensor& q3, Tensor& k3,
-             Tensor& v3) {
+// MLA (DeepSeek-V2/V3) attention of layer l in the absorbed form, the CPU's Model::mla_block on the device.
+// The pool caches one row per token, [normalised latent (rank) | rotary key (rope)] in bf16, whose first rank
+// columns are the values (576 values per token and layer for DeepSeek-V3, not 128 heads x 320). Per head h,
+// with kv_b's key rows K_h (nope, rank) and value rows V_h (dv, rank): q_lat_h = K_h^T q_nope_h (one batched
+// GEMM over the heads, kv_b read in place), every head attends over the shared rows with the query
+// [q_lat_h | roped q_pe_h], and V_h lifts the attended latent to dv (a second batched GEMM). Same scores and
+// softmax scale as the expanded form. Returns (n, heads * dv) f32.
+Tensor mla_attention(GpuState& s, int l, const DeviceBatch& b, PagedKvPool& pool, const cuda::AttentionArgs& args,
+                     const Tensor& h) {
   const AttentionConfig& a = s.config.attention;
+  const AttentionWeights& w = s.w.layers[l].attention;
   const int64_t n = b.n, heads = a.num_heads, rank = a.kv_lora_rank;
   const int64_t nope = a.qk_nope_head_dim, rope = a.qk_rope_head_dim, dq = nope + rope, dv = a.v_head_dim;
+  const int64_t dk = rank + rope;  // the cached row and the absorbed query
   const float eps = 1e-6f;  // q_a_layernorm and kv_a_layernorm use 1e-6 whatever rms_norm_eps says
-  Tensor q;
+  Tensor q;  // (n, heads * dq)
   if (w.q_a.defined()) {
     Tensor qa = linear(h, w.q_a, Tensor());
     cuda::rms_norm(qa, w.q_a_norm, eps, qa);
@@ -525,29 +529,40 @@ void mla_qkv(GpuState& s, const AttentionWeights& w, const DeviceBatch& b, const
   } else {
     q = linear(h, w.q, Tensor());
   }
+  // The cached row of each new token.
   Tensor kv_a = linear(h, w.kv_a, w.kv_a_bias);  // (n, rank + rope)
   Tensor latent = Tensor::empty({n, rank}, DType::kF32, Device::kCuda);
   Tensor k_pe = Tensor::empty({n, rope}, DType::kF32, Device::kCuda);
   cuda::copy_columns(kv_a, 0, latent, 0, rank);
   cuda::copy_columns(kv_a, rank, k_pe, 0, rope);
   cuda::rms_norm(latent, w.kv_a_norm, eps, latent);
-  Tensor kv_up = linear(latent, w.kv_b, Tensor()).reshape({n * heads, nope + dv});
-  // RoPE on the rotary columns of q (through a compact copy) and on the shared rotary key.
+  Tensor k_pe3 = k_pe.reshape({n, 1, rope});
+  cuda::apply_rope(k_pe3, b.positions, s.rope);
+  Tensor row = Tensor::empty({n, dk}, DType::kF32, Device::kCuda);
+  cuda::copy_columns(latent, 0, row, 0, rank);
+  cuda::copy_columns(k_pe, 0, row, rank, rope);
+  cuda::scatter_rows(pool.keys(l), row.reshape({n, 1, dk}), b.rows);  // the values are its first rank columns
+  // Absorbed queries (n, heads, rank + rope): RoPE on q's rotary columns (through a compact copy), then
+  // K_h^T q_nope_h into the first rank columns.
   Tensor qf = q.reshape({n * heads, dq});
   Tensor q_pe = Tensor::empty({n * heads, rope}, DType::kF32, Device::kCuda);
   cuda::copy_columns(qf, nope, q_pe, 0, rope);
-  Tensor q_pe3 = q_pe.reshape({n, heads, rope}), k_pe3 = k_pe.reshape({n, 1, rope});
+  Tensor q_pe3 = q_pe.reshape({n, heads, rope});
   cuda::apply_rope(q_pe3, b.positions, s.rope);
-  cuda::apply_rope(k_pe3, b.positions, s.rope);
-  cuda::copy_columns(q_pe, 0, qf, nope, rope);
-  Tensor k = Tensor::empty({n * heads, dq}, DType::kF32, Device::kCuda);
-  Tensor v = Tensor::empty({n * heads, dv}, DType::kF32, Device::kCuda);
-  cuda::copy_columns(kv_up, 0, k, 0, nope);
-  cuda::copy_columns(k_pe, 0, k, nope, rope, heads);  // one rotary key shared by every head
-  cuda::copy_columns(kv_up, nope, v, 0, dv);
-  q3 = q.reshape({n, heads, dq});
-  k3 = k.reshape({n, heads, dq});
-  v3 = v.reshape({n, heads, dv});
+  Tensor q_abs = Tensor::empty({n, heads, dk}, DType::kF32, Device::kCuda);
+  Tensor q_abs_rows = q_abs.reshape({n * heads, dk});
+  cuda::copy_columns(q_pe, 0, q_abs_rows, rank, rope);
+  Tensor qb = Tensor::empty({n, heads, dq}, DType::kBF16, Device::kCuda);
+  cuda::cast(q.reshape({n, heads, dq}), qb);
+  Tensor kv_b = w.kv_b.reshape({heads, nope + dv, rank});
+  Tensor q_lat = q_abs.slice(2, 0, rank);
+  cuda::batched_linear(qb.slice(2, 0, nope), kv_b.slice(1, 0, nope), cuda::BatchedWeight::kInOut, q_lat);
+  Tensor att_lat = Tensor::empty({n, heads, rank}, DType::kF32, Device::kCuda);
+  cuda::paged_attention(q_abs, pool.keys(l), pool.values(l), b.positions, b.starts, b.tables, pool.block_size(),
+                        args, att_lat);
+  Tensor att = Tensor::empty({n, heads, dv}, DType::kF32, Device::kCuda);
+  cuda::batched_linear(att_lat, kv_b.slice(1, nope, nope + dv), cuda::BatchedWeight::kOutIn, att);
+  return att.reshape({n, heads * dv});
 }
 
 // Every layer and the LM head over `b`; returns the logits of b.logit_rows, (k, vocab) f32 on the device.
@@ -567,23 +582,25 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     const LayerWeights& lw = s.w.layers[l];
     const AttentionWeights& w = lw.attention;
     cuda::rms_norm(x, lw.input_norm, eps, h);
-    // q3 (n, heads, dk), k3 (n, key heads, dk), v3 (n, key heads, dv): positions applied, ready to cache.
-    Tensor q3, k3, v3;
-    if (a.mla) {
-      mla_qkv(s, w, b, h, q3, k3, v3);
-    } else {
-      gqa_qkv(s, w, b, h, q3, k3, v3);
-    }
-    cuda::scatter_rows(pool.keys(l), k3, b.rows);
-    cuda::scatter_rows(pool.values(l), v3, b.rows);
     cuda::AttentionArgs args;
     args.scale = static_cast<float>(a.softmax_scale);
     args.window = c.layer_sliding_window[l];
     args.sinks = w.sinks;
     args.key_splits = s.key_splits;
-    Tensor att = Tensor::empty({n, a.num_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
-    attend(s, b, pool, l, args, q3, k3, v3, att);
-    cuda::add_inplace(x, linear(att.reshape({n, int64_t{a.num_heads} * a.v_head_dim}), w.o, w.o_bias));
+    Tensor att;  // (n, heads * dv)
+    if (a.mla) {
+      att = mla_attention(s, l, b, pool, args, h);
+    } else {
+      // q3 (n, heads, dk), k3 (n, key heads, dk), v3 (n, key heads, dv): positions applied, ready to cache.
+      Tensor q3, k3, v3;
+      gqa_qkv(s, w, b, h, q3, k3, v3);
+      cuda::scatter_rows(pool.keys(l), k3, b.rows);
+      cuda::scatter_rows(pool.values(l), v3, b.rows);
+      Tensor att3 = Tensor::empty({n, a.num_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
+      attend(s, b, pool, l, args, q3, k3, v3, att3);
+      att = att3.reshape({n, int64_t{a.num_heads} * a.v_head_dim});
+    }
+    cuda::add_inplace(x, linear(att, w.o, w.o_bias));
     cuda::rms_norm(x, lw.post_attention_norm, eps, h);
     if (!lw.is_moe) {
       cuda::add_inplace(x, gated_mlp(h, lw.mlp));

@@ -1,6 +1,6 @@
 // The device half of Model: weights uploaded to the CUDA device (matrices in bf16, vectors in f32) and the
 // batched forward pass over a device PagedKvPool, built from the ops in switchyard/kernels/cuda_ops.h.
-// MLA (DeepSeek) caches per-head keys and values (the CPU caches the absorbed form).
+// MLA (DeepSeek) runs in the absorbed form and caches the latent rows, as the CPU does.
 // In builds without CUDA, upload() throws Unsupported and nothing else is reachable.
 #pragma once
 

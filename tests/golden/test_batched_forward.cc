@@ -145,7 +145,7 @@ TEST(BatchedForwardSample, DrawsFromTheBatchLogits) {
 }
 
 // MLA caches the absorbed row on the CPU: one shared [latent | rotary key] row per token and layer, the values
-// a view of its latent columns (also after the cache grows); the GPU pool keeps per-head keys and values.
+// a view of its latent columns (also after the cache grows); the GPU pool holds the same rows in bf16.
 TEST(BatchedForwardMla, CachesTheAbsorbedLatentRow) {
   auto model = Model::load((std::filesystem::path(test::fixtures_dir()) / "golden" / "deepseek_v3").string());
   const ModelConfig& c = model->config();
@@ -161,8 +161,9 @@ TEST(BatchedForwardMla, CachesTheAbsorbedLatentRow) {
   const int64_t bs = 16;
   EXPECT_EQ(PagedKvPool::bytes_per_block(c, bs, Device::kCpu),
             int64_t{c.num_layers} * bs * (a.kv_lora_rank + a.qk_rope_head_dim) * 4);
+  // The GPU caches the same absorbed rows, in bf16.
   EXPECT_EQ(PagedKvPool::bytes_per_block(c, bs, Device::kCuda),
-            int64_t{c.num_layers} * bs * a.num_heads * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim) * 2);
+            int64_t{c.num_layers} * bs * (a.kv_lora_rank + a.qk_rope_head_dim) * 2);
   // A pool shaped for another model is refused.
   auto mixtral = Model::load((std::filesystem::path(test::fixtures_dir()) / "golden" / "mixtral").string());
   PagedKvPool wrong = mixtral->new_pool(4, 4);

@@ -240,33 +240,52 @@ TEST(GpuOps, CausalAttentionMatchesCpu) {
 // The paged kernel against the CPU paged attention: f32 and bf16 pools (the bf16 case on the same bf16-rounded
 // keys and values), shuffled block tables, decode rows over long contexts with the key splits the batch size
 // picks, forced to one split and to an odd count, a prefill chunk, window + sinks.
+// Paged attention inputs of a batch: sequence i holds lengths[i] keys in blocks of bs scattered over the pool
+// (plus a few blocks nobody reads) and queries its newest queries[i] rows.
+struct PagedBatch {
+  int64_t bs = 0, total_blocks = 0, t = 0;
+  std::vector<int32_t> tables;
+  std::vector<int64_t> pos, table_start, seq_table_start;
+  std::vector<ops::PagedSequence> seqs;  // block_table points into tables
+
+  PagedBatch(int64_t block_size, const std::vector<int64_t>& lengths, const std::vector<int64_t>& queries)
+      : bs(block_size) {
+    for (int64_t n : lengths) total_blocks += (n + bs - 1) / bs;
+    total_blocks += 3;  // blocks nobody reads
+    std::vector<int32_t> order(static_cast<size_t>(total_blocks));
+    for (int64_t b = 0; b < total_blocks; ++b) order[b] = static_cast<int32_t>((b * 7 + 3) % total_blocks);
+    int64_t next_block = 0;
+    for (size_t i = 0; i < lengths.size(); ++i) {
+      const int64_t nb = (lengths[i] + bs - 1) / bs, start = static_cast<int64_t>(tables.size());
+      for (int64_t b = 0; b < nb; ++b) tables.push_back(order[next_block++]);
+      seqs.push_back({t, t + queries[i], nullptr, nb, lengths[i]});
+      seq_table_start.push_back(start);
+      for (int64_t r = 0; r < queries[i]; ++r) {
+        pos.push_back(lengths[i] - queries[i] + r);
+        table_start.push_back(start);
+      }
+      t += queries[i];
+    }
+    for (size_t i = 0; i < seqs.size(); ++i) seqs[i].block_table = tables.data() + seq_table_start[i];
+  }
+  PagedBatch(const PagedBatch&) = delete;
+
+  // cuda::paged_attention of device q against device pools k, v (views allowed) into out.
+  void run_gpu(const Tensor& q, const Tensor& k, const Tensor& v, const cuda::AttentionArgs& args, Tensor& out) const {
+    Tensor tab = Tensor::empty({static_cast<int64_t>(tables.size())}, DType::kI32);
+    std::copy(tables.begin(), tables.end(), tab.i32());
+    cuda::paged_attention(q, k, v, cuda::to_device(i64_tensor(pos)), cuda::to_device(i64_tensor(table_start)),
+                          cuda::to_device(tab), bs, args, out);
+  }
+};
+
 TEST(GpuOps, PagedAttentionMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   const int64_t bs = 16, heads = 8, kv_heads = 2, dk = 128, dv = 128;
-  const std::vector<int64_t> lengths = {1, 37, 700, 130, 260};  // keys per sequence
-  const std::vector<int64_t> queries = {1, 1, 1, 1, 5};          // newest rows queried per sequence
-  int64_t total_blocks = 0;
-  for (int64_t n : lengths) total_blocks += (n + bs - 1) / bs;
-  total_blocks += 3;  // blocks nobody reads
-  std::vector<int32_t> order(static_cast<size_t>(total_blocks));
-  for (int64_t b = 0; b < total_blocks; ++b) order[b] = static_cast<int32_t>((b * 7 + 3) % total_blocks);
-  std::vector<int32_t> tables;
-  std::vector<int64_t> pos, table_start;
-  std::vector<ops::PagedSequence> seqs;
-  std::vector<int64_t> seq_table_start;
-  int64_t t = 0, next_block = 0;
-  for (size_t i = 0; i < lengths.size(); ++i) {
-    const int64_t nb = (lengths[i] + bs - 1) / bs, start = static_cast<int64_t>(tables.size());
-    for (int64_t b = 0; b < nb; ++b) tables.push_back(order[next_block++]);
-    seqs.push_back({t, t + queries[i], nullptr, nb, lengths[i]});
-    seq_table_start.push_back(start);
-    for (int64_t r = 0; r < queries[i]; ++r) {
-      pos.push_back(lengths[i] - queries[i] + r);
-      table_start.push_back(start);
-    }
-    t += queries[i];
-  }
-  for (size_t i = 0; i < seqs.size(); ++i) seqs[i].block_table = tables.data() + seq_table_start[i];
+  const PagedBatch batch(bs, {1, 37, 700, 130, 260}, {1, 1, 1, 1, 5});
+  const int64_t t = batch.t, total_blocks = batch.total_blocks;
+  const std::vector<int64_t>& pos = batch.pos;
+  const std::vector<int64_t>& table_start = batch.table_start;
   Tensor q = rand_tensor({t, heads, dk});
   Tensor sinks = rand_tensor({heads}, 2.f);
   for (DType pool_dtype : {DType::kF32, DType::kBF16}) {
@@ -278,7 +297,7 @@ TEST(GpuOps, PagedAttentionMatchesCpu) {
       opt.window = window;
       opt.sinks = window > 0 ? &sinks : nullptr;
       Tensor ref = Tensor::empty({t, heads, dv}, DType::kF32);
-      ops::paged_attention(q, k.to(DType::kF32), v.to(DType::kF32), pos, seqs, bs, opt, ref);
+      ops::paged_attention(q, k.to(DType::kF32), v.to(DType::kF32), pos, batch.seqs, bs, opt, ref);
       for (int splits : {0, 1, 7}) {
         cuda::AttentionArgs args;
         args.scale = opt.scale;
@@ -286,11 +305,7 @@ TEST(GpuOps, PagedAttentionMatchesCpu) {
         if (window > 0) args.sinks = cuda::to_device(sinks);
         args.key_splits = splits;
         Tensor out = poisoned_device({t, heads, dv});
-        Tensor tab = Tensor::empty({static_cast<int64_t>(tables.size())}, DType::kI32);
-        std::copy(tables.begin(), tables.end(), tab.i32());
-        cuda::paged_attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v),
-                              cuda::to_device(i64_tensor(pos)), cuda::to_device(i64_tensor(table_start)),
-                              cuda::to_device(tab), bs, args, out);
+        batch.run_gpu(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, out);
         expect_close(std::string("paged attention ") + dtype_name(pool_dtype) + " window " + std::to_string(window) +
                          " splits " + std::to_string(splits),
                      out, ref, kAttentionTol);
@@ -305,6 +320,101 @@ TEST(GpuOps, PagedAttentionMatchesCpu) {
                                      cuda::to_device(i64_tensor(pos)), cuda::to_device(i64_tensor(table_start)),
                                      cuda::to_device(Tensor::zeros({1}, DType::kI32)), bs, args, out),
                InvalidArgument);
+}
+
+// MLA's absorbed form: one shared key row per token (kv_heads 1, dk = rank + rope = 576) whose first 512
+// columns are the values (a strided view of the keys, dv 512: the 16-per-lane accumulator), 16 query heads.
+TEST(GpuOps, PagedAttentionAbsorbedMlaShapeMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  const int64_t bs = 16, heads = 16, rank = 512, rope = 64, dk = rank + rope;
+  const PagedBatch batch(bs, {1, 300, 45, 129}, {1, 1, 9, 1});
+  Tensor q = rand_tensor({batch.t, heads, dk}, 0.1f);
+  for (DType pool_dtype : {DType::kF32, DType::kBF16}) {
+    Tensor k = rand_tensor({batch.total_blocks * bs, 1, dk}).to(pool_dtype);
+    ops::AttentionOptions opt;
+    opt.scale = 0.1f;
+    Tensor ref = Tensor::empty({batch.t, heads, rank}, DType::kF32);
+    Tensor k32 = k.to(DType::kF32);
+    ops::paged_attention(q, k32, k32.slice(2, 0, rank), batch.pos, batch.seqs, bs, opt, ref);
+    for (int splits : {0, 1, 5}) {
+      cuda::AttentionArgs args;
+      args.scale = opt.scale;
+      args.key_splits = splits;
+      Tensor kd = cuda::to_device(k), out = poisoned_device({batch.t, heads, rank});
+      batch.run_gpu(cuda::to_device(q), kd, kd.slice(2, 0, rank), args, out);
+      expect_close(std::string("absorbed MLA paged attention ") + dtype_name(pool_dtype) + " splits " +
+                       std::to_string(splits),
+                   out, ref, kAttentionTol);
+    }
+  }
+  // More than 512 value dims per head are refused.
+  Tensor kd = cuda::to_device(Tensor::zeros({batch.total_blocks * bs, 1, 600}, DType::kBF16));
+  Tensor out = poisoned_device({batch.t, heads, 520});
+  cuda::AttentionArgs args;
+  EXPECT_THROW(batch.run_gpu(cuda::to_device(rand_tensor({batch.t, heads, 600})), kd, kd.slice(2, 0, 520), args, out),
+               InvalidArgument);
+}
+
+// Per-head products over strided views (MLA's absorbed projections) against ops::linear head by head: both
+// weight layouts, f32 and bf16 inputs, outputs written into a column slice of a wider tensor (the columns
+// outside it keep their poison).
+TEST(GpuOps, BatchedLinearMatchesCpuPerBatch) {
+  SY_SKIP_WITHOUT_GPU();
+  struct Case { int64_t m, batches, k, n; };
+  for (Case c : {Case{1, 16, 128, 512}, Case{5, 3, 64, 33}, Case{70, 2, 512, 128}, Case{1, 1, 7, 1}}) {
+    const int64_t x_extra = 9, y_extra = 64;
+    Tensor x_wide = rand_tensor({c.m, c.batches, c.k + x_extra});
+    Tensor x = x_wide.slice(2, 0, c.k).contiguous();
+    for (cuda::BatchedWeight layout : {cuda::BatchedWeight::kOutIn, cuda::BatchedWeight::kInOut}) {
+      const bool out_in = layout == cuda::BatchedWeight::kOutIn;
+      // Weights as a slice of a taller stack (kv_b's key or value rows), read in place.
+      const int64_t rows = out_in ? c.n : c.k, cols = out_in ? c.k : c.n;
+      Tensor w_tall = rand_tensor({c.batches, rows + 5, cols}, 0.2f).to(DType::kBF16);
+      Tensor w = w_tall.slice(1, 5, 5 + rows);
+      Tensor ref = Tensor::empty({c.m, c.batches, c.n}, DType::kF32);
+      for (int64_t b = 0; b < c.batches; ++b) {
+        Tensor wb = w.select(b).contiguous();  // (rows, cols)
+        if (!out_in) {  // (k, n) -> (n, k) for ops::linear (bf16 values moved, not rounded)
+          Tensor wf = wb.to(DType::kF32), wt = Tensor::empty({c.n, c.k}, DType::kF32);
+          for (int64_t i = 0; i < c.k; ++i) {
+            for (int64_t j = 0; j < c.n; ++j) wt.f32()[j * c.k + i] = wf.f32()[i * c.n + j];
+          }
+          wb = wt.to(DType::kBF16);
+        }
+        Tensor yb = Tensor::empty({c.m, c.n}, DType::kF32);
+        ops::linear(x.slice(1, b, b + 1).contiguous().reshape({c.m, c.k}), wb, Tensor(), yb);
+        for (int64_t i = 0; i < c.m; ++i) {
+          std::copy(yb.f32() + i * c.n, yb.f32() + (i + 1) * c.n, ref.f32() + (i * c.batches + b) * c.n);
+        }
+      }
+      const std::string what = std::string("batched_linear ") + (out_in ? "(B, n, k)" : "(B, k, n)") + " m=" +
+                               std::to_string(c.m) + " B=" + std::to_string(c.batches) + " k=" +
+                               std::to_string(c.k) + " n=" + std::to_string(c.n);
+      for (bool x_view : {false, true}) {
+        Tensor xd = x_view ? cuda::to_device(x_wide.to(DType::kBF16)).slice(2, 0, c.k) : cuda::to_device(x);
+        Tensor y_wide = poisoned_device({c.m, c.batches, c.n + y_extra});
+        Tensor y = y_wide.slice(2, 0, c.n);
+        cuda::batched_linear(xd, cuda::to_device(w_tall).slice(1, 5, 5 + rows), layout, y);
+        Tensor got = cuda::to_host(y_wide);
+        expect_close(what + (x_view ? " x bf16 view" : " x f32"), got.slice(2, 0, c.n).contiguous(), ref, kBf16Tol);
+        std::vector<float> rest = got.slice(2, c.n, c.n + y_extra).contiguous().to_f32_vector();
+        EXPECT_TRUE(std::all_of(rest.begin(), rest.end(), [](float v) { return std::isnan(v); }))
+            << what << ": wrote outside the output view";
+      }
+    }
+  }
+  // Bad shapes and layouts are refused.
+  Tensor x = cuda::to_device(rand_tensor({2, 3, 8})), w = cuda::to_device(rand_tensor({3, 4, 8}).to(DType::kBF16));
+  Tensor y = poisoned_device({2, 3, 4});
+  EXPECT_NO_THROW(cuda::batched_linear(x, w, cuda::BatchedWeight::kOutIn, y));
+  EXPECT_THROW(cuda::batched_linear(x, w, cuda::BatchedWeight::kInOut, y), InvalidArgument);  // w is (B, n, k)
+  Tensor y_bad = poisoned_device({2, 2, 4});
+  EXPECT_THROW(cuda::batched_linear(x, w, cuda::BatchedWeight::kOutIn, y_bad), InvalidArgument);
+  Tensor x_view = cuda::to_device(rand_tensor({2, 3, 10})).slice(2, 0, 8);  // f32 views are not rounded in place
+  EXPECT_THROW(cuda::batched_linear(x_view, w, cuda::BatchedWeight::kOutIn, y), InvalidArgument);
+  Tensor x_empty = cuda::to_device(Tensor::zeros({2, 3, 0}, DType::kF32));
+  Tensor w_empty = cuda::to_device(Tensor::zeros({3, 4, 0}, DType::kBF16));
+  EXPECT_THROW(cuda::batched_linear(x_empty, w_empty, cuda::BatchedWeight::kOutIn, y), InvalidArgument);
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 // to_host() to wait). Errors in arguments throw sy::InvalidArgument; CUDA/cuBLAS failures throw sy::Error
 // naming the call, the error and file:line.
 // Deliberately not here yet (issue 4): a wgmma grouped GEMM for the expert projections, a fused SwiGLU
-// epilogue, MLA's absorbed decode.
+// epilogue, a dedicated MLA decode kernel (the absorbed form runs through batched_linear and paged_attention).
 #pragma once
 
 #include <cstdint>
@@ -23,6 +23,16 @@ namespace sy::cuda {
 // operands run on the bf16 tensor cores; that rounding is the op's documented error (bf16 tolerance 2e-2).
 // bias: (n,) f32 or bf16, or undefined. y: (m, n) f32 or bf16 (rounded once, after the f32 accumulation).
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
+
+// Per-batch products over strided views, one cublasGemmStridedBatchedEx (bf16 operands, f32 accumulation):
+// y[:, b, :] = x[:, b, :] W_b^T for w (B, n, k) (kOutIn, linear's layout) or x[:, b, :] W_b for w (B, k, n)
+// (kInOut). MLA's absorbed attention maps queries into the latent space and the attended latent back per head
+// with slices of kv_b read in place. x: (m, B, k) bf16 with unit last stride (any row and batch strides), or
+// f32 contiguous (rounded to bf16 first, as linear does); w: (B, ., .) bf16 with unit last stride; y: (m, B, n)
+// f32 or bf16 with unit last stride and non-overlapping rows (a column slice of a wider tensor is written in
+// place, the other columns untouched). k must be positive.
+enum class BatchedWeight { kOutIn, kInOut };
+void batched_linear(const Tensor& x, const Tensor& w, BatchedWeight layout, Tensor& y);
 
 // y[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * w.  x, y: (m, d) f32 (y may alias x); w: (d,) f32|bf16.
 void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
@@ -83,7 +93,7 @@ void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, con
 
 // Causal prefill attention of t queries against the first kv_len keys of one sequence; the semantics of
 // sy::ops::attention (GQA, sliding window, sinks) except packed documents (key_start is not supported yet).
-// q: (t, heads, dk) f32; k: (>= kv_len, kv_heads, dk) f32; v: (>= kv_len, kv_heads, dv) f32, dv <= 256;
+// q: (t, heads, dk) f32; k: (>= kv_len, kv_heads, dk) f32; v: (>= kv_len, kv_heads, dv) f32, dv <= 512;
 // positions: (t,) int64 on the device; sinks: (heads,) f32 or undefined; out: (t, heads, dv) f32.
 // A correctness-first kernel (one block per query and head, online softmax in f32); not flash-style tiling.
 struct AttentionArgs {
@@ -105,8 +115,9 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, float sc
 int64_t flash_attention_calls();  // calls so far in this process (tests check which path ran)
 
 // Causal attention of the queries of many sequences against a paged KV pool (the batched forward pass):
-// k: (blocks*block_size, kv_heads, dk), v: (blocks*block_size, kv_heads, dv) pools, both f32 or both bf16
-// (f32 accumulation either way); q, out f32; query i reads key j
+// k: (blocks*block_size, kv_heads, dk), v: (blocks*block_size, kv_heads, dv <= 512) pools, both f32 or both
+// bf16 (f32 accumulation either way), with unit last strides (v may be a column slice of k: MLA's absorbed
+// pool); q, out f32 contiguous; query i reads key j
 // of its sequence at pool row block_tables[table_start[i] + j / block_size] * block_size + j % block_size.
 // positions, table_start: (t,) int64; block_tables: int32, all on the device. The caller validates the
 // tables (Model::forward_batch does); no host synchronisation happens here. Few queries (decode) split their

@@ -1,7 +1,7 @@
 // What the KV cache holds per token and layer, for a model on a device. GQA/MHA: kv_heads keys and values.
-// MLA on the CPU: the absorbed form, one shared row [normalised kv latent (kv_lora_rank) | rotary key (rope)]
-// whose first kv_lora_rank columns are also the values (DeepSeek-V3: 576 floats per token and layer instead of
-// 128 heads x 320). MLA on the GPU: still the expanded per-head keys (nope + rope) and values (v_head_dim).
+// MLA (CPU and GPU): the absorbed form, one shared row [normalised kv latent (kv_lora_rank) | rotary key
+// (rope)] whose first kv_lora_rank columns are also the values (DeepSeek-V3: 576 values per token and layer
+// instead of 128 heads x 320). The device argument leaves room for a backend-specific layout.
 #pragma once
 
 #include <cstdint>

@@ -3,7 +3,9 @@
 // then the warps merge. Paged keys/values are f32 or bf16 (the device KV pool is bf16). Decode-sized batches
 // split each query's keys over several blocks (flash-decoding) so a few queries still fill the GPU; a second
 // kernel merges the splits' (max, sum, accumulator) partials. Whole fresh prompts go through the tensor-core
-// kernel instead (flash_attention.cu). Not here: packed documents (key_start), MLA, tensor cores for decode.
+// kernel instead (flash_attention.cu). MLA's absorbed form runs here too (one shared 576-wide key row per token
+// whose first 512 columns are the values: dv up to 512). Not here: packed documents (key_start), tensor cores
+// for decode, an MLA kernel that shares each key row across heads in shared memory.
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
@@ -15,7 +17,7 @@ namespace sy::cuda {
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kMaxDvPerLane = 8;  // dv <= 256
+constexpr int kMaxDv = 512;  // value dims per head: 8 per lane up to 256, else 16 per lane (MLA's latent)
 
 struct AttnParams {
   int64_t heads, kv_heads, dk, dv, kv_len;
@@ -34,13 +36,13 @@ struct PagedRows {
 // Splits of one query's keys: split s of S covers keys [lo + s*chunk, lo + (s+1)*chunk) with
 // chunk = ceil((pos - lo + 1) / S), computed on the device so the launch shape does not depend on positions
 // (decode steps are replayed from CUDA graphs while positions grow).
-template <typename KV, bool kPaged>
+template <typename KV, bool kPaged, int kDvPerLane>
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(const float* q, const KV* k, const KV* v,
                                                                const int64_t* positions, const float* sinks,
                                                                AttnParams p, PagedRows paged, float* out,
                                                                float* partial, int* bad) {
   __shared__ float warp_m[kWarps], warp_l[kWarps];
-  __shared__ float warp_acc[kWarps][kMaxDvPerLane * 32];
+  __shared__ float warp_acc[kWarps][kDvPerLane * 32];
   const int64_t item = blockIdx.x;  // query * heads + head
   const int split = blockIdx.y, splits = gridDim.y;
   const int64_t i = item / p.heads, h = item % p.heads, kh = h / (p.heads / p.kv_heads);
@@ -57,9 +59,9 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(const float* q, 
   const int64_t chunk = (pos - first + splits) / splits;
   const int64_t lo = first + split * chunk, hi = min(pos, lo + chunk - 1);
   const float* qrow = q + item * p.dk;
-  float m = -INFINITY, l = 0.f, acc[kMaxDvPerLane];
+  float m = -INFINITY, l = 0.f, acc[kDvPerLane];
 #pragma unroll
-  for (int c = 0; c < kMaxDvPerLane; ++c) acc[c] = 0.f;
+  for (int c = 0; c < kDvPerLane; ++c) acc[c] = 0.f;
   const int32_t* table = kPaged ? paged.tables + paged.table_start[i] : nullptr;
   for (int64_t j = lo + warp; j <= hi; j += kWarps) {
     const int64_t r = kPaged ? int64_t{table[j / paged.block_size]} * paged.block_size + j % paged.block_size : j;
@@ -74,7 +76,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(const float* q, 
     l = l * corr + e;
     const KV* vrow = v + r * p.vs + kh * p.vhs;
 #pragma unroll
-    for (int c = 0; c < kMaxDvPerLane; ++c) {
+    for (int c = 0; c < kDvPerLane; ++c) {
       const int64_t d = lane + 32 * c;
       acc[c] = acc[c] * corr + (d < p.dv ? e * detail::load_f(vrow, d) : 0.f);
     }
@@ -85,7 +87,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(const float* q, 
     warp_l[warp] = l;
   }
 #pragma unroll
-  for (int c = 0; c < kMaxDvPerLane; ++c) warp_acc[warp][lane + 32 * c] = acc[c];
+  for (int c = 0; c < kDvPerLane; ++c) warp_acc[warp][lane + 32 * c] = acc[c];
   __syncthreads();
   // One split: the sinks join the softmax here. Several: this split's partial (max, sum, unnormalised
   // accumulator) goes to `partial` and merge_splits_kernel adds the sinks.
@@ -173,16 +175,18 @@ void launch_attention(const Tensor& q, const Tensor& k, const Tensor& v, const T
   const dim3 grid(static_cast<unsigned>(items), static_cast<unsigned>(splits));
   const auto* kp = static_cast<const KV*>(k.raw());
   const auto* vp = static_cast<const KV*>(v.raw());
-  if (splits == 1) {
-    attention_kernel<KV, kPaged><<<grid, kWarps * 32, 0, stream()>>>(q.f32(), kp, vp, positions.i64(), sinks, p,
-                                                                      paged, out.f32(), nullptr, bad);
-    SY_CUDA_CHECK_LAUNCH();
-    return;
+  Tensor partial;
+  if (splits > 1) partial = Tensor::empty({items, splits, p.dv + 2}, DType::kF32, Device::kCuda);
+  float* part = splits > 1 ? partial.f32() : nullptr;
+  if (p.dv <= 8 * 32) {
+    attention_kernel<KV, kPaged, 8><<<grid, kWarps * 32, 0, stream()>>>(q.f32(), kp, vp, positions.i64(), sinks, p,
+                                                                         paged, out.f32(), part, bad);
+  } else {
+    attention_kernel<KV, kPaged, 16><<<grid, kWarps * 32, 0, stream()>>>(q.f32(), kp, vp, positions.i64(), sinks,
+                                                                          p, paged, out.f32(), part, bad);
   }
-  Tensor partial = Tensor::empty({items, splits, p.dv + 2}, DType::kF32, Device::kCuda);
-  attention_kernel<KV, kPaged><<<grid, kWarps * 32, 0, stream()>>>(q.f32(), kp, vp, positions.i64(), sinks, p,
-                                                                    paged, out.f32(), partial.f32(), bad);
   SY_CUDA_CHECK_LAUNCH();
+  if (splits == 1) return;
   merge_splits_kernel<<<static_cast<unsigned>(items), 128, splits * sizeof(float), stream()>>>(
       partial.f32(), sinks, p.heads, p.dv, splits, out.f32());
   SY_CUDA_CHECK_LAUNCH();
@@ -206,9 +210,9 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
   const int64_t t = q.size(0), heads = q.size(1), dk = q.size(2), kv_heads = k.size(1), dv = v.size(2);
   SY_REQUIRE(k.size(2) == dk && v.size(1) == kv_heads && kv_heads > 0 && heads % kv_heads == 0 &&
                  k.size(0) >= kv_len && v.size(0) >= kv_len && out.size(0) == t && out.size(1) == heads &&
-                 out.size(2) == dv && positions.numel() == t && dv <= 32 * kMaxDvPerLane,
+                 out.size(2) == dv && positions.numel() == t && dv <= kMaxDv,
              InvalidArgument, "cuda attention", "q ", q.describe(), " k ", k.describe(), " v ", v.describe(),
-             " out ", out.describe(), " kv_len ", kv_len, " (dv at most ", 32 * kMaxDvPerLane, ")");
+             " out ", out.describe(), " kv_len ", kv_len, " (dv at most ", kMaxDv, ")");
   if (args.sinks.defined()) {
     detail::require_device("cuda attention", "sinks", args.sinks);
     detail::require_dtype("cuda attention", "sinks", args.sinks, DType::kF32);
@@ -227,7 +231,10 @@ void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
                      const Tensor& table_start, const Tensor& block_tables, int64_t block_size,
                      const AttentionArgs& args, Tensor& out) {
   const char* op = "cuda paged_attention";
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k, &v, &out}) detail::require_device(op, "operand", *t);
+  detail::require_device(op, "q", q);
+  detail::require_device(op, "out", out);
+  detail::require_rows_device(op, "keys", k);
+  detail::require_rows_device(op, "values", v);
   detail::require_dtype(op, "q", q, DType::kF32);
   detail::require_dtype(op, "out", out, DType::kF32);
   detail::require_dtype(op, "keys", k, DType::kF32, DType::kBF16);
@@ -247,7 +254,7 @@ void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   SY_REQUIRE(k.size(2) == dk && v.size(1) == kv_heads && kv_heads > 0 && heads % kv_heads == 0 &&
                  k.size(0) == v.size(0) && block_size > 0 && k.size(0) % block_size == 0 && out.size(0) == t &&
                  out.size(1) == heads && out.size(2) == dv && positions.numel() == t && table_start.numel() == t &&
-                 dv <= 32 * kMaxDvPerLane,
+                 dv <= kMaxDv,
              InvalidArgument, op, "q ", q.describe(), " k ", k.describe(), " v ", v.describe(), " out ",
              out.describe(), " block size ", block_size);
   if (args.sinks.defined()) {

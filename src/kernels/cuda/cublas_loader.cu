@@ -53,6 +53,7 @@ const CublasApi& cublas() {
     resolve(lib, "cublasCreate_v2", a.create);
     resolve(lib, "cublasSetStream_v2", a.set_stream);
     resolve(lib, "cublasGemmEx", a.gemm_ex);
+    resolve(lib, "cublasGemmStridedBatchedEx", a.gemm_strided_batched_ex);
     // Optional: grouped_gemm falls back to one GEMM per group without it.
     a.gemm_grouped_batched_ex =
         reinterpret_cast<decltype(a.gemm_grouped_batched_ex)>(dlsym(lib, "cublasGemmGroupedBatchedEx"));

@@ -1,5 +1,6 @@
 // CUDA linear: y = x W^T + b with bf16 weights through cuBLAS (cublasGemmEx, f32 accumulation on the bf16
-// tensor cores). Not here: cuBLASLt epilogue fusion (bias, activation), fp8/int8, grouped expert GEMMs.
+// tensor cores), and its per-head batched form over strided views (cublasGemmStridedBatchedEx, MLA's absorbed
+// attention). Not here: cuBLASLt epilogue fusion (bias, activation), fp8/int8, grouped expert GEMMs.
 #include <cublas_v2.h>
 
 #include "op_common.cuh"
@@ -101,6 +102,52 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
       add_bias<__nv_bfloat16>(y, bias, m, n);
     }
   }
+}
+
+void batched_linear(const Tensor& x, const Tensor& w, BatchedWeight layout, Tensor& y) {
+  const char* op = "cuda batched_linear";
+  detail::require_rows_device(op, "x", x);
+  detail::require_rows_device(op, "w", w);
+  detail::require_rows_device(op, "y", y);
+  detail::require_dtype(op, "x", x, DType::kF32, DType::kBF16);
+  detail::require_dtype(op, "w", w, DType::kBF16, DType::kBF16);
+  detail::require_dtype(op, "y", y, DType::kF32, DType::kBF16);
+  const bool nk = layout == BatchedWeight::kOutIn;
+  SY_REQUIRE(x.dim() == 3 && w.dim() == 3 && y.dim() == 3, InvalidArgument, op, "rank-3 x, w, y expected, got x ",
+             x.describe(), " w ", w.describe(), " y ", y.describe());
+  const int64_t m = x.size(0), batches = x.size(1), k = x.size(2), n = nk ? w.size(1) : w.size(2);
+  SY_REQUIRE(w.size(0) == batches && (nk ? w.size(2) : w.size(1)) == k && y.size(0) == m && y.size(1) == batches &&
+                 y.size(2) == n,
+             InvalidArgument, op, "shapes x ", x.describe(), " w ", w.describe(), " (", nk ? "B, n, k" : "B, k, n",
+             ") y ", y.describe());
+  // cuBLAS reads every operand as a strided matrix with unit steps along the last dimension; y's rows must not
+  // overlap (each (row, batch) owns n consecutive elements, batches ordered within a row).
+  const Shape &xs = x.strides(), &ws = w.strides(), &ys = y.strides();
+  SY_REQUIRE(xs[2] == 1 && ws[2] == 1 && ys[2] == 1 && ys[1] >= n && ys[0] >= ys[1] * batches &&
+                 ws[1] >= (nk ? k : n) && (x.dtype() == DType::kBF16 || x.is_contiguous()),
+             InvalidArgument, op, "unsupported strides: x ", x.describe(), " w ", w.describe(), " y ", y.describe(),
+             " (unit last strides, non-overlapping y rows; f32 x must be contiguous)");
+  SY_REQUIRE(k > 0, InvalidArgument, op, "empty reduction dimension: x ", x.describe());
+  for (int64_t v : {xs[0], xs[1], ws[0], ws[1], ys[0], ys[1], m, n, k, batches}) {
+    SY_REQUIRE(v <= INT32_MAX, InvalidArgument, op, "a size or stride exceeds 2^31: x ", x.describe(), " w ",
+               w.describe(), " y ", y.describe());
+  }
+  if (m == 0 || batches == 0 || n == 0) return;
+  Tensor xb = x;
+  if (x.dtype() == DType::kF32) {
+    xb = Tensor::empty(x.shape(), DType::kBF16, Device::kCuda);
+    detail::to_bf16(x, xb);
+  }
+  const Shape& xbs = xb.strides();
+  // Column-major view per batch b: y_b^T (n x m, ld ys[0]) = op(W_b) (n x k) * x_b^T (k x m, ld xbs[0]); W_b
+  // (n, k) row-major is k x n column-major (transposed), W_b (k, n) row-major is n x k column-major (as is).
+  const float alpha = 1.f, beta = 0.f;
+  const cudaDataType_t y_type = y.dtype() == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
+  SY_CUBLAS_CHECK(detail::cublas().gemm_strided_batched_ex(
+      handle(), nk ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+      static_cast<int>(k), &alpha, w.raw(), CUDA_R_16BF, static_cast<int>(ws[1]), ws[0], xb.raw(), CUDA_R_16BF,
+      static_cast<int>(xbs[0]), xbs[1], &beta, y.raw(), y_type, static_cast<int>(ys[0]), ys[1],
+      static_cast<int>(batches), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace sy::cuda

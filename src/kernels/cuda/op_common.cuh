@@ -18,6 +18,11 @@ inline void require_device(const char* op, const char* name, const Tensor& t) {
   SY_REQUIRE(t.defined() && t.device() == Device::kCuda && t.is_contiguous(), InvalidArgument, op, name,
              " must be a contiguous CUDA tensor, got ", t.defined() ? t.describe() : "undefined");
 }
+// A view with unit steps along its last dimension (a column slice of a wider tensor), any other strides.
+inline void require_rows_device(const char* op, const char* name, const Tensor& t) {
+  SY_REQUIRE(t.defined() && t.device() == Device::kCuda && t.dim() > 0 && t.strides().back() == 1, InvalidArgument,
+             op, name, " must be a CUDA tensor with unit last stride, got ", t.defined() ? t.describe() : "undefined");
+}
 inline void require_dtype(const char* op, const char* name, const Tensor& t, DType a, DType b = DType::kF32) {
   SY_REQUIRE(t.dtype() == a || t.dtype() == b, InvalidArgument, op, name, " has dtype ", t.describe());
 }
