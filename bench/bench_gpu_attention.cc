@@ -62,10 +62,10 @@ int main(int argc, char** argv) {
       sy::cuda::cast(k, kb);
       sy::cuda::cast(v, vb);
       Tensor out2 = Tensor::empty({tokens, heads, dim}, sy::DType::kF32, sy::Device::kCuda);
-      sy::cuda::flash_attention(qb, kb, vb, args.scale, out2);
+      sy::cuda::flash_attention(qb, kb, vb, args, out2);
       sy::cuda::synchronize();
       const auto f0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < iters; ++i) sy::cuda::flash_attention(qb, kb, vb, args.scale, out2);
+      for (int i = 0; i < iters; ++i) sy::cuda::flash_attention(qb, kb, vb, args, out2);
       sy::cuda::synchronize();
       s_flash = std::chrono::duration<double>(std::chrono::steady_clock::now() - f0).count() / iters;
       // Agreement of the two kernels (bf16 inputs vs f32): max |a - b| / max |b| over the output.

@@ -446,13 +446,13 @@ Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, ExpertPath pat
 namespace {
 
 // Attention of every query row of `b` for layer l into att (n, heads, dv): whole fresh prompts through the
-// tensor-core prefill kernel when the layer allows it (head dim 128, no window, no sinks), the rest through
-// the paged kernel in runs of consecutive rows.
+// tensor-core prefill kernel when the layer allows it (head dim 64 or 128 for keys and values; windows and
+// sinks included), the rest through the paged kernel in runs of consecutive rows.
 void attend(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, int l, const cuda::AttentionArgs& args,
             const Tensor& q3, const Tensor& k3, const Tensor& v3, Tensor& att) {
   const AttentionConfig& a = s.config.attention;
-  const bool flash_ok = s.use_flash && a.head_dim == 128 && a.v_head_dim == 128 && args.window == 0 &&
-                        !args.sinks.defined() && !b.fresh_prompts.empty();
+  const int64_t d = a.head_dim;
+  const bool flash_ok = s.use_flash && (d == 64 || d == 128) && a.v_head_dim == d && !b.fresh_prompts.empty();
   auto paged = [&](int64_t r0, int64_t r1) {
     if (r1 <= r0) return;
     Tensor out = att.slice(0, r0, r1);
@@ -466,14 +466,14 @@ void attend(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, int l, const c
   int64_t done = 0;
   for (const auto& [r0, r1] : b.fresh_prompts) {
     paged(done, r0);
-    Tensor qb = Tensor::empty({r1 - r0, a.num_heads, 128}, DType::kBF16, Device::kCuda);
-    Tensor kb = Tensor::empty({r1 - r0, k3.size(1), 128}, DType::kBF16, Device::kCuda);
-    Tensor vb = Tensor::empty({r1 - r0, v3.size(1), 128}, DType::kBF16, Device::kCuda);
+    Tensor qb = Tensor::empty({r1 - r0, a.num_heads, d}, DType::kBF16, Device::kCuda);
+    Tensor kb = Tensor::empty({r1 - r0, k3.size(1), d}, DType::kBF16, Device::kCuda);
+    Tensor vb = Tensor::empty({r1 - r0, v3.size(1), d}, DType::kBF16, Device::kCuda);
     cuda::cast(q3.slice(0, r0, r1), qb);
     cuda::cast(k3.slice(0, r0, r1), kb);
     cuda::cast(v3.slice(0, r0, r1), vb);
     Tensor out = att.slice(0, r0, r1);
-    cuda::flash_attention(qb, kb, vb, args.scale, out);
+    cuda::flash_attention(qb, kb, vb, args, out);
     done = r1;
   }
   paged(done, b.n);

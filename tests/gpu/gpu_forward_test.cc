@@ -193,17 +193,11 @@ TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
   }
 }
 
-// Whole fresh prompts (>= 64 tokens, head dim 128) run the tensor-core prefill attention inside the batched
-// pass, next to a continuing chunk and a decode token that take the paged kernel: logits match the CPU path
-// within the bf16 tolerance, and the paged-only GPU pass too. A dense Qwen3-shaped random model with head
-// dim 128 (as in the real checkpoints; the golden fixtures' heads are smaller): dense, so that no bf16
-// routing flip can excuse a row from the comparison.
-TEST(GpuForwardFlash, FreshPromptsThroughTheTensorCoreKernelMatchCpu) {
-  SY_SKIP_WITHOUT_GPU();
-  nlohmann::json j = {{"model_type", "qwen3"}, {"vocab_size", 256}, {"hidden_size", 256},
-                      {"intermediate_size", 256}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
-                      {"num_key_value_heads", 2}, {"head_dim", 128}, {"max_position_embeddings", 1024},
-                      {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0}};
+// Whole fresh prompts (>= 64 tokens, head dim 64 or 128) run the tensor-core prefill attention inside the
+// batched pass, next to a continuing chunk and a decode token that take the paged kernel: logits match the CPU
+// path within the bf16 tolerance, and the paged-only GPU pass too. Dense Qwen3-shaped random models (the
+// golden fixtures' heads are smaller), so that no bf16 routing flip can excuse a row from the comparison.
+void check_flash_prefill(const nlohmann::json& j) {
   const ModelConfig cfg = ModelConfig::from_json(j);
   auto params = std::make_shared<std::map<std::string, Tensor>>(train::TrainableModel::from_config(cfg, 7)->params());
   auto make = [&] { return std::make_unique<Model>(cfg, load_model_weights(cfg, MapSource(*params)), params); };
@@ -253,6 +247,30 @@ TEST(GpuForwardFlash, FreshPromptsThroughTheTensorCoreKernelMatchCpu) {
   const int64_t flash_mid = cuda::flash_attention_calls();
   run(step2, "continuing chunk + decode");
   EXPECT_EQ(cuda::flash_attention_calls(), flash_mid) << "no fresh prompt in the second step";
+}
+
+nlohmann::json dense_qwen3(int64_t head_dim) {
+  return {{"model_type", "qwen3"}, {"vocab_size", 256}, {"hidden_size", 256}, {"intermediate_size", 256},
+          {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+          {"head_dim", head_dim}, {"max_position_embeddings", 1024}, {"rms_norm_eps", 1e-6},
+          {"rope_theta", 10000.0}};
+}
+
+TEST(GpuForwardFlash, FreshPromptsThroughTheTensorCoreKernelMatchCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  check_flash_prefill(dense_qwen3(128));
+}
+
+// Head dim 64 with a 48-token sliding window on the first layer (the 150-token prompt spans three windows
+// and three key tiles), full attention on the second.
+TEST(GpuForwardFlash, HeadDim64WithSlidingWindowMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  nlohmann::json j = dense_qwen3(64);
+  j["use_sliding_window"] = true;
+  j["sliding_window"] = 48;
+  j["layer_types"] = {"sliding_attention", "full_attention"};
+  ASSERT_EQ(ModelConfig::from_json(j).layer_sliding_window, (std::vector<int>{48, 0}));
+  check_flash_prefill(j);
 }
 
 TEST_P(GpuForward, GreedyGenerationAgreesWithCpu) {

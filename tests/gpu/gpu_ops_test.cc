@@ -181,26 +181,48 @@ TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
 // multiple of the 64-row tiles, GQA, one token.
 TEST(GpuOps, FlashAttentionMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
-  for (auto [t, heads, kv_heads] : std::vector<std::array<int64_t, 3>>{{200, 4, 2}, {64, 2, 2}, {1, 2, 1}, {129, 8, 1}}) {
-    const int64_t d = 128;
-    Tensor q = rand_tensor({t, heads, d}).to(DType::kBF16), k = rand_tensor({t, kv_heads, d}).to(DType::kBF16);
-    Tensor v = rand_tensor({t, kv_heads, d}).to(DType::kBF16);
-    const float scale = 1.f / std::sqrt(static_cast<float>(d));
-    std::vector<int64_t> pos(static_cast<size_t>(t));
-    for (int64_t i = 0; i < t; ++i) pos[i] = i;
+  // (t, heads, kv_heads, head dim, window, sinks): windows shorter than a tile, spanning tiles, and longer
+  // than the sequence; sinks with and without a window (gpt-oss: head dim 64, window 128, sinks).
+  struct Case { int64_t t, heads, kv_heads, d; int window; bool sinks; };
+  for (Case c : {Case{200, 4, 2, 128, 0, false}, Case{64, 2, 2, 128, 0, false}, Case{1, 2, 1, 128, 0, false},
+                 Case{129, 8, 1, 128, 0, false}, Case{300, 8, 2, 64, 128, true}, Case{200, 4, 4, 64, 0, false},
+                 Case{190, 4, 1, 128, 37, false}, Case{70, 2, 1, 64, 500, true}, Case{257, 4, 2, 128, 64, true},
+                 Case{5, 2, 2, 64, 1, true}}) {
+    Tensor q = rand_tensor({c.t, c.heads, c.d}).to(DType::kBF16), k = rand_tensor({c.t, c.kv_heads, c.d}).to(DType::kBF16);
+    Tensor v = rand_tensor({c.t, c.kv_heads, c.d}).to(DType::kBF16);
+    Tensor sinks = rand_tensor({c.heads}, 3.f);
+    const float scale = 1.f / std::sqrt(static_cast<float>(c.d));
+    std::vector<int64_t> pos(static_cast<size_t>(c.t));
+    for (int64_t i = 0; i < c.t; ++i) pos[i] = i;
     ops::AttentionOptions o;
     o.scale = scale;
-    Tensor ref = Tensor::empty({t, heads, d}, DType::kF32);
-    ops::attention(q.to(DType::kF32), k.to(DType::kF32), v.to(DType::kF32), pos, t, o, ref);
-    Tensor out = poisoned_device({t, heads, d});
-    cuda::flash_attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), scale, out);
-    expect_close("flash_attention t=" + std::to_string(t) + " heads=" + std::to_string(heads) + "/" +
-                     std::to_string(kv_heads),
+    o.window = c.window;
+    o.sinks = c.sinks ? &sinks : nullptr;
+    Tensor ref = Tensor::empty({c.t, c.heads, c.d}, DType::kF32);
+    ops::attention(q.to(DType::kF32), k.to(DType::kF32), v.to(DType::kF32), pos, c.t, o, ref);
+    cuda::AttentionArgs args;
+    args.scale = scale;
+    args.window = c.window;
+    if (c.sinks) args.sinks = cuda::to_device(sinks);
+    Tensor out = poisoned_device({c.t, c.heads, c.d});
+    cuda::flash_attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, out);
+    expect_close("flash_attention t=" + std::to_string(c.t) + " heads=" + std::to_string(c.heads) + "/" +
+                     std::to_string(c.kv_heads) + " d=" + std::to_string(c.d) + " window=" +
+                     std::to_string(c.window) + (c.sinks ? " sinks" : ""),
                  out, ref, kBf16Tol);
   }
-  Tensor bad = cuda::to_device(rand_tensor({4, 2, 64}).to(DType::kBF16));
-  Tensor out = poisoned_device({4, 2, 64});
-  EXPECT_THROW(cuda::flash_attention(bad, bad, bad, 1.f, out), InvalidArgument);
+  cuda::AttentionArgs args;
+  args.scale = 1.f;
+  Tensor bad = cuda::to_device(rand_tensor({4, 2, 96}).to(DType::kBF16));  // head dim 96
+  Tensor out = poisoned_device({4, 2, 96});
+  EXPECT_THROW(cuda::flash_attention(bad, bad, bad, args, out), InvalidArgument);
+  Tensor x = cuda::to_device(rand_tensor({4, 2, 64}).to(DType::kBF16));
+  Tensor out64 = poisoned_device({4, 2, 64});
+  args.sinks = cuda::to_device(rand_tensor({3}));  // 3 sinks for 2 heads
+  EXPECT_THROW(cuda::flash_attention(x, x, x, args, out64), InvalidArgument);
+  args.sinks = Tensor();
+  args.window = -1;
+  EXPECT_THROW(cuda::flash_attention(x, x, x, args, out64), InvalidArgument);
 }
 
 TEST(GpuOps, CausalAttentionMatchesCpu) {

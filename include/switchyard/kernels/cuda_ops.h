@@ -108,10 +108,11 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
                const AttentionArgs& args, Tensor& out);
 
 // Causal prefill attention of one sequence on the tensor cores (FlashAttention-2 style tiles, bf16 WMMA with
-// f32 softmax and accumulation): query i attends to keys [0, i]. q: (t, heads, 128) bf16; k, v: (t, kv_heads,
-// 128) bf16 with heads a multiple of kv_heads; out: (t, heads, 128) f32. No window, sinks or packed
-// documents yet (cuda::attention has them).
-void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale, Tensor& out);
+// f32 softmax and accumulation): query i attends to keys [max(0, i - window + 1), i] (window 0: [0, i]), with
+// the heads' sinks in the softmax when given (args.scale, window, sinks; key_splits unused). q: (t, heads, d)
+// bf16, d = 64 or 128; k, v: (t, kv_heads, d) bf16 with heads a multiple of kv_heads; out: (t, heads, d) f32.
+// No packed documents yet (cuda::attention has them).
+void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, Tensor& out);
 int64_t flash_attention_calls();  // calls so far in this process (tests check which path ran)
 
 // Causal attention of the queries of many sequences against a paged KV pool (the batched forward pass):
