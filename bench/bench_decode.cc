@@ -399,9 +399,12 @@ int run(const Options& o) {
       // Paired limit: right after the step, stream exactly the weights it read (same pages, same threads), so
       // that the bandwidth drift of a shared machine cancels out of the ratio.
       t_stream += read_spans(routed_spans(*model, sw));
-      // KV rows read by attention: keys and values of every cached position, every layer (f32).
+      // KV rows read by attention: keys and values of every cached position, every layer (f32; MLA's values
+      // are the keys' latent columns, read once).
       for (int l = 0; l < cfg.num_layers; ++l) {
-        kv_bytes += static_cast<double>(cache.length()) * (cache.keys(l).nbytes() + cache.values(l).nbytes()) / cache.capacity();
+        const double row_bytes = static_cast<double>(cache.keys(l).nbytes() +
+                                                     (cache.layout().values_in_keys ? 0 : cache.values(l).nbytes()));
+        kv_bytes += static_cast<double>(cache.length()) * row_bytes / cache.capacity();
       }
     }
     decode_tps.push_back(o.decode_tokens / t_decode);

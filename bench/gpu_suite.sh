@@ -33,6 +33,9 @@ timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --
   --decode-steps 32 2>&1 | tail -n 4
 SY_ATTENTION_KEY_SPLITS=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
   --batches 1,8 --prompt-len 2048 --decode-steps 32 2>&1 | tail -n 4
+echo "== causal prefill attention (cuda::attention, cuda::flash_attention; SDPA in the PyTorch peer section)"
+timeout 150 "$bin/bench_gpu_attention" --tokens 16384 --heads 16 --head-dim 128 --iters 5 2>&1 | tail -n 6
+timeout 100 "$bin/bench_gpu_attention" --tokens 8192 --heads 64 --kv-heads 8 --head-dim 64 --iters 3 2>&1 | tail -n 6
 echo "== bench_gpu_decode (DeepSeek-V2-Lite shape: MLA in the absorbed form, latent rows cached)"
 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/deepseek_v2_lite.json --batches 1,8,64 --prompt-len 128 \
   --decode-steps 32 2>&1 | tail -n 5
@@ -47,5 +50,8 @@ if [ "${SY_NCU:-0}" = 1 ]; then  # where the time of a decode step goes, kernel 
 fi
 [ "${SY_SKIP_TORCH:-0}" = 1 ] && exit 0
 echo "== PyTorch peer"
+PYTHONUNBUFFERED=1 timeout 60 python3 bench/torch_attention.py --tokens 16384 --heads 16 --head-dim 128 2>&1 | tail -n 3
 PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_moe_decode.py --config bench/configs/qwen3_30b_a3b.json \
   --batches 1,8,32,64 --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/torch_moe_decode.txt" | tail -n 9
+PYTHONUNBUFFERED=1 timeout 200 python3 bench/torch_moe_decode.py --config bench/configs/deepseek_v2_lite.json \
+  --batches 1,8 --prompt-len 128 --decode-steps 32 2>&1 | tail -n 5

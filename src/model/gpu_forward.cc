@@ -356,6 +356,9 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
     SY_REQUIRE(s->key_splits >= 0 && s->key_splits <= 1024, InvalidArgument, "cuda",
                "SY_ATTENTION_KEY_SPLITS must be in [0, 1024] (0: chosen from the batch), got '", env, "'");
   }
+  SY_REQUIRE(!config.attention.mla || config.attention.kv_lora_rank <= 512, Unsupported, "cuda",
+             "MLA with kv_lora_rank ", config.attention.kv_lora_rank,
+             " (the GPU attends over at most 512 latent values per head); use the CPU");
   Uploader up;
   s->w.embed = up.matrix(weights.embed);
   s->w.final_norm = up.vector(weights.final_norm);

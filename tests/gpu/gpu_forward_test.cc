@@ -48,10 +48,11 @@ void check_batched_logits(const std::string& fixture, bool cublas_experts) {
   // gpt-oss's fixture, whose clamped experts see large pre-activations, lands at 2.25e-2 there with an f32 KV
   // pool and 2.53e-2 with the bf16 pool (measured on an H100 and an H200). DeepSeek's MLA chains more
   // projections: with transformers as the reference, the GPU's rounding emulated on the CPU
-  // (tools/bf16_error_reference.py, docs/benchmarks.md) puts one flip-free decode row of deepseek_v2_lite at
-  // 2.55e-2, the value the device gives, and 0.4-0.8% of random flip-free rows of the three DeepSeek
-  // fixtures over 2e-2 (max 2.4-3.1e-2): bf16 itself, not a device error. Those get 3e-2; every other
-  // fixture and path stays under the 2e-2.
+  // (tools/bf16_error_reference.py, docs/benchmarks.md) put one flip-free decode row of deepseek_v2_lite at
+  // 2.55e-2 in the expanded form, the value the device gave, and 0.4-0.8% of random flip-free rows of the
+  // three DeepSeek fixtures over 2e-2 (max 2.4-3.1e-2): bf16 itself, not a device error. The absorbed form
+  // the GPU runs now (mode e there) keeps these cases under 1.6e-2 and random rows over 2e-2 at 0.3-1.0%.
+  // Those get 3e-2; every other fixture and path stays under the 2e-2.
   const bool mla = c.arch == Architecture::kDeepseekV2 || c.arch == Architecture::kDeepseekV3;
   const double tol = (cublas_experts && c.arch == Architecture::kGptOss) || mla ? 3e-2 : kLogitTol;
   std::mt19937 rng(3);

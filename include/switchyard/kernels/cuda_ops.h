@@ -107,8 +107,8 @@ struct AttentionArgs {
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, int64_t kv_len,
                const AttentionArgs& args, Tensor& out);
 
-// Causal prefill attention of one sequence on the tensor cores (FlashAttention-2 style tiles, bf16 WMMA with
-// f32 softmax and accumulation): query i attends to keys [max(0, i - window + 1), i] (window 0: [0, i]), with
+// Causal prefill attention of one sequence on the tensor cores (FlashAttention-2 style: bf16 mma.sync with
+// f32 softmax and accumulation in registers): query i attends to keys [max(0, i - window + 1), i] (window 0: [0, i]), with
 // the heads' sinks in the softmax when given (args.scale, window, sinks; key_splits unused). q: (t, heads, d)
 // bf16, d = 64 or 128; k, v: (t, kv_heads, d) bf16 with heads a multiple of kv_heads; out: (t, heads, d) f32.
 // No packed documents yet (cuda::attention has them).

@@ -1,13 +1,14 @@
 // Causal prefill attention on the tensor cores, FlashAttention-2 style: one block of 4 warps per 64 queries
-// and head, looping over 64-key tiles of K and V staged in shared memory; S = Q K^T and O += P V run as
-// bf16 WMMA products with f32 accumulation; the online softmax (running max and sum per row) runs in f32 on
-// the S tile in shared memory, and the per-row rescale of O happens there too (the accumulator fragments'
-// layout is opaque), so O round-trips through shared memory each tile. One sequence, head dim 64 or 128, GQA,
-// sliding window (key tiles wholly outside every row's window are skipped) and per-head sinks (joined to the
-// softmax at the end); no packed documents yet (cuda::attention has them). Not here: wgmma/TMA pipelining.
-#include <mma.h>
-
+// and head (the longest rows launched first), looping over 64-key tiles of K and V that cp.async stages in
+// shared memory (the next K tile loads during P V, the next V tile during the next Q K^T). Each warp owns 16
+// query rows: S = Q K^T and O += P V are bf16 mma.sync.m16n8k16 products with f32 accumulators held in
+// registers (ldmatrix feeds the operands; V through its transposing form), the online softmax runs in f32 on
+// the S fragments in the log2 domain, and S's accumulator fragments become P's operand fragments without
+// leaving registers. One sequence, head dim 64 or 128, GQA, sliding window (key tiles wholly outside every
+// row's window are skipped) and per-head sinks (joined to the softmax at the end); no packed documents yet
+// (cuda::attention has them). Not here: wgmma/TMA and warp specialisation (FlashAttention-3).
 #include <cmath>
+#include <cstdint>
 
 #include "op_common.cuh"
 
@@ -15,137 +16,209 @@ namespace sy::cuda {
 
 namespace {
 
-using namespace nvcuda;
-
 constexpr int kBlockM = 64;   // queries per block (16 per warp)
 constexpr int kBlockN = 64;   // keys per tile
 constexpr int kWarps = 4;
-constexpr int kLdS = kBlockN + 4;   // f32 row stride of a warp's S tile
-constexpr int kLdP = kBlockN + 8;   // bf16 row stride of a warp's P tile
+constexpr int kThreads = kWarps * 32;
 
-// Shared memory of a block for head dim kD.
+// Shared memory of a block for head dim kD: Q, K and V tiles of 64 rows; rows padded by 16 bytes so that the
+// eight row addresses of an ldmatrix fall in distinct bank groups.
 template <int kD>
-struct Smem {
-  static constexpr int kLdQK = kD + 8;  // bf16 row stride of Q/K/V tiles (multiple of 8, staggers banks)
-  static constexpr int kLdO = kD + 4;   // f32 row stride of a warp's O tile
-  __nv_bfloat16 q[kBlockM * kLdQK];
-  __nv_bfloat16 k[kBlockN * kLdQK];
-  __nv_bfloat16 v[kBlockN * kLdQK];
-  float s[kWarps][16 * kLdS];
-  __nv_bfloat16 p[kWarps][16 * kLdP];
-  float o[kWarps][16 * kLdO];
+struct Tiles {
+  static constexpr int kLd = kD + 8;  // bf16 elements per row
+  static constexpr size_t kBytes = size_t{3} * 64 * kLd * sizeof(__nv_bfloat16);
 };
 
-// Copies rows [row0, row0 + 64) of one head (row stride `stride` elements) into a tile; rows past `t` are 0.
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16 bytes global -> shared, asynchronously; bytes = 0 writes zeros (rows past the sequence).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+// Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i; thread t receives (row t/4,
+// columns 2(t%4), 2(t%4)+1) of each, or with .trans (rows 2(t%4), 2(t%4)+1, column t/4).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+// d += a (16x16, row-major fragment) * b (16x8, column fragment), bf16 in, f32 accumulate.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Rows [row0, row0 + 64) of one head (row stride `stride` elements) into a tile, asynchronously; rows at or
+// past t are zeros.
 template <int kD>
-__device__ void load_tile(__nv_bfloat16* tile, const __nv_bfloat16* src, int64_t row0, int64_t t, int64_t stride) {
+__device__ __forceinline__ void load_tile(__nv_bfloat16* tile, const __nv_bfloat16* src, int64_t row0, int64_t t,
+                                          int64_t stride) {
   constexpr int kChunks = kD / 8;  // 16-byte chunks per row
-  for (int i = threadIdx.x; i < 64 * kChunks; i += blockDim.x) {
+  for (int i = threadIdx.x; i < 64 * kChunks; i += kThreads) {
     const int r = i / kChunks, c = (i % kChunks) * 8;
-    uint4 val = make_uint4(0, 0, 0, 0);
-    if (row0 + r < t) val = *reinterpret_cast<const uint4*>(src + (row0 + r) * stride + c);
-    *reinterpret_cast<uint4*>(tile + r * Smem<kD>::kLdQK + c) = val;
+    const bool in = row0 + r < t;
+    cp_async16(tile + r * Tiles<kD>::kLd + c, src + (in ? (row0 + r) * stride : 0) + c, in ? 16 : 0);
   }
 }
 
 // Query i attends keys [max(0, i - window + 1), i] (window 0: [0, i]); sinks: (heads,) f32 or null.
+// scale_log2 = softmax scale * log2(e). Fragment coordinates: g = lane / 4 and c = lane % 4; an accumulator
+// tile (16 x 8) holds [g][2c, 2c+1] in elements 0, 1 and [g + 8][2c, 2c+1] in elements 2, 3.
 template <int kD>
-__global__ void __launch_bounds__(kWarps * 32) flash_kernel(const __nv_bfloat16* q, const __nv_bfloat16* k,
-                                                            const __nv_bfloat16* v, const float* sinks, float* out,
-                                                            int64_t t, int heads, int kv_heads, float scale,
-                                                            int window) {
-  constexpr int kLdQK = Smem<kD>::kLdQK, kLdO = Smem<kD>::kLdO;
+__global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q, const __nv_bfloat16* k,
+                                                         const __nv_bfloat16* v, const float* sinks, float* out,
+                                                         int64_t t, int heads, int kv_heads, float scale_log2,
+                                                         int window) {
+  constexpr int kLd = Tiles<kD>::kLd;
   extern __shared__ __align__(16) unsigned char raw[];
-  Smem<kD>& sm = *reinterpret_cast<Smem<kD>*>(raw);
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(raw);
+  __nv_bfloat16* sk = sq + kBlockM * kLd;
+  __nv_bfloat16* sv = sk + kBlockN * kLd;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int head = blockIdx.y, kv_head = head / (heads / kv_heads);
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kBlockM;
+  const int64_t q0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kBlockM;  // longest rows first
   const int64_t q_stride = static_cast<int64_t>(heads) * kD, kv_stride = static_cast<int64_t>(kv_heads) * kD;
-  load_tile<kD>(sm.q, q + head * kD, q0, t, q_stride);
-  float* o = sm.o[warp];
-  for (int i = lane; i < 16 * kLdO; i += 32) o[i] = 0.f;
-  // Row statistics: lane pair (2r, 2r+1) owns row r of this warp's 16 rows.
-  const int row = lane >> 1, half = lane & 1;
-  const int64_t qi = q0 + warp * 16 + row;  // this lane's query index
-  float m = -INFINITY, l = 0.f;
-  __syncthreads();
-  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> qf[kD / 16];
-  for (int kt = 0; kt < kD / 16; ++kt) wmma::load_matrix_sync(qf[kt], sm.q + warp * 16 * kLdQK + kt * 16, kLdQK);
+  const __nv_bfloat16* kh = k + kv_head * kD;
+  const __nv_bfloat16* vh = v + kv_head * kD;
   const int64_t last_key = q0 + kBlockM - 1 < t - 1 ? q0 + kBlockM - 1 : t - 1;
   // The block's first query sees keys from q0 - window + 1 on: earlier tiles are masked for every row.
   const int64_t first_key = window > 0 && q0 - window + 1 > 0 ? q0 - window + 1 : 0;
-  for (int64_t k0 = first_key / kBlockN * kBlockN; k0 <= last_key; k0 += kBlockN) {
-    __syncthreads();  // previous tile fully consumed
-    load_tile<kD>(sm.k, k + kv_head * kD, k0, t, kv_stride);
-    load_tile<kD>(sm.v, v + kv_head * kD, k0, t, kv_stride);
+  const int64_t tile0 = first_key / kBlockN * kBlockN;
+  load_tile<kD>(sq, q + head * kD, q0, t, q_stride);
+  load_tile<kD>(sk, kh, tile0, t, kv_stride);
+  cp_async_commit();  // group: Q and the first K tile
+  load_tile<kD>(sv, vh, tile0, t, kv_stride);
+  cp_async_commit();  // group: the first V tile
+
+  const int64_t row_q[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};  // this thread's two query rows
+  int64_t row_lo[2];
+  for (int r = 0; r < 2; ++r) row_lo[r] = window > 0 ? row_q[r] - window + 1 : 0;
+  uint32_t qf[kD / 16][4];  // Q fragments of this warp's rows, loaded once
+  float o[kD / 8][4];       // O (16 x kD): dims 8j..8j+7 in o[j]
+  for (int j = 0; j < kD / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // running max (log2 units) and sum per row
+
+  for (int64_t k0 = tile0; k0 <= last_key; k0 += kBlockN) {
+    cp_async_wait<1>();  // Q and this K tile have landed (this V tile may still be in flight)
     __syncthreads();
-    // S (16 x 64) = Q_w K^T.
-    float* s = sm.s[warp];
-    for (int nt = 0; nt < kBlockN / 16; ++nt) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
-      for (int kt = 0; kt < kD / 16; ++kt) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> kf;
-        wmma::load_matrix_sync(kf, sm.k + nt * 16 * kLdQK + kt * 16, kLdQK);
-        wmma::mma_sync(acc, qf[kt], kf, acc);
+    if (k0 == tile0) {
+      for (int ks = 0; ks < kD / 16; ++ks) {
+        ldmatrix_x4(qf[ks], sq + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd + ks * 16 + (lane >> 4) * 8);
       }
-      wmma::store_matrix_sync(s + nt * 16, acc, kLdS, wmma::mem_row_major);
     }
-    __syncwarp();
-    // Online softmax on this lane's half row (32 keys), causal and window masks by index.
-    float* srow = s + row * kLdS + half * 32;
-    const int64_t lo = window > 0 ? qi - window + 1 : 0;
-    float mx = -INFINITY;
-    for (int c = 0; c < 32; ++c) {
-      const int64_t key = k0 + half * 32 + c;
-      const float x = key <= qi && key >= lo ? srow[c] * scale : -INFINITY;
-      srow[c] = x;
-      mx = fmaxf(mx, x);
-    }
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    const float m_new = fmaxf(m, mx);
-    const float alpha = m_new == -INFINITY ? 1.f : __expf(m - m_new);
-    float sum = 0.f;
-    __nv_bfloat16* prow = sm.p[warp] + row * kLdP + half * 32;
-    for (int c = 0; c < 32; ++c) {
-      const float pv = srow[c] == -INFINITY ? 0.f : __expf(srow[c] - m_new);
-      sum += pv;
-      prow[c] = __float2bfloat16(pv);
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    l = l * alpha + sum;
-    m = m_new;
-    float* orow = o + row * kLdO + half * (kD / 2);
-    for (int c = 0; c < kD / 2; ++c) orow[c] *= alpha;
-    __syncwarp();
-    // O (16 x 128) += P V.
-    for (int nt = 0; nt < kD / 16; ++nt) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::load_matrix_sync(acc, o + nt * 16, kLdO, wmma::mem_row_major);
-      for (int kt = 0; kt < kBlockN / 16; ++kt) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> pf;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> vf;
-        wmma::load_matrix_sync(pf, sm.p[warp] + kt * 16, kLdP);
-        wmma::load_matrix_sync(vf, sm.v + kt * 16 * kLdQK + nt * 16, kLdQK);
-        wmma::mma_sync(acc, pf, vf, acc);
+    // S (16 x 64) = Q K^T: keys 8j..8j+7 of the tile in s[j].
+    float s[kBlockN / 8][4];
+    for (int j = 0; j < kBlockN / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kD / 16; ++ks) {
+#pragma unroll
+      for (int np = 0; np < kBlockN / 16; ++np) {
+        uint32_t b[4];  // keys 16np.. (b[0], b[1]) and 16np+8.. (b[2], b[3]), dims 16ks..16ks+15
+        ldmatrix_x4(b, sk + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * kLd + ks * 16 + ((lane >> 3) & 1) * 8);
+        mma_bf16(s[2 * np], qf[ks], b[0], b[1]);
+        mma_bf16(s[2 * np + 1], qf[ks], b[2], b[3]);
       }
-      wmma::store_matrix_sync(o + nt * 16, acc, kLdO, wmma::mem_row_major);
     }
-    __syncwarp();
+    // Online softmax per row (a row's 64 scores are spread over the 4 threads of a quad).
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      // Visible keys of this row as tile offsets [lo, hi], clamped to [-1, 64] (32-bit compares below).
+      const int64_t hi64 = row_q[r] - k0, lo64 = row_lo[r] - k0;
+      const int hi = static_cast<int>(hi64 < -1 ? -1 : (hi64 > kBlockN ? kBlockN : hi64));
+      const int lo = static_cast<int>(lo64 < -1 ? -1 : (lo64 > kBlockN ? kBlockN : lo64));
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int key = 8 * j + 2 * c + e;
+          float& x = s[j][2 * r + e];
+          x = key <= hi && key >= lo ? x * scale_log2 : -INFINITY;
+          mx = fmaxf(mx, x);
+        }
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[r], mx);
+      const float alpha = m_new == -INFINITY ? 1.f : exp2f(m[r] - m_new);  // 0 when m was -inf
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < kBlockN / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float& x = s[j][2 * r + e];
+          x = x == -INFINITY ? 0.f : exp2f(x - m_new);
+          sum += x;
+        }
+      }
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      l[r] = l[r] * alpha + sum;
+      m[r] = m_new;
+#pragma unroll
+      for (int j = 0; j < kD / 8; ++j) {
+        o[j][2 * r] *= alpha;
+        o[j][2 * r + 1] *= alpha;
+      }
+    }
+    cp_async_wait<0>();  // this V tile has landed
+    __syncthreads();     // and every warp is done with this K tile
+    if (k0 + kBlockN <= last_key) load_tile<kD>(sk, kh, k0 + kBlockN, t, kv_stride);
+    cp_async_commit();  // group: the next K tile (empty after the last)
+    // O += P V: P's fragments for keys 16ks..16ks+15 are S tiles 2ks and 2ks+1, rounded to bf16.
+#pragma unroll
+    for (int ks = 0; ks < kBlockN / 16; ++ks) {
+      const uint32_t a[4] = {pack_bf16(s[2 * ks][0], s[2 * ks][1]), pack_bf16(s[2 * ks][2], s[2 * ks][3]),
+                             pack_bf16(s[2 * ks + 1][0], s[2 * ks + 1][1]),
+                             pack_bf16(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < kD / 16; ++dp) {
+        uint32_t b[4];  // dims 16dp.. (b[0], b[1]) and 16dp+8.. (b[2], b[3]), keys 16ks..16ks+15
+        ldmatrix_x4_trans(b, sv + (ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * kLd + dp * 16 + (lane >> 4) * 8);
+        mma_bf16(o[2 * dp], a, b[0], b[1]);
+        mma_bf16(o[2 * dp + 1], a, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // every warp is done with this V tile
+    if (k0 + kBlockN <= last_key) load_tile<kD>(sv, vh, k0 + kBlockN, t, kv_stride);
+    cp_async_commit();  // group: the next V tile
   }
-  // out = O / l for this lane's half row; a sink adds exp(sink - max) to the denominator, as in
-  // ops::attention (every row saw its own key, so m is finite).
-  if (qi < t) {
-    float scale_o = 1.f, denom = l;
+  cp_async_wait<0>();
+  // out = O / l per row; a sink adds exp(sink - max) to the denominator, as in ops::attention (every row saw
+  // its own key, so m is finite).
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (row_q[r] >= t) continue;
+    float scale_o = 1.f, denom = l[r];
     if (sinks) {
-      const float sink = sinks[head], mf = fmaxf(m, sink);
-      scale_o = __expf(m - mf);
-      denom = l * scale_o + __expf(sink - mf);
+      const float sink = sinks[head] * 1.4426950408889634f, mf = fmaxf(m[r], sink);  // log2 units
+      scale_o = exp2f(m[r] - mf);
+      denom = l[r] * scale_o + exp2f(sink - mf);
     }
     const float inv = scale_o / denom;
-    const float* orow = o + row * kLdO + half * (kD / 2);
-    float* dst = out + qi * q_stride + head * kD + half * (kD / 2);
-    for (int c = 0; c < kD / 2; ++c) dst[c] = orow[c] * inv;
+    float* dst = out + row_q[r] * q_stride + head * kD + 2 * c;
+#pragma unroll
+    for (int j = 0; j < kD / 8; ++j) {
+      *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
+    }
   }
 }
 
@@ -155,17 +228,17 @@ template <int kD>
 void launch_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, Tensor& out) {
   static const bool configured = [] {
     SY_CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(sizeof(Smem<kD>))));
+                                       static_cast<int>(Tiles<kD>::kBytes)));
     return true;
   }();
   (void)configured;
   const int64_t t = q.size(0);
   const int heads = static_cast<int>(q.size(1)), kv_heads = static_cast<int>(k.size(1));
   const dim3 grid(static_cast<unsigned>((t + kBlockM - 1) / kBlockM), static_cast<unsigned>(heads));
-  flash_kernel<kD><<<grid, kWarps * 32, sizeof(Smem<kD>), stream()>>>(
+  flash_kernel<kD><<<grid, kThreads, Tiles<kD>::kBytes, stream()>>>(
       static_cast<const __nv_bfloat16*>(q.raw()), static_cast<const __nv_bfloat16*>(k.raw()),
       static_cast<const __nv_bfloat16*>(v.raw()), args.sinks.defined() ? args.sinks.f32() : nullptr, out.f32(), t,
-      heads, kv_heads, args.scale, args.window);
+      heads, kv_heads, args.scale * 1.4426950408889634f, args.window);
   SY_CUDA_CHECK_LAUNCH();
 }
 

@@ -123,14 +123,14 @@ void batched_linear(const Tensor& x, const Tensor& w, BatchedWeight layout, Tens
   // cuBLAS reads every operand as a strided matrix with unit steps along the last dimension; y's rows must not
   // overlap (each (row, batch) owns n consecutive elements, batches ordered within a row).
   const Shape &xs = x.strides(), &ws = w.strides(), &ys = y.strides();
-  SY_REQUIRE(xs[2] == 1 && ws[2] == 1 && ys[2] == 1 && ys[1] >= n && ys[0] >= ys[1] * batches &&
+  SY_REQUIRE(xs[2] == 1 && ws[2] == 1 && ys[2] == 1 && ys[1] >= n && ys[0] >= ys[1] * batches && xs[0] >= k &&
                  ws[1] >= (nk ? k : n) && (x.dtype() == DType::kBF16 || x.is_contiguous()),
              InvalidArgument, op, "unsupported strides: x ", x.describe(), " w ", w.describe(), " y ", y.describe(),
              " (unit last strides, non-overlapping y rows; f32 x must be contiguous)");
   SY_REQUIRE(k > 0, InvalidArgument, op, "empty reduction dimension: x ", x.describe());
-  for (int64_t v : {xs[0], xs[1], ws[0], ws[1], ys[0], ys[1], m, n, k, batches}) {
-    SY_REQUIRE(v <= INT32_MAX, InvalidArgument, op, "a size or stride exceeds 2^31: x ", x.describe(), " w ",
-               w.describe(), " y ", y.describe());
+  for (int64_t v : {xs[0], ws[1], ys[0], m, n, k, batches}) {  // cuBLAS takes these as int (batch strides: 64-bit)
+    SY_REQUIRE(v <= INT32_MAX, InvalidArgument, op, "a size or leading dimension exceeds 2^31: x ", x.describe(),
+               " w ", w.describe(), " y ", y.describe());
   }
   if (m == 0 || batches == 0 || n == 0) return;
   Tensor xb = x;
