@@ -4,7 +4,7 @@
 // the CPU path to bf16 precision). Routed experts run as one cuBLAS grouped GEMM per projection for
 // prefill-sized batches, which needs the per-expert counts on the host once per MoE layer; decode-sized
 // batches (up to gemv_max_tokens) use the grouped GEMV instead (cuda::grouped_swiglu for gate, up and SiLU,
-// cuda::grouped_linear for down) and never synchronise with the host until the logits are copied back, and
+// reading the tokens through the dispatch layout, cuda::grouped_linear for down) and never synchronise with the host until the logits are copied back, and
 // decode steps replay a captured CUDA graph.
 #include "gpu_forward.h"
 
@@ -254,13 +254,14 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
   const auto& t = s.experts[l];
   Tensor expert_out;  // (rows, hidden) f32 or bf16, in dispatch order
   if (counts) {
-    Tensor permuted = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
-    cuda::permute(h, layout, permuted);
     Tensor g = Tensor::empty({rows, t[0].n}, DType::kF32, Device::kCuda);
     expert_out = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
     if (!s.expert_bias[l][0].defined() && !s.expert_bias[l][1].defined() && c.moe.swiglu_limit <= 0) {
-      cuda::grouped_swiglu(permuted, t[0], t[1], layout.offsets, g);  // gate, up and SiLU in one pass
+      // Gate, up and SiLU in one pass, reading each row's token from h through the layout (no permute).
+      cuda::grouped_swiglu(h, t[0], t[1], layout, g);
     } else {  // gpt-oss: biases before the clamped activation
+      Tensor permuted = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
+      cuda::permute(h, layout, permuted);
       Tensor u = Tensor::empty({rows, t[1].n}, DType::kF32, Device::kCuda);
       cuda::grouped_linear(permuted, t[0], layout.offsets, g);
       cuda::grouped_linear(permuted, t[1], layout.offsets, u);

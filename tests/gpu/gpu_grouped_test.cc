@@ -121,6 +121,47 @@ TEST(GpuGrouped, MatchesPerExpertLinear) {
   check_grouped(256, 512, big);
 }
 
+// grouped_swiglu reading its rows straight from the tokens through a dispatch layout equals the same op on
+// the permuted rows (same arithmetic: bitwise), for decode-sized routings (the single-block layout) and a
+// prefill-sized one (the two-kernel layout), vectorised and scalar k.
+TEST(GpuGrouped, SwigluThroughTheLayoutEqualsPermutedRows) {
+  SY_SKIP_WITHOUT_GPU();
+  struct Case { int64_t tokens; int top_k, experts; int64_t n, k; };
+  for (Case c : {Case{1, 8, 128, 96, 256}, Case{16, 8, 128, 64, 128}, Case{5, 2, 4, 50, 36}, Case{300, 4, 16, 32, 64}}) {
+    moe::Routing r = test::make_routing(c.tokens, c.top_k, c.experts, [&](int64_t i, int s) {
+      return static_cast<int>((i * 7 + s * 13 + (i * s) % 5) % c.experts);
+    });
+    for (int64_t i = 0; i < c.tokens; ++i) {  // distinct experts per token, as a router gives
+      for (int s = 0; s < c.top_k; ++s) r.expert[i * c.top_k + s] = static_cast<int32_t>((i * 3 + s) % c.experts);
+    }
+    Tensor expert = Tensor::empty({c.tokens, c.top_k}, DType::kI32);
+    for (size_t i = 0; i < r.expert.size(); ++i) expert.i32()[i] = r.expert[i];
+    cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(cuda::to_device(expert), c.experts);
+    std::vector<Tensor> host_g, dev_g, host_u, dev_u;
+    random_experts(c.experts, c.n, c.k, host_g, dev_g);
+    random_experts(c.experts, c.n, c.k, host_u, dev_u);
+    cuda::ExpertWeightTable gt = cuda::make_expert_weight_table(dev_g), ut = cuda::make_expert_weight_table(dev_u);
+    const int64_t rows = c.tokens * c.top_k;
+    Tensor x = cuda::to_device(rand_tensor({c.tokens, c.k}));
+    Tensor permuted = test::poisoned_device({rows, c.k});
+    cuda::permute(x, layout, permuted);
+    Tensor want = test::poisoned_device({rows, c.n}), got = test::poisoned_device({rows, c.n});
+    cuda::grouped_swiglu(permuted, gt, ut, layout.offsets, want);
+    cuda::grouped_swiglu(x, gt, ut, layout, got);
+    expect_close("grouped_swiglu through the layout, " + std::to_string(c.tokens) + " tokens x top-" +
+                     std::to_string(c.top_k) + " k=" + std::to_string(c.k),
+                 got, cuda::to_host(want), 0.0);
+  }
+  // x must hold the layout's tokens.
+  Tensor expert = cuda::to_device(Tensor::zeros({3, 1}, DType::kI32));
+  cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, 2);
+  std::vector<Tensor> hg, dg;
+  random_experts(2, 8, 16, hg, dg);
+  cuda::ExpertWeightTable t = cuda::make_expert_weight_table(dg);
+  Tensor y = test::poisoned_device({3, 8});
+  EXPECT_THROW(cuda::grouped_swiglu(cuda::to_device(rand_tensor({4, 16})), t, t, layout, y), InvalidArgument);
+}
+
 // gpt-oss pieces of the expert path: the clamped SwiGLU (f32 and bf16) against ops::clamped_swiglu, with values
 // on both sides of the limit, and per-expert bias rows added by routed expert.
 TEST(GpuGrouped, ClampedSwigluAndExpertBiasMatchCpu) {

@@ -141,6 +141,10 @@ TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
       {"every slot on one expert", 40, 1, 64, [](int64_t, int) { return 63; }},
       {"empty experts (only even ids)", 129, 3, 32, [](int64_t i, int s) { return static_cast<int>(2 * ((i + 5 * s) % 16)); }},
       {"no tokens", 0, 2, 8, [](int64_t, int) { return 0; }},
+      {"decode batch 16, top-8 of 128", 16, 8, 128, [](int64_t, int) { return static_cast<int>(rand_int(0, 127)); }},
+      {"1024 assignments (largest single-block layout)", 128, 8, 256,
+       [](int64_t, int) { return static_cast<int>(rand_int(0, 255)); }},
+      {"1025 assignments (two-kernel layout)", 205, 5, 256, [](int64_t, int) { return static_cast<int>(rand_int(0, 255)); }},
   };
   for (const Case& c : cases) {
     moe::Routing r = make_routing(c.t, c.top_k, c.experts, c.pick);
@@ -174,6 +178,12 @@ TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
     moe::combine_tokens(expert_out, ref, r, out_ref);
     cuda::unpermute(cuda::to_device(expert_out), l, cuda::to_device(Tensor::from_vector({c.t, c.top_k}, r.weight)), out);
     expect_close(what + " unpermute", out, out_ref, kF32Tol);
+  }
+  // An expert id out of range is refused with check_ids, by either layout kernel.
+  for (int64_t t : {3, 400}) {
+    Tensor expert = Tensor::zeros({t, 4}, DType::kI32);
+    expert.i32()[t * 4 - 1] = 9;
+    EXPECT_THROW(cuda::make_dispatch_layout(cuda::to_device(expert), 9), InvalidArgument) << t << " tokens";
   }
 }
 

@@ -144,6 +144,11 @@ void grouped_linear(const Tensor& x, const ExpertWeightTable& weights, const Ten
 // rows, as grouped_linear twice and silu_mul would give it (same arithmetic, x read once). y: (rows, n) f32.
 void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
                     const Tensor& offsets, Tensor& y);
+// The same straight from the un-permuted tokens: row r of the groups (dispatch order) reads token
+// layout.row_assignment[r] / top_k of x, so no permuted copy is made. x: (tokens, k) f32; y: (tokens * top_k,
+// n) f32 in dispatch order (what cuda::unpermute combines).
+void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
+                    const DeviceDispatchLayout& layout, Tensor& y);
 // Routed experts for prefill-sized groups: y[rows of e] = x[rows of e] W_e^T for every expert with rows, as one
 // cuBLAS grouped GEMM (cublasGemmGroupedBatchedEx: bf16 operands on the tensor cores, f32 accumulation,
 // products rounded to bf16 and widened into y). offsets: (E+1,) on the host (the caller has synchronised once

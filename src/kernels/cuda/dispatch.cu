@@ -69,6 +69,70 @@ __global__ void rows_kernel(const int32_t* expert, int64_t assignments, int num_
   }
 }
 
+// The whole layout in one block for decode-sized passes (the two kernels above cost ~10 us of launches and
+// serial offset sums at a handful of assignments): counts by shared-memory atomics (a count does not depend
+// on their order), offsets by a block-wide scan with one expert per thread, and each assignment's row from the
+// matches of its expert before it (deterministic, the same order as rows_kernel).
+constexpr int kSmallThreads = 1024;  // also the most experts and assignments it takes
+
+__global__ void __launch_bounds__(kSmallThreads) small_layout_kernel(const int32_t* expert, int assignments,
+                                                                    int num_experts, int64_t* counts,
+                                                                    int64_t* offsets, int64_t* row_assignment,
+                                                                    int64_t* assignment_row, int* bad) {
+  __shared__ int ids[kSmallThreads];
+  __shared__ int count[kSmallThreads];
+  __shared__ int first_row[kSmallThreads];
+  __shared__ int warp_total[kSmallThreads / 32];
+  const int i = threadIdx.x, lane = i & 31, warp = i >> 5;
+  count[i] = 0;
+  __syncthreads();
+  if (i < assignments) {
+    int x = expert[i];
+    if (x < 0 || x >= num_experts) {
+      if (bad) *bad = 1;
+      x = -1;  // counted nowhere and given no row, as count_kernel / rows_kernel do
+    }
+    ids[i] = x;
+    if (x >= 0) atomicAdd(&count[x], 1);
+  }
+  __syncthreads();
+  // Exclusive scan of the counts, thread i owning expert i.
+  const int v = count[i];
+  int incl = v;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  if (lane == 31) warp_total[warp] = incl;
+  __syncthreads();
+  if (warp == 0) {
+    const int total = warp_total[lane];  // 32 warps
+    int before = total;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, before, o);
+      if (lane >= o) before += y;
+    }
+    warp_total[lane] = before - total;  // exclusive
+  }
+  __syncthreads();
+  const int excl = incl - v + warp_total[warp];
+  if (i < num_experts) {
+    first_row[i] = excl;
+    counts[i] = v;
+    offsets[i] = excl;
+    if (i == num_experts - 1) offsets[num_experts] = excl + v;
+  }
+  __syncthreads();
+  if (i < assignments && ids[i] >= 0) {
+    const int x = ids[i];
+    int before = 0;
+    for (int a = 0; a < i; ++a) before += ids[a] == x;
+    const int64_t row = first_row[x] + before;
+    row_assignment[row] = i;
+    assignment_row[i] = row;
+  }
+}
+
 template <typename T>
 __global__ void permute_kernel(const T* x, const int64_t* row_assignment, int top_k, int64_t hidden, T* out) {
   const int64_t r = blockIdx.x;
@@ -145,13 +209,21 @@ DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts,
   l.row_assignment = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
   l.assignment_row = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
   Tensor bad = check_ids ? Tensor::zeros({1}, DType::kI32, Device::kCuda) : Tensor();
-  count_kernel<<<num_experts, kThreads, 0, stream()>>>(expert.i32(), assignments, num_experts,
-                                                       l.tokens_per_expert.i64(), check_ids ? bad.i32() : nullptr);
-  SY_CUDA_CHECK_LAUNCH();
-  rows_kernel<<<num_experts, kThreads, 0, stream()>>>(expert.i32(), assignments, num_experts,
-                                                      l.tokens_per_expert.i64(), l.offsets.i64(),
-                                                      l.row_assignment.i64(), l.assignment_row.i64());
-  SY_CUDA_CHECK_LAUNCH();
+  if (assignments <= kSmallThreads && num_experts <= kSmallThreads) {
+    small_layout_kernel<<<1, kSmallThreads, 0, stream()>>>(expert.i32(), static_cast<int>(assignments), num_experts,
+                                                           l.tokens_per_expert.i64(), l.offsets.i64(),
+                                                           l.row_assignment.i64(), l.assignment_row.i64(),
+                                                           check_ids ? bad.i32() : nullptr);
+    SY_CUDA_CHECK_LAUNCH();
+  } else {
+    count_kernel<<<num_experts, kThreads, 0, stream()>>>(expert.i32(), assignments, num_experts,
+                                                         l.tokens_per_expert.i64(), check_ids ? bad.i32() : nullptr);
+    SY_CUDA_CHECK_LAUNCH();
+    rows_kernel<<<num_experts, kThreads, 0, stream()>>>(expert.i32(), assignments, num_experts,
+                                                        l.tokens_per_expert.i64(), l.offsets.i64(),
+                                                        l.row_assignment.i64(), l.assignment_row.i64());
+    SY_CUDA_CHECK_LAUNCH();
+  }
   // An expert id out of range would leave rows unwritten: refuse it (one int copied back: a host sync, which
   // callers whose ids come from cuda::route skip).
   if (check_ids) {

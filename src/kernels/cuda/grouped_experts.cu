@@ -3,7 +3,8 @@
 // decode step can stay on the GPU end to end). Memory-bound design: each warp owns four output columns and
 // streams their weight rows together once per kRows rows of its expert with 16-byte loads, eight in
 // flight per lane; activations stay f32 (read through L1/L2). Grid: (column tiles, min(experts, rows)):
-// block row y finds the y-th expert that received rows, so empty experts cost no blocks.
+// block row y finds the y-th expert that received rows, so empty experts cost no blocks. Rows can be read
+// through a dispatch layout's row map straight from the un-permuted tokens (no permute pass).
 // Prefill-sized groups are better served by tensor-core GEMMs (cuBLAS grouped GEMM in the forward pass).
 #include <vector>
 
@@ -55,12 +56,16 @@ constexpr int kBatch = 2;
 // Each warp streams kColsPerWarp weight rows together (kColsPerWarp adjacent columns of w, or half as many
 // columns of gate and of up), all loads of a k chunk issued before any is used, once per kRows rows of its
 // expert; weights are read with evict-first loads (each is used once per pass), activations through L1.
+// With `gather` (a dispatch layout's row_assignment), row r of the groups reads x row gather[r] / top_k (the
+// token of that assignment) instead of x row r.
 template <bool kVec, bool kGated>
-__global__ void __launch_bounds__(kWarps * 32, 2) grouped_linear_kernel(const float* x, const uint64_t* weights,
+__global__ void __launch_bounds__(kWarps * 32, 2) grouped_linear_kernel(const float* x, const int64_t* gather,
+                                                                    int top_k, const uint64_t* weights,
                                                                     const uint64_t* up_weights,
                                                                     const int64_t* offsets, int num_experts,
                                                                     float* y, int64_t n, int64_t k) {
   constexpr int kOut = kGated ? kColsPerWarp / 2 : kColsPerWarp;  // output columns per warp
+  __shared__ int src_rows[kWarps][kRows];
   const int e = active_expert(offsets, num_experts);
   if (e < 0) return;
   const int64_t lo = offsets[e], hi = offsets[e + 1];
@@ -79,6 +84,12 @@ __global__ void __launch_bounds__(kWarps * 32, 2) grouped_linear_kernel(const fl
   }
   for (int64_t r0 = lo; r0 < hi; r0 += kRows) {
     const int rows = static_cast<int>(hi - r0 < kRows ? hi - r0 : kRows);
+    // The x row of each of this chunk's rows, looked up by lane r for row r into the warp's slots of shared
+    // memory (registers would spill: the kernel sits at the 128 of its two-blocks-per-SM bound).
+    __syncwarp();  // the previous chunk's reads are done
+    if (lane < kRows) src_rows[warp][lane] = lane < rows ? static_cast<int>(gather ? gather[r0 + lane] / top_k : r0 + lane) : 0;
+    __syncwarp();
+    const int* src = src_rows[warp];
     float acc[kRows][kColsPerWarp];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -104,7 +115,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) grouped_linear_kernel(const fl
 #pragma unroll
           for (int r = 0; r < kRows; ++r) {
             if (r >= rows) break;
-            const float4* xr = reinterpret_cast<const float4*>(x + (r0 + r) * k + kk);
+            const float4* xr = reinterpret_cast<const float4*>(x + static_cast<int64_t>(src[r]) * k + kk);
             const float4 a = xr[0], b = xr[1];
 #pragma unroll
             for (int c = 0; c < kColsPerWarp; ++c) {
@@ -125,7 +136,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) grouped_linear_kernel(const fl
           const float wv = __bfloat162float(wrow[c][kk]);
 #pragma unroll
           for (int r = 0; r < kRows; ++r) {
-            if (r < rows) acc[r][c] += wv * x[(r0 + r) * k + kk];
+            if (r < rows) acc[r][c] += wv * x[static_cast<int64_t>(src[r]) * k + kk];
           }
         }
       }
@@ -150,22 +161,23 @@ __global__ void __launch_bounds__(kWarps * 32, 2) grouped_linear_kernel(const fl
   }
 }
 
+// rows: the grouped rows (y's); gather/top_k as in the kernel (null: x's rows are y's).
 template <bool kGated>
-void launch_grouped(const Tensor& x, const ExpertWeightTable& w, const ExpertWeightTable* up, const Tensor& offsets,
-                    Tensor& y) {
+void launch_grouped(const Tensor& x, const int64_t* gather, int top_k, int64_t rows, const ExpertWeightTable& w,
+                    const ExpertWeightTable* up, const Tensor& offsets, Tensor& y) {
   constexpr int kOut = kGated ? kColsPerWarp / 2 : kColsPerWarp;
   const unsigned col_tiles = static_cast<unsigned>((w.n + kWarps * kOut - 1) / (kWarps * kOut));
   // At most one block row per expert that can have rows: min(experts, rows).
-  const int64_t slots = x.size(0) < w.num_experts ? x.size(0) : w.num_experts;
+  const int64_t slots = rows < w.num_experts ? rows : w.num_experts;
   const dim3 grid(col_tiles, static_cast<unsigned>(slots));
   const uint64_t* ptrs = reinterpret_cast<const uint64_t*>(w.pointers.i64());
   const uint64_t* up_ptrs = up ? reinterpret_cast<const uint64_t*>(up->pointers.i64()) : nullptr;
   if (w.k % 8 == 0) {
-    grouped_linear_kernel<true, kGated><<<grid, kWarps * 32, 0, stream()>>>(x.f32(), ptrs, up_ptrs, offsets.i64(),
-                                                                           w.num_experts, y.f32(), w.n, w.k);
+    grouped_linear_kernel<true, kGated><<<grid, kWarps * 32, 0, stream()>>>(
+        x.f32(), gather, top_k, ptrs, up_ptrs, offsets.i64(), w.num_experts, y.f32(), w.n, w.k);
   } else {
-    grouped_linear_kernel<false, kGated><<<grid, kWarps * 32, 0, stream()>>>(x.f32(), ptrs, up_ptrs, offsets.i64(),
-                                                                            w.num_experts, y.f32(), w.n, w.k);
+    grouped_linear_kernel<false, kGated><<<grid, kWarps * 32, 0, stream()>>>(
+        x.f32(), gather, top_k, ptrs, up_ptrs, offsets.i64(), w.num_experts, y.f32(), w.n, w.k);
   }
   SY_CUDA_CHECK_LAUNCH();
 }
@@ -179,7 +191,7 @@ void check_grouped_args(const char* op, const Tensor& x, const ExpertWeightTable
   detail::require_dtype(op, "y", y, DType::kF32);
   detail::require_dtype(op, "offsets", offsets, DType::kI64, DType::kI64);
   SY_REQUIRE(x.dim() == 2 && y.dim() == 2 && x.size(1) == w.k && y.size(1) == w.n && y.size(0) == x.size(0) &&
-                 offsets.numel() == w.num_experts + 1,
+                 offsets.numel() == w.num_experts + 1 && x.size(0) < INT32_MAX,
              InvalidArgument, op, "x ", x.describe(), " y ", y.describe(), " weights (", w.n, ", ", w.k, ") x ",
              w.num_experts, " offsets ", offsets.describe());
 }
@@ -213,7 +225,7 @@ ExpertWeightTable make_expert_weight_table(const std::vector<Tensor>& weights) {
 void grouped_linear(const Tensor& x, const ExpertWeightTable& w, const Tensor& offsets, Tensor& y) {
   check_grouped_args("cuda grouped_linear", x, w, offsets, y);
   if (x.size(0) == 0 || w.n == 0) return;
-  launch_grouped<false>(x, w, nullptr, offsets, y);
+  launch_grouped<false>(x, nullptr, 1, x.size(0), w, nullptr, offsets, y);
 }
 
 void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
@@ -224,7 +236,25 @@ void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const Expert
              "gate weights (", gate.n, ", ", gate.k, ") x ", gate.num_experts, " and up weights (", up.n, ", ", up.k,
              ") x ", up.num_experts, " differ");
   if (x.size(0) == 0 || gate.n == 0) return;
-  launch_grouped<true>(x, gate, &up, offsets, y);
+  launch_grouped<true>(x, nullptr, 1, x.size(0), gate, &up, offsets, y);
+}
+
+void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
+                    const DeviceDispatchLayout& layout, Tensor& y) {
+  const char* op = "cuda grouped_swiglu";
+  detail::require_device(op, "x", x);
+  detail::require_device(op, "y", y);
+  detail::require_dtype(op, "x", x, DType::kF32);
+  detail::require_dtype(op, "y", y, DType::kF32);
+  const int64_t rows = layout.num_tokens * layout.top_k;
+  SY_REQUIRE(x.dim() == 2 && y.dim() == 2 && x.size(0) == layout.num_tokens && x.size(1) == gate.k &&
+                 y.size(0) == rows && y.size(1) == gate.n && layout.num_experts == gate.num_experts &&
+                 up.n == gate.n && up.k == gate.k && up.num_experts == gate.num_experts && rows < INT32_MAX,
+             InvalidArgument, op, "x ", x.describe(), " (tokens of a layout of ", layout.num_tokens, " x top-",
+             layout.top_k, " over ", layout.num_experts, " experts) y ", y.describe(), " gate (", gate.n, ", ",
+             gate.k, ") x ", gate.num_experts, " up (", up.n, ", ", up.k, ") x ", up.num_experts);
+  if (rows == 0 || gate.n == 0) return;
+  launch_grouped<true>(x, layout.row_assignment.i64(), layout.top_k, rows, gate, &up, layout.offsets, y);
 }
 
 void copy(const Tensor& src, Tensor& dst) {
