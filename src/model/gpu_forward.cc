@@ -172,7 +172,8 @@ void add_biases(GpuState& s, int l, int which, Tensor& y, const Tensor& expert, 
   if (bias.defined()) cuda::add_expert_bias(y, bias, expert, layout);
 }
 
-// out += the shared expert of MoE layer l on rows h (sigmoid-gated for Qwen2-MoE), if it has one.
+// out += the shared expert of MoE layer l on rows h (f32 or their bf16 rounding: the same GEMM operand;
+// sigmoid-gated for Qwen2-MoE), if it has one.
 void add_shared_expert(GpuState& s, int l, const Tensor& h, Tensor& out) {
   const MoeWeights& m = s.w.layers[l].moe;
   if (!m.shared.gate.defined()) return;
@@ -231,23 +232,24 @@ Tensor routed_experts_ep(GpuState& s, int l, const Tensor& h, const Tensor& expe
   return out;
 }
 
-// Routed experts (and the shared expert) of MoE layer l on device rows h (n, hidden) f32. With `counts`
+// Routed experts (and the shared expert) of MoE layer l on device rows h (n, hidden) f32, with hb their bf16
+// rounding (the GEMM operand), added into out (n, hidden) f32 (the residual stream). With `counts`
 // ((layers, experts) int64 on the device) the grouped GEMV path runs without a host sync and the token counts
 // go to counts row l; otherwise the offsets are copied to the host once and the experts run as one cuBLAS
 // grouped GEMM per projection (or, for reference, one GEMM per expert), their counts going to `load`.
-Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad& load,
-                 ExpertPath path = ExpertPath::kCublasGrouped) {
+void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* counts, ExpertLoad& load, Tensor& out,
+               ExpertPath path = ExpertPath::kCublasGrouped) {
   const ModelConfig& c = s.config;
   const MoeWeights& m = s.w.layers[l].moe;
   const int64_t n = h.size(0), hidden = c.hidden_size;
-  Tensor logits = linear(h, m.router, m.router_bias);
+  Tensor logits = linear(hb, m.router, m.router_bias);
   Tensor expert = Tensor::empty({n, c.moe.top_k}, DType::kI32, Device::kCuda);
   Tensor weight = Tensor::empty({n, c.moe.top_k}, DType::kF32, Device::kCuda);
   cuda::route(logits, m.score_bias, c.moe, expert, weight);
   if (s.dispatcher) {
-    Tensor out = routed_experts_ep(s, l, h, expert, weight, load);
-    add_shared_expert(s, l, h, out);
-    return out;
+    cuda::add_inplace(out, routed_experts_ep(s, l, h, expert, weight, load));
+    add_shared_expert(s, l, hb, out);
+    return;
   }
   cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, c.moe.num_experts, /*check_ids=*/false);
   const int64_t rows = n * c.moe.top_k;
@@ -298,8 +300,6 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
       // (gpt-oss) keep their projections' outputs in f32, so that bias, clamp and activation are not applied
       // to already-rounded values (bf16 there measured 2.1e-2 from the CPU logits on the gpt-oss fixture).
       const DType act = s.expert_bias[l][0].defined() ? DType::kF32 : DType::kBF16;
-      Tensor hb = Tensor::empty({n, hidden}, DType::kBF16, Device::kCuda);
-      cuda::cast(h, hb);
       Tensor permuted = Tensor::empty({rows, hidden}, DType::kBF16, Device::kCuda);
       cuda::permute(hb, layout, permuted);
       Tensor g = Tensor::empty({rows, t[0].n}, act, Device::kCuda);
@@ -314,10 +314,8 @@ Tensor moe_layer(GpuState& s, int l, const Tensor& h, Tensor* counts, ExpertLoad
       add_biases(s, l, 2, expert_out, expert, layout);
     }
   }
-  Tensor out = Tensor::zeros({n, hidden}, DType::kF32, Device::kCuda);
-  cuda::unpermute(expert_out, layout, weight, out);
-  add_shared_expert(s, l, h, out);
-  return out;
+  cuda::unpermute(expert_out, layout, weight, out);  // adds the weighted expert rows into out
+  add_shared_expert(s, l, hb, out);
 }
 
 }  // namespace
@@ -444,7 +442,11 @@ Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, ExpertPath pat
   ExpertLoad load;
   load.tokens.assign(c.num_layers, std::vector<int64_t>(c.moe.num_experts, 0));
   Tensor counts = Tensor::zeros({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda);
-  return moe_layer(state, layer, h, path == ExpertPath::kGroupedGemv ? &counts : nullptr, load, path);
+  Tensor hb = Tensor::empty(h.shape(), DType::kBF16, Device::kCuda);
+  cuda::cast(h, hb);
+  Tensor out = Tensor::zeros(h.shape(), DType::kF32, Device::kCuda);
+  moe_layer(state, layer, h, hb, path == ExpertPath::kGroupedGemv ? &counts : nullptr, load, out, path);
+  return out;
 }
 
 namespace {
@@ -483,8 +485,8 @@ void attend(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, int l, const c
   paged(done, b.n);
 }
 
-// GQA / MHA projections of h (n, hidden): optional q/k norms (over the projection or per head) and clipping,
-// then RoPE on q and k.
+// GQA / MHA projections of h (n, hidden) bf16, the normalised rows: optional q/k norms (over the projection
+// or per head) and clipping, then RoPE on q and k.
 void gqa_qkv(GpuState& s, const AttentionWeights& w, const DeviceBatch& b, const Tensor& h, Tensor& q3, Tensor& k3,
              Tensor& v3) {
   const AttentionConfig& a = s.config.attention;
@@ -516,7 +518,7 @@ void gqa_qkv(GpuState& s, const AttentionWeights& w, const DeviceBatch& b, const
 // with kv_b's key rows K_h (nope, rank) and value rows V_h (dv, rank): q_lat_h = K_h^T q_nope_h (one batched
 // GEMM over the heads, kv_b read in place), every head attends over the shared rows with the query
 // [q_lat_h | roped q_pe_h], and V_h lifts the attended latent to dv (a second batched GEMM). Same scores and
-// softmax scale as the expanded form. Returns (n, heads * dv) f32.
+// softmax scale as the expanded form. h: (n, hidden) bf16, the normalised rows. Returns (n, heads * dv) f32.
 Tensor mla_attention(GpuState& s, int l, const DeviceBatch& b, PagedKvPool& pool, const cuda::AttentionArgs& args,
                      const Tensor& h) {
   const AttentionConfig& a = s.config.attention;
@@ -581,11 +583,15 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
   if (counts) cuda::zero(counts->raw(), counts->nbytes());
   Tensor x = Tensor::empty({n, hidden}, DType::kF32, Device::kCuda);  // residual stream
   cuda::embedding(b.ids, s.w.embed, x, /*check_ids=*/false);          // ids validated by Model::forward_batch
+  // Normalised rows: h f32 (the MoE block reads it) and hb, its bf16 rounding, written by the same pass (the
+  // operand of every GEMM that follows: no separate casts).
   Tensor h = Tensor::empty({n, hidden}, DType::kF32, Device::kCuda);
+  Tensor hb = Tensor::empty({n, hidden}, DType::kBF16, Device::kCuda);
+  Tensor none;
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = s.w.layers[l];
     const AttentionWeights& w = lw.attention;
-    cuda::rms_norm(x, lw.input_norm, eps, h);
+    cuda::rms_norm_dual(x, lw.input_norm, eps, none, hb);
     cuda::AttentionArgs args;
     args.scale = static_cast<float>(a.softmax_scale);
     args.window = c.layer_sliding_window[l];
@@ -593,30 +599,32 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     args.key_splits = s.key_splits;
     Tensor att;  // (n, heads * dv)
     if (a.mla) {
-      att = mla_attention(s, l, b, pool, args, h);
+      att = mla_attention(s, l, b, pool, args, hb);
     } else {
       // q3 (n, heads, dk), k3 (n, key heads, dk), v3 (n, key heads, dv): positions applied, ready to cache.
       Tensor q3, k3, v3;
-      gqa_qkv(s, w, b, h, q3, k3, v3);
+      gqa_qkv(s, w, b, hb, q3, k3, v3);
       cuda::scatter_rows(pool.keys(l), k3, b.rows);
       cuda::scatter_rows(pool.values(l), v3, b.rows);
       Tensor att3 = Tensor::empty({n, a.num_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
       attend(s, b, pool, l, args, q3, k3, v3, att3);
       att = att3.reshape({n, int64_t{a.num_heads} * a.v_head_dim});
     }
-    cuda::add_inplace(x, linear(att, w.o, w.o_bias));
-    cuda::rms_norm(x, lw.post_attention_norm, eps, h);
+    cuda::linear_add(att, w.o, w.o_bias, x);  // x += o(att): the residual add in the GEMM
     if (!lw.is_moe) {
-      cuda::add_inplace(x, gated_mlp(h, lw.mlp));
+      cuda::rms_norm_dual(x, lw.post_attention_norm, eps, none, hb);
+      cuda::linear_add(gated_hidden(hb, lw.mlp), lw.mlp.down, lw.mlp.down_bias, x);
       continue;
     }
-    cuda::add_inplace(x, moe_layer(s, l, h, counts, load));
+    cuda::rms_norm_dual(x, lw.post_attention_norm, eps, h, hb);
+    moe_layer(s, l, h, hb, counts, load, x);
   }
   const int64_t k = b.logit_rows.numel();
   Tensor last = Tensor::empty({k, hidden}, DType::kF32, Device::kCuda);
+  Tensor last_b = Tensor::empty({k, hidden}, DType::kBF16, Device::kCuda);
   cuda::gather_rows(x, b.logit_rows, last);
-  cuda::rms_norm(last, s.w.final_norm, eps, last);
-  return linear(last, s.w.lm_head, Tensor());
+  cuda::rms_norm_dual(last, s.w.final_norm, eps, none, last_b);
+  return linear(last_b, s.w.lm_head, Tensor());
 }
 
 void add_counts(const ModelConfig& c, const Tensor& counts, ExpertLoad& load) {

@@ -33,6 +33,29 @@ TEST(GpuOps, LinearBf16WeightsMatchesCpu) {
   }
 }
 
+// y += x W^T + b through cuBLAS's beta: the linear's result added to what y held, for f32 and bf16 x.
+TEST(GpuOps, LinearAddAccumulatesIntoY) {
+  SY_SKIP_WITHOUT_GPU();
+  for (bool bias : {false, true}) {
+    const int64_t m = 5, k = 96, n = 40;
+    Tensor x = rand_tensor({m, k}), w = rand_tensor({n, k}, 0.2f).to(DType::kBF16), y0 = rand_tensor({m, n}, 3.f);
+    Tensor b = bias ? rand_tensor({n}) : Tensor();
+    Tensor ref = Tensor::empty({m, n}, DType::kF32);
+    ops::linear(x, w, b, ref);
+    for (int64_t i = 0; i < ref.numel(); ++i) ref.f32()[i] += y0.f32()[i];
+    for (DType xd : {DType::kF32, DType::kBF16}) {
+      Tensor y = cuda::to_device(y0);
+      cuda::linear_add(cuda::to_device(x.to(xd)), cuda::to_device(w), bias ? cuda::to_device(b) : Tensor(), y);
+      expect_close(std::string("linear_add") + (bias ? " bias" : "") + (xd == DType::kF32 ? " x f32" : " x bf16"), y,
+                   ref, kBf16Tol);
+    }
+  }
+  Tensor yb = cuda::to_device(rand_tensor({2, 4}).to(DType::kBF16));  // accumulating into bf16 is refused
+  EXPECT_THROW(cuda::linear_add(cuda::to_device(rand_tensor({2, 8})), cuda::to_device(rand_tensor({4, 8}).to(DType::kBF16)),
+                                Tensor(), yb),
+               InvalidArgument);
+}
+
 TEST(GpuOps, RmsNormMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   for (int64_t m : {1, 5, 300}) {
@@ -44,6 +67,15 @@ TEST(GpuOps, RmsNormMatchesCpu) {
         Tensor y = poisoned_device({m, d});
         cuda::rms_norm(cuda::to_device(x), cuda::to_device(wt), 1e-6f, y);
         expect_close("rms_norm m=" + std::to_string(m) + " d=" + std::to_string(d), y, ref, kF32Tol);
+        // The one-pass f32 + bf16 form: the same f32 rows, and bf16 rows equal to casting them.
+        Tensor y2 = poisoned_device({m, d}), yb = poisoned_device({m, d}, DType::kBF16), none;
+        cuda::rms_norm_dual(cuda::to_device(x), cuda::to_device(wt), 1e-6f, y2, yb);
+        EXPECT_EQ(cuda::to_host(y2).to_f32_vector(), cuda::to_host(y).to_f32_vector());
+        Tensor cast = poisoned_device({m, d}, DType::kBF16), yb_only = poisoned_device({m, d}, DType::kBF16);
+        cuda::cast(y, cast);
+        cuda::rms_norm_dual(cuda::to_device(x), cuda::to_device(wt), 1e-6f, none, yb_only);
+        EXPECT_EQ(cuda::to_host(yb).to_f32_vector(), cuda::to_host(cast).to_f32_vector());
+        EXPECT_EQ(cuda::to_host(yb_only).to_f32_vector(), cuda::to_host(cast).to_f32_vector());
       }
     }
   }

@@ -23,6 +23,8 @@ namespace sy::cuda {
 // operands run on the bf16 tensor cores; that rounding is the op's documented error (bf16 tolerance 2e-2).
 // bias: (n,) f32 or bf16, or undefined. y: (m, n) f32 or bf16 (rounded once, after the f32 accumulation).
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
+// y += x W^T + b (the residual add folded into the GEMM: cuBLAS with beta 1). y: (m, n) f32; the rest as linear.
+void linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 
 // Per-batch products over strided views, one cublasGemmStridedBatchedEx (bf16 operands, f32 accumulation):
 // y[:, b, :] = x[:, b, :] W_b^T for w (B, n, k) (kOutIn, linear's layout) or x[:, b, :] W_b for w (B, k, n)
@@ -36,6 +38,9 @@ void batched_linear(const Tensor& x, const Tensor& w, BatchedWeight layout, Tens
 
 // y[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * w.  x, y: (m, d) f32 (y may alias x); w: (d,) f32|bf16.
 void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
+// The same in one pass with its bf16 rounding: yb (m, d) bf16 (the GEMM operand the norm feeds, so no separate
+// cast), and y (m, d) f32 unless undefined. yb equals cuda::cast of y bit for bit.
+void rms_norm_dual(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& yb);
 
 // Rotates the first rotary_dim features of every head in place, either layout (table.interleaved).
 // x: (t, heads, d) f32; positions: (t,) int64 on the device.

@@ -10,9 +10,10 @@ using detail::load_f;
 
 namespace {
 
-// One block per row; block-wide sum of squares through shared memory.
+// One block per row; block-wide sum of squares through shared memory. Writes y (f32) and/or yb (the same
+// values rounded to bf16) where given.
 template <typename W>
-__global__ void rms_norm_kernel(const float* x, const W* w, float* y, int64_t d, float eps) {
+__global__ void rms_norm_kernel(const float* x, const W* w, float* y, __nv_bfloat16* yb, int64_t d, float eps) {
   __shared__ float partial[32];
   const int64_t row = blockIdx.x;
   const float* xr = x + row * d;
@@ -28,8 +29,11 @@ __global__ void rms_norm_kernel(const float* x, const W* w, float* y, int64_t d,
   }
   __syncthreads();
   const float inv = 1.f / sqrtf(partial[0] / static_cast<float>(d) + eps);
-  float* yr = y + row * d;
-  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) yr[j] = xr[j] * inv * load_f(w, j);
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+    const float o = xr[j] * inv * load_f(w, j);
+    if (y) y[row * d + j] = o;
+    if (yb) yb[row * d + j] = __float2bfloat16(o);
+  }
 }
 
 // One thread per (token, head, frequency) pair. The angle is rounded to f32 as the CPU reference does, and its
@@ -95,25 +99,53 @@ void clamped_swiglu(const Tensor& gate, const Tensor& up, float alpha, float lim
   SY_CUDA_CHECK_LAUNCH();
 }
 
-void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) {
-  detail::require_device("cuda rms_norm", "x", x);
-  detail::require_device("cuda rms_norm", "w", w);
-  detail::require_device("cuda rms_norm", "y", y);
-  detail::require_dtype("cuda rms_norm", "x", x, DType::kF32);
-  detail::require_dtype("cuda rms_norm", "y", y, DType::kF32);
-  detail::require_dtype("cuda rms_norm", "w", w, DType::kF32, DType::kBF16);
-  SY_REQUIRE(x.dim() == 2 && y.shape() == x.shape() && w.numel() == x.size(1), InvalidArgument,
-             "cuda rms_norm", "shapes x ", x.describe(), " w ", w.describe(), " y ", y.describe());
+namespace {
+
+// y and/or yb (either may be null) = rms_norm(x) * w, one launch.
+void launch_rms_norm(const Tensor& x, const Tensor& w, float eps, float* y, __nv_bfloat16* yb) {
   const int64_t m = x.size(0), d = x.size(1);
   if (m == 0) return;
   const int threads = d >= 1024 ? 1024 : 256;
   if (w.dtype() == DType::kF32) {
-    rms_norm_kernel<<<static_cast<unsigned>(m), threads, 0, stream()>>>(x.f32(), w.f32(), y.f32(), d, eps);
+    rms_norm_kernel<<<static_cast<unsigned>(m), threads, 0, stream()>>>(x.f32(), w.f32(), y, yb, d, eps);
   } else {
     rms_norm_kernel<<<static_cast<unsigned>(m), threads, 0, stream()>>>(
-        x.f32(), reinterpret_cast<const __nv_bfloat16*>(w.raw()), y.f32(), d, eps);
+        x.f32(), reinterpret_cast<const __nv_bfloat16*>(w.raw()), y, yb, d, eps);
   }
   SY_CUDA_CHECK_LAUNCH();
+}
+
+void check_rms_norm(const char* op, const Tensor& x, const Tensor& w) {
+  detail::require_device(op, "x", x);
+  detail::require_device(op, "w", w);
+  detail::require_dtype(op, "x", x, DType::kF32);
+  detail::require_dtype(op, "w", w, DType::kF32, DType::kBF16);
+  SY_REQUIRE(x.dim() == 2 && w.numel() == x.size(1), InvalidArgument, op, "shapes x ", x.describe(), " w ",
+             w.describe());
+}
+
+}  // namespace
+
+void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y) {
+  check_rms_norm("cuda rms_norm", x, w);
+  detail::require_device("cuda rms_norm", "y", y);
+  detail::require_dtype("cuda rms_norm", "y", y, DType::kF32);
+  SY_REQUIRE(y.shape() == x.shape(), InvalidArgument, "cuda rms_norm", "x ", x.describe(), " y ", y.describe());
+  launch_rms_norm(x, w, eps, y.f32(), nullptr);
+}
+
+void rms_norm_dual(const Tensor& x, const Tensor& w, float eps, Tensor& y, Tensor& yb) {
+  const char* op = "cuda rms_norm_dual";
+  check_rms_norm(op, x, w);
+  detail::require_device(op, "yb", yb);
+  detail::require_dtype(op, "yb", yb, DType::kBF16, DType::kBF16);
+  SY_REQUIRE(yb.shape() == x.shape(), InvalidArgument, op, "x ", x.describe(), " yb ", yb.describe());
+  if (y.defined()) {
+    detail::require_device(op, "y", y);
+    detail::require_dtype(op, "y", y, DType::kF32);
+    SY_REQUIRE(y.shape() == x.shape(), InvalidArgument, op, "x ", x.describe(), " y ", y.describe());
+  }
+  launch_rms_norm(x, w, eps, y.defined() ? y.f32() : nullptr, static_cast<__nv_bfloat16*>(yb.raw()));
 }
 
 DeviceRope upload_rope(const ops::RopeTable& table) {

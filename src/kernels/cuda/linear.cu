@@ -59,7 +59,10 @@ void add_bias(Tensor& y, const Tensor& bias, int64_t m, int64_t n) {
 
 }  // namespace
 
-void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+namespace {
+
+// y = x W^T + b, or y += x W^T + b with accumulate (beta 1; y f32).
+void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate) {
   detail::require_device("cuda linear", "x", x);
   detail::require_device("cuda linear", "w", w);
   detail::require_device("cuda linear", "y", y);
@@ -75,9 +78,11 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
     detail::require_dtype("cuda linear", "bias", bias, DType::kF32, DType::kBF16);
     SY_REQUIRE(bias.numel() == n, InvalidArgument, "cuda linear", "bias ", bias.describe(), " for ", n, " outputs");
   }
+  SY_REQUIRE(!accumulate || y.dtype() == DType::kF32, InvalidArgument, "cuda linear_add", "y ", y.describe(),
+             " must be f32");
   if (m == 0 || n == 0) return;
   if (k == 0) {
-    zero(y.raw(), y.nbytes());
+    if (!accumulate) zero(y.raw(), y.nbytes());
   } else {
     Tensor xb = x;
     if (x.dtype() == DType::kF32) {
@@ -87,7 +92,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
       SY_CUDA_CHECK_LAUNCH();
     }
     // Column-major view: y^T (n x m) = W (k x n, transposed) * x^T (k x m).
-    const float alpha = 1.f, beta = 0.f;
+    const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
     const cudaDataType_t y_type = y.dtype() == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
     SY_CUBLAS_CHECK(detail::cublas().gemm_ex(handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
                                              static_cast<int>(m), static_cast<int>(k), &alpha, w.raw(), CUDA_R_16BF,
@@ -103,6 +108,12 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
     }
   }
 }
+
+}  // namespace
+
+void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) { linear_into(x, w, bias, y, false); }
+
+void linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) { linear_into(x, w, bias, y, true); }
 
 void batched_linear(const Tensor& x, const Tensor& w, BatchedWeight layout, Tensor& y) {
   const char* op = "cuda batched_linear";
