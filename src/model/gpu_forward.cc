@@ -65,6 +65,10 @@ struct GpuState {
   cuda::DeviceRope rope;
   std::vector<std::array<cuda::ExpertWeightTable, 3>> experts;  // [layer] gate, up, down (MoE layers)
   std::vector<std::array<Tensor, 3>> expert_bias;  // [layer] (E, n) f32 gate, up, down biases (gpt-oss)
+  // [layer] GQA layers: q, k and v stacked as one (q + k + v rows, hidden) bf16 matrix (the layer's
+  // attention.q/k/v are views of it) and their biases as one f32 vector (undefined without biases); MLA
+  // layers: undefined.
+  std::vector<Tensor> qkv, qkv_bias;
   size_t bytes = 0;
   // Decode steps captured as CUDA graphs, by batch size, for the pool whose address they baked in.
   bool use_graphs = true;
@@ -128,6 +132,31 @@ Tensor stack_expert_biases(const std::vector<moe::GatedMlpWeights>& experts, Ten
     std::memcpy(host.f32() + e * n, f.f32(), sizeof(float) * n);
   }
   return cuda::to_device(host);
+}
+
+// q, k and v of a GQA layer stacked into one device (q + k + v rows, hidden) bf16 matrix, and their biases into
+// one (rows,) f32 vector (zeros for a part without; undefined when none has one).
+std::pair<Tensor, Tensor> stack_qkv(const AttentionWeights& a) {
+  const Tensor* parts[3] = {&a.q, &a.k, &a.v};
+  const Tensor* biases[3] = {&a.q_bias, &a.k_bias, &a.v_bias};
+  const int64_t hidden = a.q.size(1), rows = a.q.size(0) + a.k.size(0) + a.v.size(0);
+  Tensor w = Tensor::empty({rows, hidden}, DType::kBF16);
+  Tensor bias = Tensor::zeros({rows}, DType::kF32);
+  bool any_bias = false;
+  int64_t r0 = 0;
+  for (int i = 0; i < 3; ++i) {
+    SY_CHECK(parts[i]->dim() == 2 && parts[i]->size(1) == hidden, "stack_qkv: ", parts[i]->describe());
+    const Tensor m = parts[i]->to(DType::kBF16).contiguous();
+    std::memcpy(static_cast<char*>(w.raw()) + r0 * hidden * 2, m.raw(), m.nbytes());
+    if (biases[i]->defined()) {
+      const Tensor b = biases[i]->to(DType::kF32).contiguous();
+      SY_CHECK(b.numel() == m.size(0), "stack_qkv: bias ", b.describe(), " for ", m.describe());
+      std::memcpy(bias.f32() + r0, b.f32(), b.nbytes());
+      any_bias = true;
+    }
+    r0 += m.size(0);
+  }
+  return {cuda::to_device(w), any_bias ? cuda::to_device(bias) : Tensor()};
 }
 
 Tensor host_i64(const std::vector<int64_t>& v) {
@@ -367,9 +396,22 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
     d.input_norm = up.vector(l.input_norm);
     d.post_attention_norm = up.vector(l.post_attention_norm);
     const AttentionWeights& a = l.attention;
-    d.attention.q = up.matrix(a.q);
-    d.attention.k = up.matrix(a.k);
-    d.attention.v = up.matrix(a.v);
+    if (a.q.defined() && a.k.defined() && a.v.defined()) {
+      auto [qkv, qkv_bias] = stack_qkv(a);
+      up.bytes += qkv.nbytes() + (qkv_bias.defined() ? qkv_bias.nbytes() : 0);
+      const int64_t rq = a.q.size(0), rk = a.k.size(0);
+      d.attention.q = qkv.slice(0, 0, rq);
+      d.attention.k = qkv.slice(0, rq, rq + rk);
+      d.attention.v = qkv.slice(0, rq + rk, qkv.size(0));
+      s->qkv.push_back(qkv);
+      s->qkv_bias.push_back(qkv_bias);
+    } else {
+      d.attention.q = up.matrix(a.q);
+      d.attention.k = up.matrix(a.k);
+      d.attention.v = up.matrix(a.v);
+      s->qkv.emplace_back();
+      s->qkv_bias.emplace_back();
+    }
     d.attention.o = up.matrix(a.o);
     d.attention.q_bias = up.vector(a.q_bias);
     d.attention.k_bias = up.vector(a.k_bias);
@@ -601,11 +643,25 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     if (a.mla) {
       att = mla_attention(s, l, b, pool, args, hb);
     } else {
-      // q3 (n, heads, dk), k3 (n, key heads, dk), v3 (n, key heads, dv): positions applied, ready to cache.
+      // q3 (n, heads, dk), k3 (n, key heads, dk), v3 (n, key heads, dv): positions applied, cached.
       Tensor q3, k3, v3;
-      gqa_qkv(s, w, b, hb, q3, k3, v3);
-      cuda::scatter_rows(pool.keys(l), k3, b.rows);
-      cuda::scatter_rows(pool.values(l), v3, b.rows);
+      if (s.qkv[l].defined() && a.qk_norm != QkNorm::kFull) {
+        // One GEMM for q, k and v, then one launch for bias, clip, per-head norms, RoPE and the pool writes.
+        Tensor qkv = linear(hb, s.qkv[l], Tensor());
+        q3 = Tensor::empty({n, a.num_heads, a.head_dim}, DType::kF32, Device::kCuda);
+        k3 = Tensor::empty({n, a.num_kv_heads, a.head_dim}, DType::kF32, Device::kCuda);
+        v3 = Tensor::empty({n, a.num_kv_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
+        cuda::QkvEpilogueArgs e;
+        e.bias = s.qkv_bias[l];
+        e.clip = static_cast<float>(a.clip_qkv);
+        e.eps = eps;
+        if (a.qk_norm == QkNorm::kPerHead) e.q_norm = w.q_norm, e.k_norm = w.k_norm;
+        cuda::qkv_epilogue(qkv, e, b.positions, s.rope, b.rows, q3, k3, v3, pool.keys(l), pool.values(l));
+      } else {  // OLMoE's q/k norms span the whole projection: the separate ops
+        gqa_qkv(s, w, b, hb, q3, k3, v3);
+        cuda::scatter_rows(pool.keys(l), k3, b.rows);
+        cuda::scatter_rows(pool.values(l), v3, b.rows);
+      }
       Tensor att3 = Tensor::empty({n, a.num_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
       attend(s, b, pool, l, args, q3, k3, v3, att3);
       att = att3.reshape({n, int64_t{a.num_heads} * a.v_head_dim});

@@ -104,6 +104,85 @@ TEST(GpuOps, RopeBothLayoutsMatchCpu) {
   }
 }
 
+// The fused GQA epilogue against the CPU ops in the order the separate device ops ran (bias, clip, per-head
+// RMSNorm of q and k, RoPE), and the pool rows it writes (f32 and bf16 pools; rows it does not name stay as
+// they were): both RoPE layouts, partial rotary, with and without bias, clip and norms, GQA and dv != d.
+TEST(GpuOps, QkvEpilogueMatchesCpuOps) {
+  SY_SKIP_WITHOUT_GPU();
+  struct Case { int64_t n, heads, kv_heads, d, dv; bool interleaved; double partial; bool bias, clip, norm; };
+  for (Case c : {Case{1, 4, 2, 64, 64, false, 1.0, false, false, true}, Case{7, 6, 2, 128, 128, true, 1.0, true, false, false},
+                 Case{5, 2, 1, 64, 32, false, 0.5, true, true, true}, Case{33, 8, 8, 32, 32, true, 0.5, false, true, true}}) {
+    RopeConfig rc;
+    rc.theta = 1e4;
+    rc.interleaved = c.interleaved;
+    rc.partial_rotary_factor = c.partial;
+    const ops::RopeTable table = ops::make_rope_table(rc, static_cast<int>(c.d), 4096);
+    const int64_t qc = c.heads * c.d, kc = c.kv_heads * c.d, vc = c.kv_heads * c.dv, width = qc + kc + vc;
+    const float eps = 1e-6f, clip = c.clip ? 1.5f : 0.f;
+    Tensor qkv = rand_tensor({c.n, width}, 2.f), bias = rand_tensor({width}, 0.5f);
+    Tensor q_norm = rand_tensor({c.d}, 0.5f), k_norm = rand_tensor({c.d}, 0.5f);
+    std::vector<int64_t> pos(c.n), rows(c.n);
+    const int64_t pool_rows = 3 * c.n + 4;
+    for (int64_t i = 0; i < c.n; ++i) pos[i] = rand_int(0, 4000), rows[i] = 3 * i + 1;  // distinct, some skipped
+    // CPU: the columns of q, k, v with bias and clip, then norms and RoPE.
+    auto part = [&](int64_t col0, int64_t cols, int64_t heads, int64_t dim) {
+      Tensor t = Tensor::empty({c.n, heads, dim}, DType::kF32);
+      for (int64_t i = 0; i < c.n; ++i) {
+        for (int64_t j = 0; j < cols; ++j) {
+          float v = qkv.f32()[i * width + col0 + j] + (c.bias ? bias.f32()[col0 + j] : 0.f);
+          if (c.clip) v = std::min(std::max(v, -clip), clip);
+          t.f32()[i * cols + j] = v;
+        }
+      }
+      return t;
+    };
+    Tensor q = part(0, qc, c.heads, c.d), k = part(qc, kc, c.kv_heads, c.d), v = part(qc + kc, vc, c.kv_heads, c.dv);
+    if (c.norm) {
+      Tensor qf = q.reshape({c.n * c.heads, c.d}), kf = k.reshape({c.n * c.kv_heads, c.d});
+      ops::rms_norm(qf, q_norm, eps, qf);
+      ops::rms_norm(kf, k_norm, eps, kf);
+    }
+    ops::apply_rope(q, pos, table);
+    ops::apply_rope(k, pos, table);
+    for (DType pool_dtype : {DType::kF32, DType::kBF16}) {
+      Tensor keys0 = rand_tensor({pool_rows, c.kv_heads, c.d}).to(pool_dtype);
+      Tensor values0 = rand_tensor({pool_rows, c.kv_heads, c.dv}).to(pool_dtype);
+      Tensor want_keys = keys0.to(DType::kF32), want_values = values0.to(DType::kF32);
+      for (int64_t i = 0; i < c.n; ++i) {
+        std::copy(k.f32() + i * kc, k.f32() + (i + 1) * kc, want_keys.f32() + rows[i] * kc);
+        std::copy(v.f32() + i * vc, v.f32() + (i + 1) * vc, want_values.f32() + rows[i] * vc);
+      }
+      cuda::QkvEpilogueArgs e;
+      if (c.bias) e.bias = cuda::to_device(bias);
+      if (c.norm) e.q_norm = cuda::to_device(q_norm), e.k_norm = cuda::to_device(k_norm);
+      e.clip = clip;
+      e.eps = eps;
+      Tensor q3 = poisoned_device({c.n, c.heads, c.d}), k3 = poisoned_device({c.n, c.kv_heads, c.d});
+      Tensor v3 = poisoned_device({c.n, c.kv_heads, c.dv});
+      Tensor keys = cuda::to_device(keys0), values = cuda::to_device(values0);
+      cuda::qkv_epilogue(cuda::to_device(qkv), e, cuda::to_device(i64_tensor(pos)), cuda::upload_rope(table),
+                         cuda::to_device(i64_tensor(rows)), q3, k3, v3, keys, values);
+      const std::string what = "qkv_epilogue n=" + std::to_string(c.n) + " d=" + std::to_string(c.d) +
+                               (c.interleaved ? " interleaved" : "") + (c.bias ? " bias" : "") +
+                               (c.clip ? " clip" : "") + (c.norm ? " norm" : "") + " " + dtype_name(pool_dtype);
+      expect_close(what + " q", q3, q, kF32Tol);
+      expect_close(what + " k", k3, k, kF32Tol);
+      expect_close(what + " v", v3, v, kF32Tol);
+      const double pool_tol = pool_dtype == DType::kBF16 ? kBf16Tol : kF32Tol;
+      expect_close(what + " keys", cuda::to_host(keys).to(DType::kF32), want_keys, pool_tol);
+      expect_close(what + " values", cuda::to_host(values).to(DType::kF32), want_values, pool_tol);
+    }
+  }
+  // A fused row width that does not match the heads is refused.
+  Tensor q3 = poisoned_device({1, 2, 8}), k3 = poisoned_device({1, 1, 8}), v3 = poisoned_device({1, 1, 8});
+  Tensor keys = poisoned_device({4, 1, 8}), values = poisoned_device({4, 1, 8});
+  RopeConfig rc;
+  EXPECT_THROW(cuda::qkv_epilogue(cuda::to_device(rand_tensor({1, 33})), cuda::QkvEpilogueArgs{},
+                                  cuda::to_device(i64_tensor({0})), cuda::upload_rope(ops::make_rope_table(rc, 8, 16)),
+                                  cuda::to_device(i64_tensor({0})), q3, k3, v3, keys, values),
+               InvalidArgument);
+}
+
 TEST(GpuOps, SiluMulMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   for (int64_t n : {1, 1000, 65537}) {

@@ -56,6 +56,20 @@ struct DeviceRope {
 DeviceRope upload_rope(const ops::RopeTable& table);
 void apply_rope(Tensor& x, const Tensor& positions, const DeviceRope& rope);
 
+// The GQA projections' epilogue, one launch for what add_bias, clamp_inplace, per-head rms_norm, apply_rope and
+// two scatter_rows do (same arithmetic, same order): the rows of the fused projection qkv (n, heads*d +
+// kv_heads*d + kv_heads*dv) f32 (q | k | v, bias not yet added) become q3 (n, heads, d), k3 (n, kv_heads, d)
+// and v3 (n, kv_heads, dv), all f32, with the bias added, clamped to [-clip, clip] when clip > 0, q and k
+// RMS-normalised per head by q_norm / k_norm (eps) when given, and RoPE'd at `positions`; k and v also go to
+// pool rows `rows` of keys (R, kv_heads, d) and values (R, kv_heads, dv) (f32 or bf16, rounded on store).
+// bias: (qkv width,) f32; q_norm, k_norm: (d,) f32; positions, rows: (n,) int64.
+struct QkvEpilogueArgs {
+  Tensor bias, q_norm, k_norm;
+  float clip = 0.f, eps = 1e-6f;
+};
+void qkv_epilogue(const Tensor& qkv, const QkvEpilogueArgs& args, const Tensor& positions, const DeviceRope& rope,
+                  const Tensor& rows, Tensor& q3, Tensor& k3, Tensor& v3, Tensor& keys, Tensor& values);
+
 // gpt-oss clamped SwiGLU (as ops::clamped_swiglu): g = min(gate, limit); u = clamp(up, -limit, limit);
 // out = (u + 1) * g * sigmoid(alpha g). gate, up, out: same shape, all f32 or all bf16 (out may alias gate).
 void clamped_swiglu(const Tensor& gate, const Tensor& up, float alpha, float limit, Tensor& out);

@@ -1,0 +1,146 @@
+// The GQA projections' epilogue in one launch: from the rows of the fused q|k|v GEMM, per token (one block)
+// and head (one warp at a time), the bias, the clip, the per-head RMSNorm of q and k, RoPE on q and k, then
+// q, k and v out as f32 and the new key and value rows into the KV pool. It replaces add_bias, clamp_inplace,
+// two rms_norm, two apply_rope and two scatter_rows launches per layer with the same arithmetic in the same
+// order (a decode step is a chain of small launches; their count sets its latency).
+#include <cmath>
+#include <initializer_list>
+
+#include "op_common.cuh"
+
+namespace sy::cuda {
+
+namespace {
+
+constexpr int kWarps = 8;
+
+struct EpilogueParams {
+  int heads, kv_heads, d, dv, max_dim;
+  float clip, eps;
+  int half;  // rotary_dim / 2
+  bool interleaved;
+  float rope_scaling;
+};
+
+template <typename KV>
+__global__ void __launch_bounds__(kWarps * 32) qkv_epilogue_kernel(
+    const float* qkv, const float* bias, const float* q_norm, const float* k_norm, const int64_t* positions,
+    const float* inv_freq, const int64_t* rows, EpilogueParams p, float* q3, float* k3, float* v3, KV* keys,
+    KV* values) {
+  extern __shared__ float scratch[];  // one head row per warp
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* buf = scratch + warp * p.max_dim;
+  const int64_t i = blockIdx.x;
+  const int64_t qk_cols = static_cast<int64_t>(p.heads + p.kv_heads) * p.d;
+  const float* row = qkv + i * (qk_cols + static_cast<int64_t>(p.kv_heads) * p.dv);
+  const float pos = static_cast<float>(positions[i]);
+  const int64_t pool_row = rows[i];
+  for (int hh = warp; hh < p.heads + 2 * p.kv_heads; hh += kWarps) {
+    const bool is_q = hh < p.heads, is_k = !is_q && hh < p.heads + p.kv_heads, is_v = !is_q && !is_k;
+    const int width = is_v ? p.dv : p.d;
+    const int64_t col0 = is_v ? qk_cols + static_cast<int64_t>(hh - p.heads - p.kv_heads) * p.dv
+                              : static_cast<int64_t>(hh) * p.d;
+    float ss = 0.f;
+    for (int j = lane; j < width; j += 32) {
+      float v = row[col0 + j] + (bias ? bias[col0 + j] : 0.f);
+      if (p.clip > 0.f) v = fminf(fmaxf(v, -p.clip), p.clip);
+      buf[j] = v;
+      ss += v * v;
+    }
+    const float* norm = is_q ? q_norm : (is_k ? k_norm : nullptr);
+    if (norm) {
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      const float inv = 1.f / sqrtf(ss / static_cast<float>(width) + p.eps);
+      for (int j = lane; j < width; j += 32) buf[j] = buf[j] * inv * norm[j];
+    }
+    __syncwarp();
+    if (!is_v) {  // RoPE as rope_kernel: the angle in f32, its cosine and sine in f64
+      for (int f = lane; f < p.half; f += 32) {
+        const float angle = pos * inv_freq[f];
+        const float c = static_cast<float>(cos(static_cast<double>(angle))) * p.rope_scaling;
+        const float s = static_cast<float>(sin(static_cast<double>(angle))) * p.rope_scaling;
+        const int i0 = p.interleaved ? 2 * f : f, i1 = p.interleaved ? 2 * f + 1 : f + p.half;
+        const float x0 = buf[i0], x1 = buf[i1];
+        buf[i0] = x0 * c - x1 * s;
+        buf[i1] = x1 * c + x0 * s;
+      }
+      __syncwarp();
+    }
+    if (is_q) {
+      float* dst = q3 + (i * p.heads + hh) * p.d;
+      for (int j = lane; j < width; j += 32) dst[j] = buf[j];
+    } else {
+      const int kh = is_k ? hh - p.heads : hh - p.heads - p.kv_heads;
+      float* dst = (is_k ? k3 : v3) + (i * p.kv_heads + kh) * width;
+      KV* pool = (is_k ? keys : values) + (pool_row * p.kv_heads + kh) * width;
+      for (int j = lane; j < width; j += 32) {
+        dst[j] = buf[j];
+        detail::store_f(pool, j, buf[j]);
+      }
+    }
+    __syncwarp();  // buf is reused by the warp's next head
+  }
+}
+
+}  // namespace
+
+void qkv_epilogue(const Tensor& qkv, const QkvEpilogueArgs& args, const Tensor& positions, const DeviceRope& rope,
+                  const Tensor& rows, Tensor& q3, Tensor& k3, Tensor& v3, Tensor& keys, Tensor& values) {
+  const char* op = "cuda qkv_epilogue";
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&qkv, &q3, &k3, &v3}) {
+    detail::require_device(op, "operand", *t);
+    detail::require_dtype(op, "operand", *t, DType::kF32);
+  }
+  detail::require_device(op, "keys", keys);
+  detail::require_device(op, "values", values);
+  detail::require_dtype(op, "keys", keys, DType::kF32, DType::kBF16);
+  SY_REQUIRE(values.dtype() == keys.dtype(), InvalidArgument, op, "keys ", keys.describe(), " values ",
+             values.describe());
+  detail::require_device(op, "positions", positions);
+  detail::require_dtype(op, "positions", positions, DType::kI64, DType::kI64);
+  detail::require_device(op, "rows", rows);
+  detail::require_dtype(op, "rows", rows, DType::kI64, DType::kI64);
+  const int64_t n = qkv.dim() == 2 ? qkv.size(0) : -1;
+  const int64_t heads = q3.dim() == 3 ? q3.size(1) : 0, d = q3.dim() == 3 ? q3.size(2) : 0;
+  const int64_t kv_heads = k3.dim() == 3 ? k3.size(1) : 0, dv = v3.dim() == 3 ? v3.size(2) : 0;
+  SY_REQUIRE(n >= 0 && q3.dim() == 3 && k3.dim() == 3 && v3.dim() == 3 && q3.size(0) == n && k3.size(0) == n &&
+                 v3.size(0) == n && k3.size(2) == d && v3.size(1) == kv_heads && kv_heads > 0 && heads > 0 &&
+                 qkv.size(1) == (heads + kv_heads) * d + kv_heads * dv && positions.numel() == n &&
+                 rows.numel() == n && keys.dim() == 3 && values.dim() == 3 && keys.size(1) == kv_heads &&
+                 keys.size(2) == d && values.size(1) == kv_heads && values.size(2) == dv &&
+                 rope.rotary_dim <= d && rope.rotary_dim % 2 == 0 && rope.inv_freq.defined() &&
+                 rope.inv_freq.numel() == rope.rotary_dim / 2,
+             InvalidArgument, op, "qkv ", qkv.describe(), " q ", q3.describe(), " k ", k3.describe(), " v ",
+             v3.describe(), " keys ", keys.describe(), " values ", values.describe(), " rotary dim ",
+             rope.rotary_dim);
+  const char* names[3] = {"bias", "q_norm", "k_norm"};
+  const Tensor* vecs[3] = {&args.bias, &args.q_norm, &args.k_norm};
+  const int64_t sizes[3] = {qkv.size(1), d, d};
+  for (int v = 0; v < 3; ++v) {
+    if (!vecs[v]->defined()) continue;
+    detail::require_device(op, names[v], *vecs[v]);
+    detail::require_dtype(op, names[v], *vecs[v], DType::kF32);
+    SY_REQUIRE(vecs[v]->numel() == sizes[v], InvalidArgument, op, names[v], " ", vecs[v]->describe(), " for ",
+               sizes[v], " values");
+  }
+  if (n == 0) return;
+  EpilogueParams p{static_cast<int>(heads), static_cast<int>(kv_heads), static_cast<int>(d), static_cast<int>(dv),
+                   static_cast<int>(d > dv ? d : dv), args.clip, args.eps, rope.rotary_dim / 2, rope.interleaved,
+                   rope.attention_scaling};
+  const size_t smem = sizeof(float) * kWarps * p.max_dim;
+  const float* bias = args.bias.defined() ? args.bias.f32() : nullptr;
+  const float* qn = args.q_norm.defined() ? args.q_norm.f32() : nullptr;
+  const float* kn = args.k_norm.defined() ? args.k_norm.f32() : nullptr;
+  if (keys.dtype() == DType::kBF16) {
+    qkv_epilogue_kernel<<<static_cast<unsigned>(n), kWarps * 32, smem, stream()>>>(
+        qkv.f32(), bias, qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, q3.f32(), k3.f32(), v3.f32(),
+        static_cast<__nv_bfloat16*>(keys.raw()), static_cast<__nv_bfloat16*>(values.raw()));
+  } else {
+    qkv_epilogue_kernel<<<static_cast<unsigned>(n), kWarps * 32, smem, stream()>>>(
+        qkv.f32(), bias, qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, q3.f32(), k3.f32(), v3.f32(),
+        keys.f32(), values.f32());
+  }
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace sy::cuda
