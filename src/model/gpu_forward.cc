@@ -280,7 +280,9 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
     add_shared_expert(s, l, hb, out);
     return;
   }
-  cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, c.moe.num_experts, /*check_ids=*/false);
+  // With counts, the layout's per-expert counts are written straight into row l.
+  cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, c.moe.num_experts, /*check_ids=*/false,
+                                                                 counts ? counts->select(l) : Tensor());
   const int64_t rows = n * c.moe.top_k;
   const auto& t = s.experts[l];
   Tensor expert_out;  // (rows, hidden) f32 or bf16, in dispatch order
@@ -302,8 +304,6 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
     }
     cuda::grouped_linear(g, t[2], layout.offsets, expert_out);
     add_biases(s, l, 2, expert_out, expert, layout);
-    Tensor row = counts->select(l);
-    cuda::copy(layout.tokens_per_expert, row);
   } else {
     Tensor offsets_host = cuda::to_host(layout.offsets);  // one host sync per MoE layer
     const std::vector<int64_t> offsets(offsets_host.i64(), offsets_host.i64() + offsets_host.numel());

@@ -290,6 +290,22 @@ TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
     cuda::unpermute(cuda::to_device(expert_out), l, cuda::to_device(Tensor::from_vector({c.t, c.top_k}, r.weight)), out);
     expect_close(what + " unpermute", out, out_ref, kF32Tol);
   }
+  // Counts written into a given buffer (a row of a larger table), by either layout kernel.
+  for (int64_t t : {3, 400}) {
+    Tensor expert = Tensor::empty({t, 4}, DType::kI32);
+    for (int64_t i = 0; i < t * 4; ++i) expert.i32()[i] = static_cast<int32_t>((i * 5) % 9);
+    Tensor table = cuda::to_device(Tensor::full({3, 9}, -1.0f, DType::kI64));
+    cuda::DeviceDispatchLayout l = cuda::make_dispatch_layout(cuda::to_device(expert), 9, true, table.select(1));
+    Tensor host = cuda::to_host(table);
+    int64_t total = 0;
+    for (int e = 0; e < 9; ++e) {
+      EXPECT_EQ(host.i64()[e], -1) << "row 0 untouched";
+      EXPECT_EQ(host.i64()[18 + e], -1) << "row 2 untouched";
+      total += host.i64()[9 + e];
+    }
+    EXPECT_EQ(total, t * 4);
+    EXPECT_EQ(l.tokens_per_expert.raw(), table.select(1).raw());
+  }
   // An expert id out of range is refused with check_ids, by either layout kernel.
   for (int64_t t : {3, 400}) {
     Tensor expert = Tensor::zeros({t, 4}, DType::kI32);

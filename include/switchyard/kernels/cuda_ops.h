@@ -98,7 +98,10 @@ struct DeviceDispatchLayout {
 // expert: (tokens, top_k) int32 as written by route. With check_ids, ids outside [0, num_experts) raise
 // InvalidArgument, at the price of one host synchronisation; without it (ids from cuda::route, which cannot
 // produce them) the call stays asynchronous.
-DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts, bool check_ids = true);
+// counts_out, when defined ((num_experts,) int64 contiguous on the device, e.g. a row of the forward pass's
+// per-layer counts), becomes tokens_per_expert's storage, so no copy is needed to keep the counts.
+DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts, bool check_ids = true,
+                                          const Tensor& counts_out = Tensor());
 
 // permuted[r, :] = x[row_assignment[r] / top_k, :].  x: (tokens, hidden) f32|bf16; permuted: (rows, hidden) same.
 void permute(const Tensor& x, const DeviceDispatchLayout& layout, Tensor& permuted);

@@ -194,7 +194,8 @@ void add_expert_bias(Tensor& y, const Tensor& bias, const Tensor& expert, const 
   SY_CUDA_CHECK_LAUNCH();
 }
 
-DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts, bool check_ids) {
+DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts, bool check_ids,
+                                          const Tensor& counts_out) {
   detail::require_device("cuda dispatch", "expert", expert);
   detail::require_dtype("cuda dispatch", "expert", expert, DType::kI32, DType::kI32);
   SY_REQUIRE(expert.dim() == 2 && num_experts >= 1, InvalidArgument, "cuda dispatch", "expert ",
@@ -204,7 +205,15 @@ DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts,
   l.num_tokens = expert.size(0);
   l.top_k = static_cast<int>(expert.size(1));
   const int64_t assignments = expert.numel();
-  l.tokens_per_expert = Tensor::empty({num_experts}, DType::kI64, Device::kCuda);
+  if (counts_out.defined()) {
+    detail::require_device("cuda dispatch", "counts_out", counts_out);
+    detail::require_dtype("cuda dispatch", "counts_out", counts_out, DType::kI64, DType::kI64);
+    SY_REQUIRE(counts_out.numel() == num_experts, InvalidArgument, "cuda dispatch", "counts_out ",
+               counts_out.describe(), " for ", num_experts, " experts");
+    l.tokens_per_expert = counts_out;
+  } else {
+    l.tokens_per_expert = Tensor::empty({num_experts}, DType::kI64, Device::kCuda);
+  }
   l.offsets = Tensor::empty({num_experts + 1}, DType::kI64, Device::kCuda);
   l.row_assignment = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
   l.assignment_row = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
