@@ -1,57 +1,82 @@
 #!/usr/bin/env bash
 # Issue 4/9 device run, on the GPU machine: the gpu test suite (CUDA ops and the device forward pass against
-# the CPU path), compute-sanitizer memcheck of the forward-pass tests, the batched-decode benchmark on a
-# Qwen3-30B-A3B-shaped model with its PyTorch peer and on a DeepSeek-V2-Lite-shaped one (absorbed MLA), and
-# the serving benchmark with --device cuda on the built-in model; with SY_NCU=1 also an Nsight Compute ranking of a decode step's kernels (bench/ncu_summary.py).
-# Usage: bench/gpu_suite.sh BIN_DIR LIB_DIR (binaries from scripts/pack-gpu-carry).
+# the CPU path), compute-sanitizer memcheck of it, the batched-decode benchmark on a Qwen3-30B-A3B-shaped model
+# and on a DeepSeek-V2-Lite-shaped one (absorbed MLA), the MoE-layer, prefill-attention and NCCL-dispatch
+# benchmarks, the serving benchmark with --device cuda on the built-in model, their PyTorch peers, and with
+# SY_NCU=1 an Nsight Compute ranking of a decode step's kernels (bench/ncu_summary.py).
+# Usage: bench/gpu_suite.sh BIN_DIR LIB_DIR [SECTIONS] (binaries from scripts/pack-gpu-carry). SECTIONS is a
+# comma list of tests, memcheck, serve, layer, nccl, decode, long, attention, deepseek, ncu, torch (default:
+# all but ncu, which SY_NCU=1 adds); the whole suite takes longer than one 10-minute device call, so split it,
+# e.g. "tests,layer,attention,decode", then "memcheck", then "long,deepseek,serve,nccl,torch".
 set -u
 bin=$1 lib=$2
+sections=${3:-tests,memcheck,serve,layer,nccl,decode,long,attention,deepseek,torch}
+[ "${SY_NCU:-0}" = 1 ] && sections="$sections,ncu"
+[ "${SY_SKIP_TORCH:-0}" = 1 ] && sections="${sections//torch/}"
+want() { [[ ",$sections," == *",$1,"* ]]; }
 export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
 export SY_FIXTURES_DIR="$PWD/tests/fixtures" SY_BUILTIN_MODEL="$PWD/models/builtin"
 out=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-echo "== gpu tests"
-"$bin/sy_gpu_tests" --gtest_brief=1 2>&1 | grep -E "compared|Failure|FAILED|Expected|actual|PASSED|SKIPPED \]" | head -n 40
-echo "== memcheck (device forward tests)"
-if command -v compute-sanitizer >/dev/null; then
+if want tests; then
+  echo "== gpu tests"
+  "$bin/sy_gpu_tests" --gtest_brief=1 2>&1 | grep -E "compared|Failure|FAILED|Expected|actual|PASSED|SKIPPED \]" | head -n 60
+fi
+if want memcheck && command -v compute-sanitizer >/dev/null; then
+  echo "== memcheck (gpu tests)"
   compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 "$bin/sy_gpu_tests" --gtest_brief=1 \
     >"$out/memcheck.log" 2>&1
   echo "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$out/memcheck.log" | tail -n 1)"
 fi
-echo "== serve on cuda (built-in model)"
-PYTHONUNBUFFERED=1 timeout 120 python3 bench/serve_bench.py --cli "$bin/switchyard" --device cuda \
-  --requests 64 --rates 4,16,inf 2>&1 | tail -n 6
-echo "== bench_gpu_moe_layer (Qwen3-30B-A3B layer, every expert path)"
-timeout 150 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json --tokens 1,64,4096,16384 2>&1 | tail -n 14
-echo "== bench_nccl_dispatch (one rank: the path, not a network)"
-NCCL_NVLS_ENABLE=0 timeout 60 "$bin/bench_nccl_dispatch" --iters 10 2>&1 | tail -n 14
-echo "== bench_gpu_decode (Qwen3-30B-A3B shape)"
-timeout 300 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8,32,64 \
-  --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/bench_gpu_decode.txt" | tail -n 12
-echo "== bench_gpu_decode, 2048-token prompts: key splits chosen per batch vs one block per query and head"
-timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8 --prompt-len 2048 \
-  --decode-steps 32 2>&1 | tail -n 4
-SY_ATTENTION_KEY_SPLITS=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
-  --batches 1,8 --prompt-len 2048 --decode-steps 32 2>&1 | tail -n 4
-echo "== causal prefill attention (cuda::attention, cuda::flash_attention; SDPA in the PyTorch peer section)"
-timeout 150 "$bin/bench_gpu_attention" --tokens 16384 --heads 16 --head-dim 128 --iters 5 2>&1 | tail -n 6
-timeout 100 "$bin/bench_gpu_attention" --tokens 8192 --heads 64 --kv-heads 8 --head-dim 64 --iters 3 2>&1 | tail -n 6
-echo "== bench_gpu_decode (DeepSeek-V2-Lite shape: MLA in the absorbed form, latent rows cached)"
-timeout 200 "$bin/bench_gpu_decode" --config bench/configs/deepseek_v2_lite.json --batches 1,8,64 --prompt-len 128 \
-  --decode-steps 32 2>&1 | tail -n 5
-timeout 200 "$bin/bench_gpu_decode" --config bench/configs/deepseek_v2_lite.json --batches 1,8 --prompt-len 2048 \
-  --decode-steps 32 2>&1 | tail -n 4
-if [ "${SY_NCU:-0}" = 1 ]; then  # where the time of a decode step goes, kernel by kernel
+if want serve; then
+  echo "== serve on cuda (built-in model)"
+  PYTHONUNBUFFERED=1 timeout 120 python3 bench/serve_bench.py --cli "$bin/switchyard" --device cuda \
+    --requests 64 --rates 4,16,inf 2>&1 | tail -n 6
+fi
+if want layer; then
+  echo "== bench_gpu_moe_layer (Qwen3-30B-A3B layer, every expert path)"
+  timeout 150 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json --tokens 1,64,4096,16384 2>&1 | tail -n 14
+fi
+if want nccl; then
+  echo "== bench_nccl_dispatch (one rank: the path, not a network)"
+  NCCL_NVLS_ENABLE=0 timeout 60 "$bin/bench_nccl_dispatch" --iters 10 2>&1 | tail -n 14
+fi
+if want decode; then
+  echo "== bench_gpu_decode (Qwen3-30B-A3B shape)"
+  timeout 300 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8,32,64 \
+    --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/bench_gpu_decode.txt" | tail -n 12
+fi
+if want long; then
+  echo "== bench_gpu_decode, 2048-token prompts: key splits chosen per batch vs one block per query and head"
+  timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8 --prompt-len 2048 \
+    --decode-steps 32 2>&1 | tail -n 4
+  SY_ATTENTION_KEY_SPLITS=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
+    --batches 1,8 --prompt-len 2048 --decode-steps 32 2>&1 | tail -n 4
+fi
+if want attention; then
+  echo "== causal prefill attention (cuda::attention, cuda::flash_attention; SDPA under torch)"
+  timeout 150 "$bin/bench_gpu_attention" --tokens 16384 --heads 16 --head-dim 128 --iters 5 2>&1 | tail -n 6
+  timeout 100 "$bin/bench_gpu_attention" --tokens 8192 --heads 64 --kv-heads 8 --head-dim 64 --iters 3 2>&1 | tail -n 6
+fi
+if want deepseek; then
+  echo "== bench_gpu_decode (DeepSeek-V2-Lite shape: MLA in the absorbed form, latent rows cached)"
+  timeout 200 "$bin/bench_gpu_decode" --config bench/configs/deepseek_v2_lite.json --batches 1,8,64 --prompt-len 128 \
+    --decode-steps 32 2>&1 | tail -n 5
+  timeout 200 "$bin/bench_gpu_decode" --config bench/configs/deepseek_v2_lite.json --batches 1,8 --prompt-len 2048 \
+    --decode-steps 32 2>&1 | tail -n 4
+fi
+if want ncu; then  # where the time of a decode step goes, kernel by kernel
   echo "== Nsight Compute: kernels of batch-1 decode on a 2-layer cut"
   timeout 150 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
     "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --layers 2 --batches 1 --prompt-len 32 \
     --decode-steps 8 >"$out/ncu.log" 2>&1
   python3 bench/ncu_summary.py "$out/ncu.log" --top 25
 fi
-[ "${SY_SKIP_TORCH:-0}" = 1 ] && exit 0
-echo "== PyTorch peer"
-PYTHONUNBUFFERED=1 timeout 60 python3 bench/torch_attention.py --tokens 16384 --heads 16 --head-dim 128 2>&1 | tail -n 3
-PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_moe_decode.py --config bench/configs/qwen3_30b_a3b.json \
-  --batches 1,8,32,64 --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/torch_moe_decode.txt" | tail -n 9
-PYTHONUNBUFFERED=1 timeout 200 python3 bench/torch_moe_decode.py --config bench/configs/deepseek_v2_lite.json \
-  --batches 1,8 --prompt-len 128 --decode-steps 32 2>&1 | tail -n 5
+if want torch; then
+  echo "== PyTorch peers"
+  PYTHONUNBUFFERED=1 timeout 60 python3 bench/torch_attention.py --tokens 16384 --heads 16 --head-dim 128 2>&1 | tail -n 3
+  PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_moe_decode.py --config bench/configs/qwen3_30b_a3b.json \
+    --batches 1,8,32,64 --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/torch_moe_decode.txt" | tail -n 9
+  PYTHONUNBUFFERED=1 timeout 200 python3 bench/torch_moe_decode.py --config bench/configs/deepseek_v2_lite.json \
+    --batches 1,8 --prompt-len 128 --decode-steps 32 2>&1 | tail -n 5
+fi
