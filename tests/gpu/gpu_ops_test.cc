@@ -212,6 +212,8 @@ TEST(GpuOps, RouterMatchesCpuDecisions) {
       {"deepseek-v3 sigmoid bias", 256, 8, 8, 4, ScoreFunction::kSigmoid, GroupScore::kTop2Sum, true, true, false, 2.5},
       {"gpt-oss topk softmax", 32, 4, 1, 1, ScoreFunction::kSoftmax, GroupScore::kMax, false, false, true, 1.0},
       {"one expert", 1, 1, 1, 1, ScoreFunction::kSigmoid, GroupScore::kMax, false, false, false, 1.0},
+      {"qwen2-moe 60 experts (a part-filled warp)", 60, 4, 1, 1, ScoreFunction::kSoftmax, GroupScore::kMax, false,
+       false, false, 1.0},
   };
   for (const RouterCase& c : cases) {
     MoeConfig o;

@@ -1,6 +1,6 @@
-// CUDA fused router: scores, group-limited top-k, combine weights, one 256-thread block per token (thread j
-// owns expert j); argmax and reductions by warp shuffles. Mirrors sy::moe::route decision for decision. Not
-// here: several tokens per block for small expert counts.
+// CUDA fused router: scores, group-limited top-k, combine weights, one block per token with a thread per
+// expert (rounded up to whole warps; thread j owns expert j); argmax and reductions by warp shuffles.
+// Mirrors sy::moe::route decision for decision. Not here: several tokens per block for small expert counts.
 #include <cmath>
 
 #include "block_reduce.cuh"
@@ -164,7 +164,10 @@ void route(const Tensor& logits, const Tensor& score_bias, const MoeConfig& o, T
                  has_bias,
                  static_cast<float>(o.routed_scaling_factor)};
   SY_REQUIRE(t <= 0x7fffffff, InvalidArgument, "cuda route", t, " tokens in one call");
-  router_kernel<<<static_cast<unsigned>(t), kMaxExperts, 0, stream()>>>(
+  // One thread per expert, whole warps: the block-wide argmax of each top-k round scans one entry per warp
+  // (Qwen3's 128 experts: 4 warps, not 8).
+  const int threads = (e + 31) / 32 * 32;
+  router_kernel<<<static_cast<unsigned>(t), threads, 0, stream()>>>(
       logits.f32(), has_bias ? score_bias.f32() : nullptr, p, expert.i32(), weight.f32());
   SY_CUDA_CHECK_LAUNCH();
 }
