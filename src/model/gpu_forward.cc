@@ -403,19 +403,22 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
       d.attention.q = qkv.slice(0, 0, rq);
       d.attention.k = qkv.slice(0, rq, rq + rk);
       d.attention.v = qkv.slice(0, rq + rk, qkv.size(0));
+      if (a.q_bias.defined()) d.attention.q_bias = qkv_bias.slice(0, 0, rq);  // views too
+      if (a.k_bias.defined()) d.attention.k_bias = qkv_bias.slice(0, rq, rq + rk);
+      if (a.v_bias.defined()) d.attention.v_bias = qkv_bias.slice(0, rq + rk, qkv.size(0));
       s->qkv.push_back(qkv);
       s->qkv_bias.push_back(qkv_bias);
     } else {
       d.attention.q = up.matrix(a.q);
       d.attention.k = up.matrix(a.k);
       d.attention.v = up.matrix(a.v);
+      d.attention.q_bias = up.vector(a.q_bias);
+      d.attention.k_bias = up.vector(a.k_bias);
+      d.attention.v_bias = up.vector(a.v_bias);
       s->qkv.emplace_back();
       s->qkv_bias.emplace_back();
     }
     d.attention.o = up.matrix(a.o);
-    d.attention.q_bias = up.vector(a.q_bias);
-    d.attention.k_bias = up.vector(a.k_bias);
-    d.attention.v_bias = up.vector(a.v_bias);
     d.attention.o_bias = up.vector(a.o_bias);
     d.attention.q_norm = up.vector(a.q_norm);
     d.attention.k_norm = up.vector(a.k_norm);
@@ -655,7 +658,11 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
         e.bias = s.qkv_bias[l];
         e.clip = static_cast<float>(a.clip_qkv);
         e.eps = eps;
-        if (a.qk_norm == QkNorm::kPerHead) e.q_norm = w.q_norm, e.k_norm = w.k_norm;
+        if (a.qk_norm == QkNorm::kPerHead) {
+          SY_CHECK(w.q_norm.defined() && w.k_norm.defined(), "cuda forward: layer ", l, " lacks its q/k norms");
+          e.q_norm = w.q_norm;
+          e.k_norm = w.k_norm;
+        }
         cuda::qkv_epilogue(qkv, e, b.positions, s.rope, b.rows, q3, k3, v3, pool.keys(l), pool.values(l));
       } else {  // OLMoE's q/k norms span the whole projection: the separate ops
         gqa_qkv(s, w, b, hb, q3, k3, v3);

@@ -57,7 +57,7 @@ DeviceRope upload_rope(const ops::RopeTable& table);
 void apply_rope(Tensor& x, const Tensor& positions, const DeviceRope& rope);
 
 // The GQA projections' epilogue, one launch for what add_bias, clamp_inplace, per-head rms_norm, apply_rope and
-// two scatter_rows do (same arithmetic, same order): the rows of the fused projection qkv (n, heads*d +
+// two scatter_rows do (same operations, same order; equal up to f32 rounding): the rows of the fused projection qkv (n, heads*d +
 // kv_heads*d + kv_heads*dv) f32 (q | k | v, bias not yet added) become q3 (n, heads, d), k3 (n, kv_heads, d)
 // and v3 (n, kv_heads, dv), all f32, with the bias added, clamped to [-clip, clip] when clip > 0, q and k
 // RMS-normalised per head by q_norm / k_norm (eps) when given, and RoPE'd at `positions`; k and v also go to

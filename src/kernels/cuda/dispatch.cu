@@ -73,7 +73,10 @@ __global__ void rows_kernel(const int32_t* expert, int64_t assignments, int num_
 // serial offset sums at a handful of assignments): counts by shared-memory atomics (a count does not depend
 // on their order), offsets by a block-wide scan with one expert per thread, and each assignment's row from the
 // matches of its expert before it (deterministic, the same order as rows_kernel).
-constexpr int kSmallThreads = 1024;  // also the most experts and assignments it takes
+constexpr int kSmallThreads = 1024;  // also the most experts it takes
+// Assignments it takes: each looks back over the ones before it, so the cost grows with the square (a decode
+// step of 16 tokens x top-8 is 128; 1024 would cost what it saves).
+constexpr int kSmallAssignments = 256;
 
 __global__ void __launch_bounds__(kSmallThreads) small_layout_kernel(const int32_t* expert, int assignments,
                                                                     int num_experts, int64_t* counts,
@@ -218,7 +221,7 @@ DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts,
   l.row_assignment = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
   l.assignment_row = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
   Tensor bad = check_ids ? Tensor::zeros({1}, DType::kI32, Device::kCuda) : Tensor();
-  if (assignments <= kSmallThreads && num_experts <= kSmallThreads) {
+  if (assignments <= kSmallAssignments && num_experts <= kSmallThreads) {
     small_layout_kernel<<<1, kSmallThreads, 0, stream()>>>(expert.i32(), static_cast<int>(assignments), num_experts,
                                                            l.tokens_per_expert.i64(), l.offsets.i64(),
                                                            l.row_assignment.i64(), l.assignment_row.i64(),
