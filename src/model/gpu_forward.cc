@@ -3,8 +3,9 @@
 // f32; weight matrices bf16 (cuda::linear rounds activations to bf16 for the tensor cores, so results match
 // the CPU path to bf16 precision). Routed experts run as one cuBLAS grouped GEMM per projection for
 // prefill-sized batches, which needs the per-expert counts on the host once per MoE layer; decode-sized
-// batches (up to gemv_max_tokens) use the grouped GEMV instead (cuda::grouped_swiglu for gate, up and SiLU,
-// reading the tokens through the dispatch layout, cuda::grouped_linear for down) and never synchronise with the host until the logits are copied back, and
+// batches (up to gemv_max_tokens) use the grouped GEMV instead (cuda::decode_route for the router GEMV,
+// routing and layout in one launch, cuda::grouped_swiglu for gate, up and SiLU reading the tokens through the
+// layout, cuda::grouped_linear for down) and never synchronise with the host until the logits are copied back, and
 // decode steps replay a captured CUDA graph.
 #include "gpu_forward.h"
 
@@ -69,6 +70,7 @@ struct GpuState {
   // attention.q/k/v are views of it) and their biases as one f32 vector (undefined without biases); MLA
   // layers: undefined.
   std::vector<Tensor> qkv, qkv_bias;
+  Tensor router_done;  // (1,) int32: the decode router's finished-blocks counter (zero between launches)
   size_t bytes = 0;
   // Decode steps captured as CUDA graphs, by batch size, for the pool whose address they baked in.
   bool use_graphs = true;
@@ -271,18 +273,26 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
   const ModelConfig& c = s.config;
   const MoeWeights& m = s.w.layers[l].moe;
   const int64_t n = h.size(0), hidden = c.hidden_size;
-  Tensor logits = linear(hb, m.router, m.router_bias);
   Tensor expert = Tensor::empty({n, c.moe.top_k}, DType::kI32, Device::kCuda);
   Tensor weight = Tensor::empty({n, c.moe.top_k}, DType::kF32, Device::kCuda);
-  cuda::route(logits, m.score_bias, c.moe, expert, weight);
-  if (s.dispatcher) {
-    cuda::add_inplace(out, routed_experts_ep(s, l, h, expert, weight, load));
-    add_shared_expert(s, l, hb, out);
-    return;
-  }
+  Tensor logits = Tensor::empty({n, c.moe.num_experts}, DType::kF32, Device::kCuda);
+  cuda::DeviceDispatchLayout layout;
   // With counts, the layout's per-expert counts are written straight into row l.
-  cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, c.moe.num_experts, /*check_ids=*/false,
-                                                                 counts ? counts->select(l) : Tensor());
+  const Tensor counts_row = counts ? counts->select(l) : Tensor();
+  if (counts && !s.dispatcher && cuda::decode_route_fits(n, hidden, c.moe)) {
+    // Decode: router GEMV, routing and layout in one launch.
+    layout = cuda::decode_route(hb, m.router, m.router_bias, m.score_bias, c.moe, logits, expert, weight,
+                                s.router_done, counts_row);
+  } else {
+    cuda::linear(hb, m.router, m.router_bias, logits);
+    cuda::route(logits, m.score_bias, c.moe, expert, weight);
+    if (s.dispatcher) {
+      cuda::add_inplace(out, routed_experts_ep(s, l, h, expert, weight, load));
+      add_shared_expert(s, l, hb, out);
+      return;
+    }
+    layout = cuda::make_dispatch_layout(expert, c.moe.num_experts, /*check_ids=*/false, counts_row);
+  }
   const int64_t rows = n * c.moe.top_k;
   const auto& t = s.experts[l];
   Tensor expert_out;  // (rows, hidden) f32 or bf16, in dispatch order
@@ -465,6 +475,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
     s->w.layers.push_back(std::move(d));
   }
   s->bytes = up.bytes;
+  s->router_done = Tensor::zeros({1}, DType::kI32, Device::kCuda);
   cuda::synchronize();
   return s;
 }

@@ -203,9 +203,7 @@ struct RouterCase {
   double scale;
 };
 
-TEST(GpuOps, RouterMatchesCpuDecisions) {
-  SY_SKIP_WITHOUT_GPU();
-  const RouterCase cases[] = {
+const RouterCase kRouterCases[] = {
       {"qwen3 softmax", 128, 8, 1, 1, ScoreFunction::kSoftmax, GroupScore::kMax, false, true, false, 1.0},
       {"mixtral", 8, 2, 1, 1, ScoreFunction::kSoftmax, GroupScore::kMax, false, true, false, 1.0},
       {"deepseek-v2 groups", 64, 6, 8, 3, ScoreFunction::kSoftmax, GroupScore::kMax, false, false, false, 16.0},
@@ -214,19 +212,27 @@ TEST(GpuOps, RouterMatchesCpuDecisions) {
       {"one expert", 1, 1, 1, 1, ScoreFunction::kSigmoid, GroupScore::kMax, false, false, false, 1.0},
       {"qwen2-moe 60 experts (a part-filled warp)", 60, 4, 1, 1, ScoreFunction::kSoftmax, GroupScore::kMax, false,
        false, false, 1.0},
-  };
-  for (const RouterCase& c : cases) {
-    MoeConfig o;
-    o.num_experts = c.experts;
-    o.top_k = c.top_k;
-    o.num_groups = c.groups;
-    o.topk_groups = c.topk_groups;
-    o.score_function = c.score;
-    o.group_score = c.group_score;
-    o.score_bias = c.bias;
-    o.norm_topk_prob = c.norm;
-    o.softmax_over_topk = c.softmax_over_topk;
-    o.routed_scaling_factor = c.scale;
+};
+
+MoeConfig router_config(const RouterCase& c) {
+  MoeConfig o;
+  o.num_experts = c.experts;
+  o.top_k = c.top_k;
+  o.num_groups = c.groups;
+  o.topk_groups = c.topk_groups;
+  o.score_function = c.score;
+  o.group_score = c.group_score;
+  o.score_bias = c.bias;
+  o.norm_topk_prob = c.norm;
+  o.softmax_over_topk = c.softmax_over_topk;
+  o.routed_scaling_factor = c.scale;
+  return o;
+}
+
+TEST(GpuOps, RouterMatchesCpuDecisions) {
+  SY_SKIP_WITHOUT_GPU();
+  for (const RouterCase& c : kRouterCases) {
+    const MoeConfig o = router_config(c);
     for (int64_t t : {1, 33, 500}) {
       Tensor logits = rand_tensor({t, c.experts}, 4.f);
       Tensor bias = c.bias ? rand_tensor({c.experts}, 0.1f) : Tensor();
@@ -242,6 +248,69 @@ TEST(GpuOps, RouterMatchesCpuDecisions) {
       expect_close(what, weight, Tensor::from_vector({t, c.top_k}, ref.weight), kF32Tol);
     }
   }
+}
+
+// The decode router (GEMV, routing and layout in one launch) against the general path on the same inputs
+// (cuda::linear, cuda::route, cuda::make_dispatch_layout) and the CPU routing. Inputs are multiples of 1/16 in
+// [-1/8, 1/8] (exact in bf16, products and sums exact in f32), so both paths see bitwise equal logits and
+// must agree exactly, ties included. Called twice: the finished-blocks counter must reset itself.
+TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
+  SY_SKIP_WITHOUT_GPU();
+  auto grid_tensor = [](const Shape& shape) {  // multiples of 1/16 in [-1/8, 1/8]
+    Tensor x = Tensor::empty(shape, DType::kF32);
+    for (int64_t i = 0; i < x.numel(); ++i) x.f32()[i] = static_cast<float>(rand_int(-2, 2)) / 16.f;
+    return x;
+  };
+  Tensor done = cuda::to_device(Tensor::zeros({1}, DType::kI32));
+  for (const RouterCase& c : kRouterCases) {
+    const MoeConfig o = router_config(c);
+    for (int64_t t : {1, 5, 16}) {
+      const int64_t hidden = c.experts >= 128 ? 2048 : 256;
+      ASSERT_TRUE(cuda::decode_route_fits(t, hidden, o)) << c.name;
+      Tensor x = grid_tensor({t, hidden}), w = grid_tensor({c.experts, hidden});
+      Tensor rbias = c.softmax_over_topk ? grid_tensor({c.experts}) : Tensor();  // gpt-oss's router has a bias
+      Tensor sbias = c.bias ? rand_tensor({c.experts}, 0.1f) : Tensor();
+      const Tensor xd = cuda::to_device(x.to(DType::kBF16)), wd = cuda::to_device(w.to(DType::kBF16));
+      const Tensor rb = rbias.defined() ? cuda::to_device(rbias) : Tensor();
+      const Tensor sb = sbias.defined() ? cuda::to_device(sbias) : Tensor();
+      // General path.
+      Tensor ref_logits = Tensor::empty({t, c.experts}, DType::kF32, Device::kCuda);
+      cuda::linear(xd, wd, rb, ref_logits);
+      Tensor ref_expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
+      Tensor ref_weight = Tensor::empty({t, c.top_k}, DType::kF32, Device::kCuda);
+      cuda::route(ref_logits, sb, o, ref_expert, ref_weight);
+      cuda::DeviceDispatchLayout ref = cuda::make_dispatch_layout(ref_expert, c.experts);
+      const moe::Routing cpu = moe::route(cuda::to_host(ref_logits), sbias, o);
+      const std::string what = std::string("decode_route ") + c.name + " t=" + std::to_string(t);
+      for (int call = 0; call < 2; ++call) {
+        Tensor logits = poisoned_device({t, c.experts}), weight = poisoned_device({t, c.top_k});
+        Tensor expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
+        cuda::DeviceDispatchLayout l = cuda::decode_route(xd, wd, rb, sb, o, logits, expert, weight, done);
+        expect_close(what + " logits", logits, cuda::to_host(ref_logits), 0.0);
+        EXPECT_EQ(cuda::to_host(expert).to_f32_vector(), cuda::to_host(ref_expert).to_f32_vector()) << what;
+        EXPECT_EQ(cuda::to_host(weight).to_f32_vector(), cuda::to_host(ref_weight).to_f32_vector()) << what;
+        Tensor eh = cuda::to_host(expert);
+        if (!c.bias) {  // a random score bias can make near-ties that the two backends' expf round apart
+          for (int64_t i = 0; i < t * c.top_k; ++i) ASSERT_EQ(eh.i32()[i], cpu.expert[i]) << what << " vs the CPU";
+        }
+        for (const auto& [got, want] : {std::pair{&l.tokens_per_expert, &ref.tokens_per_expert},
+                                        std::pair{&l.offsets, &ref.offsets},
+                                        std::pair{&l.row_assignment, &ref.row_assignment},
+                                        std::pair{&l.assignment_row, &ref.assignment_row}}) {
+          EXPECT_EQ(cuda::to_host(*got).to_f32_vector(), cuda::to_host(*want).to_f32_vector()) << what << " layout";
+        }
+        EXPECT_EQ(cuda::to_host(done).i32()[0], 0) << what << ": the counter resets";
+      }
+    }
+  }
+  // Passes it does not take are refused.
+  MoeConfig o = router_config(kRouterCases[0]);
+  EXPECT_FALSE(cuda::decode_route_fits(17, 2048, o));
+  EXPECT_FALSE(cuda::decode_route_fits(1, 2047, o));
+  Tensor x = cuda::to_device(rand_tensor({17, 256}).to(DType::kBF16)), w = cuda::to_device(rand_tensor({128, 256}).to(DType::kBF16));
+  Tensor logits = poisoned_device({17, 128}), weight = poisoned_device({17, 8});
+  Tensor expert = Tensor::empty({17, 8}, DType::kI32, Device::kCuda);
+  EXPECT_THROW(cuda::decode_route(x, w, Tensor(), Tensor(), o, logits, expert, weight, done), InvalidArgument);
 }
 
 TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {

@@ -103,6 +103,20 @@ struct DeviceDispatchLayout {
 DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts, bool check_ids = true,
                                           const Tensor& counts_out = Tensor());
 
+// The router of a decode-sized pass in one launch: logits = x router^T (+ router_bias), the routing of route()
+// (same decisions on the same logits) and the dispatch layout of make_dispatch_layout, without the three
+// launches (cuBLAS GEMM, route, layout) of the general path. Blocks compute the logits (a warp per expert, f32
+// accumulation of the bf16 products in another order than cuBLAS: logits equal to rounding), the last block
+// to finish routes and lays out every token. decode_route_fits says which passes it takes (1..16 tokens, at
+// most 256 experts and 256 assignments, hidden a multiple of 8). x: (n, hidden) bf16; router: (E, hidden) bf16;
+// router_bias: (E,) f32 or undefined; logits: (n, E) f32 scratch (written); expert, weight as route();
+// done: (1,) int32 on the device, zero, owned by the caller's stream (the kernel's last block resets it);
+// counts_out as make_dispatch_layout.
+bool decode_route_fits(int64_t tokens, int64_t hidden, const MoeConfig& options);
+DeviceDispatchLayout decode_route(const Tensor& x, const Tensor& router, const Tensor& router_bias,
+                                  const Tensor& score_bias, const MoeConfig& options, Tensor& logits, Tensor& expert,
+                                  Tensor& weight, Tensor& done, const Tensor& counts_out = Tensor());
+
 // permuted[r, :] = x[row_assignment[r] / top_k, :].  x: (tokens, hidden) f32|bf16; permuted: (rows, hidden) same.
 void permute(const Tensor& x, const DeviceDispatchLayout& layout, Tensor& permuted);
 // y[r, :] += bias[e, :] for every permuted row r, e = expert[row_assignment[r]] (expert biases, gpt-oss).

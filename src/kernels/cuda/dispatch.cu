@@ -2,6 +2,7 @@
 // ordered by assignment index, exactly as sy::moe::make_dispatch_layout orders them; positions come from
 // block-wide prefix counts, never from atomics, so the layout and every result are deterministic.
 // Not here: capacity/drop decisions, per-rank counts for expert parallelism, fusion of permute into the GEMM.
+#include "block_layout.cuh"
 #include "op_common.cuh"
 
 namespace sy::cuda {
@@ -70,70 +71,11 @@ __global__ void rows_kernel(const int32_t* expert, int64_t assignments, int num_
 }
 
 // The whole layout in one block for decode-sized passes (the two kernels above cost ~10 us of launches and
-// serial offset sums at a handful of assignments): counts by shared-memory atomics (a count does not depend
-// on their order), offsets by a block-wide scan with one expert per thread, and each assignment's row from the
-// matches of its expert before it (deterministic, the same order as rows_kernel).
-constexpr int kSmallThreads = 1024;  // also the most experts it takes
-// Assignments it takes: each looks back over the ones before it, so the cost grows with the square (a decode
-// step of 16 tokens x top-8 is 128; 1024 would cost what it saves).
-constexpr int kSmallAssignments = 256;
-
-__global__ void __launch_bounds__(kSmallThreads) small_layout_kernel(const int32_t* expert, int assignments,
-                                                                    int num_experts, int64_t* counts,
-                                                                    int64_t* offsets, int64_t* row_assignment,
-                                                                    int64_t* assignment_row, int* bad) {
-  __shared__ int ids[kSmallThreads];
-  __shared__ int count[kSmallThreads];
-  __shared__ int first_row[kSmallThreads];
-  __shared__ int warp_total[kSmallThreads / 32];
-  const int i = threadIdx.x, lane = i & 31, warp = i >> 5;
-  count[i] = 0;
-  __syncthreads();
-  if (i < assignments) {
-    int x = expert[i];
-    if (x < 0 || x >= num_experts) {
-      if (bad) *bad = 1;
-      x = -1;  // counted nowhere and given no row, as count_kernel / rows_kernel do
-    }
-    ids[i] = x;
-    if (x >= 0) atomicAdd(&count[x], 1);
-  }
-  __syncthreads();
-  // Exclusive scan of the counts, thread i owning expert i.
-  const int v = count[i];
-  int incl = v;
-  for (int o = 1; o < 32; o <<= 1) {
-    const int y = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += y;
-  }
-  if (lane == 31) warp_total[warp] = incl;
-  __syncthreads();
-  if (warp == 0) {
-    const int total = warp_total[lane];  // 32 warps
-    int before = total;
-    for (int o = 1; o < 32; o <<= 1) {
-      const int y = __shfl_up_sync(0xffffffffu, before, o);
-      if (lane >= o) before += y;
-    }
-    warp_total[lane] = before - total;  // exclusive
-  }
-  __syncthreads();
-  const int excl = incl - v + warp_total[warp];
-  if (i < num_experts) {
-    first_row[i] = excl;
-    counts[i] = v;
-    offsets[i] = excl;
-    if (i == num_experts - 1) offsets[num_experts] = excl + v;
-  }
-  __syncthreads();
-  if (i < assignments && ids[i] >= 0) {
-    const int x = ids[i];
-    int before = 0;
-    for (int a = 0; a < i; ++a) before += ids[a] == x;
-    const int64_t row = first_row[x] + before;
-    row_assignment[row] = i;
-    assignment_row[i] = row;
-  }
+// serial offset sums at a handful of assignments); see block_layout.cuh.
+__global__ void __launch_bounds__(detail::kBlockLayoutMaxExperts) small_layout_kernel(
+    const int32_t* expert, int assignments, int num_experts, int64_t* counts, int64_t* offsets,
+    int64_t* row_assignment, int64_t* assignment_row, int* bad) {
+  detail::block_layout(expert, assignments, num_experts, counts, offsets, row_assignment, assignment_row, bad);
 }
 
 template <typename T>
@@ -221,8 +163,9 @@ DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts,
   l.row_assignment = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
   l.assignment_row = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
   Tensor bad = check_ids ? Tensor::zeros({1}, DType::kI32, Device::kCuda) : Tensor();
-  if (assignments <= kSmallAssignments && num_experts <= kSmallThreads) {
-    small_layout_kernel<<<1, kSmallThreads, 0, stream()>>>(expert.i32(), static_cast<int>(assignments), num_experts,
+  if (assignments <= detail::kBlockLayoutMaxAssignments && num_experts <= detail::kBlockLayoutMaxExperts) {
+    const int threads = (num_experts + 31) / 32 * 32;  // a thread per expert, whole warps
+    small_layout_kernel<<<1, threads, 0, stream()>>>(expert.i32(), static_cast<int>(assignments), num_experts,
                                                            l.tokens_per_expert.i64(), l.offsets.i64(),
                                                            l.row_assignment.i64(), l.assignment_row.i64(),
                                                            check_ids ? bad.i32() : nullptr);

@@ -1,8 +1,11 @@
 // CUDA fused router: scores, group-limited top-k, combine weights, one block per token with a thread per
 // expert (rounded up to whole warps; thread j owns expert j); argmax and reductions by warp shuffles.
-// Mirrors sy::moe::route decision for decision. Not here: several tokens per block for small expert counts.
+// Mirrors sy::moe::route decision for decision. Also the decode router: the router GEMV, the routing and the
+// dispatch layout of a decode-sized pass in one launch. Not here: several tokens per block for small expert
+// counts.
 #include <cmath>
 
+#include "block_layout.cuh"
 #include "block_reduce.cuh"
 #include "op_common.cuh"
 
@@ -22,19 +25,22 @@ struct RouterParams {
   float scale;
 };
 
-__global__ void __launch_bounds__(kMaxExperts) router_kernel(const float* logits, const float* bias,
-                                                            RouterParams p, int32_t* out_expert,
-                                                            float* out_weight) {
+// Routes token t (row t of logits) with every thread of the block (whole warps, blockDim.x >= experts).
+// Logits are read with L2 loads (__ldcg): in the decode router other blocks wrote them in the same launch.
+// Consecutive calls in one block are safe (the shared scratch is fenced at entry).
+__device__ void route_token(const float* logits, int64_t t, const float* bias, const RouterParams& p,
+                            int32_t* out_expert, float* out_weight) {
   __shared__ float sval[kMaxExperts];
   __shared__ int sidx[kMaxExperts];
   __shared__ float choice[kMaxExperts];
   __shared__ float group_score[kMaxExperts];
   __shared__ bool group_kept[kMaxExperts];
   __shared__ int picked[kMaxExperts];
-  const int64_t t = blockIdx.x;
+  __syncthreads();  // a previous token's readers of the scratch are done
   const int e = p.num_experts, j = threadIdx.x;
   const bool mine = j < e;
-  const float z = mine ? logits[t * e + j] : -INFINITY;
+  const float* row = logits + t * e;
+  const float z = mine ? __ldcg(row + j) : -INFINITY;
   int32_t* oe = out_expert + t * p.top_k;
   float* ow = out_weight + t * p.top_k;
 
@@ -47,12 +53,12 @@ __global__ void __launch_bounds__(kMaxExperts) router_kernel(const float* logits
     }
     __syncthreads();
     if (j == 0) {
-      const float mx = logits[t * e + picked[0]];
+      const float mx = __ldcg(row + picked[0]);
       float sum = 0.f;
-      for (int s = 0; s < p.top_k; ++s) sum += expf(logits[t * e + picked[s]] - mx);
+      for (int s = 0; s < p.top_k; ++s) sum += expf(__ldcg(row + picked[s]) - mx);
       for (int s = 0; s < p.top_k; ++s) {
         oe[s] = picked[s];
-        ow[s] = expf(logits[t * e + picked[s]] - mx) / sum;
+        ow[s] = expf(__ldcg(row + picked[s]) - mx) / sum;
       }
     }
     return;
@@ -127,49 +133,184 @@ __global__ void __launch_bounds__(kMaxExperts) router_kernel(const float* logits
   }
 }
 
+__global__ void __launch_bounds__(kMaxExperts) router_kernel(const float* logits, const float* bias,
+                                                            RouterParams p, int32_t* out_expert,
+                                                            float* out_weight) {
+  route_token(logits, blockIdx.x, bias, p, out_expert, out_weight);
+}
+
+// The decode router, one launch: logits[t, e] = x_t . W_e (+ b_e) for every token and expert, a warp per expert
+// (grid-stride), 16-byte weight loads; then the last block to finish (a counter in global memory, which it
+// resets for the next launch) routes every token and builds the dispatch layout. x: (n, k) bf16, n <=
+// kDecodeRouterTokens; w: (E, k) bf16 with k % 8 == 0.
+constexpr int kDecodeRouterTokens = 16;
+constexpr int kDecodeRouterWarps = 8;
+
+__global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
+    const __nv_bfloat16* x, const __nv_bfloat16* w, const float* w_bias, int n, int64_t k, float* logits,
+    const float* score_bias, RouterParams p, int32_t* out_expert, float* out_weight, int64_t* counts,
+    int64_t* offsets, int64_t* row_assignment, int64_t* assignment_row, unsigned* done) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, e_count = p.num_experts;
+  for (int e = blockIdx.x * kDecodeRouterWarps + warp; e < e_count; e += gridDim.x * kDecodeRouterWarps) {
+    const __nv_bfloat16* we = w + static_cast<int64_t>(e) * k;
+    float acc[kDecodeRouterTokens];
+#pragma unroll
+    for (int t = 0; t < kDecodeRouterTokens; ++t) acc[t] = 0.f;
+    for (int64_t c = lane * 8; c < k; c += 32 * 8) {
+      const uint4 wv = __ldcs(reinterpret_cast<const uint4*>(we + c));
+      const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv);
+      float wf[8];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const float2 f = __bfloat1622float2(w2[q]);
+        wf[2 * q] = f.x;
+        wf[2 * q + 1] = f.y;
+      }
+#pragma unroll
+      for (int t = 0; t < kDecodeRouterTokens; ++t) {
+        if (t >= n) break;
+        const uint4 xv = *reinterpret_cast<const uint4*>(x + t * k + c);
+        const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const float2 f = __bfloat1622float2(x2[q]);
+          acc[t] += wf[2 * q] * f.x + wf[2 * q + 1] * f.y;
+        }
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kDecodeRouterTokens; ++t) {
+      if (t >= n) break;
+      float v = acc[t];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) logits[t * e_count + e] = v + (w_bias ? w_bias[e] : 0.f);
+    }
+  }
+  // Last block in: every block's logits are visible after its fence and the counter.
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int t = 0; t < n; ++t) route_token(logits, t, score_bias, p, out_expert, out_weight);
+  __syncthreads();  // the routed ids are visible to the whole block
+  detail::block_layout(out_expert, n * p.top_k, e_count, counts, offsets, row_assignment, assignment_row, nullptr);
+  if (threadIdx.x == 0) *done = 0u;
+}
+
+RouterParams router_params(const MoeConfig& o, int e, bool has_bias) {
+  return RouterParams{e,
+                      o.top_k,
+                      std::max(1, o.num_groups),
+                      o.topk_groups,
+                      o.score_function == ScoreFunction::kSigmoid,
+                      o.softmax_over_topk,
+                      o.norm_topk_prob,
+                      o.group_score == GroupScore::kTop2Sum,
+                      has_bias,
+                      static_cast<float>(o.routed_scaling_factor)};
+}
+
+// The argument checks route() and decode_route() share.
+void check_route_args(const char* op, int64_t t, int e, const Tensor& score_bias, const MoeConfig& o,
+                      const Tensor& expert, const Tensor& weight) {
+  detail::require_device(op, "expert", expert);
+  detail::require_device(op, "weight", weight);
+  detail::require_dtype(op, "expert", expert, DType::kI32, DType::kI32);
+  detail::require_dtype(op, "weight", weight, DType::kF32);
+  SY_REQUIRE(e == o.num_experts && e >= 1 && e <= kMaxExperts && o.top_k >= 1 && o.top_k <= e, InvalidArgument,
+             op, e, " experts (at most ", kMaxExperts, "), top_k ", o.top_k);
+  SY_REQUIRE(expert.numel() == t * o.top_k && weight.numel() == t * o.top_k, InvalidArgument, op, "expert ",
+             expert.describe(), " weight ", weight.describe(), " for ", t, " tokens, top ", o.top_k);
+  const int groups = std::max(1, o.num_groups);
+  SY_REQUIRE(e % groups == 0 && o.topk_groups >= 1 && o.topk_groups <= groups, InvalidArgument, op, e,
+             " experts in ", groups, " groups, top ", o.topk_groups, " groups");
+  if (o.score_bias && score_bias.defined()) {
+    detail::require_device(op, "score_bias", score_bias);
+    detail::require_dtype(op, "score_bias", score_bias, DType::kF32);
+    SY_REQUIRE(score_bias.numel() == e, InvalidArgument, op, "score_bias ", score_bias.describe());
+  }
+}
+
 }  // namespace
 
 void route(const Tensor& logits, const Tensor& score_bias, const MoeConfig& o, Tensor& expert, Tensor& weight) {
   detail::require_device("cuda route", "logits", logits);
-  detail::require_device("cuda route", "expert", expert);
-  detail::require_device("cuda route", "weight", weight);
   detail::require_dtype("cuda route", "logits", logits, DType::kF32);
-  detail::require_dtype("cuda route", "expert", expert, DType::kI32, DType::kI32);
-  detail::require_dtype("cuda route", "weight", weight, DType::kF32);
   SY_REQUIRE(logits.dim() == 2, InvalidArgument, "cuda route", "logits ", logits.describe());
   const int64_t t = logits.size(0);
   const int e = static_cast<int>(logits.size(1));
-  SY_REQUIRE(e == o.num_experts && e >= 1 && e <= kMaxExperts && o.top_k >= 1 && o.top_k <= e, InvalidArgument,
-             "cuda route", e, " experts (at most ", kMaxExperts, "), top_k ", o.top_k);
-  SY_REQUIRE(expert.numel() == t * o.top_k && weight.numel() == t * o.top_k, InvalidArgument, "cuda route",
-             "expert ", expert.describe(), " weight ", weight.describe(), " for ", t, " tokens, top ", o.top_k);
-  const int groups = std::max(1, o.num_groups);
-  SY_REQUIRE(e % groups == 0 && o.topk_groups >= 1 && o.topk_groups <= groups, InvalidArgument, "cuda route",
-             e, " experts in ", groups, " groups, top ", o.topk_groups, " groups");
-  const bool has_bias = o.score_bias && score_bias.defined();
-  if (has_bias) {
-    detail::require_device("cuda route", "score_bias", score_bias);
-    detail::require_dtype("cuda route", "score_bias", score_bias, DType::kF32);
-    SY_REQUIRE(score_bias.numel() == e, InvalidArgument, "cuda route", "score_bias ", score_bias.describe());
-  }
-  if (t == 0) return;
-  RouterParams p{e,
-                 o.top_k,
-                 groups,
-                 o.topk_groups,
-                 o.score_function == ScoreFunction::kSigmoid,
-                 o.softmax_over_topk,
-                 o.norm_topk_prob,
-                 o.group_score == GroupScore::kTop2Sum,
-                 has_bias,
-                 static_cast<float>(o.routed_scaling_factor)};
+  check_route_args("cuda route", t, e, score_bias, o, expert, weight);
   SY_REQUIRE(t <= 0x7fffffff, InvalidArgument, "cuda route", t, " tokens in one call");
+  if (t == 0) return;
+  const bool has_bias = o.score_bias && score_bias.defined();
   // One thread per expert, whole warps: the block-wide argmax of each top-k round scans one entry per warp
   // (Qwen3's 128 experts: 4 warps, not 8).
   const int threads = (e + 31) / 32 * 32;
   router_kernel<<<static_cast<unsigned>(t), threads, 0, stream()>>>(
-      logits.f32(), has_bias ? score_bias.f32() : nullptr, p, expert.i32(), weight.f32());
+      logits.f32(), has_bias ? score_bias.f32() : nullptr, router_params(o, e, has_bias), expert.i32(), weight.f32());
   SY_CUDA_CHECK_LAUNCH();
+}
+
+bool decode_route_fits(int64_t tokens, int64_t hidden, const MoeConfig& o) {
+  return tokens >= 1 && tokens <= kDecodeRouterTokens && hidden % 8 == 0 && o.num_experts >= 1 &&
+         o.num_experts <= kMaxExperts && tokens * o.top_k <= detail::kBlockLayoutMaxAssignments;
+}
+
+DeviceDispatchLayout decode_route(const Tensor& x, const Tensor& router, const Tensor& router_bias,
+                                  const Tensor& score_bias, const MoeConfig& o, Tensor& logits, Tensor& expert,
+                                  Tensor& weight, Tensor& done, const Tensor& counts_out) {
+  const char* op = "cuda decode_route";
+  detail::require_device(op, "x", x);
+  detail::require_dtype(op, "x", x, DType::kBF16, DType::kBF16);
+  detail::require_device(op, "router", router);
+  detail::require_dtype(op, "router", router, DType::kBF16, DType::kBF16);
+  detail::require_device(op, "logits", logits);
+  detail::require_dtype(op, "logits", logits, DType::kF32);
+  detail::require_device(op, "done", done);
+  detail::require_dtype(op, "done", done, DType::kI32, DType::kI32);
+  const int64_t n = x.dim() == 2 ? x.size(0) : -1, k = x.dim() == 2 ? x.size(1) : -1;
+  const int e = router.dim() == 2 ? static_cast<int>(router.size(0)) : -1;
+  SY_REQUIRE(n >= 0 && router.dim() == 2 && router.size(1) == k && logits.dim() == 2 && logits.size(0) == n &&
+                 logits.size(1) == e && done.numel() == 1 && decode_route_fits(n, k, o),
+             InvalidArgument, op, "x ", x.describe(), " router ", router.describe(), " logits ", logits.describe(),
+             " (at most ", kDecodeRouterTokens, " tokens and ", detail::kBlockLayoutMaxAssignments,
+             " assignments, hidden a multiple of 8)");
+  check_route_args(op, n, e, score_bias, o, expert, weight);
+  if (router_bias.defined()) {
+    detail::require_device(op, "router_bias", router_bias);
+    detail::require_dtype(op, "router_bias", router_bias, DType::kF32);
+    SY_REQUIRE(router_bias.numel() == e, InvalidArgument, op, "router_bias ", router_bias.describe());
+  }
+  const bool has_bias = o.score_bias && score_bias.defined();
+  DeviceDispatchLayout l;
+  l.num_experts = e;
+  l.num_tokens = n;
+  l.top_k = o.top_k;
+  if (counts_out.defined()) {
+    detail::require_device(op, "counts_out", counts_out);
+    detail::require_dtype(op, "counts_out", counts_out, DType::kI64, DType::kI64);
+    SY_REQUIRE(counts_out.numel() == e, InvalidArgument, op, "counts_out ", counts_out.describe());
+    l.tokens_per_expert = counts_out;
+  } else {
+    l.tokens_per_expert = Tensor::empty({e}, DType::kI64, Device::kCuda);
+  }
+  l.offsets = Tensor::empty({e + 1}, DType::kI64, Device::kCuda);
+  l.row_assignment = Tensor::empty({n * o.top_k}, DType::kI64, Device::kCuda);
+  l.assignment_row = Tensor::empty({n * o.top_k}, DType::kI64, Device::kCuda);
+  // Enough warps to keep the router's rows streaming (a warp per expert), a block size that fits the routing.
+  const int threads = kDecodeRouterWarps * 32;
+  const unsigned blocks = static_cast<unsigned>((e + kDecodeRouterWarps - 1) / kDecodeRouterWarps);
+  decode_router_kernel<<<blocks, threads, 0, stream()>>>(
+      static_cast<const __nv_bfloat16*>(x.raw()), static_cast<const __nv_bfloat16*>(router.raw()),
+      router_bias.defined() ? router_bias.f32() : nullptr, static_cast<int>(n), k, logits.f32(),
+      has_bias ? score_bias.f32() : nullptr, router_params(o, e, has_bias), expert.i32(), weight.f32(),
+      l.tokens_per_expert.i64(), l.offsets.i64(), l.row_assignment.i64(), l.assignment_row.i64(),
+      reinterpret_cast<unsigned*>(done.raw()));
+  SY_CUDA_CHECK_LAUNCH();
+  return l;
 }
 
 }  // namespace sy::cuda
