@@ -107,8 +107,8 @@ DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts,
 // (same decisions on the same logits) and the dispatch layout of make_dispatch_layout, without the three
 // launches (cuBLAS GEMM, route, layout) of the general path. Blocks compute the logits (a warp per expert, f32
 // accumulation of the bf16 products in another order than cuBLAS: logits equal to rounding), the last block
-// to finish routes and lays out every token. decode_route_fits says which passes it takes (1..16 tokens, at
-// most 256 experts and 256 assignments, hidden a multiple of 8). x: (n, hidden) bf16; router: (E, hidden) bf16;
+// to finish routes and lays out every token, one after another. decode_route_fits says which passes it takes
+// (1..4 tokens, at most 256 experts and 256 assignments, hidden a multiple of 8). x: (n, hidden) bf16; router: (E, hidden) bf16;
 // router_bias: (E,) f32 or undefined; logits: (n, E) f32 scratch (written); expert, weight as route();
 // done: (1,) int32 on the device, zero, owned by the caller's stream (the kernel's last block resets it);
 // counts_out as make_dispatch_layout.

@@ -164,7 +164,9 @@ DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts,
   l.assignment_row = Tensor::empty({assignments}, DType::kI64, Device::kCuda);
   Tensor bad = check_ids ? Tensor::zeros({1}, DType::kI32, Device::kCuda) : Tensor();
   if (assignments <= detail::kBlockLayoutMaxAssignments && num_experts <= detail::kBlockLayoutMaxExperts) {
-    const int threads = (num_experts + 31) / 32 * 32;  // a thread per expert, whole warps
+    // A thread per expert and per assignment, whole warps.
+    const int64_t wanted = num_experts > assignments ? num_experts : assignments;
+    const int threads = static_cast<int>((wanted + 31) / 32 * 32);
     small_layout_kernel<<<1, threads, 0, stream()>>>(expert.i32(), static_cast<int>(assignments), num_experts,
                                                            l.tokens_per_expert.i64(), l.offsets.i64(),
                                                            l.row_assignment.i64(), l.assignment_row.i64(),

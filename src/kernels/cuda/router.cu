@@ -28,8 +28,8 @@ struct RouterParams {
 // Routes token t (row t of logits) with every thread of the block (whole warps, blockDim.x >= experts).
 // Logits are read with L2 loads (__ldcg): in the decode router other blocks wrote them in the same launch.
 // Consecutive calls in one block are safe (the shared scratch is fenced at entry).
-__device__ void route_token(const float* logits, int64_t t, const float* bias, const RouterParams& p,
-                            int32_t* out_expert, float* out_weight) {
+__device__ __forceinline__ void route_token(const float* logits, int64_t t, const float* bias, const RouterParams p,
+                                            int32_t* out_expert, float* out_weight) {
   __shared__ float sval[kMaxExperts];
   __shared__ int sidx[kMaxExperts];
   __shared__ float choice[kMaxExperts];
@@ -142,9 +142,13 @@ __global__ void __launch_bounds__(kMaxExperts) router_kernel(const float* logits
 // The decode router, one launch: logits[t, e] = x_t . W_e (+ b_e) for every token and expert, a warp per expert
 // (grid-stride), 16-byte weight loads; then the last block to finish (a counter in global memory, which it
 // resets for the next launch) routes every token and builds the dispatch layout. x: (n, k) bf16, n <=
-// kDecodeRouterTokens; w: (E, k) bf16 with k % 8 == 0.
-constexpr int kDecodeRouterTokens = 16;
+// kDecodeRouterTokens; w: (E, k) bf16 with k % 8 == 0, both 16-byte aligned. The last block routes the tokens
+// one after another (a few microseconds each, where route() gives every token its own block), so only the
+// smallest passes take this path: batch-1 decode is the one that gains most.
+constexpr int kDecodeRouterTokens = 4;
 constexpr int kDecodeRouterWarps = 8;
+static_assert(kDecodeRouterWarps * 32 >= kMaxExperts, "the routing block needs a thread per expert");
+static_assert(kMaxExperts <= detail::kBlockLayoutMaxExperts, "block_layout takes every routable expert count");
 
 __global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
     const __nv_bfloat16* x, const __nv_bfloat16* w, const float* w_bias, int n, int64_t k, float* logits,
@@ -274,10 +278,11 @@ DeviceDispatchLayout decode_route(const Tensor& x, const Tensor& router, const T
   const int64_t n = x.dim() == 2 ? x.size(0) : -1, k = x.dim() == 2 ? x.size(1) : -1;
   const int e = router.dim() == 2 ? static_cast<int>(router.size(0)) : -1;
   SY_REQUIRE(n >= 0 && router.dim() == 2 && router.size(1) == k && logits.dim() == 2 && logits.size(0) == n &&
-                 logits.size(1) == e && done.numel() == 1 && decode_route_fits(n, k, o),
+                 logits.size(1) == e && done.numel() == 1 && decode_route_fits(n, k, o) &&
+                 reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(router.raw()) % 16 == 0,
              InvalidArgument, op, "x ", x.describe(), " router ", router.describe(), " logits ", logits.describe(),
-             " (at most ", kDecodeRouterTokens, " tokens and ", detail::kBlockLayoutMaxAssignments,
-             " assignments, hidden a multiple of 8)");
+             " (1 to ", kDecodeRouterTokens, " tokens, at most ", kMaxExperts, " experts and ",
+             detail::kBlockLayoutMaxAssignments, " assignments, hidden a multiple of 8, 16-byte aligned rows)");
   check_route_args(op, n, e, score_bias, o, expert, weight);
   if (router_bias.defined()) {
     detail::require_device(op, "router_bias", router_bias);
