@@ -5,8 +5,8 @@
 // prefill-sized batches, which needs the per-expert counts on the host once per MoE layer; decode-sized
 // batches (up to gemv_max_tokens) use the grouped GEMV instead (cuda::decode_route for the router GEMV,
 // routing and layout in one launch, cuda::grouped_swiglu for gate, up and SiLU reading the tokens through the
-// layout, cuda::grouped_linear for down) and never synchronise with the host until the logits are copied back, and
-// decode steps replay a captured CUDA graph.
+// layout, cuda::grouped_linear for down) and never synchronise with the host until the logits are copied
+// back, and decode steps replay a captured CUDA graph.
 #include "gpu_forward.h"
 
 #include <algorithm>
