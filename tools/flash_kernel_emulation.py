@@ -179,13 +179,14 @@ class Races:
 
 # ---------------------------------------------------------------- the kernel
 class Block:
-    def __init__(self, kD, gq, gk, gv, sinks, gout, wcount, t, heads, kv_heads, scale_log2, window,
-                 bx, by, gridx, landing, bug):
+    def __init__(self, kD, gq, gk, gv, sinks, gout, wcount, tile, heads, kv_heads, scale_log2, window,
+                 by, landing, bug):
         self.kD, self.kLd = kD, kD + 8
         self.gq, self.gk, self.gv, self.sinks, self.gout, self.wcount = gq, gk, gv, sinks, gout, wcount
-        self.t, self.heads, self.kv_heads = t, heads, kv_heads
+        self.row0, self.t, self.q0 = tile  # FlashTile: the sequence's first packed row, its length, the query tile
+        self.heads, self.kv_heads = heads, kv_heads
         self.scale_log2, self.window = F32(scale_log2), window
-        self.bx, self.by, self.gridx = bx, by, gridx
+        self.by = by
         self.landing, self.bug = landing, bug
         n = 3 * 64 * self.kLd
         self.smem = np.full(n, np.nan, dtype=F32)  # uninitialised shared memory -> NaN poison
@@ -260,14 +261,16 @@ class Block:
         sq, sk, sv = 0, BLOCK_M * kLd, BLOCK_M * kLd + BLOCK_N * kLd
         head = self.by
         kv_head = head // (self.heads // self.kv_heads)
-        q0 = (self.gridx - 1 - self.bx) * BLOCK_M
+        q0 = self.q0
         q_stride, kv_stride = self.heads * kD, self.kv_heads * kD
-        kh, vh = kv_head * kD, kv_head * kD
+        # q, k, v and out advanced to the sequence's first row (q += tile.row0 * q_stride, ...).
+        qb, kvb = self.row0 * q_stride, self.row0 * kv_stride
+        kh, vh = kvb + kv_head * kD, kvb + kv_head * kD
         last_key = q0 + BLOCK_M - 1 if q0 + BLOCK_M - 1 < t - 1 else t - 1
         window = self.window
         first_key = q0 - window + 1 if (window > 0 and q0 - window + 1 > 0) else 0
         tile0 = first_key // BLOCK_N * BLOCK_N
-        self.load_tile(sq, self.gq, head * kD, q0, q_stride, "Q")
+        self.load_tile(sq, self.gq, qb + head * kD, q0, q_stride, "Q")
         self.load_tile(sk, self.gk, kh, tile0, kv_stride, "K")
         self.commit()
         self.load_tile(sv, self.gv, vh, tile0, kv_stride, "V")
@@ -392,7 +395,7 @@ class Block:
                         scale_o = np.exp2(m - mf).astype(F32)
                         denom = (l * scale_o + np.exp2(sink - mf)).astype(F32)
                     inv = (scale_o / denom).astype(F32)
-                    dst = rq * q_stride + head * kD + 2 * C
+                    dst = qb + rq * q_stride + head * kD + 2 * C
                     for j in range(kD // 8):
                         for lane in np.nonzero(valid)[0]:
                             d0 = int(dst[lane] + 8 * j)
@@ -403,20 +406,24 @@ class Block:
         return iters
 
 
-def flash_attention_emulated(q, k, v, sinks, scale, window, landing="late", bug=None):
+def tile_table(sequences):  # as cuda::flash_attention builds it: 64-query tiles, most keys first (stable)
+    table = [(r0, r1 - r0, q0) for r0, r1 in sequences for q0 in range(0, r1 - r0, BLOCK_M)]
+    return sorted(table, key=lambda tile: -tile[2])
+
+
+def flash_attention_emulated(q, k, v, sinks, scale, window, landing="late", bug=None, sequences=None):
     t, heads, kD = q.shape
     kv_heads = k.shape[1]
     assert kD in (64, 128) and heads % kv_heads == 0 and window >= 0
     gq, gk, gv = (np.ascontiguousarray(x, dtype=F32).ravel() for x in (q, k, v))
     gout = np.full(t * heads * kD, np.nan, F32)
     wcount = np.zeros(t * heads * kD, np.int64)
-    gridx = (t + BLOCK_M - 1) // BLOCK_M
     scale_log2 = F32(scale) * LOG2E  # args.scale * 1.4426950408889634f (float * float)
     races, tiles = [], 0
     for by in range(heads):
-        for bx in range(gridx):
-            blk = Block(kD, gq, gk, gv, sinks, gout, wcount, t, heads, kv_heads, scale_log2, window,
-                        bx, by, gridx, landing, bug)
+        for bx, tile in enumerate(tile_table(sequences or [(0, t)])):
+            blk = Block(kD, gq, gk, gv, sinks, gout, wcount, tile, heads, kv_heads, scale_log2, window,
+                        by, landing, bug)
             tiles += blk.run()
             races += [f"block({bx},{by}): {e}" for e in blk.races.errors]
     return gout.reshape(t, heads, kD), wcount.reshape(t, heads, kD), races, tiles
@@ -468,6 +475,12 @@ EXTRA_CASES = [
 ]
 
 
+PACKED_CASES = [  # (t, heads, kv_heads, d, window, sinks), sorted disjoint row ranges
+    ((310, 4, 2, 128, 0, False), [(0, 70), (70, 71), (75, 205), (205, 269), (300, 301)]),
+    ((200, 2, 1, 64, 40, True), [(3, 67), (67, 200)]),
+]
+
+
 def make_inputs(t, heads, kv_heads, d, use_sinks, seed, qmag=1.0):
     rng = np.random.default_rng(seed)
     q = bf16(rng.standard_normal((t, heads, d)).astype(F32) * F32(qmag))
@@ -477,17 +490,22 @@ def make_inputs(t, heads, kv_heads, d, use_sinks, seed, qmag=1.0):
     return q, k, v, sinks
 
 
-def run_case(case, landing="late", bug=None, seed=0, qmag=1.0):
+def run_case(case, landing="late", bug=None, seed=0, qmag=1.0, sequences=None):
     t, heads, kv_heads, d, window, use_sinks = case
     q, k, v, sinks = make_inputs(t, heads, kv_heads, d, use_sinks, seed, qmag)
     scale = 1.0 / math.sqrt(d)
-    out, wcount, races, tiles = flash_attention_emulated(q, k, v, sinks, scale, window, landing, bug)
-    ref = reference(q, k, v, sinks, scale, window)
-    bad_writes = int((wcount != 1).sum())
-    if np.isnan(out).any():
-        rel = float("nan")
-    else:
-        rel = float(np.abs(out - ref).max() / np.abs(ref).max())
+    seqs = sequences or [(0, t)]
+    out, wcount, races, tiles = flash_attention_emulated(q, k, v, sinks, scale, window, landing, bug, seqs)
+    # Each sequence against its own reference; rows in no sequence must be untouched (NaN, written 0 times).
+    covered = np.zeros(t, bool)
+    rel, bad_writes = 0.0, 0
+    for r0, r1 in seqs:
+        covered[r0:r1] = True
+        ref = reference(q[r0:r1], k[r0:r1], v[r0:r1], sinks, scale, window)
+        got = out[r0:r1]
+        bad_writes += int((wcount[r0:r1] != 1).sum())
+        rel = float("nan") if np.isnan(got).any() else max(rel, float(np.abs(got - ref).max() / np.abs(ref).max()))
+    bad_writes += int((wcount[~covered] != 0).sum())
     return rel, bad_writes, races, tiles
 
 
@@ -511,6 +529,13 @@ def main(argv):
         good = rel < 5e-3 and bad == 0 and not races
         ok &= good
         print(f"{str(case):34s} landing=late  tiles={tiles:3d} max_rel_err={rel:.3e} bad_writes={bad} "
+              f"races={len(races)} {'OK' if good else 'FAIL'}")
+    print("== packed sequences in one launch (the tile table; rows between sequences untouched) ==")
+    for case, seqs in PACKED_CASES:
+        rel, bad, races, tiles = run_case(case, "late", seed=2, sequences=seqs)
+        good = rel < 5e-3 and bad == 0 and not races
+        ok &= good
+        print(f"{str(case):34s} {seqs} tiles={tiles:3d} max_rel_err={rel:.3e} bad_writes={bad} "
               f"races={len(races)} {'OK' if good else 'FAIL'}")
     print("== diagnostic: P kept in f32 instead of bf16 (error should collapse to ~1e-6) ==")
     global P_ROUND

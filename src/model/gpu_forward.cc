@@ -525,17 +525,17 @@ void attend(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, int l, const c
     paged(0, b.n);
     return;
   }
+  // Every fresh prompt of the pass in one packed launch (bf16 copies of all rows; the others are not read).
+  Tensor qb = Tensor::empty({b.n, a.num_heads, d}, DType::kBF16, Device::kCuda);
+  Tensor kb = Tensor::empty({b.n, k3.size(1), d}, DType::kBF16, Device::kCuda);
+  Tensor vb = Tensor::empty({b.n, v3.size(1), d}, DType::kBF16, Device::kCuda);
+  cuda::cast(q3, qb);
+  cuda::cast(k3, kb);
+  cuda::cast(v3, vb);
+  cuda::flash_attention(qb, kb, vb, b.fresh_prompts, args, att);
   int64_t done = 0;
   for (const auto& [r0, r1] : b.fresh_prompts) {
     paged(done, r0);
-    Tensor qb = Tensor::empty({r1 - r0, a.num_heads, d}, DType::kBF16, Device::kCuda);
-    Tensor kb = Tensor::empty({r1 - r0, k3.size(1), d}, DType::kBF16, Device::kCuda);
-    Tensor vb = Tensor::empty({r1 - r0, v3.size(1), d}, DType::kBF16, Device::kCuda);
-    cuda::cast(q3.slice(0, r0, r1), qb);
-    cuda::cast(k3.slice(0, r0, r1), kb);
-    cuda::cast(v3.slice(0, r0, r1), vb);
-    Tensor out = att.slice(0, r0, r1);
-    cuda::flash_attention(qb, kb, vb, args, out);
     done = r1;
   }
   paged(done, b.n);

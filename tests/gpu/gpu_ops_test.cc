@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <functional>
+#include <tuple>
 
 #include "gpu_harness.h"
 #include "switchyard/kernels/ops.h"
@@ -428,8 +429,51 @@ TEST(GpuOps, FlashAttentionMatchesCpu) {
                      std::to_string(c.window) + (c.sinks ? " sinks" : ""),
                  out, ref, kBf16Tol);
   }
+  // Packed sequences in one launch: each range against its own sequence alone; rows in no range stay poisoned.
+  for (auto [d, window, with_sinks] : std::vector<std::tuple<int64_t, int, bool>>{{128, 0, false}, {64, 40, true}}) {
+    const std::vector<std::pair<int64_t, int64_t>> ranges = {{0, 70}, {70, 71}, {75, 205}, {205, 269}, {300, 301}};
+    const int64_t t = 310, heads = 4, kv_heads = 2;
+    Tensor q = rand_tensor({t, heads, d}).to(DType::kBF16), k = rand_tensor({t, kv_heads, d}).to(DType::kBF16);
+    Tensor v = rand_tensor({t, kv_heads, d}).to(DType::kBF16);
+    Tensor sinks = rand_tensor({heads}, 3.f);
+    cuda::AttentionArgs args;
+    args.scale = 1.f / std::sqrt(static_cast<float>(d));
+    args.window = window;
+    if (with_sinks) args.sinks = cuda::to_device(sinks);
+    Tensor out = poisoned_device({t, heads, d});
+    const int64_t calls = cuda::flash_attention_calls();
+    cuda::flash_attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), ranges, args, out);
+    EXPECT_EQ(cuda::flash_attention_calls(), calls + 1) << "one launch for every sequence";
+    Tensor got = cuda::to_host(out);
+    std::vector<bool> covered(static_cast<size_t>(t), false);
+    for (const auto& [r0, r1] : ranges) {
+      const int64_t n = r1 - r0;
+      std::vector<int64_t> pos(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) pos[i] = i, covered[r0 + i] = true;
+      ops::AttentionOptions o;
+      o.scale = args.scale;
+      o.window = window;
+      o.sinks = with_sinks ? &sinks : nullptr;
+      Tensor ref = Tensor::empty({n, heads, d}, DType::kF32);
+      ops::attention(q.slice(0, r0, r1).contiguous().to(DType::kF32), k.slice(0, r0, r1).contiguous().to(DType::kF32),
+                     v.slice(0, r0, r1).contiguous().to(DType::kF32), pos, n, o, ref);
+      expect_close("packed flash_attention rows [" + std::to_string(r0) + ", " + std::to_string(r1) + ") d=" +
+                       std::to_string(d),
+                   got.slice(0, r0, r1).contiguous(), ref, kBf16Tol);
+    }
+    for (int64_t i = 0; i < t; ++i) {
+      if (covered[i]) continue;
+      Tensor row = got.slice(0, i, i + 1).contiguous();
+      EXPECT_TRUE(std::isnan(row.f32()[0]) && std::isnan(row.f32()[row.numel() - 1])) << "row " << i << " written";
+    }
+  }
   cuda::AttentionArgs args;
   args.scale = 1.f;
+  // Overlapping or out-of-range sequences are refused.
+  Tensor x2 = cuda::to_device(rand_tensor({8, 2, 64}).to(DType::kBF16));
+  Tensor out2 = poisoned_device({8, 2, 64});
+  EXPECT_THROW(cuda::flash_attention(x2, x2, x2, {{0, 5}, {4, 8}}, args, out2), InvalidArgument);
+  EXPECT_THROW(cuda::flash_attention(x2, x2, x2, {{0, 9}}, args, out2), InvalidArgument);
   Tensor bad = cuda::to_device(rand_tensor({4, 2, 96}).to(DType::kBF16));  // head dim 96
   Tensor out = poisoned_device({4, 2, 96});
   EXPECT_THROW(cuda::flash_attention(bad, bad, bad, args, out), InvalidArgument);

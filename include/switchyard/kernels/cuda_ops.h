@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "switchyard/core/tensor.h"
@@ -147,8 +148,13 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
 // f32 softmax and accumulation in registers): query i attends to keys [max(0, i - window + 1), i] (window 0: [0, i]), with
 // the heads' sinks in the softmax when given (args.scale, window, sinks; key_splits unused). q: (t, heads, d)
 // bf16, d = 64 or 128; k, v: (t, kv_heads, d) bf16 with heads a multiple of kv_heads; out: (t, heads, d) f32.
-// No packed documents yet (cuda::attention has them).
 void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, Tensor& out);
+// Packed variable-length sequences in one launch: each [first, second) row range of q, k, v (t rows packed) is
+// one sequence whose query i attends its own keys as above; ranges sorted and disjoint; rows outside every
+// range are neither read as queries nor written.
+void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                     const std::vector<std::pair<int64_t, int64_t>>& sequences, const AttentionArgs& args,
+                     Tensor& out);
 int64_t flash_attention_calls();  // calls so far in this process (tests check which path ran)
 
 // Causal attention of the queries of many sequences against a paged KV pool (the batched forward pass):

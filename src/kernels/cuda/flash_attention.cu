@@ -4,11 +4,15 @@
 // query rows: S = Q K^T and O += P V are bf16 mma.sync.m16n8k16 products with f32 accumulators held in
 // registers (ldmatrix feeds the operands; V through its transposing form), the online softmax runs in f32 on
 // the S fragments in the log2 domain, and S's accumulator fragments become P's operand fragments without
-// leaving registers. One sequence, head dim 64 or 128, GQA, sliding window (key tiles wholly outside every
-// row's window are skipped) and per-head sinks (joined to the softmax at the end); no packed documents yet
-// (cuda::attention has them). Not here: wgmma/TMA and warp specialisation (FlashAttention-3).
+// leaving registers. Packed variable-length sequences in one launch (a table gives each block its sequence's
+// first row, length and query tile, the longest tiles first), head dim 64 or 128, GQA, sliding window (key
+// tiles wholly outside every row's window are skipped) and per-head sinks (joined to the softmax at the end).
+// Not here: wgmma/TMA and warp specialisation (FlashAttention-3).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "op_common.cuh"
 
@@ -79,14 +83,19 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* tile, const __nv_bfloat
   }
 }
 
-// Query i attends keys [max(0, i - window + 1), i] (window 0: [0, i]); sinks: (heads,) f32 or null.
-// scale_log2 = softmax scale * log2(e). Fragment coordinates: g = lane / 4 and c = lane % 4; an accumulator
+// A block's work: query rows [q0, q0 + 64) of the sequence of `len` rows that starts at packed row `row0`.
+struct FlashTile {
+  int64_t row0, len, q0;
+};
+
+// Query i of a sequence attends its keys [max(0, i - window + 1), i] (window 0: [0, i]); sinks: (heads,) f32
+// or null. scale_log2 = softmax scale * log2(e). Fragment coordinates: g = lane / 4 and c = lane % 4; an accumulator
 // tile (16 x 8) holds [g][2c, 2c+1] in elements 0, 1 and [g + 8][2c, 2c+1] in elements 2, 3.
 template <int kD>
 __global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q, const __nv_bfloat16* k,
                                                          const __nv_bfloat16* v, const float* sinks, float* out,
-                                                         int64_t t, int heads, int kv_heads, float scale_log2,
-                                                         int window) {
+                                                         const FlashTile* tiles, int heads, int kv_heads,
+                                                         float scale_log2, int window) {
   constexpr int kLd = Tiles<kD>::kLd;
   extern __shared__ __align__(16) unsigned char raw[];
   __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(raw);
@@ -94,8 +103,13 @@ __global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q,
   __nv_bfloat16* sv = sk + kBlockN * kLd;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int head = blockIdx.y, kv_head = head / (heads / kv_heads);
-  const int64_t q0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kBlockM;  // longest rows first
+  const FlashTile tile = tiles[blockIdx.x];
+  const int64_t t = tile.len, q0 = tile.q0;
   const int64_t q_stride = static_cast<int64_t>(heads) * kD, kv_stride = static_cast<int64_t>(kv_heads) * kD;
+  q += tile.row0 * q_stride;  // the sequence's rows from here on
+  k += tile.row0 * kv_stride;
+  v += tile.row0 * kv_stride;
+  out += tile.row0 * q_stride;
   const __nv_bfloat16* kh = k + kv_head * kD;
   const __nv_bfloat16* vh = v + kv_head * kD;
   const int64_t last_key = q0 + kBlockM - 1 < t - 1 ? q0 + kBlockM - 1 : t - 1;
@@ -225,20 +239,21 @@ __global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q,
 int64_t g_calls = 0;
 
 template <int kD>
-void launch_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, Tensor& out) {
+void launch_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, const Tensor& tiles,
+                  int64_t num_tiles, Tensor& out) {
   static const bool configured = [] {
     SY_CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(Tiles<kD>::kBytes)));
     return true;
   }();
   (void)configured;
-  const int64_t t = q.size(0);
   const int heads = static_cast<int>(q.size(1)), kv_heads = static_cast<int>(k.size(1));
-  const dim3 grid(static_cast<unsigned>((t + kBlockM - 1) / kBlockM), static_cast<unsigned>(heads));
+  const dim3 grid(static_cast<unsigned>(num_tiles), static_cast<unsigned>(heads));
   flash_kernel<kD><<<grid, kThreads, Tiles<kD>::kBytes, stream()>>>(
       static_cast<const __nv_bfloat16*>(q.raw()), static_cast<const __nv_bfloat16*>(k.raw()),
-      static_cast<const __nv_bfloat16*>(v.raw()), args.sinks.defined() ? args.sinks.f32() : nullptr, out.f32(), t,
-      heads, kv_heads, args.scale * 1.4426950408889634f, args.window);
+      static_cast<const __nv_bfloat16*>(v.raw()), args.sinks.defined() ? args.sinks.f32() : nullptr, out.f32(),
+      reinterpret_cast<const FlashTile*>(tiles.raw()), heads, kv_heads, args.scale * 1.4426950408889634f,
+      args.window);
   SY_CUDA_CHECK_LAUNCH();
 }
 
@@ -247,6 +262,12 @@ void launch_flash(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
 int64_t flash_attention_calls() { return g_calls; }
 
 void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, Tensor& out) {
+  flash_attention(q, k, v, {{0, q.dim() == 3 ? q.size(0) : 0}}, args, out);
+}
+
+void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
+                     const std::vector<std::pair<int64_t, int64_t>>& sequences, const AttentionArgs& args,
+                     Tensor& out) {
   const char* op = "cuda flash_attention";
   for (const Tensor* x : {&q, &k, &v}) {
     detail::require_device(op, "operand", *x);
@@ -259,7 +280,7 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const At
                  (d == 64 || d == 128) && k.size(2) == d && k.size(0) == q.size(0) && k.size(1) > 0 &&
                  q.size(1) % k.size(1) == 0,
              InvalidArgument, op, "q ", q.describe(), " k ", k.describe(), " v ", v.describe(), " out ",
-             out.describe(), " (head dim 64 or 128, one sequence, heads a multiple of kv heads)");
+             out.describe(), " (head dim 64 or 128, heads a multiple of kv heads, as many key rows as queries)");
   SY_REQUIRE(args.window >= 0, InvalidArgument, op, "negative window ", args.window);
   if (args.sinks.defined()) {
     detail::require_device(op, "sinks", args.sinks);
@@ -267,12 +288,26 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const At
     SY_REQUIRE(args.sinks.numel() == q.size(1), InvalidArgument, op, "sinks ", args.sinks.describe(), " for ",
                q.size(1), " heads");
   }
-  if (q.size(0) == 0) return;
+  // One table entry per 64-query tile of every sequence, the tiles with the most keys first (a causal tile's
+  // work grows with q0), so the longest blocks start earliest.
+  std::vector<FlashTile> table;
+  int64_t prev_end = 0;
+  for (const auto& [r0, r1] : sequences) {
+    SY_REQUIRE(r0 >= prev_end && r1 >= r0 && r1 <= q.size(0), InvalidArgument, op, "sequence rows [", r0, ", ", r1,
+               ") out of order, overlapping or past the ", q.size(0), " rows");
+    prev_end = r1;
+    for (int64_t q0 = 0; q0 < r1 - r0; q0 += kBlockM) table.push_back({r0, r1 - r0, q0});
+  }
+  if (table.empty()) return;
+  std::stable_sort(table.begin(), table.end(), [](const FlashTile& a, const FlashTile& b) { return a.q0 > b.q0; });
+  Tensor host = Tensor::empty({static_cast<int64_t>(table.size() * sizeof(FlashTile))}, DType::kU8);
+  std::memcpy(host.raw(), table.data(), table.size() * sizeof(FlashTile));
+  const Tensor tiles = to_device(host);
   ++g_calls;
   if (d == 64) {
-    launch_flash<64>(q, k, v, args, out);
+    launch_flash<64>(q, k, v, args, tiles, static_cast<int64_t>(table.size()), out);
   } else {
-    launch_flash<128>(q, k, v, args, out);
+    launch_flash<128>(q, k, v, args, tiles, static_cast<int64_t>(table.size()), out);
   }
 }
 
