@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Lane-exact numpy emulation of flash_kernel<kD> in src/kernels/cuda/flash_attention.cu: a check of the
+"""Lane-exact numpy emulation of flash_kernel<kDk, kDv> in src/kernels/cuda/flash_attention.cu: a check of the
 kernel's fragment and address arithmetic and of its cp.async/barrier sequence that runs without a GPU (written
 2026-12-05, when the kernel was new and no device was lent; the GPU test FlashAttentionMatchesCpu is the real
 check). Usage: python3 tools/flash_kernel_emulation.py (numpy; about a minute; exit 0 = the emulated kernel
@@ -179,16 +179,17 @@ class Races:
 
 # ---------------------------------------------------------------- the kernel
 class Block:
-    def __init__(self, kD, gq, gk, gv, sinks, gout, wcount, tile, heads, kv_heads, scale_log2, window,
+    def __init__(self, kD, kDv, gq, gk, gv, sinks, gout, wcount, tile, heads, kv_heads, scale_log2, window,
                  by, landing, bug):
-        self.kD, self.kLd = kD, kD + 8
+        # kD: the q.k head dim (kDk in the kernel), kDv: the value head dim; tile rows padded by 8 elements.
+        self.kD, self.kLd, self.kDv, self.kLdV = kD, kD + 8, kDv, kDv + 8
         self.gq, self.gk, self.gv, self.sinks, self.gout, self.wcount = gq, gk, gv, sinks, gout, wcount
         self.row0, self.t, self.q0 = tile  # FlashTile: the sequence's first packed row, its length, the query tile
         self.heads, self.kv_heads = heads, kv_heads
         self.scale_log2, self.window = F32(scale_log2), window
         self.by = by
         self.landing, self.bug = landing, bug
-        n = 3 * 64 * self.kLd
+        n = 64 * (2 * self.kLd + self.kLdV)
         self.smem = np.full(n, np.nan, dtype=F32)  # uninitialised shared memory -> NaN poison
         self.races = Races(n // 8)
         self.epoch = 0
@@ -228,8 +229,8 @@ class Block:
     def syncthreads(self):
         self.epoch += 1
 
-    def load_tile(self, tile, src_arr, src_base, row0, stride, tag):
-        kD, kLd, t = self.kD, self.kLd, self.t
+    def load_tile(self, tile, src_arr, src_base, row0, stride, tag, value=False):
+        kD, kLd, t = (self.kDv, self.kLdV, self.t) if value else (self.kD, self.kLd, self.t)
         kChunks = kD // 8
         for th in range(THREADS):
             for i in range(th, 64 * kChunks, THREADS):
@@ -258,14 +259,16 @@ class Block:
     # --- the kernel body, phase by phase, all warps
     def run(self):
         kD, kLd, t, bug = self.kD, self.kLd, self.t, self.bug
+        kDv, kLdV = self.kDv, self.kLdV
         sq, sk, sv = 0, BLOCK_M * kLd, BLOCK_M * kLd + BLOCK_N * kLd
         head = self.by
         kv_head = head // (self.heads // self.kv_heads)
         q0 = self.q0
         q_stride, kv_stride = self.heads * kD, self.kv_heads * kD
+        v_stride, o_stride = self.kv_heads * kDv, self.heads * kDv
         # q, k, v and out advanced to the sequence's first row (q += tile.row0 * q_stride, ...).
-        qb, kvb = self.row0 * q_stride, self.row0 * kv_stride
-        kh, vh = kvb + kv_head * kD, kvb + kv_head * kD
+        qb, kvb, vb, ob = self.row0 * q_stride, self.row0 * kv_stride, self.row0 * v_stride, self.row0 * o_stride
+        kh, vh = kvb + kv_head * kD, vb + kv_head * kDv
         last_key = q0 + BLOCK_M - 1 if q0 + BLOCK_M - 1 < t - 1 else t - 1
         window = self.window
         first_key = q0 - window + 1 if (window > 0 and q0 - window + 1 > 0) else 0
@@ -273,7 +276,7 @@ class Block:
         self.load_tile(sq, self.gq, qb + head * kD, q0, q_stride, "Q")
         self.load_tile(sk, self.gk, kh, tile0, kv_stride, "K")
         self.commit()
-        self.load_tile(sv, self.gv, vh, tile0, kv_stride, "V")
+        self.load_tile(sv, self.gv, vh, tile0, v_stride, "V", value=True)
         self.commit()
 
         W = []
@@ -281,7 +284,7 @@ class Block:
             row_q = np.stack([q0 + warp * 16 + G, q0 + warp * 16 + G + 8], axis=1).astype(np.int64)  # (32,2)
             row_lo = row_q - window + 1 if window > 0 else np.zeros_like(row_q)
             W.append(dict(row_q=row_q, row_lo=row_lo, qf=None,
-                          o=np.zeros((kD // 8, 32, 4), F32),
+                          o=np.zeros((kDv // 8, 32, 4), F32),
                           m=np.full((32, 2), -np.inf, F32), l=np.zeros((32, 2), F32)))
 
         k0 = tile0
@@ -365,15 +368,15 @@ class Block:
                         a = np.stack([pack_bf16(s[2 * ks][:, 0], s[2 * ks][:, 1]), pack_bf16(s[2 * ks][:, 2], s[2 * ks][:, 3]),
                                       pack_bf16(s[2 * ks + 1][:, 0], s[2 * ks + 1][:, 1]),
                                       pack_bf16(s[2 * ks + 1][:, 2], s[2 * ks + 1][:, 3])], axis=1)
-                    for dp in range(kD // 16):
-                        addr = sv + (ks * 16 + ((LANE >> 3) & 1) * 8 + (LANE & 7)) * kLd + dp * 16 + (LANE >> 4) * 8
+                    for dp in range(kDv // 16):
+                        addr = sv + (ks * 16 + ((LANE >> 3) & 1) * 8 + (LANE & 7)) * kLdV + dp * 16 + (LANE >> 4) * 8
                         b = self.ldmatrix_x4(addr, bug != "v_no_trans", warp, ("V", k0))
                         w["o"][2 * dp] = mma_bf16(w["o"][2 * dp], a, b[:, 0], b[:, 1])
                         w["o"][2 * dp + 1] = mma_bf16(w["o"][2 * dp + 1], a, b[:, 2], b[:, 3])
             if bug != "no_sync_bottom":
                 self.syncthreads()
             if k0 + BLOCK_N <= last_key:
-                self.load_tile(sv, self.gv, vh, k0 + BLOCK_N, kv_stride, "V")
+                self.load_tile(sv, self.gv, vh, k0 + BLOCK_N, v_stride, "V", value=True)
             self.commit()
             k0 += BLOCK_N
         self.wait_group(0)
@@ -395,8 +398,8 @@ class Block:
                         scale_o = np.exp2(m - mf).astype(F32)
                         denom = (l * scale_o + np.exp2(sink - mf)).astype(F32)
                     inv = (scale_o / denom).astype(F32)
-                    dst = qb + rq * q_stride + head * kD + 2 * C
-                    for j in range(kD // 8):
+                    dst = ob + rq * o_stride + head * kDv + 2 * C
+                    for j in range(kDv // 8):
                         for lane in np.nonzero(valid)[0]:
                             d0 = int(dst[lane] + 8 * j)
                             assert d0 % 2 == 0 and 0 <= d0 and d0 + 2 <= self.gout.size, "float2 store"
@@ -413,25 +416,25 @@ def tile_table(sequences):  # as cuda::flash_attention builds it: 64-query tiles
 
 def flash_attention_emulated(q, k, v, sinks, scale, window, landing="late", bug=None, sequences=None):
     t, heads, kD = q.shape
-    kv_heads = k.shape[1]
-    assert kD in (64, 128) and heads % kv_heads == 0 and window >= 0
+    kv_heads, kDv = k.shape[1], v.shape[2]
+    assert (kD, kDv) in ((64, 64), (128, 128), (192, 128)) and heads % kv_heads == 0 and window >= 0
     gq, gk, gv = (np.ascontiguousarray(x, dtype=F32).ravel() for x in (q, k, v))
-    gout = np.full(t * heads * kD, np.nan, F32)
-    wcount = np.zeros(t * heads * kD, np.int64)
+    gout = np.full(t * heads * kDv, np.nan, F32)
+    wcount = np.zeros(t * heads * kDv, np.int64)
     scale_log2 = F32(scale) * LOG2E  # args.scale * 1.4426950408889634f (float * float)
     races, tiles = [], 0
     for by in range(heads):
         for bx, tile in enumerate(tile_table(sequences or [(0, t)])):
-            blk = Block(kD, gq, gk, gv, sinks, gout, wcount, tile, heads, kv_heads, scale_log2, window,
+            blk = Block(kD, kDv, gq, gk, gv, sinks, gout, wcount, tile, heads, kv_heads, scale_log2, window,
                         by, landing, bug)
             tiles += blk.run()
             races += [f"block({bx},{by}): {e}" for e in blk.races.errors]
-    return gout.reshape(t, heads, kD), wcount.reshape(t, heads, kD), races, tiles
+    return gout.reshape(t, heads, kDv), wcount.reshape(t, heads, kDv), races, tiles
 
 
 def reference(q, k, v, sinks, scale, window):
-    t, heads, d = q.shape
-    kv_heads = k.shape[1]
+    t, heads, _ = q.shape
+    kv_heads, d = k.shape[1], v.shape[2]
     grp = heads // kv_heads
     q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
     out = np.zeros((t, heads, d))
@@ -463,6 +466,8 @@ CASES = [  # (t, heads, kv_heads, d, window, sinks)
     (190, 2, 1, 128, 37, False),
     (70, 2, 1, 64, 500, True),
     (5, 2, 2, 64, 1, True),
+    (200, 2, 2, (192, 128), 0, False),  # MLA's expanded prefill: q.k 192, v 128
+    (70, 2, 1, (192, 128), 30, True),
 ]
 
 
@@ -478,14 +483,16 @@ EXTRA_CASES = [
 PACKED_CASES = [  # (t, heads, kv_heads, d, window, sinks), sorted disjoint row ranges
     ((310, 4, 2, 128, 0, False), [(0, 70), (70, 71), (75, 205), (205, 269), (300, 301)]),
     ((200, 2, 1, 64, 40, True), [(3, 67), (67, 200)]),
+    ((260, 2, 2, (192, 128), 0, False), [(0, 130), (130, 131), (140, 260)]),  # MLA's expanded prefill dims
 ]
 
 
-def make_inputs(t, heads, kv_heads, d, use_sinks, seed, qmag=1.0):
+def make_inputs(t, heads, kv_heads, d, use_sinks, seed, qmag=1.0):  # d: an int, or (q.k dim, v dim)
+    dk, dv = d if isinstance(d, tuple) else (d, d)
     rng = np.random.default_rng(seed)
-    q = bf16(rng.standard_normal((t, heads, d)).astype(F32) * F32(qmag))
-    k = bf16(rng.standard_normal((t, kv_heads, d)).astype(F32))
-    v = bf16(rng.standard_normal((t, kv_heads, d)).astype(F32))
+    q = bf16(rng.standard_normal((t, heads, dk)).astype(F32) * F32(qmag))
+    k = bf16(rng.standard_normal((t, kv_heads, dk)).astype(F32))
+    v = bf16(rng.standard_normal((t, kv_heads, dv)).astype(F32))
     sinks = (rng.standard_normal(heads) * 2).astype(F32) if use_sinks else None
     return q, k, v, sinks
 
@@ -493,7 +500,7 @@ def make_inputs(t, heads, kv_heads, d, use_sinks, seed, qmag=1.0):
 def run_case(case, landing="late", bug=None, seed=0, qmag=1.0, sequences=None):
     t, heads, kv_heads, d, window, use_sinks = case
     q, k, v, sinks = make_inputs(t, heads, kv_heads, d, use_sinks, seed, qmag)
-    scale = 1.0 / math.sqrt(d)
+    scale = 1.0 / math.sqrt(q.shape[2])
     seqs = sequences or [(0, t)]
     out, wcount, races, tiles = flash_attention_emulated(q, k, v, sinks, scale, window, landing, bug, seqs)
     # Each sequence against its own reference; rows in no sequence must be untouched (NaN, written 0 times).

@@ -619,11 +619,47 @@ Tensor mla_attention(GpuState& s, int l, const DeviceBatch& b, PagedKvPool& pool
   Tensor kv_b = w.kv_b.reshape({heads, nope + dv, rank});
   Tensor q_lat = q_abs.slice(2, 0, rank);
   cuda::batched_linear(qb.slice(2, 0, nope), kv_b.slice(1, 0, nope), cuda::BatchedWeight::kInOut, q_lat);
+  // Whole fresh prompts take the expanded form on the tensor cores when the head dims allow (DeepSeek's 192 /
+  // 128): per-head keys and values from kv_b on the chunk's own latent rows, which is fewer operations per key
+  // than the absorbed form's 576 / 512 (the cache still holds only the latent rows). The other rows
+  // (continuing chunks, decode) attend over the cache in the absorbed form.
+  const bool flash = s.use_flash && !b.fresh_prompts.empty() && dq == 192 && dv == 128;
   Tensor att_lat = Tensor::empty({n, heads, rank}, DType::kF32, Device::kCuda);
-  cuda::paged_attention(q_abs, pool.keys(l), pool.values(l), b.positions, b.starts, b.tables, pool.block_size(),
-                        args, att_lat);
+  auto paged = [&](int64_t r0, int64_t r1) {
+    if (r1 <= r0) return;
+    Tensor out = att_lat.slice(0, r0, r1);
+    cuda::paged_attention(q_abs.slice(0, r0, r1), pool.keys(l), pool.values(l), b.positions.slice(0, r0, r1),
+                          b.starts.slice(0, r0, r1), b.tables, pool.block_size(), args, out);
+  };
+  if (!flash) {
+    paged(0, n);
+  } else {
+    cuda::zero(att_lat.raw(), att_lat.nbytes());  // the fresh rows' latent is not attended (their att is below)
+    int64_t done = 0;
+    for (const auto& [r0, r1] : b.fresh_prompts) {
+      paged(done, r0);
+      done = r1;
+    }
+    paged(done, n);
+  }
   Tensor att = Tensor::empty({n, heads, dv}, DType::kF32, Device::kCuda);
   cuda::batched_linear(att_lat, kv_b.slice(1, nope, nope + dv), cuda::BatchedWeight::kOutIn, att);
+  if (flash) {
+    Tensor kv_up = linear(latent, w.kv_b, Tensor()).reshape({n * heads, nope + dv});
+    Tensor k = Tensor::empty({n * heads, dq}, DType::kF32, Device::kCuda);
+    Tensor v = Tensor::empty({n * heads, dv}, DType::kF32, Device::kCuda);
+    cuda::copy_columns(kv_up, 0, k, 0, nope);
+    cuda::copy_columns(k_pe, 0, k, nope, rope, heads);  // one rotary key shared by every head
+    cuda::copy_columns(kv_up, nope, v, 0, dv);
+    cuda::copy_columns(q_pe, 0, qf, nope, rope);  // q's rotary columns, RoPE'd (qb above only used q_nope)
+    Tensor qe = Tensor::empty({n, heads, dq}, DType::kBF16, Device::kCuda);
+    Tensor ke = Tensor::empty({n, heads, dq}, DType::kBF16, Device::kCuda);
+    Tensor ve = Tensor::empty({n, heads, dv}, DType::kBF16, Device::kCuda);
+    cuda::cast(q.reshape({n, heads, dq}), qe);
+    cuda::cast(k.reshape({n, heads, dq}), ke);
+    cuda::cast(v.reshape({n, heads, dv}), ve);
+    cuda::flash_attention(qe, ke, ve, b.fresh_prompts, args, att);  // overwrites the fresh rows
+  }
   return att.reshape({n, heads * dv});
 }
 

@@ -274,6 +274,23 @@ TEST(GpuForwardFlash, HeadDim64WithSlidingWindowMatchesCpu) {
   check_flash_prefill(j);
 }
 
+// DeepSeek's MLA with its real head dims (q.k 128 + 64, v 128): whole fresh prompts take the expanded form on
+// the tensor-core kernel (keys and values from kv_b on the chunk's latent rows), the continuing chunk and the
+// decode token the absorbed form over the cached latent rows; both against the CPU's absorbed path. Dense
+// layers only (first_k_dense_replace = layers), so no routing flip excuses a row.
+TEST(GpuForwardFlash, MlaFreshPromptsExpandedOthersAbsorbedMatchCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  nlohmann::json j = {{"model_type", "deepseek_v3"}, {"vocab_size", 256}, {"hidden_size", 256},
+                      {"intermediate_size", 256}, {"moe_intermediate_size", 64}, {"num_hidden_layers", 2},
+                      {"first_k_dense_replace", 2}, {"n_routed_experts", 4}, {"num_experts_per_tok", 2},
+                      {"n_shared_experts", 1}, {"n_group", 1}, {"topk_group", 1}, {"num_attention_heads", 2},
+                      {"num_key_value_heads", 2}, {"kv_lora_rank", 64}, {"q_lora_rank", nullptr},
+                      {"qk_nope_head_dim", 128}, {"qk_rope_head_dim", 64}, {"v_head_dim", 128},
+                      {"max_position_embeddings", 1024}, {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0},
+                      {"scoring_func", "sigmoid"}, {"topk_method", "noaux_tc"}};
+  check_flash_prefill(j);
+}
+
 TEST_P(GpuForward, GreedyGenerationAgreesWithCpu) {
   SY_SKIP_WITHOUT_GPU();
   auto cpu = Model::load(dir_of(GetParam()));

@@ -401,13 +401,15 @@ TEST(GpuOps, FlashAttentionMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   // (t, heads, kv_heads, head dim, window, sinks): windows shorter than a tile, spanning tiles, and longer
   // than the sequence; sinks with and without a window (gpt-oss: head dim 64, window 128, sinks).
-  struct Case { int64_t t, heads, kv_heads, d; int window; bool sinks; };
+  // dv 0: the same as d; (192, 128) is MLA's expanded prefill.
+  struct Case { int64_t t, heads, kv_heads, d; int window; bool sinks; int64_t dv = 0; };
   for (Case c : {Case{200, 4, 2, 128, 0, false}, Case{64, 2, 2, 128, 0, false}, Case{1, 2, 1, 128, 0, false},
                  Case{129, 8, 1, 128, 0, false}, Case{300, 8, 2, 64, 128, true}, Case{200, 4, 4, 64, 0, false},
                  Case{190, 4, 1, 128, 37, false}, Case{70, 2, 1, 64, 500, true}, Case{257, 4, 2, 128, 64, true},
-                 Case{5, 2, 2, 64, 1, true}}) {
+                 Case{5, 2, 2, 64, 1, true}, Case{200, 4, 4, 192, 0, false, 128}, Case{65, 2, 2, 192, 0, false, 128}}) {
+    const int64_t dv = c.dv > 0 ? c.dv : c.d;
     Tensor q = rand_tensor({c.t, c.heads, c.d}).to(DType::kBF16), k = rand_tensor({c.t, c.kv_heads, c.d}).to(DType::kBF16);
-    Tensor v = rand_tensor({c.t, c.kv_heads, c.d}).to(DType::kBF16);
+    Tensor v = rand_tensor({c.t, c.kv_heads, dv}).to(DType::kBF16);
     Tensor sinks = rand_tensor({c.heads}, 3.f);
     const float scale = 1.f / std::sqrt(static_cast<float>(c.d));
     std::vector<int64_t> pos(static_cast<size_t>(c.t));
@@ -416,16 +418,16 @@ TEST(GpuOps, FlashAttentionMatchesCpu) {
     o.scale = scale;
     o.window = c.window;
     o.sinks = c.sinks ? &sinks : nullptr;
-    Tensor ref = Tensor::empty({c.t, c.heads, c.d}, DType::kF32);
+    Tensor ref = Tensor::empty({c.t, c.heads, dv}, DType::kF32);
     ops::attention(q.to(DType::kF32), k.to(DType::kF32), v.to(DType::kF32), pos, c.t, o, ref);
     cuda::AttentionArgs args;
     args.scale = scale;
     args.window = c.window;
     if (c.sinks) args.sinks = cuda::to_device(sinks);
-    Tensor out = poisoned_device({c.t, c.heads, c.d});
+    Tensor out = poisoned_device({c.t, c.heads, dv});
     cuda::flash_attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, out);
     expect_close("flash_attention t=" + std::to_string(c.t) + " heads=" + std::to_string(c.heads) + "/" +
-                     std::to_string(c.kv_heads) + " d=" + std::to_string(c.d) + " window=" +
+                     std::to_string(c.kv_heads) + " d=" + std::to_string(c.d) + "/" + std::to_string(dv) + " window=" +
                      std::to_string(c.window) + (c.sinks ? " sinks" : ""),
                  out, ref, kBf16Tol);
   }

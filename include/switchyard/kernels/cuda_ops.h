@@ -146,8 +146,9 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
 
 // Causal prefill attention of one sequence on the tensor cores (FlashAttention-2 style: bf16 mma.sync with
 // f32 softmax and accumulation in registers): query i attends to keys [max(0, i - window + 1), i] (window 0: [0, i]), with
-// the heads' sinks in the softmax when given (args.scale, window, sinks; key_splits unused). q: (t, heads, d)
-// bf16, d = 64 or 128; k, v: (t, kv_heads, d) bf16 with heads a multiple of kv_heads; out: (t, heads, d) f32.
+// the heads' sinks in the softmax when given (args.scale, window, sinks; key_splits unused). q: (t, heads, dk)
+// bf16; k: (t, kv_heads, dk), v: (t, kv_heads, dv) bf16 with heads a multiple of kv_heads; out: (t, heads, dv)
+// f32; (dk, dv) = (64, 64), (128, 128) or (192, 128) (MLA's prefill in the expanded form).
 void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, Tensor& out);
 // Packed variable-length sequences in one launch: each [first, second) row range of q, k, v (t rows packed) is
 // one sequence whose query i attends its own keys as above; ranges sorted and disjoint; rows outside every

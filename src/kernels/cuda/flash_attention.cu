@@ -5,8 +5,9 @@
 // registers (ldmatrix feeds the operands; V through its transposing form), the online softmax runs in f32 on
 // the S fragments in the log2 domain, and S's accumulator fragments become P's operand fragments without
 // leaving registers. Packed variable-length sequences in one launch (a table gives each block its sequence's
-// first row, length and query tile, the longest tiles first), head dim 64 or 128, GQA, sliding window (key
-// tiles wholly outside every row's window are skipped) and per-head sinks (joined to the softmax at the end).
+// first row, length and query tile, the longest tiles first), head dims 64 or 128 (or 192 for q.k and 128 for
+// v: MLA's prefill in the expanded form), GQA, sliding window (key tiles wholly outside every row's window are
+// skipped) and per-head sinks (joined to the softmax at the end).
 // Not here: wgmma/TMA and warp specialisation (FlashAttention-3).
 #include <algorithm>
 #include <cmath>
@@ -25,12 +26,14 @@ constexpr int kBlockN = 64;   // keys per tile
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 
-// Shared memory of a block for head dim kD: Q, K and V tiles of 64 rows; rows padded by 16 bytes so that the
-// eight row addresses of an ldmatrix fall in distinct bank groups.
-template <int kD>
+// Shared memory of a block for query/key head dim kDk and value head dim kDv: Q and K tiles of 64 rows of kDk,
+// a V tile of 64 rows of kDv; rows padded by 16 bytes so that the eight row addresses of an ldmatrix fall in
+// distinct bank groups.
+template <int kDk, int kDv>
 struct Tiles {
-  static constexpr int kLd = kD + 8;  // bf16 elements per row
-  static constexpr size_t kBytes = size_t{3} * 64 * kLd * sizeof(__nv_bfloat16);
+  static constexpr int kLdK = kDk + 8;  // bf16 elements per Q or K row
+  static constexpr int kLdV = kDv + 8;  // per V row
+  static constexpr size_t kBytes = size_t{64} * (2 * kLdK + kLdV) * sizeof(__nv_bfloat16);
 };
 
 __device__ __forceinline__ uint32_t smem_address(const void* p) {
@@ -72,14 +75,15 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 
 // Rows [row0, row0 + 64) of one head (row stride `stride` elements) into a tile, asynchronously; rows at or
 // past t are zeros.
-template <int kD>
+// (kD elements per row, kLd per tile row.)
+template <int kD, int kLd>
 __device__ __forceinline__ void load_tile(__nv_bfloat16* tile, const __nv_bfloat16* src, int64_t row0, int64_t t,
                                           int64_t stride) {
   constexpr int kChunks = kD / 8;  // 16-byte chunks per row
   for (int i = threadIdx.x; i < 64 * kChunks; i += kThreads) {
     const int r = i / kChunks, c = (i % kChunks) * 8;
     const bool in = row0 + r < t;
-    cp_async16(tile + r * Tiles<kD>::kLd + c, src + (in ? (row0 + r) * stride : 0) + c, in ? 16 : 0);
+    cp_async16(tile + r * kLd + c, src + (in ? (row0 + r) * stride : 0) + c, in ? 16 : 0);
   }
 }
 
@@ -91,62 +95,63 @@ struct FlashTile {
 // Query i of a sequence attends its keys [max(0, i - window + 1), i] (window 0: [0, i]); sinks: (heads,) f32
 // or null. scale_log2 = softmax scale * log2(e). Fragment coordinates: g = lane / 4 and c = lane % 4; an accumulator
 // tile (16 x 8) holds [g][2c, 2c+1] in elements 0, 1 and [g + 8][2c, 2c+1] in elements 2, 3.
-template <int kD>
+template <int kDk, int kDv>
 __global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q, const __nv_bfloat16* k,
                                                          const __nv_bfloat16* v, const float* sinks, float* out,
                                                          const FlashTile* tiles, int heads, int kv_heads,
                                                          float scale_log2, int window) {
-  constexpr int kLd = Tiles<kD>::kLd;
+  constexpr int kLdK = Tiles<kDk, kDv>::kLdK, kLdV = Tiles<kDk, kDv>::kLdV;
   extern __shared__ __align__(16) unsigned char raw[];
   __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(raw);
-  __nv_bfloat16* sk = sq + kBlockM * kLd;
-  __nv_bfloat16* sv = sk + kBlockN * kLd;
+  __nv_bfloat16* sk = sq + kBlockM * kLdK;
+  __nv_bfloat16* sv = sk + kBlockN * kLdK;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
   const int head = blockIdx.y, kv_head = head / (heads / kv_heads);
   const FlashTile tile = tiles[blockIdx.x];
   const int64_t t = tile.len, q0 = tile.q0;
-  const int64_t q_stride = static_cast<int64_t>(heads) * kD, kv_stride = static_cast<int64_t>(kv_heads) * kD;
+  const int64_t q_stride = static_cast<int64_t>(heads) * kDk, k_stride = static_cast<int64_t>(kv_heads) * kDk;
+  const int64_t v_stride = static_cast<int64_t>(kv_heads) * kDv, o_stride = static_cast<int64_t>(heads) * kDv;
   q += tile.row0 * q_stride;  // the sequence's rows from here on
-  k += tile.row0 * kv_stride;
-  v += tile.row0 * kv_stride;
-  out += tile.row0 * q_stride;
-  const __nv_bfloat16* kh = k + kv_head * kD;
-  const __nv_bfloat16* vh = v + kv_head * kD;
+  k += tile.row0 * k_stride;
+  v += tile.row0 * v_stride;
+  out += tile.row0 * o_stride;
+  const __nv_bfloat16* kh = k + kv_head * kDk;
+  const __nv_bfloat16* vh = v + kv_head * kDv;
   const int64_t last_key = q0 + kBlockM - 1 < t - 1 ? q0 + kBlockM - 1 : t - 1;
   // The block's first query sees keys from q0 - window + 1 on: earlier tiles are masked for every row.
   const int64_t first_key = window > 0 && q0 - window + 1 > 0 ? q0 - window + 1 : 0;
   const int64_t tile0 = first_key / kBlockN * kBlockN;
-  load_tile<kD>(sq, q + head * kD, q0, t, q_stride);
-  load_tile<kD>(sk, kh, tile0, t, kv_stride);
+  load_tile<kDk, kLdK>(sq, q + head * kDk, q0, t, q_stride);
+  load_tile<kDk, kLdK>(sk, kh, tile0, t, k_stride);
   cp_async_commit();  // group: Q and the first K tile
-  load_tile<kD>(sv, vh, tile0, t, kv_stride);
+  load_tile<kDv, kLdV>(sv, vh, tile0, t, v_stride);
   cp_async_commit();  // group: the first V tile
 
   const int64_t row_q[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};  // this thread's two query rows
   int64_t row_lo[2];
   for (int r = 0; r < 2; ++r) row_lo[r] = window > 0 ? row_q[r] - window + 1 : 0;
-  uint32_t qf[kD / 16][4];  // Q fragments of this warp's rows, loaded once
-  float o[kD / 8][4];       // O (16 x kD): dims 8j..8j+7 in o[j]
-  for (int j = 0; j < kD / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+  uint32_t qf[kDk / 16][4];  // Q fragments of this warp's rows, loaded once
+  float o[kDv / 8][4];        // O (16 x kDv): dims 8j..8j+7 in o[j]
+  for (int j = 0; j < kDv / 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // running max (log2 units) and sum per row
 
   for (int64_t k0 = tile0; k0 <= last_key; k0 += kBlockN) {
     cp_async_wait<1>();  // Q and this K tile have landed (this V tile may still be in flight)
     __syncthreads();
     if (k0 == tile0) {
-      for (int ks = 0; ks < kD / 16; ++ks) {
-        ldmatrix_x4(qf[ks], sq + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd + ks * 16 + (lane >> 4) * 8);
+      for (int ks = 0; ks < kDk / 16; ++ks) {
+        ldmatrix_x4(qf[ks], sq + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLdK + ks * 16 + (lane >> 4) * 8);
       }
     }
     // S (16 x 64) = Q K^T: keys 8j..8j+7 of the tile in s[j].
     float s[kBlockN / 8][4];
     for (int j = 0; j < kBlockN / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
 #pragma unroll
-    for (int ks = 0; ks < kD / 16; ++ks) {
+    for (int ks = 0; ks < kDk / 16; ++ks) {
 #pragma unroll
       for (int np = 0; np < kBlockN / 16; ++np) {
         uint32_t b[4];  // keys 16np.. (b[0], b[1]) and 16np+8.. (b[2], b[3]), dims 16ks..16ks+15
-        ldmatrix_x4(b, sk + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * kLd + ks * 16 + ((lane >> 3) & 1) * 8);
+        ldmatrix_x4(b, sk + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * kLdK + ks * 16 + ((lane >> 3) & 1) * 8);
         mma_bf16(s[2 * np], qf[ks], b[0], b[1]);
         mma_bf16(s[2 * np + 1], qf[ks], b[2], b[3]);
       }
@@ -188,14 +193,14 @@ __global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q,
       l[r] = l[r] * alpha + sum;
       m[r] = m_new;
 #pragma unroll
-      for (int j = 0; j < kD / 8; ++j) {
+      for (int j = 0; j < kDv / 8; ++j) {
         o[j][2 * r] *= alpha;
         o[j][2 * r + 1] *= alpha;
       }
     }
     cp_async_wait<0>();  // this V tile has landed
     __syncthreads();     // and every warp is done with this K tile
-    if (k0 + kBlockN <= last_key) load_tile<kD>(sk, kh, k0 + kBlockN, t, kv_stride);
+    if (k0 + kBlockN <= last_key) load_tile<kDk, kLdK>(sk, kh, k0 + kBlockN, t, k_stride);
     cp_async_commit();  // group: the next K tile (empty after the last)
     // O += P V: P's fragments for keys 16ks..16ks+15 are S tiles 2ks and 2ks+1, rounded to bf16.
 #pragma unroll
@@ -204,15 +209,15 @@ __global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q,
                              pack_bf16(s[2 * ks + 1][0], s[2 * ks + 1][1]),
                              pack_bf16(s[2 * ks + 1][2], s[2 * ks + 1][3])};
 #pragma unroll
-      for (int dp = 0; dp < kD / 16; ++dp) {
+      for (int dp = 0; dp < kDv / 16; ++dp) {
         uint32_t b[4];  // dims 16dp.. (b[0], b[1]) and 16dp+8.. (b[2], b[3]), keys 16ks..16ks+15
-        ldmatrix_x4_trans(b, sv + (ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * kLd + dp * 16 + (lane >> 4) * 8);
+        ldmatrix_x4_trans(b, sv + (ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * kLdV + dp * 16 + (lane >> 4) * 8);
         mma_bf16(o[2 * dp], a, b[0], b[1]);
         mma_bf16(o[2 * dp + 1], a, b[2], b[3]);
       }
     }
     __syncthreads();  // every warp is done with this V tile
-    if (k0 + kBlockN <= last_key) load_tile<kD>(sv, vh, k0 + kBlockN, t, kv_stride);
+    if (k0 + kBlockN <= last_key) load_tile<kDv, kLdV>(sv, vh, k0 + kBlockN, t, v_stride);
     cp_async_commit();  // group: the next V tile
   }
   cp_async_wait<0>();
@@ -228,9 +233,9 @@ __global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q,
       denom = l[r] * scale_o + exp2f(sink - mf);
     }
     const float inv = scale_o / denom;
-    float* dst = out + row_q[r] * q_stride + head * kD + 2 * c;
+    float* dst = out + row_q[r] * o_stride + head * kDv + 2 * c;
 #pragma unroll
-    for (int j = 0; j < kD / 8; ++j) {
+    for (int j = 0; j < kDv / 8; ++j) {
       *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
     }
   }
@@ -238,18 +243,18 @@ __global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q,
 
 int64_t g_calls = 0;
 
-template <int kD>
+template <int kDk, int kDv>
 void launch_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, const Tensor& tiles,
                   int64_t num_tiles, Tensor& out) {
   static const bool configured = [] {
-    SY_CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<kD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(Tiles<kD>::kBytes)));
+    SY_CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<kDk, kDv>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(Tiles<kDk, kDv>::kBytes)));
     return true;
   }();
   (void)configured;
   const int heads = static_cast<int>(q.size(1)), kv_heads = static_cast<int>(k.size(1));
   const dim3 grid(static_cast<unsigned>(num_tiles), static_cast<unsigned>(heads));
-  flash_kernel<kD><<<grid, kThreads, Tiles<kD>::kBytes, stream()>>>(
+  flash_kernel<kDk, kDv><<<grid, kThreads, Tiles<kDk, kDv>::kBytes, stream()>>>(
       static_cast<const __nv_bfloat16*>(q.raw()), static_cast<const __nv_bfloat16*>(k.raw()),
       static_cast<const __nv_bfloat16*>(v.raw()), args.sinks.defined() ? args.sinks.f32() : nullptr, out.f32(),
       reinterpret_cast<const FlashTile*>(tiles.raw()), heads, kv_heads, args.scale * 1.4426950408889634f,
@@ -275,12 +280,14 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   }
   detail::require_device(op, "out", out);
   detail::require_dtype(op, "out", out, DType::kF32);
-  const int64_t d = q.dim() == 3 ? q.size(2) : 0;
-  SY_REQUIRE(q.dim() == 3 && k.dim() == 3 && v.shape() == k.shape() && out.shape() == q.shape() &&
-                 (d == 64 || d == 128) && k.size(2) == d && k.size(0) == q.size(0) && k.size(1) > 0 &&
-                 q.size(1) % k.size(1) == 0,
+  const int64_t dk = q.dim() == 3 ? q.size(2) : 0, dv = v.dim() == 3 ? v.size(2) : 0;
+  const bool dims_ok = (dk == 64 && dv == 64) || (dk == 128 && dv == 128) || (dk == 192 && dv == 128);
+  SY_REQUIRE(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && dims_ok && k.size(2) == dk && v.size(0) == k.size(0) &&
+                 v.size(1) == k.size(1) && out.dim() == 3 && out.size(0) == q.size(0) && out.size(1) == q.size(1) &&
+                 out.size(2) == dv && k.size(0) == q.size(0) && k.size(1) > 0 && q.size(1) % k.size(1) == 0,
              InvalidArgument, op, "q ", q.describe(), " k ", k.describe(), " v ", v.describe(), " out ",
-             out.describe(), " (head dim 64 or 128, heads a multiple of kv heads, as many key rows as queries)");
+             out.describe(), " (head dims 64/64, 128/128 or 192/128 (MLA) for q.k / v, heads a multiple of kv heads,",
+             " as many key rows as queries)");
   SY_REQUIRE(args.window >= 0, InvalidArgument, op, "negative window ", args.window);
   if (args.sinks.defined()) {
     detail::require_device(op, "sinks", args.sinks);
@@ -304,10 +311,13 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   std::memcpy(host.raw(), table.data(), table.size() * sizeof(FlashTile));
   const Tensor tiles = to_device(host);
   ++g_calls;
-  if (d == 64) {
-    launch_flash<64>(q, k, v, args, tiles, static_cast<int64_t>(table.size()), out);
+  const int64_t n_tiles = static_cast<int64_t>(table.size());
+  if (dk == 64) {
+    launch_flash<64, 64>(q, k, v, args, tiles, n_tiles, out);
+  } else if (dk == 128) {
+    launch_flash<128, 128>(q, k, v, args, tiles, n_tiles, out);
   } else {
-    launch_flash<128>(q, k, v, args, tiles, static_cast<int64_t>(table.size()), out);
+    launch_flash<192, 128>(q, k, v, args, tiles, n_tiles, out);
   }
 }
 
