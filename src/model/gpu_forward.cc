@@ -645,20 +645,26 @@ Tensor mla_attention(GpuState& s, int l, const DeviceBatch& b, PagedKvPool& pool
   Tensor att = Tensor::empty({n, heads, dv}, DType::kF32, Device::kCuda);
   cuda::batched_linear(att_lat, kv_b.slice(1, nope, nope + dv), cuda::BatchedWeight::kOutIn, att);
   if (flash) {
-    Tensor kv_up = linear(latent, w.kv_b, Tensor()).reshape({n * heads, nope + dv});
-    Tensor k = Tensor::empty({n * heads, dq}, DType::kF32, Device::kCuda);
-    Tensor v = Tensor::empty({n * heads, dv}, DType::kF32, Device::kCuda);
-    cuda::copy_columns(kv_up, 0, k, 0, nope);
-    cuda::copy_columns(k_pe, 0, k, nope, rope, heads);  // one rotary key shared by every head
-    cuda::copy_columns(kv_up, nope, v, 0, dv);
+    // Only the span of rows [s0, s1) that holds the fresh prompts is expanded (a pass may also carry decode
+    // rows and continuing chunks).
+    const int64_t s0 = b.fresh_prompts.front().first, s1 = b.fresh_prompts.back().second, m = s1 - s0;
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    for (const auto& [r0, r1] : b.fresh_prompts) ranges.emplace_back(r0 - s0, r1 - s0);
     cuda::copy_columns(q_pe, 0, qf, nope, rope);  // q's rotary columns, RoPE'd (qb above only used q_nope)
-    Tensor qe = Tensor::empty({n, heads, dq}, DType::kBF16, Device::kCuda);
-    Tensor ke = Tensor::empty({n, heads, dq}, DType::kBF16, Device::kCuda);
-    Tensor ve = Tensor::empty({n, heads, dv}, DType::kBF16, Device::kCuda);
-    cuda::cast(q.reshape({n, heads, dq}), qe);
-    cuda::cast(k.reshape({n, heads, dq}), ke);
-    cuda::cast(v.reshape({n, heads, dv}), ve);
-    cuda::flash_attention(qe, ke, ve, b.fresh_prompts, args, att);  // overwrites the fresh rows
+    Tensor kv_up = linear(latent.slice(0, s0, s1), w.kv_b, Tensor()).reshape({m * heads, nope + dv});
+    Tensor k = Tensor::empty({m * heads, dq}, DType::kF32, Device::kCuda);
+    Tensor v = Tensor::empty({m * heads, dv}, DType::kF32, Device::kCuda);
+    cuda::copy_columns(kv_up, 0, k, 0, nope);
+    cuda::copy_columns(k_pe.slice(0, s0, s1), 0, k, nope, rope, heads);  // one rotary key shared by every head
+    cuda::copy_columns(kv_up, nope, v, 0, dv);
+    Tensor qe = Tensor::empty({m, heads, dq}, DType::kBF16, Device::kCuda);
+    Tensor ke = Tensor::empty({m, heads, dq}, DType::kBF16, Device::kCuda);
+    Tensor ve = Tensor::empty({m, heads, dv}, DType::kBF16, Device::kCuda);
+    cuda::cast(q.reshape({n, heads, dq}).slice(0, s0, s1), qe);
+    cuda::cast(k.reshape({m, heads, dq}), ke);
+    cuda::cast(v.reshape({m, heads, dv}), ve);
+    Tensor att_span = att.slice(0, s0, s1);
+    cuda::flash_attention(qe, ke, ve, ranges, args, att_span);  // overwrites the fresh rows
   }
   return att.reshape({n, heads * dv});
 }

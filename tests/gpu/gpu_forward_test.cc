@@ -198,9 +198,12 @@ TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
 // batched pass, next to a continuing chunk and a decode token that take the paged kernel: logits match the CPU
 // path within the bf16 tolerance, and the paged-only GPU pass too. Dense Qwen3-shaped random models (the
 // golden fixtures' heads are smaller), so that no bf16 routing flip can excuse a row from the comparison.
-void check_flash_prefill(const nlohmann::json& j) {
+// tol: the logits tolerance; init_std: the random weights' scale (larger makes peaked attention, so that a
+// mistake in the scores cannot hide in a near-uniform softmax).
+void check_flash_prefill(const nlohmann::json& j, double tol = kLogitTol, float init_std = 0.02f) {
   const ModelConfig cfg = ModelConfig::from_json(j);
-  auto params = std::make_shared<std::map<std::string, Tensor>>(train::TrainableModel::from_config(cfg, 7)->params());
+  auto params =
+      std::make_shared<std::map<std::string, Tensor>>(train::TrainableModel::from_config(cfg, 7, init_std)->params());
   auto make = [&] { return std::make_unique<Model>(cfg, load_model_weights(cfg, MapSource(*params)), params); };
   auto cpu = make();
   std::unique_ptr<Model> gpu, paged_only;
@@ -233,8 +236,8 @@ void check_flash_prefill(const nlohmann::json& j) {
     ASSERT_EQ(g.shape(), a.shape());
     ASSERT_EQ(q.shape(), a.shape());
     for (int64_t r = 0; r < a.size(0); ++r) {
-      EXPECT_LT(test::relative_error(row(g, r), row(a, r)), kLogitTol) << what << " row " << r;
-      EXPECT_LT(test::relative_error(row(q, r), row(a, r)), kLogitTol) << what << " (paged only) row " << r;
+      EXPECT_LT(test::relative_error(row(g, r), row(a, r)), tol) << what << " row " << r;
+      EXPECT_LT(test::relative_error(row(q, r), row(a, r)), tol) << what << " (paged only) row " << r;
     }
   };
   const int64_t flash_before = cuda::flash_attention_calls();
@@ -288,7 +291,9 @@ TEST(GpuForwardFlash, MlaFreshPromptsExpandedOthersAbsorbedMatchCpu) {
                       {"qk_nope_head_dim", 128}, {"qk_rope_head_dim", 64}, {"v_head_dim", 128},
                       {"max_position_embeddings", 1024}, {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0},
                       {"scoring_func", "sigmoid"}, {"topk_method", "noaux_tc"}};
-  check_flash_prefill(j);
+  // MLA's bf16 tolerance (see check_batched_logits), weights at 0.05 so the attention is peaked (at 0.02 a
+  // dropped rotary part of the scores moved the logits by about the tolerance in a numpy model of this test).
+  check_flash_prefill(j, 3e-2, 0.05f);
 }
 
 TEST_P(GpuForward, GreedyGenerationAgreesWithCpu) {

@@ -432,17 +432,19 @@ TEST(GpuOps, FlashAttentionMatchesCpu) {
                  out, ref, kBf16Tol);
   }
   // Packed sequences in one launch: each range against its own sequence alone; rows in no range stay poisoned.
-  for (auto [d, window, with_sinks] : std::vector<std::tuple<int64_t, int, bool>>{{128, 0, false}, {64, 40, true}}) {
+  // (q.k dim, v dim, window, sinks); 192/128 is MLA's expanded prefill, here with GQA and sequences past row 0.
+  for (auto [d, dv, window, with_sinks] : std::vector<std::tuple<int64_t, int64_t, int, bool>>{
+           {128, 128, 0, false}, {64, 64, 40, true}, {192, 128, 0, false}}) {
     const std::vector<std::pair<int64_t, int64_t>> ranges = {{0, 70}, {70, 71}, {75, 205}, {205, 269}, {300, 301}};
     const int64_t t = 310, heads = 4, kv_heads = 2;
     Tensor q = rand_tensor({t, heads, d}).to(DType::kBF16), k = rand_tensor({t, kv_heads, d}).to(DType::kBF16);
-    Tensor v = rand_tensor({t, kv_heads, d}).to(DType::kBF16);
+    Tensor v = rand_tensor({t, kv_heads, dv}).to(DType::kBF16);
     Tensor sinks = rand_tensor({heads}, 3.f);
     cuda::AttentionArgs args;
     args.scale = 1.f / std::sqrt(static_cast<float>(d));
     args.window = window;
     if (with_sinks) args.sinks = cuda::to_device(sinks);
-    Tensor out = poisoned_device({t, heads, d});
+    Tensor out = poisoned_device({t, heads, dv});
     const int64_t calls = cuda::flash_attention_calls();
     cuda::flash_attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), ranges, args, out);
     EXPECT_EQ(cuda::flash_attention_calls(), calls + 1) << "one launch for every sequence";
@@ -456,7 +458,7 @@ TEST(GpuOps, FlashAttentionMatchesCpu) {
       o.scale = args.scale;
       o.window = window;
       o.sinks = with_sinks ? &sinks : nullptr;
-      Tensor ref = Tensor::empty({n, heads, d}, DType::kF32);
+      Tensor ref = Tensor::empty({n, heads, dv}, DType::kF32);
       ops::attention(q.slice(0, r0, r1).contiguous().to(DType::kF32), k.slice(0, r0, r1).contiguous().to(DType::kF32),
                      v.slice(0, r0, r1).contiguous().to(DType::kF32), pos, n, o, ref);
       expect_close("packed flash_attention rows [" + std::to_string(r0) + ", " + std::to_string(r1) + ") d=" +

@@ -307,9 +307,10 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   }
   if (table.empty()) return;
   std::stable_sort(table.begin(), table.end(), [](const FlashTile& a, const FlashTile& b) { return a.q0 > b.q0; });
-  Tensor host = Tensor::empty({static_cast<int64_t>(table.size() * sizeof(FlashTile))}, DType::kU8);
-  std::memcpy(host.raw(), table.data(), table.size() * sizeof(FlashTile));
-  const Tensor tiles = to_device(host);
+  // Asynchronous upload (no host synchronisation in the pass): the copy is staged before upload returns.
+  const size_t table_bytes = table.size() * sizeof(FlashTile);
+  Tensor tiles = Tensor::empty({static_cast<int64_t>(table_bytes)}, DType::kU8, Device::kCuda);
+  upload(tiles.raw(), table.data(), table_bytes);
   ++g_calls;
   const int64_t n_tiles = static_cast<int64_t>(table.size());
   if (dk == 64) {
