@@ -76,6 +76,10 @@ struct GpuState {
   bool use_graphs = true;
   int64_t gemv_max_tokens = kGroupedMaxTokens;  // passes up to this many tokens run the grouped GEMV path
   bool use_flash = true;                         // fresh prompts through cuda::flash_attention
+  // The fused decode kernels, each with a switch back to the separate ops it replaced (SY_FUSED_QKV=0,
+  // SY_DECODE_ROUTE=0 at upload), so that a device run can A/B them and fall back without a rebuild.
+  bool fused_qkv = true;     // GQA: stacked q|k|v GEMM + cuda::qkv_epilogue
+  bool decode_route = true;  // MoE decode passes: cuda::decode_route
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
   bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
   const void* graph_pool = nullptr;
@@ -279,7 +283,7 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
   cuda::DeviceDispatchLayout layout;
   // With counts, the layout's per-expert counts are written straight into row l.
   const Tensor counts_row = counts ? counts->select(l) : Tensor();
-  if (counts && !s.dispatcher && cuda::decode_route_fits(n, hidden, c.moe)) {
+  if (counts && !s.dispatcher && s.decode_route && cuda::decode_route_fits(n, hidden, c.moe)) {
     // Decode: router GEMV, routing and layout in one launch.
     layout = cuda::decode_route(hb, m.router, m.router_bias, m.score_bias, c.moe, logits, expert, weight,
                                 s.router_done, counts_row);
@@ -389,6 +393,8 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   if (const char* env = std::getenv("SY_GPU_SAMPLING")) s->device_sampling = std::string(env) != "0";
   if (const char* env = std::getenv("SY_GROUPED_GEMV_MAX_TOKENS")) s->gemv_max_tokens = std::atoll(env);
   if (const char* env = std::getenv("SY_FLASH_PREFILL")) s->use_flash = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_FUSED_QKV")) s->fused_qkv = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_DECODE_ROUTE")) s->decode_route = std::string(env) != "0";
   if (const char* env = std::getenv("SY_ATTENTION_KEY_SPLITS")) {
     s->key_splits = std::atoi(env);
     SY_REQUIRE(s->key_splits >= 0 && s->key_splits <= 1024, InvalidArgument, "cuda",
@@ -701,7 +707,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     } else {
       // q3 (n, heads, dk), k3 (n, key heads, dk), v3 (n, key heads, dv): positions applied, cached.
       Tensor q3, k3, v3;
-      if (s.qkv[l].defined() && a.qk_norm != QkNorm::kFull) {
+      if (s.fused_qkv && s.qkv[l].defined() && a.qk_norm != QkNorm::kFull) {
         // One GEMM for q, k and v, then one launch for bias, clip, per-head norms, RoPE and the pool writes.
         Tensor qkv = linear(hb, s.qkv[l], Tensor());
         q3 = Tensor::empty({n, a.num_heads, a.head_dim}, DType::kF32, Device::kCuda);
@@ -717,7 +723,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
           e.k_norm = w.k_norm;
         }
         cuda::qkv_epilogue(qkv, e, b.positions, s.rope, b.rows, q3, k3, v3, pool.keys(l), pool.values(l));
-      } else {  // OLMoE's q/k norms span the whole projection: the separate ops
+      } else {  // OLMoE's q/k norms span the whole projection (or SY_FUSED_QKV=0): the separate ops
         gqa_qkv(s, w, b, hb, q3, k3, v3);
         cuda::scatter_rows(pool.keys(l), k3, b.rows);
         cuda::scatter_rows(pool.values(l), v3, b.rows);

@@ -32,14 +32,18 @@ class GpuForward : public ::testing::TestWithParam<std::string> {};
 using test::ScopedEnv;
 
 // With `cublas_experts`, every pass runs the routed experts through the cuBLAS grouped GEMM (the prefill path,
-// bf16 activations) instead of the grouped GEMV (and no step is a CUDA graph).
+// bf16 activations) instead of the grouped GEMV (and no step is a CUDA graph), and GQA layers through the
+// separate q/k/v ops instead of the fused epilogue (SY_FUSED_QKV=0), so the fallbacks stay tested.
 void check_batched_logits(const std::string& fixture, bool cublas_experts) {
   auto cpu = Model::load(dir_of(fixture));
   auto gpu = Model::load(dir_of(fixture));
   const ModelConfig& c = cpu->config();
   {
-    std::unique_ptr<ScopedEnv> env;
-    if (cublas_experts) env = std::make_unique<ScopedEnv>("SY_GROUPED_GEMV_MAX_TOKENS", "0");
+    std::unique_ptr<ScopedEnv> env, env_qkv;
+    if (cublas_experts) {
+      env = std::make_unique<ScopedEnv>("SY_GROUPED_GEMV_MAX_TOKENS", "0");
+      env_qkv = std::make_unique<ScopedEnv>("SY_FUSED_QKV", "0");
+    }
     gpu->to_device(Device::kCuda);
   }
   ASSERT_EQ(gpu->device(), Device::kCuda);
