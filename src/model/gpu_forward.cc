@@ -387,6 +387,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
     require_cuda_device();
   }
   load_cublas();  // a missing cuBLAS is reported here, not at the first GEMM
+  cuda::prepare_blas();  // the handle too, before any decode step can be captured as a graph
   s->config = config;
   s->rope = cuda::upload_rope(rope);
   if (const char* env = std::getenv("SY_CUDA_GRAPHS")) s->use_graphs = std::string(env) != "0";
@@ -531,14 +532,19 @@ void attend(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, int l, const c
     paged(0, b.n);
     return;
   }
-  // Every fresh prompt of the pass in one packed launch (bf16 copies of all rows; the others are not read).
-  Tensor qb = Tensor::empty({b.n, a.num_heads, d}, DType::kBF16, Device::kCuda);
-  Tensor kb = Tensor::empty({b.n, k3.size(1), d}, DType::kBF16, Device::kCuda);
-  Tensor vb = Tensor::empty({b.n, v3.size(1), d}, DType::kBF16, Device::kCuda);
-  cuda::cast(q3, qb);
-  cuda::cast(k3, kb);
-  cuda::cast(v3, vb);
-  cuda::flash_attention(qb, kb, vb, b.fresh_prompts, args, att);
+  // Every fresh prompt of the pass in one packed launch, over bf16 copies of the span of rows [s0, s1) that
+  // holds them.
+  const int64_t s0 = b.fresh_prompts.front().first, s1 = b.fresh_prompts.back().second, m = s1 - s0;
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const auto& [r0, r1] : b.fresh_prompts) ranges.emplace_back(r0 - s0, r1 - s0);
+  Tensor qb = Tensor::empty({m, a.num_heads, d}, DType::kBF16, Device::kCuda);
+  Tensor kb = Tensor::empty({m, k3.size(1), d}, DType::kBF16, Device::kCuda);
+  Tensor vb = Tensor::empty({m, v3.size(1), d}, DType::kBF16, Device::kCuda);
+  cuda::cast(q3.slice(0, s0, s1), qb);
+  cuda::cast(k3.slice(0, s0, s1), kb);
+  cuda::cast(v3.slice(0, s0, s1), vb);
+  Tensor att_span = att.slice(0, s0, s1);
+  cuda::flash_attention(qb, kb, vb, ranges, args, att_span);
   int64_t done = 0;
   for (const auto& [r0, r1] : b.fresh_prompts) {
     paged(done, r0);
@@ -610,53 +616,58 @@ Tensor mla_attention(GpuState& s, int l, const DeviceBatch& b, PagedKvPool& pool
   cuda::copy_columns(latent, 0, row, 0, rank);
   cuda::copy_columns(k_pe, 0, row, rank, rope);
   cuda::scatter_rows(pool.keys(l), row.reshape({n, 1, dk}), b.rows);  // the values are its first rank columns
-  // Absorbed queries (n, heads, rank + rope): RoPE on q's rotary columns (through a compact copy), then
-  // K_h^T q_nope_h into the first rank columns.
+  // RoPE on q's rotary columns, through a compact copy (both forms below use it).
   Tensor qf = q.reshape({n * heads, dq});
   Tensor q_pe = Tensor::empty({n * heads, rope}, DType::kF32, Device::kCuda);
   cuda::copy_columns(qf, nope, q_pe, 0, rope);
   Tensor q_pe3 = q_pe.reshape({n, heads, rope});
   cuda::apply_rope(q_pe3, b.positions, s.rope);
-  Tensor q_abs = Tensor::empty({n, heads, dk}, DType::kF32, Device::kCuda);
-  Tensor q_abs_rows = q_abs.reshape({n * heads, dk});
-  cuda::copy_columns(q_pe, 0, q_abs_rows, rank, rope);
-  Tensor qb = Tensor::empty({n, heads, dq}, DType::kBF16, Device::kCuda);
-  cuda::cast(q.reshape({n, heads, dq}), qb);
   Tensor kv_b = w.kv_b.reshape({heads, nope + dv, rank});
-  Tensor q_lat = q_abs.slice(2, 0, rank);
-  cuda::batched_linear(qb.slice(2, 0, nope), kv_b.slice(1, 0, nope), cuda::BatchedWeight::kInOut, q_lat);
   // Whole fresh prompts take the expanded form on the tensor cores when the head dims allow (DeepSeek's 192 /
   // 128): per-head keys and values from kv_b on the chunk's own latent rows, which is fewer operations per key
   // than the absorbed form's 576 / 512 (the cache still holds only the latent rows). The other rows
   // (continuing chunks, decode) attend over the cache in the absorbed form.
   const bool flash = s.use_flash && !b.fresh_prompts.empty() && dq == 192 && dv == 128;
-  Tensor att_lat = Tensor::empty({n, heads, rank}, DType::kF32, Device::kCuda);
-  auto paged = [&](int64_t r0, int64_t r1) {
-    if (r1 <= r0) return;
-    Tensor out = att_lat.slice(0, r0, r1);
-    cuda::paged_attention(q_abs.slice(0, r0, r1), pool.keys(l), pool.values(l), b.positions.slice(0, r0, r1),
-                          b.starts.slice(0, r0, r1), b.tables, pool.block_size(), args, out);
-  };
-  if (!flash) {
-    paged(0, n);
-  } else {
-    cuda::zero(att_lat.raw(), att_lat.nbytes());  // the fresh rows' latent is not attended (their att is below)
-    int64_t done = 0;
-    for (const auto& [r0, r1] : b.fresh_prompts) {
-      paged(done, r0);
-      done = r1;
-    }
-    paged(done, n);
-  }
+  int64_t fresh_rows = 0;
+  for (const auto& [r0, r1] : b.fresh_prompts) fresh_rows += r1 - r0;
   Tensor att = Tensor::empty({n, heads, dv}, DType::kF32, Device::kCuda);
-  cuda::batched_linear(att_lat, kv_b.slice(1, nope, nope + dv), cuda::BatchedWeight::kOutIn, att);
+  if (!flash || fresh_rows < n) {  // some rows attend over the cache: the absorbed form
+    // Absorbed queries (n, heads, rank + rope): K_h^T q_nope_h into the first rank columns, the RoPE'd
+    // rotary part after them.
+    Tensor q_abs = Tensor::empty({n, heads, dk}, DType::kF32, Device::kCuda);
+    Tensor q_abs_rows = q_abs.reshape({n * heads, dk});
+    cuda::copy_columns(q_pe, 0, q_abs_rows, rank, rope);
+    Tensor qb = Tensor::empty({n, heads, dq}, DType::kBF16, Device::kCuda);
+    cuda::cast(q.reshape({n, heads, dq}), qb);
+    Tensor q_lat = q_abs.slice(2, 0, rank);
+    cuda::batched_linear(qb.slice(2, 0, nope), kv_b.slice(1, 0, nope), cuda::BatchedWeight::kInOut, q_lat);
+    Tensor att_lat = Tensor::empty({n, heads, rank}, DType::kF32, Device::kCuda);
+    auto paged = [&](int64_t r0, int64_t r1) {
+      if (r1 <= r0) return;
+      Tensor out = att_lat.slice(0, r0, r1);
+      cuda::paged_attention(q_abs.slice(0, r0, r1), pool.keys(l), pool.values(l), b.positions.slice(0, r0, r1),
+                            b.starts.slice(0, r0, r1), b.tables, pool.block_size(), args, out);
+    };
+    if (!flash) {
+      paged(0, n);
+    } else {
+      cuda::zero(att_lat.raw(), att_lat.nbytes());  // the fresh rows' latent is not attended (their att is below)
+      int64_t done = 0;
+      for (const auto& [r0, r1] : b.fresh_prompts) {
+        paged(done, r0);
+        done = r1;
+      }
+      paged(done, n);
+    }
+    cuda::batched_linear(att_lat, kv_b.slice(1, nope, nope + dv), cuda::BatchedWeight::kOutIn, att);
+  }
   if (flash) {
     // Only the span of rows [s0, s1) that holds the fresh prompts is expanded (a pass may also carry decode
     // rows and continuing chunks).
     const int64_t s0 = b.fresh_prompts.front().first, s1 = b.fresh_prompts.back().second, m = s1 - s0;
     std::vector<std::pair<int64_t, int64_t>> ranges;
     for (const auto& [r0, r1] : b.fresh_prompts) ranges.emplace_back(r0 - s0, r1 - s0);
-    cuda::copy_columns(q_pe, 0, qf, nope, rope);  // q's rotary columns, RoPE'd (qb above only used q_nope)
+    cuda::copy_columns(q_pe, 0, qf, nope, rope);  // q's rotary columns, RoPE'd, back into q
     Tensor kv_up = linear(latent.slice(0, s0, s1), w.kv_b, Tensor()).reshape({m * heads, nope + dv});
     Tensor k = Tensor::empty({m * heads, dq}, DType::kF32, Device::kCuda);
     Tensor v = Tensor::empty({m * heads, dv}, DType::kF32, Device::kCuda);

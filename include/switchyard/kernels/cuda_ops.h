@@ -18,6 +18,10 @@
 
 namespace sy::cuda {
 
+// Creates the engine's cuBLAS handle (bound to stream()) on the current device now; it is otherwise made at
+// the first GEMM, which must not fall inside a CUDA-graph capture.
+void prepare_blas();
+
 // y = x W^T + b through cuBLAS (cublasGemmEx, f32 accumulation).
 // w: (n, k) bf16 (the checkpoint dtype; f32/f16 weights are converted once at load, not here).
 // x: (m, k) f32 or bf16. f32 activations are rounded to bf16 in a scratch buffer before the GEMM, so both

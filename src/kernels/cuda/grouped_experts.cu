@@ -249,7 +249,9 @@ void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const Expert
   const int64_t rows = layout.num_tokens * layout.top_k;
   SY_REQUIRE(x.dim() == 2 && y.dim() == 2 && x.size(0) == layout.num_tokens && x.size(1) == gate.k &&
                  y.size(0) == rows && y.size(1) == gate.n && layout.num_experts == gate.num_experts &&
-                 up.n == gate.n && up.k == gate.k && up.num_experts == gate.num_experts && rows < INT32_MAX,
+                 up.n == gate.n && up.k == gate.k && up.num_experts == gate.num_experts && rows < INT32_MAX &&
+                 layout.offsets.defined() && layout.offsets.numel() == gate.num_experts + 1 &&
+                 layout.row_assignment.defined() && layout.row_assignment.numel() == rows,
              InvalidArgument, op, "x ", x.describe(), " (tokens of a layout of ", layout.num_tokens, " x top-",
              layout.top_k, " over ", layout.num_experts, " experts) y ", y.describe(), " gate (", gate.n, ", ",
              gate.k, ") x ", gate.num_experts, " up (", up.n, ", ", up.k, ") x ", up.num_experts);

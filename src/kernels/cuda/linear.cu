@@ -111,6 +111,8 @@ void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y
 
 }  // namespace
 
+void prepare_blas() { (void)handle(); }
+
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) { linear_into(x, w, bias, y, false); }
 
 void linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) { linear_into(x, w, bias, y, true); }
