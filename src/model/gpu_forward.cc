@@ -50,6 +50,34 @@ struct DeviceBatch {
   // Query rows [first, second) of sequences whose chunk is a whole fresh prompt (positions 0..len-1) long
   // enough for the tensor-core prefill kernel; every other row runs the paged kernel. Sorted, disjoint.
   std::vector<std::pair<int64_t, int64_t>> fresh_prompts;
+  // Set once per pass with them (set_fresh_prompts): the span [fresh_begin, fresh_end) of rows that holds them,
+  // the prompts relative to that span (the prefill kernel's ranges), and how many rows they cover.
+  int64_t fresh_begin = 0, fresh_end = 0, fresh_rows = 0;
+  std::vector<std::pair<int64_t, int64_t>> fresh_in_span;
+
+  void set_fresh_prompts(std::vector<std::pair<int64_t, int64_t>> prompts) {
+    std::sort(prompts.begin(), prompts.end());
+    fresh_prompts = std::move(prompts);
+    fresh_in_span.clear();
+    fresh_rows = 0;
+    if (fresh_prompts.empty()) return;
+    fresh_begin = fresh_prompts.front().first;
+    fresh_end = fresh_prompts.back().second;
+    for (const auto& [r0, r1] : fresh_prompts) {
+      fresh_in_span.emplace_back(r0 - fresh_begin, r1 - fresh_begin);
+      fresh_rows += r1 - r0;
+    }
+  }
+  // Calls fn(r0, r1) for each non-empty run of rows outside the fresh prompts, in order.
+  template <typename F>
+  void for_each_cached_run(F fn) const {
+    int64_t done = 0;
+    for (const auto& [r0, r1] : fresh_prompts) {
+      if (r0 > done) fn(done, r0);
+      done = r1;
+    }
+    if (n > done) fn(done, n);
+  }
 };
 
 // One captured decode pass: its static device inputs and outputs (kept alive: the graph reads and writes them).
@@ -514,6 +542,25 @@ Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, ExpertPath pat
 
 namespace {
 
+// Paged attention of query rows [r0, r1) of `b` (q: (n, heads, dk) f32) over layer l's cache into the same
+// rows of out.
+void paged_rows(PagedKvPool& pool, int l, const DeviceBatch& b, const cuda::AttentionArgs& args, const Tensor& q,
+                int64_t r0, int64_t r1, Tensor& out) {
+  if (r1 <= r0) return;
+  Tensor rows = out.slice(0, r0, r1);
+  cuda::paged_attention(q.slice(0, r0, r1), pool.keys(l), pool.values(l), b.positions.slice(0, r0, r1),
+                        b.starts.slice(0, r0, r1), b.tables, pool.block_size(), args, rows);
+}
+
+// Rows [r0, r1) of an f32 device tensor as a new bf16 tensor (the prefill kernel's operands).
+Tensor bf16_rows(const Tensor& x, int64_t r0, int64_t r1) {
+  Shape shape = x.shape();
+  shape[0] = r1 - r0;
+  Tensor out = Tensor::empty(shape, DType::kBF16, Device::kCuda);
+  cuda::cast(x.slice(0, r0, r1), out);
+  return out;
+}
+
 // Attention of every query row of `b` for layer l into att (n, heads, dv): whole fresh prompts through the
 // tensor-core prefill kernel when the layer allows it (head dim 64 or 128 for keys and values; windows and
 // sinks included), the rest through the paged kernel in runs of consecutive rows.
@@ -522,35 +569,16 @@ void attend(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, int l, const c
   const AttentionConfig& a = s.config.attention;
   const int64_t d = a.head_dim;
   const bool flash_ok = s.use_flash && (d == 64 || d == 128) && a.v_head_dim == d && !b.fresh_prompts.empty();
-  auto paged = [&](int64_t r0, int64_t r1) {
-    if (r1 <= r0) return;
-    Tensor out = att.slice(0, r0, r1);
-    cuda::paged_attention(q3.slice(0, r0, r1), pool.keys(l), pool.values(l), b.positions.slice(0, r0, r1),
-                          b.starts.slice(0, r0, r1), b.tables, pool.block_size(), args, out);
-  };
   if (!flash_ok) {
-    paged(0, b.n);
+    paged_rows(pool, l, b, args, q3, 0, b.n, att);
     return;
   }
-  // Every fresh prompt of the pass in one packed launch, over bf16 copies of the span of rows [s0, s1) that
-  // holds them.
-  const int64_t s0 = b.fresh_prompts.front().first, s1 = b.fresh_prompts.back().second, m = s1 - s0;
-  std::vector<std::pair<int64_t, int64_t>> ranges;
-  for (const auto& [r0, r1] : b.fresh_prompts) ranges.emplace_back(r0 - s0, r1 - s0);
-  Tensor qb = Tensor::empty({m, a.num_heads, d}, DType::kBF16, Device::kCuda);
-  Tensor kb = Tensor::empty({m, k3.size(1), d}, DType::kBF16, Device::kCuda);
-  Tensor vb = Tensor::empty({m, v3.size(1), d}, DType::kBF16, Device::kCuda);
-  cuda::cast(q3.slice(0, s0, s1), qb);
-  cuda::cast(k3.slice(0, s0, s1), kb);
-  cuda::cast(v3.slice(0, s0, s1), vb);
+  b.for_each_cached_run([&](int64_t r0, int64_t r1) { paged_rows(pool, l, b, args, q3, r0, r1, att); });
+  // Every fresh prompt of the pass in one packed launch, over bf16 copies of the span of rows that holds them.
+  const int64_t s0 = b.fresh_begin, s1 = b.fresh_end;
+  Tensor qb = bf16_rows(q3, s0, s1), kb = bf16_rows(k3, s0, s1), vb = bf16_rows(v3, s0, s1);
   Tensor att_span = att.slice(0, s0, s1);
-  cuda::flash_attention(qb, kb, vb, ranges, args, att_span);
-  int64_t done = 0;
-  for (const auto& [r0, r1] : b.fresh_prompts) {
-    paged(done, r0);
-    done = r1;
-  }
-  paged(done, b.n);
+  cuda::flash_attention(qb, kb, vb, b.fresh_in_span, args, att_span);
 }
 
 // GQA / MHA projections of h (n, hidden) bf16, the normalised rows: optional q/k norms (over the projection
@@ -628,10 +656,8 @@ Tensor mla_attention(GpuState& s, int l, const DeviceBatch& b, PagedKvPool& pool
   // than the absorbed form's 576 / 512 (the cache still holds only the latent rows). The other rows
   // (continuing chunks, decode) attend over the cache in the absorbed form.
   const bool flash = s.use_flash && !b.fresh_prompts.empty() && dq == 192 && dv == 128;
-  int64_t fresh_rows = 0;
-  for (const auto& [r0, r1] : b.fresh_prompts) fresh_rows += r1 - r0;
   Tensor att = Tensor::empty({n, heads, dv}, DType::kF32, Device::kCuda);
-  if (!flash || fresh_rows < n) {  // some rows attend over the cache: the absorbed form
+  if (!flash || b.fresh_rows < n) {  // some rows attend over the cache: the absorbed form
     // Absorbed queries (n, heads, rank + rope): K_h^T q_nope_h into the first rank columns, the RoPE'd
     // rotary part after them.
     Tensor q_abs = Tensor::empty({n, heads, dk}, DType::kF32, Device::kCuda);
@@ -642,31 +668,18 @@ Tensor mla_attention(GpuState& s, int l, const DeviceBatch& b, PagedKvPool& pool
     Tensor q_lat = q_abs.slice(2, 0, rank);
     cuda::batched_linear(qb.slice(2, 0, nope), kv_b.slice(1, 0, nope), cuda::BatchedWeight::kInOut, q_lat);
     Tensor att_lat = Tensor::empty({n, heads, rank}, DType::kF32, Device::kCuda);
-    auto paged = [&](int64_t r0, int64_t r1) {
-      if (r1 <= r0) return;
-      Tensor out = att_lat.slice(0, r0, r1);
-      cuda::paged_attention(q_abs.slice(0, r0, r1), pool.keys(l), pool.values(l), b.positions.slice(0, r0, r1),
-                            b.starts.slice(0, r0, r1), b.tables, pool.block_size(), args, out);
-    };
     if (!flash) {
-      paged(0, n);
+      paged_rows(pool, l, b, args, q_abs, 0, n, att_lat);
     } else {
       cuda::zero(att_lat.raw(), att_lat.nbytes());  // the fresh rows' latent is not attended (their att is below)
-      int64_t done = 0;
-      for (const auto& [r0, r1] : b.fresh_prompts) {
-        paged(done, r0);
-        done = r1;
-      }
-      paged(done, n);
+      b.for_each_cached_run([&](int64_t r0, int64_t r1) { paged_rows(pool, l, b, args, q_abs, r0, r1, att_lat); });
     }
     cuda::batched_linear(att_lat, kv_b.slice(1, nope, nope + dv), cuda::BatchedWeight::kOutIn, att);
   }
   if (flash) {
     // Only the span of rows [s0, s1) that holds the fresh prompts is expanded (a pass may also carry decode
     // rows and continuing chunks).
-    const int64_t s0 = b.fresh_prompts.front().first, s1 = b.fresh_prompts.back().second, m = s1 - s0;
-    std::vector<std::pair<int64_t, int64_t>> ranges;
-    for (const auto& [r0, r1] : b.fresh_prompts) ranges.emplace_back(r0 - s0, r1 - s0);
+    const int64_t s0 = b.fresh_begin, s1 = b.fresh_end, m = s1 - s0;
     cuda::copy_columns(q_pe, 0, qf, nope, rope);  // q's rotary columns, RoPE'd, back into q
     Tensor kv_up = linear(latent.slice(0, s0, s1), w.kv_b, Tensor()).reshape({m * heads, nope + dv});
     Tensor k = Tensor::empty({m * heads, dq}, DType::kF32, Device::kCuda);
@@ -674,14 +687,10 @@ Tensor mla_attention(GpuState& s, int l, const DeviceBatch& b, PagedKvPool& pool
     cuda::copy_columns(kv_up, 0, k, 0, nope);
     cuda::copy_columns(k_pe.slice(0, s0, s1), 0, k, nope, rope, heads);  // one rotary key shared by every head
     cuda::copy_columns(kv_up, nope, v, 0, dv);
-    Tensor qe = Tensor::empty({m, heads, dq}, DType::kBF16, Device::kCuda);
-    Tensor ke = Tensor::empty({m, heads, dq}, DType::kBF16, Device::kCuda);
-    Tensor ve = Tensor::empty({m, heads, dv}, DType::kBF16, Device::kCuda);
-    cuda::cast(q.reshape({n, heads, dq}).slice(0, s0, s1), qe);
-    cuda::cast(k.reshape({m, heads, dq}), ke);
-    cuda::cast(v.reshape({m, heads, dv}), ve);
+    Tensor qe = bf16_rows(q.reshape({n, heads, dq}), s0, s1);
+    Tensor ke = bf16_rows(k.reshape({m, heads, dq}), 0, m), ve = bf16_rows(v.reshape({m, heads, dv}), 0, m);
     Tensor att_span = att.slice(0, s0, s1);
-    cuda::flash_attention(qe, ke, ve, ranges, args, att_span);  // overwrites the fresh rows
+    cuda::flash_attention(qe, ke, ve, b.fresh_in_span, args, att_span);  // overwrites the fresh rows
   }
   return att.reshape({n, heads * dv});
 }
@@ -856,12 +865,13 @@ Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, Expe
   b.rows = host_i64(plan.pool_rows);
   b.starts = host_i64(starts);
   b.logit_rows = host_i64(plan.logit_rows);
+  std::vector<std::pair<int64_t, int64_t>> fresh;
   for (const ops::PagedSequence& seq : plan.sequences) {
     if (seq.q_end - seq.q_begin >= kFlashMinTokens && plan.positions[seq.q_begin] == 0) {
-      b.fresh_prompts.emplace_back(seq.q_begin, seq.q_end);
+      fresh.emplace_back(seq.q_begin, seq.q_end);
     }
   }
-  std::sort(b.fresh_prompts.begin(), b.fresh_prompts.end());
+  b.set_fresh_prompts(std::move(fresh));
   Tensor tables_host = Tensor::empty({static_cast<int64_t>(tables.size())}, DType::kI32);
   std::memcpy(tables_host.raw(), tables.data(), tables.size() * sizeof(int32_t));
   b.tables = cuda::to_device(tables_host);
