@@ -2,8 +2,8 @@
 // One MoE layer of the config's shape (layer 0, random bf16 weights) on GPU 0: router, dispatch, routed
 // experts, combine (and the shared expert if any), timed at several token counts with CUDA synchronisation,
 // every expert path (grouped GEMV: one launch for gate, up and SiLU and one for down, no host sync; cuBLAS
-// grouped GEMM: one call per projection after a host sync; per-expert: one cuBLAS GEMM per expert after a
-// host sync). References printed with it: the layer's FLOPs against the H100's dense bf16 peak (989
+// grouped GEMM: one call per projection after a host sync; sm90 grouped GEMM: one wgmma launch for gather,
+// gate, up and SiLU and one for down, on Hopper; per-expert: one cuBLAS GEMM per expert after a host sync). References printed with it: the layer's FLOPs against the H100's dense bf16 peak (989
 // TFLOP/s, published), and its weight bytes against the device copy bandwidth measured in the same run. The
 // PyTorch peer is bench/torch_moe_layer.py (transformers' own sparse MoE block) on the same config.
 #include <algorithm>
@@ -64,8 +64,10 @@ int main(int argc, char** argv) {
     for (int64_t t : tokens) {
       sy::Tensor h = sy::cuda::to_device(bench_random_f32(t, hidden));
       using sy::model_detail::ExpertPath;
-      for (ExpertPath path : {ExpertPath::kGroupedGemv, ExpertPath::kCublasGrouped, ExpertPath::kPerExpert}) {
+      for (ExpertPath path : {ExpertPath::kGroupedGemv, ExpertPath::kCublasGrouped, ExpertPath::kSm90Grouped,
+                              ExpertPath::kPerExpert}) {
         if (path == ExpertPath::kGroupedGemv && t > 256) continue;  // the forward pass uses it up to 256 tokens
+        if (path == ExpertPath::kSm90Grouped && !sy::cuda::grouped_gemm_sm90_supported()) continue;
         for (int i = 0; i < 3; ++i) sy::model_detail::gpu_moe_layer(*state, 0, h, path);
         sy::cuda::synchronize();
         auto t0 = std::chrono::steady_clock::now();

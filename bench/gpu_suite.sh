@@ -34,8 +34,8 @@ if want serve; then
     --requests 64 --rates 4,16,inf 2>&1 | tail -n 6
 fi
 if want layer; then
-  echo "== bench_gpu_moe_layer (Qwen3-30B-A3B layer, every expert path)"
-  timeout 150 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json --tokens 1,64,4096,16384 2>&1 | tail -n 14
+  echo "== bench_gpu_moe_layer (Qwen3-30B-A3B layer, every expert path, the sm90 grouped GEMM included)"
+  timeout 150 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json --tokens 1,64,4096,16384 2>&1 | tail -n 19
 fi
 if want nccl; then
   echo "== bench_nccl_dispatch (one rank: the path, not a network)"

@@ -2,7 +2,8 @@
 // x += ffn(norm x); logits = head(norm x)), as a sequence of CUDA ops on the model's stream. Activations are
 // f32; weight matrices bf16 (cuda::linear rounds activations to bf16 for the tensor cores, so results match
 // the CPU path to bf16 precision). Routed experts run as one cuBLAS grouped GEMM per projection for
-// prefill-sized batches, which needs the per-expert counts on the host once per MoE layer; decode-sized
+// prefill-sized batches, which needs the per-expert counts on the host once per MoE layer (or, with
+// SY_SM90_EXPERTS=1, as two launches of the Hopper grouped GEMM, gather and SwiGLU fused); decode-sized
 // batches (up to gemv_max_tokens) use the grouped GEMV instead (cuda::decode_route for the router GEMV,
 // routing and layout in one launch, cuda::grouped_swiglu for gate, up and SiLU reading the tokens through the
 // layout, cuda::grouped_linear for down) and never synchronise with the host until the logits are copied
@@ -108,6 +109,10 @@ struct GpuState {
   // SY_DECODE_ROUTE=0 at upload), so that a device run can A/B them and fall back without a rebuild.
   bool fused_qkv = true;     // GQA: stacked q|k|v GEMM + cuda::qkv_epilogue
   bool decode_route = true;  // MoE decode passes: cuda::decode_route
+  // Prefill-sized MoE passes through the Hopper grouped GEMM (cuda::grouped_swiglu_sm90 / grouped_linear_sm90)
+  // instead of cuBLAS's grouped call: SY_SM90_EXPERTS=1 at upload. Off by default until a device run has
+  // measured it against cuBLAS (written without a GPU; see docs/benchmarks.md).
+  bool sm90_experts = false;
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
   bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
   const void* graph_pool = nullptr;
@@ -295,6 +300,15 @@ Tensor routed_experts_ep(GpuState& s, int l, const Tensor& h, const Tensor& expe
   return out;
 }
 
+// Whether MoE layer l can run the Hopper grouped GEMM: plain SwiGLU experts (no gate/up biases, no clamp),
+// n and k multiples of 8, and a GPU and build that run it.
+bool sm90_fits(const GpuState& s, int l) {
+  const auto& t = s.experts[l];
+  return !s.expert_bias[l][0].defined() && !s.expert_bias[l][1].defined() && s.config.moe.swiglu_limit <= 0 &&
+         t[0].n % 8 == 0 && t[0].k % 8 == 0 && t[2].n % 8 == 0 && t[2].k % 8 == 0 &&
+         cuda::grouped_gemm_sm90_supported();
+}
+
 // Routed experts (and the shared expert) of MoE layer l on device rows h (n, hidden) f32, with hb their bf16
 // rounding (the GEMM operand), added into out (n, hidden) f32 (the residual stream). With `counts`
 // ((layers, experts) int64 on the device) the grouped GEMV path runs without a host sync and the token counts
@@ -365,6 +379,14 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
         cuda::linear(gated_hidden(permuted.slice(0, lo, hi), m.experts[e], c.moe), m.experts[e].down,
                      m.experts[e].down_bias, out_e);
       }
+    } else if (path == ExpertPath::kSm90Grouped && sm90_fits(s, l)) {
+      // Gate, up and SiLU in one launch that reads each row's token from hb through the layout (no permute),
+      // down in a second; bf16 from the operands to the combine, as in the cuBLAS path below.
+      Tensor g = Tensor::empty({rows, t[0].n}, DType::kBF16, Device::kCuda);
+      cuda::grouped_swiglu_sm90(hb, t[0], t[1], layout, g);
+      expert_out = Tensor::empty({rows, hidden}, DType::kBF16, Device::kCuda);
+      cuda::grouped_linear_sm90(g, t[2], layout.offsets, expert_out);
+      add_biases(s, l, 2, expert_out, expert, layout);
     } else {
       // bf16 from the permute to the combine: the tensor cores read bf16 anyway, and f32 copies of
       // (tokens * top_k) rows would dominate the memory traffic of large prefills. Experts with biases
@@ -424,6 +446,11 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   if (const char* env = std::getenv("SY_FLASH_PREFILL")) s->use_flash = std::string(env) != "0";
   if (const char* env = std::getenv("SY_FUSED_QKV")) s->fused_qkv = std::string(env) != "0";
   if (const char* env = std::getenv("SY_DECODE_ROUTE")) s->decode_route = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_SM90_EXPERTS")) {
+    s->sm90_experts = std::string(env) != "0";
+    SY_REQUIRE(!s->sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",
+               "SY_SM90_EXPERTS=1 needs a compute capability 9.0 GPU and a build with sm_90a code");
+  }
   if (const char* env = std::getenv("SY_ATTENTION_KEY_SPLITS")) {
     s->key_splits = std::atoi(env);
     SY_REQUIRE(s->key_splits >= 0 && s->key_splits <= 1024, InvalidArgument, "cuda",
@@ -522,6 +549,7 @@ const char* expert_path_name(ExpertPath path) {
     case ExpertPath::kGroupedGemv: return "grouped GEMV";
     case ExpertPath::kCublasGrouped: return "cuBLAS grouped GEMM";
     case ExpertPath::kPerExpert: return "per-expert cuBLAS";
+    case ExpertPath::kSm90Grouped: return "sm90 grouped GEMM";
   }
   return "?";
 }
@@ -759,7 +787,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
       continue;
     }
     cuda::rms_norm_dual(x, lw.post_attention_norm, eps, h, hb);
-    moe_layer(s, l, h, hb, counts, load, x);
+    moe_layer(s, l, h, hb, counts, load, x, s.sm90_experts ? ExpertPath::kSm90Grouped : ExpertPath::kCublasGrouped);
   }
   const int64_t k = b.logit_rows.numel();
   Tensor last = Tensor::empty({k, hidden}, DType::kF32, Device::kCuda);

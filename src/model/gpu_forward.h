@@ -42,8 +42,9 @@ void set_cuda_graphs(GpuState& state, bool enabled);
 // instead of a share of tokens every rank holds.
 void set_attention_data_parallel(GpuState& state, bool enabled);
 // How routed experts run: the grouped GEMV kernel (decode sizes, no host sync), one cuBLAS grouped GEMM
-// (prefill sizes, one host sync per layer for the row counts), or one cuBLAS GEMM per expert (the reference).
-enum class ExpertPath { kGroupedGemv, kCublasGrouped, kPerExpert };
+// (prefill sizes, one host sync per layer for the row counts), one cuBLAS GEMM per expert (the reference), or
+// the Hopper grouped GEMM (prefill sizes: gather and SwiGLU fused; SY_SM90_EXPERTS=1 in the forward pass).
+enum class ExpertPath { kGroupedGemv, kCublasGrouped, kPerExpert, kSm90Grouped };
 const char* expert_path_name(ExpertPath path);
 // The MoE part of one layer alone (routed experts plus the shared expert) on device rows h (n, hidden) f32:
 // for benchmarks of the layer (bench/bench_gpu_moe_layer.cc).

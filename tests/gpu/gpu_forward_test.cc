@@ -31,23 +31,29 @@ class GpuForward : public ::testing::TestWithParam<std::string> {};
 
 using test::ScopedEnv;
 
-// With `cublas_experts`, every pass runs the routed experts through the cuBLAS grouped GEMM (the prefill path,
-// bf16 activations) instead of the grouped GEMV (and no step is a CUDA graph), and GQA layers through the
-// separate q/k/v ops instead of the fused epilogue (SY_FUSED_QKV=0), so the fallbacks stay tested.
-void check_batched_logits(const std::string& fixture, bool cublas_experts) {
+// Which expert path every pass takes. kGemv: the forward pass's own choice (the grouped GEMV for these small
+// passes). kCublas: every pass runs the routed experts through the cuBLAS grouped GEMM (the prefill path, bf16
+// activations; no step is a CUDA graph) and GQA layers through the separate q/k/v ops instead of the fused
+// epilogue (SY_FUSED_QKV=0), so the fallbacks stay tested. kSm90: every pass through the Hopper grouped GEMM
+// (SY_SM90_EXPERTS=1; layers with expert biases or a clamped activation keep the cuBLAS path).
+enum class Experts { kGemv, kCublas, kSm90 };
+
+void check_batched_logits(const std::string& fixture, Experts experts) {
+  const bool cublas_experts = experts != Experts::kGemv;
   auto cpu = Model::load(dir_of(fixture));
   auto gpu = Model::load(dir_of(fixture));
   const ModelConfig& c = cpu->config();
   {
-    std::unique_ptr<ScopedEnv> env, env_qkv;
-    if (cublas_experts) {
-      env = std::make_unique<ScopedEnv>("SY_GROUPED_GEMV_MAX_TOKENS", "0");
-      env_qkv = std::make_unique<ScopedEnv>("SY_FUSED_QKV", "0");
-    }
+    std::unique_ptr<ScopedEnv> env, env_qkv, env_sm90;
+    if (cublas_experts) env = std::make_unique<ScopedEnv>("SY_GROUPED_GEMV_MAX_TOKENS", "0");
+    if (experts == Experts::kCublas) env_qkv = std::make_unique<ScopedEnv>("SY_FUSED_QKV", "0");
+    if (experts == Experts::kSm90) env_sm90 = std::make_unique<ScopedEnv>("SY_SM90_EXPERTS", "1");
     gpu->to_device(Device::kCuda);
   }
   ASSERT_EQ(gpu->device(), Device::kCuda);
-  const std::string label = fixture + (cublas_experts ? " (cuBLAS grouped experts)" : "");
+  const std::string label = fixture + (experts == Experts::kCublas ? " (cuBLAS grouped experts)"
+                                       : experts == Experts::kSm90  ? " (sm90 grouped experts)"
+                                                                    : "");
   // The prefill expert path rounds the routed experts' inputs to bf16 as well (the GEMV reads them in f32).
   // gpt-oss's fixture, whose clamped experts see large pre-activations, lands at 2.25e-2 there with an f32 KV
   // pool and 2.53e-2 with the bf16 pool (measured on an H100 and an H200). DeepSeek's MLA chains more
@@ -150,12 +156,18 @@ void check_batched_logits(const std::string& fixture, bool cublas_experts) {
 
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpu) {
   SY_SKIP_WITHOUT_GPU();
-  check_batched_logits(GetParam(), false);
+  check_batched_logits(GetParam(), Experts::kGemv);
 }
 
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughCublasGroupedExperts) {
   SY_SKIP_WITHOUT_GPU();
-  check_batched_logits(GetParam(), true);
+  check_batched_logits(GetParam(), Experts::kCublas);
+}
+
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90GroupedExperts) {
+  SY_SKIP_WITHOUT_GPU();
+  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
+  check_batched_logits(GetParam(), Experts::kSm90);
 }
 
 TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {

@@ -162,6 +162,100 @@ TEST(GpuGrouped, SwigluThroughTheLayoutEqualsPermutedRows) {
   EXPECT_THROW(cuda::grouped_swiglu(cuda::to_device(rand_tensor({4, 16})), t, t, layout, y), InvalidArgument);
 }
 
+// cuda::grouped_linear_sm90 (the Hopper grouped GEMM, bf16 in and out) against per-expert CPU linear on the same
+// bf16-valued rows: uneven groups, empty experts, one row, every row on the last of many experts (the tile
+// lookup's chunks of 32 experts), partial row, column and k tiles.
+void check_grouped_sm90(int64_t n, int64_t k, const std::vector<int64_t>& counts) {
+  const std::vector<int64_t> offsets = offsets_of(counts);
+  const int64_t rows = offsets.back();
+  Tensor x = rand_tensor({rows, k}).to(DType::kBF16);
+  Tensor xf = x.to(DType::kF32);
+  std::vector<Tensor> host_w, dev_w;
+  random_experts(counts.size(), n, k, host_w, dev_w);
+  Tensor expected = Tensor::empty({rows, n}, DType::kF32);
+  for (size_t e = 0; e < counts.size(); ++e) {
+    if (counts[e] == 0) continue;
+    Tensor out = ops::linear(xf.slice(0, offsets[e], offsets[e + 1]).contiguous(), host_w[e]);
+    std::memcpy(expected.f32() + offsets[e] * n, out.f32(), sizeof(float) * out.numel());
+  }
+  cuda::ExpertWeightTable table = cuda::make_expert_weight_table(dev_w);
+  Tensor y = test::poisoned_device({rows, n}, DType::kBF16);
+  cuda::grouped_linear_sm90(cuda::to_device(x), table, cuda::to_device(test::i64_tensor(offsets)), y);
+  expect_close("grouped_linear_sm90 n=" + std::to_string(n) + " k=" + std::to_string(k) + " rows=" +
+                   std::to_string(rows),
+               y, expected, test::kBf16Tol);
+}
+
+// cuda::grouped_swiglu_sm90 reading the tokens through a dispatch layout against the CPU's
+// silu(x gate_e^T) * (x up_e^T) of each dispatch row's token.
+void check_swiglu_sm90(int64_t tokens, int top_k, int experts, int64_t n, int64_t k) {
+  Tensor expert = Tensor::empty({tokens, top_k}, DType::kI32);
+  for (int64_t i = 0; i < tokens; ++i) {  // distinct experts per token, skewed towards the low ids
+    for (int s = 0; s < top_k; ++s) {
+      expert.i32()[i * top_k + s] = static_cast<int32_t>((i % 3 == 0 ? s : i * 5 + s * 7) % experts);
+    }
+  }
+  cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(cuda::to_device(expert), experts);
+  const Tensor assignment = cuda::to_host(layout.row_assignment), offsets = cuda::to_host(layout.offsets);
+  std::vector<Tensor> host_g, dev_g, host_u, dev_u;
+  random_experts(experts, n, k, host_g, dev_g);
+  random_experts(experts, n, k, host_u, dev_u);
+  Tensor x = rand_tensor({tokens, k}).to(DType::kBF16);
+  Tensor xf = x.to(DType::kF32);
+  const int64_t rows = tokens * top_k;
+  Tensor expected = Tensor::empty({rows, n}, DType::kF32);
+  for (int e = 0; e < experts; ++e) {
+    const int64_t lo = offsets.i64()[e], hi = offsets.i64()[e + 1];
+    if (hi == lo) continue;
+    Tensor xe = Tensor::empty({hi - lo, k}, DType::kF32);
+    for (int64_t r = lo; r < hi; ++r) {
+      std::memcpy(xe.f32() + (r - lo) * k, xf.f32() + assignment.i64()[r] / top_k * k, sizeof(float) * k);
+    }
+    Tensor g = ops::linear(xe, host_g[e]), u = ops::linear(xe, host_u[e]);
+    for (int64_t i = 0; i < g.numel(); ++i) {
+      const float gv = g.f32()[i];
+      expected.f32()[lo * n + i] = gv / (1.f + std::exp(-gv)) * u.f32()[i];
+    }
+  }
+  cuda::ExpertWeightTable gt = cuda::make_expert_weight_table(dev_g), ut = cuda::make_expert_weight_table(dev_u);
+  Tensor h = test::poisoned_device({rows, n}, DType::kBF16);
+  cuda::grouped_swiglu_sm90(cuda::to_device(x), gt, ut, layout, h);
+  expect_close("grouped_swiglu_sm90 " + std::to_string(tokens) + " tokens x top-" + std::to_string(top_k) + " over " +
+                   std::to_string(experts) + " experts, n=" + std::to_string(n) + " k=" + std::to_string(k),
+               h, expected, test::kBf16Tol);
+}
+
+TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
+  check_grouped_sm90(136, 200, {130, 0, 5, 1});  // two row tiles for expert 0, a partial column and k tile
+  check_grouped_sm90(128, 64, {0, 1});           // one row
+  std::vector<int64_t> last(40, 0);
+  last[39] = 129;  // every row on the last expert: past the lookup's first chunk of 32
+  check_grouped_sm90(64, 72, last);
+  std::vector<int64_t> big(64);
+  for (int e = 0; e < 64; ++e) big[e] = (e * 53) % 200;
+  check_grouped_sm90(2048, 768, big);  // the down projection of a Qwen3-30B-A3B prefill
+  check_swiglu_sm90(1, 8, 128, 96, 256);    // one token (decode size): 8 experts of one row, half a column tile
+  check_swiglu_sm90(300, 4, 16, 72, 136);   // partial tiles everywhere
+  check_swiglu_sm90(600, 8, 64, 768, 2048); // gate and up of a Qwen3-30B-A3B prefill
+  // Bad input: f32 rows, k not a multiple of 8, a layout of other tokens.
+  std::vector<Tensor> hw, dw;
+  random_experts(2, 8, 12, hw, dw);
+  cuda::ExpertWeightTable odd = cuda::make_expert_weight_table(dw);
+  Tensor y = test::poisoned_device({3, 8}, DType::kBF16);
+  const Tensor off = cuda::to_device(test::i64_tensor({0, 1, 3}));
+  EXPECT_THROW(cuda::grouped_linear_sm90(cuda::to_device(rand_tensor({3, 12}).to(DType::kBF16)), odd, off, y),
+               InvalidArgument);
+  std::vector<Tensor> hw16, dw16;
+  random_experts(2, 8, 16, hw16, dw16);
+  cuda::ExpertWeightTable t16 = cuda::make_expert_weight_table(dw16);
+  EXPECT_THROW(cuda::grouped_linear_sm90(cuda::to_device(rand_tensor({3, 16})), t16, off, y), InvalidArgument);
+  cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(cuda::to_device(Tensor::zeros({3, 1}, DType::kI32)), 2);
+  EXPECT_THROW(cuda::grouped_swiglu_sm90(cuda::to_device(rand_tensor({4, 16}).to(DType::kBF16)), t16, t16, layout, y),
+               InvalidArgument);
+}
+
 // gpt-oss pieces of the expert path: the clamped SwiGLU (f32 and bf16) against ops::clamped_swiglu, with values
 // on both sides of the limit, and per-expert bias rows added by routed expert.
 TEST(GpuGrouped, ClampedSwigluAndExpertBiasMatchCpu) {

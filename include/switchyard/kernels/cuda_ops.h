@@ -205,6 +205,18 @@ void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const Expert
 // says which ran last).
 void grouped_gemm(const Tensor& x, const ExpertWeightTable& weights, const std::vector<int64_t>& offsets, Tensor& y);
 bool grouped_gemm_is_grouped();
+// The same on Hopper's warpgroup tensor-core instructions (grouped_gemm_sm90.cu): one launch per projection
+// over row counts that stay on the device (`offsets` on the device: no host synchronisation), bf16 operands, f32
+// accumulation, bf16 products; n and k multiples of 8, weights 16-byte aligned. grouped_gemm_sm90_supported():
+// this GPU (compute capability 9.0) and build (sm_90a code) run them; the calls raise Unsupported otherwise.
+bool grouped_gemm_sm90_supported();
+// y[rows of e] = x[rows of e] W_e^T. x: (rows, k) bf16; y: (rows, n) bf16.
+void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& weights, const Tensor& offsets, Tensor& y);
+// h = silu(x gate_e^T) * (x up_e^T) with row r of the groups (dispatch order) reading token
+// layout.row_assignment[r] / top_k of x (the permute folded into the operand loads, SwiGLU into the epilogue).
+// x: (tokens, k) bf16; h: (tokens * top_k, n) bf16.
+void grouped_swiglu_sm90(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
+                         const DeviceDispatchLayout& layout, Tensor& h);
 // dst = src converted between f32 and bf16 (round to nearest even), or copied when the dtypes match.
 void cast(const Tensor& src, Tensor& dst);
 // Device-to-device copy of equal byte counts (asynchronous, on stream()).

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "async_copy.cuh"
 #include "op_common.cuh"
 
 namespace sy::cuda {
@@ -36,18 +37,11 @@ struct Tiles {
   static constexpr size_t kBytes = size_t{64} * (2 * kLdK + kLdV) * sizeof(__nv_bfloat16);
 };
 
-__device__ __forceinline__ uint32_t smem_address(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-// 16 bytes global -> shared, asynchronously; bytes = 0 writes zeros (rows past the sequence).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
-}
+using detail::cp_async16;
+using detail::cp_async_commit;
+using detail::cp_async_wait;
+using detail::smem_address;
+
 // Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i; thread t receives (row t/4,
 // columns 2(t%4), 2(t%4)+1) of each, or with .trans (rows 2(t%4), 2(t%4)+1, column t/4).
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {

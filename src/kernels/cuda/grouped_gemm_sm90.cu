@@ -1,0 +1,386 @@
+// Prefill-sized routed experts on Hopper: a grouped GEMM on the warpgroup tensor-core instruction (wgmma,
+// sm_90a) over per-expert row counts that stay on the device (no host synchronisation, no pointer arrays
+// built on the host). One block computes a 128 x 128 tile of one expert's product: block b takes column tile
+// b % n_tiles of row tile b / n_tiles, and warp 0 finds which expert that row tile belongs to by a prefix sum
+// of ceil(rows_e / 128) over the device offsets (the grid is sized for the worst case, ceil(rows / 128) +
+// experts row tiles; the blocks past the last tile exit). The column tiles of one row tile run side by
+// side, so the expert's rows are read from HBM about once and its weights stay in L2 across its row tiles.
+//
+// Operands: all 256 threads stage 64-wide k slices of A (the expert's rows) and B (the weight rows, (n, k)
+// row-major: already the K-major layout wgmma reads) with cp.async into a 5-stage ring, in the 128-byte
+// swizzled layout of the wgmma shared-memory descriptors (16-byte chunk c of row r lands at r * 128 +
+// ((c ^ r % 8) * 16)), loads running three tiles ahead. Each of the two warpgroups multiplies its 64 rows of A
+// by the whole B tile: four m64n128k16 instructions per stage, f32 accumulators in registers (64 per
+// thread), one wgmma group kept in flight while the next stage's loads are issued.
+// - SwiGLU variant: the B tile's rows 0-63 are gate rows and 64-127 the same up rows, so each thread holds
+//   gate and up of the same output elements (accumulator columns c and c + 64) and the epilogue writes
+//   silu(gate) * up for 64 output columns; A's rows are gathered from the un-permuted tokens through the
+//   dispatch layout (row r of the groups reads token row_assignment[r] / top_k): no permuted copy.
+// - Plain variant: A's rows are the grouped rows themselves (the SwiGLU output), 128 output columns.
+// Products are rounded to bf16 once (as the cuBLAS path's bf16 outputs are). CPU reference: ops::linear per
+// expert; tests/gpu/gpu_grouped_test.cc compares both. tools/wgmma_gemm_emulation.py checks the index maps.
+// Not here: TMA loads and warp specialisation (a producer warpgroup with setmaxnreg), a persistent tile
+// scheduler, the clamped gpt-oss activation and expert biases (those layers keep the cuBLAS path).
+#include <mutex>
+
+#include "async_copy.cuh"
+#include "op_common.cuh"
+
+namespace sy::cuda {
+
+namespace {
+
+constexpr int kTileM = 128;  // rows per block tile: two warpgroups of 64
+constexpr int kTileN = 128;  // product columns per block tile (SwiGLU: 64 gate + 64 up)
+constexpr int kTileK = 64;   // k per stage: one 128-byte swizzle span of bf16 per row
+constexpr int kStages = 5;   // the ring; loads run kStages - 2 stages ahead
+constexpr int kThreads = 256;
+constexpr int kOperandBytes = kTileM * kTileK * 2;  // 16 KB: an A or a B stage
+constexpr int kStageBytes = 2 * kOperandBytes;
+constexpr size_t kSmemBytes = size_t{kStages} * kStageBytes + 1024;  // + slack to align the ring to 1024 bytes
+static_assert(kTileN == kTileM, "A and B stages have one size");
+static_assert(kThreads / 8 * 4 == kTileM, "each thread stages 4 rows of 16 bytes per operand and stage");
+
+struct Problem {
+  const __nv_bfloat16* x;   // (x rows, k) bf16
+  const int64_t* gather;    // (rows,) or null: grouped row r reads x row gather[r] / top_k (else x row r)
+  int top_k;
+  const int64_t* offsets;   // (experts + 1,): expert e's grouped rows are [offsets[e], offsets[e + 1])
+  const uint64_t* w0;       // (experts,) addresses of (n, k) bf16 matrices: the weight, or SwiGLU's gate
+  const uint64_t* w1;       // (experts,) SwiGLU's up matrices, or null
+  __nv_bfloat16* y;         // (rows, n) bf16
+  int64_t n, k;
+  int experts;
+  int n_tiles;              // column tiles of y: n / 128 (SwiGLU: n / 64), rounded up
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled operand stage (8-row atoms of 1024 bytes).
+__device__ __forceinline__ uint32_t swizzled(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
+
+// The wgmma shared-memory descriptor of a K-major operand in the 128-byte swizzle layout starting at
+// `address` (the atom start must be 1024-aligned; stepping k by 16 adds 32 bytes to the address).
+__device__ __forceinline__ uint64_t smem_descriptor(uint32_t address) {
+  return uint64_t{(address & 0x3FFFFu) >> 4}  // start address / 16 (14 bits)
+         | (uint64_t{1} << 16)                // leading byte offset: unused with the 128-byte swizzle
+         | (uint64_t{1024 >> 4} << 32)        // stride byte offset: 8 rows x 128 bytes to the next atom
+         | (uint64_t{1} << 62);               // swizzle mode: 128 bytes
+}
+
+// Makes this thread's generic-proxy shared-memory writes (cp.async's) visible to the tensor cores.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+}
+// Pins the accumulators in place around the asynchronous products: the compiler may not move reads or writes
+// of d across this point (so the epilogue cannot be scheduled above the wait that retires the products).
+__device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+// d (64 x 128 f32, the warpgroup's accumulator fragment) += A (64 x 16, descriptor a) * B^T (B: 128 x 16,
+// descriptor b), both K-major bf16. Thread t of the warpgroup holds rows 16 (t / 32) + (t % 32) / 4 (+ 8 for
+// d[4j + 2], d[4j + 3]) and columns 8j + 2 (t % 4) (+ 1) in d[4j] (d[4j + 1]), j = 0..15.
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t a, uint64_t b) {
+  asm volatile(
+      "{\n"
+      ".reg .pred accumulate;\n"
+      "setp.ne.b32 accumulate, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, accumulate, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "r"(1)
+      : "memory");
+}
+
+// Warp 0: which expert row tile m_tile is (tiles numbered expert by expert, ceil(rows_e / kTileM) each).
+// info = {expert or -1 past the last tile, first grouped row, rows in the tile}.
+__device__ void find_row_tile(const int64_t* offsets, int experts, int64_t m_tile, int64_t* info) {
+  const int lane = threadIdx.x & 31;
+  int64_t before = 0;  // row tiles of the experts before this chunk of 32
+  for (int e0 = 0; e0 < experts; e0 += 32) {
+    const int e = e0 + lane;
+    int64_t lo = 0, count = 0;
+    if (e < experts) {
+      lo = offsets[e];
+      count = offsets[e + 1] - lo;
+    }
+    const int64_t tiles = count > 0 ? (count + kTileM - 1) / kTileM : 0;
+    int64_t inclusive = tiles;
+    for (int d = 1; d < 32; d <<= 1) {
+      const int64_t v = __shfl_up_sync(0xffffffffu, inclusive, d);
+      if (lane >= d) inclusive += v;
+    }
+    const int64_t first = before + inclusive - tiles;
+    const bool mine = m_tile >= first && m_tile < first + tiles;
+    if (__ballot_sync(0xffffffffu, mine) != 0) {
+      if (mine) {
+        const int64_t start = (m_tile - first) * kTileM;
+        info[0] = e;
+        info[1] = lo + start;
+        info[2] = count - start < kTileM ? count - start : kTileM;
+      }
+      return;
+    }
+    before += __shfl_sync(0xffffffffu, inclusive, 31);
+  }
+  if (lane == 0) info[0] = -1;
+}
+
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+template <bool kSwiGLU>
+__global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Problem p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ uint8_t smem_raw[];
+  __shared__ int64_t tile[3];
+  const int64_t m_tile = blockIdx.x / p.n_tiles;
+  const int n_tile = static_cast<int>(blockIdx.x % p.n_tiles);
+  if (threadIdx.x < 32) find_row_tile(p.offsets, p.experts, m_tile, tile);
+  __syncthreads();
+  const int expert = static_cast<int>(tile[0]);
+  if (expert < 0) return;
+  const int64_t row0 = tile[1];
+  const int rows = static_cast<int>(tile[2]);
+  const uint32_t ring = (detail::smem_address(smem_raw) + 1023u) & ~1023u;
+
+  // This thread stages 16-byte chunk `chunk` of rows row_base + 32 i (i < 4) of both operands.
+  const int chunk = threadIdx.x & 7, row_base = threadIdx.x >> 3;
+  const auto* w0 = reinterpret_cast<const __nv_bfloat16*>(p.w0[expert]);
+  const auto* w1 = kSwiGLU ? reinterpret_cast<const __nv_bfloat16*>(p.w1[expert]) : w0;
+  const __nv_bfloat16* a_src[4];
+  const __nv_bfloat16* b_src[4];
+  bool a_in[4], b_in[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int r = row_base + 32 * i;
+    a_in[i] = r < rows;
+    int64_t x_row = row0 + r;
+    if (a_in[i] && p.gather) x_row = p.gather[x_row] / p.top_k;
+    a_src[i] = p.x + (a_in[i] ? x_row : 0) * p.k + chunk * 8;
+    // SwiGLU: B rows 0-63 are gate rows, 64-127 the same up rows.
+    const int64_t n_row = kSwiGLU ? int64_t{n_tile} * (kTileN / 2) + (r % (kTileN / 2)) : int64_t{n_tile} * kTileN + r;
+    const __nv_bfloat16* w = kSwiGLU && r >= kTileN / 2 ? w1 : w0;
+    b_in[i] = n_row < p.n;
+    b_src[i] = w + (b_in[i] ? n_row : 0) * p.k + chunk * 8;
+  }
+  auto load_stage = [&](int kt, int stage) {
+    const int64_t k0 = int64_t{kt} * kTileK;
+    const bool k_in = k0 + chunk * 8 < p.k;
+    const uint32_t a_stage = ring + stage * kStageBytes, b_stage = a_stage + kOperandBytes;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t at = swizzled(row_base + 32 * i, chunk);
+      const bool a_ok = a_in[i] && k_in, b_ok = b_in[i] && k_in;
+      detail::cp_async16(a_stage + at, a_ok ? a_src[i] + k0 : p.x, a_ok ? 16 : 0);
+      detail::cp_async16(b_stage + at, b_ok ? b_src[i] + k0 : p.x, b_ok ? 16 : 0);
+    }
+  };
+
+  float acc[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+  const int k_tiles = static_cast<int>((p.k + kTileK - 1) / kTileK);
+  const int warpgroup = threadIdx.x / 128;
+#pragma unroll
+  for (int s = 0; s < kStages - 2; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    detail::cp_async_commit();  // one group per stage, empty or not, so the counts below hold
+  }
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    // Stage kt has landed (this thread's copies); the fence hands them to the tensor cores, and the barrier
+    // makes every thread's copies visible and tells that both warpgroups finished the products of kt - 2.
+    detail::cp_async_wait<kStages - 3>();
+    fence_proxy_async();
+    __syncthreads();
+    const int next = kt + kStages - 2;  // into the stage of kt - 2, free now
+    if (next < k_tiles) load_stage(next, next % kStages);
+    detail::cp_async_commit();
+    const uint32_t a_stage = ring + (kt % kStages) * kStageBytes + warpgroup * (kTileM / 2) * 128;
+    const uint32_t b_stage = ring + (kt % kStages) * kStageBytes + kOperandBytes;
+    fence_accumulators(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kTileK / 16; ++kk) {
+      wgmma_m64n128k16(acc, smem_descriptor(a_stage + kk * 32), smem_descriptor(b_stage + kk * 32));
+    }
+    wgmma_commit();
+    fence_accumulators(acc);
+    wgmma_wait<1>();  // the products of kt - 1 are done (kt's may still run)
+  }
+  wgmma_wait<0>();
+  fence_accumulators(acc);
+
+  // Epilogue straight from the accumulator fragments: thread t of the warpgroup holds rows r and r + 8.
+  const int t = threadIdx.x % 128, lane = t % 32;
+  const int r_top = warpgroup * 64 + (t / 32) * 16 + lane / 4;
+  const bool top_in = r_top < rows, bottom_in = r_top + 8 < rows;
+  __nv_bfloat16* y_top = p.y + (row0 + r_top) * p.n;
+  __nv_bfloat16* y_bottom = y_top + 8 * p.n;
+  constexpr int kOutTiles = kSwiGLU ? kTileN / 16 : kTileN / 8;  // 8-column groups written
+  const int64_t col0 = int64_t{n_tile} * (kSwiGLU ? kTileN / 2 : kTileN) + 2 * (lane % 4);
+#pragma unroll
+  for (int j = 0; j < kOutTiles; ++j) {
+    const int64_t col = col0 + 8 * j;
+    if (col >= p.n) continue;
+    float v[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      if constexpr (kSwiGLU) {
+        const float g = acc[4 * j + q], u = acc[4 * (j + kTileN / 16) + q];
+        v[q] = g / (1.f + __expf(-g)) * u;
+      } else {
+        v[q] = acc[4 * j + q];
+      }
+    }
+    if (top_in) *reinterpret_cast<__nv_bfloat162*>(y_top + col) = __floats2bfloat162_rn(v[0], v[1]);
+    if (bottom_in) *reinterpret_cast<__nv_bfloat162*>(y_bottom + col) = __floats2bfloat162_rn(v[2], v[3]);
+  }
+#else
+  __trap();  // built without sm_90a code: grouped_gemm_sm90_supported() says false, so this never launches
+#endif
+}
+
+// Writes 1 when the running code has the wgmma kernels (an sm_90a image), 0 when it is a PTX fallback.
+__global__ void probe_sm90a_kernel(int* out) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  *out = 1;
+#else
+  *out = 0;
+#endif
+}
+
+bool probe_sm90a() {
+  int device = 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  if (prop.major != 9 || prop.minor != 0 || prop.sharedMemPerBlockOptin < kSmemBytes) return false;
+  int* flag = nullptr;
+  int host = 0;
+  SY_CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
+  probe_sm90a_kernel<<<1, 1>>>(flag);
+  const cudaError_t launched = cudaGetLastError();
+  const cudaError_t copied = cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost);
+  SY_CUDA_CHECK(cudaFree(flag));
+  if (launched != cudaSuccess || copied != cudaSuccess) return false;
+  if (host != 1) return false;
+  SY_CUDA_CHECK(cudaFuncSetAttribute(grouped_gemm_sm90_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(kSmemBytes)));
+  SY_CUDA_CHECK(cudaFuncSetAttribute(grouped_gemm_sm90_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(kSmemBytes)));
+  return true;
+}
+
+void check_table(const char* op, const char* name, const ExpertWeightTable& w) {
+  for (int e = 0; e < w.num_experts; ++e) {
+    SY_REQUIRE(!w.keep[e].defined() || reinterpret_cast<uintptr_t>(w.keep[e].raw()) % 16 == 0, InvalidArgument, op,
+               name, " weight of expert ", e, " is not 16-byte aligned");
+  }
+}
+
+template <bool kSwiGLU>
+void launch(Problem p, int64_t rows) {
+  SY_REQUIRE(grouped_gemm_sm90_supported(), Unsupported, "cuda grouped_gemm_sm90",
+             "needs a compute capability 9.0 GPU and a build with sm_90a code");
+  const int64_t cols_per_tile = kSwiGLU ? kTileN / 2 : kTileN;
+  p.n_tiles = static_cast<int>((p.n + cols_per_tile - 1) / cols_per_tile);
+  // Every expert adds at most one partial row tile.
+  const int64_t m_tiles = (rows + kTileM - 1) / kTileM + (rows < p.experts ? rows : p.experts);
+  const int64_t blocks = m_tiles * p.n_tiles;
+  SY_REQUIRE(blocks < INT32_MAX, InvalidArgument, "cuda grouped_gemm_sm90", rows, " rows x ", p.n,
+             " columns are too many tiles for one launch");
+  grouped_gemm_sm90_kernel<kSwiGLU><<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream()>>>(p);
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+bool grouped_gemm_sm90_supported() {
+  static std::once_flag once;
+  static bool supported = false;
+  std::call_once(once, [] { supported = probe_sm90a(); });
+  return supported;
+}
+
+void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& w, const Tensor& offsets, Tensor& y) {
+  const char* op = "cuda grouped_linear_sm90";
+  detail::require_device(op, "x", x);
+  detail::require_device(op, "y", y);
+  detail::require_device(op, "offsets", offsets);
+  detail::require_dtype(op, "x", x, DType::kBF16, DType::kBF16);
+  detail::require_dtype(op, "y", y, DType::kBF16, DType::kBF16);
+  detail::require_dtype(op, "offsets", offsets, DType::kI64, DType::kI64);
+  SY_REQUIRE(x.dim() == 2 && y.dim() == 2 && x.size(1) == w.k && y.size(1) == w.n && y.size(0) == x.size(0) &&
+                 offsets.numel() == w.num_experts + 1,
+             InvalidArgument, op, "x ", x.describe(), " y ", y.describe(), " weights (", w.n, ", ", w.k, ") x ",
+             w.num_experts, " offsets ", offsets.describe());
+  SY_REQUIRE(w.k % 8 == 0 && w.n % 8 == 0, InvalidArgument, op, "needs k and n multiples of 8, got weights (",
+             w.n, ", ", w.k, ")");
+  check_table(op, "the", w);
+  if (x.size(0) == 0 || w.n == 0) return;
+  Problem p{};
+  p.x = static_cast<const __nv_bfloat16*>(x.raw());
+  p.top_k = 1;
+  p.offsets = offsets.i64();
+  p.w0 = reinterpret_cast<const uint64_t*>(w.pointers.i64());
+  p.y = static_cast<__nv_bfloat16*>(y.raw());
+  p.n = w.n;
+  p.k = w.k;
+  p.experts = w.num_experts;
+  launch<false>(p, x.size(0));
+}
+
+void grouped_swiglu_sm90(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
+                         const DeviceDispatchLayout& layout, Tensor& h) {
+  const char* op = "cuda grouped_swiglu_sm90";
+  detail::require_device(op, "x", x);
+  detail::require_device(op, "h", h);
+  detail::require_dtype(op, "x", x, DType::kBF16, DType::kBF16);
+  detail::require_dtype(op, "h", h, DType::kBF16, DType::kBF16);
+  const int64_t rows = layout.num_tokens * layout.top_k;
+  SY_REQUIRE(x.dim() == 2 && h.dim() == 2 && x.size(0) == layout.num_tokens && x.size(1) == gate.k &&
+                 h.size(0) == rows && h.size(1) == gate.n && layout.num_experts == gate.num_experts &&
+                 up.n == gate.n && up.k == gate.k && up.num_experts == gate.num_experts && layout.top_k > 0 &&
+                 layout.offsets.defined() && layout.offsets.numel() == gate.num_experts + 1 &&
+                 layout.row_assignment.defined() && layout.row_assignment.numel() == rows,
+             InvalidArgument, op, "x ", x.describe(), " (tokens of a layout of ", layout.num_tokens, " x top-",
+             layout.top_k, " over ", layout.num_experts, " experts) h ", h.describe(), " gate (", gate.n, ", ",
+             gate.k, ") x ", gate.num_experts, " up (", up.n, ", ", up.k, ") x ", up.num_experts);
+  SY_REQUIRE(gate.k % 8 == 0 && gate.n % 8 == 0, InvalidArgument, op, "needs k and n multiples of 8, got (",
+             gate.n, ", ", gate.k, ")");
+  check_table(op, "gate", gate);
+  check_table(op, "up", up);
+  if (rows == 0 || gate.n == 0) return;
+  Problem p{};
+  p.x = static_cast<const __nv_bfloat16*>(x.raw());
+  p.gather = layout.row_assignment.i64();
+  p.top_k = layout.top_k;
+  p.offsets = layout.offsets.i64();
+  p.w0 = reinterpret_cast<const uint64_t*>(gate.pointers.i64());
+  p.w1 = reinterpret_cast<const uint64_t*>(up.pointers.i64());
+  p.y = static_cast<__nv_bfloat16*>(h.raw());
+  p.n = gate.n;
+  p.k = gate.k;
+  p.experts = gate.num_experts;
+  launch<true>(p, rows);
+}
+
+}  // namespace sy::cuda

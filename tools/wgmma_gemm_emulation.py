@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Thread-exact numpy emulation of grouped_gemm_sm90_kernel<kSwiGLU> in src/kernels/cuda/grouped_gemm_sm90.cu:
+a check of the kernel's tile lookup, operand staging (cp.async into the 128-byte swizzled layout), wgmma
+descriptor addressing, accumulator-fragment epilogue and cp.async/wgmma/barrier sequence that runs without a
+GPU (written 2026-12-05, when the kernel was new and no device was lent; the GPU test
+GpuGrouped.Sm90GroupedGemmMatchesCpu is the real check). Usage: python3 tools/wgmma_gemm_emulation.py (numpy,
+under a minute; exit 0 = every case matches a float64 reference, the pipeline has no hazard, and every
+deliberately broken variant is caught). Keep it in step with the kernel when either changes.
+
+Model of the hardware (NVIDIA PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate"):
+  * Shared memory: a flat byte-addressed array of bf16 values (stored as float32 per 2-byte slot).
+  * Matrix descriptor (sec. "Matrix Descriptor Format"): bits 0-13 start address >> 4, 16-29 leading byte
+    offset >> 4, 32-45 stride byte offset >> 4, 62-63 swizzle (1 = 128 bytes). For a K-major operand with the
+    128-byte swizzle, element (row i, k j) of the instruction's tile (j < 16, bf16) sits at the linear
+    address start + (i // 8) * SBO + (i % 8) * 128 + 2 j, and the swizzle XORs address bits 4-6 with bits 7-9
+    (the 16-byte chunk within a 128-byte row with the row within an 8-row, 1024-byte atom; atoms 1024-aligned).
+  * wgmma.m64nNk16 f32 accumulator fragment (sec. "Register Fragments and Shared Memory Matrix Layouts"):
+    thread t of the warpgroup holds d[4j + q] at row 16 (t // 32) + (t % 32) // 4 + 8 (q // 2), column
+    8 j + 2 (t % 4) + (q % 2).
+  * cp.async zero-fills when src_size is 0; groups complete in commit order per thread; wgmma groups likewise
+    per warpgroup; __syncthreads orders everything the threads did before it.
+"""
+import sys
+
+try:
+    import numpy as np
+except ImportError:  # CTest reads 77 as a skip
+    print("numpy is not installed: skipped")
+    sys.exit(77)
+
+TILE_M, TILE_N, TILE_K, STAGES, THREADS = 128, 128, 64, 5, 256
+OPERAND_BYTES = TILE_M * TILE_K * 2
+STAGE_BYTES = 2 * OPERAND_BYTES
+
+
+def bf16(a):
+    """Round float64/float32 values to bf16 (round to nearest even), returned as float64."""
+    a = np.asarray(a, dtype=np.float32)
+    bits = a.view(np.uint32).astype(np.uint64)
+    sixteen = np.uint64(16)
+    rounded = ((bits + np.uint64(0x7FFF) + ((bits >> sixteen) & np.uint64(1))) >> sixteen) << sixteen
+    return rounded.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def swizzled(r, c, broken=None):
+    if broken == "no_swizzle_write":
+        return r * 128 + (c << 4)
+    return r * 128 + ((c ^ (r & 7)) << 4)
+
+
+def descriptor(address, broken=None):
+    sbo = 512 if broken == "sbo" else 1024
+    return ((address & 0x3FFFF) >> 4) | (1 << 16) | ((sbo >> 4) << 32) | (1 << 62)
+
+
+def descriptor_read(smem, desc, rows):
+    """The (rows x 16) K-major bf16 tile a wgmma reads through descriptor `desc` (128-byte swizzle)."""
+    start = (desc & 0x3FFF) << 4
+    sbo = ((desc >> 32) & 0x3FFF) << 4
+    assert (desc >> 62) == 1, "only the 128-byte swizzle is modelled"
+    i = np.arange(rows)[:, None]
+    j = np.arange(16)[None, :]
+    linear = start + (i // 8) * sbo + (i % 8) * 128 + 2 * j
+    physical = linear ^ (((linear >> 7) & 7) << 4)
+    return smem[physical // 2]
+
+
+def find_row_tile(offsets, experts, m_tile):
+    """Warp 0's lookup, lane by lane as the kernel does it (chunks of 32 experts, inclusive shuffle scan)."""
+    before = 0
+    for e0 in range(0, experts, 32):
+        lanes = range(32)
+        lo = [offsets[e0 + l] if e0 + l < experts else 0 for l in lanes]
+        count = [offsets[e0 + l + 1] - offsets[e0 + l] if e0 + l < experts else 0 for l in lanes]
+        tiles = [(c + TILE_M - 1) // TILE_M if c > 0 else 0 for c in count]
+        inclusive = list(tiles)
+        d = 1
+        while d < 32:
+            inclusive = [inclusive[l] + (inclusive[l - d] if l >= d else 0) for l in lanes]
+            d <<= 1
+        mine = [before + inclusive[l] - tiles[l] <= m_tile < before + inclusive[l] for l in lanes]
+        if any(mine):
+            l = mine.index(True)
+            first = before + inclusive[l] - tiles[l]
+            start = (m_tile - first) * TILE_M
+            return e0 + l, lo[l] + start, min(count[l] - start, TILE_M)
+        before += inclusive[31]
+    return -1, 0, 0
+
+
+def run_block(block, x, gather, top_k, offsets, w0, w1, y, n, k, swiglu, broken=None, hazards=None):
+    """Emulates one block of the kernel; writes its outputs into y (float64, NaN = untouched)."""
+    experts = len(w0)
+    n_tiles = -(-n // (TILE_N // 2 if swiglu else TILE_N))
+    m_tile, n_tile = block // n_tiles, block % n_tiles
+    expert, row0, rows = find_row_tile(offsets, experts, m_tile)
+    if expert < 0:
+        return
+    smem = np.full((STAGES * STAGE_BYTES) // 2, np.nan)
+    ring = 0  # the aligned ring starts at a 1024-byte boundary
+    # Per-thread staging sources.
+    src = {}
+    for t in range(THREADS):
+        chunk, row_base = t & 7, t >> 3
+        for i in range(4):
+            r = row_base + 32 * i
+            a_in = r < rows
+            x_row = row0 + r
+            if a_in and gather is not None:
+                x_row = gather[x_row] // top_k
+            if swiglu:
+                half = TILE_N // 2
+                n_row = n_tile * half + (r % half)
+                w = w1[expert] if r >= half else w0[expert]
+                if broken == "gate_up_swapped":
+                    w = w0[expert] if r >= half else w1[expert]
+            else:
+                n_row = n_tile * TILE_N + r
+                w = w0[expert]
+            b_in = n_row < n
+            src[t, i] = (a_in, x_row, b_in, n_row, w, chunk, r)
+
+    # Pipeline bookkeeping for the hazard check: per stage, the tile it holds and whether its loads landed.
+    stage_tile = [None] * STAGES
+    pending_loads = [[] for _ in range(THREADS)]  # per thread: list of groups, each a list of stages
+    uncommitted = [[] for _ in range(THREADS)]
+    wgmma_inflight = [[], []]  # per warpgroup: list of groups, each the stage it reads
+    landed = set()  # (stage, tile) whose copies every thread has waited for and a barrier published
+
+    def load_stage(kt, stage):
+        # The stage must not be read by an in-flight wgmma group of any warpgroup.
+        for wg in range(2):
+            for group in wgmma_inflight[wg]:
+                if group == stage and hazards is not None:
+                    hazards.append(f"block {block}: loads tile {kt} into stage {stage} while warpgroup {wg} reads it")
+        stage_tile[stage] = kt
+        landed.discard(stage)
+        k0 = kt * TILE_K
+        a_base, b_base = ring + stage * STAGE_BYTES, ring + stage * STAGE_BYTES + OPERAND_BYTES
+        for t in range(THREADS):
+            for i in range(4):
+                a_in, x_row, b_in, n_row, w, chunk, r = src[t, i]
+                k_in = k0 + chunk * 8 < k
+                at = swizzled(r, chunk, broken)
+                for base, ok, row_vals in ((a_base, a_in and k_in, x[x_row] if a_in else None),
+                                           (b_base, b_in and k_in, w[n_row] if b_in else None)):
+                    vals = row_vals[k0 + chunk * 8: k0 + chunk * 8 + 8] if ok else np.zeros(8)
+                    smem[(base + at) // 2: (base + at) // 2 + 8] = vals
+            uncommitted[t].append(stage)
+
+    def commit():
+        for t in range(THREADS):
+            pending_loads[t].append(uncommitted[t])
+            uncommitted[t] = []
+
+    def wait_loads(pending):
+        for t in range(THREADS):
+            while len(pending_loads[t]) > pending:
+                pending_loads[t].pop(0)
+
+    def barrier():
+        # Stages whose load groups have retired in every thread are published.
+        for s in range(STAGES):
+            if stage_tile[s] is not None and all(s not in sum(pending_loads[t], []) for t in range(THREADS)):
+                landed.add(s)
+
+    acc = np.zeros((2, 64, TILE_N))
+    k_tiles = -(-k // TILE_K)
+    lookahead = STAGES - 1 if broken == "too_far_ahead" else STAGES - 2
+    for s in range(lookahead):
+        if s < k_tiles:
+            load_stage(s, s)
+        commit()
+    for kt in range(k_tiles):
+        wait_loads(STAGES - 3 if broken != "wait_too_loose" else STAGES - 2)
+        barrier()
+        nxt = kt + lookahead
+        if nxt < k_tiles:
+            load_stage(nxt, nxt % STAGES)
+        commit()
+        stage = kt % STAGES
+        if hazards is not None and (stage not in landed or stage_tile[stage] != kt):
+            hazards.append(f"block {block}: tile {kt} read from stage {stage} before its loads landed")
+        for wg in range(2):
+            a_stage = ring + stage * STAGE_BYTES + wg * (TILE_M // 2) * 128
+            if broken == "warpgroup_offset":
+                a_stage = ring + stage * STAGE_BYTES
+            b_stage = ring + stage * STAGE_BYTES + OPERAND_BYTES
+            for kk in range(TILE_K // 16):
+                a = descriptor_read(smem, descriptor(a_stage + kk * 32, broken), 64)
+                b = descriptor_read(smem, descriptor(b_stage + kk * 32, broken), TILE_N)
+                acc[wg] += a @ b.T
+            wgmma_inflight[wg].append(stage)
+            keep = 1 if broken != "wait_none" else 2
+            while len(wgmma_inflight[wg]) > keep:  # wgmma.wait_group 1
+                wgmma_inflight[wg].pop(0)
+    wgmma_inflight = [[], []]
+
+    # Epilogue from the fragments, thread by thread.
+    for wg in range(2):
+        for t in range(128):
+            lane = t % 32
+            r_top = wg * 64 + (t // 32) * 16 + lane // 4
+            local = (t // 32) * 16 + lane // 4
+            d = np.empty(64)
+            for j in range(16):
+                for q in range(4):
+                    d[4 * j + q] = acc[wg, local + 8 * (q // 2), 8 * j + 2 * (t % 4) + (q % 2)]
+            out_tiles = TILE_N // 16 if swiglu else TILE_N // 8
+            col0 = n_tile * (TILE_N // 2 if swiglu else TILE_N) + 2 * (lane % 4)
+            for j in range(out_tiles):
+                col = col0 + 8 * j
+                if col >= n:
+                    continue
+                v = np.empty(4)
+                for q in range(4):
+                    if swiglu:
+                        up_j = j + TILE_N // 16 if broken != "up_column" else j + TILE_N // 32
+                        g, u = d[4 * j + q], d[4 * up_j + q]
+                        v[q] = g / (1 + np.exp(-g)) * u
+                    else:
+                        v[q] = d[4 * j + q]
+                for rr, (lo, hi) in ((r_top, (v[0], v[1])), (r_top + 8, (v[2], v[3]))):
+                    if rr < rows:
+                        y[row0 + rr, col] = bf16(lo)
+                        y[row0 + rr, col + 1] = bf16(hi)
+
+
+def launch(x, gather, top_k, offsets, w0, w1, n, k, swiglu, broken=None, hazards=None):
+    rows = offsets[-1]
+    experts = len(w0)
+    n_tiles = -(-n // (TILE_N // 2 if swiglu else TILE_N))
+    m_tiles = -(-rows // TILE_M) + min(rows, experts)
+    y = np.full((rows, n), np.nan)
+    for block in range(m_tiles * n_tiles):
+        run_block(block, x, gather, top_k, offsets, w0, w1, y, n, k, swiglu, broken, hazards)
+    return y
+
+
+def reference(x, gather, top_k, offsets, w0, w1, n, swiglu):
+    rows = offsets[-1]
+    y = np.zeros((rows, n))
+    for e in range(len(w0)):
+        for r in range(offsets[e], offsets[e + 1]):
+            xr = x[gather[r] // top_k] if gather is not None else x[r]
+            if swiglu:
+                g, u = w0[e] @ xr, w1[e] @ xr
+                y[r] = g / (1 + np.exp(-g)) * u
+            else:
+                y[r] = w0[e] @ xr
+    return y
+
+
+def make_case(rng, counts, n, k, tokens=None, top_k=1, swiglu=False):
+    counts = list(counts)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
+    rows = offsets[-1]
+    experts = len(counts)
+    w0 = [bf16(rng.standard_normal((n, k)) * 0.1) for _ in range(experts)]
+    w1 = [bf16(rng.standard_normal((n, k)) * 0.1) for _ in range(experts)] if swiglu else None
+    if tokens is None:
+        x = bf16(rng.standard_normal((rows, k)))
+        gather = None
+    else:
+        x = bf16(rng.standard_normal((tokens, k)))
+        assert tokens * top_k == rows
+        gather = rng.permutation(rows)  # a dispatch order: row r holds assignment gather[r] = t * top_k + s
+    return x, gather, top_k, offsets, w0, w1, n, k, swiglu
+
+
+def check(case, broken=None):
+    x, gather, top_k, offsets, w0, w1, n, k, swiglu = case
+    hazards = []
+    y = launch(x, gather, top_k, offsets, w0, w1, n, k, swiglu, broken, hazards)
+    want = reference(x, gather, top_k, offsets, w0, w1, n, swiglu)
+    if np.isnan(y).any():
+        return f"{int(np.isnan(y).sum())} outputs never written", hazards
+    err = np.max(np.abs(y - want) / (np.abs(want) + 1e-2 * np.max(np.abs(want)) + 1e-30))
+    return (None if err < 1e-2 else f"relative error {err:.3g}"), hazards
+
+
+def main():
+    rng = np.random.default_rng(7)
+    cases = {
+        # name: (counts, n, k, tokens, top_k, swiglu)
+        "plain: uneven experts, an empty one, partial k tile": ([130, 0, 5, 1], 136, 200, None, 1, False),
+        "plain: one row": ([0, 1], 128, 64, None, 1, False),
+        "plain: every row on the last of 40 experts": ([0] * 39 + [129], 64, 72, None, 1, False),
+        "swiglu: gathered tokens, top-2": ([70, 0, 58, 0], 72, 136, 64, 2, True),
+        "swiglu: long k (pipeline wraps the ring twice)": ([3, 1], 64, 704, 2, 2, True),
+    }
+    failures = 0
+    built = {}
+    for name, (counts, n, k, tokens, top_k, swiglu) in cases.items():
+        built[name] = make_case(rng, counts, n, k, tokens, top_k, swiglu)
+        err, hazards = check(built[name])
+        status = "ok" if err is None and not hazards else f"FAILED: {err or ''} {hazards[:2]}"
+        failures += status != "ok"
+        print(f"{name}: {status}")
+    # Broken variants of the kernel must each be caught by at least one case.
+    for broken in ("no_swizzle_write", "sbo", "gate_up_swapped", "warpgroup_offset", "up_column", "wait_too_loose",
+                   "too_far_ahead", "wait_none"):
+        caught = False
+        for name, case in built.items():
+            err, hazards = check(case, broken)
+            if err is not None or hazards:
+                caught = True
+                break
+        print(f"broken variant {broken}: {'caught' if caught else 'NOT CAUGHT'}")
+        failures += not caught
+    print("all checks passed" if failures == 0 else f"{failures} checks failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
