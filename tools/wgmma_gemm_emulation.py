@@ -88,7 +88,17 @@ def find_row_tile(offsets, experts, m_tile):
     return -1, 0, 0
 
 
-def run_block(block, x, gather, top_k, offsets, w0, w1, y, n, k, swiglu, broken=None, hazards=None):
+def activation(g, u, limit, alpha):
+    """The epilogue's activation: SwiGLU, or gpt-oss's clamped form when limit > 0 (as ops::clamped_swiglu)."""
+    if limit > 0:
+        g = np.minimum(g, limit)
+        u = np.clip(u, -limit, limit)
+        return (u + 1) * (g / (1 + np.exp(-alpha * g)))
+    return g / (1 + np.exp(-g)) * u
+
+
+def run_block(block, x, gather, top_k, offsets, w0, w1, y, n, k, swiglu, broken=None, hazards=None, bias=(None, None),
+              limit=0.0, alpha=1.702):
     """Emulates one block of the kernel; writes its outputs into y (float64, NaN = untouched)."""
     experts = len(w0)
     n_tiles = -(-n // (TILE_N // 2 if swiglu else TILE_N))
@@ -214,44 +224,47 @@ def run_block(block, x, gather, top_k, offsets, w0, w1, y, n, k, swiglu, broken=
                     continue
                 v = np.empty(4)
                 for q in range(4):
+                    c = col + (q & 1) if broken != "bias_column" else col
+                    b0 = bias[0][expert, c] if bias[0] is not None else 0.0
                     if swiglu:
                         up_j = j + TILE_N // 16 if broken != "up_column" else j + TILE_N // 32
-                        g, u = d[4 * j + q], d[4 * up_j + q]
-                        v[q] = g / (1 + np.exp(-g)) * u
+                        b1 = bias[1][expert, c] if bias[1] is not None else 0.0
+                        v[q] = activation(d[4 * j + q] + b0, d[4 * up_j + q] + b1, limit, alpha)
                     else:
-                        v[q] = d[4 * j + q]
+                        v[q] = d[4 * j + q] + b0
                 for rr, (lo, hi) in ((r_top, (v[0], v[1])), (r_top + 8, (v[2], v[3]))):
                     if rr < rows:
                         y[row0 + rr, col] = bf16(lo)
                         y[row0 + rr, col + 1] = bf16(hi)
 
 
-def launch(x, gather, top_k, offsets, w0, w1, n, k, swiglu, broken=None, hazards=None):
+def launch(x, gather, top_k, offsets, w0, w1, n, k, swiglu, bias, limit, broken=None, hazards=None):
     rows = offsets[-1]
     experts = len(w0)
     n_tiles = -(-n // (TILE_N // 2 if swiglu else TILE_N))
     m_tiles = -(-rows // TILE_M) + min(rows, experts)
     y = np.full((rows, n), np.nan)
     for block in range(m_tiles * n_tiles):
-        run_block(block, x, gather, top_k, offsets, w0, w1, y, n, k, swiglu, broken, hazards)
+        run_block(block, x, gather, top_k, offsets, w0, w1, y, n, k, swiglu, broken, hazards, bias, limit)
     return y
 
 
-def reference(x, gather, top_k, offsets, w0, w1, n, swiglu):
+def reference(x, gather, top_k, offsets, w0, w1, n, swiglu, bias, limit):
     rows = offsets[-1]
     y = np.zeros((rows, n))
     for e in range(len(w0)):
         for r in range(offsets[e], offsets[e + 1]):
             xr = x[gather[r] // top_k] if gather is not None else x[r]
+            b0 = bias[0][e] if bias[0] is not None else 0.0
             if swiglu:
-                g, u = w0[e] @ xr, w1[e] @ xr
-                y[r] = g / (1 + np.exp(-g)) * u
+                b1 = bias[1][e] if bias[1] is not None else 0.0
+                y[r] = activation(w0[e] @ xr + b0, w1[e] @ xr + b1, limit, 1.702)
             else:
-                y[r] = w0[e] @ xr
+                y[r] = w0[e] @ xr + b0
     return y
 
 
-def make_case(rng, counts, n, k, tokens=None, top_k=1, swiglu=False):
+def make_case(rng, counts, n, k, tokens=None, top_k=1, swiglu=False, biased=False, limit=0.0):
     counts = list(counts)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
     rows = offsets[-1]
@@ -265,14 +278,18 @@ def make_case(rng, counts, n, k, tokens=None, top_k=1, swiglu=False):
         x = bf16(rng.standard_normal((tokens, k)))
         assert tokens * top_k == rows
         gather = rng.permutation(rows)  # a dispatch order: row r holds assignment gather[r] = t * top_k + s
-    return x, gather, top_k, offsets, w0, w1, n, k, swiglu
+    bias = (None, None)
+    if biased:  # f32 bias rows per expert, large enough to move the clamp
+        bias = (rng.standard_normal((experts, n)).astype(np.float32).astype(np.float64),
+                rng.standard_normal((experts, n)).astype(np.float32).astype(np.float64) if swiglu else None)
+    return x, gather, top_k, offsets, w0, w1, n, k, swiglu, bias, limit
 
 
 def check(case, broken=None):
-    x, gather, top_k, offsets, w0, w1, n, k, swiglu = case
+    x, gather, top_k, offsets, w0, w1, n, k, swiglu, bias, limit = case
     hazards = []
-    y = launch(x, gather, top_k, offsets, w0, w1, n, k, swiglu, broken, hazards)
-    want = reference(x, gather, top_k, offsets, w0, w1, n, swiglu)
+    y = launch(x, gather, top_k, offsets, w0, w1, n, k, swiglu, bias, limit, broken, hazards)
+    want = reference(x, gather, top_k, offsets, w0, w1, n, swiglu, bias, limit)
     if np.isnan(y).any():
         return f"{int(np.isnan(y).sum())} outputs never written", hazards
     err = np.max(np.abs(y - want) / (np.abs(want) + 1e-2 * np.max(np.abs(want)) + 1e-30))
@@ -282,24 +299,26 @@ def check(case, broken=None):
 def main():
     rng = np.random.default_rng(7)
     cases = {
-        # name: (counts, n, k, tokens, top_k, swiglu)
-        "plain: uneven experts, an empty one, partial k tile": ([130, 0, 5, 1], 136, 200, None, 1, False),
-        "plain: one row": ([0, 1], 128, 64, None, 1, False),
-        "plain: every row on the last of 40 experts": ([0] * 39 + [129], 64, 72, None, 1, False),
-        "swiglu: gathered tokens, top-2": ([70, 0, 58, 0], 72, 136, 64, 2, True),
-        "swiglu: long k (pipeline wraps the ring twice)": ([3, 1], 64, 704, 2, 2, True),
+        # name: (counts, n, k, tokens, top_k, swiglu, biased, limit)
+        "plain: uneven experts, an empty one, partial k tile": ([130, 0, 5, 1], 136, 200, None, 1, False, False, 0),
+        "plain: one row": ([0, 1], 128, 64, None, 1, False, False, 0),
+        "plain: every row on the last of 40 experts": ([0] * 39 + [129], 64, 72, None, 1, False, False, 0),
+        "plain: bias rows (gpt-oss down)": ([9, 0, 20], 72, 64, None, 1, False, True, 0),
+        "swiglu: gathered tokens, top-2": ([70, 0, 58, 0], 72, 136, 64, 2, True, False, 0),
+        "swiglu: long k (pipeline wraps the ring twice)": ([3, 1], 64, 704, 2, 2, True, False, 0),
+        "swiglu: biases and gpt-oss's clamp": ([12, 4, 0, 16], 136, 64, 16, 2, True, True, 0.5),
     }
     failures = 0
     built = {}
-    for name, (counts, n, k, tokens, top_k, swiglu) in cases.items():
-        built[name] = make_case(rng, counts, n, k, tokens, top_k, swiglu)
+    for name, (counts, n, k, tokens, top_k, swiglu, biased, limit) in cases.items():
+        built[name] = make_case(rng, counts, n, k, tokens, top_k, swiglu, biased, limit)
         err, hazards = check(built[name])
         status = "ok" if err is None and not hazards else f"FAILED: {err or ''} {hazards[:2]}"
         failures += status != "ok"
         print(f"{name}: {status}")
     # Broken variants of the kernel must each be caught by at least one case.
     for broken in ("no_swizzle_write", "sbo", "gate_up_swapped", "warpgroup_offset", "up_column", "wait_too_loose",
-                   "too_far_ahead", "wait_none"):
+                   "too_far_ahead", "wait_none", "bias_column"):
         caught = False
         for name, case in built.items():
             err, hazards = check(case, broken)

@@ -300,22 +300,22 @@ Tensor routed_experts_ep(GpuState& s, int l, const Tensor& h, const Tensor& expe
   return out;
 }
 
-// Whether MoE layer l can run the Hopper grouped GEMM: plain SwiGLU experts (no gate/up biases, no clamp),
-// n and k multiples of 8, and a GPU and build that run it.
+// Whether MoE layer l can run the Hopper grouped GEMM: n and k multiples of 8, and a GPU and build that run it.
 bool sm90_fits(const GpuState& s, int l) {
   const auto& t = s.experts[l];
-  return !s.expert_bias[l][0].defined() && !s.expert_bias[l][1].defined() && s.config.moe.swiglu_limit <= 0 &&
-         t[0].n % 8 == 0 && t[0].k % 8 == 0 && t[2].n % 8 == 0 && t[2].k % 8 == 0 &&
+  return t[0].n % 8 == 0 && t[0].k % 8 == 0 && t[2].n % 8 == 0 && t[2].k % 8 == 0 &&
          cuda::grouped_gemm_sm90_supported();
 }
 
 // Routed experts (and the shared expert) of MoE layer l on device rows h (n, hidden) f32, with hb their bf16
-// rounding (the GEMM operand), added into out (n, hidden) f32 (the residual stream). With `counts`
-// ((layers, experts) int64 on the device) the grouped GEMV path runs without a host sync and the token counts
-// go to counts row l; otherwise the offsets are copied to the host once and the experts run as one cuBLAS
-// grouped GEMM per projection (or, for reference, one GEMM per expert), their counts going to `load`.
+// rounding (the GEMM operand), added into out (n, hidden) f32 (the residual stream). `path` picks the expert
+// path. With `counts` ((layers, experts) int64 on the device; required by the grouped GEMV) the token counts go
+// to counts row l, and the grouped GEMV and the Hopper grouped GEMM run without a host sync; the cuBLAS paths
+// copy the offsets to the host once (counting into `load` when there are no device counts) and run as one
+// cuBLAS grouped GEMM per projection (or, for reference, one GEMM per expert). Layers the Hopper kernel does
+// not cover (n or k not a multiple of 8) take the cuBLAS grouped path.
 void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* counts, ExpertLoad& load, Tensor& out,
-               ExpertPath path = ExpertPath::kCublasGrouped) {
+               ExpertPath path) {
   const ModelConfig& c = s.config;
   const MoeWeights& m = s.w.layers[l].moe;
   const int64_t n = h.size(0), hidden = c.hidden_size;
@@ -325,7 +325,9 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
   cuda::DeviceDispatchLayout layout;
   // With counts, the layout's per-expert counts are written straight into row l.
   const Tensor counts_row = counts ? counts->select(l) : Tensor();
-  if (counts && !s.dispatcher && s.decode_route && cuda::decode_route_fits(n, hidden, c.moe)) {
+  const bool gemv = path == ExpertPath::kGroupedGemv;
+  SY_CHECK(!gemv || counts || s.dispatcher, "cuda forward: the grouped GEMV expert path needs device counts");
+  if (gemv && !s.dispatcher && s.decode_route && cuda::decode_route_fits(n, hidden, c.moe)) {
     // Decode: router GEMV, routing and layout in one launch.
     layout = cuda::decode_route(hb, m.router, m.router_bias, m.score_bias, c.moe, logits, expert, weight,
                                 s.router_done, counts_row);
@@ -342,7 +344,7 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
   const int64_t rows = n * c.moe.top_k;
   const auto& t = s.experts[l];
   Tensor expert_out;  // (rows, hidden) f32 or bf16, in dispatch order
-  if (counts) {
+  if (gemv) {
     Tensor g = Tensor::empty({rows, t[0].n}, DType::kF32, Device::kCuda);
     expert_out = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
     if (!s.expert_bias[l][0].defined() && !s.expert_bias[l][1].defined() && c.moe.swiglu_limit <= 0) {
@@ -364,7 +366,7 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
     Tensor offsets_host = cuda::to_host(layout.offsets);  // one host sync per MoE layer
     const std::vector<int64_t> offsets(offsets_host.i64(), offsets_host.i64() + offsets_host.numel());
     for (int e = 0; e < c.moe.num_experts; ++e) {
-      load.tokens[l][e] += offsets[e + 1] - offsets[e];
+      if (!counts) load.tokens[l][e] += offsets[e + 1] - offsets[e];  // else the layout wrote them to counts
       SY_CHECK(offsets[e + 1] == offsets[e] || m.experts[e].gate.defined(), "cuda forward: tokens routed to expert ",
                e, " which is not loaded");
     }
@@ -380,13 +382,18 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
                      m.experts[e].down_bias, out_e);
       }
     } else if (path == ExpertPath::kSm90Grouped && sm90_fits(s, l)) {
-      // Gate, up and SiLU in one launch that reads each row's token from hb through the layout (no permute),
-      // down in a second; bf16 from the operands to the combine, as in the cuBLAS path below.
+      // Gate, up and the activation in one launch that reads each row's token from hb through the layout (no
+      // permute), down in a second; expert biases and gpt-oss's clamp applied to the f32 accumulators; bf16
+      // from the operands to the combine, as in the cuBLAS path below.
+      cuda::SwigluSm90Args act;
+      act.gate_bias = s.expert_bias[l][0];
+      act.up_bias = s.expert_bias[l][1];
+      act.alpha = static_cast<float>(c.moe.swiglu_alpha);
+      act.limit = static_cast<float>(c.moe.swiglu_limit);
       Tensor g = Tensor::empty({rows, t[0].n}, DType::kBF16, Device::kCuda);
-      cuda::grouped_swiglu_sm90(hb, t[0], t[1], layout, g);
+      cuda::grouped_swiglu_sm90(hb, t[0], t[1], layout, g, act);
       expert_out = Tensor::empty({rows, hidden}, DType::kBF16, Device::kCuda);
-      cuda::grouped_linear_sm90(g, t[2], layout.offsets, expert_out);
-      add_biases(s, l, 2, expert_out, expert, layout);
+      cuda::grouped_linear_sm90(g, t[2], layout.offsets, expert_out, s.expert_bias[l][2]);
     } else {
       // bf16 from the permute to the combine: the tensor cores read bf16 anyway, and f32 copies of
       // (tokens * top_k) rows would dominate the memory traffic of large prefills. Experts with biases
@@ -564,7 +571,8 @@ Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, ExpertPath pat
   Tensor hb = Tensor::empty(h.shape(), DType::kBF16, Device::kCuda);
   cuda::cast(h, hb);
   Tensor out = Tensor::zeros(h.shape(), DType::kF32, Device::kCuda);
-  moe_layer(state, layer, h, hb, path == ExpertPath::kGroupedGemv ? &counts : nullptr, load, out, path);
+  const bool device_counts = path == ExpertPath::kGroupedGemv || path == ExpertPath::kSm90Grouped;
+  moe_layer(state, layer, h, hb, device_counts ? &counts : nullptr, load, out, path);
   return out;
 }
 
@@ -724,10 +732,11 @@ Tensor mla_attention(GpuState& s, int l, const DeviceBatch& b, PagedKvPool& pool
 }
 
 // Every layer and the LM head over `b`; returns the logits of b.logit_rows, (k, vocab) f32 on the device.
-// With `counts` ((layers, experts) int64, zeroed here) routed experts run grouped and their token counts
-// land there; without, per expert after a host sync, counted into `load`. No host synchronisation otherwise,
-// so with counts the whole pass can be captured in a CUDA graph.
-Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* counts, ExpertLoad& load) {
+// Routed experts take `path` (see moe_layer). With `counts` ((layers, experts) int64, zeroed here) their token
+// counts land there; without, they are counted into `load` after a host sync per MoE layer. No host
+// synchronisation otherwise, so a grouped GEMV pass can be captured whole in a CUDA graph.
+Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* counts, ExpertLoad& load,
+                  ExpertPath path) {
   const ModelConfig& c = s.config;
   const AttentionConfig& a = c.attention;
   const int64_t n = b.n, hidden = c.hidden_size;
@@ -787,7 +796,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
       continue;
     }
     cuda::rms_norm_dual(x, lw.post_attention_norm, eps, h, hb);
-    moe_layer(s, l, h, hb, counts, load, x, s.sm90_experts ? ExpertPath::kSm90Grouped : ExpertPath::kCublasGrouped);
+    moe_layer(s, l, h, hb, counts, load, x, path);
   }
   const int64_t k = b.logit_rows.numel();
   Tensor last = Tensor::empty({k, hidden}, DType::kF32, Device::kCuda);
@@ -858,7 +867,8 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
     GpuState* state = &s;
     DecodeGraph* graph = g.get();
     graph->graph.capture([state, graph, &pool, &load] {
-      graph->logits = run_layers(*state, graph->batch, pool, graph->counts.defined() ? &graph->counts : nullptr, load);
+      graph->logits = run_layers(*state, graph->batch, pool, graph->counts.defined() ? &graph->counts : nullptr, load,
+                                 ExpertPath::kGroupedGemv);
     });
     it = s.graphs.emplace(n, std::move(g)).first;
   }
@@ -903,11 +913,18 @@ Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, Expe
   Tensor tables_host = Tensor::empty({static_cast<int64_t>(tables.size())}, DType::kI32);
   std::memcpy(tables_host.raw(), tables.data(), tables.size() * sizeof(int32_t));
   b.tables = cuda::to_device(tables_host);
-  const bool grouped = n <= s.gemv_max_tokens && c.moe.num_experts > 0 && !s.dispatcher;
-  Tensor counts = grouped ? Tensor::empty({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda) : Tensor();
+  // Small passes: the grouped GEMV; larger ones the Hopper grouped GEMM when enabled (both count the tokens
+  // per expert on the device: no host sync per layer), else cuBLAS's grouped call.
+  const bool local_moe = c.moe.num_experts > 0 && !s.dispatcher;
+  const ExpertPath path = !local_moe                ? ExpertPath::kCublasGrouped  // dense, or experts over NCCL
+                          : n <= s.gemv_max_tokens ? ExpertPath::kGroupedGemv
+                          : s.sm90_experts         ? ExpertPath::kSm90Grouped
+                                                   : ExpertPath::kCublasGrouped;
+  const bool device_counts = local_moe && path != ExpertPath::kCublasGrouped;
+  Tensor counts = device_counts ? Tensor::empty({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda) : Tensor();
   // Prefill chunks that need no logits still run (they fill the KV cache).
-  Tensor logits = run_layers(s, b, pool, grouped ? &counts : nullptr, load);
-  if (grouped) add_counts(c, counts, load);
+  Tensor logits = run_layers(s, b, pool, device_counts ? &counts : nullptr, load, path);
+  if (device_counts) add_counts(c, counts, load);
   if (plan.logit_rows.empty()) return Tensor::empty({0, c.vocab_size}, DType::kF32);
   return logits;
 }

@@ -165,30 +165,35 @@ TEST(GpuGrouped, SwigluThroughTheLayoutEqualsPermutedRows) {
 // cuda::grouped_linear_sm90 (the Hopper grouped GEMM, bf16 in and out) against per-expert CPU linear on the same
 // bf16-valued rows: uneven groups, empty experts, one row, every row on the last of many experts (the tile
 // lookup's chunks of 32 experts), partial row, column and k tiles.
-void check_grouped_sm90(int64_t n, int64_t k, const std::vector<int64_t>& counts) {
+void check_grouped_sm90(int64_t n, int64_t k, const std::vector<int64_t>& counts, bool biased = false) {
   const std::vector<int64_t> offsets = offsets_of(counts);
   const int64_t rows = offsets.back();
   Tensor x = rand_tensor({rows, k}).to(DType::kBF16);
   Tensor xf = x.to(DType::kF32);
   std::vector<Tensor> host_w, dev_w;
   random_experts(counts.size(), n, k, host_w, dev_w);
+  const int64_t experts = static_cast<int64_t>(counts.size());
+  Tensor bias = biased ? rand_tensor({experts, n}) : Tensor();
   Tensor expected = Tensor::empty({rows, n}, DType::kF32);
   for (size_t e = 0; e < counts.size(); ++e) {
     if (counts[e] == 0) continue;
-    Tensor out = ops::linear(xf.slice(0, offsets[e], offsets[e + 1]).contiguous(), host_w[e]);
+    Tensor b = biased ? bias.select(static_cast<int64_t>(e)).contiguous() : Tensor();
+    Tensor out = ops::linear(xf.slice(0, offsets[e], offsets[e + 1]).contiguous(), host_w[e], b);
     std::memcpy(expected.f32() + offsets[e] * n, out.f32(), sizeof(float) * out.numel());
   }
   cuda::ExpertWeightTable table = cuda::make_expert_weight_table(dev_w);
   Tensor y = test::poisoned_device({rows, n}, DType::kBF16);
-  cuda::grouped_linear_sm90(cuda::to_device(x), table, cuda::to_device(test::i64_tensor(offsets)), y);
+  cuda::grouped_linear_sm90(cuda::to_device(x), table, cuda::to_device(test::i64_tensor(offsets)), y,
+                            biased ? cuda::to_device(bias) : Tensor());
   expect_close("grouped_linear_sm90 n=" + std::to_string(n) + " k=" + std::to_string(k) + " rows=" +
-                   std::to_string(rows),
+                   std::to_string(rows) + (biased ? " with bias" : ""),
                y, expected, test::kBf16Tol);
 }
 
 // cuda::grouped_swiglu_sm90 reading the tokens through a dispatch layout against the CPU's
-// silu(x gate_e^T) * (x up_e^T) of each dispatch row's token.
-void check_swiglu_sm90(int64_t tokens, int top_k, int experts, int64_t n, int64_t k) {
+// silu(x gate_e^T) * (x up_e^T) of each dispatch row's token; with `limit` > 0, gpt-oss's form: expert biases
+// and ops::clamped_swiglu.
+void check_swiglu_sm90(int64_t tokens, int top_k, int experts, int64_t n, int64_t k, float limit = 0.f) {
   Tensor expert = Tensor::empty({tokens, top_k}, DType::kI32);
   for (int64_t i = 0; i < tokens; ++i) {  // distinct experts per token, skewed towards the low ids
     for (int s = 0; s < top_k; ++s) {
@@ -203,6 +208,9 @@ void check_swiglu_sm90(int64_t tokens, int top_k, int experts, int64_t n, int64_
   Tensor x = rand_tensor({tokens, k}).to(DType::kBF16);
   Tensor xf = x.to(DType::kF32);
   const int64_t rows = tokens * top_k;
+  const bool gpt_oss = limit > 0.f;
+  const float alpha = 1.702f;
+  Tensor gate_bias = gpt_oss ? rand_tensor({experts, n}) : Tensor(), up_bias = gpt_oss ? rand_tensor({experts, n}) : Tensor();
   Tensor expected = Tensor::empty({rows, n}, DType::kF32);
   for (int e = 0; e < experts; ++e) {
     const int64_t lo = offsets.i64()[e], hi = offsets.i64()[e + 1];
@@ -210,6 +218,14 @@ void check_swiglu_sm90(int64_t tokens, int top_k, int experts, int64_t n, int64_
     Tensor xe = Tensor::empty({hi - lo, k}, DType::kF32);
     for (int64_t r = lo; r < hi; ++r) {
       std::memcpy(xe.f32() + (r - lo) * k, xf.f32() + assignment.i64()[r] / top_k * k, sizeof(float) * k);
+    }
+    if (gpt_oss) {
+      Tensor g = ops::linear(xe, host_g[e], gate_bias.select(e).contiguous());
+      Tensor u = ops::linear(xe, host_u[e], up_bias.select(e).contiguous());
+      Tensor act = Tensor::empty(g.shape(), DType::kF32);
+      ops::clamped_swiglu(g, u, alpha, limit, act);
+      std::memcpy(expected.f32() + lo * n, act.f32(), sizeof(float) * act.numel());
+      continue;
     }
     Tensor g = ops::linear(xe, host_g[e]), u = ops::linear(xe, host_u[e]);
     for (int64_t i = 0; i < g.numel(); ++i) {
@@ -219,9 +235,17 @@ void check_swiglu_sm90(int64_t tokens, int top_k, int experts, int64_t n, int64_
   }
   cuda::ExpertWeightTable gt = cuda::make_expert_weight_table(dev_g), ut = cuda::make_expert_weight_table(dev_u);
   Tensor h = test::poisoned_device({rows, n}, DType::kBF16);
-  cuda::grouped_swiglu_sm90(cuda::to_device(x), gt, ut, layout, h);
+  cuda::SwigluSm90Args args;
+  if (gpt_oss) {
+    args.gate_bias = cuda::to_device(gate_bias);
+    args.up_bias = cuda::to_device(up_bias);
+    args.alpha = alpha;
+    args.limit = limit;
+  }
+  cuda::grouped_swiglu_sm90(cuda::to_device(x), gt, ut, layout, h, args);
   expect_close("grouped_swiglu_sm90 " + std::to_string(tokens) + " tokens x top-" + std::to_string(top_k) + " over " +
-                   std::to_string(experts) + " experts, n=" + std::to_string(n) + " k=" + std::to_string(k),
+                   std::to_string(experts) + " experts, n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                   (gpt_oss ? " (biases, clamp " + std::to_string(limit) + ")" : ""),
                h, expected, test::kBf16Tol);
 }
 
@@ -239,6 +263,8 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
   check_swiglu_sm90(1, 8, 128, 96, 256);    // one token (decode size): 8 experts of one row, half a column tile
   check_swiglu_sm90(300, 4, 16, 72, 136);   // partial tiles everywhere
   check_swiglu_sm90(600, 8, 64, 768, 2048); // gate and up of a Qwen3-30B-A3B prefill
+  check_swiglu_sm90(200, 4, 32, 136, 192, 1.5f);  // gpt-oss: biases and the clamped activation (engaged: |g| ~ 5)
+  check_grouped_sm90(136, 64, {9, 0, 20}, /*biased=*/true);
   // Bad input: f32 rows, k not a multiple of 8, a layout of other tokens.
   std::vector<Tensor> hw, dw;
   random_experts(2, 8, 12, hw, dw);

@@ -210,13 +210,22 @@ bool grouped_gemm_is_grouped();
 // accumulation, bf16 products; n and k multiples of 8, weights 16-byte aligned. grouped_gemm_sm90_supported():
 // this GPU (compute capability 9.0) and build (sm_90a code) run them; the calls raise Unsupported otherwise.
 bool grouped_gemm_sm90_supported();
-// y[rows of e] = x[rows of e] W_e^T. x: (rows, k) bf16; y: (rows, n) bf16.
-void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& weights, const Tensor& offsets, Tensor& y);
-// h = silu(x gate_e^T) * (x up_e^T) with row r of the groups (dispatch order) reading token
-// layout.row_assignment[r] / top_k of x (the permute folded into the operand loads, SwiGLU into the epilogue).
+// y[rows of e] = x[rows of e] W_e^T (+ bias[e]). x: (rows, k) bf16; y: (rows, n) bf16; bias: (E, n) f32 or
+// undefined.
+void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& weights, const Tensor& offsets, Tensor& y,
+                         const Tensor& bias = Tensor());
+// Expert biases (E, n) f32 (undefined: none) and gpt-oss's clamped activation (limit > 0).
+struct SwigluSm90Args {
+  Tensor gate_bias, up_bias;
+  float alpha = 1.702f, limit = 0.f;
+};
+// h = silu(g) * u with g = x gate_e^T (+ gate bias), u = x up_e^T (+ up bias), or with limit > 0
+// (min(g, limit) * sigmoid(alpha min(g, limit))) * (clamp(u, -limit, limit) + 1), as ops::clamped_swiglu;
+// row r of the groups (dispatch order) reads token layout.row_assignment[r] / top_k of x (the permute folded
+// into the operand loads, the activation into the epilogue, in f32 before the one rounding to bf16).
 // x: (tokens, k) bf16; h: (tokens * top_k, n) bf16.
 void grouped_swiglu_sm90(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
-                         const DeviceDispatchLayout& layout, Tensor& h);
+                         const DeviceDispatchLayout& layout, Tensor& h, const SwigluSm90Args& args = {});
 // dst = src converted between f32 and bf16 (round to nearest even), or copied when the dtypes match.
 void cast(const Tensor& src, Tensor& dst);
 // Device-to-device copy of equal byte counts (asynchronous, on stream()).

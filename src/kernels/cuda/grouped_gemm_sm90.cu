@@ -16,11 +16,14 @@
 //   gate and up of the same output elements (accumulator columns c and c + 64) and the epilogue writes
 //   silu(gate) * up for 64 output columns; A's rows are gathered from the un-permuted tokens through the
 //   dispatch layout (row r of the groups reads token row_assignment[r] / top_k): no permuted copy.
-// - Plain variant: A's rows are the grouped rows themselves (the SwiGLU output), 128 output columns.
+//   Expert biases (gpt-oss) are added to the f32 accumulators and gpt-oss's clamped activation applied there.
+// - Plain variant: A's rows are the grouped rows themselves (the SwiGLU output), 128 output columns, plus the
+//   expert's bias row if any.
 // Products are rounded to bf16 once (as the cuBLAS path's bf16 outputs are). CPU reference: ops::linear per
 // expert; tests/gpu/gpu_grouped_test.cc compares both. tools/wgmma_gemm_emulation.py checks the index maps.
 // Not here: TMA loads and warp specialisation (a producer warpgroup with setmaxnreg), a persistent tile
-// scheduler, the clamped gpt-oss activation and expert biases (those layers keep the cuBLAS path).
+// scheduler.
+#include <cmath>
 #include <mutex>
 
 #include "async_copy.cuh"
@@ -49,6 +52,9 @@ struct Problem {
   const uint64_t* w0;       // (experts,) addresses of (n, k) bf16 matrices: the weight, or SwiGLU's gate
   const uint64_t* w1;       // (experts,) SwiGLU's up matrices, or null
   __nv_bfloat16* y;         // (rows, n) bf16
+  const float* bias0;       // (experts, n) f32 or null: the weight's bias, or SwiGLU's gate bias
+  const float* bias1;       // (experts, n) f32 or null: SwiGLU's up bias
+  float alpha, limit;       // SwiGLU: limit > 0 selects gpt-oss's clamped form with this alpha
   int64_t n, k;
   int experts;
   int n_tiles;              // column tiles of y: n / 128 (SwiGLU: n / 64), rounded up
@@ -234,6 +240,8 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
   __nv_bfloat16* y_bottom = y_top + 8 * p.n;
   constexpr int kOutTiles = kSwiGLU ? kTileN / 16 : kTileN / 8;  // 8-column groups written
   const int64_t col0 = int64_t{n_tile} * (kSwiGLU ? kTileN / 2 : kTileN) + 2 * (lane % 4);
+  const float* bias0 = p.bias0 ? p.bias0 + int64_t{expert} * p.n : nullptr;
+  const float* bias1 = p.bias1 ? p.bias1 + int64_t{expert} * p.n : nullptr;
 #pragma unroll
   for (int j = 0; j < kOutTiles; ++j) {
     const int64_t col = col0 + 8 * j;
@@ -241,11 +249,19 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
     float v[4];
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
+      const int64_t c = col + (q & 1);
       if constexpr (kSwiGLU) {
-        const float g = acc[4 * j + q], u = acc[4 * (j + kTileN / 16) + q];
-        v[q] = g / (1.f + __expf(-g)) * u;
+        float g = acc[4 * j + q] + (bias0 ? bias0[c] : 0.f);
+        float u = acc[4 * (j + kTileN / 16) + q] + (bias1 ? bias1[c] : 0.f);
+        if (p.limit > 0.f) {  // gpt-oss: clamp, then (up + 1) * gate * sigmoid(alpha * gate)
+          g = fminf(g, p.limit);
+          u = fminf(fmaxf(u, -p.limit), p.limit);
+          v[q] = (u + 1.f) * (g / (1.f + __expf(-p.alpha * g)));
+        } else {
+          v[q] = g / (1.f + __expf(-g)) * u;
+        }
       } else {
-        v[q] = acc[4 * j + q];
+        v[q] = acc[4 * j + q] + (bias0 ? bias0[c] : 0.f);
       }
     }
     if (top_in) *reinterpret_cast<__nv_bfloat162*>(y_top + col) = __floats2bfloat162_rn(v[0], v[1]);
@@ -320,7 +336,20 @@ bool grouped_gemm_sm90_supported() {
   return supported;
 }
 
-void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& w, const Tensor& offsets, Tensor& y) {
+namespace {
+
+void check_bias(const char* op, const char* name, const Tensor& bias, const ExpertWeightTable& w) {
+  if (!bias.defined()) return;
+  detail::require_device(op, name, bias);
+  detail::require_dtype(op, name, bias, DType::kF32);
+  SY_REQUIRE(bias.dim() == 2 && bias.size(0) == w.num_experts && bias.size(1) == w.n, InvalidArgument, op, name, " ",
+             bias.describe(), " for ", w.num_experts, " experts of ", w.n, " outputs");
+}
+
+}  // namespace
+
+void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& w, const Tensor& offsets, Tensor& y,
+                         const Tensor& bias) {
   const char* op = "cuda grouped_linear_sm90";
   detail::require_device(op, "x", x);
   detail::require_device(op, "y", y);
@@ -335,6 +364,7 @@ void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& w, const Tens
   SY_REQUIRE(w.k % 8 == 0 && w.n % 8 == 0, InvalidArgument, op, "needs k and n multiples of 8, got weights (",
              w.n, ", ", w.k, ")");
   check_table(op, "the", w);
+  check_bias(op, "bias", bias, w);
   if (x.size(0) == 0 || w.n == 0) return;
   Problem p{};
   p.x = static_cast<const __nv_bfloat16*>(x.raw());
@@ -342,6 +372,7 @@ void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& w, const Tens
   p.offsets = offsets.i64();
   p.w0 = reinterpret_cast<const uint64_t*>(w.pointers.i64());
   p.y = static_cast<__nv_bfloat16*>(y.raw());
+  p.bias0 = bias.defined() ? bias.f32() : nullptr;
   p.n = w.n;
   p.k = w.k;
   p.experts = w.num_experts;
@@ -349,7 +380,7 @@ void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& w, const Tens
 }
 
 void grouped_swiglu_sm90(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
-                         const DeviceDispatchLayout& layout, Tensor& h) {
+                         const DeviceDispatchLayout& layout, Tensor& h, const SwigluSm90Args& args) {
   const char* op = "cuda grouped_swiglu_sm90";
   detail::require_device(op, "x", x);
   detail::require_device(op, "h", h);
@@ -368,6 +399,9 @@ void grouped_swiglu_sm90(const Tensor& x, const ExpertWeightTable& gate, const E
              gate.n, ", ", gate.k, ")");
   check_table(op, "gate", gate);
   check_table(op, "up", up);
+  check_bias(op, "gate bias", args.gate_bias, gate);
+  check_bias(op, "up bias", args.up_bias, up);
+  SY_REQUIRE(args.limit <= 0.f || std::isfinite(args.alpha), InvalidArgument, op, "alpha ", args.alpha);
   if (rows == 0 || gate.n == 0) return;
   Problem p{};
   p.x = static_cast<const __nv_bfloat16*>(x.raw());
@@ -377,6 +411,10 @@ void grouped_swiglu_sm90(const Tensor& x, const ExpertWeightTable& gate, const E
   p.w0 = reinterpret_cast<const uint64_t*>(gate.pointers.i64());
   p.w1 = reinterpret_cast<const uint64_t*>(up.pointers.i64());
   p.y = static_cast<__nv_bfloat16*>(h.raw());
+  p.bias0 = args.gate_bias.defined() ? args.gate_bias.f32() : nullptr;
+  p.bias1 = args.up_bias.defined() ? args.up_bias.f32() : nullptr;
+  p.alpha = args.alpha;
+  p.limit = args.limit;
   p.n = gate.n;
   p.k = gate.k;
   p.experts = gate.num_experts;
