@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Thread-exact numpy emulation of grouped_gemm_sm90_kernel<kSwiGLU> in src/kernels/cuda/grouped_gemm_sm90.cu:
-a check of the kernel's tile lookup, operand staging (cp.async into the 128-byte swizzled layout), wgmma
+a check of the kernel's row-tile table, operand staging (cp.async into the 128-byte swizzled layout), wgmma
 descriptor addressing, accumulator-fragment epilogue and cp.async/wgmma/barrier sequence that runs without a
 GPU (written 2026-12-05, when the kernel was new and no device was lent; the GPU test
 GpuGrouped.Sm90GroupedGemmMatchesCpu is the real check). Usage: python3 tools/wgmma_gemm_emulation.py (numpy,
@@ -65,27 +65,33 @@ def descriptor_read(smem, desc, rows):
     return smem[physical // 2]
 
 
-def find_row_tile(offsets, experts, m_tile):
-    """Warp 0's lookup, lane by lane as the kernel does it (chunks of 32 experts, inclusive shuffle scan)."""
-    before = 0
-    for e0 in range(0, experts, 32):
-        lanes = range(32)
-        lo = [offsets[e0 + l] if e0 + l < experts else 0 for l in lanes]
-        count = [offsets[e0 + l + 1] - offsets[e0 + l] if e0 + l < experts else 0 for l in lanes]
-        tiles = [(c + TILE_M - 1) // TILE_M if c > 0 else 0 for c in count]
-        inclusive = list(tiles)
+def row_tile_table(offsets, experts, max_tiles, broken=None):
+    """row_tile_table_kernel, thread by thread: chunks of THREADS experts, a Hillis-Steele inclusive scan of their
+    tile counts, each expert's tiles written from its exclusive prefix, the rest marked expert -1."""
+    table = [None] * max_tiles
+    carry = 0
+    for e0 in range(0, experts, THREADS):
+        lo = [offsets[e0 + t] if e0 + t < experts else 0 for t in range(THREADS)]
+        count = [offsets[e0 + t + 1] - offsets[e0 + t] if e0 + t < experts else 0 for t in range(THREADS)]
+        n = [(c + TILE_M - 1) // TILE_M if c > 0 else 0 for c in count]
+        scan = list(n)
         d = 1
-        while d < 32:
-            inclusive = [inclusive[l] + (inclusive[l - d] if l >= d else 0) for l in lanes]
+        while d < THREADS:
+            scan = [scan[t] + (scan[t - d] if t >= d else 0) for t in range(THREADS)]
             d <<= 1
-        mine = [before + inclusive[l] - tiles[l] <= m_tile < before + inclusive[l] for l in lanes]
-        if any(mine):
-            l = mine.index(True)
-            first = before + inclusive[l] - tiles[l]
-            start = (m_tile - first) * TILE_M
-            return e0 + l, lo[l] + start, min(count[l] - start, TILE_M)
-        before += inclusive[31]
-    return -1, 0, 0
+        for t in range(THREADS):
+            first = carry + scan[t] - n[t]
+            if broken == "table_inclusive":
+                first = carry + scan[t]
+            for i in range(n[t]):
+                if first + i < max_tiles:
+                    start = i * TILE_M
+                    table[first + i] = (e0 + t, lo[t] + start, min(count[t] - start, TILE_M))
+        carry += scan[THREADS - 1]
+    for i in range(carry, max_tiles):
+        table[i] = (-1, 0, 0)
+    assert all(entry is not None for entry in table), "row tiles left unwritten"
+    return table
 
 
 def activation(g, u, limit, alpha):
@@ -97,13 +103,13 @@ def activation(g, u, limit, alpha):
     return g / (1 + np.exp(-g)) * u
 
 
-def run_block(block, x, gather, top_k, offsets, w0, w1, y, n, k, swiglu, broken=None, hazards=None, bias=(None, None),
+def run_block(block, x, gather, top_k, table, w0, w1, y, n, k, swiglu, broken=None, hazards=None, bias=(None, None),
               limit=0.0, alpha=1.702):
     """Emulates one block of the kernel; writes its outputs into y (float64, NaN = untouched)."""
     experts = len(w0)
     n_tiles = -(-n // (TILE_N // 2 if swiglu else TILE_N))
     m_tile, n_tile = block // n_tiles, block % n_tiles
-    expert, row0, rows = find_row_tile(offsets, experts, m_tile)
+    expert, row0, rows = table[m_tile]
     if expert < 0:
         return
     smem = np.full((STAGES * STAGE_BYTES) // 2, np.nan)
@@ -244,8 +250,9 @@ def launch(x, gather, top_k, offsets, w0, w1, n, k, swiglu, bias, limit, broken=
     n_tiles = -(-n // (TILE_N // 2 if swiglu else TILE_N))
     m_tiles = -(-rows // TILE_M) + min(rows, experts)
     y = np.full((rows, n), np.nan)
+    table = row_tile_table(offsets, experts, m_tiles, broken)
     for block in range(m_tiles * n_tiles):
-        run_block(block, x, gather, top_k, offsets, w0, w1, y, n, k, swiglu, broken, hazards, bias, limit)
+        run_block(block, x, gather, top_k, table, w0, w1, y, n, k, swiglu, broken, hazards, bias, limit)
     return y
 
 
@@ -288,7 +295,10 @@ def make_case(rng, counts, n, k, tokens=None, top_k=1, swiglu=False, biased=Fals
 def check(case, broken=None):
     x, gather, top_k, offsets, w0, w1, n, k, swiglu, bias, limit = case
     hazards = []
-    y = launch(x, gather, top_k, offsets, w0, w1, n, k, swiglu, bias, limit, broken, hazards)
+    try:
+        y = launch(x, gather, top_k, offsets, w0, w1, n, k, swiglu, bias, limit, broken, hazards)
+    except AssertionError as e:  # e.g. row-tile entries the table kernel never wrote (garbage on a GPU)
+        return str(e), hazards
     want = reference(x, gather, top_k, offsets, w0, w1, n, swiglu, bias, limit)
     if np.isnan(y).any():
         return f"{int(np.isnan(y).sum())} outputs never written", hazards
@@ -303,6 +313,8 @@ def main():
         "plain: uneven experts, an empty one, partial k tile": ([130, 0, 5, 1], 136, 200, None, 1, False, False, 0),
         "plain: one row": ([0, 1], 128, 64, None, 1, False, False, 0),
         "plain: every row on the last of 40 experts": ([0] * 39 + [129], 64, 72, None, 1, False, False, 0),
+        "plain: 300 experts (two scan chunks), sparse": ([3 if e % 97 == 5 else 0 for e in range(300)] + [2], 64, 64,
+                                                         None, 1, False, False, 0),
         "plain: bias rows (gpt-oss down)": ([9, 0, 20], 72, 64, None, 1, False, True, 0),
         "swiglu: gathered tokens, top-2": ([70, 0, 58, 0], 72, 136, 64, 2, True, False, 0),
         "swiglu: long k (pipeline wraps the ring twice)": ([3, 1], 64, 704, 2, 2, True, False, 0),
@@ -318,7 +330,7 @@ def main():
         print(f"{name}: {status}")
     # Broken variants of the kernel must each be caught by at least one case.
     for broken in ("no_swizzle_write", "sbo", "gate_up_swapped", "warpgroup_offset", "up_column", "wait_too_loose",
-                   "too_far_ahead", "wait_none", "bias_column"):
+                   "too_far_ahead", "wait_none", "bias_column", "table_inclusive"):
         caught = False
         for name, case in built.items():
             err, hazards = check(case, broken)

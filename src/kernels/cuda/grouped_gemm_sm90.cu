@@ -1,10 +1,11 @@
 // Prefill-sized routed experts on Hopper: a grouped GEMM on the warpgroup tensor-core instruction (wgmma,
 // sm_90a) over per-expert row counts that stay on the device (no host synchronisation, no pointer arrays
 // built on the host). One block computes a 128 x 128 tile of one expert's product: block b takes column tile
-// b % n_tiles of row tile b / n_tiles, and warp 0 finds which expert that row tile belongs to by a prefix sum
-// of ceil(rows_e / 128) over the device offsets (the grid is sized for the worst case, ceil(rows / 128) +
-// experts row tiles; the blocks past the last tile exit). The column tiles of one row tile run side by
-// side, so the expert's rows are read from HBM about once and its weights stay in L2 across its row tiles.
+// b % n_tiles of row tile b / n_tiles. A one-block kernel first lays the row tiles out from the device offsets
+// (a prefix sum of ceil(rows_e / 128): row tile i -> expert, first row, rows), for a grid sized for the worst
+// case, ceil(rows / 128) + experts row tiles (the blocks past the last tile exit). The column tiles of one row
+// tile run side by side, so the expert's rows are read from HBM about once and its weights stay in L2 across
+// its row tiles.
 //
 // Operands: all 256 threads stage 64-wide k slices of A (the expert's rows) and B (the weight rows, (n, k)
 // row-major: already the K-major layout wgmma reads) with cp.async into a 5-stage ring, in the 128-byte
@@ -24,6 +25,7 @@
 // Not here: TMA loads and warp specialisation (a producer warpgroup with setmaxnreg), a persistent tile
 // scheduler.
 #include <cmath>
+#include <map>
 #include <mutex>
 
 #include "async_copy.cuh"
@@ -58,6 +60,13 @@ struct Problem {
   int64_t n, k;
   int experts;
   int n_tiles;              // column tiles of y: n / 128 (SwiGLU: n / 64), rounded up
+  const struct RowTile* tiles;  // (row tiles,) from row_tile_table_kernel
+};
+
+// Row tile i of the grouped rows: `rows` (1..128) rows of `expert` from grouped row row0; expert -1 past the last.
+struct RowTile {
+  int64_t row0;
+  int32_t expert, rows;
 };
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -114,55 +123,53 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t a, uin
       : "memory");
 }
 
-// Warp 0: which expert row tile m_tile is (tiles numbered expert by expert, ceil(rows_e / kTileM) each).
-// info = {expert or -1 past the last tile, first grouped row, rows in the tile}.
-__device__ void find_row_tile(const int64_t* offsets, int experts, int64_t m_tile, int64_t* info) {
-  const int lane = threadIdx.x & 31;
-  int64_t before = 0;  // row tiles of the experts before this chunk of 32
-  for (int e0 = 0; e0 < experts; e0 += 32) {
-    const int e = e0 + lane;
-    int64_t lo = 0, count = 0;
-    if (e < experts) {
-      lo = offsets[e];
-      count = offsets[e + 1] - lo;
-    }
-    const int64_t tiles = count > 0 ? (count + kTileM - 1) / kTileM : 0;
-    int64_t inclusive = tiles;
-    for (int d = 1; d < 32; d <<= 1) {
-      const int64_t v = __shfl_up_sync(0xffffffffu, inclusive, d);
-      if (lane >= d) inclusive += v;
-    }
-    const int64_t first = before + inclusive - tiles;
-    const bool mine = m_tile >= first && m_tile < first + tiles;
-    if (__ballot_sync(0xffffffffu, mine) != 0) {
-      if (mine) {
-        const int64_t start = (m_tile - first) * kTileM;
-        info[0] = e;
-        info[1] = lo + start;
-        info[2] = count - start < kTileM ? count - start : kTileM;
-      }
-      return;
-    }
-    before += __shfl_sync(0xffffffffu, inclusive, 31);
-  }
-  if (lane == 0) info[0] = -1;
-}
-
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+// One block: row tile i -> (expert, first row, rows) for every row tile, experts in order, each expert's rows cut
+// into ceil(rows_e / 128) tiles; entries [total, max_tiles) get expert -1. Chunks of kThreads experts: a
+// block-wide exclusive scan of their tile counts (shared memory, Hillis-Steele), then each thread writes its
+// expert's tiles.
+__global__ void __launch_bounds__(kThreads) row_tile_table_kernel(const int64_t* offsets, int experts,
+                                                                  int64_t max_tiles, RowTile* tiles) {
+  __shared__ int64_t scan[kThreads];
+  __shared__ int64_t carry;
+  if (threadIdx.x == 0) carry = 0;
+  __syncthreads();
+  for (int e0 = 0; e0 < experts; e0 += kThreads) {
+    const int e = e0 + static_cast<int>(threadIdx.x);
+    const int64_t lo = e < experts ? offsets[e] : 0, count = e < experts ? offsets[e + 1] - lo : 0;
+    const int64_t n = count > 0 ? (count + kTileM - 1) / kTileM : 0;
+    scan[threadIdx.x] = n;
+    __syncthreads();
+    for (int d = 1; d < kThreads; d <<= 1) {
+      const int64_t v = threadIdx.x >= static_cast<unsigned>(d) ? scan[threadIdx.x - d] : 0;
+      __syncthreads();
+      scan[threadIdx.x] += v;
+      __syncthreads();
+    }
+    const int64_t first = carry + scan[threadIdx.x] - n;  // this expert's first row tile
+    for (int64_t i = 0; i < n && first + i < max_tiles; ++i) {
+      const int64_t start = i * kTileM;
+      tiles[first + i] = {lo + start, e, static_cast<int32_t>(count - start < kTileM ? count - start : kTileM)};
+    }
+    __syncthreads();  // every thread has read carry and scan
+    if (threadIdx.x == kThreads - 1) carry += scan[kThreads - 1];
+    __syncthreads();
+  }
+  for (int64_t i = carry + threadIdx.x; i < max_tiles; i += kThreads) tiles[i] = {0, -1, 0};
+}
 
 template <bool kSwiGLU>
 __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ uint8_t smem_raw[];
-  __shared__ int64_t tile[3];
   const int64_t m_tile = blockIdx.x / p.n_tiles;
   const int n_tile = static_cast<int>(blockIdx.x % p.n_tiles);
-  if (threadIdx.x < 32) find_row_tile(p.offsets, p.experts, m_tile, tile);
-  __syncthreads();
-  const int expert = static_cast<int>(tile[0]);
+  const RowTile tile = p.tiles[m_tile];
+  const int expert = tile.expert;
   if (expert < 0) return;
-  const int64_t row0 = tile[1];
-  const int rows = static_cast<int>(tile[2]);
+  const int64_t row0 = tile.row0;
+  const int rows = tile.rows;
   const uint32_t ring = (detail::smem_address(smem_raw) + 1023u) & ~1023u;
 
   // This thread stages 16-byte chunk `chunk` of rows row_base + 32 i (i < 4) of both operands.
@@ -281,10 +288,11 @@ __global__ void probe_sm90a_kernel(int* out) {
 #endif
 }
 
-bool probe_sm90a() {
-  int device = 0;
+// For the current device: synchronises (a device allocation, a launch on the legacy stream and a copy), so
+// the first call per device must not fall inside a stream capture (the forward pass makes it at upload).
+bool probe_sm90a(int device) {
   cudaDeviceProp prop{};
-  if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
@@ -305,6 +313,12 @@ bool probe_sm90a() {
   return true;
 }
 
+// cp.async reads 16-byte chunks of x's rows; the epilogue writes bf16 pairs.
+void check_operands(const char* op, const Tensor& x, const Tensor& y) {
+  SY_REQUIRE(reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(y.raw()) % 4 == 0,
+             InvalidArgument, op, "x must be 16-byte aligned and the output 4-byte aligned");
+}
+
 void check_table(const char* op, const char* name, const ExpertWeightTable& w) {
   for (int e = 0; e < w.num_experts; ++e) {
     SY_REQUIRE(!w.keep[e].defined() || reinterpret_cast<uintptr_t>(w.keep[e].raw()) % 16 == 0, InvalidArgument, op,
@@ -323,6 +337,11 @@ void launch(Problem p, int64_t rows) {
   const int64_t blocks = m_tiles * p.n_tiles;
   SY_REQUIRE(blocks < INT32_MAX, InvalidArgument, "cuda grouped_gemm_sm90", rows, " rows x ", p.n,
              " columns are too many tiles for one launch");
+  Tensor table = Tensor::empty({m_tiles * static_cast<int64_t>(sizeof(RowTile))}, DType::kU8, Device::kCuda);
+  auto* tiles = reinterpret_cast<RowTile*>(table.raw());
+  row_tile_table_kernel<<<1, kThreads, 0, stream()>>>(p.offsets, p.experts, m_tiles, tiles);
+  SY_CUDA_CHECK_LAUNCH();
+  p.tiles = tiles;
   grouped_gemm_sm90_kernel<kSwiGLU><<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream()>>>(p);
   SY_CUDA_CHECK_LAUNCH();
 }
@@ -330,10 +349,18 @@ void launch(Problem p, int64_t rows) {
 }  // namespace
 
 bool grouped_gemm_sm90_supported() {
-  static std::once_flag once;
-  static bool supported = false;
-  std::call_once(once, [] { supported = probe_sm90a(); });
-  return supported;
+  // Per device: the probe's answer and the shared-memory attribute it sets belong to the current device.
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  static std::mutex mutex;
+  static std::map<int, bool> supported;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = supported.find(device);
+  if (it == supported.end()) it = supported.emplace(device, probe_sm90a(device)).first;
+  return it->second;
 }
 
 namespace {
@@ -365,6 +392,7 @@ void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& w, const Tens
              w.n, ", ", w.k, ")");
   check_table(op, "the", w);
   check_bias(op, "bias", bias, w);
+  check_operands(op, x, y);
   if (x.size(0) == 0 || w.n == 0) return;
   Problem p{};
   p.x = static_cast<const __nv_bfloat16*>(x.raw());
@@ -399,6 +427,7 @@ void grouped_swiglu_sm90(const Tensor& x, const ExpertWeightTable& gate, const E
              gate.n, ", ", gate.k, ")");
   check_table(op, "gate", gate);
   check_table(op, "up", up);
+  check_operands(op, x, h);
   check_bias(op, "gate bias", args.gate_bias, gate);
   check_bias(op, "up bias", args.up_bias, up);
   SY_REQUIRE(args.limit <= 0.f || std::isfinite(args.alpha), InvalidArgument, op, "alpha ", args.alpha);
