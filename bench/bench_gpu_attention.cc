@@ -1,5 +1,6 @@
 // bench_gpu_attention [--tokens 16384] [--heads 16] [--kv-heads 16] [--head-dim 128] [--iters 5]
-// Causal prefill attention of one sequence on GPU 0 through cuda::attention (the engine's prefill kernel),
+// Causal prefill attention of one sequence on GPU 0 through cuda::attention (the f32 paged kernel), and
+// cuda::flash_attention's FlashAttention-2 (mma.sync) and Hopper (wgmma, head dim 128) kernels,
 // timed with CUDA synchronisation; FLOPs counted as 4 * T^2 * H * d / 2 (causal). References printed with it:
 // the H100's dense bf16 peak (989 TFLOP/s, published). The PyTorch peer is bench/torch_attention.py
 // (scaled_dot_product_attention on the same shape), run in the same device session.
@@ -52,8 +53,9 @@ int main(int argc, char** argv) {
     sy::cuda::synchronize();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
     const double flops = 4.0 * static_cast<double>(tokens) * tokens * heads * dim / 2;
-    // The tensor-core kernel on the same inputs in bf16 (head dim 64 or 128).
-    double s_flash = 0;
+    // The tensor-core kernels on the same inputs in bf16 (head dim 64 or 128): FlashAttention-2 on mma.sync, and
+    // on an sm_90a device with head dim 128 the wgmma kernel (args.sm90).
+    double s_flash = 0, s_sm90 = 0;
     if (dim == 128 || dim == 64) {
       Tensor qb = Tensor::empty(q.shape(), sy::DType::kBF16, sy::Device::kCuda);
       Tensor kb = Tensor::empty(k.shape(), sy::DType::kBF16, sy::Device::kCuda);
@@ -76,6 +78,23 @@ int main(int argc, char** argv) {
         den = std::max(den, static_cast<double>(std::fabs(b.f32()[i])));
       }
       std::printf("flash vs f32 kernel: max relative difference %.2e\n", num / den);
+      if (dim == 128 && sy::cuda::flash_attention_sm90_supported()) {
+        sy::cuda::AttentionArgs hopper = args;
+        hopper.sm90 = true;
+        Tensor out3 = Tensor::empty({tokens, heads, dim}, sy::DType::kF32, sy::Device::kCuda);
+        sy::cuda::flash_attention(qb, kb, vb, hopper, out3);
+        sy::cuda::synchronize();
+        const auto h0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < iters; ++i) sy::cuda::flash_attention(qb, kb, vb, hopper, out3);
+        sy::cuda::synchronize();
+        s_sm90 = std::chrono::duration<double>(std::chrono::steady_clock::now() - h0).count() / iters;
+        Tensor c = sy::cuda::to_host(out3);
+        double diff = 0;
+        for (int64_t i = 0; i < c.numel(); ++i) {
+          diff = std::max(diff, static_cast<double>(std::fabs(c.f32()[i] - b.f32()[i])));
+        }
+        std::printf("wgmma flash vs f32 kernel: max relative difference %.2e\n", diff / den);
+      }
     }
     std::printf("causal prefill attention: %lld tokens, %lld heads (%lld kv), head dim %lld\n",
                 static_cast<long long>(tokens), static_cast<long long>(heads), static_cast<long long>(kv_heads),
@@ -86,6 +105,10 @@ int main(int argc, char** argv) {
     if (s_flash > 0) {
       std::printf("| cuda::flash_attention (bf16 mma.sync tiles) | %.2f ms | %.1f | %.1f%% |\n", s_flash * 1e3,
                   flops / s_flash / 1e12, 100 * flops / s_flash / 989e12);
+    }
+    if (s_sm90 > 0) {
+      std::printf("| cuda::flash_attention, sm90 (bf16 wgmma tiles) | %.2f ms | %.1f | %.1f%% |\n", s_sm90 * 1e3,
+                  flops / s_sm90 / 1e12, 100 * flops / s_sm90 / 989e12);
     }
     return 0;
 #endif

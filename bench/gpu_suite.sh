@@ -58,7 +58,7 @@ if want long; then
 fi
 if want attention; then
   echo "== causal prefill attention (cuda::attention, cuda::flash_attention; SDPA under torch)"
-  timeout 150 "$bin/bench_gpu_attention" --tokens 16384 --heads 16 --head-dim 128 --iters 5 2>&1 | tail -n 6
+  timeout 150 "$bin/bench_gpu_attention" --tokens 16384 --heads 16 --head-dim 128 --iters 5 2>&1 | tail -n 9
   timeout 100 "$bin/bench_gpu_attention" --tokens 8192 --heads 64 --kv-heads 8 --head-dim 64 --iters 3 2>&1 | tail -n 6
 fi
 if want deepseek; then

@@ -113,6 +113,9 @@ struct GpuState {
   // instead of cuBLAS's grouped call: SY_SM90_EXPERTS=1 at upload. Off by default until a device run has
   // measured it against cuBLAS (written without a GPU; see docs/benchmarks.md).
   bool sm90_experts = false;
+  // Fresh prompts of head dims 128/128 through the Hopper attention kernel (AttentionArgs::sm90):
+  // SY_FLASH_SM90=1 at upload; off by default for the same reason.
+  bool flash_sm90 = false;
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
   bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
   const void* graph_pool = nullptr;
@@ -453,6 +456,11 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   if (const char* env = std::getenv("SY_FLASH_PREFILL")) s->use_flash = std::string(env) != "0";
   if (const char* env = std::getenv("SY_FUSED_QKV")) s->fused_qkv = std::string(env) != "0";
   if (const char* env = std::getenv("SY_DECODE_ROUTE")) s->decode_route = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_FLASH_SM90")) {
+    s->flash_sm90 = std::string(env) != "0";
+    SY_REQUIRE(!s->flash_sm90 || cuda::flash_attention_sm90_supported(), Unsupported, "cuda",
+               "SY_FLASH_SM90=1 needs a compute capability 9.0 GPU and a build with sm_90a code");
+  }
   if (const char* env = std::getenv("SY_SM90_EXPERTS")) {
     s->sm90_experts = std::string(env) != "0";
     SY_REQUIRE(!s->sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",
@@ -758,6 +766,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     args.window = c.layer_sliding_window[l];
     args.sinks = w.sinks;
     args.key_splits = s.key_splits;
+    args.sm90 = s.flash_sm90;
     Tensor att;  // (n, heads * dv)
     if (a.mla) {
       att = mla_attention(s, l, b, pool, args, hb);

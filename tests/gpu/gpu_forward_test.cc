@@ -215,8 +215,9 @@ TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
 // path within the bf16 tolerance, and the paged-only GPU pass too. Dense Qwen3-shaped random models (the
 // golden fixtures' heads are smaller), so that no bf16 routing flip can excuse a row from the comparison.
 // tol: the logits tolerance; init_std: the random weights' scale (larger makes peaked attention, so that a
-// mistake in the scores cannot hide in a near-uniform softmax).
-void check_flash_prefill(const nlohmann::json& j, double tol = kLogitTol, float init_std = 0.02f) {
+// mistake in the scores cannot hide in a near-uniform softmax). sm90: the GPU model runs the Hopper kernel
+// (SY_FLASH_SM90=1) for head dims 128/128.
+void check_flash_prefill(const nlohmann::json& j, double tol = kLogitTol, float init_std = 0.02f, bool sm90 = false) {
   const ModelConfig cfg = ModelConfig::from_json(j);
   auto params =
       std::make_shared<std::map<std::string, Tensor>>(train::TrainableModel::from_config(cfg, 7, init_std)->params());
@@ -224,7 +225,11 @@ void check_flash_prefill(const nlohmann::json& j, double tol = kLogitTol, float 
   auto cpu = make();
   std::unique_ptr<Model> gpu, paged_only;
   gpu = make();
-  gpu->to_device(Device::kCuda);
+  {
+    std::unique_ptr<ScopedEnv> env;
+    if (sm90) env = std::make_unique<ScopedEnv>("SY_FLASH_SM90", "1");
+    gpu->to_device(Device::kCuda);
+  }
   {
     setenv("SY_FLASH_PREFILL", "0", 1);
     paged_only = make();
@@ -256,9 +261,10 @@ void check_flash_prefill(const nlohmann::json& j, double tol = kLogitTol, float 
       EXPECT_LT(test::relative_error(row(q, r), row(a, r)), tol) << what << " (paged only) row " << r;
     }
   };
-  const int64_t flash_before = cuda::flash_attention_calls();
+  const int64_t flash_before = cuda::flash_attention_calls(), sm90_before = cuda::flash_attention_sm90_calls();
   run(seqs, "fresh prompts");
   EXPECT_EQ(cuda::flash_attention_calls() - flash_before, cfg.num_layers) << "one fresh prompt, once per layer";
+  if (sm90) EXPECT_EQ(cuda::flash_attention_sm90_calls() - sm90_before, cfg.num_layers) << "through the wgmma kernel";
   std::vector<BatchSequence> step2 = seqs;
   step2[0].start = 150;
   step2[0].ids = {3};
@@ -279,6 +285,13 @@ nlohmann::json dense_qwen3(int64_t head_dim) {
 TEST(GpuForwardFlash, FreshPromptsThroughTheTensorCoreKernelMatchCpu) {
   SY_SKIP_WITHOUT_GPU();
   check_flash_prefill(dense_qwen3(128));
+}
+
+TEST(GpuForwardFlash, FreshPromptsThroughTheHopperKernelMatchCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  if (!cuda::flash_attention_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
+  check_flash_prefill(dense_qwen3(128), kLogitTol, 0.02f, /*sm90=*/true);
+  check_flash_prefill(dense_qwen3(128), kLogitTol, 0.05f, /*sm90=*/true);  // peaked attention
 }
 
 // Head dim 64 with a 48-token sliding window on the first layer (the 150-token prompt spans three windows

@@ -395,10 +395,17 @@ TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
   }
 }
 
-// The tensor-core prefill kernel against the CPU attention on bf16-rounded inputs: lengths that are not a
-// multiple of the 64-row tiles, GQA, one token.
+// The tensor-core prefill kernels against the CPU attention on bf16-rounded inputs: lengths that are not a
+// multiple of the 64- or 128-row tiles, GQA, one token; first the FlashAttention-2 kernel, then (on a Hopper
+// GPU) args.sm90, which runs the wgmma kernel for head dims 128/128 and the FA2 kernel for the others.
 TEST(GpuOps, FlashAttentionMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
+  for (bool sm90 : {false, true}) {
+  if (sm90 && !cuda::flash_attention_sm90_supported()) {
+    std::printf("flash_attention: no sm_90a device, the wgmma kernel is not tested\n");
+    continue;
+  }
+  const std::string kernel = sm90 ? " (sm90 where d=128)" : "";
   // (t, heads, kv_heads, head dim, window, sinks): windows shorter than a tile, spanning tiles, and longer
   // than the sequence; sinks with and without a window (gpt-oss: head dim 64, window 128, sinks).
   // dv 0: the same as d; (192, 128) is MLA's expanded prefill.
@@ -423,12 +430,15 @@ TEST(GpuOps, FlashAttentionMatchesCpu) {
     cuda::AttentionArgs args;
     args.scale = scale;
     args.window = c.window;
+    args.sm90 = sm90;
     if (c.sinks) args.sinks = cuda::to_device(sinks);
     Tensor out = poisoned_device({c.t, c.heads, dv});
+    const int64_t sm90_calls = cuda::flash_attention_sm90_calls();
     cuda::flash_attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, out);
+    EXPECT_EQ(cuda::flash_attention_sm90_calls() - sm90_calls, sm90 && c.d == 128 && dv == 128 ? 1 : 0);
     expect_close("flash_attention t=" + std::to_string(c.t) + " heads=" + std::to_string(c.heads) + "/" +
                      std::to_string(c.kv_heads) + " d=" + std::to_string(c.d) + "/" + std::to_string(dv) + " window=" +
-                     std::to_string(c.window) + (c.sinks ? " sinks" : ""),
+                     std::to_string(c.window) + (c.sinks ? " sinks" : "") + kernel,
                  out, ref, kBf16Tol);
   }
   // Packed sequences in one launch: each range against its own sequence alone; rows in no range stay poisoned.
@@ -443,6 +453,7 @@ TEST(GpuOps, FlashAttentionMatchesCpu) {
     cuda::AttentionArgs args;
     args.scale = 1.f / std::sqrt(static_cast<float>(d));
     args.window = window;
+    args.sm90 = sm90;
     if (with_sinks) args.sinks = cuda::to_device(sinks);
     Tensor out = poisoned_device({t, heads, dv});
     const int64_t calls = cuda::flash_attention_calls();
@@ -462,7 +473,7 @@ TEST(GpuOps, FlashAttentionMatchesCpu) {
       ops::attention(q.slice(0, r0, r1).contiguous().to(DType::kF32), k.slice(0, r0, r1).contiguous().to(DType::kF32),
                      v.slice(0, r0, r1).contiguous().to(DType::kF32), pos, n, o, ref);
       expect_close("packed flash_attention rows [" + std::to_string(r0) + ", " + std::to_string(r1) + ") d=" +
-                       std::to_string(d),
+                       std::to_string(d) + kernel,
                    got.slice(0, r0, r1).contiguous(), ref, kBf16Tol);
     }
     for (int64_t i = 0; i < t; ++i) {
@@ -471,6 +482,7 @@ TEST(GpuOps, FlashAttentionMatchesCpu) {
       EXPECT_TRUE(std::isnan(row.f32()[0]) && std::isnan(row.f32()[row.numel() - 1])) << "row " << i << " written";
     }
   }
+  }  // sm90
   cuda::AttentionArgs args;
   args.scale = 1.f;
   // Overlapping or out-of-range sequences are refused.

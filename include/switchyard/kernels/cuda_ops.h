@@ -144,6 +144,9 @@ struct AttentionArgs {
   // paged_attention: blocks per (query, head) over its keys for decode-sized passes; 0 picks from the batch
   // size (passes with enough (query, head) pairs to fill the GPU always use one).
   int key_splits = 0;
+  // flash_attention: the Hopper kernel (wgmma, 128-query tiles) where it applies: head dims 128/128 on a
+  // compute capability 9.0 GPU with this build's sm_90a code; elsewhere the FlashAttention-2 kernel runs.
+  bool sm90 = false;
 };
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, int64_t kv_len,
                const AttentionArgs& args, Tensor& out);
@@ -160,7 +163,9 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const At
 void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                      const std::vector<std::pair<int64_t, int64_t>>& sequences, const AttentionArgs& args,
                      Tensor& out);
-int64_t flash_attention_calls();  // calls so far in this process (tests check which path ran)
+int64_t flash_attention_calls();       // calls so far in this process (tests check which path ran)
+int64_t flash_attention_sm90_calls();  // of which through the Hopper kernel
+bool flash_attention_sm90_supported();  // whether args.sm90 can take effect on this device (compute capability 9.0)
 
 // Causal attention of the queries of many sequences against a paged KV pool (the batched forward pass):
 // k: (blocks*block_size, kv_heads, dk), v: (blocks*block_size, kv_heads, dv <= 512) pools, both f32 or both

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "async_copy.cuh"
+#include "flash_softmax.cuh"
+#include "flash_tiles.cuh"
 #include "op_common.cuh"
 
 namespace sy::cuda {
@@ -81,10 +83,7 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* tile, const __nv_bfloat
   }
 }
 
-// A block's work: query rows [q0, q0 + 64) of the sequence of `len` rows that starts at packed row `row0`.
-struct FlashTile {
-  int64_t row0, len, q0;
-};
+using detail::FlashTile;
 
 // Query i of a sequence attends its keys [max(0, i - window + 1), i] (window 0: [0, i]); sinks: (heads,) f32
 // or null. scale_log2 = softmax scale * log2(e). Fragment coordinates: g = lane / 4 and c = lane % 4; an accumulator
@@ -151,47 +150,7 @@ __global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q,
       }
     }
     // Online softmax per row (a row's 64 scores are spread over the 4 threads of a quad).
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      // Visible keys of this row as tile offsets [lo, hi], clamped to [-1, 64] (32-bit compares below).
-      const int64_t hi64 = row_q[r] - k0, lo64 = row_lo[r] - k0;
-      const int hi = static_cast<int>(hi64 < -1 ? -1 : (hi64 > kBlockN ? kBlockN : hi64));
-      const int lo = static_cast<int>(lo64 < -1 ? -1 : (lo64 > kBlockN ? kBlockN : lo64));
-      float mx = -INFINITY;
-#pragma unroll
-      for (int j = 0; j < kBlockN / 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int key = 8 * j + 2 * c + e;
-          float& x = s[j][2 * r + e];
-          x = key <= hi && key >= lo ? x * scale_log2 : -INFINITY;
-          mx = fmaxf(mx, x);
-        }
-      }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[r], mx);
-      const float alpha = m_new == -INFINITY ? 1.f : exp2f(m[r] - m_new);  // 0 when m was -inf
-      float sum = 0.f;
-#pragma unroll
-      for (int j = 0; j < kBlockN / 8; ++j) {
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float& x = s[j][2 * r + e];
-          x = x == -INFINITY ? 0.f : exp2f(x - m_new);
-          sum += x;
-        }
-      }
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      l[r] = l[r] * alpha + sum;
-      m[r] = m_new;
-#pragma unroll
-      for (int j = 0; j < kDv / 8; ++j) {
-        o[j][2 * r] *= alpha;
-        o[j][2 * r + 1] *= alpha;
-      }
-    }
+    detail::online_softmax<kBlockN, kDv>(&s[0][0], &o[0][0], row_q, row_lo, k0, c, scale_log2, m, l);
     cp_async_wait<0>();  // this V tile has landed
     __syncthreads();     // and every warp is done with this K tile
     if (k0 + kBlockN <= last_key) load_tile<kDk, kLdK>(sk, kh, k0 + kBlockN, t, k_stride);
@@ -215,27 +174,10 @@ __global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q,
     cp_async_commit();  // group: the next V tile
   }
   cp_async_wait<0>();
-  // out = O / l per row; a sink adds exp(sink - max) to the denominator, as in ops::attention (every row saw
-  // its own key, so m is finite).
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    if (row_q[r] >= t) continue;
-    float scale_o = 1.f, denom = l[r];
-    if (sinks) {
-      const float sink = sinks[head] * 1.4426950408889634f, mf = fmaxf(m[r], sink);  // log2 units
-      scale_o = exp2f(m[r] - mf);
-      denom = l[r] * scale_o + exp2f(sink - mf);
-    }
-    const float inv = scale_o / denom;
-    float* dst = out + row_q[r] * o_stride + head * kDv + 2 * c;
-#pragma unroll
-    for (int j = 0; j < kDv / 8; ++j) {
-      *reinterpret_cast<float2*>(dst + 8 * j) = make_float2(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
-    }
-  }
+  detail::store_rows<kDv>(&o[0][0], m, l, row_q, t, sinks ? sinks + head : nullptr, out + head * kDv, o_stride, c);
 }
 
-int64_t g_calls = 0;
+int64_t g_calls = 0, g_sm90_calls = 0;
 
 template <int kDk, int kDv>
 void launch_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, const Tensor& tiles,
@@ -259,6 +201,24 @@ void launch_flash(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
 }  // namespace
 
 int64_t flash_attention_calls() { return g_calls; }
+int64_t flash_attention_sm90_calls() { return g_sm90_calls; }
+bool flash_attention_sm90_supported() { return detail::flash_sm90_supported(); }
+
+Tensor detail::flash_tile_table(const std::vector<std::pair<int64_t, int64_t>>& sequences, int64_t block_m,
+                                int64_t& count) {
+  std::vector<FlashTile> table;
+  for (const auto& [r0, r1] : sequences) {
+    for (int64_t q0 = 0; q0 < r1 - r0; q0 += block_m) table.push_back({r0, r1 - r0, q0});
+  }
+  count = static_cast<int64_t>(table.size());
+  if (table.empty()) return Tensor();
+  std::stable_sort(table.begin(), table.end(), [](const FlashTile& a, const FlashTile& b) { return a.q0 > b.q0; });
+  // Asynchronous upload (no host synchronisation in the pass): the copy is staged before upload returns.
+  const size_t table_bytes = table.size() * sizeof(FlashTile);
+  Tensor tiles = Tensor::empty({static_cast<int64_t>(table_bytes)}, DType::kU8, Device::kCuda);
+  upload(tiles.raw(), table.data(), table_bytes);
+  return tiles;
+}
 
 void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, Tensor& out) {
   flash_attention(q, k, v, {{0, q.dim() == 3 ? q.size(0) : 0}}, args, out);
@@ -289,24 +249,24 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     SY_REQUIRE(args.sinks.numel() == q.size(1), InvalidArgument, op, "sinks ", args.sinks.describe(), " for ",
                q.size(1), " heads");
   }
-  // One table entry per 64-query tile of every sequence, the tiles with the most keys first (a causal tile's
-  // work grows with q0), so the longest blocks start earliest.
-  std::vector<FlashTile> table;
   int64_t prev_end = 0;
   for (const auto& [r0, r1] : sequences) {
     SY_REQUIRE(r0 >= prev_end && r1 >= r0 && r1 <= q.size(0), InvalidArgument, op, "sequence rows [", r0, ", ", r1,
                ") out of order, overlapping or past the ", q.size(0), " rows");
     prev_end = r1;
-    for (int64_t q0 = 0; q0 < r1 - r0; q0 += kBlockM) table.push_back({r0, r1 - r0, q0});
   }
-  if (table.empty()) return;
-  std::stable_sort(table.begin(), table.end(), [](const FlashTile& a, const FlashTile& b) { return a.q0 > b.q0; });
-  // Asynchronous upload (no host synchronisation in the pass): the copy is staged before upload returns.
-  const size_t table_bytes = table.size() * sizeof(FlashTile);
-  Tensor tiles = Tensor::empty({static_cast<int64_t>(table_bytes)}, DType::kU8, Device::kCuda);
-  upload(tiles.raw(), table.data(), table_bytes);
+  int64_t n_tiles = 0;
+  if (args.sm90 && dk == 128 && dv == 128 && detail::flash_sm90_supported()) {
+    Tensor tiles = detail::flash_tile_table(sequences, detail::kFlashSm90BlockM, n_tiles);
+    if (n_tiles == 0) return;
+    ++g_calls;
+    ++g_sm90_calls;
+    detail::launch_flash_sm90(q, k, v, args, tiles, n_tiles, out);
+    return;
+  }
+  Tensor tiles = detail::flash_tile_table(sequences, kBlockM, n_tiles);
+  if (n_tiles == 0) return;
   ++g_calls;
-  const int64_t n_tiles = static_cast<int64_t>(table.size());
   if (dk == 64) {
     launch_flash<64, 64>(q, k, v, args, tiles, n_tiles, out);
   } else if (dk == 128) {

@@ -25,11 +25,13 @@
 // Not here: TMA loads and warp specialisation (a producer warpgroup with setmaxnreg), a persistent tile
 // scheduler.
 #include <cmath>
+#include <functional>
 #include <map>
 #include <mutex>
 
 #include "async_copy.cuh"
 #include "op_common.cuh"
+#include "wgmma.cuh"
 
 namespace sy::cuda {
 
@@ -69,61 +71,6 @@ struct RowTile {
   int32_t expert, rows;
 };
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled operand stage (8-row atoms of 1024 bytes).
-__device__ __forceinline__ uint32_t swizzled(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
-
-// The wgmma shared-memory descriptor of a K-major operand in the 128-byte swizzle layout starting at
-// `address` (the atom start must be 1024-aligned; stepping k by 16 adds 32 bytes to the address).
-__device__ __forceinline__ uint64_t smem_descriptor(uint32_t address) {
-  return uint64_t{(address & 0x3FFFFu) >> 4}  // start address / 16 (14 bits)
-         | (uint64_t{1} << 16)                // leading byte offset: unused with the 128-byte swizzle
-         | (uint64_t{1024 >> 4} << 32)        // stride byte offset: 8 rows x 128 bytes to the next atom
-         | (uint64_t{1} << 62);               // swizzle mode: 128 bytes
-}
-
-// Makes this thread's generic-proxy shared-memory writes (cp.async's) visible to the tensor cores.
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int kPending>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
-}
-// Pins the accumulators in place around the asynchronous products: the compiler may not move reads or writes
-// of d across this point (so the epilogue cannot be scheduled above the wait that retires the products).
-__device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
-#pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
-}
-// d (64 x 128 f32, the warpgroup's accumulator fragment) += A (64 x 16, descriptor a) * B^T (B: 128 x 16,
-// descriptor b), both K-major bf16. Thread t of the warpgroup holds rows 16 (t / 32) + (t % 32) / 4 (+ 8 for
-// d[4j + 2], d[4j + 3]) and columns 8j + 2 (t % 4) (+ 1) in d[4j] (d[4j + 1]), j = 0..15.
-__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t a, uint64_t b) {
-  asm volatile(
-      "{\n"
-      ".reg .pred accumulate;\n"
-      "setp.ne.b32 accumulate, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-      "%64, %65, accumulate, 1, 1, 0, 0;\n"
-      "}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "l"(a), "l"(b), "r"(1)
-      : "memory");
-}
-
-#endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // One block: row tile i -> (expert, first row, rows) for every row tile, experts in order, each expert's rows cut
 // into ceil(rows_e / 128) tiles; entries [total, max_tiles) get expert -1. Chunks of kThreads experts: a
@@ -198,7 +145,7 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
     const uint32_t a_stage = ring + stage * kStageBytes, b_stage = a_stage + kOperandBytes;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint32_t at = swizzled(row_base + 32 * i, chunk);
+      const uint32_t at = sm90::swizzled(row_base + 32 * i, chunk);
       const bool a_ok = a_in[i] && k_in, b_ok = b_in[i] && k_in;
       detail::cp_async16(a_stage + at, a_ok ? a_src[i] + k0 : p.x, a_ok ? 16 : 0);
       detail::cp_async16(b_stage + at, b_ok ? b_src[i] + k0 : p.x, b_ok ? 16 : 0);
@@ -219,25 +166,25 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
     // Stage kt has landed (this thread's copies); the fence hands them to the tensor cores, and the barrier
     // makes every thread's copies visible and tells that both warpgroups finished the products of kt - 2.
     detail::cp_async_wait<kStages - 3>();
-    fence_proxy_async();
+    sm90::fence_proxy_async();
     __syncthreads();
     const int next = kt + kStages - 2;  // into the stage of kt - 2, free now
     if (next < k_tiles) load_stage(next, next % kStages);
     detail::cp_async_commit();
     const uint32_t a_stage = ring + (kt % kStages) * kStageBytes + warpgroup * (kTileM / 2) * 128;
     const uint32_t b_stage = ring + (kt % kStages) * kStageBytes + kOperandBytes;
-    fence_accumulators(acc);
-    wgmma_fence();
+    sm90::fence_accumulators(acc);
+    sm90::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kTileK / 16; ++kk) {
-      wgmma_m64n128k16(acc, smem_descriptor(a_stage + kk * 32), smem_descriptor(b_stage + kk * 32));
+      sm90::wgmma_m64n128k16(acc, sm90::smem_descriptor(a_stage + kk * 32), sm90::smem_descriptor(b_stage + kk * 32));
     }
-    wgmma_commit();
-    fence_accumulators(acc);
-    wgmma_wait<1>();  // the products of kt - 1 are done (kt's may still run)
+    sm90::wgmma_commit();
+    sm90::fence_accumulators(acc);
+    sm90::wgmma_wait<1>();  // the products of kt - 1 are done (kt's may still run)
   }
-  wgmma_wait<0>();
-  fence_accumulators(acc);
+  sm90::wgmma_wait<0>();
+  sm90::fence_accumulators(acc);
 
   // Epilogue straight from the accumulator fragments: thread t of the warpgroup holds rows r and r + 8.
   const int t = threadIdx.x % 128, lane = t % 32;
@@ -279,40 +226,6 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
 #endif
 }
 
-// Writes 1 when the running code has the wgmma kernels (an sm_90a image), 0 when it is a PTX fallback.
-__global__ void probe_sm90a_kernel(int* out) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  *out = 1;
-#else
-  *out = 0;
-#endif
-}
-
-// For the current device: synchronises (a device allocation, a launch on the legacy stream and a copy), so
-// the first call per device must not fall inside a stream capture (the forward pass makes it at upload).
-bool probe_sm90a(int device) {
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  if (prop.major != 9 || prop.minor != 0 || prop.sharedMemPerBlockOptin < kSmemBytes) return false;
-  int* flag = nullptr;
-  int host = 0;
-  SY_CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
-  probe_sm90a_kernel<<<1, 1>>>(flag);
-  const cudaError_t launched = cudaGetLastError();
-  const cudaError_t copied = cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost);
-  SY_CUDA_CHECK(cudaFree(flag));
-  if (launched != cudaSuccess || copied != cudaSuccess) return false;
-  if (host != 1) return false;
-  SY_CUDA_CHECK(cudaFuncSetAttribute(grouped_gemm_sm90_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(kSmemBytes)));
-  SY_CUDA_CHECK(cudaFuncSetAttribute(grouped_gemm_sm90_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(kSmemBytes)));
-  return true;
-}
-
 // cp.async reads 16-byte chunks of x's rows; the epilogue writes bf16 pairs.
 void check_operands(const char* op, const Tensor& x, const Tensor& y) {
   SY_REQUIRE(reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(y.raw()) % 4 == 0,
@@ -348,19 +261,71 @@ void launch(Problem p, int64_t rows) {
 
 }  // namespace
 
-bool grouped_gemm_sm90_supported() {
-  // Per device: the probe's answer and the shared-memory attribute it sets belong to the current device.
+namespace detail {
+
+namespace {
+// Writes 1 when the running code is an sm_90a image (wgmma available), 0 when it is a PTX fallback.
+__global__ void probe_sm90a_kernel(int* out) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  *out = 1;
+#else
+  *out = 0;
+#endif
+}
+}  // namespace
+
+bool once_per_device(std::map<int, bool>& cache, const std::function<bool()>& probe) {
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
   static std::mutex mutex;
-  static std::map<int, bool> supported;
   std::lock_guard<std::mutex> lock(mutex);
-  auto it = supported.find(device);
-  if (it == supported.end()) it = supported.emplace(device, probe_sm90a(device)).first;
+  auto it = cache.find(device);
+  if (it == cache.end()) it = cache.emplace(device, probe()).first;
   return it->second;
+}
+
+bool sm90a_device(size_t smem_bytes) {
+  static std::map<int, bool> cache;
+  const bool sm90a = once_per_device(cache, [] {
+    int device = 0;
+    cudaDeviceProp prop{};
+    if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    if (prop.major != 9 || prop.minor != 0) return false;
+    int* flag = nullptr;
+    int host = 0;
+    SY_CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
+    probe_sm90a_kernel<<<1, 1>>>(flag);
+    const cudaError_t launched = cudaGetLastError();
+    const cudaError_t copied = cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost);
+    SY_CUDA_CHECK(cudaFree(flag));
+    return launched == cudaSuccess && copied == cudaSuccess && host == 1;
+  });
+  if (!sm90a) return false;
+  int device = 0, optin = 0;
+  SY_CUDA_CHECK(cudaGetDevice(&device));
+  SY_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  return static_cast<size_t>(optin) >= smem_bytes;
+}
+
+}  // namespace detail
+
+bool grouped_gemm_sm90_supported() {
+  // Per device: the shared-memory attribute belongs to the current device.
+  static std::map<int, bool> cache;
+  return detail::once_per_device(cache, [] {
+    if (!detail::sm90a_device(kSmemBytes)) return false;
+    SY_CUDA_CHECK(cudaFuncSetAttribute(grouped_gemm_sm90_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(kSmemBytes)));
+    SY_CUDA_CHECK(cudaFuncSetAttribute(grouped_gemm_sm90_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(kSmemBytes)));
+    return true;
+  });
 }
 
 namespace {
