@@ -5,12 +5,15 @@
 # benchmarks, the serving benchmark with --device cuda on the built-in model, their PyTorch peers, and with
 # SY_NCU=1 an Nsight Compute ranking of a decode step's kernels (bench/ncu_summary.py).
 # Usage: bench/gpu_suite.sh BIN_DIR LIB_DIR [SECTIONS] (binaries from scripts/pack-gpu-carry). SECTIONS is a
-# comma list of tests, memcheck, serve, layer, nccl, decode, long, attention, deepseek, ncu, torch (default:
-# all but ncu, which SY_NCU=1 adds); the whole suite takes longer than one 10-minute device call, so split it,
-# e.g. "tests,layer,attention,decode", then "memcheck", then "long,deepseek,serve,nccl,torch".
+# comma list of tests, memcheck, serve, layer, nccl, decode, long, attention, sm90, deepseek, ncu, torch
+# (default: all but ncu, which SY_NCU=1 adds); the whole suite takes longer than one 10-minute device call, so
+# split it, e.g. "tests,layer,attention", then "decode,sm90", then "memcheck", then
+# "long,deepseek,serve,nccl,torch" (calls back to back: an idle machine is handed back within a minute).
+# sm90 measures the opt-in Hopper kernels (SY_SM90_EXPERTS, SY_FLASH_SM90) end to end; the layer and attention
+# sections time them next to the default kernels.
 set -u
 bin=$1 lib=$2
-sections=${3:-tests,memcheck,serve,layer,nccl,decode,long,attention,deepseek,torch}
+sections=${3:-tests,memcheck,serve,layer,nccl,decode,long,attention,sm90,deepseek,torch}
 [ "${SY_NCU:-0}" = 1 ] && sections="$sections,ncu"
 [ "${SY_SKIP_TORCH:-0}" = 1 ] && sections="${sections//torch/}"
 want() { [[ ",$sections," == *",$1,"* ]]; }
@@ -60,6 +63,13 @@ if want attention; then
   echo "== causal prefill attention (cuda::attention, cuda::flash_attention; SDPA under torch)"
   timeout 150 "$bin/bench_gpu_attention" --tokens 16384 --heads 16 --head-dim 128 --iters 5 2>&1 | tail -n 9
   timeout 100 "$bin/bench_gpu_attention" --tokens 8192 --heads 64 --kv-heads 8 --head-dim 64 --iters 3 2>&1 | tail -n 6
+fi
+if want sm90; then  # the opt-in Hopper kernels end to end: prefill of 8 x 2048-token prompts, with and without
+  echo "== bench_gpu_decode, 8 x 2048-token prompts: default kernels, then SY_SM90_EXPERTS=1 SY_FLASH_SM90=1"
+  timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 8 --prompt-len 2048 \
+    --decode-steps 4 2>&1 | tail -n 3
+  SY_SM90_EXPERTS=1 SY_FLASH_SM90=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
+    --batches 8 --prompt-len 2048 --decode-steps 4 2>&1 | tail -n 3
 fi
 if want deepseek; then
   echo "== bench_gpu_decode (DeepSeek-V2-Lite shape: MLA in the absorbed form, latent rows cached)"
