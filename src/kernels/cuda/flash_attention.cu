@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <vector>
 
 #include "async_copy.cuh"
@@ -182,12 +183,12 @@ int64_t g_calls = 0, g_sm90_calls = 0;
 template <int kDk, int kDv>
 void launch_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, const Tensor& tiles,
                   int64_t num_tiles, Tensor& out) {
-  static const bool configured = [] {
+  static std::map<int, bool> configured;  // per device: the attribute belongs to the current device
+  detail::once_per_device(configured, [] {
     SY_CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<kDk, kDv>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(Tiles<kDk, kDv>::kBytes)));
     return true;
-  }();
-  (void)configured;
+  });
   const int heads = static_cast<int>(q.size(1)), kv_heads = static_cast<int>(k.size(1));
   const dim3 grid(static_cast<unsigned>(num_tiles), static_cast<unsigned>(heads));
   flash_kernel<kDk, kDv><<<grid, kThreads, Tiles<kDk, kDv>::kBytes, stream()>>>(

@@ -7,7 +7,8 @@
 // and is the A operand of O += P V (eight m64n128k16 products with A from registers and V read through an
 // MN-major descriptor: V's rows are keys, so no transposed copy is made). Q, two K stages and two V stages
 // (32 KB each) sit in shared memory in the 128-byte swizzled layout of wgmma.cuh; cp.async stages the next K
-// tile during the current P V and the next V tile during the next Q K^T, as the FA2 kernel does.
+// tile while Q K^T runs (the barrier that publishes the V tile overlaps it too) and the next V tile during
+// the next Q K^T.
 // Sinks join the softmax at the end. CPU reference: ops::attention; the GPU tests compare both kernels with it.
 // tools/flash_wgmma_emulation.py checks the address, fragment and pipeline arithmetic on the CPU.
 // Not here: TMA, warp specialisation and ping-pong between the warpgroups (FlashAttention-3), head dims other
@@ -116,16 +117,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     sm90::wgmma_commit();
     sm90::fence_accumulators(s);
-    sm90::wgmma_wait<0>();
-    sm90::fence_accumulators(s);
-    // Online softmax per row (a row's 128 scores are spread over the 4 threads of a quad).
-    online_softmax<kBlockN, kD>(s, o, row_q, row_lo, k0, c, scale_log2, m, l);
-    // Both warpgroups are done with the other K stage (the barrier above came after their last Q K^T).
+    // While Q K^T runs: the next K tile into the other stage (both warpgroups finished their Q K^T on it before
+    // the barrier above), and the barrier that publishes this V tile.
     if (more) load_tile(sk + (stage ^ 1) * kTileBytes, k, k0 + kBlockN, t, kv_stride);
     cp_async_commit();  // group: the next K tile (empty after the last)
     cp_async_wait<1>();  // this V tile has landed
     sm90::fence_proxy_async();
     __syncthreads();
+    sm90::wgmma_wait<0>();
+    sm90::fence_accumulators(s);
+    // Online softmax per row (a row's 128 scores are spread over the 4 threads of a quad).
+    online_softmax<kBlockN, kD>(s, o, row_q, row_lo, k0, c, scale_log2, m, l);
     // O += P V: P's columns 16kk..16kk+15 (keys) are s[8kk..8kk+7] packed pairwise, the A fragment layout;
     // all of P is packed before the first product (registers written between the products of one batch make
     // the compiler insert a warpgroup arrive before each).
@@ -137,6 +139,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       p[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
       p[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
     }
+    sm90::fence_operands(p);
     sm90::fence_accumulators(o);
     sm90::wgmma_fence();
 #pragma unroll
@@ -147,7 +150,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     sm90::fence_accumulators(o);
     sm90::wgmma_wait<0>();
     sm90::fence_accumulators(o);
-    // Both warpgroups are done with the other V stage (the barrier above came after their last P V).
+    // Both warpgroups are done with the other V stage (the barriers of this iteration came after their last
+    // P V).
     if (more) load_tile(sv + (stage ^ 1) * kTileBytes, v, k0 + kBlockN, t, kv_stride);
     cp_async_commit();  // group: the next V tile (empty after the last)
   }

@@ -281,10 +281,16 @@ bool once_per_device(std::map<int, bool>& cache, const std::function<bool()>& pr
     return false;
   }
   static std::mutex mutex;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = cache.find(device);
+    if (it != cache.end()) return it->second;
+  }
+  // The probe runs unlocked: probes nest (a kernel's probe asks sm90a_device), and two threads probing the
+  // same device at once both get the same answer (setting a function attribute twice is harmless).
+  const bool answer = probe();
   std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(device);
-  if (it == cache.end()) it = cache.emplace(device, probe()).first;
-  return it->second;
+  return cache.emplace(device, answer).first->second;
 }
 
 bool sm90a_device(size_t smem_bytes) {

@@ -50,6 +50,18 @@ __device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
   for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// The same for register A operands (P in the attention kernel), before wgmma.fence: their packing may not sink
+// into the batch (the compiler would then insert a warpgroup arrive before each product). ptxas itself keeps
+// the registers untouched until the wait retires the products.
+template <int kN>
+__device__ __forceinline__ void fence_operands(uint32_t (&a)[kN][4]) {
+#pragma unroll
+  for (int i = 0; i < kN; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) asm volatile("" : "+r"(a[i][j])::"memory");
+  }
+}
+
 // The 64 accumulator operands of an m64n128 f32 wgmma, in the asm text and as constraints.
 #define SY_WGMMA_ACCUMULATOR_LIST \
 "{" "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
