@@ -11,6 +11,9 @@
 #include <cmath>
 #include <cstdio>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "random_model.h"
 #include "switchyard/io/model_config.h"
@@ -64,10 +67,15 @@ int main(int argc, char** argv) {
     for (int64_t t : tokens) {
       sy::Tensor h = sy::cuda::to_device(bench_random_f32(t, hidden));
       using sy::model_detail::ExpertPath;
-      for (ExpertPath path : {ExpertPath::kGroupedGemv, ExpertPath::kCublasGrouped, ExpertPath::kSm90Grouped,
-                              ExpertPath::kPerExpert}) {
+      // The sm90 path twice: 128- and 256-column tiles.
+      for (auto [path, tile_n] : std::vector<std::pair<ExpertPath, int>>{
+               {ExpertPath::kGroupedGemv, 0}, {ExpertPath::kCublasGrouped, 0}, {ExpertPath::kSm90Grouped, 128},
+               {ExpertPath::kSm90Grouped, 256}, {ExpertPath::kPerExpert, 0}}) {
         if (path == ExpertPath::kGroupedGemv && t > 256) continue;  // the forward pass uses it up to 256 tokens
         if (path == ExpertPath::kSm90Grouped && !sy::cuda::grouped_gemm_sm90_supported()) continue;
+        if (tile_n > 0) sy::cuda::set_grouped_gemm_sm90_tile_n(tile_n);
+        const std::string name = std::string(sy::model_detail::expert_path_name(path)) +
+                                 (tile_n > 0 ? " (128 x " + std::to_string(tile_n) + " tiles)" : "");
         for (int i = 0; i < 3; ++i) sy::model_detail::gpu_moe_layer(*state, 0, h, path);
         sy::cuda::synchronize();
         auto t0 = std::chrono::steady_clock::now();
@@ -78,7 +86,7 @@ int main(int argc, char** argv) {
         const double hit = experts * (1.0 - std::pow(1.0 - static_cast<double>(k) / experts, static_cast<double>(t)));
         const double bytes = 2.0 * (hit * 3 * hidden * inter + static_cast<double>(hidden) * experts);
         std::printf("| %lld | %s | %.3f ms | %.1f | %.1f%% | %.3f | %.1f%% |\n", static_cast<long long>(t),
-                    sy::model_detail::expert_path_name(path), s * 1e3, flops / s / 1e12, 100 * flops / s / 989e12,
+                    name.c_str(), s * 1e3, flops / s / 1e12, 100 * flops / s / 989e12,
                     bytes / 1e9, 100 * bytes / s / bandwidth);
       }
     }

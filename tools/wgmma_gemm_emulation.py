@@ -28,9 +28,15 @@ except ImportError:  # CTest reads 77 as a skip
     print("numpy is not installed: skipped")
     sys.exit(77)
 
-TILE_M, TILE_N, TILE_K, STAGES, THREADS = 128, 128, 64, 5, 256
-OPERAND_BYTES = TILE_M * TILE_K * 2
-STAGE_BYTES = 2 * OPERAND_BYTES
+TILE_M, TILE_K, THREADS = 128, 64, 256
+A_BYTES = TILE_M * TILE_K * 2
+# The block tile's width and what follows from it (TileShape<kTileN> in the kernel); set_tile switches.
+TILE_N, STAGES, STAGE_BYTES = 128, 5, 2 * A_BYTES
+
+
+def set_tile(tile_n):
+    global TILE_N, STAGES, STAGE_BYTES
+    TILE_N, STAGES, STAGE_BYTES = tile_n, 5 if tile_n == 128 else 4, A_BYTES + tile_n * TILE_K * 2
 
 
 def bf16(a):
@@ -114,8 +120,8 @@ def run_block(block, x, gather, top_k, table, w0, w1, y, n, k, swiglu, broken=No
         return
     smem = np.full((STAGES * STAGE_BYTES) // 2, np.nan)
     ring = 0  # the aligned ring starts at a 1024-byte boundary
-    # Per-thread staging sources.
-    src = {}
+    # Per-thread staging sources: A rows row_base + 32 i (i < 4), B rows row_base + 32 i (i < TILE_N / 32).
+    src_a, src_b = {}, {}
     for t in range(THREADS):
         chunk, row_base = t & 7, t >> 3
         for i in range(4):
@@ -124,6 +130,9 @@ def run_block(block, x, gather, top_k, table, w0, w1, y, n, k, swiglu, broken=No
             x_row = row0 + r
             if a_in and gather is not None:
                 x_row = gather[x_row] // top_k
+            src_a[t, i] = (a_in, x_row, chunk, r)
+        for i in range(TILE_N // 32):
+            r = row_base + 32 * i
             if swiglu:
                 half = TILE_N // 2
                 n_row = n_tile * half + (r % half)
@@ -134,7 +143,7 @@ def run_block(block, x, gather, top_k, table, w0, w1, y, n, k, swiglu, broken=No
                 n_row = n_tile * TILE_N + r
                 w = w0[expert]
             b_in = n_row < n
-            src[t, i] = (a_in, x_row, b_in, n_row, w, chunk, r)
+            src_b[t, i] = (b_in, n_row, w, chunk, r)
 
     # Pipeline bookkeeping for the hazard check: per stage, the tile it holds and whether its loads landed.
     stage_tile = [None] * STAGES
@@ -152,16 +161,17 @@ def run_block(block, x, gather, top_k, table, w0, w1, y, n, k, swiglu, broken=No
         stage_tile[stage] = kt
         landed.discard(stage)
         k0 = kt * TILE_K
-        a_base, b_base = ring + stage * STAGE_BYTES, ring + stage * STAGE_BYTES + OPERAND_BYTES
+        a_base, b_base = ring + stage * STAGE_BYTES, ring + stage * STAGE_BYTES + A_BYTES
         for t in range(THREADS):
-            for i in range(4):
-                a_in, x_row, b_in, n_row, w, chunk, r = src[t, i]
-                k_in = k0 + chunk * 8 < k
+            stores = [(a_base, a_in, x[x_row] if a_in else None, chunk, r)
+                      for a_in, x_row, chunk, r in (src_a[t, i] for i in range(4))]
+            stores += [(b_base, b_in, w[n_row] if b_in else None, chunk, r)
+                       for b_in, n_row, w, chunk, r in (src_b[t, i] for i in range(TILE_N // 32))]
+            for base, inside, row_vals, chunk, r in stores:
+                ok = inside and k0 + chunk * 8 < k
                 at = swizzled(r, chunk, broken)
-                for base, ok, row_vals in ((a_base, a_in and k_in, x[x_row] if a_in else None),
-                                           (b_base, b_in and k_in, w[n_row] if b_in else None)):
-                    vals = row_vals[k0 + chunk * 8: k0 + chunk * 8 + 8] if ok else np.zeros(8)
-                    smem[(base + at) // 2: (base + at) // 2 + 8] = vals
+                vals = row_vals[k0 + chunk * 8: k0 + chunk * 8 + 8] if ok else np.zeros(8)
+                smem[(base + at) // 2: (base + at) // 2 + 8] = vals
             uncommitted[t].append(stage)
 
     def commit():
@@ -201,7 +211,7 @@ def run_block(block, x, gather, top_k, table, w0, w1, y, n, k, swiglu, broken=No
             a_stage = ring + stage * STAGE_BYTES + wg * (TILE_M // 2) * 128
             if broken == "warpgroup_offset":
                 a_stage = ring + stage * STAGE_BYTES
-            b_stage = ring + stage * STAGE_BYTES + OPERAND_BYTES
+            b_stage = ring + stage * STAGE_BYTES + A_BYTES
             for kk in range(TILE_K // 16):
                 a = descriptor_read(smem, descriptor(a_stage + kk * 32, broken), 64)
                 b = descriptor_read(smem, descriptor(b_stage + kk * 32, broken), TILE_N)
@@ -218,8 +228,8 @@ def run_block(block, x, gather, top_k, table, w0, w1, y, n, k, swiglu, broken=No
             lane = t % 32
             r_top = wg * 64 + (t // 32) * 16 + lane // 4
             local = (t // 32) * 16 + lane // 4
-            d = np.empty(64)
-            for j in range(16):
+            d = np.empty(TILE_N // 2)
+            for j in range(TILE_N // 8):
                 for q in range(4):
                     d[4 * j + q] = acc[wg, local + 8 * (q // 2), 8 * j + 2 * (t % 4) + (q % 2)]
             out_tiles = TILE_N // 16 if swiglu else TILE_N // 8
@@ -324,10 +334,14 @@ def main():
     built = {}
     for name, (counts, n, k, tokens, top_k, swiglu, biased, limit) in cases.items():
         built[name] = make_case(rng, counts, n, k, tokens, top_k, swiglu, biased, limit)
-        err, hazards = check(built[name])
-        status = "ok" if err is None and not hazards else f"FAILED: {err or ''} {hazards[:2]}"
-        failures += status != "ok"
-        print(f"{name}: {status}")
+    built["plain: a third, nearly empty column tile"] = make_case(rng, [40, 3], 264, 64)
+    for tile_n in (256, 128):  # 128 last: the broken variants below run with it
+        set_tile(tile_n)
+        for name, case in built.items():
+            err, hazards = check(case)
+            status = "ok" if err is None and not hazards else f"FAILED: {err or ''} {hazards[:2]}"
+            failures += status != "ok"
+            print(f"[{tile_n}-column tiles] {name}: {status}")
     # Broken variants of the kernel must each be caught by at least one case.
     for broken in ("no_swizzle_write", "sbo", "gate_up_swapped", "warpgroup_offset", "up_column", "wait_too_loose",
                    "too_far_ahead", "wait_none", "bias_column", "table_inclusive"):

@@ -461,6 +461,11 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
     SY_REQUIRE(!s->flash_sm90 || cuda::flash_attention_sm90_supported(), Unsupported, "cuda",
                "SY_FLASH_SM90=1 needs a compute capability 9.0 GPU and a build with sm_90a code");
   }
+  if (const char* env = std::getenv("SY_SM90_TILE_N")) {
+    const std::string v = env;
+    SY_REQUIRE(v == "128" || v == "256", InvalidArgument, "cuda", "SY_SM90_TILE_N must be 128 or 256, got '", v, "'");
+    cuda::set_grouped_gemm_sm90_tile_n(std::stoi(v));
+  }
   if (const char* env = std::getenv("SY_SM90_EXPERTS")) {
     s->sm90_experts = std::string(env) != "0";
     SY_REQUIRE(!s->sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",

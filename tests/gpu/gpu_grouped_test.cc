@@ -252,6 +252,10 @@ void check_swiglu_sm90(int64_t tokens, int top_k, int experts, int64_t n, int64_
 TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
+  EXPECT_THROW(cuda::set_grouped_gemm_sm90_tile_n(64), InvalidArgument);
+  for (int tile_n : {128, 256}) {
+  SCOPED_TRACE("tile width " + std::to_string(tile_n));
+  cuda::set_grouped_gemm_sm90_tile_n(tile_n);
   check_grouped_sm90(136, 200, {130, 0, 5, 1});  // two row tiles for expert 0, a partial column and k tile
   check_grouped_sm90(128, 64, {0, 1});           // one row
   std::vector<int64_t> last(40, 0);
@@ -265,6 +269,9 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
   check_swiglu_sm90(600, 8, 64, 768, 2048); // gate and up of a Qwen3-30B-A3B prefill
   check_swiglu_sm90(200, 4, 32, 136, 192, 1.5f);  // gpt-oss: biases and the clamped activation (engaged: |g| ~ 5)
   check_grouped_sm90(136, 64, {9, 0, 20}, /*biased=*/true);
+  check_grouped_sm90(264, 64, {40, 3});  // a third, nearly empty 128- or 256-column tile
+  }
+  cuda::set_grouped_gemm_sm90_tile_n(128);
   // Bad input: f32 rows, k not a multiple of 8, a layout of other tokens.
   std::vector<Tensor> hw, dw;
   random_experts(2, 8, 12, hw, dw);

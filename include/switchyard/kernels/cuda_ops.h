@@ -215,6 +215,10 @@ bool grouped_gemm_is_grouped();
 // accumulation, bf16 products; n and k multiples of 8, weights 16-byte aligned. grouped_gemm_sm90_supported():
 // this GPU (compute capability 9.0) and build (sm_90a code) run them; the calls raise Unsupported otherwise.
 bool grouped_gemm_sm90_supported();
+// The block tile's width in product columns, 128 (default) or 256 (m64n256 products: A read half as often, 128
+// accumulators per thread, a 4-stage ring), for every later call in this process; InvalidArgument otherwise.
+void set_grouped_gemm_sm90_tile_n(int tile_n);
+int grouped_gemm_sm90_tile_n();
 // y[rows of e] = x[rows of e] W_e^T (+ bias[e]). x: (rows, k) bf16; y: (rows, n) bf16; bias: (E, n) f32 or
 // undefined.
 void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& weights, const Tensor& offsets, Tensor& y,

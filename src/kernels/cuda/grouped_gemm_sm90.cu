@@ -1,6 +1,7 @@
 // Prefill-sized routed experts on Hopper: a grouped GEMM on the warpgroup tensor-core instruction (wgmma,
 // sm_90a) over per-expert row counts that stay on the device (no host synchronisation, no pointer arrays
-// built on the host). One block computes a 128 x 128 tile of one expert's product: block b takes column tile
+// built on the host). One block computes a 128 x 128 (or 128 x 256, set_grouped_gemm_sm90_tile_n) tile of one
+// expert's product: block b takes column tile
 // b % n_tiles of row tile b / n_tiles. A one-block kernel first lays the row tiles out from the device offsets
 // (a prefix sum of ceil(rows_e / 128): row tile i -> expert, first row, rows), for a grid sized for the worst
 // case, ceil(rows / 128) + experts row tiles (the blocks past the last tile exit). The column tiles of one row
@@ -24,6 +25,7 @@
 // expert; tests/gpu/gpu_grouped_test.cc compares both. tools/wgmma_gemm_emulation.py checks the index maps.
 // Not here: TMA loads and warp specialisation (a producer warpgroup with setmaxnreg), a persistent tile
 // scheduler.
+#include <atomic>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -38,15 +40,24 @@ namespace sy::cuda {
 namespace {
 
 constexpr int kTileM = 128;  // rows per block tile: two warpgroups of 64
-constexpr int kTileN = 128;  // product columns per block tile (SwiGLU: 64 gate + 64 up)
 constexpr int kTileK = 64;   // k per stage: one 128-byte swizzle span of bf16 per row
-constexpr int kStages = 5;   // the ring; loads run kStages - 2 stages ahead
 constexpr int kThreads = 256;
-constexpr int kOperandBytes = kTileM * kTileK * 2;  // 16 KB: an A or a B stage
-constexpr int kStageBytes = 2 * kOperandBytes;
-constexpr size_t kSmemBytes = size_t{kStages} * kStageBytes + 1024;  // + slack to align the ring to 1024 bytes
-static_assert(kTileN == kTileM, "A and B stages have one size");
-static_assert(kThreads / 8 * 4 == kTileM, "each thread stages 4 rows of 16 bytes per operand and stage");
+constexpr int kABytes = kTileM * kTileK * 2;  // 16 KB: an A stage
+static_assert(kThreads / 8 * 4 == kTileM, "each thread stages 4 rows of 16 bytes of A per stage");
+
+// A block tile of kTileN product columns (SwiGLU: kTileN / 2 gate + kTileN / 2 up rows of B), 128 or 256: the
+// wider tile reads A half as often per product (m64n256k16, 128 accumulators per thread) and takes a ring of
+// 4 stages instead of 5 (loads run kStages - 2 stages ahead).
+template <int kTileN>
+struct TileShape {
+  static constexpr int kBBytes = kTileN * kTileK * 2;
+  static constexpr int kStageBytes = kABytes + kBBytes;  // a multiple of 1024: every stage starts an atom
+  static constexpr int kStages = kTileN == 128 ? 5 : 4;
+  static constexpr size_t kSmemBytes = size_t{kStages} * kStageBytes + 1024;  // + slack to align to 1024
+  static constexpr int kBRows = kTileN / 32;  // B rows each thread stages per stage
+  static constexpr int kAccumulators = kTileN / 2;
+};
+constexpr size_t kMaxSmemBytes = TileShape<256>::kSmemBytes;
 
 struct Problem {
   const __nv_bfloat16* x;   // (x rows, k) bf16
@@ -106,9 +117,11 @@ __global__ void __launch_bounds__(kThreads) row_tile_table_kernel(const int64_t*
   for (int64_t i = carry + threadIdx.x; i < max_tiles; i += kThreads) tiles[i] = {0, -1, 0};
 }
 
-template <bool kSwiGLU>
+template <bool kSwiGLU, int kTileN>
 __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Problem p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Shape = TileShape<kTileN>;
+  constexpr int kStages = Shape::kStages, kStageBytes = Shape::kStageBytes, kBRows = Shape::kBRows;
   extern __shared__ uint8_t smem_raw[];
   const int64_t m_tile = blockIdx.x / p.n_tiles;
   const int n_tile = static_cast<int>(blockIdx.x % p.n_tiles);
@@ -119,13 +132,14 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
   const int rows = tile.rows;
   const uint32_t ring = (detail::smem_address(smem_raw) + 1023u) & ~1023u;
 
-  // This thread stages 16-byte chunk `chunk` of rows row_base + 32 i (i < 4) of both operands.
+  // This thread stages 16-byte chunk `chunk` of rows row_base + 32 i of both operands (i < 4 for A, i <
+  // kBRows for B).
   const int chunk = threadIdx.x & 7, row_base = threadIdx.x >> 3;
   const auto* w0 = reinterpret_cast<const __nv_bfloat16*>(p.w0[expert]);
   const auto* w1 = kSwiGLU ? reinterpret_cast<const __nv_bfloat16*>(p.w1[expert]) : w0;
   const __nv_bfloat16* a_src[4];
-  const __nv_bfloat16* b_src[4];
-  bool a_in[4], b_in[4];
+  const __nv_bfloat16* b_src[kBRows];
+  bool a_in[4], b_in[kBRows];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     const int r = row_base + 32 * i;
@@ -133,7 +147,11 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
     int64_t x_row = row0 + r;
     if (a_in[i] && p.gather) x_row = p.gather[x_row] / p.top_k;
     a_src[i] = p.x + (a_in[i] ? x_row : 0) * p.k + chunk * 8;
-    // SwiGLU: B rows 0-63 are gate rows, 64-127 the same up rows.
+  }
+#pragma unroll
+  for (int i = 0; i < kBRows; ++i) {
+    const int r = row_base + 32 * i;
+    // SwiGLU: B rows [0, kTileN / 2) are gate rows, the rest the same up rows.
     const int64_t n_row = kSwiGLU ? int64_t{n_tile} * (kTileN / 2) + (r % (kTileN / 2)) : int64_t{n_tile} * kTileN + r;
     const __nv_bfloat16* w = kSwiGLU && r >= kTileN / 2 ? w1 : w0;
     b_in[i] = n_row < p.n;
@@ -142,19 +160,22 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
   auto load_stage = [&](int kt, int stage) {
     const int64_t k0 = int64_t{kt} * kTileK;
     const bool k_in = k0 + chunk * 8 < p.k;
-    const uint32_t a_stage = ring + stage * kStageBytes, b_stage = a_stage + kOperandBytes;
+    const uint32_t a_stage = ring + stage * kStageBytes, b_stage = a_stage + kABytes;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint32_t at = sm90::swizzled(row_base + 32 * i, chunk);
-      const bool a_ok = a_in[i] && k_in, b_ok = b_in[i] && k_in;
-      detail::cp_async16(a_stage + at, a_ok ? a_src[i] + k0 : p.x, a_ok ? 16 : 0);
-      detail::cp_async16(b_stage + at, b_ok ? b_src[i] + k0 : p.x, b_ok ? 16 : 0);
+      const bool a_ok = a_in[i] && k_in;
+      detail::cp_async16(a_stage + sm90::swizzled(row_base + 32 * i, chunk), a_ok ? a_src[i] + k0 : p.x, a_ok ? 16 : 0);
+    }
+#pragma unroll
+    for (int i = 0; i < kBRows; ++i) {
+      const bool b_ok = b_in[i] && k_in;
+      detail::cp_async16(b_stage + sm90::swizzled(row_base + 32 * i, chunk), b_ok ? b_src[i] + k0 : p.x, b_ok ? 16 : 0);
     }
   };
 
-  float acc[64];
+  float acc[Shape::kAccumulators];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+  for (int i = 0; i < Shape::kAccumulators; ++i) acc[i] = 0.f;
   const int k_tiles = static_cast<int>((p.k + kTileK - 1) / kTileK);
   const int warpgroup = threadIdx.x / 128;
 #pragma unroll
@@ -172,12 +193,12 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
     if (next < k_tiles) load_stage(next, next % kStages);
     detail::cp_async_commit();
     const uint32_t a_stage = ring + (kt % kStages) * kStageBytes + warpgroup * (kTileM / 2) * 128;
-    const uint32_t b_stage = ring + (kt % kStages) * kStageBytes + kOperandBytes;
+    const uint32_t b_stage = ring + (kt % kStages) * kStageBytes + kABytes;
     sm90::fence_accumulators(acc);
     sm90::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kTileK / 16; ++kk) {
-      sm90::wgmma_m64n128k16(acc, sm90::smem_descriptor(a_stage + kk * 32), sm90::smem_descriptor(b_stage + kk * 32));
+      sm90::wgmma_ss<kTileN>(acc, sm90::smem_descriptor(a_stage + kk * 32), sm90::smem_descriptor(b_stage + kk * 32));
     }
     sm90::wgmma_commit();
     sm90::fence_accumulators(acc);
@@ -222,6 +243,7 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
     if (bottom_in) *reinterpret_cast<__nv_bfloat162*>(y_bottom + col) = __floats2bfloat162_rn(v[2], v[3]);
   }
 #else
+  static_assert(TileShape<kTileN>::kBRows > 0 && TileShape<kTileN>::kAccumulators > 0, "tile shape");
   __trap();  // built without sm_90a code: grouped_gemm_sm90_supported() says false, so this never launches
 #endif
 }
@@ -239,10 +261,10 @@ void check_table(const char* op, const char* name, const ExpertWeightTable& w) {
   }
 }
 
-template <bool kSwiGLU>
-void launch(Problem p, int64_t rows) {
-  SY_REQUIRE(grouped_gemm_sm90_supported(), Unsupported, "cuda grouped_gemm_sm90",
-             "needs a compute capability 9.0 GPU and a build with sm_90a code");
+std::atomic<int> g_tile_n{128};
+
+template <bool kSwiGLU, int kTileN>
+void launch_tiled(Problem p, int64_t rows) {
   const int64_t cols_per_tile = kSwiGLU ? kTileN / 2 : kTileN;
   p.n_tiles = static_cast<int>((p.n + cols_per_tile - 1) / cols_per_tile);
   // Every expert adds at most one partial row tile.
@@ -255,8 +277,20 @@ void launch(Problem p, int64_t rows) {
   row_tile_table_kernel<<<1, kThreads, 0, stream()>>>(p.offsets, p.experts, m_tiles, tiles);
   SY_CUDA_CHECK_LAUNCH();
   p.tiles = tiles;
-  grouped_gemm_sm90_kernel<kSwiGLU><<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream()>>>(p);
+  grouped_gemm_sm90_kernel<kSwiGLU, kTileN>
+      <<<static_cast<unsigned>(blocks), kThreads, TileShape<kTileN>::kSmemBytes, stream()>>>(p);
   SY_CUDA_CHECK_LAUNCH();
+}
+
+template <bool kSwiGLU>
+void launch(Problem p, int64_t rows) {
+  SY_REQUIRE(grouped_gemm_sm90_supported(), Unsupported, "cuda grouped_gemm_sm90",
+             "needs a compute capability 9.0 GPU and a build with sm_90a code");
+  if (g_tile_n.load() == 256) {
+    launch_tiled<kSwiGLU, 256>(p, rows);
+  } else {
+    launch_tiled<kSwiGLU, 128>(p, rows);
+  }
 }
 
 }  // namespace
@@ -325,14 +359,25 @@ bool grouped_gemm_sm90_supported() {
   // Per device: the shared-memory attribute belongs to the current device.
   static std::map<int, bool> cache;
   return detail::once_per_device(cache, [] {
-    if (!detail::sm90a_device(kSmemBytes)) return false;
-    SY_CUDA_CHECK(cudaFuncSetAttribute(grouped_gemm_sm90_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(kSmemBytes)));
-    SY_CUDA_CHECK(cudaFuncSetAttribute(grouped_gemm_sm90_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(kSmemBytes)));
+    if (!detail::sm90a_device(kMaxSmemBytes)) return false;
+    auto allow = [](const void* kernel, size_t bytes) {
+      SY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    };
+    allow(reinterpret_cast<const void*>(grouped_gemm_sm90_kernel<true, 128>), TileShape<128>::kSmemBytes);
+    allow(reinterpret_cast<const void*>(grouped_gemm_sm90_kernel<false, 128>), TileShape<128>::kSmemBytes);
+    allow(reinterpret_cast<const void*>(grouped_gemm_sm90_kernel<true, 256>), TileShape<256>::kSmemBytes);
+    allow(reinterpret_cast<const void*>(grouped_gemm_sm90_kernel<false, 256>), TileShape<256>::kSmemBytes);
     return true;
   });
 }
+
+void set_grouped_gemm_sm90_tile_n(int tile_n) {
+  SY_REQUIRE(tile_n == 128 || tile_n == 256, InvalidArgument, "cuda grouped_gemm_sm90",
+             "tile width must be 128 or 256, got ", tile_n);
+  g_tile_n.store(tile_n);
+}
+
+int grouped_gemm_sm90_tile_n() { return g_tile_n.load(); }
 
 namespace {
 

@@ -45,9 +45,10 @@ __device__ __forceinline__ void wgmma_wait() {
 }
 // Pins the accumulators in place around the asynchronous products: the compiler may not move reads or writes
 // of d across this point (so no use of d is scheduled above the wait that retires the products).
-__device__ __forceinline__ void fence_accumulators(float (&d)[64]) {
+template <int kN>
+__device__ __forceinline__ void fence_accumulators(float (&d)[kN]) {
 #pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+  for (int i = 0; i < kN; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 // The same for register A operands (P in the attention kernel), before wgmma.fence: their packing may not sink
@@ -78,6 +79,18 @@ __device__ __forceinline__ void fence_operands(uint32_t (&a)[kN][4]) {
   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
 
+// The 128 accumulator operands of an m64n256 f32 wgmma.
+#define SY_WGMMA_ACCUMULATOR_LIST_256 \
+"{" "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+"%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+"%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+"%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, " \
+"%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, " \
+"%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, " \
+"%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, " \
+"%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+#define SY_WGMMA_ACCUMULATORS_256(d) SY_WGMMA_ACCUMULATORS(d), SY_WGMMA_ACCUMULATORS((d + 64))
+
 // Accumulator fragment of m64n128 (f32): thread t of the warpgroup holds rows 16 (t / 32) + (t % 32) / 4 (+ 8
 // for d[4j + 2], d[4j + 3]) and columns 8j + 2 (t % 4) (+ 1) in d[4j] (d[4j + 1]), j = 0..15.
 //
@@ -95,6 +108,30 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t a, uin
         SY_WGMMA_ACCUMULATORS(d)
       : "l"(a), "l"(b), "r"(1)
       : "memory");
+}
+// The same with B 256 x 16 (d: 64 x 256, the same fragment pattern with j = 0..31).
+__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t a, uint64_t b) {
+  asm volatile(
+      "{\n"
+      ".reg .pred accumulate;\n"
+      "setp.ne.b32 accumulate, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+      SY_WGMMA_ACCUMULATOR_LIST_256
+      "%128, %129, accumulate, 1, 1, 0, 0;\n"
+      "}\n"
+      : SY_WGMMA_ACCUMULATORS_256(d)
+      : "l"(a), "l"(b), "r"(1)
+      : "memory");
+}
+// d (64 x kN) += A (64 x 16) * B^T (B: kN x 16), both from K-major descriptors: kN = 128 or 256.
+template <int kN>
+__device__ __forceinline__ void wgmma_ss(float (&d)[kN / 2], uint64_t a, uint64_t b) {
+  static_assert(kN == 128 || kN == 256, "m64n128k16 or m64n256k16");
+  if constexpr (kN == 128) {
+    wgmma_m64n128k16(d, a, b);
+  } else {
+    wgmma_m64n256k16(d, a, b);
+  }
 }
 // d += A * B with A (64 x 16) from registers and B (16 x 128) from an MN-major descriptor (imm-trans-b 1).
 // A's fragment: thread t holds, for row g = (t % 32) / 4 of its warp's 16 rows (16 (t / 32) + g) and
