@@ -22,8 +22,13 @@ export SY_FIXTURES_DIR="$PWD/tests/fixtures" SY_BUILTIN_MODEL="$PWD/models/built
 out=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 if want tests; then
-  echo "== gpu tests"
-  "$bin/sy_gpu_tests" --gtest_brief=1 2>&1 | grep -E "compared|Failure|FAILED|Expected|actual|PASSED|SKIPPED \]" | head -n 60
+  echo "== gpu tests (whole log: $out/gpu_tests.log)"
+  "$bin/sy_gpu_tests" --gtest_brief=1 >"$out/gpu_tests.log" 2>&1
+  echo "sy_gpu_tests rc=$?"
+  # Failures first (with the lines gtest prints under them), then the summary, then the measured errors.
+  grep -E -A6 "Failure$|^\[  FAILED  \]" "$out/gpu_tests.log" | head -n 80
+  grep -E "^\[  (PASSED  |SKIPPED |FAILED  )\] [0-9]+ test" "$out/gpu_tests.log"
+  grep -E "compared|ran |not tested" "$out/gpu_tests.log" | head -n 40
 fi
 if want memcheck && command -v compute-sanitizer >/dev/null; then
   echo "== memcheck (gpu tests)"
