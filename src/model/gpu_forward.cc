@@ -365,6 +365,19 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
     }
     cuda::grouped_linear(g, t[2], layout.offsets, expert_out);
     add_biases(s, l, 2, expert_out, expert, layout);
+  } else if (path == ExpertPath::kSm90Grouped && counts && sm90_fits(s, l)) {
+    // Gate, up and the activation in one launch that reads each row's token from hb through the layout (no
+    // permute), down in a second; expert biases and gpt-oss's clamp applied to the f32 accumulators; bf16
+    // from the operands to the combine, as in the cuBLAS path below.
+    cuda::SwigluSm90Args act;
+    act.gate_bias = s.expert_bias[l][0];
+    act.up_bias = s.expert_bias[l][1];
+    act.alpha = static_cast<float>(c.moe.swiglu_alpha);
+    act.limit = static_cast<float>(c.moe.swiglu_limit);
+    Tensor g = Tensor::empty({rows, t[0].n}, DType::kBF16, Device::kCuda);
+    cuda::grouped_swiglu_sm90(hb, t[0], t[1], layout, g, act);
+    expert_out = Tensor::empty({rows, hidden}, DType::kBF16, Device::kCuda);
+    cuda::grouped_linear_sm90(g, t[2], layout.offsets, expert_out, s.expert_bias[l][2]);
   } else {
     Tensor offsets_host = cuda::to_host(layout.offsets);  // one host sync per MoE layer
     const std::vector<int64_t> offsets(offsets_host.i64(), offsets_host.i64() + offsets_host.numel());
@@ -384,19 +397,6 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
         cuda::linear(gated_hidden(permuted.slice(0, lo, hi), m.experts[e], c.moe), m.experts[e].down,
                      m.experts[e].down_bias, out_e);
       }
-    } else if (path == ExpertPath::kSm90Grouped && sm90_fits(s, l)) {
-      // Gate, up and the activation in one launch that reads each row's token from hb through the layout (no
-      // permute), down in a second; expert biases and gpt-oss's clamp applied to the f32 accumulators; bf16
-      // from the operands to the combine, as in the cuBLAS path below.
-      cuda::SwigluSm90Args act;
-      act.gate_bias = s.expert_bias[l][0];
-      act.up_bias = s.expert_bias[l][1];
-      act.alpha = static_cast<float>(c.moe.swiglu_alpha);
-      act.limit = static_cast<float>(c.moe.swiglu_limit);
-      Tensor g = Tensor::empty({rows, t[0].n}, DType::kBF16, Device::kCuda);
-      cuda::grouped_swiglu_sm90(hb, t[0], t[1], layout, g, act);
-      expert_out = Tensor::empty({rows, hidden}, DType::kBF16, Device::kCuda);
-      cuda::grouped_linear_sm90(g, t[2], layout.offsets, expert_out, s.expert_bias[l][2]);
     } else {
       // bf16 from the permute to the combine: the tensor cores read bf16 anyway, and f32 copies of
       // (tokens * top_k) rows would dominate the memory traffic of large prefills. Experts with biases
