@@ -3,8 +3,9 @@
 // experts, combine (and the shared expert if any), timed at several token counts with CUDA synchronisation,
 // every expert path (grouped GEMV: one launch for gate, up and SiLU and one for down, no host sync; cuBLAS
 // grouped GEMM: one call per projection after a host sync; sm90 grouped GEMM: one wgmma launch for gather,
-// gate, up and SiLU and one for down, on Hopper; per-expert: one cuBLAS GEMM per expert after a host sync). References printed with it: the layer's FLOPs against the H100's dense bf16 peak (989
-// TFLOP/s, published), and its weight bytes against the device copy bandwidth measured in the same run. The
+// gate, up and SiLU and one for down, on Hopper, 128- and 256-column tiles; per-expert: one cuBLAS GEMM per
+// expert after a host sync). References printed with it: the layer's FLOPs against the H100's dense bf16 peak
+// (989 TFLOP/s, published), and its weight bytes against the device copy bandwidth measured in the same run. The
 // PyTorch peer is bench/torch_moe_layer.py (transformers' own sparse MoE block) on the same config.
 #include <algorithm>
 #include <chrono>

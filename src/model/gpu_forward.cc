@@ -304,6 +304,8 @@ Tensor routed_experts_ep(GpuState& s, int l, const Tensor& h, const Tensor& expe
 }
 
 // Whether MoE layer l can run the Hopper grouped GEMM: n and k multiples of 8, and a GPU and build that run it.
+// Like the grouped GEMV, it trusts that every routed expert is held by this process (no EP dispatcher: the
+// forward pass never takes it under expert parallelism).
 bool sm90_fits(const GpuState& s, int l) {
   const auto& t = s.experts[l];
   return t[0].n % 8 == 0 && t[0].k % 8 == 0 && t[2].n % 8 == 0 && t[2].k % 8 == 0 &&
@@ -459,8 +461,9 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   if (const char* env = std::getenv("SY_FLASH_SM90")) {
     s->flash_sm90 = std::string(env) != "0";
     SY_REQUIRE(!s->flash_sm90 || cuda::flash_attention_sm90_supported(), Unsupported, "cuda",
-               "SY_FLASH_SM90=1 needs a compute capability 9.0 GPU and a build with sm_90a code");
+               "SY_FLASH_SM90=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
   }
+  // Process-wide (the kernel's tile width), like the other switches read here at upload.
   if (const char* env = std::getenv("SY_SM90_TILE_N")) {
     const std::string v = env;
     SY_REQUIRE(v == "128" || v == "256", InvalidArgument, "cuda", "SY_SM90_TILE_N must be 128 or 256, got '", v, "'");
@@ -469,7 +472,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   if (const char* env = std::getenv("SY_SM90_EXPERTS")) {
     s->sm90_experts = std::string(env) != "0";
     SY_REQUIRE(!s->sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",
-               "SY_SM90_EXPERTS=1 needs a compute capability 9.0 GPU and a build with sm_90a code");
+               "SY_SM90_EXPERTS=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
   }
   if (const char* env = std::getenv("SY_ATTENTION_KEY_SPLITS")) {
     s->key_splits = std::atoi(env);
@@ -584,6 +587,9 @@ Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, ExpertPath pat
   Tensor hb = Tensor::empty(h.shape(), DType::kBF16, Device::kCuda);
   cuda::cast(h, hb);
   Tensor out = Tensor::zeros(h.shape(), DType::kF32, Device::kCuda);
+  SY_REQUIRE(path != ExpertPath::kSm90Grouped || sm90_fits(state, layer), Unsupported, "cuda",
+             "the sm90 grouped GEMM cannot run layer ", layer, " here (needs a compute capability 9.0 GPU, sm_90a code ",
+             "and expert matrices with n and k multiples of 8)");
   const bool device_counts = path == ExpertPath::kGroupedGemv || path == ExpertPath::kSm90Grouped;
   moe_layer(state, layer, h, hb, device_counts ? &counts : nullptr, load, out, path);
   return out;

@@ -35,7 +35,8 @@ using test::ScopedEnv;
 // passes). kCublas: every pass runs the routed experts through the cuBLAS grouped GEMM (the prefill path, bf16
 // activations; no step is a CUDA graph) and GQA layers through the separate q/k/v ops instead of the fused
 // epilogue (SY_FUSED_QKV=0), so the fallbacks stay tested. kSm90: every pass through the Hopper grouped GEMM
-// (SY_SM90_EXPERTS=1; layers with expert biases or a clamped activation keep the cuBLAS path).
+// (SY_SM90_EXPERTS=1; biases and gpt-oss's clamp included; layers whose expert matrices have n or k not a
+// multiple of 8 keep the cuBLAS path, and the test checks the kernel ran for the fixtures that fit).
 enum class Experts { kGemv, kCublas, kSm90 };
 
 void check_batched_logits(const std::string& fixture, Experts experts) {
@@ -146,8 +147,13 @@ void check_batched_logits(const std::string& fixture, Experts experts) {
                 label.c_str(), solo ? " solo" : "", checked, worst, skipped, worst_skipped);
     return checked;
   };
+  const int64_t sm90_before = cuda::grouped_gemm_sm90_calls();
   const int batched = run(false), solo = run(true);
   EXPECT_GT(solo, 0) << "every sequence met a routing near tie; the comparison checked nothing";
+  if (experts == Experts::kSm90 && c.moe.num_experts > 0 && c.moe.expert_intermediate % 8 == 0 &&
+      c.hidden_size % 8 == 0) {
+    EXPECT_GT(cuda::grouped_gemm_sm90_calls(), sm90_before) << label << ": the sm90 kernels never ran";
+  }
   (void)batched;  // may be 0 when a flip in a shared pass excludes every sequence; solo attributes flips exactly
 }
 

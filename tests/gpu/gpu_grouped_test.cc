@@ -163,8 +163,8 @@ TEST(GpuGrouped, SwigluThroughTheLayoutEqualsPermutedRows) {
 }
 
 // cuda::grouped_linear_sm90 (the Hopper grouped GEMM, bf16 in and out) against per-expert CPU linear on the same
-// bf16-valued rows: uneven groups, empty experts, one row, every row on the last of many experts (the tile
-// lookup's chunks of 32 experts), partial row, column and k tiles.
+// bf16-valued rows: uneven groups, empty experts, one row, every row on the last of many experts, more experts
+// than one chunk of the row-tile table's scan (256), partial row, column and k tiles.
 void check_grouped_sm90(int64_t n, int64_t k, const std::vector<int64_t>& counts, bool biased = false) {
   const std::vector<int64_t> offsets = offsets_of(counts);
   const int64_t rows = offsets.back();
@@ -251,28 +251,8 @@ void check_swiglu_sm90(int64_t tokens, int top_k, int experts, int64_t n, int64_
 
 TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
-  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
-  EXPECT_THROW(cuda::set_grouped_gemm_sm90_tile_n(64), InvalidArgument);
-  for (int tile_n : {128, 256}) {
-  SCOPED_TRACE("tile width " + std::to_string(tile_n));
-  cuda::set_grouped_gemm_sm90_tile_n(tile_n);
-  check_grouped_sm90(136, 200, {130, 0, 5, 1});  // two row tiles for expert 0, a partial column and k tile
-  check_grouped_sm90(128, 64, {0, 1});           // one row
-  std::vector<int64_t> last(40, 0);
-  last[39] = 129;  // every row on the last expert: past the lookup's first chunk of 32
-  check_grouped_sm90(64, 72, last);
-  std::vector<int64_t> big(64);
-  for (int e = 0; e < 64; ++e) big[e] = (e * 53) % 200;
-  check_grouped_sm90(2048, 768, big);  // the down projection of a Qwen3-30B-A3B prefill
-  check_swiglu_sm90(1, 8, 128, 96, 256);    // one token (decode size): 8 experts of one row, half a column tile
-  check_swiglu_sm90(300, 4, 16, 72, 136);   // partial tiles everywhere
-  check_swiglu_sm90(600, 8, 64, 768, 2048); // gate and up of a Qwen3-30B-A3B prefill
-  check_swiglu_sm90(200, 4, 32, 136, 192, 1.5f);  // gpt-oss: biases and the clamped activation (engaged: |g| ~ 5)
-  check_grouped_sm90(136, 64, {9, 0, 20}, /*biased=*/true);
-  check_grouped_sm90(264, 64, {40, 3});  // a third, nearly empty 128- or 256-column tile
-  }
-  cuda::set_grouped_gemm_sm90_tile_n(128);
-  // Bad input: f32 rows, k not a multiple of 8, a layout of other tokens.
+  // Bad input is refused on the host, on any GPU: f32 rows, k not a multiple of 8, a layout of other tokens, a
+  // bias of the wrong shape, a tile width other than 128 or 256.
   std::vector<Tensor> hw, dw;
   random_experts(2, 8, 12, hw, dw);
   cuda::ExpertWeightTable odd = cuda::make_expert_weight_table(dw);
@@ -287,6 +267,38 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
   cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(cuda::to_device(Tensor::zeros({3, 1}, DType::kI32)), 2);
   EXPECT_THROW(cuda::grouped_swiglu_sm90(cuda::to_device(rand_tensor({4, 16}).to(DType::kBF16)), t16, t16, layout, y),
                InvalidArgument);
+  EXPECT_THROW(cuda::grouped_linear_sm90(cuda::to_device(rand_tensor({3, 16}).to(DType::kBF16)), t16, off, y,
+                                         cuda::to_device(rand_tensor({2, 7}))),
+               InvalidArgument);
+  EXPECT_THROW(cuda::set_grouped_gemm_sm90_tile_n(64), InvalidArgument);
+  if (!cuda::grouped_gemm_sm90_supported()) {
+    // Valid input on another GPU: Unsupported, not a launch of code this device cannot run.
+    EXPECT_THROW(cuda::grouped_linear_sm90(cuda::to_device(rand_tensor({3, 16}).to(DType::kBF16)), t16, off, y),
+                 Unsupported);
+    GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
+  }
+  for (int tile_n : {128, 256}) {
+  SCOPED_TRACE("tile width " + std::to_string(tile_n));
+  cuda::set_grouped_gemm_sm90_tile_n(tile_n);
+  check_grouped_sm90(136, 200, {130, 0, 5, 1});  // two row tiles for expert 0, a partial column and k tile
+  check_grouped_sm90(128, 64, {0, 1});           // one row
+  std::vector<int64_t> last(40, 0);
+  last[39] = 129;  // every row on the last expert, in two row tiles
+  check_grouped_sm90(64, 72, last);
+  std::vector<int64_t> big(64);
+  for (int e = 0; e < 64; ++e) big[e] = (e * 53) % 200;
+  check_grouped_sm90(2048, 768, big);  // the down projection of a Qwen3-30B-A3B prefill
+  check_swiglu_sm90(1, 8, 128, 96, 256);    // one token (decode size): 8 experts of one row, half a column tile
+  check_swiglu_sm90(300, 4, 16, 72, 136);   // partial tiles everywhere
+  check_swiglu_sm90(600, 8, 64, 768, 2048); // gate and up of a Qwen3-30B-A3B prefill
+  check_swiglu_sm90(200, 4, 32, 136, 192, 1.5f);  // gpt-oss: biases and the clamped activation (engaged: |g| ~ 5)
+  check_grouped_sm90(136, 64, {9, 0, 20}, /*biased=*/true);
+  check_grouped_sm90(264, 64, {40, 3});  // a third, nearly empty 128- or 256-column tile
+  std::vector<int64_t> many(300, 0);
+  for (int e : {5, 200, 255, 256, 299}) many[e] = 7 + e % 5;
+  check_grouped_sm90(64, 64, many);  // experts past the scan's first chunk of 256
+  }
+  cuda::set_grouped_gemm_sm90_tile_n(128);
 }
 
 // gpt-oss pieces of the expert path: the clamped SwiGLU (f32 and bf16) against ops::clamped_swiglu, with values

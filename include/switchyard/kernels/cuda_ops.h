@@ -219,6 +219,7 @@ bool grouped_gemm_sm90_supported();
 // accumulators per thread, a 4-stage ring), for every later call in this process; InvalidArgument otherwise.
 void set_grouped_gemm_sm90_tile_n(int tile_n);
 int grouped_gemm_sm90_tile_n();
+int64_t grouped_gemm_sm90_calls();  // grouped_*_sm90 launches so far in this process
 // y[rows of e] = x[rows of e] W_e^T (+ bias[e]). x: (rows, k) bf16; y: (rows, n) bf16; bias: (E, n) f32 or
 // undefined.
 void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& weights, const Tensor& offsets, Tensor& y,

@@ -8,8 +8,10 @@
 // first row, length and query tile, the longest tiles first), head dims 64 or 128 (or 192 for q.k and 128 for
 // v: MLA's prefill in the expanded form), GQA, sliding window (key tiles wholly outside every row's window are
 // skipped) and per-head sinks (joined to the softmax at the end).
-// Not here: wgmma/TMA and warp specialisation (FlashAttention-3).
+// Hopper: head dims 128/128 can run the wgmma kernel instead (flash_attention_sm90.cu, AttentionArgs::sm90).
+// Not here: TMA and warp specialisation (FlashAttention-3).
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -178,7 +180,7 @@ __global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q,
   detail::store_rows<kDv>(&o[0][0], m, l, row_q, t, sinks ? sinks + head : nullptr, out + head * kDv, o_stride, c);
 }
 
-int64_t g_calls = 0, g_sm90_calls = 0;
+std::atomic<int64_t> g_calls{0}, g_sm90_calls{0};  // calls so far (tests check which kernel ran)
 
 template <int kDk, int kDv>
 void launch_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, const Tensor& tiles,

@@ -19,17 +19,15 @@
 //   silu(gate) * up for 64 output columns; A's rows are gathered from the un-permuted tokens through the
 //   dispatch layout (row r of the groups reads token row_assignment[r] / top_k): no permuted copy.
 //   Expert biases (gpt-oss) are added to the f32 accumulators and gpt-oss's clamped activation applied there.
-// - Plain variant: A's rows are the grouped rows themselves (the SwiGLU output), 128 output columns, plus the
-//   expert's bias row if any.
+// - Plain variant: A's rows are the grouped rows themselves (the SwiGLU output), kTileN output columns, plus
+//   the expert's bias row if any.
 // Products are rounded to bf16 once (as the cuBLAS path's bf16 outputs are). CPU reference: ops::linear per
 // expert; tests/gpu/gpu_grouped_test.cc compares both. tools/wgmma_gemm_emulation.py checks the index maps.
 // Not here: TMA loads and warp specialisation (a producer warpgroup with setmaxnreg), a persistent tile
 // scheduler.
 #include <atomic>
 #include <cmath>
-#include <functional>
 #include <map>
-#include <mutex>
 
 #include "async_copy.cuh"
 #include "op_common.cuh"
@@ -262,6 +260,7 @@ void check_table(const char* op, const char* name, const ExpertWeightTable& w) {
 }
 
 std::atomic<int> g_tile_n{128};
+std::atomic<int64_t> g_calls{0};  // launches so far (tests check that a forward pass took this path)
 
 template <bool kSwiGLU, int kTileN>
 void launch_tiled(Problem p, int64_t rows) {
@@ -286,6 +285,7 @@ template <bool kSwiGLU>
 void launch(Problem p, int64_t rows) {
   SY_REQUIRE(grouped_gemm_sm90_supported(), Unsupported, "cuda grouped_gemm_sm90",
              "needs a compute capability 9.0 GPU and a build with sm_90a code");
+  ++g_calls;
   if (g_tile_n.load() == 256) {
     launch_tiled<kSwiGLU, 256>(p, rows);
   } else {
@@ -294,66 +294,6 @@ void launch(Problem p, int64_t rows) {
 }
 
 }  // namespace
-
-namespace detail {
-
-namespace {
-// Writes 1 when the running code is an sm_90a image (wgmma available), 0 when it is a PTX fallback.
-__global__ void probe_sm90a_kernel(int* out) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  *out = 1;
-#else
-  *out = 0;
-#endif
-}
-}  // namespace
-
-bool once_per_device(std::map<int, bool>& cache, const std::function<bool()>& probe) {
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  static std::mutex mutex;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    auto it = cache.find(device);
-    if (it != cache.end()) return it->second;
-  }
-  // The probe runs unlocked: probes nest (a kernel's probe asks sm90a_device), and two threads probing the
-  // same device at once both get the same answer (setting a function attribute twice is harmless).
-  const bool answer = probe();
-  std::lock_guard<std::mutex> lock(mutex);
-  return cache.emplace(device, answer).first->second;
-}
-
-bool sm90a_device(size_t smem_bytes) {
-  static std::map<int, bool> cache;
-  const bool sm90a = once_per_device(cache, [] {
-    int device = 0;
-    cudaDeviceProp prop{};
-    if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
-      cudaGetLastError();
-      return false;
-    }
-    if (prop.major != 9 || prop.minor != 0) return false;
-    int* flag = nullptr;
-    int host = 0;
-    SY_CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
-    probe_sm90a_kernel<<<1, 1>>>(flag);
-    const cudaError_t launched = cudaGetLastError();
-    const cudaError_t copied = cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost);
-    SY_CUDA_CHECK(cudaFree(flag));
-    return launched == cudaSuccess && copied == cudaSuccess && host == 1;
-  });
-  if (!sm90a) return false;
-  int device = 0, optin = 0;
-  SY_CUDA_CHECK(cudaGetDevice(&device));
-  SY_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  return static_cast<size_t>(optin) >= smem_bytes;
-}
-
-}  // namespace detail
 
 bool grouped_gemm_sm90_supported() {
   // Per device: the shared-memory attribute belongs to the current device.
@@ -378,6 +318,8 @@ void set_grouped_gemm_sm90_tile_n(int tile_n) {
 }
 
 int grouped_gemm_sm90_tile_n() { return g_tile_n.load(); }
+
+int64_t grouped_gemm_sm90_calls() { return g_calls.load(); }
 
 namespace {
 

@@ -29,7 +29,7 @@ inline void require_rows_device(const char* op, const char* name, const Tensor& 
 inline void require_dtype(const char* op, const char* name, const Tensor& t, DType a, DType b = DType::kF32) {
   SY_REQUIRE(t.dtype() == a || t.dtype() == b, InvalidArgument, op, name, " has dtype ", t.describe());
 }
-// Hopper (wgmma) kernels, grouped_gemm_sm90.cu. sm90a_device: the current device has compute capability 9.0,
+// Per-device capabilities (capability.cu). sm90a_device: the current device has compute capability 9.0,
 // runs this build's sm_90a code (a one-time probe per device: it synchronises, so the first call must not fall
 // inside a stream capture) and grants smem_bytes of shared memory per block. once_per_device: `probe`'s answer
 // for the current device, computed on the first call per device and cached in `cache`.
