@@ -60,7 +60,14 @@ INSTANTIATE_TEST_SUITE_P(
                       LinearCase{3, 130, 70, DType::kBF16, false}, LinearCase{8, 256, 129, DType::kF16, true},
                       LinearCase{9, 100, 65, DType::kBF16, false}, LinearCase{33, 257, 200, DType::kBF16, true},
                       LinearCase{17, 48, 300, DType::kF32, true}, LinearCase{5, 1, 7, DType::kF16, false},
-                      LinearCase{64, 64, 64, DType::kF16, false}));
+                      LinearCase{64, 64, 64, DType::kF16, false},
+                      // The fused prefill micro-kernel's edges (9-1024 rows, tiles of 4 rows of x by 5 weight
+                      // rows): k below one vector (masked tail only), n not a multiple of 5 (narrower last
+                      // tiles), 1-3 trailing rows of x, 128 rows at a real k, its largest m, and the first m
+                      // past it (converted sgemm).
+                      LinearCase{15, 15, 3, DType::kF16, false}, LinearCase{127, 33, 17, DType::kBF16, true},
+                      LinearCase{10, 64, 9, DType::kBF16, false}, LinearCase{128, 2048, 96, DType::kBF16, false},
+                      LinearCase{1024, 40, 12, DType::kBF16, true}, LinearCase{1025, 40, 9, DType::kBF16, false}));
 
 TEST(LinearOp, EmptyRowsIsANoOp) {
   Tensor x = Tensor::empty({0, 16}, DType::kF32);

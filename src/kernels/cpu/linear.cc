@@ -3,12 +3,16 @@
 // each slice so that only one threading system is active.
 //   f32 weights:            OpenBLAS sgemm (sgemv for one row).
 //   bf16/f16, few rows:     a fused convert-and-dot GEMV that streams each weight row once (decode).
-//   bf16/f16, many rows:    convert a block of weight rows to f32, then sgemm on it (prefill).
+//   bf16/f16, 9-1024 rows:  a fused convert-and-FMA micro-kernel (4 rows of x by 5 weight rows per tile):
+//                           prefill chunks and their per-expert batches (AVX-512 builds).
+//   bf16/f16, more rows:    convert a block of weight rows to f32, then sgemm on it (large prefills).
 #include <cblas.h>
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "cpu_common.h"
@@ -21,6 +25,19 @@ namespace {
 
 constexpr int64_t kSmallBatch = 8;    // rows of x handled by the fused GEMV
 constexpr int64_t kConvertBlock = 64;  // weight rows converted per sgemm call
+// Rows of x up to which the fused micro-kernel is used: it beat converting and sgemm at every size measured
+// on the 2-core EPYC VM (n 1024, k 2048, 2 threads, 2026-12-05; docs/benchmarks.md): 3.5x at 16 rows, 1.7x
+// at 64, 1.5x at 128, 1.2x at 256-1024. Larger products keep the blocked sgemm, unmeasured against it.
+constexpr int64_t kFusedMaxRows = 1024;
+
+// SY_FUSED_PREFILL_GEMM=0 sends 9-1024-row products back to convert-and-sgemm (A/B runs, a fallback).
+bool fused_prefill_enabled() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("SY_FUSED_PREFILL_GEMM");
+    return !(env && std::string(env) == "0");
+  }();
+  return enabled;
+}
 
 void single_threaded_blas() {
   static std::once_flag once;
@@ -90,6 +107,79 @@ void gemv_half(const float* x, int64_t m, const uint16_t* w, DType dt, int64_t k
   }
 }
 
+#if defined(__AVX512F__)
+// The first `rem` (1..15) elements of 16 as f32 (the rest zero).
+inline __m512 load16_as_f32_masked(const uint16_t* p, DType dt, int rem) {
+  const __mmask16 mask = static_cast<__mmask16>((1u << rem) - 1);
+  const __m256i raw = _mm256_maskz_loadu_epi16(mask, p);
+  if (dt == DType::kBF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+  return _mm512_cvtph_ps(raw);
+}
+
+// y[i, c] for kRows rows of x and kCols weight rows: the weights converted to f32 in registers as they stream,
+// each x vector feeding kCols FMAs and each weight vector kRows (kRows * kCols accumulators). 4 x 5 measured
+// fastest of 2x8 .. 12x2 on the EPYC VM (210 against 155 GFLOP/s for 8 x 2 on two cores, 2026-12-05).
+template <int kRows, int kCols>
+void fused_tile(const float* x, const uint16_t* w, DType dt, int64_t k, float* y, int64_t y_stride) {
+  __m512 acc[kRows][kCols];
+  for (int i = 0; i < kRows; ++i) {
+    for (int c = 0; c < kCols; ++c) acc[i][c] = _mm512_setzero_ps();
+  }
+  int64_t kk = 0;
+  for (; kk + 16 <= k; kk += 16) {
+    __m512 wv[kCols];
+    for (int c = 0; c < kCols; ++c) wv[c] = load16_as_f32(w + c * k + kk, dt);
+    for (int i = 0; i < kRows; ++i) {
+      const __m512 xv = _mm512_loadu_ps(x + i * k + kk);
+      for (int c = 0; c < kCols; ++c) acc[i][c] = _mm512_fmadd_ps(wv[c], xv, acc[i][c]);
+    }
+  }
+  if (kk < k) {
+    const int rem = static_cast<int>(k - kk);
+    const __mmask16 mask = static_cast<__mmask16>((1u << rem) - 1);
+    __m512 wv[kCols];
+    for (int c = 0; c < kCols; ++c) wv[c] = load16_as_f32_masked(w + c * k + kk, dt, rem);
+    for (int i = 0; i < kRows; ++i) {
+      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + i * k + kk);
+      for (int c = 0; c < kCols; ++c) acc[i][c] = _mm512_fmadd_ps(wv[c], xv, acc[i][c]);
+    }
+  }
+  for (int i = 0; i < kRows; ++i) {
+    for (int c = 0; c < kCols; ++c) y[i * y_stride + c] = _mm512_reduce_add_ps(acc[i][c]);
+  }
+}
+
+constexpr int kTileCols = 5;  // weight rows per tile
+
+// kRows rows of x against weight rows [n0, n1), in tiles of kTileCols weight rows (the last 1-4 narrower).
+template <int kRows>
+void fused_rows(const float* x, const uint16_t* w, DType dt, int64_t k, int64_t n0, int64_t n1, float* y, int64_t n) {
+  int64_t j = n0;
+  for (; j + kTileCols <= n1; j += kTileCols) fused_tile<kRows, kTileCols>(x, w + j * k, dt, k, y + j, n);
+  switch (n1 - j) {
+    case 4: fused_tile<kRows, 4>(x, w + j * k, dt, k, y + j, n); break;
+    case 3: fused_tile<kRows, 3>(x, w + j * k, dt, k, y + j, n); break;
+    case 2: fused_tile<kRows, 2>(x, w + j * k, dt, k, y + j, n); break;
+    case 1: fused_tile<kRows, 1>(x, w + j * k, dt, k, y + j, n); break;
+    default: break;
+  }
+}
+
+// y[i, j] for i < m (kSmallBatch < m <= kFusedMaxRows), j in [n0, n1): passes of 4 rows of x, each rereading
+// the slice's weight rows (from cache: parallel_for hands out slices of 64 rows and more).
+void gemm_half_fused(const float* x, int64_t m, const uint16_t* w, DType dt, int64_t k, int64_t n0, int64_t n1,
+                     float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) fused_rows<4>(x + i * k, w, dt, k, n0, n1, y + i * n, n);
+  switch (m - i) {  // the last 1-3 rows
+    case 3: fused_rows<3>(x + i * k, w, dt, k, n0, n1, y + i * n, n); break;
+    case 2: fused_rows<2>(x + i * k, w, dt, k, n0, n1, y + i * n, n); break;
+    case 1: fused_rows<1>(x + i * k, w, dt, k, n0, n1, y + i * n, n); break;
+    default: break;
+  }
+}
+#endif
+
 // Converted-block path: W rows [n0, n1) -> f32 scratch -> sgemm.
 void gemm_half(const float* x, int64_t m, const uint16_t* w, DType dt, int64_t k, int64_t n0, int64_t n1,
                float* y, int64_t n) {
@@ -139,8 +229,17 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
     SY_CHECK(dt == DType::kBF16 || dt == DType::kF16, "linear: unsupported weight dtype ", w.describe());
     const uint16_t* wp = w.u16();
     parallel_for(n, [&](int64_t n0, int64_t n1) {
-      if (m <= kSmallBatch) gemv_half(xp, m, wp, dt, k, n0, n1, yp, n);
-      else gemm_half(xp, m, wp, dt, k, n0, n1, yp, n);
+      if (m <= kSmallBatch) {
+        gemv_half(xp, m, wp, dt, k, n0, n1, yp, n);
+        return;
+      }
+#if defined(__AVX512F__)
+      if (m <= kFusedMaxRows && fused_prefill_enabled()) {
+        gemm_half_fused(xp, m, wp, dt, k, n0, n1, yp, n);
+        return;
+      }
+#endif
+      gemm_half(xp, m, wp, dt, k, n0, n1, yp, n);
     }, grain);
   }
   if (bias.defined()) {
