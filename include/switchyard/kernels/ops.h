@@ -15,6 +15,9 @@ namespace sy::ops {
 // y = x W^T + b.  x: (m, k) f32; w: (n, k) f32|bf16|f16; bias: (n,) any float or undefined; y: (m, n) f32.
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+// Columns [n0, n1) of y = x W^T (no bias) on the calling thread, for callers that split work over several
+// products in one parallel loop (moe::run_expert_blocks at decode sizes). Other columns of y are untouched.
+void linear_columns(const Tensor& x, const Tensor& w, int64_t n0, int64_t n1, Tensor& y);
 
 // y[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * w.  x, y: (m, d) f32 (y may alias x); w: (d,) any float.
 void rms_norm(const Tensor& x, const Tensor& w, float eps, Tensor& y);

@@ -31,7 +31,9 @@ Tensor gated_mlp(const Tensor& x, const GatedMlpWeights& w, const ActivationOpti
 Tensor run_experts(const Tensor& permuted, const DispatchLayout& layout, const std::vector<GatedMlpWeights>& experts,
                    const ActivationOptions& act);
 // The same over blocks: rows [offsets[i], offsets[i+1]) of permuted run through experts[i] (the expert-parallel
-// path, where a rank holds a slice of the experts). experts has offsets.size() - 1 entries.
+// path, where a rank holds a slice of the experts). experts has offsets.size() - 1 entries. When no block has
+// more than 8 rows (decode), every expert's gate and up run in one parallel loop and every down in a second
+// (bit-identical to one product at a time; SY_GROUPED_EXPERTS=0 turns it off).
 Tensor run_expert_blocks(const Tensor& permuted, const std::vector<int64_t>& offsets, const GatedMlpWeights* experts,
                          const ActivationOptions& act);
 

@@ -196,61 +196,79 @@ void gemm_half(const float* x, int64_t m, const uint16_t* w, DType dt, int64_t k
 
 }  // namespace
 
-void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
-  cpu::require_cpu("linear", x);
-  cpu::require_cpu("linear", w);
-  cpu::require_f32_contiguous("linear", "x", x);
-  cpu::require_f32_contiguous("linear", "y", y);
-  SY_CHECK(x.dim() == 2 && w.dim() == 2 && y.dim() == 2, "linear: x ", x.describe(), " w ", w.describe());
-  SY_CHECK(w.is_contiguous(), "linear: weight must be contiguous, got ", w.describe());
-  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
-  SY_CHECK(w.size(1) == k && y.size(0) == m && y.size(1) == n, "linear: x ", x.describe(), " w ", w.describe(),
-           " y ", y.describe());
-  if (m == 0 || n == 0) return;
-  single_threaded_blas();
-  const float* xp = x.f32();
-  float* yp = y.f32();
+namespace {
+
+void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& y) {
+  cpu::require_cpu(op, x);
+  cpu::require_cpu(op, w);
+  cpu::require_f32_contiguous(op, "x", x);
+  cpu::require_f32_contiguous(op, "y", y);
+  SY_CHECK(x.dim() == 2 && w.dim() == 2 && y.dim() == 2, op, ": x ", x.describe(), " w ", w.describe());
+  SY_CHECK(w.is_contiguous(), op, ": weight must be contiguous, got ", w.describe());
+  SY_CHECK(w.dtype() == DType::kF32 || w.dtype() == DType::kBF16 || w.dtype() == DType::kF16, op,
+           ": unsupported weight dtype ", w.describe());
+  SY_CHECK(w.size(1) == x.size(1) && y.size(0) == x.size(0) && y.size(1) == w.size(0), op, ": x ", x.describe(),
+           " w ", w.describe(), " y ", y.describe());
+}
+
+// Columns [n0, n1) of y = x W^T on the calling thread. x: (m, k); y: (m, n) with n = w's rows.
+void linear_slice(const float* xp, int64_t m, const Tensor& w, int64_t k, int64_t n0, int64_t n1, float* yp,
+                  int64_t n) {
   const DType dt = w.dtype();
-  // Slices of output features, in multiples of 16 so that threads write separate cache lines.
-  const int64_t grain = std::max<int64_t>(16, (m > kSmallBatch ? kConvertBlock : 16));
   if (dt == DType::kF32) {
     const float* wp = w.f32();
-    parallel_for(n, [&](int64_t n0, int64_t n1) {
-      if (m == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n1 - n0), static_cast<int>(k), 1.f, wp + n0 * k,
-                    static_cast<int>(k), xp, 1, 0.f, yp + n0, 1);
-      } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n1 - n0),
-                    static_cast<int>(k), 1.f, xp, static_cast<int>(k), wp + n0 * k, static_cast<int>(k), 0.f, yp + n0,
-                    static_cast<int>(n));
-      }
-    }, grain);
-  } else {
-    SY_CHECK(dt == DType::kBF16 || dt == DType::kF16, "linear: unsupported weight dtype ", w.describe());
-    const uint16_t* wp = w.u16();
-    parallel_for(n, [&](int64_t n0, int64_t n1) {
-      if (m <= kSmallBatch) {
-        gemv_half(xp, m, wp, dt, k, n0, n1, yp, n);
-        return;
-      }
-#if defined(__AVX512F__)
-      if (m <= kFusedMaxRows && fused_prefill_enabled()) {
-        gemm_half_fused(xp, m, wp, dt, k, n0, n1, yp, n);
-        return;
-      }
-#endif
-      gemm_half(xp, m, wp, dt, k, n0, n1, yp, n);
-    }, grain);
+    if (m == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n1 - n0), static_cast<int>(k), 1.f, wp + n0 * k,
+                  static_cast<int>(k), xp, 1, 0.f, yp + n0, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n1 - n0),
+                  static_cast<int>(k), 1.f, xp, static_cast<int>(k), wp + n0 * k, static_cast<int>(k), 0.f, yp + n0,
+                  static_cast<int>(n));
+    }
+    return;
   }
+  const uint16_t* wp = w.u16();
+  if (m <= kSmallBatch) {
+    gemv_half(xp, m, wp, dt, k, n0, n1, yp, n);
+    return;
+  }
+#if defined(__AVX512F__)
+  if (m <= kFusedMaxRows && fused_prefill_enabled()) {
+    gemm_half_fused(xp, m, wp, dt, k, n0, n1, yp, n);
+    return;
+  }
+#endif
+  gemm_half(xp, m, wp, dt, k, n0, n1, yp, n);
+}
+
+}  // namespace
+
+void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) {
+  check_linear("linear", x, w, y);
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  if (m == 0 || n == 0) return;
+  single_threaded_blas();
+  // Slices of output features, in multiples of 16 so that threads write separate cache lines.
+  const int64_t grain = std::max<int64_t>(16, (m > kSmallBatch ? kConvertBlock : 16));
+  parallel_for(n, [&](int64_t n0, int64_t n1) { linear_slice(x.f32(), m, w, k, n0, n1, y.f32(), n); }, grain);
   if (bias.defined()) {
     SY_CHECK(bias.numel() == n, "linear: bias ", bias.describe(), " for ", n, " outputs");
     std::vector<float> b(static_cast<size_t>(n));
     cpu::convert_row_to_f32(bias.raw(), bias.dtype(), b.data(), n);
+    float* yp = y.f32();
     for (int64_t i = 0; i < m; ++i) {
       float* row = yp + i * n;
       for (int64_t j = 0; j < n; ++j) row[j] += b[j];
     }
   }
+}
+
+void linear_columns(const Tensor& x, const Tensor& w, int64_t n0, int64_t n1, Tensor& y) {
+  check_linear("linear_columns", x, w, y);
+  SY_CHECK(0 <= n0 && n0 <= n1 && n1 <= w.size(0), "linear_columns: columns [", n0, ", ", n1, ") of ", w.size(0));
+  if (x.size(0) == 0 || n0 == n1) return;
+  single_threaded_blas();
+  linear_slice(x.f32(), x.size(0), w, x.size(1), n0, n1, y.f32(), w.size(0));
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
