@@ -187,7 +187,9 @@ void launch_attention(const Tensor& q, const Tensor& k, const Tensor& v, const T
   }
   SY_CUDA_CHECK_LAUNCH();
   if (splits == 1) return;
-  merge_splits_kernel<<<static_cast<unsigned>(items), 128, splits * sizeof(float), stream()>>>(
+  // The factor table gets 8 floats of slack: compute-sanitizer (H100, 2026-12-05) caught the unrolled sum
+  // below reading 12 bytes past `splits` floats of shared memory.
+  merge_splits_kernel<<<static_cast<unsigned>(items), 128, (splits + 8) * sizeof(float), stream()>>>(
       partial.f32(), sinks, p.heads, p.dv, splits, out.f32());
   SY_CUDA_CHECK_LAUNCH();
 }
