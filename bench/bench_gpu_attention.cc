@@ -1,6 +1,6 @@
 // bench_gpu_attention [--tokens 16384] [--heads 16] [--kv-heads 16] [--head-dim 128] [--iters 5]
 // Causal prefill attention of one sequence on GPU 0 through cuda::attention (the f32 paged kernel), and
-// cuda::flash_attention's FlashAttention-2 (mma.sync) and Hopper (wgmma, head dim 128) kernels,
+// cuda::flash_attention's FlashAttention-2 (mma.sync) and Hopper (wgmma, head dim 128) kernels and its cuDNN path,
 // timed with CUDA synchronisation; FLOPs counted as 4 * T^2 * H * d / 2 (causal). References printed with it:
 // the H100's dense bf16 peak (989 TFLOP/s, published). The PyTorch peer is bench/torch_attention.py
 // (scaled_dot_product_attention on the same shape), run in the same device session.
@@ -53,48 +53,53 @@ int main(int argc, char** argv) {
     sy::cuda::synchronize();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
     const double flops = 4.0 * static_cast<double>(tokens) * tokens * heads * dim / 2;
-    // The tensor-core kernels on the same inputs in bf16 (head dim 64 or 128): FlashAttention-2 on mma.sync, and
-    // on an sm_90a device with head dim 128 the wgmma kernel (args.sm90).
-    double s_flash = 0, s_sm90 = 0;
-    if (dim == 128 || dim == 64) {
-      Tensor qb = Tensor::empty(q.shape(), sy::DType::kBF16, sy::Device::kCuda);
-      Tensor kb = Tensor::empty(k.shape(), sy::DType::kBF16, sy::Device::kCuda);
-      Tensor vb = Tensor::empty(v.shape(), sy::DType::kBF16, sy::Device::kCuda);
-      sy::cuda::cast(q, qb);
-      sy::cuda::cast(k, kb);
-      sy::cuda::cast(v, vb);
-      Tensor out2 = Tensor::empty({tokens, heads, dim}, sy::DType::kF32, sy::Device::kCuda);
-      sy::cuda::flash_attention(qb, kb, vb, args, out2);
+    // The tensor-core kernels on the same inputs in bf16: FlashAttention-2 on mma.sync (head dim 64 or 128),
+    // on an sm_90a device with head dim 128 the wgmma kernel (args.sm90), and cuDNN's fused attention where
+    // cuDNN is found (args.cudnn). Each is checked against the f32 kernel's output before it is timed.
+    struct Row { std::string name; double seconds; };
+    std::vector<Row> rows;
+    Tensor b_host = sy::cuda::to_host(out);
+    double den = 0;
+    for (int64_t i = 0; i < b_host.numel(); ++i) den = std::max(den, static_cast<double>(std::fabs(b_host.f32()[i])));
+    Tensor qb = Tensor::empty(q.shape(), sy::DType::kBF16, sy::Device::kCuda);
+    Tensor kb = Tensor::empty(k.shape(), sy::DType::kBF16, sy::Device::kCuda);
+    Tensor vb = Tensor::empty(v.shape(), sy::DType::kBF16, sy::Device::kCuda);
+    sy::cuda::cast(q, qb);
+    sy::cuda::cast(k, kb);
+    sy::cuda::cast(v, vb);
+    auto time_flash = [&](const std::string& name, const sy::cuda::AttentionArgs& a) {
+      Tensor o = Tensor::empty({tokens, heads, dim}, sy::DType::kF32, sy::Device::kCuda);
+      sy::cuda::flash_attention(qb, kb, vb, a, o);  // warm-up (and cuDNN's plan)
       sy::cuda::synchronize();
       const auto f0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < iters; ++i) sy::cuda::flash_attention(qb, kb, vb, args, out2);
+      for (int i = 0; i < iters; ++i) sy::cuda::flash_attention(qb, kb, vb, a, o);
       sy::cuda::synchronize();
-      s_flash = std::chrono::duration<double>(std::chrono::steady_clock::now() - f0).count() / iters;
-      // Agreement of the two kernels (bf16 inputs vs f32): max |a - b| / max |b| over the output.
-      Tensor a = sy::cuda::to_host(out2), b = sy::cuda::to_host(out);
-      double num = 0, den = 0;
-      for (int64_t i = 0; i < a.numel(); ++i) {
-        num = std::max(num, static_cast<double>(std::fabs(a.f32()[i] - b.f32()[i])));
-        den = std::max(den, static_cast<double>(std::fabs(b.f32()[i])));
+      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - f0).count() / iters;
+      Tensor got = sy::cuda::to_host(o);
+      double diff = 0;
+      for (int64_t i = 0; i < got.numel(); ++i) {
+        diff = std::max(diff, static_cast<double>(std::fabs(got.f32()[i] - b_host.f32()[i])));
       }
-      std::printf("flash vs f32 kernel: max relative difference %.2e\n", num / den);
-      if (dim == 128 && sy::cuda::flash_attention_sm90_supported()) {
-        sy::cuda::AttentionArgs hopper = args;
-        hopper.sm90 = true;
-        Tensor out3 = Tensor::empty({tokens, heads, dim}, sy::DType::kF32, sy::Device::kCuda);
-        sy::cuda::flash_attention(qb, kb, vb, hopper, out3);
-        sy::cuda::synchronize();
-        const auto h0 = std::chrono::steady_clock::now();
-        for (int i = 0; i < iters; ++i) sy::cuda::flash_attention(qb, kb, vb, hopper, out3);
-        sy::cuda::synchronize();
-        s_sm90 = std::chrono::duration<double>(std::chrono::steady_clock::now() - h0).count() / iters;
-        Tensor c = sy::cuda::to_host(out3);
-        double diff = 0;
-        for (int64_t i = 0; i < c.numel(); ++i) {
-          diff = std::max(diff, static_cast<double>(std::fabs(c.f32()[i] - b.f32()[i])));
-        }
-        std::printf("wgmma flash vs f32 kernel: max relative difference %.2e\n", diff / den);
+      std::printf("%s vs f32 kernel: max relative difference %.2e\n", name.c_str(), diff / den);
+      rows.push_back({name, sec});
+    };
+    if (dim == 128 || dim == 64) time_flash("cuda::flash_attention (bf16 mma.sync tiles)", args);
+    if (dim == 128 && sy::cuda::flash_attention_sm90_supported()) {
+      sy::cuda::AttentionArgs hopper = args;
+      hopper.sm90 = true;
+      time_flash("cuda::flash_attention, sm90 (bf16 wgmma tiles)", hopper);
+    }
+    std::string why;
+    if (sy::cuda::flash_attention_cudnn_available(&why)) {
+      sy::cuda::AttentionArgs via_cudnn = args;
+      via_cudnn.cudnn = true;
+      const int64_t before = sy::cuda::flash_attention_cudnn_calls();
+      time_flash("cuda::flash_attention, cuDNN fused attention", via_cudnn);
+      if (sy::cuda::flash_attention_cudnn_calls() == before) {
+        rows.back().name += " (cuDNN refused the shape: own kernel ran)";
       }
+    } else {
+      std::printf("cuDNN: not used (%s)\n", why.c_str());
     }
     std::printf("causal prefill attention: %lld tokens, %lld heads (%lld kv), head dim %lld\n",
                 static_cast<long long>(tokens), static_cast<long long>(heads), static_cast<long long>(kv_heads),
@@ -102,13 +107,9 @@ int main(int argc, char** argv) {
     std::printf("\n| kernel | time | TFLOP/s | share of 989 TFLOP/s |\n|---|---|---|---|\n");
     std::printf("| cuda::attention (f32, one block per query and head) | %.2f ms | %.1f | %.1f%% |\n", s * 1e3,
                 flops / s / 1e12, 100 * flops / s / 989e12);
-    if (s_flash > 0) {
-      std::printf("| cuda::flash_attention (bf16 mma.sync tiles) | %.2f ms | %.1f | %.1f%% |\n", s_flash * 1e3,
-                  flops / s_flash / 1e12, 100 * flops / s_flash / 989e12);
-    }
-    if (s_sm90 > 0) {
-      std::printf("| cuda::flash_attention, sm90 (bf16 wgmma tiles) | %.2f ms | %.1f | %.1f%% |\n", s_sm90 * 1e3,
-                  flops / s_sm90 / 1e12, 100 * flops / s_sm90 / 989e12);
+    for (const Row& r : rows) {
+      std::printf("| %s | %.2f ms | %.1f | %.1f%% |\n", r.name.c_str(), r.seconds * 1e3, flops / r.seconds / 1e12,
+                  100 * flops / r.seconds / 989e12);
     }
     return 0;
 #endif

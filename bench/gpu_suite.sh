@@ -19,6 +19,7 @@ sections=${3:-tests,memcheck,serve,layer,nccl,decode,long,attention,sm90,deepsee
 want() { [[ ",$sections," == *",$1,"* ]]; }
 export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
 export SY_FIXTURES_DIR="$PWD/tests/fixtures" SY_BUILTIN_MODEL="$PWD/models/builtin"
+source "$(dirname "$0")/find_cudnn.sh"  # the cuDNN attention path
 out=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 if want tests; then

@@ -116,6 +116,9 @@ struct GpuState {
   // Fresh prompts of head dims 128/128 through the Hopper attention kernel (AttentionArgs::sm90):
   // SY_FLASH_SM90=1 at upload; off by default for the same reason.
   bool flash_sm90 = false;
+  // Fresh prompts without windows or sinks through cuDNN's fused attention (AttentionArgs::cudnn) where cuDNN
+  // is found: SY_CUDNN_ATTENTION=1 at upload.
+  bool flash_cudnn = false;
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
   bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
   const void* graph_pool = nullptr;
@@ -463,6 +466,12 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
     SY_REQUIRE(!s->flash_sm90 || cuda::flash_attention_sm90_supported(), Unsupported, "cuda",
                "SY_FLASH_SM90=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
   }
+  if (const char* env = std::getenv("SY_CUDNN_ATTENTION")) {
+    s->flash_cudnn = std::string(env) != "0";
+    std::string why;
+    SY_REQUIRE(!s->flash_cudnn || cuda::flash_attention_cudnn_available(&why), Unsupported, "cuda",
+               "SY_CUDNN_ATTENTION=1 needs cuDNN 9: ", why, "; unset it here");
+  }
   // Process-wide (the kernel's tile width), like the other switches read here at upload.
   if (const char* env = std::getenv("SY_SM90_TILE_N")) {
     const std::string v = env;
@@ -778,6 +787,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     args.sinks = w.sinks;
     args.key_splits = s.key_splits;
     args.sm90 = s.flash_sm90;
+    args.cudnn = s.flash_cudnn;
     Tensor att;  // (n, heads * dv)
     if (a.mla) {
       att = mla_attention(s, l, b, pool, args, hb);

@@ -399,8 +399,10 @@ TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
 // multiple of the 64- or 128-row tiles, GQA, one token, windows, sinks, packed sequences. sm90: args.sm90,
 // which runs the wgmma kernel for head dims 128/128 (checked by its call counter) and the FA2 kernel for the
 // others; else the FlashAttention-2 kernel throughout.
-void check_flash_attention(bool sm90) {
-  const std::string kernel = sm90 ? " (sm90 where d=128)" : "";
+// cudnn: args.cudnn, which runs cuDNN's fused attention where the case has no window and no sinks (checked
+// by its call counter) and the kernels above elsewhere.
+void check_flash_attention(bool sm90, bool cudnn = false) {
+  const std::string kernel = cudnn ? " (cuDNN where no window or sinks)" : sm90 ? " (sm90 where d=128)" : "";
   // (t, heads, kv_heads, head dim, window, sinks): windows shorter than a tile, spanning tiles, and longer
   // than the sequence; sinks with and without a window (gpt-oss: head dim 64, window 128, sinks).
   // dv 0: the same as d; (192, 128) is MLA's expanded prefill.
@@ -426,11 +428,14 @@ void check_flash_attention(bool sm90) {
     args.scale = scale;
     args.window = c.window;
     args.sm90 = sm90;
+    args.cudnn = cudnn;
     if (c.sinks) args.sinks = cuda::to_device(sinks);
     Tensor out = poisoned_device({c.t, c.heads, dv});
-    const int64_t sm90_calls = cuda::flash_attention_sm90_calls();
+    const int64_t sm90_calls = cuda::flash_attention_sm90_calls(), cudnn_calls = cuda::flash_attention_cudnn_calls();
     cuda::flash_attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, out);
-    EXPECT_EQ(cuda::flash_attention_sm90_calls() - sm90_calls, sm90 && c.d == 128 && dv == 128 ? 1 : 0);
+    const bool via_cudnn = cudnn && c.window == 0 && !c.sinks;
+    EXPECT_EQ(cuda::flash_attention_cudnn_calls() - cudnn_calls, via_cudnn ? 1 : 0);
+    if (!cudnn) EXPECT_EQ(cuda::flash_attention_sm90_calls() - sm90_calls, sm90 && c.d == 128 && dv == 128 ? 1 : 0);
     expect_close("flash_attention t=" + std::to_string(c.t) + " heads=" + std::to_string(c.heads) + "/" +
                      std::to_string(c.kv_heads) + " d=" + std::to_string(c.d) + "/" + std::to_string(dv) + " window=" +
                      std::to_string(c.window) + (c.sinks ? " sinks" : "") + kernel,
@@ -449,11 +454,13 @@ void check_flash_attention(bool sm90) {
     args.scale = 1.f / std::sqrt(static_cast<float>(d));
     args.window = window;
     args.sm90 = sm90;
+    args.cudnn = cudnn;
     if (with_sinks) args.sinks = cuda::to_device(sinks);
     Tensor out = poisoned_device({t, heads, dv});
-    const int64_t calls = cuda::flash_attention_calls();
+    const int64_t calls = cuda::flash_attention_calls(), cudnn_calls = cuda::flash_attention_cudnn_calls();
     cuda::flash_attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), ranges, args, out);
     EXPECT_EQ(cuda::flash_attention_calls(), calls + 1) << "one launch for every sequence";
+    EXPECT_EQ(cuda::flash_attention_cudnn_calls() - cudnn_calls, cudnn && window == 0 && !with_sinks ? 1 : 0);
     Tensor got = cuda::to_host(out);
     std::vector<bool> covered(static_cast<size_t>(t), false);
     for (const auto& [r0, r1] : ranges) {
@@ -507,6 +514,15 @@ TEST(GpuOps, FlashAttentionSm90MatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   if (!cuda::flash_attention_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
   check_flash_attention(true);
+}
+
+// The same cases with args.cudnn: cuDNN's fused attention takes those without windows or sinks (single and
+// packed sequences, GQA, head dims 64, 128 and MLA's 192/128); skipped where cuDNN is not found.
+TEST(GpuOps, FlashAttentionCudnnMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  std::string why;
+  if (!cuda::flash_attention_cudnn_available(&why)) GTEST_SKIP() << "cuDNN not used here: " << why;
+  check_flash_attention(false, true);
 }
 
 TEST(GpuOps, CausalAttentionMatchesCpu) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -147,6 +148,10 @@ struct AttentionArgs {
   // flash_attention: the Hopper kernel (wgmma, 128-query tiles) where it applies: head dims 128/128 on a
   // compute capability 9.0 GPU with this build's sm_90a code; elsewhere the FlashAttention-2 kernel runs.
   bool sm90 = false;
+  // flash_attention: cuDNN's fused flash attention (a cuDNN 9 graph, libcudnn opened on first use) where it
+  // applies: no window, no sinks, head dims multiples of 8 up to 256, and a cuDNN engine for the shapes;
+  // elsewhere (or without cuDNN) the kernels above run. Takes precedence over sm90 where both apply.
+  bool cudnn = false;
 };
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, int64_t kv_len,
                const AttentionArgs& args, Tensor& out);
@@ -166,6 +171,10 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
 int64_t flash_attention_calls();       // calls so far in this process (tests check which path ran)
 int64_t flash_attention_sm90_calls();  // of which through the Hopper kernel
 bool flash_attention_sm90_supported();  // whether args.sm90 can take effect on this device (compute capability 9.0)
+int64_t flash_attention_cudnn_calls();  // of which through cuDNN
+// Whether args.cudnn can take effect here (cuDNN 9.5+ found: SY_CUDNN_LIBRARY, else libcudnn.so.9 on the
+// loader's path or beside the CUDA runtime); the reason when not in *why.
+bool flash_attention_cudnn_available(std::string* why = nullptr);
 
 // Causal attention of the queries of many sequences against a paged KV pool (the batched forward pass):
 // k: (blocks*block_size, kv_heads, dk), v: (blocks*block_size, kv_heads, dv <= 512) pools, both f32 or both

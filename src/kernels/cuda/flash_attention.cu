@@ -9,6 +9,7 @@
 // v: MLA's prefill in the expanded form), GQA, sliding window (key tiles wholly outside every row's window are
 // skipped) and per-head sinks (joined to the softmax at the end).
 // Hopper: head dims 128/128 can run the wgmma kernel instead (flash_attention_sm90.cu, AttentionArgs::sm90).
+// With AttentionArgs::cudnn, calls cuDNN can take go to its fused attention instead (cudnn_attention.cu).
 // Not here: TMA and warp specialisation (FlashAttention-3).
 #include <algorithm>
 #include <atomic>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "async_copy.cuh"
+#include "cudnn_attention.cuh"
 #include "flash_softmax.cuh"
 #include "flash_tiles.cuh"
 #include "op_common.cuh"
@@ -180,7 +182,7 @@ __global__ void __launch_bounds__(kThreads) flash_kernel(const __nv_bfloat16* q,
   detail::store_rows<kDv>(&o[0][0], m, l, row_q, t, sinks ? sinks + head : nullptr, out + head * kDv, o_stride, c);
 }
 
-std::atomic<int64_t> g_calls{0}, g_sm90_calls{0};  // calls so far (tests check which kernel ran)
+std::atomic<int64_t> g_calls{0}, g_sm90_calls{0}, g_cudnn_calls{0};  // calls so far (tests check which kernel ran)
 
 template <int kDk, int kDv>
 void launch_flash(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, const Tensor& tiles,
@@ -206,6 +208,8 @@ void launch_flash(const Tensor& q, const Tensor& k, const Tensor& v, const Atten
 int64_t flash_attention_calls() { return g_calls; }
 int64_t flash_attention_sm90_calls() { return g_sm90_calls; }
 bool flash_attention_sm90_supported() { return detail::flash_sm90_supported(); }
+int64_t flash_attention_cudnn_calls() { return g_cudnn_calls; }
+bool flash_attention_cudnn_available(std::string* why) { return detail::cudnn_attention_available(why); }
 
 Tensor detail::flash_tile_table(const std::vector<std::pair<int64_t, int64_t>>& sequences, int64_t block_m,
                                 int64_t& count) {
@@ -257,6 +261,11 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     SY_REQUIRE(r0 >= prev_end && r1 >= r0 && r1 <= q.size(0), InvalidArgument, op, "sequence rows [", r0, ", ", r1,
                ") out of order, overlapping or past the ", q.size(0), " rows");
     prev_end = r1;
+  }
+  if (args.cudnn && detail::cudnn_flash_attention(q, k, v, sequences, args, out)) {
+    ++g_calls;
+    ++g_cudnn_calls;
+    return;
   }
   int64_t n_tiles = 0;
   if (args.sm90 && dk == 128 && dv == 128 && detail::flash_sm90_supported()) {
