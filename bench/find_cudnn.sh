@@ -6,4 +6,4 @@ if [ -z "${SY_CUDNN_LIBRARY:-}" ] && ! ldconfig -p 2>/dev/null | grep -q 'libcud
     export SY_CUDNN_LIBRARY="$cudnn_dir/libcudnn.so.9" LD_LIBRARY_PATH="$cudnn_dir:${LD_LIBRARY_PATH:-}"
   fi
 fi
-echo "cuDNN: ${SY_CUDNN_LIBRARY:-libcudnn.so.9 from the loader's path, if any}"
+echo "cuDNN: ${SY_CUDNN_LIBRARY:-libcudnn.so.9 from the search path, if any}"

@@ -9,8 +9,8 @@
 # (default: all but ncu, which SY_NCU=1 adds); the whole suite takes longer than one 10-minute device call, so
 # split it, e.g. "tests,layer,attention", then "decode,sm90", then "memcheck", then
 # "long,deepseek,serve,nccl,torch" (calls back to back: an idle machine is handed back within a minute).
-# sm90 measures the opt-in Hopper kernels (SY_SM90_EXPERTS, SY_FLASH_SM90) end to end; the layer and attention
-# sections time them next to the default kernels.
+# sm90 measures the Hopper kernels (SY_SM90_EXPERTS, SY_FLASH_SM90; default on compute capability 9.0) and
+# cuDNN's attention (SY_CUDNN_ATTENTION=1) end to end; the layer and attention sections time them kernel by kernel.
 set -u
 bin=$1 lib=$2
 sections=${3:-tests,memcheck,serve,layer,nccl,decode,long,attention,sm90,deepseek,torch}
@@ -75,12 +75,13 @@ if want attention; then
   timeout 150 "$bin/bench_gpu_attention" --tokens 16384 --heads 16 --head-dim 128 --iters 5 2>&1 | tail -n 9
   timeout 100 "$bin/bench_gpu_attention" --tokens 8192 --heads 64 --kv-heads 8 --head-dim 64 --iters 3 2>&1 | tail -n 6
 fi
-if want sm90; then  # the opt-in Hopper kernels end to end: prefill of 8 x 2048-token prompts, with and without
-  echo "== bench_gpu_decode, 8 x 2048-token prompts: default kernels, then SY_SM90_EXPERTS=1 SY_FLASH_SM90=1"
-  timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 8 --prompt-len 2048 \
-    --decode-steps 4 2>&1 | tail -n 3
-  SY_SM90_EXPERTS=1 SY_FLASH_SM90=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
-    --batches 8 --prompt-len 2048 --decode-steps 4 2>&1 | tail -n 3
+if want sm90; then  # the Hopper kernels and cuDNN's attention end to end: prefill of 8 x 2048-token prompts
+  echo "== bench_gpu_decode, 8 x 2048-token prompts: without the Hopper kernels (SY_SM90_EXPERTS=0 SY_FLASH_SM90=0),"
+  echo "   with them (the default on an H100/H200), and with cuDNN's attention (SY_CUDNN_ATTENTION=1)"
+  for flags in "SY_SM90_EXPERTS=0 SY_FLASH_SM90=0" "" "SY_CUDNN_ATTENTION=1"; do
+    env $flags timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 8 \
+      --prompt-len 2048 --decode-steps 4 2>&1 | tail -n 2
+  done
 fi
 if want deepseek; then
   echo "== bench_gpu_decode (DeepSeek-V2-Lite shape: MLA in the absorbed form, latent rows cached)"

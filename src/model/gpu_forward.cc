@@ -110,11 +110,11 @@ struct GpuState {
   bool fused_qkv = true;     // GQA: stacked q|k|v GEMM + cuda::qkv_epilogue
   bool decode_route = true;  // MoE decode passes: cuda::decode_route
   // Prefill-sized MoE passes through the Hopper grouped GEMM (cuda::grouped_swiglu_sm90 / grouped_linear_sm90)
-  // instead of cuBLAS's grouped call: SY_SM90_EXPERTS=1 at upload. Off by default until a device run has
-  // measured it against cuBLAS (written without a GPU; see docs/benchmarks.md).
+  // instead of cuBLAS's grouped call: on by default where the GPU runs it (1.3-1.6x cuBLAS's grouped call on
+  // an H100, docs/benchmarks.md); SY_SM90_EXPERTS=0 at upload turns it off.
   bool sm90_experts = false;
-  // Fresh prompts of head dims 128/128 through the Hopper attention kernel (AttentionArgs::sm90):
-  // SY_FLASH_SM90=1 at upload; off by default for the same reason.
+  // Fresh prompts of head dims 128/128 through the Hopper attention kernel (AttentionArgs::sm90): on by default
+  // where the GPU runs it (1.5x the FlashAttention-2 kernel); SY_FLASH_SM90=0 turns it off.
   bool flash_sm90 = false;
   // Fresh prompts without windows or sinks through cuDNN's fused attention (AttentionArgs::cudnn) where cuDNN
   // is found: SY_CUDNN_ATTENTION=1 at upload.
@@ -461,6 +461,8 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   if (const char* env = std::getenv("SY_FLASH_PREFILL")) s->use_flash = std::string(env) != "0";
   if (const char* env = std::getenv("SY_FUSED_QKV")) s->fused_qkv = std::string(env) != "0";
   if (const char* env = std::getenv("SY_DECODE_ROUTE")) s->decode_route = std::string(env) != "0";
+  s->flash_sm90 = cuda::flash_attention_sm90_supported();
+  s->sm90_experts = cuda::grouped_gemm_sm90_supported();
   if (const char* env = std::getenv("SY_FLASH_SM90")) {
     s->flash_sm90 = std::string(env) != "0";
     SY_REQUIRE(!s->flash_sm90 || cuda::flash_attention_sm90_supported(), Unsupported, "cuda",
@@ -475,7 +477,8 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   // Process-wide (the kernel's tile width), like the other switches read here at upload.
   if (const char* env = std::getenv("SY_SM90_TILE_N")) {
     const std::string v = env;
-    SY_REQUIRE(v == "128" || v == "256", InvalidArgument, "cuda", "SY_SM90_TILE_N must be 128 or 256, got '", v, "'");
+    SY_REQUIRE(v == "0" || v == "128" || v == "256", InvalidArgument, "cuda",
+               "SY_SM90_TILE_N must be 128, 256 or 0 (by row count), got '", v, "'");
     cuda::set_grouped_gemm_sm90_tile_n(std::stoi(v));
   }
   if (const char* env = std::getenv("SY_SM90_EXPERTS")) {

@@ -48,7 +48,8 @@ void check_batched_logits(const std::string& fixture, Experts experts) {
     std::unique_ptr<ScopedEnv> env, env_qkv, env_sm90;
     if (cublas_experts) env = std::make_unique<ScopedEnv>("SY_GROUPED_GEMV_MAX_TOKENS", "0");
     if (experts == Experts::kCublas) env_qkv = std::make_unique<ScopedEnv>("SY_FUSED_QKV", "0");
-    if (experts == Experts::kSm90) env_sm90 = std::make_unique<ScopedEnv>("SY_SM90_EXPERTS", "1");
+    // The sm90 path is the default on Hopper: kCublas turns it off to keep cuBLAS's grouped call tested.
+    env_sm90 = std::make_unique<ScopedEnv>("SY_SM90_EXPERTS", experts == Experts::kSm90 ? "1" : "0");
     gpu->to_device(Device::kCuda);
   }
   ASSERT_EQ(gpu->device(), Device::kCuda);
@@ -222,8 +223,10 @@ TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
 // golden fixtures' heads are smaller), so that no bf16 routing flip can excuse a row from the comparison.
 // tol: the logits tolerance; init_std: the random weights' scale (larger makes peaked attention, so that a
 // mistake in the scores cannot hide in a near-uniform softmax). sm90: the GPU model runs the Hopper kernel
-// (SY_FLASH_SM90=1) for head dims 128/128.
-void check_flash_prefill(const nlohmann::json& j, double tol = kLogitTol, float init_std = 0.02f, bool sm90 = false) {
+// (SY_FLASH_SM90=1) for head dims 128/128, else the FlashAttention-2 kernel (SY_FLASH_SM90=0); cudnn: cuDNN's
+// fused attention (SY_CUDNN_ATTENTION=1).
+void check_flash_prefill(const nlohmann::json& j, double tol = kLogitTol, float init_std = 0.02f, bool sm90 = false,
+                         bool cudnn = false) {
   const ModelConfig cfg = ModelConfig::from_json(j);
   auto params =
       std::make_shared<std::map<std::string, Tensor>>(train::TrainableModel::from_config(cfg, 7, init_std)->params());
@@ -232,8 +235,7 @@ void check_flash_prefill(const nlohmann::json& j, double tol = kLogitTol, float 
   std::unique_ptr<Model> gpu, paged_only;
   gpu = make();
   {
-    std::unique_ptr<ScopedEnv> env;
-    if (sm90) env = std::make_unique<ScopedEnv>("SY_FLASH_SM90", "1");
+    ScopedEnv env("SY_FLASH_SM90", sm90 ? "1" : "0"), env_cudnn("SY_CUDNN_ATTENTION", cudnn ? "1" : "0");
     gpu->to_device(Device::kCuda);
   }
   {
@@ -268,9 +270,11 @@ void check_flash_prefill(const nlohmann::json& j, double tol = kLogitTol, float 
     }
   };
   const int64_t flash_before = cuda::flash_attention_calls(), sm90_before = cuda::flash_attention_sm90_calls();
+  const int64_t cudnn_before = cuda::flash_attention_cudnn_calls();
   run(seqs, "fresh prompts");
   EXPECT_EQ(cuda::flash_attention_calls() - flash_before, cfg.num_layers) << "one fresh prompt, once per layer";
   if (sm90) EXPECT_EQ(cuda::flash_attention_sm90_calls() - sm90_before, cfg.num_layers) << "through the wgmma kernel";
+  EXPECT_EQ(cuda::flash_attention_cudnn_calls() - cudnn_before, cudnn ? cfg.num_layers : 0) << "through cuDNN";
   std::vector<BatchSequence> step2 = seqs;
   step2[0].start = 150;
   step2[0].ids = {3};
@@ -302,6 +306,14 @@ TEST(GpuForwardFlash, FreshPromptsThroughTheHopperKernelMatchCpu) {
 
 // Head dim 64 with a 48-token sliding window on the first layer (the 150-token prompt spans three windows
 // and three key tiles), full attention on the second.
+TEST(GpuForwardFlash, FreshPromptsThroughCudnnMatchCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  std::string why;
+  if (!cuda::flash_attention_cudnn_available(&why)) GTEST_SKIP() << "cuDNN not used here: " << why;
+  check_flash_prefill(dense_qwen3(128), kLogitTol, 0.02f, /*sm90=*/false, /*cudnn=*/true);
+  check_flash_prefill(dense_qwen3(64), kLogitTol, 0.05f, /*sm90=*/false, /*cudnn=*/true);  // peaked attention
+}
+
 TEST(GpuForwardFlash, HeadDim64WithSlidingWindowMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   nlohmann::json j = dense_qwen3(64);

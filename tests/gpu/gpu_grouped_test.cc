@@ -298,7 +298,7 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
   for (int e : {5, 200, 255, 256, 299}) many[e] = 7 + e % 5;
   check_grouped_sm90(64, 64, many);  // experts past the scan's first chunk of 256
   }
-  cuda::set_grouped_gemm_sm90_tile_n(128);
+  cuda::set_grouped_gemm_sm90_tile_n(0);  // back to the default
 }
 
 // gpt-oss pieces of the expert path: the clamped SwiGLU (f32 and bf16) against ops::clamped_swiglu, with values

@@ -525,6 +525,48 @@ TEST(GpuOps, FlashAttentionCudnnMatchesCpu) {
   check_flash_attention(false, true);
 }
 
+// A bf16 `out` holds the f32 result rounded once, through each path (our kernels via an f32 scratch, cuDNN
+// directly); rows outside every sequence stay poisoned.
+TEST(GpuOps, FlashAttentionBf16OutEqualsRoundedF32Out) {
+  SY_SKIP_WITHOUT_GPU();
+  const std::vector<std::pair<int64_t, int64_t>> ranges = {{0, 100}, {100, 130}, {140, 200}};
+  const int64_t t = 210, heads = 4, kv_heads = 2, d = 128;
+  Tensor q = cuda::to_device(rand_tensor({t, heads, d}).to(DType::kBF16));
+  Tensor k = cuda::to_device(rand_tensor({t, kv_heads, d}).to(DType::kBF16));
+  Tensor v = cuda::to_device(rand_tensor({t, kv_heads, d}).to(DType::kBF16));
+  std::vector<std::pair<const char*, cuda::AttentionArgs>> paths;
+  cuda::AttentionArgs fa2;
+  fa2.scale = 1.f / std::sqrt(static_cast<float>(d));
+  paths.push_back({"FlashAttention-2", fa2});
+  if (cuda::flash_attention_sm90_supported()) {
+    cuda::AttentionArgs a = fa2;
+    a.sm90 = true;
+    paths.push_back({"sm90", a});
+  }
+  if (cuda::flash_attention_cudnn_available()) {
+    cuda::AttentionArgs a = fa2;
+    a.cudnn = true;
+    paths.push_back({"cuDNN", a});
+  }
+  for (const auto& [name, args] : paths) {
+    Tensor out32 = poisoned_device({t, heads, d}), out16 = poisoned_device({t, heads, d}, DType::kBF16);
+    cuda::flash_attention(q, k, v, ranges, args, out32);
+    cuda::flash_attention(q, k, v, ranges, args, out16);
+    Tensor want = cuda::to_host(out32).to(DType::kBF16).to(DType::kF32), got = cuda::to_host(out16).to(DType::kF32);
+    for (int64_t i = 0; i < t; ++i) {
+      const bool inside = i < 130 || (i >= 140 && i < 200);
+      Tensor a = got.slice(0, i, i + 1).contiguous(), b = want.slice(0, i, i + 1).contiguous();
+      if (!inside) {
+        EXPECT_TRUE(std::isnan(a.f32()[0])) << name << ": row " << i << " written";
+        continue;
+      }
+      for (int64_t j = 0; j < a.numel(); ++j) {
+        ASSERT_EQ(a.f32()[j], b.f32()[j]) << name << ": row " << i << " element " << j;
+      }
+    }
+  }
+}
+
 TEST(GpuOps, CausalAttentionMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   struct Case { const char* name; int64_t t, prefix, heads, kv_heads, dk, dv; int window; bool sinks; };

@@ -160,7 +160,8 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
 // f32 softmax and accumulation in registers): query i attends to keys [max(0, i - window + 1), i] (window 0: [0, i]), with
 // the heads' sinks in the softmax when given (args.scale, window, sinks; key_splits unused). q: (t, heads, dk)
 // bf16; k: (t, kv_heads, dk), v: (t, kv_heads, dv) bf16 with heads a multiple of kv_heads; out: (t, heads, dv)
-// f32; (dk, dv) = (64, 64), (128, 128) or (192, 128) (MLA's prefill in the expanded form).
+// f32 or bf16 (rounded once; cuDNN writes bf16 directly, our kernels through an f32 scratch); (dk, dv) = (64,
+// 64), (128, 128) or (192, 128) (MLA's prefill in the expanded form).
 void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, Tensor& out);
 // Packed variable-length sequences in one launch: each [first, second) row range of q, k, v (t rows packed) is
 // one sequence whose query i attends its own keys as above; ranges sorted and disjoint; rows outside every
@@ -224,8 +225,10 @@ bool grouped_gemm_is_grouped();
 // accumulation, bf16 products; n and k multiples of 8, weights 16-byte aligned. grouped_gemm_sm90_supported():
 // this GPU (compute capability 9.0) and build (sm_90a code) run them; the calls raise Unsupported otherwise.
 bool grouped_gemm_sm90_supported();
-// The block tile's width in product columns, 128 (default) or 256 (m64n256 products: A read half as often, 128
-// accumulators per thread, a 4-stage ring), for every later call in this process; InvalidArgument otherwise.
+// The block tile's width in product columns for every later call in this process: 128, 256 (m64n256 products: A
+// read half as often, 128 accumulators per thread, a 4-stage ring), or 0 (the default): 256 for calls of at
+// least kGroupedSm90WideRows rows, 128 below (where 256-column tiles leave SMs idle); InvalidArgument otherwise.
+constexpr int64_t kGroupedSm90WideRows = 4096;
 void set_grouped_gemm_sm90_tile_n(int tile_n);
 int grouped_gemm_sm90_tile_n();
 int64_t grouped_gemm_sm90_calls();  // grouped_*_sm90 launches so far in this process

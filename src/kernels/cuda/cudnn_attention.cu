@@ -6,7 +6,8 @@
 // Packed variable-length sequences become one batch entry each: ragged offsets point every entry at its
 // first packed row and per-entry lengths bound the GEMMs, so nothing is copied or padded in memory. The
 // longest sequence is rounded up to a power of two for the graph's shape, so that prompts of nearby lengths
-// share a plan. O lands in a bf16 scratch that is widened into the caller's f32 output.
+// share a plan; a single sequence whose length is that power of two uses a plain dense batch of one instead.
+// O is written in bf16, into the caller's output when that is bf16, else into a scratch widened afterwards.
 // Not here: windows and sinks (the caller's own kernels take those), paged keys, the backward pass.
 #include <algorithm>
 #include <array>
@@ -25,6 +26,7 @@
 
 #include "cudnn_attention.cuh"
 #include "cudnn_loader.cuh"
+#include "flash_tiles.cuh"
 #include "op_common.cuh"
 #include "switchyard/core/log.h"
 #include "switchyard/kernels/cuda_memory.h"
@@ -82,15 +84,25 @@ enum Uid : int64_t {
 // A graph's shape: batch entries, query and key/value heads, head dims, rows per entry.
 struct Key {
   int64_t b, heads, kv_heads, dk, dv, s;
+  bool dense = false;  // the plan of a dense batch of one (else of ragged entries)
   bool operator<(const Key& o) const {
-    return std::tie(b, heads, kv_heads, dk, dv, s) < std::tie(o.b, o.heads, o.kv_heads, o.dk, o.dv, o.s);
+    return std::tie(b, heads, kv_heads, dk, dv, s, dense) < std::tie(o.b, o.heads, o.kv_heads, o.dk, o.dv, o.s, o.dense);
   }
 };
+
+// How the packed rows are described to cuDNN. Versions differ in what their fused engine accepts, so a plan
+// tries these in order: ragged entries with int64 offsets, the same with int32 offsets, and (only for one
+// sequence exactly s rows long at row 0) a plain dense batch of one without the padding mask.
+enum class Layout { kRaggedI64, kRaggedI32, kDense };
+const char* layout_name(Layout l) {
+  return l == Layout::kRaggedI64 ? "ragged, int64 offsets" : l == Layout::kRaggedI32 ? "ragged, int32 offsets" : "dense";
+}
 
 struct Plan {
   std::vector<std::unique_ptr<Desc>> descs;  // every descriptor the plan was built from, alive with it
   Desc* plan = nullptr;
   int64_t workspace_bytes = 0;
+  Layout layout = Layout::kRaggedI64;
 };
 
 using Dims = std::array<int64_t, 4>;
@@ -198,12 +210,18 @@ class GraphBuilder {
 };
 
 // The operations of the attention graph for `key` (uids as in Uid), in execution order.
-void add_attention_ops(GraphBuilder& g, const Key& key) {
+void add_attention_ops(GraphBuilder& g, const Key& key, Layout layout) {
   const int64_t b = key.b, h = key.heads, hk = key.kv_heads, d = key.dk, dv = key.dv, s = key.s;
-  auto offsets = [&](int64_t uid) { return g.tensor(uid, CUDNN_DATA_INT64, {b + 1, 1, 1, 1}, {1, 1, 1, 1}, false); };
+  const bool ragged = layout != Layout::kDense;
+  const cudnnDataType_t offset_type = layout == Layout::kRaggedI32 ? CUDNN_DATA_INT32 : CUDNN_DATA_INT64;
+  auto offsets = [&](int64_t uid) -> cudnnBackendDescriptor_t {
+    return ragged ? g.tensor(uid, offset_type, {b + 1, 1, 1, 1}, {1, 1, 1, 1}, false) : nullptr;
+  };
   const auto off_q = offsets(kOffQ), off_k = offsets(kOffK), off_v = offsets(kOffV), off_o = offsets(kOffO);
-  const auto seq_q = g.tensor(kSeqQ, CUDNN_DATA_INT32, {b, 1, 1, 1}, {1, 1, 1, 1}, false);
-  const auto seq_kv = g.tensor(kSeqKv, CUDNN_DATA_INT32, {b, 1, 1, 1}, {1, 1, 1, 1}, false);
+  auto lengths = [&](int64_t uid) -> cudnnBackendDescriptor_t {
+    return ragged ? g.tensor(uid, CUDNN_DATA_INT32, {b, 1, 1, 1}, {1, 1, 1, 1}, false) : nullptr;
+  };
+  const auto seq_q = lengths(kSeqQ), seq_kv = lengths(kSeqKv);
   // Packed rows (token-major, heads interleaved) seen as (b, heads, s, dim); K as its transpose (b, hk, d, s).
   const auto q = g.tensor(kQ, CUDNN_DATA_BFLOAT16, {b, h, s, d}, {s * h * d, d, h * d, 1}, false, false, off_q);
   const auto kt = g.tensor(kK, CUDNN_DATA_BFLOAT16, {b, hk, d, s}, {s * hk * d, d, 1, hk * d}, false, false, off_k);
@@ -218,17 +236,20 @@ void add_attention_ops(GraphBuilder& g, const Key& key) {
   const auto scaled = g.virtual_tensor(f32, sd, ss);
   g.pointwise(CUDNN_POINTWISE_MUL, f32, scores, g.scalar(kScale), scaled);
 
-  // Padding: keep (row < len) and (column < len) of each entry.
-  const auto row = g.virtual_tensor(i32, sd, ss), col = g.virtual_tensor(i32, sd, ss);
-  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, i32, scaled, nullptr, row, nullptr, 2);
-  g.pointwise(CUDNN_POINTWISE_GEN_INDEX, i32, scaled, nullptr, col, nullptr, 3);
-  const auto row_in = g.virtual_tensor(boolean, sd, ss), col_in = g.virtual_tensor(boolean, sd, ss);
-  g.pointwise(CUDNN_POINTWISE_CMP_LT, boolean, row, seq_q, row_in);
-  g.pointwise(CUDNN_POINTWISE_CMP_LT, boolean, col, seq_kv, col_in);
-  const auto inside = g.virtual_tensor(boolean, sd, ss);
-  g.pointwise(CUDNN_POINTWISE_LOGICAL_AND, boolean, row_in, col_in, inside);
-  const auto padded = g.virtual_tensor(f32, sd, ss);
-  g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, f32, scaled, g.scalar(kFillPadding), padded, inside);
+  // Padding (ragged entries): keep (row < len) and (column < len) of each entry.
+  cudnnBackendDescriptor_t padded = scaled;
+  if (ragged) {
+    const auto row = g.virtual_tensor(i32, sd, ss), col = g.virtual_tensor(i32, sd, ss);
+    g.pointwise(CUDNN_POINTWISE_GEN_INDEX, i32, scaled, nullptr, row, nullptr, 2);
+    g.pointwise(CUDNN_POINTWISE_GEN_INDEX, i32, scaled, nullptr, col, nullptr, 3);
+    const auto row_in = g.virtual_tensor(boolean, sd, ss), col_in = g.virtual_tensor(boolean, sd, ss);
+    g.pointwise(CUDNN_POINTWISE_CMP_LT, boolean, row, seq_q, row_in);
+    g.pointwise(CUDNN_POINTWISE_CMP_LT, boolean, col, seq_kv, col_in);
+    const auto inside = g.virtual_tensor(boolean, sd, ss);
+    g.pointwise(CUDNN_POINTWISE_LOGICAL_AND, boolean, row_in, col_in, inside);
+    padded = g.virtual_tensor(f32, sd, ss);
+    g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, f32, scaled, g.scalar(kFillPadding), padded, inside);
+  }
 
   // Causal: keep column <= row.
   const auto crow = g.virtual_tensor(i32, sd, ss), ccol = g.virtual_tensor(i32, sd, ss);
@@ -259,10 +280,11 @@ void add_attention_ops(GraphBuilder& g, const Key& key) {
 
 // The graph for `key` with the first engine configuration (heuristics mode A, then the fallback list) that
 // finalizes into an execution plan. Throws Unsupported with cuDNN's message when none does.
-std::unique_ptr<Plan> build_plan(const CudnnApi& api, cudnnHandle_t handle, const Key& key) {
+std::unique_ptr<Plan> build_plan(const CudnnApi& api, cudnnHandle_t handle, const Key& key, Layout layout) {
   auto plan = std::make_unique<Plan>();
+  plan->layout = layout;
   GraphBuilder g(api, *plan);
-  add_attention_ops(g, key);
+  add_attention_ops(g, key, layout);
   Desc& graph = g.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
   graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle)
       .set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, static_cast<int64_t>(g.ops().size()),
@@ -313,9 +335,9 @@ std::unique_ptr<Plan> build_plan(const CudnnApi& api, cudnnHandle_t handle, cons
       return plan;
     }
   }
-  throw make_error<Unsupported>("cudnn", "no cuDNN engine runs the attention graph for ", key.b, " sequences of up to ",
-                                key.s, " rows, ", key.heads, "/", key.kv_heads, " heads, head dims ", key.dk, "/",
-                                key.dv, ": ", last_error);
+  throw make_error<Unsupported>("cudnn", "no cuDNN engine runs the attention graph (", layout_name(layout), ") for ",
+                                key.b, " sequences of up to ", key.s, " rows, ", key.heads, "/", key.kv_heads,
+                                " heads, head dims ", key.dk, "/", key.dv, ": ", last_error);
 }
 
 struct State {
@@ -375,50 +397,84 @@ bool cudnn_flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
       return false;
     }
   }
-  auto it = st.plans.find(key);
-  if (it == st.plans.end()) {
+  // The plan of key, built on first use (null, logged once, where cuDNN refuses every layout tried).
+  auto find_or_build = [&](const Key& k, std::initializer_list<Layout> layouts) -> const Plan* {
+    auto it = st.plans.find(k);
+    if (it != st.plans.end()) return it->second.get();
     std::unique_ptr<Plan> plan;
-    try {
-      plan = build_plan(api, st.handle, key);
-    } catch (const Unsupported& e) {
-      log_warn(e.what(), "; this shape runs on the engine's own attention kernels");
+    std::string errors;
+    for (Layout layout : layouts) {
+      try {
+        plan = build_plan(api, st.handle, k, layout);
+        break;
+      } catch (const Unsupported& e) {
+        errors += std::string(errors.empty() ? "" : "; ") + e.what();
+      }
     }
-    it = st.plans.emplace(key, std::move(plan)).first;
+    if (!plan) log_warn(errors);
+    return st.plans.emplace(k, std::move(plan)).first->second.get();
+  };
+  // A single sequence of exactly key.s rows at row 0 prefers the dense plan (no padding mask to evaluate).
+  const Plan* plan = nullptr;
+  if (b == 1 && seqs[0].first == 0 && longest == key.s) {
+    Key dense = key;
+    dense.dense = true;
+    plan = find_or_build(dense, {Layout::kDense});
   }
-  const Plan* plan = it->second.get();
-  if (!plan) return false;
+  if (!plan) plan = find_or_build(key, {Layout::kRaggedI64, Layout::kRaggedI32});
+  if (!plan) return false;  // logged once per shape; the engine's own kernels run
 
-  // Per-entry lengths (int32) and ragged offsets in elements (int64) of q, k, v and o, in one upload.
-  std::vector<int64_t> host(static_cast<size_t>(4 * (b + 1)));
+  // Per-entry lengths (int32) and ragged offsets in elements (int64 or int32) of q, k, v and o, in one upload.
+  const bool ragged = plan->layout != Layout::kDense;
+  const bool i32_offsets = plan->layout == Layout::kRaggedI32;
+  const int64_t offset_bytes = i32_offsets ? 4 : 8, table = (b + 1) * offset_bytes;  // one offsets table
+  std::vector<char> host(static_cast<size_t>(4 * table));
   std::vector<int32_t> lengths(static_cast<size_t>(b));
   const int64_t widths[4] = {heads * dk, kv_heads * dk, kv_heads * dv, heads * dv};
   for (int64_t i = 0; i <= b; ++i) {
     const int64_t row = i < b ? seqs[i].first : seqs[b - 1].second;
-    for (int j = 0; j < 4; ++j) host[static_cast<size_t>(j * (b + 1) + i)] = row * widths[j];
+    for (int j = 0; j < 4; ++j) {
+      const int64_t value = row * widths[j];
+      if (i32_offsets && value > INT32_MAX) return false;  // a plan with int32 offsets cannot address these rows
+      char* at = host.data() + j * table + i * offset_bytes;
+      if (i32_offsets) {
+        const int32_t v32 = static_cast<int32_t>(value);
+        std::memcpy(at, &v32, 4);
+      } else {
+        std::memcpy(at, &value, 8);
+      }
+    }
     if (i < b) lengths[static_cast<size_t>(i)] = static_cast<int32_t>(seqs[i].second - seqs[i].first);
   }
-  const int64_t offsets_bytes = 4 * (b + 1) * 8, lengths_at = (offsets_bytes + 255) / 256 * 256;
+  const int64_t lengths_at = (4 * table + 255) / 256 * 256;
   Tensor meta = Tensor::empty({lengths_at + b * 4}, DType::kU8, Device::kCuda);
-  upload(meta.raw(), host.data(), static_cast<size_t>(offsets_bytes));
-  upload(static_cast<char*>(meta.raw()) + lengths_at, lengths.data(), lengths.size() * sizeof(int32_t));
+  if (ragged) {
+    upload(meta.raw(), host.data(), host.size());
+    upload(static_cast<char*>(meta.raw()) + lengths_at, lengths.data(), lengths.size() * sizeof(int32_t));
+  }
   char* base = static_cast<char*>(meta.raw());
 
-  Tensor o = Tensor::empty({q.size(0), heads, dv}, DType::kBF16, Device::kCuda);
+  // bf16 O straight into a bf16 `out`, else into a scratch widened afterwards.
+  Tensor o = out.dtype() == DType::kBF16 ? out : Tensor::empty({q.size(0), heads, dv}, DType::kBF16, Device::kCuda);
   Tensor workspace;
   if (plan->workspace_bytes > 0) workspace = Tensor::empty({plan->workspace_bytes}, DType::kU8, Device::kCuda);
   float scale = args.scale;
   float fill = api.version >= 91000 ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::lowest();
   float fill_causal = fill;
-  int64_t uids[] = {kQ, kK, kV, kO, kSeqQ, kSeqKv, kOffQ, kOffK, kOffV, kOffO, kScale, kFillPadding, kFillCausal};
-  void* pointers[] = {const_cast<void*>(q.raw()), const_cast<void*>(k.raw()), const_cast<void*>(v.raw()),
-                      o.raw(), base + lengths_at, base + lengths_at,
-                      base, base + (b + 1) * 8, base + 2 * (b + 1) * 8, base + 3 * (b + 1) * 8,
-                      &scale, &fill, &fill_causal};
+  std::vector<int64_t> uids = {kQ, kK, kV, kO, kScale, kFillCausal};
+  std::vector<void*> pointers = {const_cast<void*>(q.raw()), const_cast<void*>(k.raw()), const_cast<void*>(v.raw()),
+                                 o.raw(), &scale, &fill_causal};
+  if (ragged) {
+    uids.insert(uids.end(), {kSeqQ, kSeqKv, kOffQ, kOffK, kOffV, kOffO, kFillPadding});
+    pointers.insert(pointers.end(), {base + lengths_at, base + lengths_at, base, base + table, base + 2 * table,
+                                     base + 3 * table, &fill});
+  }
   void* workspace_ptr = workspace.defined() ? workspace.raw() : nullptr;
   try {
     Desc pack(api, CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-    pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 13, uids)
-        .set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 13, pointers)
+    const int64_t n = static_cast<int64_t>(uids.size());
+    pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids.data())
+        .set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, pointers.data())
         .set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace_ptr);
     pack.finalize("variant pack");
     cudnnStatus_t s = api.set_stream(st.handle, stream());
@@ -429,15 +485,7 @@ bool cudnn_flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     // A failure to run a plan that was built is a real error, not a shape to route elsewhere.
     throw make_error<Error>("cudnn", "attention: ", e.what());
   }
-  // Widen the written rows (adjacent sequences in one cast).
-  for (size_t i = 0; i < seqs.size();) {
-    size_t j = i;
-    while (j + 1 < seqs.size() && seqs[j + 1].first == seqs[j].second) ++j;
-    Tensor src = o.slice(0, seqs[i].first, seqs[j].second);
-    Tensor dst = out.slice(0, seqs[i].first, seqs[j].second);
-    cast(src, dst);
-    i = j + 1;
-  }
+  if (out.dtype() != DType::kBF16) cast_sequence_rows(o, out, seqs);
   return true;
 }
 

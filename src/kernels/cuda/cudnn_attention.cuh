@@ -17,7 +17,7 @@ bool cudnn_attention_available(std::string* why);
 // Runs flash_attention's contract (already validated by the caller) through cuDNN when it can take the call:
 // no window, no sinks, head dims multiples of 8 up to 256, and a cuDNN engine for the graph of these shapes.
 // Returns false, having queued nothing, where it cannot (the reason is logged once per shape), so the caller
-// runs its own kernel instead. out: (t, heads, dv) f32; rows outside every sequence stay untouched.
+// runs its own kernel instead. out: (t, heads, dv) f32 or bf16; rows outside every sequence stay untouched.
 bool cudnn_flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
                            const std::vector<std::pair<int64_t, int64_t>>& sequences, const AttentionArgs& args,
                            Tensor& out);

@@ -227,6 +227,20 @@ Tensor detail::flash_tile_table(const std::vector<std::pair<int64_t, int64_t>>& 
   return tiles;
 }
 
+void detail::cast_sequence_rows(const Tensor& src, Tensor& dst,
+                                const std::vector<std::pair<int64_t, int64_t>>& sequences) {
+  for (size_t i = 0; i < sequences.size();) {
+    size_t j = i;
+    while (j + 1 < sequences.size() && sequences[j + 1].first == sequences[j].second) ++j;
+    if (sequences[j].second > sequences[i].first) {
+      Tensor from = src.slice(0, sequences[i].first, sequences[j].second);
+      Tensor to = dst.slice(0, sequences[i].first, sequences[j].second);
+      cast(from, to);
+    }
+    i = j + 1;
+  }
+}
+
 void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args, Tensor& out) {
   flash_attention(q, k, v, {{0, q.dim() == 3 ? q.size(0) : 0}}, args, out);
 }
@@ -240,7 +254,7 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     detail::require_dtype(op, "operand", *x, DType::kBF16, DType::kBF16);
   }
   detail::require_device(op, "out", out);
-  detail::require_dtype(op, "out", out, DType::kF32);
+  detail::require_dtype(op, "out", out, DType::kF32, DType::kBF16);
   const int64_t dk = q.dim() == 3 ? q.size(2) : 0, dv = v.dim() == 3 ? v.size(2) : 0;
   const bool dims_ok = (dk == 64 && dv == 64) || (dk == 128 && dv == 128) || (dk == 192 && dv == 128);
   SY_REQUIRE(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && dims_ok && k.size(2) == dk && v.size(0) == k.size(0) &&
@@ -267,25 +281,29 @@ void flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     ++g_cudnn_calls;
     return;
   }
+  // Our kernels write f32: a bf16 `out` gets their rows through a scratch.
+  const bool widen = out.dtype() == DType::kBF16;
+  Tensor out32 = widen ? Tensor::empty(out.shape(), DType::kF32, Device::kCuda) : out;
   int64_t n_tiles = 0;
   if (args.sm90 && dk == 128 && dv == 128 && detail::flash_sm90_supported()) {
     Tensor tiles = detail::flash_tile_table(sequences, detail::kFlashSm90BlockM, n_tiles);
     if (n_tiles == 0) return;
     ++g_calls;
     ++g_sm90_calls;
-    detail::launch_flash_sm90(q, k, v, args, tiles, n_tiles, out);
-    return;
-  }
-  Tensor tiles = detail::flash_tile_table(sequences, kBlockM, n_tiles);
-  if (n_tiles == 0) return;
-  ++g_calls;
-  if (dk == 64) {
-    launch_flash<64, 64>(q, k, v, args, tiles, n_tiles, out);
-  } else if (dk == 128) {
-    launch_flash<128, 128>(q, k, v, args, tiles, n_tiles, out);
+    detail::launch_flash_sm90(q, k, v, args, tiles, n_tiles, out32);
   } else {
-    launch_flash<192, 128>(q, k, v, args, tiles, n_tiles, out);
+    Tensor tiles = detail::flash_tile_table(sequences, kBlockM, n_tiles);
+    if (n_tiles == 0) return;
+    ++g_calls;
+    if (dk == 64) {
+      launch_flash<64, 64>(q, k, v, args, tiles, n_tiles, out32);
+    } else if (dk == 128) {
+      launch_flash<128, 128>(q, k, v, args, tiles, n_tiles, out32);
+    } else {
+      launch_flash<192, 128>(q, k, v, args, tiles, n_tiles, out32);
+    }
   }
+  if (widen) detail::cast_sequence_rows(out32, out, sequences);
 }
 
 }  // namespace sy::cuda

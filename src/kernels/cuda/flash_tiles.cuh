@@ -20,6 +20,10 @@ struct FlashTile {
 // `count` receives the number of tiles. The sequences must already be validated (sorted, disjoint).
 Tensor flash_tile_table(const std::vector<std::pair<int64_t, int64_t>>& sequences, int64_t block_m, int64_t& count);
 
+// dst rows of every [first, second) sequence = src's, converted (f32 <-> bf16); adjacent sequences in one
+// launch. src, dst: (t, ...) contiguous, same shape.
+void cast_sequence_rows(const Tensor& src, Tensor& dst, const std::vector<std::pair<int64_t, int64_t>>& sequences);
+
 // The Hopper kernel (flash_attention_sm90.cu) for head dims 128/128: whether this device runs it, and the launch
 // over a table of 128-query tiles.
 bool flash_sm90_supported();

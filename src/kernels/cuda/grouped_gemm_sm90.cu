@@ -259,7 +259,7 @@ void check_table(const char* op, const char* name, const ExpertWeightTable& w) {
   }
 }
 
-std::atomic<int> g_tile_n{128};
+std::atomic<int> g_tile_n{0};  // 0: by row count
 std::atomic<int64_t> g_calls{0};  // launches so far (tests check that a forward pass took this path)
 
 template <bool kSwiGLU, int kTileN>
@@ -286,7 +286,8 @@ void launch(Problem p, int64_t rows) {
   SY_REQUIRE(grouped_gemm_sm90_supported(), Unsupported, "cuda grouped_gemm_sm90",
              "needs a compute capability 9.0 GPU and a build with sm_90a code");
   ++g_calls;
-  if (g_tile_n.load() == 256) {
+  const int tile_n = g_tile_n.load();
+  if (tile_n == 256 || (tile_n == 0 && rows >= kGroupedSm90WideRows)) {
     launch_tiled<kSwiGLU, 256>(p, rows);
   } else {
     launch_tiled<kSwiGLU, 128>(p, rows);
@@ -312,8 +313,8 @@ bool grouped_gemm_sm90_supported() {
 }
 
 void set_grouped_gemm_sm90_tile_n(int tile_n) {
-  SY_REQUIRE(tile_n == 128 || tile_n == 256, InvalidArgument, "cuda grouped_gemm_sm90",
-             "tile width must be 128 or 256, got ", tile_n);
+  SY_REQUIRE(tile_n == 0 || tile_n == 128 || tile_n == 256, InvalidArgument, "cuda grouped_gemm_sm90",
+             "tile width must be 128, 256 or 0 (by row count), got ", tile_n);
   g_tile_n.store(tile_n);
 }
 
