@@ -72,8 +72,8 @@ if want long; then
 fi
 if want attention; then
   echo "== causal prefill attention (cuda::attention, cuda::flash_attention; SDPA under torch)"
-  timeout 150 "$bin/bench_gpu_attention" --tokens 16384 --heads 16 --head-dim 128 --iters 5 2>&1 | tail -n 9
-  timeout 100 "$bin/bench_gpu_attention" --tokens 8192 --heads 64 --kv-heads 8 --head-dim 64 --iters 3 2>&1 | tail -n 6
+  timeout 150 "$bin/bench_gpu_attention" --tokens 16384 --heads 16 --head-dim 128 --iters 5 2>&1 | tail -n 17
+  timeout 100 "$bin/bench_gpu_attention" --tokens 8192 --heads 64 --kv-heads 8 --head-dim 64 --iters 3 2>&1 | tail -n 14
 fi
 if want sm90; then  # the Hopper kernels and cuDNN's attention end to end: prefill of 8 x 2048-token prompts
   echo "== bench_gpu_decode, 8 x 2048-token prompts: without the Hopper kernels (SY_SM90_EXPERTS=0 SY_FLASH_SM90=0),"
