@@ -2,6 +2,8 @@
 // on one expert), through the shared harness (gpu_harness.h) and its stated tolerances.
 #include <algorithm>
 #include <array>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <tuple>
 
@@ -523,6 +525,22 @@ TEST(GpuOps, FlashAttentionCudnnMatchesCpu) {
   std::string why;
   if (!cuda::flash_attention_cudnn_available(&why)) GTEST_SKIP() << "cuDNN not used here: " << why;
   check_flash_attention(false, true);
+}
+
+// The cuDNN loader reports a library it cannot open (with the path it tried) and leaves attention to our
+// kernels; no GPU needed. In a fresh process (threadsafe death-test style re-runs the binary), since the
+// loader's answer is kept for the process's life.
+TEST(CudnnLoader, MissingLibraryIsReportedWithItsPath) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        setenv("SY_CUDNN_LIBRARY", "/nonexistent/libcudnn.so.9", 1);
+        std::string why;
+        const bool available = cuda::flash_attention_cudnn_available(&why);
+        std::fprintf(stderr, "reason: %s\n", why.c_str());
+        std::exit(available ? 1 : 0);
+      },
+      ::testing::ExitedWithCode(0), "reason: SY_CUDNN_LIBRARY=/nonexistent/libcudnn.so.9: ");
 }
 
 // A bf16 `out` holds the f32 result rounded once, through each path (our kernels via an f32 scratch, cuDNN
