@@ -59,6 +59,9 @@ if want decode; then
   echo "== bench_gpu_decode (Qwen3-30B-A3B shape)"
   timeout 300 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8,32,64 \
     --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/bench_gpu_decode.txt" | tail -n 12
+  echo "== the same at batch 1 and 8 with programmatic dependent launch of the decode chain (SY_PDL=1)"
+  SY_PDL=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8 \
+    --prompt-len 128 --decode-steps 32 2>&1 | tail -n 4
   echo "== the same at batch 1 and 8 without the fused q|k|v epilogue and decode router (the ops they replaced)"
   SY_FUSED_QKV=0 SY_DECODE_ROUTE=0 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
     --batches 1,8 --prompt-len 128 --decode-steps 32 2>&1 | tail -n 4

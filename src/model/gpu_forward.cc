@@ -468,6 +468,13 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
     SY_REQUIRE(!s->flash_sm90 || cuda::flash_attention_sm90_supported(), Unsupported, "cuda",
                "SY_FLASH_SM90=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
   }
+  // Programmatic dependent launch of the decode chain's kernels (process-wide; off by default until a device
+  // has measured it): SY_PDL=1.
+  if (const char* env = std::getenv("SY_PDL")) {
+    const bool want = std::string(env) != "0";
+    SY_REQUIRE(cuda::set_programmatic_launch(want) == want, Unsupported, "cuda",
+               "SY_PDL=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
+  }
   if (const char* env = std::getenv("SY_CUDNN_ATTENTION")) {
     s->flash_cudnn = std::string(env) != "0";
     std::string why;

@@ -5,6 +5,7 @@
 // clear. Every family runs, DeepSeek's MLA included.
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -177,26 +178,30 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90GroupedExperts) {
   check_batched_logits(GetParam(), Experts::kSm90);
 }
 
-TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
-  SY_SKIP_WITHOUT_GPU();
-  auto graphed = Model::load(dir_of(GetParam()));
-  auto eager = Model::load(dir_of(GetParam()));
-  graphed->to_device(Device::kCuda);
-  eager->to_device(Device::kCuda);
-  graphed->set_cuda_graphs(true);
-  eager->set_cuda_graphs(false);
-  const ModelConfig& c = graphed->config();
-  for (int round = 0; round < 2; ++round) {  // round 1 uses fresh pools: graphs must follow the new addresses
+// Runs the same prefills and decode steps (batch sizes 3, 2, 1, 3, ...; a second round on fresh pools, whose
+// new addresses graphs must follow) through two GPU models and expects equal logits and expert loads, bit for
+// bit. before_first / before_second run before each call of that model (to set a process-wide switch).
+void expect_same_decode(Model& first, Model& second, const std::function<void()>& before_first,
+                        const std::function<void()>& before_second, const std::string& label) {
+  const ModelConfig& c = first.config();
+  for (int round = 0; round < 2; ++round) {
     const int64_t bs = 4, blocks = 64;
-    PagedKvPool gp = graphed->new_pool(blocks, bs), ep = eager->new_pool(blocks, bs);
+    PagedKvPool gp = first.new_pool(blocks, bs), ep = second.new_pool(blocks, bs);
     std::vector<BatchSequence> seqs(3);
     for (size_t s = 0; s < seqs.size(); ++s) {
       for (int64_t b = 0; b < 5; ++b) seqs[s].block_table.push_back(static_cast<int32_t>(5 * s + b + round));
       seqs[s].ids = {static_cast<int64_t>((11 * s + 2) % c.vocab_size), 3, 1};
       seqs[s].start = 0;
     }
-    Tensor a = graphed->forward_batch(seqs, gp), b = eager->forward_batch(seqs, ep);  // prefill (not graphed)
-    EXPECT_EQ(a.to_f32_vector(), b.to_f32_vector());
+    auto run = [&](const std::vector<BatchSequence>& step, Tensor& x, Tensor& y) {
+      before_first();
+      x = first.forward_batch(step, gp);
+      before_second();
+      y = second.forward_batch(step, ep);
+    };
+    Tensor a, b;
+    run(seqs, a, b);  // prefill (not graphed)
+    EXPECT_EQ(a.to_f32_vector(), b.to_f32_vector()) << label << " prefill";
     std::vector<int64_t> length(seqs.size(), 3);
     for (int t = 0; t < 10; ++t) {
       // Batch sizes 3, 2, 1, 3, ...: each size gets its own graph; positions cross block boundaries.
@@ -209,12 +214,39 @@ TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
         b1.block_table.resize(static_cast<size_t>((b1.start + 1 + bs - 1) / bs));
         step.push_back(b1);
       }
-      Tensor x = graphed->forward_batch(step, gp), y = eager->forward_batch(step, ep);
+      Tensor x, y;
+      run(step, x, y);
       ASSERT_EQ(x.shape(), y.shape());
-      EXPECT_EQ(x.to_f32_vector(), y.to_f32_vector()) << GetParam() << " decode step " << t;
-      EXPECT_EQ(graphed->expert_load().tokens, eager->expert_load().tokens) << GetParam() << " step " << t;
+      EXPECT_EQ(x.to_f32_vector(), y.to_f32_vector()) << label << " decode step " << t;
+      EXPECT_EQ(first.expert_load().tokens, second.expert_load().tokens) << label << " step " << t;
     }
   }
+}
+
+TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
+  SY_SKIP_WITHOUT_GPU();
+  auto graphed = Model::load(dir_of(GetParam()));
+  auto eager = Model::load(dir_of(GetParam()));
+  graphed->to_device(Device::kCuda);
+  eager->to_device(Device::kCuda);
+  graphed->set_cuda_graphs(true);
+  eager->set_cuda_graphs(false);
+  expect_same_decode(*graphed, *eager, [] {}, [] {}, GetParam() + " graphed vs eager");
+}
+
+// Programmatic dependent launch of the decode chain (cuda::set_programmatic_launch) changes when kernels are
+// scheduled, never what they compute: both models replay graphs, one captured and run with it, one without.
+TEST_P(GpuForward, ProgrammaticLaunchDecodeEqualsPlainDecode) {
+  SY_SKIP_WITHOUT_GPU();
+  if (!cuda::set_programmatic_launch(true)) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
+  cuda::set_programmatic_launch(false);
+  auto chained = Model::load(dir_of(GetParam()));
+  auto plain = Model::load(dir_of(GetParam()));
+  chained->to_device(Device::kCuda);
+  plain->to_device(Device::kCuda);
+  expect_same_decode(*chained, *plain, [] { cuda::set_programmatic_launch(true); },
+                     [] { cuda::set_programmatic_launch(false); }, GetParam() + " programmatic vs plain launches");
+  cuda::set_programmatic_launch(false);
 }
 
 // Whole fresh prompts (>= 64 tokens, head dim 64 or 128) run the tensor-core prefill attention inside the
@@ -273,7 +305,9 @@ void check_flash_prefill(const nlohmann::json& j, double tol = kLogitTol, float 
   const int64_t cudnn_before = cuda::flash_attention_cudnn_calls();
   run(seqs, "fresh prompts");
   EXPECT_EQ(cuda::flash_attention_calls() - flash_before, cfg.num_layers) << "one fresh prompt, once per layer";
-  if (sm90) EXPECT_EQ(cuda::flash_attention_sm90_calls() - sm90_before, cfg.num_layers) << "through the wgmma kernel";
+  if (sm90) {
+    EXPECT_EQ(cuda::flash_attention_sm90_calls() - sm90_before, cfg.num_layers) << "through the wgmma kernel";
+  }
   EXPECT_EQ(cuda::flash_attention_cudnn_calls() - cudnn_before, cudnn ? cfg.num_layers : 0) << "through cuDNN";
   std::vector<BatchSequence> step2 = seqs;
   step2[0].start = 150;

@@ -291,7 +291,9 @@ TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
         Tensor table = cuda::to_device(Tensor::zeros({2, c.experts}, DType::kI64));
         cuda::DeviceDispatchLayout l = cuda::decode_route(xd, wd, rb, sb, o, logits, expert, weight, done,
                                                           call == 1 ? table.select(1) : Tensor());
-        if (call == 1) EXPECT_EQ(l.tokens_per_expert.raw(), table.select(1).raw()) << what;
+        if (call == 1) {
+          EXPECT_EQ(l.tokens_per_expert.raw(), table.select(1).raw()) << what;
+        }
         expect_close(what + " logits", logits, cuda::to_host(ref_logits), 0.0);
         EXPECT_EQ(cuda::to_host(expert).to_f32_vector(), cuda::to_host(ref_expert).to_f32_vector()) << what;
         EXPECT_EQ(cuda::to_host(weight).to_f32_vector(), cuda::to_host(ref_weight).to_f32_vector()) << what;
@@ -437,7 +439,9 @@ void check_flash_attention(bool sm90, bool cudnn = false) {
     cuda::flash_attention(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, out);
     const bool via_cudnn = cudnn && c.window == 0 && !c.sinks;
     EXPECT_EQ(cuda::flash_attention_cudnn_calls() - cudnn_calls, via_cudnn ? 1 : 0);
-    if (!cudnn) EXPECT_EQ(cuda::flash_attention_sm90_calls() - sm90_calls, sm90 && c.d == 128 && dv == 128 ? 1 : 0);
+    if (!cudnn) {
+      EXPECT_EQ(cuda::flash_attention_sm90_calls() - sm90_calls, sm90 && c.d == 128 && dv == 128 ? 1 : 0);
+    }
     expect_close("flash_attention t=" + std::to_string(c.t) + " heads=" + std::to_string(c.heads) + "/" +
                      std::to_string(c.kv_heads) + " d=" + std::to_string(c.d) + "/" + std::to_string(dv) + " window=" +
                      std::to_string(c.window) + (c.sinks ? " sinks" : "") + kernel,

@@ -87,7 +87,9 @@ TEST(GpuSampling, SampleRowsMatchesCpuReference) {
         EXPECT_TRUE(acceptable(z, vocab, s, u, g))
             << "vocab " << vocab << (ties ? " (ties)" : "") << " row " << r << ": gpu " << g << ", cpu " << want
             << " (T " << s.temperature << ", top-k " << s.top_k << ", top-p " << s.top_p << ", u " << u << ")";
-        if (s.temperature == 0.f) EXPECT_EQ(g, want) << "greedy must be exact";
+        if (s.temperature == 0.f) {
+          EXPECT_EQ(g, want) << "greedy must be exact";
+        }
       }
     }
   }

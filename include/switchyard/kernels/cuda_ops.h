@@ -19,6 +19,12 @@
 
 namespace sy::cuda {
 
+// Programmatic dependent launch for the kernels of a decode step (rms norms, the q/k/v epilogue, attention and
+// its merge, the decode router, the grouped GEMVs, the combine): each may be scheduled while the kernel before
+// it runs and waits on the device for its inputs, hiding launch gaps; results are unchanged. Process-wide;
+// returns whether it took effect (a compute capability 9.0 GPU with this build's sm_90a code). Off by default.
+bool set_programmatic_launch(bool on);
+
 // Creates the engine's cuBLAS handle (bound to stream()) on the current device now; it is otherwise made at
 // the first GEMM, which must not fall inside a CUDA-graph capture.
 void prepare_blas();

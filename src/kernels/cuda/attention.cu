@@ -41,6 +41,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(const float* q, 
                                                                const int64_t* positions, const float* sinks,
                                                                AttnParams p, PagedRows paged, float* out,
                                                                float* partial, int* bad) {
+  detail::chain_entry();  // a decode-chain kernel: see launch_chained
   __shared__ float warp_m[kWarps], warp_l[kWarps];
   __shared__ float warp_acc[kWarps][kDvPerLane * 32];
   const int64_t item = blockIdx.x;  // query * heads + head
@@ -119,6 +120,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(const float* q, 
 // Dynamic shared memory: splits floats.
 __global__ void merge_splits_kernel(const float* partial, const float* sinks, int64_t heads, int64_t dv,
                                     int splits, float* out) {
+  detail::chain_entry();  // a decode-chain kernel: see launch_chained
   extern __shared__ float factor[];
   __shared__ float shared_denom;
   const int64_t item = blockIdx.x;
@@ -179,18 +181,18 @@ void launch_attention(const Tensor& q, const Tensor& k, const Tensor& v, const T
   if (splits > 1) partial = Tensor::empty({items, splits, p.dv + 2}, DType::kF32, Device::kCuda);
   float* part = splits > 1 ? partial.f32() : nullptr;
   if (p.dv <= 8 * 32) {
-    attention_kernel<KV, kPaged, 8><<<grid, kWarps * 32, 0, stream()>>>(q.f32(), kp, vp, positions.i64(), sinks, p,
-                                                                         paged, out.f32(), part, bad);
+    detail::launch_chained(attention_kernel<KV, kPaged, 8>, grid, kWarps * 32, 0, q.f32(), kp, vp, positions.i64(),
+                           sinks, p, paged, out.f32(), part, bad);
   } else {
-    attention_kernel<KV, kPaged, 16><<<grid, kWarps * 32, 0, stream()>>>(q.f32(), kp, vp, positions.i64(), sinks,
-                                                                          p, paged, out.f32(), part, bad);
+    detail::launch_chained(attention_kernel<KV, kPaged, 16>, grid, kWarps * 32, 0, q.f32(), kp, vp, positions.i64(),
+                           sinks, p, paged, out.f32(), part, bad);
   }
   SY_CUDA_CHECK_LAUNCH();
   if (splits == 1) return;
   // The factor table gets 8 floats of slack: compute-sanitizer (H100, 2026-12-05) caught the unrolled sum
   // below reading 12 bytes past `splits` floats of shared memory.
-  merge_splits_kernel<<<static_cast<unsigned>(items), 128, (splits + 8) * sizeof(float), stream()>>>(
-      partial.f32(), sinks, p.heads, p.dv, splits, out.f32());
+  detail::launch_chained(merge_splits_kernel, static_cast<unsigned>(items), 128, (splits + 8) * sizeof(float),
+                         partial.f32(), sinks, p.heads, p.dv, splits, out.f32());
   SY_CUDA_CHECK_LAUNCH();
 }
 

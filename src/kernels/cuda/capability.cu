@@ -1,5 +1,6 @@
 // Per-device capability answers for the hand-written kernels: once_per_device caches a probe's answer per
 // device, sm90a_device says whether the current device runs this build's sm_90a (wgmma) code. Host code.
+#include <atomic>
 #include <map>
 #include <mutex>
 
@@ -64,4 +65,21 @@ bool sm90a_device(size_t smem_bytes) {
   return static_cast<size_t>(optin) >= smem_bytes;
 }
 
+namespace {
+std::atomic<bool> g_programmatic_launch{false};
+}  // namespace
+
+bool programmatic_launch() { return g_programmatic_launch.load(std::memory_order_relaxed); }
+
 }  // namespace sy::cuda::detail
+
+namespace sy::cuda {
+
+bool set_programmatic_launch(bool on) {
+  // Compute capability 9.0 with this build's sm_90a code, where the griddepcontrol instructions exist.
+  const bool granted = on && detail::sm90a_device(0);
+  detail::g_programmatic_launch.store(granted);
+  return granted;
+}
+
+}  // namespace sy::cuda

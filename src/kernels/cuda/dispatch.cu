@@ -90,6 +90,7 @@ __global__ void permute_kernel(const T* x, const int64_t* row_assignment, int to
 template <typename T>
 __global__ void unpermute_kernel(const T* expert_out, const int64_t* assignment_row, const float* weight,
                                  int top_k, int64_t hidden, int64_t tokens, float* out) {
+  detail::chain_entry();  // a decode-chain kernel: see launch_chained
   // Grid: (hidden chunks, tokens): a one-token decode still spreads over many blocks.
   for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
     for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < hidden; j += int64_t{gridDim.x} * blockDim.x) {
@@ -229,12 +230,12 @@ void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, con
   const dim3 grid(static_cast<unsigned>((hidden + 127) / 128),
                   static_cast<unsigned>(layout.num_tokens < 65535 ? layout.num_tokens : 65535));
   if (expert_out.dtype() == DType::kF32) {
-    unpermute_kernel<<<grid, 128, 0, stream()>>>(expert_out.f32(), layout.assignment_row.i64(), weight.f32(),
-                                                 layout.top_k, hidden, layout.num_tokens, out.f32());
+    detail::launch_chained(unpermute_kernel<float>, grid, 128, 0, expert_out.f32(), layout.assignment_row.i64(),
+                           weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());
   } else {
-    unpermute_kernel<<<grid, 128, 0, stream()>>>(
-        reinterpret_cast<const __nv_bfloat16*>(expert_out.raw()), layout.assignment_row.i64(), weight.f32(),
-        layout.top_k, hidden, layout.num_tokens, out.f32());
+    detail::launch_chained(unpermute_kernel<__nv_bfloat16>, grid, 128, 0,
+                           reinterpret_cast<const __nv_bfloat16*>(expert_out.raw()), layout.assignment_row.i64(),
+                           weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());
   }
   SY_CUDA_CHECK_LAUNCH();
 }

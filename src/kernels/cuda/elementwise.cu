@@ -14,6 +14,7 @@ namespace {
 // values rounded to bf16) where given.
 template <typename W>
 __global__ void rms_norm_kernel(const float* x, const W* w, float* y, __nv_bfloat16* yb, int64_t d, float eps) {
+  detail::chain_entry();  // a decode-chain kernel: see launch_chained
   __shared__ float partial[32];
   const int64_t row = blockIdx.x;
   const float* xr = x + row * d;
@@ -107,10 +108,11 @@ void launch_rms_norm(const Tensor& x, const Tensor& w, float eps, float* y, __nv
   if (m == 0) return;
   const int threads = d >= 1024 ? 1024 : 256;
   if (w.dtype() == DType::kF32) {
-    rms_norm_kernel<<<static_cast<unsigned>(m), threads, 0, stream()>>>(x.f32(), w.f32(), y, yb, d, eps);
+    detail::launch_chained(rms_norm_kernel<float>, static_cast<unsigned>(m), threads, 0, x.f32(), w.f32(), y, yb, d,
+                           eps);
   } else {
-    rms_norm_kernel<<<static_cast<unsigned>(m), threads, 0, stream()>>>(
-        x.f32(), reinterpret_cast<const __nv_bfloat16*>(w.raw()), y, yb, d, eps);
+    detail::launch_chained(rms_norm_kernel<__nv_bfloat16>, static_cast<unsigned>(m), threads, 0, x.f32(),
+                           reinterpret_cast<const __nv_bfloat16*>(w.raw()), y, yb, d, eps);
   }
   SY_CUDA_CHECK_LAUNCH();
 }

@@ -64,6 +64,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) grouped_linear_kernel(const fl
                                                                     const uint64_t* up_weights,
                                                                     const int64_t* offsets, int num_experts,
                                                                     float* y, int64_t n, int64_t k) {
+  detail::chain_entry();  // a decode-chain kernel: see launch_chained
   constexpr int kOut = kGated ? kColsPerWarp / 2 : kColsPerWarp;  // output columns per warp
   __shared__ int src_rows[kWarps][kRows];
   const int e = active_expert(offsets, num_experts);
@@ -173,11 +174,11 @@ void launch_grouped(const Tensor& x, const int64_t* gather, int top_k, int64_t r
   const uint64_t* ptrs = reinterpret_cast<const uint64_t*>(w.pointers.i64());
   const uint64_t* up_ptrs = up ? reinterpret_cast<const uint64_t*>(up->pointers.i64()) : nullptr;
   if (w.k % 8 == 0) {
-    grouped_linear_kernel<true, kGated><<<grid, kWarps * 32, 0, stream()>>>(
-        x.f32(), gather, top_k, ptrs, up_ptrs, offsets.i64(), w.num_experts, y.f32(), w.n, w.k);
+    detail::launch_chained(grouped_linear_kernel<true, kGated>, grid, kWarps * 32, 0, x.f32(), gather, top_k, ptrs,
+                           up_ptrs, offsets.i64(), w.num_experts, y.f32(), w.n, w.k);
   } else {
-    grouped_linear_kernel<false, kGated><<<grid, kWarps * 32, 0, stream()>>>(
-        x.f32(), gather, top_k, ptrs, up_ptrs, offsets.i64(), w.num_experts, y.f32(), w.n, w.k);
+    detail::launch_chained(grouped_linear_kernel<false, kGated>, grid, kWarps * 32, 0, x.f32(), gather, top_k, ptrs,
+                           up_ptrs, offsets.i64(), w.num_experts, y.f32(), w.n, w.k);
   }
   SY_CUDA_CHECK_LAUNCH();
 }

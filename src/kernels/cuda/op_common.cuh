@@ -39,6 +39,38 @@ bool once_per_device(std::map<int, bool>& cache, const std::function<bool()>& pr
 // Checks the launch just queued (bad configuration shows here; faults show at the next synchronize).
 #define SY_CUDA_CHECK_LAUNCH() SY_CUDA_CHECK(cudaGetLastError())
 
+// Programmatic dependent launch (Hopper) for the kernels of a decode step's chain. With it on
+// (set_programmatic_launch), launch_chained lets a kernel's blocks be scheduled while the previous kernel in the
+// stream is still running; every chained kernel starts with chain_entry(), which releases its own dependents
+// early and then waits until the previous grid has finished and its writes are visible, before reading
+// anything. So results are those of plain stream order; what is saved is the launch gap between kernels. Off,
+// or launched with <<<>>>, both instructions return at once.
+bool programmatic_launch();
+__device__ __forceinline__ void chain_entry() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+template <typename... Params, typename... Args>
+void launch_chained(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, Args... args) {
+  if (!programmatic_launch()) {
+    kernel<<<grid, block, smem, stream()>>>(static_cast<Params>(args)...);
+    return;
+  }
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream();
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  SY_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
+}
+
 __device__ __forceinline__ float load_f(const float* p, int64_t i) { return p[i]; }
 __device__ __forceinline__ float load_f(const __nv_bfloat16* p, int64_t i) { return __bfloat162float(p[i]); }
 __device__ __forceinline__ void store_f(float* p, int64_t i, float v) { p[i] = v; }

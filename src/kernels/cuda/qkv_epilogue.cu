@@ -28,6 +28,7 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_epilogue_kernel(
     const float* qkv, const float* bias, const float* q_norm, const float* k_norm, const int64_t* positions,
     const float* inv_freq, const int64_t* rows, EpilogueParams p, float* q3, float* k3, float* v3, KV* keys,
     KV* values) {
+  detail::chain_entry();  // a decode-chain kernel: see launch_chained
   extern __shared__ float scratch[];  // one head row per warp
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* buf = scratch + warp * p.max_dim;
@@ -133,13 +134,13 @@ void qkv_epilogue(const Tensor& qkv, const QkvEpilogueArgs& args, const Tensor& 
   const float* qn = args.q_norm.defined() ? args.q_norm.f32() : nullptr;
   const float* kn = args.k_norm.defined() ? args.k_norm.f32() : nullptr;
   if (keys.dtype() == DType::kBF16) {
-    qkv_epilogue_kernel<<<static_cast<unsigned>(n), kWarps * 32, smem, stream()>>>(
-        qkv.f32(), bias, qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, q3.f32(), k3.f32(), v3.f32(),
-        static_cast<__nv_bfloat16*>(keys.raw()), static_cast<__nv_bfloat16*>(values.raw()));
+    detail::launch_chained(qkv_epilogue_kernel<__nv_bfloat16>, static_cast<unsigned>(n), kWarps * 32, smem, qkv.f32(),
+                           bias, qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, q3.f32(), k3.f32(),
+                           v3.f32(), static_cast<__nv_bfloat16*>(keys.raw()), static_cast<__nv_bfloat16*>(values.raw()));
   } else {
-    qkv_epilogue_kernel<<<static_cast<unsigned>(n), kWarps * 32, smem, stream()>>>(
-        qkv.f32(), bias, qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, q3.f32(), k3.f32(), v3.f32(),
-        keys.f32(), values.f32());
+    detail::launch_chained(qkv_epilogue_kernel<float>, static_cast<unsigned>(n), kWarps * 32, smem, qkv.f32(), bias,
+                           qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, q3.f32(), k3.f32(), v3.f32(),
+                           keys.f32(), values.f32());
   }
   SY_CUDA_CHECK_LAUNCH();
 }

@@ -154,6 +154,7 @@ __global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
     const __nv_bfloat16* x, const __nv_bfloat16* w, const float* w_bias, int n, int64_t k, float* logits,
     const float* score_bias, RouterParams p, int32_t* out_expert, float* out_weight, int64_t* counts,
     int64_t* offsets, int64_t* row_assignment, int64_t* assignment_row, unsigned* done) {
+  detail::chain_entry();  // a decode-chain kernel: see launch_chained
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, e_count = p.num_experts;
   for (int e = blockIdx.x * kDecodeRouterWarps + warp; e < e_count; e += gridDim.x * kDecodeRouterWarps) {
     const __nv_bfloat16* we = w + static_cast<int64_t>(e) * k;
@@ -308,7 +309,7 @@ DeviceDispatchLayout decode_route(const Tensor& x, const Tensor& router, const T
   // Enough warps to keep the router's rows streaming (a warp per expert), a block size that fits the routing.
   const int threads = kDecodeRouterWarps * 32;
   const unsigned blocks = static_cast<unsigned>((e + kDecodeRouterWarps - 1) / kDecodeRouterWarps);
-  decode_router_kernel<<<blocks, threads, 0, stream()>>>(
+  detail::launch_chained(decode_router_kernel, blocks, threads, 0,
       static_cast<const __nv_bfloat16*>(x.raw()), static_cast<const __nv_bfloat16*>(router.raw()),
       router_bias.defined() ? router_bias.f32() : nullptr, static_cast<int>(n), k, logits.f32(),
       has_bias ? score_bias.f32() : nullptr, router_params(o, e, has_bias), expert.i32(), weight.f32(),
