@@ -94,14 +94,19 @@ int main(int argc, char** argv) {
       time_flash("cuda::flash_attention, sm90 (bf16 wgmma tiles)", hopper);
     }
     std::string why;
-    if (sy::cuda::flash_attention_cudnn_available(&why)) {
+    if (dim != 64 && dim != 128) {
+      std::printf("cuDNN: not timed (flash_attention takes head dims 64 and 128 here)\n");
+    } else if (sy::cuda::flash_attention_cudnn_available(&why)) {
       sy::cuda::AttentionArgs via_cudnn = args;
       via_cudnn.cudnn = true;
-      const int64_t before = sy::cuda::flash_attention_cudnn_calls();
-      time_flash("cuda::flash_attention, cuDNN fused attention (f32 out)", via_cudnn);
-      time_flash("cuda::flash_attention, cuDNN fused attention (bf16 out, as SDPA)", via_cudnn, sy::DType::kBF16);
-      if (sy::cuda::flash_attention_cudnn_calls() == before) {
-        rows.back().name += " (cuDNN refused the shape: own kernel ran)";
+      for (sy::DType out_dtype : {sy::DType::kF32, sy::DType::kBF16}) {
+        const int64_t before = sy::cuda::flash_attention_cudnn_calls();
+        time_flash(out_dtype == sy::DType::kF32 ? "cuda::flash_attention, cuDNN fused attention (f32 out)"
+                                                : "cuda::flash_attention, cuDNN fused attention (bf16 out, as SDPA)",
+                   via_cudnn, out_dtype);
+        if (sy::cuda::flash_attention_cudnn_calls() == before) {
+          rows.back().name += " (cuDNN refused the shape: own kernel ran)";
+        }
       }
     } else {
       std::printf("cuDNN: not used (%s)\n", why.c_str());

@@ -158,12 +158,12 @@ TEST_P(TrainLossTrajectory, TracksPyTorchAdamW) {
     // Per element: below half of one AdamW step that flips sign (2 lr), the most a gradient made of rounding
     // noise can move apart; over the tensor (RMS) two orders tighter, so a systematic error cannot hide.
     EXPECT_LT(max_diff, o.adamw.lr) << name;
-    // Key-projection biases get no gradient in exact arithmetic (adding b to every key shifts a query's scores
-    // by the same q.b, which softmax ignores): theirs is rounding noise that AdamW's normalisation turns into
-    // full-size steps, so the RMS bound would measure the CPU's summation order (2.4e-5 on an AMD EPYC with
-    // AVX512-BF16 against 2e-5). The per-element bound above still holds them.
-    const bool noise_only = name.find("k_proj.bias") != std::string::npos;
-    if (!noise_only) EXPECT_LT(rms_diff, 2e-5) << name;
+    // Key-projection biases get only a small gradient (without RoPE none: adding b to every key shifts a
+    // query's scores by the same q.b, which softmax ignores; RoPE rotates b by each key's position, so its
+    // term varies slowly along the keys), which AdamW's normalisation turns into full-size steps: rounding
+    // order moves them more than any other tensor (2.4e-5 RMS on an AMD EPYC with AVX512-BF16). They get 5e-5.
+    const bool small_gradient = name.find("k_proj.bias") != std::string::npos;
+    EXPECT_LT(rms_diff, small_gradient ? 5e-5 : 2e-5) << name;
     if (max_diff > 1e-4) std::printf("%s: max |diff| %.2e, rms %.2e\n", name.c_str(), max_diff, rms_diff);
   }
 }

@@ -338,8 +338,6 @@ TEST(GpuForwardFlash, FreshPromptsThroughTheHopperKernelMatchCpu) {
   check_flash_prefill(dense_qwen3(128), kLogitTol, 0.05f, /*sm90=*/true);  // peaked attention
 }
 
-// Head dim 64 with a 48-token sliding window on the first layer (the 150-token prompt spans three windows
-// and three key tiles), full attention on the second.
 TEST(GpuForwardFlash, FreshPromptsThroughCudnnMatchCpu) {
   SY_SKIP_WITHOUT_GPU();
   std::string why;
@@ -348,6 +346,8 @@ TEST(GpuForwardFlash, FreshPromptsThroughCudnnMatchCpu) {
   check_flash_prefill(dense_qwen3(64), kLogitTol, 0.05f, /*sm90=*/false, /*cudnn=*/true);  // peaked attention
 }
 
+// Head dim 64 with a 48-token sliding window on the first layer (the 150-token prompt spans three windows
+// and three key tiles), full attention on the second.
 TEST(GpuForwardFlash, HeadDim64WithSlidingWindowMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   nlohmann::json j = dense_qwen3(64);

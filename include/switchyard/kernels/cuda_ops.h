@@ -182,6 +182,7 @@ int64_t flash_attention_cudnn_calls();  // of which through cuDNN
 // Whether args.cudnn can take effect here (cuDNN 9.5+ found: SY_CUDNN_LIBRARY, else libcudnn.so.9 on the
 // loader's path or beside the CUDA runtime); the reason when not in *why.
 bool flash_attention_cudnn_available(std::string* why = nullptr);
+bool flash_attention_cudnn_compiled();  // whether this build found cuDNN's headers (without them: never available)
 
 // Causal attention of the queries of many sequences against a paged KV pool (the batched forward pass):
 // k: (blocks*block_size, kv_heads, dk), v: (blocks*block_size, kv_heads, dv <= 512) pools, both f32 or both

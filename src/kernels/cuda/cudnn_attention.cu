@@ -343,6 +343,7 @@ std::unique_ptr<Plan> build_plan(const CudnnApi& api, cudnnHandle_t handle, cons
 struct State {
   std::mutex mutex;
   cudnnHandle_t handle = nullptr;
+  bool create_failed = false;
   std::map<Key, std::unique_ptr<Plan>> plans;  // null: cuDNN refused this shape (logged once, not retried)
 };
 State& state() {
@@ -357,6 +358,8 @@ int64_t round_up_pow2(int64_t n) {
 }
 
 }  // namespace
+
+bool cudnn_attention_compiled() { return true; }
 
 bool cudnn_attention_available(std::string* why) {
   const CudnnApi* api = cudnn_or_null(why);
@@ -390,9 +393,11 @@ bool cudnn_flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
 
   State& st = state();
   std::lock_guard<std::mutex> lock(st.mutex);
+  if (st.create_failed) return false;
   if (!st.handle) {
     const cudnnStatus_t s = api.create(&st.handle);
     if (s != CUDNN_STATUS_SUCCESS) {
+      st.create_failed = true;  // logged once, not retried per call
       log_warn("cudnn: cudnnCreate failed (", api.error_string(s), "); attention runs on the engine's own kernels");
       return false;
     }
@@ -427,7 +432,9 @@ bool cudnn_flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   // Per-entry lengths (int32) and ragged offsets in elements (int64 or int32) of q, k, v and o, in one upload.
   const bool ragged = plan->layout != Layout::kDense;
   const bool i32_offsets = plan->layout == Layout::kRaggedI32;
-  const int64_t offset_bytes = i32_offsets ? 4 : 8, table = (b + 1) * offset_bytes;  // one offsets table
+  // One offsets table per tensor, each starting 256-byte aligned (the graph declares 16-byte alignment for
+  // every tensor; packed back to back, an even entry count would leave the k and o tables 8-byte aligned).
+  const int64_t offset_bytes = i32_offsets ? 4 : 8, table = ((b + 1) * offset_bytes + 255) / 256 * 256;
   std::vector<char> host(static_cast<size_t>(4 * table));
   std::vector<int32_t> lengths(static_cast<size_t>(b));
   const int64_t widths[4] = {heads * dk, kv_heads * dk, kv_heads * dv, heads * dv};
@@ -435,7 +442,10 @@ bool cudnn_flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     const int64_t row = i < b ? seqs[i].first : seqs[b - 1].second;
     for (int j = 0; j < 4; ++j) {
       const int64_t value = row * widths[j];
-      if (i32_offsets && value > INT32_MAX) return false;  // a plan with int32 offsets cannot address these rows
+      if (i32_offsets && value > INT32_MAX) {  // a plan with int32 offsets cannot address these rows
+        log_debug("cudnn: rows past int32 offsets; this call runs on the engine's own attention kernels");
+        return false;
+      }
       char* at = host.data() + j * table + i * offset_bytes;
       if (i32_offsets) {
         const int32_t v32 = static_cast<int32_t>(value);
@@ -446,7 +456,7 @@ bool cudnn_flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
     }
     if (i < b) lengths[static_cast<size_t>(i)] = static_cast<int32_t>(seqs[i].second - seqs[i].first);
   }
-  const int64_t lengths_at = (4 * table + 255) / 256 * 256;
+  const int64_t lengths_at = 4 * table;
   Tensor meta = Tensor::empty({lengths_at + b * 4}, DType::kU8, Device::kCuda);
   if (ragged) {
     upload(meta.raw(), host.data(), host.size());
@@ -491,6 +501,7 @@ bool cudnn_flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
 
 #else  // built without cuDNN's headers
 
+bool cudnn_attention_compiled() { return false; }
 bool cudnn_attention_available(std::string* why) {
   if (why) *why = "this build found no cuDNN headers (cudnn_graph.h)";
   return false;

@@ -13,6 +13,7 @@ namespace sy::cuda::detail {
 // Whether cuDNN can be used at all here (library found, version 9.5 or newer but not 9.10.0/9.10.1); the
 // reason when not in *why.
 bool cudnn_attention_available(std::string* why);
+bool cudnn_attention_compiled();  // this build has cuDNN's headers
 
 // Runs flash_attention's contract (already validated by the caller) through cuDNN when it can take the call:
 // no window, no sinks, head dims multiples of 8 up to 256, and a cuDNN engine for the graph of these shapes.

@@ -210,6 +210,7 @@ int64_t flash_attention_sm90_calls() { return g_sm90_calls; }
 bool flash_attention_sm90_supported() { return detail::flash_sm90_supported(); }
 int64_t flash_attention_cudnn_calls() { return g_cudnn_calls; }
 bool flash_attention_cudnn_available(std::string* why) { return detail::cudnn_attention_available(why); }
+bool flash_attention_cudnn_compiled() { return detail::cudnn_attention_compiled(); }
 
 Tensor detail::flash_tile_table(const std::vector<std::pair<int64_t, int64_t>>& sequences, int64_t block_m,
                                 int64_t& count) {

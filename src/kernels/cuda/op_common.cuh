@@ -55,7 +55,7 @@ __device__ __forceinline__ void chain_entry() {
 template <typename... Params, typename... Args>
 void launch_chained(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, Args... args) {
   if (!programmatic_launch()) {
-    kernel<<<grid, block, smem, stream()>>>(static_cast<Params>(args)...);
+    kernel<<<grid, block, smem, stream()>>>(args...);
     return;
   }
   cudaLaunchConfig_t config = {};
@@ -68,7 +68,7 @@ void launch_chained(void (*kernel)(Params...), dim3 grid, dim3 block, size_t sme
   attribute[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attribute;
   config.numAttrs = 1;
-  SY_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...));
+  SY_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));  // the same implicit conversions as <<<>>>
 }
 
 __device__ __forceinline__ float load_f(const float* p, int64_t i) { return p[i]; }
