@@ -2,9 +2,9 @@
 #include <dlfcn.h>
 
 #include <string>
-#include <vector>
 
 #include "cublas_loader.cuh"
+#include "library_loader.cuh"
 #include "switchyard/core/error.h"
 
 namespace sy::cuda::detail {
@@ -16,23 +16,9 @@ namespace {
 constexpr const char* kSoname = "libcublas.so." SY_STR(CUBLAS_VER_MAJOR);
 
 void* open_cublas() {
-  if (void* h = dlopen(kSoname, RTLD_NOW | RTLD_LOCAL)) return h;
-  std::string first_error = dlerror();
-  // Next to the shared CUDA runtime in use, then in the toolkit this was built with (either may lie outside
-  // the loader's search path).
-  std::vector<std::string> dirs;
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&cudaGetDeviceCount), &info) && info.dli_fname) {
-    const std::string file = info.dli_fname;
-    if (file.find("libcudart") != std::string::npos) dirs.push_back(file.substr(0, file.find_last_of('/') + 1));
-  }
-#ifdef SY_CUDA_LIBRARY_DIR
-  dirs.push_back(std::string(SY_CUDA_LIBRARY_DIR) + "/");
-#endif
-  for (const std::string& dir : dirs) {
-    if (void* h = dlopen((dir + kSoname).c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
-  }
-  throw make_error<Unsupported>("cuda", "cannot load cuBLAS (", kSoname, "): ", first_error,
+  std::string error;
+  if (void* h = open_cuda_library(kSoname, &error)) return h;
+  throw make_error<Unsupported>("cuda", "cannot load cuBLAS (", kSoname, "): ", error,
                                 "; install the CUDA toolkit's cuBLAS ", CUBLAS_VER_MAJOR,
                                 " or add its directory to LD_LIBRARY_PATH");
 }

@@ -378,8 +378,7 @@ bool cudnn_flash_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   if (args.window != 0 || args.sinks.defined()) return false;
   const int64_t heads = q.size(1), kv_heads = k.size(1), dk = q.size(2), dv = v.size(2);
   if (dk % 8 != 0 || dv % 8 != 0 || dk > 256 || dv > 256) return false;
-  std::string why;
-  if (!cudnn_attention_available(&why)) return false;
+  if (!cudnn_attention_available(nullptr)) return false;
   const CudnnApi& api = *cudnn_or_null(nullptr);
 
   std::vector<std::pair<int64_t, int64_t>> seqs;

@@ -4,11 +4,9 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
-#include <vector>
-
-#include <cuda_runtime.h>
 
 #include "cudnn_loader.cuh"
+#include "library_loader.cuh"
 
 namespace sy::cuda::detail {
 
@@ -25,20 +23,7 @@ void* open_cudnn(std::string& error) {
     error = std::string("SY_CUDNN_LIBRARY=") + path + ": " + dlerror();
     return nullptr;
   }
-  if (void* h = dlopen(kSoname, RTLD_NOW | RTLD_LOCAL)) return h;
-  error = dlerror();
-  std::vector<std::string> dirs;
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&cudaGetDeviceCount), &info) && info.dli_fname) {
-    const std::string file = info.dli_fname;
-    if (file.find("libcudart") != std::string::npos) dirs.push_back(file.substr(0, file.find_last_of('/') + 1));
-  }
-#ifdef SY_CUDA_LIBRARY_DIR
-  dirs.push_back(std::string(SY_CUDA_LIBRARY_DIR) + "/");
-#endif
-  for (const std::string& dir : dirs) {
-    if (void* h = dlopen((dir + kSoname).c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
-  }
+  if (void* h = open_cuda_library(kSoname, &error)) return h;
   error = std::string("cannot load ") + kSoname + " (" + error +
           "); install cuDNN 9 or point SY_CUDNN_LIBRARY at its libcudnn.so.9";
   return nullptr;
