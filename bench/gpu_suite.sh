@@ -9,6 +9,7 @@
 # (default: all but ncu, which SY_NCU=1 adds); the whole suite takes longer than one 10-minute device call, so
 # split it, e.g. "tests,layer,attention", then "decode,sm90", then "memcheck", then
 # "long,deepseek,serve,nccl,torch" (calls back to back: an idle machine is handed back within a minute).
+# SY_MEMCHECK_FILTER=PATTERN limits memcheck to the gtest filter PATTERN (the whole suite takes minutes).
 # sm90 measures the Hopper kernels (SY_SM90_EXPERTS, SY_FLASH_SM90; default on compute capability 9.0) and
 # cuDNN's attention (SY_CUDNN_ATTENTION=1) end to end; the layer and attention sections time them kernel by kernel.
 set -u
@@ -37,9 +38,9 @@ if want tests; then
   grep -E "compared|ran |not tested" "$out/gpu_tests.log" | head -n 40
 fi
 if want memcheck && command -v compute-sanitizer >/dev/null; then
-  echo "== memcheck (gpu tests)"
+  echo "== memcheck (gpu tests${SY_MEMCHECK_FILTER:+ matching $SY_MEMCHECK_FILTER})"
   compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 "$bin/sy_gpu_tests" --gtest_brief=1 \
-    >"$out/memcheck.log" 2>&1
+    --gtest_filter="${SY_MEMCHECK_FILTER:-*}" >"$out/memcheck.log" 2>&1
   echo "memcheck rc=$? $(grep -E 'ERROR SUMMARY' "$out/memcheck.log" | tail -n 1)"
 fi
 if want serve; then
@@ -57,14 +58,15 @@ if want nccl; then
 fi
 if want decode; then
   echo "== bench_gpu_decode (Qwen3-30B-A3B shape)"
-  timeout 300 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8,32,64 \
-    --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/bench_gpu_decode.txt" | tail -n 12
-  echo "== the same at batch 1 and 8 with programmatic dependent launch of the decode chain (SY_PDL=1)"
-  SY_PDL=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8 \
-    --prompt-len 128 --decode-steps 32 2>&1 | tail -n 4
-  echo "== the same at batch 1 and 8 without the fused q|k|v epilogue and decode router (the ops they replaced)"
-  SY_FUSED_QKV=0 SY_DECODE_ROUTE=0 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
-    --batches 1,8 --prompt-len 128 --decode-steps 32 2>&1 | tail -n 4
+  timeout 300 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,2,4,8,32,64 \
+    --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/bench_gpu_decode.txt" | tail -n 14
+  # The decode chain's switches one at a time (each on by default): programmatic dependent launch, the dense
+  # GEMV below cuBLAS.
+  for flags in "SY_PDL=0" "SY_DENSE_GEMV=0"; do
+    echo "== the same at batch 1 and 2 with $flags"
+    env $flags timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,2 \
+      --prompt-len 128 --decode-steps 32 2>&1 | tail -n 2
+  done
 fi
 if want long; then
   echo "== bench_gpu_decode, 2048-token prompts: key splits chosen per batch vs one block per query and head"
@@ -95,10 +97,16 @@ if want deepseek; then
 fi
 if want ncu; then  # where the time of a decode step goes, kernel by kernel
   echo "== Nsight Compute: kernels of batch-1 decode on a 2-layer cut"
-  timeout 150 ncu --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+  timeout 150 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
     "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --layers 2 --batches 1 --prompt-len 32 \
     --decode-steps 8 >"$out/ncu.log" 2>&1
   python3 bench/ncu_summary.py "$out/ncu.log" --top 25
+  echo "== Nsight Compute: where the decode router's warps wait (one launch; whole report: $out/ncu_router.log)"
+  timeout 120 ncu --clock-control none --cache-control none --kernel-name regex:decode_router --launch-skip 4 \
+    --launch-count 1 --section WarpStateStats --section LaunchStats --section Occupancy \
+    "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --layers 2 --batches 1 --prompt-len 32 \
+    --decode-steps 8 >"$out/ncu_router.log" 2>&1
+  grep -E "Duration|Stall|Warp Cycles|Achieved Occupancy|Registers|Block Size|Grid Size" "$out/ncu_router.log" | head -n 30
 fi
 if want torch; then
   echo "== PyTorch peers"

@@ -42,6 +42,15 @@ void check_grouped(int64_t n, int64_t k, const std::vector<int64_t>& counts) {
   Tensor y = test::poisoned_device({rows, n});
   cuda::grouped_linear(cuda::to_device(x), table, cuda::to_device(test::i64_tensor(offsets)), y);
   expect_close("grouped_linear n=" + std::to_string(n) + " k=" + std::to_string(k), y, expected, test::kF32Tol);
+  // A bound on the rows per expert sizes the row chunks only: bounds below the true counts (every chunk size,
+  // experts spanning several chunks) give the same values.
+  for (int64_t bound : {1, 2, 3, 4, 9}) {
+    Tensor yb = test::poisoned_device({rows, n});
+    cuda::grouped_linear(cuda::to_device(x), table, cuda::to_device(test::i64_tensor(offsets)), yb, bound);
+    expect_close("grouped_linear rows bound " + std::to_string(bound), yb, expected, test::kF32Tol);
+  }
+  EXPECT_THROW(cuda::grouped_linear(cuda::to_device(x), table, cuda::to_device(test::i64_tensor(offsets)), y, -1),
+               InvalidArgument);
   // The prefill path (cuBLAS grouped GEMM, bf16 operands): within the bf16 tolerance, from f32 and bf16 x.
   Tensor z = test::poisoned_device({rows, n});
   cuda::grouped_gemm(cuda::to_device(x), table, offsets, z);

@@ -36,6 +36,44 @@ TEST(GpuOps, LinearBf16WeightsMatchesCpu) {
   }
 }
 
+// Decode-sized linears (1 to 4 rows) go through the weight-streaming GEMV, larger ones and k not a multiple of
+// 8 through cuBLAS: both against the CPU, for every x/y/bias dtype, plain and accumulating, with k past one
+// batch of loads per lane (2048) and ragged past it; the threshold's bounds are checked.
+TEST(GpuOps, LinearGemvAndCublasMatchCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  const int saved = cuda::dense_gemv_max_rows();
+  struct Case { int64_t m, k, n; };
+  for (Case c : {Case{1, 8, 1}, Case{2, 2048, 37}, Case{3, 4104, 300}, Case{4, 24, 9}, Case{1, 12, 5}, Case{5, 64, 20}}) {
+    Tensor x = rand_tensor({c.m, c.k}), w = rand_tensor({c.n, c.k}, 0.2f).to(DType::kBF16), y0 = rand_tensor({c.m, c.n}, 3.f);
+    for (DType bd : {DType::kF32, DType::kBF16}) {
+      Tensor b = rand_tensor({c.n}).to(bd), ref = Tensor::empty({c.m, c.n}, DType::kF32);
+      ops::linear(x, w, b.to(DType::kF32), ref);
+      for (int rows : {4, 0}) {  // the GEMV where it fits, then cuBLAS only
+        cuda::set_dense_gemv_max_rows(rows);
+        const std::string what = std::string(rows ? "gemv" : "cublas") + " m=" + std::to_string(c.m) + " k=" +
+                                 std::to_string(c.k) + " n=" + std::to_string(c.n) +
+                                 (bd == DType::kF32 ? " bias f32" : " bias bf16");
+        for (DType xd : {DType::kF32, DType::kBF16}) {
+          for (DType yd : {DType::kF32, DType::kBF16}) {
+            Tensor y = poisoned_device({c.m, c.n}, yd);
+            cuda::linear(cuda::to_device(x.to(xd)), cuda::to_device(w), cuda::to_device(b), y);
+            expect_close(what + (xd == DType::kF32 ? " x f32" : " x bf16") + (yd == DType::kF32 ? " y f32" : " y bf16"),
+                         y, ref, kBf16Tol);
+          }
+          Tensor acc = cuda::to_device(y0), acc_ref = ref.clone();
+          for (int64_t i = 0; i < acc_ref.numel(); ++i) acc_ref.f32()[i] += y0.f32()[i];
+          cuda::linear_add(cuda::to_device(x.to(xd)), cuda::to_device(w), cuda::to_device(b), acc);
+          expect_close(what + " accumulate", acc, acc_ref, kBf16Tol);
+        }
+      }
+    }
+  }
+  cuda::set_dense_gemv_max_rows(saved);
+  EXPECT_THROW(cuda::set_dense_gemv_max_rows(5), InvalidArgument);
+  EXPECT_THROW(cuda::set_dense_gemv_max_rows(-1), InvalidArgument);
+  EXPECT_EQ(cuda::dense_gemv_max_rows(), saved);
+}
+
 // y += x W^T + b through cuBLAS's beta: the linear's result added to what y held, for f32 and bf16 x.
 TEST(GpuOps, LinearAddAccumulatesIntoY) {
   SY_SKIP_WITHOUT_GPU();

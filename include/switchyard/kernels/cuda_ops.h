@@ -22,19 +22,30 @@ namespace sy::cuda {
 // Programmatic dependent launch for the kernels of a decode step (rms norms, the q/k/v epilogue, attention and
 // its merge, the decode router, the grouped GEMVs, the combine): each may be scheduled while the kernel before
 // it runs and waits on the device for its inputs, hiding launch gaps; results are unchanged. Process-wide;
-// returns whether it took effect (a compute capability 9.0 GPU with this build's sm_90a code). Off by default.
+// returns whether it took effect (a compute capability 9.0 GPU with this build's sm_90a code). Off until
+// default_programmatic_launch() or this is called.
 bool set_programmatic_launch(bool on);
+// Turns it on where it exists unless set_programmatic_launch has chosen already (the GPU forward pass calls
+// this when a model is uploaded; SY_PDL=0 there chooses off). Must not run inside a stream capture (it may probe
+// the device once).
+void default_programmatic_launch();
 
 // Creates the engine's cuBLAS handle (bound to stream()) on the current device now; it is otherwise made at
 // the first GEMM, which must not fall inside a CUDA-graph capture.
 void prepare_blas();
 
-// y = x W^T + b through cuBLAS (cublasGemmEx, f32 accumulation).
+// y = x W^T + b through cuBLAS (cublasGemmEx, f32 accumulation), or for 1 to dense_gemv_max_rows() rows
+// (k a multiple of 8, 16-byte aligned operands) through a weight-streaming GEMV (one pass, bias and residual
+// add included; f32 accumulation in another order).
 // w: (n, k) bf16 (the checkpoint dtype; f32/f16 weights are converted once at load, not here).
-// x: (m, k) f32 or bf16. f32 activations are rounded to bf16 in a scratch buffer before the GEMM, so both
-// operands run on the bf16 tensor cores; that rounding is the op's documented error (bf16 tolerance 2e-2).
-// bias: (n,) f32 or bf16, or undefined. y: (m, n) f32 or bf16 (rounded once, after the f32 accumulation).
+// x: (m, k) f32 or bf16. f32 activations are rounded to bf16 before the products (in a scratch buffer for
+// cuBLAS, on load in the GEMV), so both operands are bf16; that rounding is the op's documented error (bf16
+// tolerance 2e-2). bias: (n,) f32 or bf16, or undefined. y: (m, n) f32 or bf16 (rounded after the f32 sums).
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
+// The most rows linear sends through the GEMV instead of cuBLAS: 0 to 4 (0: always cuBLAS), process-wide;
+// default 2 (SY_DENSE_GEMV=N sets N when a model is uploaded to the GPU).
+void set_dense_gemv_max_rows(int rows);
+int dense_gemv_max_rows();
 // y += x W^T + b (the residual add folded into the GEMM: cuBLAS with beta 1). y: (m, n) f32; the rest as linear.
 void linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 
@@ -208,7 +219,11 @@ struct ExpertWeightTable {
   std::vector<Tensor> keep;   // the matrices, kept alive
 };
 ExpertWeightTable make_expert_weight_table(const std::vector<Tensor>& weights);
-void grouped_linear(const Tensor& x, const ExpertWeightTable& weights, const Tensor& offsets, Tensor& y);
+// rows_per_expert_bound: no expert has more rows than this (a top-k layout's token count), or 0 when unknown;
+// it only sizes the kernel's row chunks (fewer accumulators, more blocks per SM at one row), any value gives
+// the same result.
+void grouped_linear(const Tensor& x, const ExpertWeightTable& weights, const Tensor& offsets, Tensor& y,
+                    int64_t rows_per_expert_bound = 0);
 // The SwiGLU hidden of the routed experts in one launch: y = silu(x gate_e^T) * (x up_e^T) on each expert's
 // rows, as grouped_linear twice and silu_mul would give it (same arithmetic, x read once). y: (rows, n) f32.
 void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,

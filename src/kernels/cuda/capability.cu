@@ -67,6 +67,7 @@ bool sm90a_device(size_t smem_bytes) {
 
 namespace {
 std::atomic<bool> g_programmatic_launch{false};
+std::atomic<bool> g_programmatic_launch_chosen{false};  // set_programmatic_launch was called
 }  // namespace
 
 bool programmatic_launch() { return g_programmatic_launch.load(std::memory_order_relaxed); }
@@ -79,7 +80,12 @@ bool set_programmatic_launch(bool on) {
   // Compute capability 9.0 with this build's sm_90a code, where the griddepcontrol instructions exist.
   const bool granted = on && detail::sm90a_device(0);
   detail::g_programmatic_launch.store(granted);
+  detail::g_programmatic_launch_chosen.store(true);
   return granted;
+}
+
+void default_programmatic_launch() {
+  if (!detail::g_programmatic_launch_chosen.load()) detail::g_programmatic_launch.store(detail::sm90a_device(0));
 }
 
 }  // namespace sy::cuda

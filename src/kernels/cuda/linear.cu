@@ -1,8 +1,9 @@
 // CUDA linear: y = x W^T + b with bf16 weights through cuBLAS (cublasGemmEx, f32 accumulation on the bf16
-// tensor cores), and its per-head batched form over strided views (cublasGemmStridedBatchedEx, MLA's absorbed
+// tensor cores) or, for one to four rows, our weight-streaming GEMV (gemv.cu), and its per-head batched form over strided views (cublasGemmStridedBatchedEx, MLA's absorbed
 // attention). Not here: cuBLASLt epilogue fusion (bias, activation), fp8/int8, grouped expert GEMMs.
 #include <cublas_v2.h>
 
+#include "gemv.cuh"
 #include "op_common.cuh"
 
 namespace sy::cuda {
@@ -83,6 +84,9 @@ void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y
   if (m == 0 || n == 0) return;
   if (k == 0) {
     if (!accumulate) zero(y.raw(), y.nbytes());
+  } else if (detail::gemv_fits(x, w, y)) {  // decode-sized: one weight-streaming pass, bias and add included
+    detail::gemv(x, w, bias, y, accumulate);
+    return;
   } else {
     Tensor xb = x;
     if (x.dtype() == DType::kF32) {

@@ -46,11 +46,21 @@ bool once_per_device(std::map<int, bool>& cache, const std::function<bool()>& pr
 // anything. So results are those of plain stream order; what is saved is the launch gap between kernels. Off,
 // or launched with <<<>>>, both instructions return at once.
 bool programmatic_launch();
-__device__ __forceinline__ void chain_entry() {
+// The two halves of chain_entry for a kernel that reads constants (weights) before its inputs: chain_release()
+// at entry, then constant loads, then chain_wait() before the first read of anything an earlier kernel wrote.
+__device__ __forceinline__ void chain_release() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void chain_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+}
+__device__ __forceinline__ void chain_entry() {
+  chain_release();
+  chain_wait();
 }
 template <typename... Params, typename... Args>
 void launch_chained(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, Args... args) {

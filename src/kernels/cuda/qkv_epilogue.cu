@@ -1,5 +1,5 @@
-// The GQA projections' epilogue in one launch: from the rows of the fused q|k|v GEMM, per token (one block)
-// and head (one warp at a time), the bias, the clip, the per-head RMSNorm of q and k, RoPE on q and k, then
+// The GQA projections' epilogue in one launch: from the rows of the fused q|k|v GEMM, per token (block column
+// x) and head (one warp each, kWarps heads per block row y), the bias, the clip, the per-head RMSNorm of q and k, RoPE on q and k, then
 // q, k and v out as f32 and the new key and value rows into the KV pool. It replaces add_bias, clamp_inplace,
 // two rms_norm, two apply_rope and two scatter_rows launches per layer with the same operations in the same
 // order (f32 results equal to rounding: the norm's sum of squares adds in another order), since a decode step
@@ -13,7 +13,7 @@ namespace sy::cuda {
 
 namespace {
 
-constexpr int kWarps = 8;
+constexpr int kWarps = 4;  // heads per block: Qwen3-30B-A3B's 32 + 4 + 4 take 10 blocks a token
 
 struct EpilogueParams {
   int heads, kv_heads, d, dv, max_dim;
@@ -37,7 +37,7 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_epilogue_kernel(
   const float* row = qkv + i * (qk_cols + static_cast<int64_t>(p.kv_heads) * p.dv);
   const float pos = static_cast<float>(positions[i]);
   const int64_t pool_row = rows[i];
-  for (int hh = warp; hh < p.heads + 2 * p.kv_heads; hh += kWarps) {
+  for (int hh = blockIdx.y * kWarps + warp; hh < p.heads + 2 * p.kv_heads; hh += gridDim.y * kWarps) {
     const bool is_q = hh < p.heads, is_k = !is_q && hh < p.heads + p.kv_heads, is_v = !is_q && !is_k;
     const int width = is_v ? p.dv : p.d;
     const int64_t col0 = is_v ? qk_cols + static_cast<int64_t>(hh - p.heads - p.kv_heads) * p.dv
@@ -133,12 +133,15 @@ void qkv_epilogue(const Tensor& qkv, const QkvEpilogueArgs& args, const Tensor& 
   const float* bias = args.bias.defined() ? args.bias.f32() : nullptr;
   const float* qn = args.q_norm.defined() ? args.q_norm.f32() : nullptr;
   const float* kn = args.k_norm.defined() ? args.k_norm.f32() : nullptr;
+  // A block per token and kWarps heads: at batch 1 the heads' dependent load, norm and rotary chains run side
+  // by side on several SMs instead of one after another in one block.
+  const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>((heads + 2 * kv_heads + kWarps - 1) / kWarps));
   if (keys.dtype() == DType::kBF16) {
-    detail::launch_chained(qkv_epilogue_kernel<__nv_bfloat16>, static_cast<unsigned>(n), kWarps * 32, smem, qkv.f32(),
+    detail::launch_chained(qkv_epilogue_kernel<__nv_bfloat16>, grid, kWarps * 32, smem, qkv.f32(),
                            bias, qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, q3.f32(), k3.f32(),
                            v3.f32(), static_cast<__nv_bfloat16*>(keys.raw()), static_cast<__nv_bfloat16*>(values.raw()));
   } else {
-    detail::launch_chained(qkv_epilogue_kernel<float>, static_cast<unsigned>(n), kWarps * 32, smem, qkv.f32(), bias,
+    detail::launch_chained(qkv_epilogue_kernel<float>, grid, kWarps * 32, smem, qkv.f32(), bias,
                            qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, q3.f32(), k3.f32(), v3.f32(),
                            keys.f32(), values.f32());
   }

@@ -147,6 +147,7 @@ __global__ void __launch_bounds__(kMaxExperts) router_kernel(const float* logits
 // smallest passes take this path: batch-1 decode is the one that gains most.
 constexpr int kDecodeRouterTokens = 4;
 constexpr int kDecodeRouterWarps = 8;
+constexpr int kRouterLoads = 8;
 static_assert(kDecodeRouterWarps * 32 >= kMaxExperts, "the routing block needs a thread per expert");
 static_assert(kMaxExperts <= detail::kBlockLayoutMaxExperts, "block_layout takes every routable expert count");
 
@@ -161,25 +162,37 @@ __global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
     float acc[kDecodeRouterTokens];
 #pragma unroll
     for (int t = 0; t < kDecodeRouterTokens; ++t) acc[t] = 0.f;
-    for (int64_t c = lane * 8; c < k; c += 32 * 8) {
-      const uint4 wv = __ldcs(reinterpret_cast<const uint4*>(we + c));
-      const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv);
-      float wf[8];
+    // kRouterLoads 16-byte loads of the row in flight per lane before any is used (a 2048-wide row in one go):
+    // one load at a time left the pass bound by latency.
+    for (int64_t c0 = lane * 8; c0 < k; c0 += kRouterLoads * 32 * 8) {
+      uint4 wv[kRouterLoads];
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const float2 f = __bfloat1622float2(w2[q]);
-        wf[2 * q] = f.x;
-        wf[2 * q + 1] = f.y;
+      for (int u = 0; u < kRouterLoads; ++u) {
+        const int64_t c = c0 + u * 32 * 8;
+        wv[u] = c < k ? __ldcs(reinterpret_cast<const uint4*>(we + c)) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
-      for (int t = 0; t < kDecodeRouterTokens; ++t) {
-        if (t >= n) break;
-        const uint4 xv = *reinterpret_cast<const uint4*>(x + t * k + c);
-        const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
+      for (int u = 0; u < kRouterLoads; ++u) {
+        const int64_t c = c0 + u * 32 * 8;
+        if (c >= k) break;
+        const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv[u]);
+        float wf[8];
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
-          const float2 f = __bfloat1622float2(x2[q]);
-          acc[t] += wf[2 * q] * f.x + wf[2 * q + 1] * f.y;
+          const float2 f = __bfloat1622float2(w2[q]);
+          wf[2 * q] = f.x;
+          wf[2 * q + 1] = f.y;
+        }
+#pragma unroll
+        for (int t = 0; t < kDecodeRouterTokens; ++t) {
+          if (t >= n) break;
+          const uint4 xv = *reinterpret_cast<const uint4*>(x + t * k + c);
+          const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {
+            const float2 f = __bfloat1622float2(x2[q]);
+            acc[t] += wf[2 * q] * f.x + wf[2 * q + 1] * f.y;
+          }
         }
       }
     }

@@ -161,7 +161,9 @@ __device__ unsigned long long select_key(const Row& row, unsigned long long floo
           if (w) bin = static_cast<int>((key >> shift) & 0xff);
         }
       }
-      warp_histogram_add(hist, bin, w);  // every lane of the warp reaches it
+      // Every lane of the warp reaches this point; past the first pass of a selection almost no token is a
+      // candidate, and a warp without one skips the match and reductions (most of a pass's cost).
+      if (__any_sync(0xffffffffu, bin >= 0)) warp_histogram_add(hist, bin, w);
     });
     __syncthreads();
     if (threadIdx.x < 32) crossing_bin(hist, above, target, prefix, shift, shared_state);

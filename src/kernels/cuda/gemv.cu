@@ -1,0 +1,176 @@
+// Dense bf16 GEMV for decode-sized batches: y = x W^T (+ b) (+ y) for at most kGemvMaxRows rows of x, the path
+// cuda::linear takes below cuBLAS (set_dense_gemv_max_rows). A decode step's projections (q|k|v, o, a dense or
+// shared MLP, the LM head) are weight streams: each weight is read once per step and the GEMM's tensor-core
+// tiles, split-K passes and reduction launches buy nothing at one to four rows. Here a block owns kCols output
+// columns and its four warps split the reduction: each lane streams 8-wide pieces of the kCols weight rows with
+// 16-byte evict-first loads (the next piece's in flight while the current one is used) and multiplies them with
+// the same 8 x values of every row (x read once per piece, not once per column); the warps' partial sums meet
+// in shared memory in a fixed order. Weights are constants of a decode chain, so with programmatic launch the
+// first pieces are requested before the previous kernel has finished (chain_release / chain_wait). x may be
+// f32: it is rounded to bf16 on load, the operand the cuBLAS path would see (its cast pass is gone too), and the
+// products accumulate in f32 as cuBLAS's do, in another order.
+#include "gemv.cuh"
+
+#include <atomic>
+#include <cstdint>
+
+#include "op_common.cuh"
+
+namespace sy::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;  // splitting k: a 2048-wide row is two pieces per lane, the second in flight early
+constexpr int kCols = 4;                     // output columns per block
+constexpr int64_t kPiece = kWarps * 32 * 8;  // k values one step of the block covers (8 per lane)
+
+std::atomic<int> g_max_rows{2};  // measured: level with cuBLAS at 2 rows, behind it at 4 (H100)
+
+// The eight x values from x on, as the bf16 values a bf16 GEMM multiplies.
+__device__ __forceinline__ void load_x8(const float* x, float (&v)[8]) {
+  const float4 a = reinterpret_cast<const float4*>(x)[0], b = reinterpret_cast<const float4*>(x)[1];
+  const float raw[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = __bfloat162float(__float2bfloat16(raw[i]));
+}
+__device__ __forceinline__ void load_x8(const __nv_bfloat16* x, float (&v)[8]) {
+  const uint4 packed = *reinterpret_cast<const uint4*>(x);
+  const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&packed);
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const float2 f = __bfloat1622float2(h2[q]);
+    v[2 * q] = f.x;
+    v[2 * q + 1] = f.y;
+  }
+}
+
+// x: (m, k) X, w: (n, k) bf16, k % 8 == 0, rows 16-byte aligned; y: (m, n) Y. bias_f / bias_h: (n,) f32 or
+// bf16 (at most one set). y = (accumulate ? y + x.w : x.w) + bias, rounded once into Y.
+template <typename X, typename Y>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* x, const __nv_bfloat16* w, const float* bias_f,
+                                                              const __nv_bfloat16* bias_h, Y* y, int m, int64_t n,
+                                                              int64_t k, bool accumulate) {
+  detail::chain_release();  // a decode-chain kernel: see launch_chained
+  __shared__ float partial[kWarps][detail::kGemvMaxRows][kCols];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kCols;
+  const int cols = static_cast<int>(n - col0 < kCols ? n - col0 : kCols);
+  // Weight rows of the block's columns (past the last column: the last one again, its sums dropped).
+  const __nv_bfloat16* wr[kCols];
+#pragma unroll
+  for (int c = 0; c < kCols; ++c) wr[c] = w + (col0 + (c < cols ? c : cols - 1)) * k;
+  int64_t at = (warp * 32 + lane) * 8;
+  uint4 cur[kCols];
+#pragma unroll
+  for (int c = 0; c < kCols; ++c) cur[c] = at < k ? __ldcs(reinterpret_cast<const uint4*>(wr[c] + at)) : make_uint4(0, 0, 0, 0);
+  detail::chain_wait();  // x (and an accumulated y) come from earlier kernels
+  float acc[detail::kGemvMaxRows][kCols];
+#pragma unroll
+  for (int r = 0; r < detail::kGemvMaxRows; ++r) {
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) acc[r][c] = 0.f;
+  }
+  for (; at < k; at += kPiece) {
+    const int64_t ahead = at + kPiece;
+    uint4 next[kCols];
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      next[c] = ahead < k ? __ldcs(reinterpret_cast<const uint4*>(wr[c] + ahead)) : make_uint4(0, 0, 0, 0);
+    }
+    float wf[kCols][8];
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&cur[c]);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const float2 f = __bfloat1622float2(h2[q]);
+        wf[c][2 * q] = f.x;
+        wf[c][2 * q + 1] = f.y;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < detail::kGemvMaxRows; ++r) {
+      if (r >= m) break;
+      float xv[8];
+      load_x8(x + r * k + at, xv);
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[r][c] += wf[c][i] * xv[i];
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) cur[c] = next[c];
+  }
+#pragma unroll
+  for (int r = 0; r < detail::kGemvMaxRows; ++r) {
+    if (r >= m) break;
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      float v = acc[r][c];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) partial[warp][r][c] = v;
+    }
+  }
+  __syncthreads();
+  const int t = threadIdx.x, r = t / kCols, c = t % kCols;
+  if (r >= m || c >= cols) return;
+  float v = 0.f;
+#pragma unroll
+  for (int q = 0; q < kWarps; ++q) v += partial[q][r][c];  // the warps' k ranges in order
+  const int64_t out = r * n + col0 + c;
+  if (accumulate) v += detail::load_f(y, out);
+  if (bias_f) v += bias_f[col0 + c];
+  if (bias_h) v += __bfloat162float(bias_h[col0 + c]);
+  detail::store_f(y, out, v);
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+void set_dense_gemv_max_rows(int rows) {
+  SY_REQUIRE(rows >= 0 && rows <= detail::kGemvMaxRows, InvalidArgument, "cuda set_dense_gemv_max_rows",
+             "rows must be in [0, ", detail::kGemvMaxRows, "], got ", rows);
+  g_max_rows.store(rows);
+}
+
+int dense_gemv_max_rows() { return g_max_rows.load(); }
+
+namespace detail {
+
+bool gemv_fits(const Tensor& x, const Tensor& w, const Tensor& y) {
+  const int64_t m = x.size(0), k = x.size(1);
+  return m >= 1 && m <= g_max_rows.load() && k % 8 == 0 && aligned16(x.raw()) && aligned16(w.raw()) &&
+         y.is_contiguous() && x.is_contiguous() && w.is_contiguous();
+}
+
+void gemv(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate) {
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+  const auto* wp = static_cast<const __nv_bfloat16*>(w.raw());
+  const float* bf = bias.defined() && bias.dtype() == DType::kF32 ? bias.f32() : nullptr;
+  const auto* bh = bias.defined() && bias.dtype() == DType::kBF16 ? static_cast<const __nv_bfloat16*>(bias.raw())
+                                                                   : nullptr;
+  const dim3 grid(static_cast<unsigned>((n + kCols - 1) / kCols));
+  const int rows = static_cast<int>(m);
+  const bool xf = x.dtype() == DType::kF32, yf = y.dtype() == DType::kF32;
+  const auto* xh = static_cast<const __nv_bfloat16*>(x.raw());
+  auto* yh = static_cast<__nv_bfloat16*>(y.raw());
+  if (xf && yf) {
+    launch_chained(gemv_kernel<float, float>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, y.f32(), rows, n, k, accumulate);
+  } else if (xf) {
+    launch_chained(gemv_kernel<float, __nv_bfloat16>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, yh, rows, n, k,
+                   accumulate);
+  } else if (yf) {
+    launch_chained(gemv_kernel<__nv_bfloat16, float>, grid, kWarps * 32, 0, xh, wp, bf, bh, y.f32(), rows, n, k,
+                   accumulate);
+  } else {
+    launch_chained(gemv_kernel<__nv_bfloat16, __nv_bfloat16>, grid, kWarps * 32, 0, xh, wp, bf, bh, yh, rows, n, k,
+                   accumulate);
+  }
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace detail
+
+}  // namespace sy::cuda
