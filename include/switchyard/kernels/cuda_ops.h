@@ -3,8 +3,8 @@
 // live on Device::kCuda and are contiguous; all work is queued on sy::cuda::stream() (call synchronize() or
 // to_host() to wait). Errors in arguments throw sy::InvalidArgument; CUDA/cuBLAS failures throw sy::Error
 // naming the call, the error and file:line.
-// Deliberately not here yet (issue 4): a wgmma grouped GEMM for the expert projections, a fused SwiGLU
-// epilogue, a dedicated MLA decode kernel (the absorbed form runs through batched_linear and paged_attention).
+// Not here yet (issue 4): a dedicated MLA decode kernel (the absorbed form runs through batched_linear and
+// paged_attention), tensor cores for decode attention, TMA loads and warp specialisation in the grouped GEMM.
 #pragma once
 
 #include <cstdint>
