@@ -238,6 +238,10 @@ TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
 // scheduled, never what they compute: both models replay graphs, one captured and run with it, one without.
 TEST_P(GpuForward, ProgrammaticLaunchDecodeEqualsPlainDecode) {
   SY_SKIP_WITHOUT_GPU();
+  struct Restore {  // the process-wide default (on where it exists) for the tests after this one
+    bool was = cuda::programmatic_launch_enabled();
+    ~Restore() { cuda::set_programmatic_launch(was); }
+  } restore;
   if (!cuda::set_programmatic_launch(true)) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
   cuda::set_programmatic_launch(false);
   auto chained = Model::load(dir_of(GetParam()));
@@ -246,7 +250,6 @@ TEST_P(GpuForward, ProgrammaticLaunchDecodeEqualsPlainDecode) {
   plain->to_device(Device::kCuda);
   expect_same_decode(*chained, *plain, [] { cuda::set_programmatic_launch(true); },
                      [] { cuda::set_programmatic_launch(false); }, GetParam() + " programmatic vs plain launches");
-  cuda::set_programmatic_launch(false);
 }
 
 // Whole fresh prompts (>= 64 tokens, head dim 64 or 128) run the tensor-core prefill attention inside the

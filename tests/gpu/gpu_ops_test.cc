@@ -4,8 +4,10 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <tuple>
+#include <vector>
 
 #include "gpu_harness.h"
 #include "switchyard/kernels/ops.h"
@@ -36,42 +38,75 @@ TEST(GpuOps, LinearBf16WeightsMatchesCpu) {
   }
 }
 
-// Decode-sized linears (1 to 4 rows) go through the weight-streaming GEMV, larger ones and k not a multiple of
-// 8 through cuBLAS: both against the CPU, for every x/y/bias dtype, plain and accumulating, with k past one
-// batch of loads per lane (2048) and ragged past it; the threshold's bounds are checked.
+// Decode-sized linears (up to dense_gemv_max_rows() rows, k a multiple of 8, 16-byte aligned) go through the
+// weight-streaming GEMV, the rest through cuBLAS: both against the CPU for every x/y/bias dtype, plain and
+// accumulating, k past one block step (1024) and ragged past it, with programmatic launch on (the GEMV's
+// weight loads before its wait) and off. The GEMV's call counter shows which path ran; a misaligned x falls
+// back to cuBLAS; the threshold's bounds are checked. Bias and accumulated values are kept small next to the
+// products, so a dropped product is outside the tolerance.
 TEST(GpuOps, LinearGemvAndCublasMatchCpu) {
   SY_SKIP_WITHOUT_GPU();
-  const int saved = cuda::dense_gemv_max_rows();
+  struct Restore {  // the process-wide switches, whatever happens
+    int rows = cuda::dense_gemv_max_rows();
+    bool pdl = cuda::programmatic_launch_enabled();
+    ~Restore() {
+      cuda::set_dense_gemv_max_rows(rows);
+      cuda::set_programmatic_launch(pdl);
+    }
+  } restore;
+  std::vector<bool> pdl_modes{false};
+  if (cuda::set_programmatic_launch(true)) pdl_modes.push_back(true);
   struct Case { int64_t m, k, n; };
-  for (Case c : {Case{1, 8, 1}, Case{2, 2048, 37}, Case{3, 4104, 300}, Case{4, 24, 9}, Case{1, 12, 5}, Case{5, 64, 20}}) {
-    Tensor x = rand_tensor({c.m, c.k}), w = rand_tensor({c.n, c.k}, 0.2f).to(DType::kBF16), y0 = rand_tensor({c.m, c.n}, 3.f);
-    for (DType bd : {DType::kF32, DType::kBF16}) {
-      Tensor b = rand_tensor({c.n}).to(bd), ref = Tensor::empty({c.m, c.n}, DType::kF32);
-      ops::linear(x, w, b.to(DType::kF32), ref);
-      for (int rows : {4, 0}) {  // the GEMV where it fits, then cuBLAS only
-        cuda::set_dense_gemv_max_rows(rows);
-        const std::string what = std::string(rows ? "gemv" : "cublas") + " m=" + std::to_string(c.m) + " k=" +
-                                 std::to_string(c.k) + " n=" + std::to_string(c.n) +
-                                 (bd == DType::kF32 ? " bias f32" : " bias bf16");
-        for (DType xd : {DType::kF32, DType::kBF16}) {
-          for (DType yd : {DType::kF32, DType::kBF16}) {
-            Tensor y = poisoned_device({c.m, c.n}, yd);
-            cuda::linear(cuda::to_device(x.to(xd)), cuda::to_device(w), cuda::to_device(b), y);
-            expect_close(what + (xd == DType::kF32 ? " x f32" : " x bf16") + (yd == DType::kF32 ? " y f32" : " y bf16"),
-                         y, ref, kBf16Tol);
+  for (bool pdl : pdl_modes) {
+    cuda::set_programmatic_launch(pdl);
+    for (Case c : {Case{1, 8, 1}, Case{2, 2048, 37}, Case{3, 4104, 300}, Case{4, 24, 9}, Case{1, 12, 5},
+                   Case{5, 64, 20}}) {
+      Tensor x = rand_tensor({c.m, c.k}), w = rand_tensor({c.n, c.k}, 0.2f).to(DType::kBF16);
+      Tensor y0 = rand_tensor({c.m, c.n}, 0.1f);
+      for (DType bd : {DType::kF32, DType::kBF16}) {
+        Tensor b = rand_tensor({c.n}, 0.05f).to(bd), ref = Tensor::empty({c.m, c.n}, DType::kF32);
+        ops::linear(x, w, b.to(DType::kF32), ref);
+        for (int rows : {4, 0}) {  // the GEMV where it fits, then cuBLAS only
+          cuda::set_dense_gemv_max_rows(rows);
+          const bool gemv = c.m <= rows && c.k % 8 == 0;
+          const std::string what = std::string(rows ? "gemv" : "cublas") + (pdl ? " pdl" : "") + " m=" +
+                                   std::to_string(c.m) + " k=" + std::to_string(c.k) + " n=" + std::to_string(c.n) +
+                                   (bd == DType::kF32 ? " bias f32" : " bias bf16");
+          for (DType xd : {DType::kF32, DType::kBF16}) {
+            for (DType yd : {DType::kF32, DType::kBF16}) {
+              Tensor y = poisoned_device({c.m, c.n}, yd);
+              const int64_t before = cuda::dense_gemv_calls();
+              cuda::linear(cuda::to_device(x.to(xd)), cuda::to_device(w), cuda::to_device(b), y);
+              EXPECT_EQ(cuda::dense_gemv_calls() - before, gemv ? 1 : 0) << what << ": the path taken";
+              expect_close(what + (xd == DType::kF32 ? " x f32" : " x bf16") +
+                               (yd == DType::kF32 ? " y f32" : " y bf16"),
+                           y, ref, kBf16Tol);
+            }
+            Tensor acc = cuda::to_device(y0), acc_ref = ref.clone();
+            for (int64_t i = 0; i < acc_ref.numel(); ++i) acc_ref.f32()[i] += y0.f32()[i];
+            cuda::linear_add(cuda::to_device(x.to(xd)), cuda::to_device(w), cuda::to_device(b), acc);
+            expect_close(what + " accumulate", acc, acc_ref, kBf16Tol);
           }
-          Tensor acc = cuda::to_device(y0), acc_ref = ref.clone();
-          for (int64_t i = 0; i < acc_ref.numel(); ++i) acc_ref.f32()[i] += y0.f32()[i];
-          cuda::linear_add(cuda::to_device(x.to(xd)), cuda::to_device(w), cuda::to_device(b), acc);
-          expect_close(what + " accumulate", acc, acc_ref, kBf16Tol);
         }
       }
     }
   }
-  cuda::set_dense_gemv_max_rows(saved);
+  // x starting 4 bytes past a 16-byte boundary: cuBLAS, with the same values.
+  cuda::set_dense_gemv_max_rows(2);
+  const int64_t k = 64, n = 12;
+  Tensor x = rand_tensor({1, k}), w = rand_tensor({n, k}, 0.2f).to(DType::kBF16);
+  Tensor ref = Tensor::empty({1, n}, DType::kF32);
+  ops::linear(x, w, Tensor(), ref);
+  Tensor flat = Tensor::empty({k + 1}, DType::kF32);
+  std::memcpy(flat.f32() + 1, x.f32(), sizeof(float) * k);
+  Tensor shifted = cuda::to_device(flat).slice(0, 1, k + 1).reshape({1, k}), y = poisoned_device({1, n});
+  const int64_t before = cuda::dense_gemv_calls();
+  cuda::linear(shifted, cuda::to_device(w), Tensor(), y);
+  EXPECT_EQ(cuda::dense_gemv_calls(), before) << "a misaligned x takes cuBLAS";
+  expect_close("linear, misaligned x", y, ref, kBf16Tol);
   EXPECT_THROW(cuda::set_dense_gemv_max_rows(5), InvalidArgument);
   EXPECT_THROW(cuda::set_dense_gemv_max_rows(-1), InvalidArgument);
-  EXPECT_EQ(cuda::dense_gemv_max_rows(), saved);
+  EXPECT_EQ(cuda::dense_gemv_max_rows(), 2);
 }
 
 // y += x W^T + b through cuBLAS's beta: the linear's result added to what y held, for f32 and bf16 x.

@@ -25,6 +25,7 @@ namespace sy::cuda {
 // returns whether it took effect (a compute capability 9.0 GPU with this build's sm_90a code). Off until
 // default_programmatic_launch() or this is called.
 bool set_programmatic_launch(bool on);
+bool programmatic_launch_enabled();
 // Turns it on where it exists unless set_programmatic_launch has chosen already (the GPU forward pass calls
 // this when a model is uploaded; SY_PDL=0 there chooses off). Must not run inside a stream capture (it may probe
 // the device once).
@@ -42,10 +43,14 @@ void prepare_blas();
 // cuBLAS, on load in the GEMV), so both operands are bf16; that rounding is the op's documented error (bf16
 // tolerance 2e-2). bias: (n,) f32 or bf16, or undefined. y: (m, n) f32 or bf16 (rounded after the f32 sums).
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
+// With programmatic launch on, the GEMV reads w before waiting for the previous kernel: w must not be written
+// by the kernel queued just before it (weights are constants of a decode chain).
 // The most rows linear sends through the GEMV instead of cuBLAS: 0 to 4 (0: always cuBLAS), process-wide;
-// default 2 (SY_DENSE_GEMV=N sets N when a model is uploaded to the GPU).
+// default 2 (SY_DENSE_GEMV=N sets N when a model is uploaded to the GPU). Decode graphs already captured keep
+// the path they were captured with.
 void set_dense_gemv_max_rows(int rows);
 int dense_gemv_max_rows();
+int64_t dense_gemv_calls();  // linears the GEMV has run so far in this process
 // y += x W^T + b (the residual add folded into the GEMM: cuBLAS with beta 1). y: (m, n) f32; the rest as linear.
 void linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 
@@ -220,8 +225,8 @@ struct ExpertWeightTable {
 };
 ExpertWeightTable make_expert_weight_table(const std::vector<Tensor>& weights);
 // rows_per_expert_bound: no expert has more rows than this (a top-k layout's token count), or 0 when unknown;
-// it only sizes the kernel's row chunks (fewer accumulators, more blocks per SM at one row), any value gives
-// the same result.
+// it only sizes the kernel's row chunks (fewer accumulators, more blocks per SM at one row). Any value gives
+// the same result, but one below the true counts re-reads the weights once per chunk of rows.
 void grouped_linear(const Tensor& x, const ExpertWeightTable& weights, const Tensor& offsets, Tensor& y,
                     int64_t rows_per_expert_bound = 0);
 // The SwiGLU hidden of the routed experts in one launch: y = silu(x gate_e^T) * (x up_e^T) on each expert's

@@ -67,7 +67,8 @@ bool sm90a_device(size_t smem_bytes) {
 
 namespace {
 std::atomic<bool> g_programmatic_launch{false};
-std::atomic<bool> g_programmatic_launch_chosen{false};  // set_programmatic_launch was called
+bool g_programmatic_launch_chosen = false;  // set_programmatic_launch was called (under the mutex)
+std::mutex g_programmatic_launch_mutex;
 }  // namespace
 
 bool programmatic_launch() { return g_programmatic_launch.load(std::memory_order_relaxed); }
@@ -79,13 +80,18 @@ namespace sy::cuda {
 bool set_programmatic_launch(bool on) {
   // Compute capability 9.0 with this build's sm_90a code, where the griddepcontrol instructions exist.
   const bool granted = on && detail::sm90a_device(0);
+  std::lock_guard<std::mutex> lock(detail::g_programmatic_launch_mutex);
   detail::g_programmatic_launch.store(granted);
-  detail::g_programmatic_launch_chosen.store(true);
+  detail::g_programmatic_launch_chosen = true;
   return granted;
 }
 
+bool programmatic_launch_enabled() { return detail::programmatic_launch(); }
+
 void default_programmatic_launch() {
-  if (!detail::g_programmatic_launch_chosen.load()) detail::g_programmatic_launch.store(detail::sm90a_device(0));
+  const bool available = detail::sm90a_device(0);
+  std::lock_guard<std::mutex> lock(detail::g_programmatic_launch_mutex);
+  if (!detail::g_programmatic_launch_chosen) detail::g_programmatic_launch.store(available);
 }
 
 }  // namespace sy::cuda

@@ -25,6 +25,7 @@ constexpr int kCols = 4;                     // output columns per block
 constexpr int64_t kPiece = kWarps * 32 * 8;  // k values one step of the block covers (8 per lane)
 
 std::atomic<int> g_max_rows{2};  // measured: level with cuBLAS at 2 rows, behind it at 4 (H100)
+std::atomic<int64_t> g_calls{0};
 
 // The eight x values from x on, as the bf16 values a bf16 GEMM multiplies.
 __device__ __forceinline__ void load_x8(const float* x, float (&v)[8]) {
@@ -62,7 +63,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* x, const __n
   int64_t at = (warp * 32 + lane) * 8;
   uint4 cur[kCols];
 #pragma unroll
-  for (int c = 0; c < kCols; ++c) cur[c] = at < k ? __ldcs(reinterpret_cast<const uint4*>(wr[c] + at)) : make_uint4(0, 0, 0, 0);
+  for (int c = 0; c < kCols; ++c) {
+    cur[c] = at < k ? __ldcs(reinterpret_cast<const uint4*>(wr[c] + at)) : make_uint4(0, 0, 0, 0);
+  }
   detail::chain_wait();  // x (and an accumulated y) come from earlier kernels
   float acc[detail::kGemvMaxRows][kCols];
 #pragma unroll
@@ -137,6 +140,8 @@ void set_dense_gemv_max_rows(int rows) {
 
 int dense_gemv_max_rows() { return g_max_rows.load(); }
 
+int64_t dense_gemv_calls() { return g_calls.load(); }
+
 namespace detail {
 
 bool gemv_fits(const Tensor& x, const Tensor& w, const Tensor& y) {
@@ -146,6 +151,7 @@ bool gemv_fits(const Tensor& x, const Tensor& w, const Tensor& y) {
 }
 
 void gemv(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate) {
+  g_calls.fetch_add(1);
   const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
   const auto* wp = static_cast<const __nv_bfloat16*>(w.raw());
   const float* bf = bias.defined() && bias.dtype() == DType::kF32 ? bias.f32() : nullptr;
@@ -157,7 +163,8 @@ void gemv(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool 
   const auto* xh = static_cast<const __nv_bfloat16*>(x.raw());
   auto* yh = static_cast<__nv_bfloat16*>(y.raw());
   if (xf && yf) {
-    launch_chained(gemv_kernel<float, float>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, y.f32(), rows, n, k, accumulate);
+    launch_chained(gemv_kernel<float, float>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, y.f32(), rows, n, k,
+                   accumulate);
   } else if (xf) {
     launch_chained(gemv_kernel<float, __nv_bfloat16>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, yh, rows, n, k,
                    accumulate);

@@ -64,7 +64,8 @@ constexpr int kBatch = 2;
 // decode step of T tokens gives no expert more than T rows, and at T = 1 one accumulator row leaves room for
 // three blocks per SM instead of two: a Qwen3-30B-A3B step's gate|up rows fit one wave (3072 warps).
 template <bool kVec, bool kGated, int kRows>
-__global__ void __launch_bounds__(kWarps * 32, kRows == 1 ? 3 : 2) grouped_linear_kernel(const float* x, const int64_t* gather,
+__global__ void __launch_bounds__(kWarps * 32, kRows == 1 ? 3 : 2) grouped_linear_kernel(const float* x,
+                                                                    const int64_t* gather,
                                                                     int top_k, const uint64_t* weights,
                                                                     const uint64_t* up_weights,
                                                                     const int64_t* offsets, int num_experts,

@@ -43,7 +43,8 @@ bool once_per_device(std::map<int, bool>& cache, const std::function<bool()>& pr
 // (set_programmatic_launch), launch_chained lets a kernel's blocks be scheduled while the previous kernel in the
 // stream is still running; every chained kernel starts with chain_entry(), which releases its own dependents
 // early and then waits until the previous grid has finished and its writes are visible, before reading
-// anything. So results are those of plain stream order; what is saved is the launch gap between kernels. Off,
+// anything, or splits it (chain_release at entry, loads of constants such as weights, then chain_wait before
+// the first read of anything an earlier kernel wrote; every thread must reach chain_wait or exit). So results are those of plain stream order; what is saved is the launch gap between kernels. Off,
 // or launched with <<<>>>, both instructions return at once.
 bool programmatic_launch();
 // The two halves of chain_entry for a kernel that reads constants (weights) before its inputs: chain_release()

@@ -1,9 +1,9 @@
 // The GQA projections' epilogue in one launch: from the rows of the fused q|k|v GEMM, per token (block column
-// x) and head (one warp each, kWarps heads per block row y), the bias, the clip, the per-head RMSNorm of q and k, RoPE on q and k, then
-// q, k and v out as f32 and the new key and value rows into the KV pool. It replaces add_bias, clamp_inplace,
-// two rms_norm, two apply_rope and two scatter_rows launches per layer with the same operations in the same
-// order (f32 results equal to rounding: the norm's sum of squares adds in another order), since a decode step
-// is a chain of small launches whose count sets its latency.
+// x) and head (one warp each, kWarps heads per block row y), the bias, the clip, the per-head RMSNorm of q
+// and k, RoPE on q and k, then q, k and v out as f32 and the new key and value rows into the KV pool. It
+// replaces add_bias, clamp_inplace, two rms_norm, two apply_rope and two scatter_rows launches per layer with
+// the same operations in the same order (f32 results equal to rounding: the norm's sum of squares adds in
+// another order), since a decode step is a chain of small launches whose count sets its latency.
 #include <cmath>
 #include <initializer_list>
 
