@@ -1,10 +1,12 @@
 // bench_gpu_decode --config config.json [--layers N] [--batches 1,8,32,64] [--prompt-len 128]
-//                  [--decode-steps 32] [--block-size 16] [--ep]
+//                  [--decode-steps 32] [--block-size 16] [--prefill-warmup 1] [--ep]
 // bench_gpu_decode --config config.json [--layers N] --write DIR   (a random bf16 checkpoint of that shape,
 //                  for benchmarks that load a model directory, e.g. bench/serve_bench.py; no GPU needed)
 // Batched decode on the GPU through Model::forward_batch (the server's pass) for a model of the config's
 // shape with random bf16 weights made in host memory and uploaded to GPU 0 (no checkpoint on disk: a
-// Qwen3-30B-A3B shape is 61 GB). For each batch size B: B random prompts are prefilled, then B sequences
+// Qwen3-30B-A3B shape is 61 GB). For each batch size B: B random prompts are prefilled (timed after
+// --prefill-warmup untimed passes over the same prompts, 1 by default since 2026-12-05: a first pass pays
+// one-time costs such as cuDNN's plan builds; 0 gives the earlier tables' single cold pass), then B sequences
 // decode together for --decode-steps steps. Physical reference measured in the same run: device copy
 // bandwidth, against the bytes a decode step must read (attention and dense weights, the LM head, the cached
 // keys and values of every sequence (from 2026-12-05; earlier tables left them out), and the routed experts
@@ -46,6 +48,7 @@ struct Options {
   int layers = 0;  // 0: the config's
   std::vector<int64_t> batches = {1, 8, 32, 64};
   int64_t prompt_len = 128, decode_steps = 32, block_size = 16;
+  int prefill_warmup = 1;  // untimed prefill passes before the timed one
   bool ep = false;
 };
 
@@ -71,11 +74,13 @@ Options parse(int argc, char** argv) {
     else if (a == "--decode-steps") o.decode_steps = std::stoll(value());
     else if (a == "--block-size") o.block_size = std::stoll(value());
     else if (a == "--layers") o.layers = std::stoi(value());
+    else if (a == "--prefill-warmup") o.prefill_warmup = std::stoi(value());
     else if (a == "--write") o.write_dir = value();
     else if (a == "--ep") o.ep = true;
     else throw sy::make_error<sy::InvalidArgument>("bench", "unknown flag ", a);
   }
   SY_REQUIRE(!o.config.empty(), sy::InvalidArgument, "bench", "give --config config.json");
+  SY_REQUIRE(o.prefill_warmup >= 0, sy::InvalidArgument, "bench", "--prefill-warmup must be 0 or more");
   return o;
 }
 
@@ -181,17 +186,21 @@ int main(int argc, char** argv) {
         seqs[s].ids.resize(o.prompt_len);
         for (auto& id : seqs[s].ids) id = static_cast<int64_t>(rng() % cfg.vocab_size);
       }
-      auto p0 = std::chrono::steady_clock::now();
-      // Prefill in groups of at most 4096 tokens per pass.
-      for (int64_t s = 0; s < batch;) {
-        std::vector<sy::BatchSequence> group;
-        int64_t tokens = 0;
-        while (s < batch && (group.empty() || tokens + o.prompt_len <= 4096)) {
-          group.push_back(seqs[s++]);
-          tokens += o.prompt_len;
+      // Prefill in groups of at most 4096 tokens per pass; the warm-up passes write the same pool rows.
+      auto prefill = [&] {
+        for (int64_t s = 0; s < batch;) {
+          std::vector<sy::BatchSequence> group;
+          int64_t tokens = 0;
+          while (s < batch && (group.empty() || tokens + o.prompt_len <= 4096)) {
+            group.push_back(seqs[s++]);
+            tokens += o.prompt_len;
+          }
+          model->forward_batch(group, pool);
         }
-        model->forward_batch(group, pool);
-      }
+      };
+      for (int w = 0; w < o.prefill_warmup; ++w) prefill();
+      auto p0 = std::chrono::steady_clock::now();
+      prefill();
       auto p1 = std::chrono::steady_clock::now();
       // One timed decode pass of --decode-steps steps after two warm-up steps, from position `first`; each
       // step ends with greedy tokens or sampled tokens drawn on the device, or with the logits on the host.
