@@ -495,6 +495,8 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
     SY_REQUIRE(!s->sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",
                "SY_SM90_EXPERTS=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
   }
+  // Routing in one warp where it applies (SY_WARP_ROUTE=1; off by default until a device has run it).
+  if (const char* env = std::getenv("SY_WARP_ROUTE")) cuda::set_warp_routing(std::string(env) != "0");
   // Dense projections of up to SY_DENSE_GEMV rows (0 to 4; 0: always cuBLAS) through our GEMV; process-wide.
   if (const char* env = std::getenv("SY_DENSE_GEMV")) {
     const std::string v = env;

@@ -305,23 +305,34 @@ MoeConfig router_config(const RouterCase& c) {
   return o;
 }
 
+// Restores the process-wide warp-routing switch when a test that flips it ends, however it ends.
+struct WarpRoutingRestore {
+  bool was = cuda::warp_routing();
+  ~WarpRoutingRestore() { cuda::set_warp_routing(was); }
+};
+
+// Both routing forms (the block's and, where it applies, one warp's) against the CPU's decisions.
 TEST(GpuOps, RouterMatchesCpuDecisions) {
   SY_SKIP_WITHOUT_GPU();
-  for (const RouterCase& c : kRouterCases) {
-    const MoeConfig o = router_config(c);
-    for (int64_t t : {1, 33, 500}) {
-      Tensor logits = rand_tensor({t, c.experts}, 4.f);
-      Tensor bias = c.bias ? rand_tensor({c.experts}, 0.1f) : Tensor();
-      moe::Routing ref = moe::route(logits, bias, o);
-      Tensor expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
-      Tensor weight = poisoned_device({t, c.top_k});
-      cuda::route(cuda::to_device(logits), c.bias ? cuda::to_device(bias) : Tensor(), o, expert, weight);
-      Tensor eh = cuda::to_host(expert);
-      const std::string what = std::string("route ") + c.name + " t=" + std::to_string(t);
-      int64_t mismatches = 0;
-      for (int64_t i = 0; i < t * c.top_k; ++i) mismatches += eh.i32()[i] != ref.expert[i];
-      EXPECT_EQ(mismatches, 0) << what << ": expert choices differ";
-      expect_close(what, weight, Tensor::from_vector({t, c.top_k}, ref.weight), kF32Tol);
+  WarpRoutingRestore restore;
+  for (bool warp : {false, true}) {
+    cuda::set_warp_routing(warp);
+    for (const RouterCase& c : kRouterCases) {
+      const MoeConfig o = router_config(c);
+      for (int64_t t : {1, 33, 500}) {
+        Tensor logits = rand_tensor({t, c.experts}, 4.f);
+        Tensor bias = c.bias ? rand_tensor({c.experts}, 0.1f) : Tensor();
+        moe::Routing ref = moe::route(logits, bias, o);
+        Tensor expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
+        Tensor weight = poisoned_device({t, c.top_k});
+        cuda::route(cuda::to_device(logits), c.bias ? cuda::to_device(bias) : Tensor(), o, expert, weight);
+        Tensor eh = cuda::to_host(expert);
+        const std::string what = std::string("route ") + c.name + " t=" + std::to_string(t) + (warp ? " (warp)" : "");
+        int64_t mismatches = 0;
+        for (int64_t i = 0; i < t * c.top_k; ++i) mismatches += eh.i32()[i] != ref.expert[i];
+        EXPECT_EQ(mismatches, 0) << what << ": expert choices differ";
+        expect_close(what, weight, Tensor::from_vector({t, c.top_k}, ref.weight), kF32Tol);
+      }
     }
   }
 }
@@ -338,49 +349,54 @@ TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
     return x;
   };
   Tensor done = cuda::to_device(Tensor::zeros({1}, DType::kI32));
-  for (const RouterCase& c : kRouterCases) {
-    const MoeConfig o = router_config(c);
-    for (int64_t t : {1, 3, 4}) {
-      const int64_t hidden = c.experts >= 128 ? 2048 : 256;
-      ASSERT_TRUE(cuda::decode_route_fits(t, hidden, o)) << c.name;
-      Tensor x = grid_tensor({t, hidden}), w = grid_tensor({c.experts, hidden});
-      Tensor rbias = c.softmax_over_topk ? grid_tensor({c.experts}) : Tensor();  // gpt-oss's router has a bias
-      Tensor sbias = c.bias ? rand_tensor({c.experts}, 0.1f) : Tensor();
-      const Tensor xd = cuda::to_device(x.to(DType::kBF16)), wd = cuda::to_device(w.to(DType::kBF16));
-      const Tensor rb = rbias.defined() ? cuda::to_device(rbias) : Tensor();
-      const Tensor sb = sbias.defined() ? cuda::to_device(sbias) : Tensor();
-      // General path.
-      Tensor ref_logits = Tensor::empty({t, c.experts}, DType::kF32, Device::kCuda);
-      cuda::linear(xd, wd, rb, ref_logits);
-      Tensor ref_expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
-      Tensor ref_weight = Tensor::empty({t, c.top_k}, DType::kF32, Device::kCuda);
-      cuda::route(ref_logits, sb, o, ref_expert, ref_weight);
-      cuda::DeviceDispatchLayout ref = cuda::make_dispatch_layout(ref_expert, c.experts);
-      const moe::Routing cpu = moe::route(cuda::to_host(ref_logits), sbias, o);
-      const std::string what = std::string("decode_route ") + c.name + " t=" + std::to_string(t);
-      for (int call = 0; call < 2; ++call) {  // the second call writes the counts into a row of a table
-        Tensor logits = poisoned_device({t, c.experts}), weight = poisoned_device({t, c.top_k});
-        Tensor expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
-        Tensor table = cuda::to_device(Tensor::zeros({2, c.experts}, DType::kI64));
-        cuda::DeviceDispatchLayout l = cuda::decode_route(xd, wd, rb, sb, o, logits, expert, weight, done,
-                                                          call == 1 ? table.select(1) : Tensor());
-        if (call == 1) {
-          EXPECT_EQ(l.tokens_per_expert.raw(), table.select(1).raw()) << what;
+  WarpRoutingRestore restore;
+  for (bool warp : {false, true}) {  // both routing forms (the same form in both paths)
+    cuda::set_warp_routing(warp);
+    for (const RouterCase& c : kRouterCases) {
+      const MoeConfig o = router_config(c);
+      for (int64_t t : {1, 3, 4}) {
+        const int64_t hidden = c.experts >= 128 ? 2048 : 256;
+        ASSERT_TRUE(cuda::decode_route_fits(t, hidden, o)) << c.name;
+        Tensor x = grid_tensor({t, hidden}), w = grid_tensor({c.experts, hidden});
+        Tensor rbias = c.softmax_over_topk ? grid_tensor({c.experts}) : Tensor();  // gpt-oss's router has a bias
+        Tensor sbias = c.bias ? rand_tensor({c.experts}, 0.1f) : Tensor();
+        const Tensor xd = cuda::to_device(x.to(DType::kBF16)), wd = cuda::to_device(w.to(DType::kBF16));
+        const Tensor rb = rbias.defined() ? cuda::to_device(rbias) : Tensor();
+        const Tensor sb = sbias.defined() ? cuda::to_device(sbias) : Tensor();
+        // General path.
+        Tensor ref_logits = Tensor::empty({t, c.experts}, DType::kF32, Device::kCuda);
+        cuda::linear(xd, wd, rb, ref_logits);
+        Tensor ref_expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
+        Tensor ref_weight = Tensor::empty({t, c.top_k}, DType::kF32, Device::kCuda);
+        cuda::route(ref_logits, sb, o, ref_expert, ref_weight);
+        cuda::DeviceDispatchLayout ref = cuda::make_dispatch_layout(ref_expert, c.experts);
+        const moe::Routing cpu = moe::route(cuda::to_host(ref_logits), sbias, o);
+        const std::string what =
+            std::string("decode_route ") + c.name + " t=" + std::to_string(t) + (warp ? " (warp)" : "");
+        for (int call = 0; call < 2; ++call) {  // the second call writes the counts into a row of a table
+          Tensor logits = poisoned_device({t, c.experts}), weight = poisoned_device({t, c.top_k});
+          Tensor expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
+          Tensor table = cuda::to_device(Tensor::zeros({2, c.experts}, DType::kI64));
+          cuda::DeviceDispatchLayout l = cuda::decode_route(xd, wd, rb, sb, o, logits, expert, weight, done,
+                                                            call == 1 ? table.select(1) : Tensor());
+          if (call == 1) {
+            EXPECT_EQ(l.tokens_per_expert.raw(), table.select(1).raw()) << what;
+          }
+          expect_close(what + " logits", logits, cuda::to_host(ref_logits), 0.0);
+          EXPECT_EQ(cuda::to_host(expert).to_f32_vector(), cuda::to_host(ref_expert).to_f32_vector()) << what;
+          EXPECT_EQ(cuda::to_host(weight).to_f32_vector(), cuda::to_host(ref_weight).to_f32_vector()) << what;
+          Tensor eh = cuda::to_host(expert);
+          if (!c.bias) {  // a random score bias can make near-ties that the two backends' expf round apart
+            for (int64_t i = 0; i < t * c.top_k; ++i) ASSERT_EQ(eh.i32()[i], cpu.expert[i]) << what << " vs the CPU";
+          }
+          for (const auto& [got, want] : {std::pair{&l.tokens_per_expert, &ref.tokens_per_expert},
+                                          std::pair{&l.offsets, &ref.offsets},
+                                          std::pair{&l.row_assignment, &ref.row_assignment},
+                                          std::pair{&l.assignment_row, &ref.assignment_row}}) {
+            EXPECT_EQ(cuda::to_host(*got).to_f32_vector(), cuda::to_host(*want).to_f32_vector()) << what << " layout";
+          }
+          EXPECT_EQ(cuda::to_host(done).i32()[0], 0) << what << ": the counter resets";
         }
-        expect_close(what + " logits", logits, cuda::to_host(ref_logits), 0.0);
-        EXPECT_EQ(cuda::to_host(expert).to_f32_vector(), cuda::to_host(ref_expert).to_f32_vector()) << what;
-        EXPECT_EQ(cuda::to_host(weight).to_f32_vector(), cuda::to_host(ref_weight).to_f32_vector()) << what;
-        Tensor eh = cuda::to_host(expert);
-        if (!c.bias) {  // a random score bias can make near-ties that the two backends' expf round apart
-          for (int64_t i = 0; i < t * c.top_k; ++i) ASSERT_EQ(eh.i32()[i], cpu.expert[i]) << what << " vs the CPU";
-        }
-        for (const auto& [got, want] : {std::pair{&l.tokens_per_expert, &ref.tokens_per_expert},
-                                        std::pair{&l.offsets, &ref.offsets},
-                                        std::pair{&l.row_assignment, &ref.row_assignment},
-                                        std::pair{&l.assignment_row, &ref.assignment_row}}) {
-          EXPECT_EQ(cuda::to_host(*got).to_f32_vector(), cuda::to_host(*want).to_f32_vector()) << what << " layout";
-        }
-        EXPECT_EQ(cuda::to_host(done).i32()[0], 0) << what << ": the counter resets";
       }
     }
   }

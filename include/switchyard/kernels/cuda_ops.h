@@ -111,6 +111,13 @@ void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out);
 // expert: (tokens, top_k) int32, [t, s] = expert of slot s; weight: (tokens, top_k) f32 its combine weight.
 void route(const Tensor& logits, const Tensor& score_bias, const MoeConfig& options, Tensor& expert,
            Tensor& weight);
+// Routing without group limits or softmax-over-top-k (Qwen, Mixtral, OLMoE) done by one warp with shuffles
+// instead of the whole block with barriers, in route and decode_route alike (the same decisions; the softmax
+// sums in another order). Process-wide, off by default: written 2026-12-05 after the device time was spent,
+// not yet run on a GPU (SY_WARP_ROUTE=1 turns it on at model upload). Graphs keep the setting they were
+// captured with.
+void set_warp_routing(bool on);
+bool warp_routing();
 
 // Row maps of a dispatch, on the device (same meaning as sy::moe::DispatchLayout): rows are grouped by
 // expert and, within an expert, ordered by assignment index t * top_k + s (deterministic, no atomics).

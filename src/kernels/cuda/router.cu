@@ -3,6 +3,7 @@
 // Mirrors sy::moe::route decision for decision. Also the decode router: the router GEMV, the routing and the
 // dispatch layout of a decode-sized pass in one launch. Not here: several tokens per block for small expert
 // counts.
+#include <atomic>
 #include <cmath>
 
 #include "block_layout.cuh"
@@ -23,7 +24,99 @@ struct RouterParams {
   int num_experts, top_k, num_groups, topk_groups;
   bool sigmoid, softmax_over_topk, norm_topk_prob, group_top2_sum, has_bias;
   float scale;
+  bool warp;  // route in one warp where warp_route_fits (set_warp_routing)
 };
+
+std::atomic<bool> g_warp_routing{false};
+
+// The routings one warp can take: no group limit, not gpt-oss's softmax over the top k, at most 32 picks.
+__host__ __device__ inline bool warp_route_fits(const RouterParams& p) {
+  return !p.softmax_over_topk && !(p.num_groups > 1 && p.topk_groups < p.num_groups) && p.top_k <= 32;
+}
+
+// route_token's decisions by warp 0 alone: lane l holds experts l, l + 32, ... (up to kMaxExperts / 32 each),
+// the softmax's max and sum and each top-k round's argmax are warp butterflies (no block barriers: the block
+// form's ~30 barriers and shared-memory scans were most of a batch-1 decode router's time, measured by Nsight
+// Compute at 10 cycles per issued instruction in its one routing block). Same scores, choices, tie-breaks and
+// weight formula as the block form; the softmax sums its terms in another order (weights equal to rounding).
+__device__ __forceinline__ void route_token_warp(const float* logits, int64_t t, const float* bias,
+                                                 const RouterParams p, int32_t* out_expert, float* out_weight) {
+  constexpr int kPer = kMaxExperts / 32;
+  const int lane = threadIdx.x & 31, e = p.num_experts;
+  const float* row = logits + t * e;
+  float score[kPer], c[kPer];
+  float mx = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int j = lane + 32 * i;
+    score[i] = j < e ? __ldcg(row + j) : -INFINITY;
+    mx = fmaxf(mx, score[i]);
+  }
+  if (!p.sigmoid) {
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      score[i] = lane + 32 * i < e ? expf(score[i] - mx) : 0.f;
+      sum += score[i];
+    }
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) score[i] = score[i] / sum;
+  } else {
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) score[i] = 1.f / (1.f + expf(-score[i]));
+  }
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int j = lane + 32 * i;
+    c[i] = j < e ? (p.has_bias ? score[i] + bias[j] : score[i]) : -INFINITY;
+  }
+  unsigned taken = 0u;  // bit i: expert lane + 32 i is picked
+  int my_pick = -1;     // lane s keeps round s's expert and score
+  float my_choice = 0.f;
+  for (int s = 0; s < p.top_k; ++s) {
+    float bv = 0.f;
+    int bi = -1;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      const int j = lane + 32 * i;
+      if (j < e && !((taken >> i) & 1u) && detail::beats(c[i], j, bv, bi)) {
+        bv = c[i];
+        bi = j;
+      }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+      if (detail::beats(ov, oi, bv, bi)) {
+        bv = ov;
+        bi = oi;
+      }
+    }
+    // Every lane holds the winner bi (beats is a total order); its owner marks it and hands out its score.
+    float mine = 0.f;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+      if (bi >= 0 && lane + 32 * i == bi) {
+        taken |= 1u << i;
+        mine = score[i];
+      }
+    }
+    const float chosen = __shfl_sync(0xffffffffu, mine, bi >= 0 ? bi & 31 : 0);
+    if (lane == s) {
+      my_pick = bi;
+      my_choice = chosen;
+    }
+  }
+  float sum = 0.f;  // in pick order, as the block form sums
+  for (int s = 0; s < p.top_k; ++s) sum += __shfl_sync(0xffffffffu, my_choice, s);
+  const float denom = p.norm_topk_prob ? (p.sigmoid ? sum + 1e-20f : sum) : 1.f;
+  if (lane < p.top_k) {
+    out_expert[t * p.top_k + lane] = my_pick;
+    out_weight[t * p.top_k + lane] = (p.norm_topk_prob ? my_choice / denom : my_choice) * p.scale;
+  }
+}
 
 // Routes token t (row t of logits) with every thread of the block (whole warps, blockDim.x >= experts).
 // Logits are read with L2 loads (__ldcg): in the decode router other blocks wrote them in the same launch.
@@ -36,6 +129,10 @@ __device__ __forceinline__ void route_token(const float* logits, int64_t t, cons
   __shared__ float group_score[kMaxExperts];
   __shared__ bool group_kept[kMaxExperts];
   __shared__ int picked[kMaxExperts];
+  if (p.warp && warp_route_fits(p)) {  // warp 0 alone; the caller's barrier publishes its writes
+    if (threadIdx.x < 32) route_token_warp(logits, t, bias, p, out_expert, out_weight);
+    return;
+  }
   __syncthreads();  // a previous token's readers of the scratch are done
   const int e = p.num_experts, j = threadIdx.x;
   const bool mine = j < e;
@@ -228,7 +325,8 @@ RouterParams router_params(const MoeConfig& o, int e, bool has_bias) {
                       o.norm_topk_prob,
                       o.group_score == GroupScore::kTop2Sum,
                       has_bias,
-                      static_cast<float>(o.routed_scaling_factor)};
+                      static_cast<float>(o.routed_scaling_factor),
+                      g_warp_routing.load()};
 }
 
 // The argument checks route() and decode_route() share.
@@ -253,6 +351,9 @@ void check_route_args(const char* op, int64_t t, int e, const Tensor& score_bias
 }
 
 }  // namespace
+
+void set_warp_routing(bool on) { g_warp_routing.store(on); }
+bool warp_routing() { return g_warp_routing.load(); }
 
 void route(const Tensor& logits, const Tensor& score_bias, const MoeConfig& o, Tensor& expert, Tensor& weight) {
   detail::require_device("cuda route", "logits", logits);
