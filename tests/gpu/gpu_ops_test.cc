@@ -288,6 +288,11 @@ const RouterCase kRouterCases[] = {
       {"one expert", 1, 1, 1, 1, ScoreFunction::kSigmoid, GroupScore::kMax, false, false, false, 1.0},
       {"qwen2-moe 60 experts (a part-filled warp)", 60, 4, 1, 1, ScoreFunction::kSoftmax, GroupScore::kMax, false,
        false, false, 1.0},
+      // For the one-warp form: a score bias without groups, sigmoid with renormalisation, 32 picks, every expert.
+      {"sigmoid bias, no groups", 256, 8, 1, 1, ScoreFunction::kSigmoid, GroupScore::kMax, true, true, false, 2.5},
+      {"top 32 of 64", 64, 32, 1, 1, ScoreFunction::kSoftmax, GroupScore::kMax, false, true, false, 1.5},
+      {"all 20 of 20", 20, 20, 1, 1, ScoreFunction::kSigmoid, GroupScore::kMax, false, true, false, 1.0},
+      {"top 32 of 200", 200, 32, 1, 1, ScoreFunction::kSoftmax, GroupScore::kMax, false, false, false, 1.0},
 };
 
 MoeConfig router_config(const RouterCase& c) {
@@ -311,18 +316,20 @@ struct WarpRoutingRestore {
   ~WarpRoutingRestore() { cuda::set_warp_routing(was); }
 };
 
-// Both routing forms (the block's and, where it applies, one warp's) against the CPU's decisions.
+// Both routing forms (the block's and, where it applies, one warp's) against the CPU's decisions, and against
+// each other bit for bit (the warp form sums the softmax in the block's order).
 TEST(GpuOps, RouterMatchesCpuDecisions) {
   SY_SKIP_WITHOUT_GPU();
   WarpRoutingRestore restore;
-  for (bool warp : {false, true}) {
-    cuda::set_warp_routing(warp);
-    for (const RouterCase& c : kRouterCases) {
-      const MoeConfig o = router_config(c);
-      for (int64_t t : {1, 33, 500}) {
-        Tensor logits = rand_tensor({t, c.experts}, 4.f);
-        Tensor bias = c.bias ? rand_tensor({c.experts}, 0.1f) : Tensor();
-        moe::Routing ref = moe::route(logits, bias, o);
+  for (const RouterCase& c : kRouterCases) {
+    const MoeConfig o = router_config(c);
+    for (int64_t t : {1, 33, 500}) {
+      Tensor logits = rand_tensor({t, c.experts}, 4.f);
+      Tensor bias = c.bias ? rand_tensor({c.experts}, 0.1f) : Tensor();
+      moe::Routing ref = moe::route(logits, bias, o);
+      std::vector<float> block_expert, block_weight;
+      for (bool warp : {false, true}) {
+        cuda::set_warp_routing(warp);
         Tensor expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
         Tensor weight = poisoned_device({t, c.top_k});
         cuda::route(cuda::to_device(logits), c.bias ? cuda::to_device(bias) : Tensor(), o, expert, weight);
@@ -332,6 +339,13 @@ TEST(GpuOps, RouterMatchesCpuDecisions) {
         for (int64_t i = 0; i < t * c.top_k; ++i) mismatches += eh.i32()[i] != ref.expert[i];
         EXPECT_EQ(mismatches, 0) << what << ": expert choices differ";
         expect_close(what, weight, Tensor::from_vector({t, c.top_k}, ref.weight), kF32Tol);
+        if (!warp) {
+          block_expert = eh.to_f32_vector();
+          block_weight = cuda::to_host(weight).to_f32_vector();
+        } else {
+          EXPECT_EQ(eh.to_f32_vector(), block_expert) << what << ": the two forms choose differently";
+          EXPECT_EQ(cuda::to_host(weight).to_f32_vector(), block_weight) << what << ": the two forms weigh differently";
+        }
       }
     }
   }

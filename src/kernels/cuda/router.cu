@@ -45,22 +45,28 @@ __device__ __forceinline__ void route_token_warp(const float* logits, int64_t t,
   const int lane = threadIdx.x & 31, e = p.num_experts;
   const float* row = logits + t * e;
   float score[kPer], c[kPer];
-  float mx = -INFINITY;
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
     const int j = lane + 32 * i;
     score[i] = j < e ? __ldcg(row + j) : -INFINITY;
-    mx = fmaxf(mx, score[i]);
   }
   if (!p.sigmoid) {
+    float mx = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) mx = fmaxf(mx, score[i]);
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    // The sum in block_reduce's order: slot i holds what the block form's warp i holds, each slot reduced by
+    // the same butterfly, then the slots added in order (warps past the experts add an exact +0 there), so
+    // the scores, and with them every decision and weight, equal the block form's bit for bit.
     float sum = 0.f;
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
       score[i] = lane + 32 * i < e ? expf(score[i] - mx) : 0.f;
-      sum += score[i];
+      if (32 * i >= e) continue;  // uniform over the warp
+      float v = score[i];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      sum = i == 0 ? v : sum + v;
     }
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
 #pragma unroll
     for (int i = 0; i < kPer; ++i) score[i] = score[i] / sum;
   } else {
@@ -94,7 +100,9 @@ __device__ __forceinline__ void route_token_warp(const float* logits, int64_t t,
         bi = oi;
       }
     }
-    // Every lane holds the winner bi (beats is a total order); its owner marks it and hands out its score.
+    // Lane 0's winner for all (as block_argmax takes one answer): with NaN scores beats is no total order and
+    // lanes could disagree, which would pick an expert twice or none. Its owner marks it and hands its score.
+    bi = __shfl_sync(0xffffffffu, bi, 0);
     float mine = 0.f;
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
@@ -246,6 +254,7 @@ constexpr int kDecodeRouterTokens = 4;
 constexpr int kDecodeRouterWarps = 8;
 constexpr int kRouterLoads = 8;
 static_assert(kDecodeRouterWarps * 32 >= kMaxExperts, "the routing block needs a thread per expert");
+static_assert(kDecodeRouterWarps >= kDecodeRouterTokens, "one-warp routing gives each token its own warp");
 static_assert(kMaxExperts <= detail::kBlockLayoutMaxExperts, "block_layout takes every routable expert count");
 
 __global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
@@ -309,7 +318,11 @@ __global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for (int t = 0; t < n; ++t) route_token(logits, t, score_bias, p, out_expert, out_weight);
+  if (p.warp && warp_route_fits(p)) {  // a warp per token, side by side
+    if (warp < n) route_token_warp(logits, warp, score_bias, p, out_expert, out_weight);
+  } else {
+    for (int t = 0; t < n; ++t) route_token(logits, t, score_bias, p, out_expert, out_weight);
+  }
   __syncthreads();  // the routed ids are visible to the whole block
   detail::block_layout(out_expert, n * p.top_k, e_count, counts, offsets, row_assignment, assignment_row, nullptr);
   if (threadIdx.x == 0) *done = 0u;
