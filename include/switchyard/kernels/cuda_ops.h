@@ -111,10 +111,10 @@ void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out);
 // expert: (tokens, top_k) int32, [t, s] = expert of slot s; weight: (tokens, top_k) f32 its combine weight.
 void route(const Tensor& logits, const Tensor& score_bias, const MoeConfig& options, Tensor& expert,
            Tensor& weight);
-// Routing without group limits or softmax-over-top-k (Qwen, Mixtral, OLMoE) done by one warp with shuffles
-// instead of the whole block with barriers, in route and decode_route alike (the same decisions; the softmax
-// sums in another order). Process-wide, off by default: written 2026-12-05 after the device time was spent,
-// not yet run on a GPU (SY_WARP_ROUTE=1 turns it on at model upload). Graphs keep the setting they were
+// Routing without group limits or softmax-over-top-k, top-k <= 32 (Qwen, Mixtral, OLMoE) done by one warp per
+// token with shuffles instead of the whole block with barriers, in route and decode_route alike, with the same
+// choices and weights bit for bit. Process-wide, off by default: written 2026-12-05 after the device time was
+// spent, not yet run on a GPU (SY_WARP_ROUTE=1 turns it on at model upload). Graphs keep the setting they were
 // captured with.
 void set_warp_routing(bool on);
 bool warp_routing();

@@ -34,11 +34,11 @@ __host__ __device__ inline bool warp_route_fits(const RouterParams& p) {
   return !p.softmax_over_topk && !(p.num_groups > 1 && p.topk_groups < p.num_groups) && p.top_k <= 32;
 }
 
-// route_token's decisions by warp 0 alone: lane l holds experts l, l + 32, ... (up to kMaxExperts / 32 each),
-// the softmax's max and sum and each top-k round's argmax are warp butterflies (no block barriers: the block
-// form's ~30 barriers and shared-memory scans were most of a batch-1 decode router's time, measured by Nsight
-// Compute at 10 cycles per issued instruction in its one routing block). Same scores, choices, tie-breaks and
-// weight formula as the block form; the softmax sums its terms in another order (weights equal to rounding).
+// route_token's decisions for token t by one warp (any warp of the block: only the lane index is used): lane
+// l holds experts l, l + 32, ... (up to kMaxExperts / 32 each), the softmax's max and sum and each top-k
+// round's argmax are warp butterflies (no block barriers: the block form's ~30 barriers and shared-memory
+// scans are likely most of a batch-1 decode router's time, which Nsight Compute showed at 10 cycles per issued
+// instruction in its one routing block). Scores, choices, tie-breaks and weights equal the block form's.
 __device__ __forceinline__ void route_token_warp(const float* logits, int64_t t, const float* bias,
                                                  const RouterParams p, int32_t* out_expert, float* out_weight) {
   constexpr int kPer = kMaxExperts / 32;
