@@ -35,14 +35,7 @@ __device__ __forceinline__ void load_x8(const float* x, float (&v)[8]) {
   for (int i = 0; i < 8; ++i) v[i] = __bfloat162float(__float2bfloat16(raw[i]));
 }
 __device__ __forceinline__ void load_x8(const __nv_bfloat16* x, float (&v)[8]) {
-  const uint4 packed = *reinterpret_cast<const uint4*>(x);
-  const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&packed);
-#pragma unroll
-  for (int q = 0; q < 4; ++q) {
-    const float2 f = __bfloat1622float2(h2[q]);
-    v[2 * q] = f.x;
-    v[2 * q + 1] = f.y;
-  }
+  detail::unpack_bf16x8(*reinterpret_cast<const uint4*>(x), v);
 }
 
 // x: (m, k) X, w: (n, k) bf16, k % 8 == 0, rows 16-byte aligned; y: (m, n) Y. bias_f / bias_h: (n,) f32 or
@@ -82,15 +75,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* x, const __n
     }
     float wf[kCols][8];
 #pragma unroll
-    for (int c = 0; c < kCols; ++c) {
-      const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&cur[c]);
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const float2 f = __bfloat1622float2(h2[q]);
-        wf[c][2 * q] = f.x;
-        wf[c][2 * q + 1] = f.y;
-      }
-    }
+    for (int c = 0; c < kCols; ++c) detail::unpack_bf16x8(cur[c], wf[c]);
 #pragma unroll
     for (int r = 0; r < detail::kGemvMaxRows; ++r) {
       if (r >= m) break;

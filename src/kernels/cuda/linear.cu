@@ -1,6 +1,7 @@
 // CUDA linear: y = x W^T + b with bf16 weights through cuBLAS (cublasGemmEx, f32 accumulation on the bf16
 // tensor cores) or, for one or two rows, our weight-streaming GEMV (gemv.cu), and its per-head batched form
-// over strided views (cublasGemmStridedBatchedEx, MLA's absorbed attention). Not here: cuBLASLt epilogue fusion (bias, activation), fp8/int8, grouped expert GEMMs.
+// over strided views (cublasGemmStridedBatchedEx, MLA's absorbed attention). Not here: cuBLASLt epilogue
+// fusion (bias, activation), fp8/int8, grouped expert GEMMs.
 #include <cublas_v2.h>
 
 #include "gemv.cuh"

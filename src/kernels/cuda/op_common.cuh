@@ -43,12 +43,11 @@ bool once_per_device(std::map<int, bool>& cache, const std::function<bool()>& pr
 // (set_programmatic_launch), launch_chained lets a kernel's blocks be scheduled while the previous kernel in the
 // stream is still running; every chained kernel starts with chain_entry(), which releases its own dependents
 // early and then waits until the previous grid has finished and its writes are visible, before reading
-// anything, or splits it (chain_release at entry, loads of constants such as weights, then chain_wait before
-// the first read of anything an earlier kernel wrote; every thread must reach chain_wait or exit). So results are those of plain stream order; what is saved is the launch gap between kernels. Off,
-// or launched with <<<>>>, both instructions return at once.
+// anything. A kernel that reads constants (weights) first splits it: chain_release() at entry, the constant
+// loads, then chain_wait() before the first read of anything an earlier kernel wrote (every thread must reach
+// it or exit). So results are those of plain stream order; what is saved is the launch gap between kernels.
+// Off, or launched with <<<>>>, both instructions return at once.
 bool programmatic_launch();
-// The two halves of chain_entry for a kernel that reads constants (weights) before its inputs: chain_release()
-// at entry, then constant loads, then chain_wait() before the first read of anything an earlier kernel wrote.
 __device__ __forceinline__ void chain_release() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -80,6 +79,17 @@ void launch_chained(void (*kernel)(Params...), dim3 grid, dim3 block, size_t sme
   config.attrs = attribute;
   config.numAttrs = 1;
   SY_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));  // the same implicit conversions as <<<>>>
+}
+
+// The eight bf16 values of a 16-byte load, widened to f32.
+__device__ __forceinline__ void unpack_bf16x8(const uint4& packed, float (&v)[8]) {
+  const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&packed);
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const float2 f = __bfloat1622float2(h2[q]);
+    v[2 * q] = f.x;
+    v[2 * q + 1] = f.y;
+  }
 }
 
 __device__ __forceinline__ float load_f(const float* p, int64_t i) { return p[i]; }

@@ -137,10 +137,6 @@ __device__ __forceinline__ void route_token(const float* logits, int64_t t, cons
   __shared__ float group_score[kMaxExperts];
   __shared__ bool group_kept[kMaxExperts];
   __shared__ int picked[kMaxExperts];
-  if (p.warp && warp_route_fits(p)) {  // warp 0 alone; the caller's barrier publishes its writes
-    if (threadIdx.x < 32) route_token_warp(logits, t, bias, p, out_expert, out_weight);
-    return;
-  }
   __syncthreads();  // a previous token's readers of the scratch are done
   const int e = p.num_experts, j = threadIdx.x;
   const bool mine = j < e;
@@ -241,7 +237,11 @@ __device__ __forceinline__ void route_token(const float* logits, int64_t t, cons
 __global__ void __launch_bounds__(kMaxExperts) router_kernel(const float* logits, const float* bias,
                                                             RouterParams p, int32_t* out_expert,
                                                             float* out_weight) {
-  route_token(logits, blockIdx.x, bias, p, out_expert, out_weight);
+  if (p.warp && warp_route_fits(p)) {
+    if (threadIdx.x < 32) route_token_warp(logits, blockIdx.x, bias, p, out_expert, out_weight);
+  } else {
+    route_token(logits, blockIdx.x, bias, p, out_expert, out_weight);
+  }
 }
 
 // The decode router, one launch: logits[t, e] = x_t . W_e (+ b_e) for every token and expert, a warp per expert
@@ -281,24 +281,15 @@ __global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
       for (int u = 0; u < kRouterLoads; ++u) {
         const int64_t c = c0 + u * 32 * 8;
         if (c >= k) break;
-        const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv[u]);
         float wf[8];
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const float2 f = __bfloat1622float2(w2[q]);
-          wf[2 * q] = f.x;
-          wf[2 * q + 1] = f.y;
-        }
+        detail::unpack_bf16x8(wv[u], wf);
 #pragma unroll
         for (int t = 0; t < kDecodeRouterTokens; ++t) {
           if (t >= n) break;
-          const uint4 xv = *reinterpret_cast<const uint4*>(x + t * k + c);
-          const __nv_bfloat162* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
+          float xf[8];
+          detail::unpack_bf16x8(*reinterpret_cast<const uint4*>(x + t * k + c), xf);
 #pragma unroll
-          for (int q = 0; q < 4; ++q) {
-            const float2 f = __bfloat1622float2(x2[q]);
-            acc[t] += wf[2 * q] * f.x + wf[2 * q + 1] * f.y;
-          }
+          for (int q = 0; q < 4; ++q) acc[t] += wf[2 * q] * xf[2 * q] + wf[2 * q + 1] * xf[2 * q + 1];
         }
       }
     }
