@@ -58,12 +58,14 @@ if want nccl; then
 fi
 if want decode; then
   echo "== bench_gpu_decode (Qwen3-30B-A3B shape)"
-  timeout 300 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,2,4,8,32,64 \
+  timeout 300 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
+    --batches "${SY_DECODE_BATCHES:-1,2,4,8,32,64}" \
     --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/bench_gpu_decode.txt" | tail -n 14
-  # The decode chain's switches one at a time: programmatic dependent launch, the dense GEMV below cuBLAS, the
-  # fused q|k|v epilogue and decode router (each on by default, against what they replaced), and the one-warp
-  # routing (off by default until measured).
-  for flags in "SY_PDL=0" "SY_DENSE_GEMV=0" "SY_FUSED_QKV=0 SY_DECODE_ROUTE=0" "SY_WARP_ROUTE=1"; do
+  # The decode chain's switches one at a time (SY_DECODE_AB, ';'-separated, replaces the list; SY_DECODE_BATCHES
+  # replaces the batch sizes above): programmatic dependent launch, the dense GEMV below cuBLAS, the input norm
+  # folded into q|k|v, the one-warp routing, each on by default, against what it replaced.
+  IFS=';' read -r -a ab <<<"${SY_DECODE_AB:-SY_PDL=0;SY_DENSE_GEMV=0;SY_FUSED_NORM=0;SY_WARP_ROUTE=0}"
+  for flags in "${ab[@]}"; do
     echo "== the same at batch 1 and 2 with $flags"
     env $flags timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,2 \
       --prompt-len 128 --decode-steps 32 2>&1 | tail -n 2

@@ -109,6 +109,10 @@ struct GpuState {
   // SY_DECODE_ROUTE=0 at upload), so that a device run can A/B them and fall back without a rebuild.
   bool fused_qkv = true;     // GQA: stacked q|k|v GEMM + cuda::qkv_epilogue
   bool decode_route = true;  // MoE decode passes: cuda::decode_route
+  // The input RMSNorm folded into the q|k|v projection of decode-sized passes (cuda::rms_norm_linear; SY_FUSED_NORM=0
+  // runs it on its own). The post-attention norm folded into the decode router measured slower (H100,
+  // 2026-12-05: 4.22 against 4.12 ms per batch-1 step), so it stays a launch of its own.
+  bool fused_norm = true;
   // Prefill-sized MoE passes through the Hopper grouped GEMM (cuda::grouped_swiglu_sm90 / grouped_linear_sm90)
   // instead of cuBLAS's grouped call: on by default where the GPU runs it (1.3-1.6x cuBLAS's grouped call on
   // an H100, docs/benchmarks.md); SY_SM90_EXPERTS=0 at upload turns it off.
@@ -461,6 +465,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   if (const char* env = std::getenv("SY_FLASH_PREFILL")) s->use_flash = std::string(env) != "0";
   if (const char* env = std::getenv("SY_FUSED_QKV")) s->fused_qkv = std::string(env) != "0";
   if (const char* env = std::getenv("SY_DECODE_ROUTE")) s->decode_route = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_FUSED_NORM")) s->fused_norm = std::string(env) != "0";
   s->flash_sm90 = cuda::flash_attention_sm90_supported();
   s->sm90_experts = cuda::grouped_gemm_sm90_supported();
   if (const char* env = std::getenv("SY_FLASH_SM90")) {
@@ -495,7 +500,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
     SY_REQUIRE(!s->sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",
                "SY_SM90_EXPERTS=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
   }
-  // Routing in one warp where it applies (SY_WARP_ROUTE=1; off by default until a device has run it).
+  // Routing in one warp where it applies (on by default; SY_WARP_ROUTE=0 routes with the whole block).
   if (const char* env = std::getenv("SY_WARP_ROUTE")) cuda::set_warp_routing(std::string(env) != "0");
   // Dense projections of up to SY_DENSE_GEMV rows (0 to 4; 0: always cuBLAS) through our GEMV; process-wide.
   if (const char* env = std::getenv("SY_DENSE_GEMV")) {
@@ -801,7 +806,10 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = s.w.layers[l];
     const AttentionWeights& w = lw.attention;
-    cuda::rms_norm_dual(x, lw.input_norm, eps, none, hb);
+    // The fused q|k|v path takes the input norm into its projection; the others read hb.
+    const bool fused_qkv = !a.mla && s.fused_qkv && s.qkv[l].defined() && a.qk_norm != QkNorm::kFull;
+    const bool norm_in_qkv = fused_qkv && s.fused_norm;
+    if (!norm_in_qkv) cuda::rms_norm_dual(x, lw.input_norm, eps, none, hb);
     cuda::AttentionArgs args;
     args.scale = static_cast<float>(a.softmax_scale);
     args.window = c.layer_sliding_window[l];
@@ -815,9 +823,15 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     } else {
       // q3 (n, heads, dk), k3 (n, key heads, dk), v3 (n, key heads, dv): positions applied, cached.
       Tensor q3, k3, v3;
-      if (s.fused_qkv && s.qkv[l].defined() && a.qk_norm != QkNorm::kFull) {
-        // One GEMM for q, k and v, then one launch for bias, clip, per-head norms, RoPE and the pool writes.
-        Tensor qkv = linear(hb, s.qkv[l], Tensor());
+      if (fused_qkv) {
+        // One GEMM for q, k and v (the input norm folded in), then one launch for bias, clip, per-head norms,
+        // RoPE and the pool writes.
+        Tensor qkv = Tensor::empty({n, s.qkv[l].size(0)}, DType::kF32, Device::kCuda);
+        if (norm_in_qkv) {
+          cuda::rms_norm_linear(x, lw.input_norm, eps, s.qkv[l], Tensor(), qkv);
+        } else {
+          cuda::linear(hb, s.qkv[l], Tensor(), qkv);
+        }
         q3 = Tensor::empty({n, a.num_heads, a.head_dim}, DType::kF32, Device::kCuda);
         k3 = Tensor::empty({n, a.num_kv_heads, a.head_dim}, DType::kF32, Device::kCuda);
         v3 = Tensor::empty({n, a.num_kv_heads, a.v_head_dim}, DType::kF32, Device::kCuda);

@@ -167,6 +167,14 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpu) {
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
+// The same with the input RMSNorm computed on its own (SY_FUSED_NORM=0) instead of folded into the q|k|v
+// GEMV (the default, covered above).
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithUnfusedNorms) {
+  SY_SKIP_WITHOUT_GPU();
+  ScopedEnv env("SY_FUSED_NORM", "0");
+  check_batched_logits(GetParam(), Experts::kGemv);
+}
+
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughCublasGroupedExperts) {
   SY_SKIP_WITHOUT_GPU();
   check_batched_logits(GetParam(), Experts::kCublas);

@@ -8,7 +8,9 @@
 // in shared memory in a fixed order. Weights are constants of a decode chain, so with programmatic launch the
 // first pieces are requested before the previous kernel has finished (chain_release / chain_wait). x may be
 // f32: it is rounded to bf16 on load, the operand the cuBLAS path would see (its cast pass is gone too), and the
-// products accumulate in f32 as cuBLAS's do, in another order.
+// products accumulate in f32 as cuBLAS's do, in another order. The normed form (rms_norm_linear) folds the
+// RMSNorm that feeds a projection into the same pass: y = inv_rms(x) * (bf16(x * g) . w), each block summing
+// the squares of the x values it reads anyway, so the norm's launch and its round trip through memory go.
 #include "gemv.cuh"
 
 #include <atomic>
@@ -38,14 +40,47 @@ __device__ __forceinline__ void load_x8(const __nv_bfloat16* x, float (&v)[8]) {
   detail::unpack_bf16x8(*reinterpret_cast<const uint4*>(x), v);
 }
 
+// The RMSNorm folded into a GEMV pass: its weight g (k,), f32 or bf16 (one set), and epsilon.
+struct GemvNorm {
+  const float* g_f = nullptr;
+  const __nv_bfloat16* g_h = nullptr;
+  float eps = 0.f;
+};
+
+// The eight x values from x on times g (from column `at`), rounded to bf16, and their squares added to ss.
+__device__ __forceinline__ void load_x8_normed(const float* x, const GemvNorm& norm, int64_t at, float (&v)[8],
+                                               float& ss) {
+  const float4 a = reinterpret_cast<const float4*>(x)[0], b = reinterpret_cast<const float4*>(x)[1];
+  const float raw[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+  float g[8];
+  if (norm.g_f) {
+    const float4 c = reinterpret_cast<const float4*>(norm.g_f + at)[0];
+    const float4 d = reinterpret_cast<const float4*>(norm.g_f + at)[1];
+    const float gf[8] = {c.x, c.y, c.z, c.w, d.x, d.y, d.z, d.w};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) g[i] = gf[i];
+  } else {
+    detail::unpack_bf16x8(*reinterpret_cast<const uint4*>(norm.g_h + at), g);
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    ss += raw[i] * raw[i];
+    v[i] = __bfloat162float(__float2bfloat16(raw[i] * g[i]));
+  }
+}
+
 // x: (m, k) X, w: (n, k) bf16, k % 8 == 0, rows 16-byte aligned; y: (m, n) Y. bias_f / bias_h: (n,) f32 or
-// bf16 (at most one set). y = (accumulate ? y + x.w : x.w) + bias, rounded once into Y.
-template <typename X, typename Y>
-__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* x, const __nv_bfloat16* w, const float* bias_f,
-                                                              const __nv_bfloat16* bias_h, Y* y, int m, int64_t n,
-                                                              int64_t k, bool accumulate) {
+// bf16 (at most one set). y = (accumulate ? y + x.w : x.w) + bias, rounded once into Y. kNorm (X f32): x.w
+// becomes inv_rms(x) * (bf16(x * g) . w) with inv_rms(x) = 1 / sqrt(mean(x^2) + eps).
+// The normed form is held to 96 registers (five blocks per SM, as the plain form gets by itself; unbounded it
+// took 126, four blocks per SM).
+template <typename X, typename Y, bool kNorm>
+__global__ void __launch_bounds__(kWarps * 32, kNorm ? 5 : 1)
+    gemv_kernel(const X* x, const __nv_bfloat16* w, const float* bias_f, const __nv_bfloat16* bias_h, Y* y, int m,
+                int64_t n, int64_t k, bool accumulate, GemvNorm norm) {
   detail::chain_release();  // a decode-chain kernel: see launch_chained
   __shared__ float partial[kWarps][detail::kGemvMaxRows][kCols];
+  __shared__ float partial_ss[kWarps][detail::kGemvMaxRows];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kCols;
   const int cols = static_cast<int>(n - col0 < kCols ? n - col0 : kCols);
@@ -60,9 +95,10 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* x, const __n
     cur[c] = at < k ? __ldcs(reinterpret_cast<const uint4*>(wr[c] + at)) : make_uint4(0, 0, 0, 0);
   }
   detail::chain_wait();  // x (and an accumulated y) come from earlier kernels
-  float acc[detail::kGemvMaxRows][kCols];
+  float acc[detail::kGemvMaxRows][kCols], ss[detail::kGemvMaxRows];
 #pragma unroll
   for (int r = 0; r < detail::kGemvMaxRows; ++r) {
+    ss[r] = 0.f;
 #pragma unroll
     for (int c = 0; c < kCols; ++c) acc[r][c] = 0.f;
   }
@@ -80,7 +116,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* x, const __n
     for (int r = 0; r < detail::kGemvMaxRows; ++r) {
       if (r >= m) break;
       float xv[8];
-      load_x8(x + r * k + at, xv);
+      if constexpr (kNorm) {
+        load_x8_normed(x + r * k + at, norm, at, xv, ss[r]);
+      } else {
+        load_x8(x + r * k + at, xv);
+      }
 #pragma unroll
       for (int c = 0; c < kCols; ++c) {
 #pragma unroll
@@ -99,6 +139,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* x, const __n
       for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
       if (lane == 0) partial[warp][r][c] = v;
     }
+    if constexpr (kNorm) {
+      float v = ss[r];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) partial_ss[warp][r] = v;
+    }
   }
   __syncthreads();
   const int t = threadIdx.x, r = t / kCols, c = t % kCols;
@@ -106,6 +151,12 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* x, const __n
   float v = 0.f;
 #pragma unroll
   for (int q = 0; q < kWarps; ++q) v += partial[q][r][c];  // the warps' k ranges in order
+  if constexpr (kNorm) {
+    float sum_sq = 0.f;
+#pragma unroll
+    for (int q = 0; q < kWarps; ++q) sum_sq += partial_ss[q][r];
+    v *= 1.f / sqrtf(sum_sq / static_cast<float>(k) + norm.eps);
+  }
   const int64_t out = r * n + col0 + c;
   if (accumulate) v += detail::load_f(y, out);
   if (bias_f) v += bias_f[col0 + c];
@@ -135,7 +186,10 @@ bool gemv_fits(const Tensor& x, const Tensor& w, const Tensor& y) {
          y.is_contiguous() && x.is_contiguous() && w.is_contiguous();
 }
 
-void gemv(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate) {
+namespace {
+
+template <bool kNorm>
+void launch_gemv(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate, GemvNorm norm) {
   g_calls.fetch_add(1);
   const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
   const auto* wp = static_cast<const __nv_bfloat16*>(w.raw());
@@ -147,20 +201,49 @@ void gemv(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool 
   const bool xf = x.dtype() == DType::kF32, yf = y.dtype() == DType::kF32;
   const auto* xh = static_cast<const __nv_bfloat16*>(x.raw());
   auto* yh = static_cast<__nv_bfloat16*>(y.raw());
-  if (xf && yf) {
-    launch_chained(gemv_kernel<float, float>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, y.f32(), rows, n, k,
-                   accumulate);
+  if constexpr (kNorm) {  // x is f32 (checked by the caller)
+    if (yf) {
+      launch_chained(gemv_kernel<float, float, true>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, y.f32(), rows, n,
+                     k, accumulate, norm);
+    } else {
+      launch_chained(gemv_kernel<float, __nv_bfloat16, true>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, yh, rows,
+                     n, k, accumulate, norm);
+    }
+  } else if (xf && yf) {
+    launch_chained(gemv_kernel<float, float, false>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, y.f32(), rows, n,
+                   k, accumulate, norm);
   } else if (xf) {
-    launch_chained(gemv_kernel<float, __nv_bfloat16>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, yh, rows, n, k,
-                   accumulate);
+    launch_chained(gemv_kernel<float, __nv_bfloat16, false>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, yh, rows,
+                   n, k, accumulate, norm);
   } else if (yf) {
-    launch_chained(gemv_kernel<__nv_bfloat16, float>, grid, kWarps * 32, 0, xh, wp, bf, bh, y.f32(), rows, n, k,
-                   accumulate);
+    launch_chained(gemv_kernel<__nv_bfloat16, float, false>, grid, kWarps * 32, 0, xh, wp, bf, bh, y.f32(), rows,
+                   n, k, accumulate, norm);
   } else {
-    launch_chained(gemv_kernel<__nv_bfloat16, __nv_bfloat16>, grid, kWarps * 32, 0, xh, wp, bf, bh, yh, rows, n, k,
-                   accumulate);
+    launch_chained(gemv_kernel<__nv_bfloat16, __nv_bfloat16, false>, grid, kWarps * 32, 0, xh, wp, bf, bh, yh,
+                   rows, n, k, accumulate, norm);
   }
   SY_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void gemv(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate) {
+  launch_gemv<false>(x, w, bias, y, accumulate, GemvNorm{});
+}
+
+bool gemv_normed_fits(const Tensor& x, const Tensor& norm_w, const Tensor& w, const Tensor& y) {
+  return gemv_fits(x, w, y) && x.dtype() == DType::kF32 && aligned16(norm_w.raw()) && norm_w.is_contiguous();
+}
+
+void gemv_normed(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, const Tensor& bias, Tensor& y) {
+  GemvNorm norm;
+  norm.eps = eps;
+  if (norm_w.dtype() == DType::kF32) {
+    norm.g_f = norm_w.f32();
+  } else {
+    norm.g_h = static_cast<const __nv_bfloat16*>(norm_w.raw());
+  }
+  launch_gemv<true>(x, w, bias, y, false, norm);
 }
 
 }  // namespace detail

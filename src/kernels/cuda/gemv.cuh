@@ -14,5 +14,10 @@ bool gemv_fits(const Tensor& x, const Tensor& w, const Tensor& y);
 // y = x W^T + bias, or y += x W^T + bias with accumulate, on stream(); arguments as cuda::linear's, validated
 // by the caller.
 void gemv(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate);
+// The normed form: y = rms_norm(x, norm_w, eps) W^T + bias with the norm's 1/rms applied to the f32 sums (the
+// bf16 operand is x * norm_w rounded). gemv_normed_fits adds to gemv_fits: x f32, norm_w contiguous and
+// 16-byte aligned. norm_w: (k,) f32 or bf16, validated by the caller.
+bool gemv_normed_fits(const Tensor& x, const Tensor& norm_w, const Tensor& w, const Tensor& y);
+void gemv_normed(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, const Tensor& bias, Tensor& y);
 
 }  // namespace sy::cuda::detail

@@ -63,8 +63,7 @@ void add_bias(Tensor& y, const Tensor& bias, int64_t m, int64_t n) {
 
 namespace {
 
-// y = x W^T + b, or y += x W^T + b with accumulate (beta 1; y f32).
-void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate) {
+void check_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y) {
   detail::require_device("cuda linear", "x", x);
   detail::require_device("cuda linear", "w", w);
   detail::require_device("cuda linear", "y", y);
@@ -74,12 +73,18 @@ void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y
   SY_REQUIRE(x.dim() == 2 && w.dim() == 2 && y.dim() == 2 && x.size(1) == w.size(1) && y.size(0) == x.size(0) &&
                  y.size(1) == w.size(0),
              InvalidArgument, "cuda linear", "shapes x ", x.describe(), " w ", w.describe(), " y ", y.describe());
-  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
   if (bias.defined()) {
     detail::require_device("cuda linear", "bias", bias);
     detail::require_dtype("cuda linear", "bias", bias, DType::kF32, DType::kBF16);
-    SY_REQUIRE(bias.numel() == n, InvalidArgument, "cuda linear", "bias ", bias.describe(), " for ", n, " outputs");
+    SY_REQUIRE(bias.numel() == w.size(0), InvalidArgument, "cuda linear", "bias ", bias.describe(), " for ",
+               w.size(0), " outputs");
   }
+}
+
+// y = x W^T + b, or y += x W^T + b with accumulate (beta 1; y f32).
+void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate) {
+  check_linear(x, w, bias, y);
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
   SY_REQUIRE(!accumulate || y.dtype() == DType::kF32, InvalidArgument, "cuda linear_add", "y ", y.describe(),
              " must be f32");
   if (m == 0 || n == 0) return;
@@ -121,6 +126,25 @@ void prepare_blas() { (void)handle(); }
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) { linear_into(x, w, bias, y, false); }
 
 void linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y) { linear_into(x, w, bias, y, true); }
+
+void rms_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, const Tensor& bias,
+                     Tensor& y) {
+  const char* op = "cuda rms_norm_linear";
+  check_linear(x, w, bias, y);
+  detail::require_device(op, "norm_w", norm_w);
+  detail::require_dtype(op, "x", x, DType::kF32);
+  detail::require_dtype(op, "norm_w", norm_w, DType::kF32, DType::kBF16);
+  SY_REQUIRE(norm_w.numel() == x.size(1), InvalidArgument, op, "norm weight ", norm_w.describe(), " for x ",
+             x.describe());
+  SY_REQUIRE(eps >= 0.f, InvalidArgument, op, "eps must be non-negative, got ", eps);
+  if (x.size(0) > 0 && x.size(1) > 0 && w.size(0) > 0 && detail::gemv_normed_fits(x, norm_w, w, y)) {
+    detail::gemv_normed(x, norm_w, eps, w, bias, y);
+    return;
+  }
+  Tensor xb = Tensor::empty(x.shape(), DType::kBF16, Device::kCuda), none;
+  rms_norm_dual(x, norm_w, eps, none, xb);
+  linear(xb, w, bias, y);
+}
 
 void batched_linear(const Tensor& x, const Tensor& w, BatchedWeight layout, Tensor& y) {
   const char* op = "cuda batched_linear";
