@@ -109,9 +109,9 @@ struct GpuState {
   // SY_DECODE_ROUTE=0 at upload), so that a device run can A/B them and fall back without a rebuild.
   bool fused_qkv = true;     // GQA: stacked q|k|v GEMM + cuda::qkv_epilogue
   bool decode_route = true;  // MoE decode passes: cuda::decode_route
-  // The input RMSNorm folded into the q|k|v projection of decode-sized passes (cuda::rms_norm_linear; SY_FUSED_NORM=0
-  // runs it on its own). The post-attention norm folded into the decode router measured slower (H100,
-  // 2026-12-05: 4.22 against 4.12 ms per batch-1 step), so it stays a launch of its own.
+  // The input RMSNorm folded into the q|k|v GEMV of passes that take the dense GEMV (cuda::rms_norm_linear;
+  // SY_FUSED_NORM=0 runs it on its own). The post-attention norm folded into the decode router measured
+  // slower (H100, 2026-12-05: 4.22 against 4.12 ms per batch-1 step), so it stays a launch of its own.
   bool fused_norm = true;
   // Prefill-sized MoE passes through the Hopper grouped GEMM (cuda::grouped_swiglu_sm90 / grouped_linear_sm90)
   // instead of cuBLAS's grouped call: on by default where the GPU runs it (1.3-1.6x cuBLAS's grouped call on
@@ -799,16 +799,17 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
   Tensor x = Tensor::empty({n, hidden}, DType::kF32, Device::kCuda);  // residual stream
   cuda::embedding(b.ids, s.w.embed, x, /*check_ids=*/false);          // ids validated by Model::forward_batch
   // Normalised rows: h f32 (the MoE block reads it) and hb, its bf16 rounding, written by the same pass (the
-  // operand of every GEMM that follows: no separate casts).
+  // operand of the GEMMs that follow: no separate casts; a decode pass's q|k|v GEMV folds the norm in instead).
   Tensor h = Tensor::empty({n, hidden}, DType::kF32, Device::kCuda);
   Tensor hb = Tensor::empty({n, hidden}, DType::kBF16, Device::kCuda);
   Tensor none;
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = s.w.layers[l];
     const AttentionWeights& w = lw.attention;
-    // The fused q|k|v path takes the input norm into its projection; the others read hb.
+    // Passes small enough for the dense GEMV fold the input norm into the stacked q|k|v projection; every
+    // other path reads hb.
     const bool fused_qkv = !a.mla && s.fused_qkv && s.qkv[l].defined() && a.qk_norm != QkNorm::kFull;
-    const bool norm_in_qkv = fused_qkv && s.fused_norm;
+    const bool norm_in_qkv = fused_qkv && s.fused_norm && n <= cuda::dense_gemv_max_rows();
     if (!norm_in_qkv) cuda::rms_norm_dual(x, lw.input_norm, eps, none, hb);
     cuda::AttentionArgs args;
     args.scale = static_cast<float>(a.softmax_scale);

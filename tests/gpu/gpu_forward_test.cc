@@ -175,6 +175,18 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithUnfusedNorms) {
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
+// And with the block-wide routing (SY_WARP_ROUTE=0; one warp per token is the default): the router tests compare
+// the two forms exactly, this runs the block form through whole decode steps.
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithBlockRouting) {
+  SY_SKIP_WITHOUT_GPU();
+  struct Restore {  // upload sets the process-wide switch; the tests after this one expect the default
+    bool was = cuda::warp_routing();
+    ~Restore() { cuda::set_warp_routing(was); }
+  } restore;
+  ScopedEnv env("SY_WARP_ROUTE", "0");
+  check_batched_logits(GetParam(), Experts::kGemv);
+}
+
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughCublasGroupedExperts) {
   SY_SKIP_WITHOUT_GPU();
   check_batched_logits(GetParam(), Experts::kCublas);

@@ -58,28 +58,35 @@ TEST(GpuOps, RmsNormLinearMatchesCpu) {
   for (bool pdl : pdl_modes) {
     cuda::set_programmatic_launch(pdl);
     for (Case c : {Case{1, 2048, 37}, Case{2, 4104, 300}, Case{4, 64, 9}, Case{1, 8, 3}, Case{5, 256, 20}}) {
+      // Rows of different scales (a kernel that mixed up the rows' norms would be off by far more than the
+      // tolerance), and an eps as large as mean(x^2) of the first row next to a negligible one.
       Tensor x = rand_tensor({c.m, c.k}, 4.f), g = rand_tensor({c.k});
+      for (int64_t r = 0; r < c.m; ++r) {
+        for (int64_t i = 0; i < c.k; ++i) x.f32()[r * c.k + i] *= static_cast<float>(1 + 3 * r);
+      }
       Tensor w = rand_tensor({c.n, c.k}, 0.2f).to(DType::kBF16);
-      Tensor xn = Tensor::empty({c.m, c.k}, DType::kF32);
-      ops::rms_norm(x, g, 1e-6f, xn);
-      for (bool with_bias : {false, true}) {
-        Tensor b = with_bias ? rand_tensor({c.n}, 0.05f) : Tensor(), ref = Tensor::empty({c.m, c.n}, DType::kF32);
-        ops::linear(xn, w, b, ref);
-        for (int rows : {4, 0}) {
-          cuda::set_dense_gemv_max_rows(rows);
-          for (DType gd : {DType::kF32, DType::kBF16}) {
-            for (DType yd : {DType::kF32, DType::kBF16}) {
-              const std::string what =
-                  std::string("rms_norm_linear ") + (rows ? "gemv" : "cublas") + (pdl ? " pdl" : "") + " m=" +
-                  std::to_string(c.m) + " k=" + std::to_string(c.k) + " n=" + std::to_string(c.n) +
-                  (with_bias ? " bias" : "") + (gd == DType::kF32 ? " g f32" : " g bf16") +
-                  (yd == DType::kF32 ? " y f32" : " y bf16");
-              Tensor y = poisoned_device({c.m, c.n}, yd);
-              const int64_t before = cuda::dense_gemv_calls();
-              cuda::rms_norm_linear(cuda::to_device(x), cuda::to_device(gd == DType::kF32 ? g : g.to(gd)), 1e-6f,
-                                    cuda::to_device(w), with_bias ? cuda::to_device(b) : Tensor(), y);
-              EXPECT_EQ(cuda::dense_gemv_calls() - before, c.m <= rows ? 1 : 0) << what << ": the path taken";
-              expect_close(what, y, ref, kBf16Tol);
+      for (float eps : {1e-6f, 5.f}) {
+        Tensor xn = Tensor::empty({c.m, c.k}, DType::kF32);
+        ops::rms_norm(x, g, eps, xn);
+        for (bool with_bias : {false, true}) {
+          Tensor b = with_bias ? rand_tensor({c.n}, 0.05f) : Tensor(), ref = Tensor::empty({c.m, c.n}, DType::kF32);
+          ops::linear(xn, w, b, ref);
+          for (int rows : {4, 0}) {
+            cuda::set_dense_gemv_max_rows(rows);
+            for (DType gd : {DType::kF32, DType::kBF16}) {
+              for (DType yd : {DType::kF32, DType::kBF16}) {
+                const std::string what =
+                    std::string("rms_norm_linear ") + (rows ? "gemv" : "cublas") + (pdl ? " pdl" : "") + " m=" +
+                    std::to_string(c.m) + " k=" + std::to_string(c.k) + " n=" + std::to_string(c.n) +
+                    (with_bias ? " bias" : "") + (gd == DType::kF32 ? " g f32" : " g bf16") +
+                    (yd == DType::kF32 ? " y f32" : " y bf16");
+                Tensor y = poisoned_device({c.m, c.n}, yd);
+                const int64_t before = cuda::dense_gemv_calls();
+                cuda::rms_norm_linear(cuda::to_device(x), cuda::to_device(gd == DType::kF32 ? g : g.to(gd)), eps,
+                                      cuda::to_device(w), with_bias ? cuda::to_device(b) : Tensor(), y);
+                EXPECT_EQ(cuda::dense_gemv_calls() - before, c.m <= rows ? 1 : 0) << what << ": the path taken";
+                expect_close(what + " eps " + std::to_string(eps), y, ref, kBf16Tol);
+              }
             }
           }
         }

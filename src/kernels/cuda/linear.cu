@@ -63,27 +63,27 @@ void add_bias(Tensor& y, const Tensor& bias, int64_t m, int64_t n) {
 
 namespace {
 
-void check_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y) {
-  detail::require_device("cuda linear", "x", x);
-  detail::require_device("cuda linear", "w", w);
-  detail::require_device("cuda linear", "y", y);
-  detail::require_dtype("cuda linear", "x", x, DType::kF32, DType::kBF16);
-  detail::require_dtype("cuda linear", "w", w, DType::kBF16, DType::kBF16);
-  detail::require_dtype("cuda linear", "y", y, DType::kF32, DType::kBF16);
+void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& y) {
+  detail::require_device(op, "x", x);
+  detail::require_device(op, "w", w);
+  detail::require_device(op, "y", y);
+  detail::require_dtype(op, "x", x, DType::kF32, DType::kBF16);
+  detail::require_dtype(op, "w", w, DType::kBF16, DType::kBF16);
+  detail::require_dtype(op, "y", y, DType::kF32, DType::kBF16);
   SY_REQUIRE(x.dim() == 2 && w.dim() == 2 && y.dim() == 2 && x.size(1) == w.size(1) && y.size(0) == x.size(0) &&
                  y.size(1) == w.size(0),
-             InvalidArgument, "cuda linear", "shapes x ", x.describe(), " w ", w.describe(), " y ", y.describe());
+             InvalidArgument, op, "shapes x ", x.describe(), " w ", w.describe(), " y ", y.describe());
   if (bias.defined()) {
-    detail::require_device("cuda linear", "bias", bias);
-    detail::require_dtype("cuda linear", "bias", bias, DType::kF32, DType::kBF16);
-    SY_REQUIRE(bias.numel() == w.size(0), InvalidArgument, "cuda linear", "bias ", bias.describe(), " for ",
+    detail::require_device(op, "bias", bias);
+    detail::require_dtype(op, "bias", bias, DType::kF32, DType::kBF16);
+    SY_REQUIRE(bias.numel() == w.size(0), InvalidArgument, op, "bias ", bias.describe(), " for ",
                w.size(0), " outputs");
   }
 }
 
 // y = x W^T + b, or y += x W^T + b with accumulate (beta 1; y f32).
 void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate) {
-  check_linear(x, w, bias, y);
+  check_linear(accumulate ? "cuda linear_add" : "cuda linear", x, w, bias, y);
   const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
   SY_REQUIRE(!accumulate || y.dtype() == DType::kF32, InvalidArgument, "cuda linear_add", "y ", y.describe(),
              " must be f32");
@@ -130,8 +130,8 @@ void linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y)
 void rms_norm_linear(const Tensor& x, const Tensor& norm_w, float eps, const Tensor& w, const Tensor& bias,
                      Tensor& y) {
   const char* op = "cuda rms_norm_linear";
-  check_linear(x, w, bias, y);
-  detail::require_device(op, "norm_w", norm_w);
+  check_linear(op, x, w, bias, y);  // x, w, y contiguous
+  detail::require_device(op, "norm_w", norm_w);  // contiguous: the norm kernels index it densely
   detail::require_dtype(op, "x", x, DType::kF32);
   detail::require_dtype(op, "norm_w", norm_w, DType::kF32, DType::kBF16);
   SY_REQUIRE(norm_w.numel() == x.size(1), InvalidArgument, op, "norm weight ", norm_w.describe(), " for x ",
