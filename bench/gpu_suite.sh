@@ -106,10 +106,14 @@ if want ncu; then  # where the time of a decode step goes, kernel by kernel
   python3 bench/ncu_summary.py "$out/ncu.log" --top 25
   echo "== Nsight Compute: where the decode router's warps wait (one launch; whole report: $out/ncu_router.log)"
   timeout 120 ncu --clock-control none --cache-control none --kernel-name regex:decode_router --launch-skip 4 \
-    --launch-count 1 --section WarpStateStats --section LaunchStats --section Occupancy \
+    --launch-count 1 --section WarpStateStats --section LaunchStats --section Occupancy --section SourceCounters \
+    --metrics sm__cycles_active.max,sm__cycles_elapsed.max \
     "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --layers 2 --batches 1 --prompt-len 32 \
     --decode-steps 8 >"$out/ncu_router.log" 2>&1
-  grep -E "Duration|Stall|Warp Cycles|Achieved Occupancy|Registers|Block Size|Grid Size" "$out/ncu_router.log" | head -n 30
+  # sm__cycles_active.max near sm__cycles_elapsed.max: one SM (the routing block) is the launch's time; the
+  # source counters name the lines its warps stall on (the build has -lineinfo).
+  grep -E "Duration|Stall|Warp Cycles|Achieved Occupancy|Registers|Block Size|Grid Size|sm__cycles|router\.cu:" \
+    "$out/ncu_router.log" | head -n 40
 fi
 if want torch; then
   echo "== PyTorch peers"

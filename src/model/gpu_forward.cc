@@ -825,8 +825,8 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
       // q3 (n, heads, dk), k3 (n, key heads, dk), v3 (n, key heads, dv): positions applied, cached.
       Tensor q3, k3, v3;
       if (fused_qkv) {
-        // One GEMM for q, k and v (the input norm folded in), then one launch for bias, clip, per-head norms,
-        // RoPE and the pool writes.
+        // One GEMM for q, k and v (the input norm folded in where norm_in_qkv), then one launch for bias, clip,
+        // per-head norms, RoPE and the pool writes.
         Tensor qkv = Tensor::empty({n, s.qkv[l].size(0)}, DType::kF32, Device::kCuda);
         if (norm_in_qkv) {
           cuda::rms_norm_linear(x, lw.input_norm, eps, s.qkv[l], Tensor(), qkv);
