@@ -17,6 +17,23 @@
 namespace sy::test {
 namespace {
 
+// The dense GEMV's process-wide switches (its row threshold, programmatic launch), restored whatever happens.
+struct GemvSwitchesRestore {
+  int rows = cuda::dense_gemv_max_rows();
+  bool pdl = cuda::programmatic_launch_enabled();
+  ~GemvSwitchesRestore() {
+    cuda::set_dense_gemv_max_rows(rows);
+    cuda::set_programmatic_launch(pdl);
+  }
+};
+
+// Programmatic launch off, and on where this GPU grants it (the caller sets each in turn).
+std::vector<bool> programmatic_launch_modes() {
+  std::vector<bool> modes{false};
+  if (cuda::set_programmatic_launch(true)) modes.push_back(true);
+  return modes;
+}
+
 TEST(GpuOps, LinearBf16WeightsMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   struct Case { int64_t m, k, n; bool bias; };
@@ -44,16 +61,8 @@ TEST(GpuOps, LinearBf16WeightsMatchesCpu) {
 // arguments are refused.
 TEST(GpuOps, RmsNormLinearMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
-  struct Restore {
-    int rows = cuda::dense_gemv_max_rows();
-    bool pdl = cuda::programmatic_launch_enabled();
-    ~Restore() {
-      cuda::set_dense_gemv_max_rows(rows);
-      cuda::set_programmatic_launch(pdl);
-    }
-  } restore;
-  std::vector<bool> pdl_modes{false};
-  if (cuda::set_programmatic_launch(true)) pdl_modes.push_back(true);
+  GemvSwitchesRestore restore;
+  const std::vector<bool> pdl_modes = programmatic_launch_modes();
   struct Case { int64_t m, k, n; };
   for (bool pdl : pdl_modes) {
     cuda::set_programmatic_launch(pdl);
@@ -115,16 +124,8 @@ TEST(GpuOps, RmsNormLinearMatchesCpu) {
 // of a single output that cancels to near zero is noise (a one-output case failed that way, 2026-12-05).
 TEST(GpuOps, LinearGemvAndCublasMatchCpu) {
   SY_SKIP_WITHOUT_GPU();
-  struct Restore {  // the process-wide switches, whatever happens
-    int rows = cuda::dense_gemv_max_rows();
-    bool pdl = cuda::programmatic_launch_enabled();
-    ~Restore() {
-      cuda::set_dense_gemv_max_rows(rows);
-      cuda::set_programmatic_launch(pdl);
-    }
-  } restore;
-  std::vector<bool> pdl_modes{false};
-  if (cuda::set_programmatic_launch(true)) pdl_modes.push_back(true);
+  GemvSwitchesRestore restore;
+  const std::vector<bool> pdl_modes = programmatic_launch_modes();
   struct Case { int64_t m, k, n; };
   for (bool pdl : pdl_modes) {
     cuda::set_programmatic_launch(pdl);

@@ -31,10 +31,9 @@ std::atomic<int64_t> g_calls{0};
 
 // The eight x values from x on, as the bf16 values a bf16 GEMM multiplies.
 __device__ __forceinline__ void load_x8(const float* x, float (&v)[8]) {
-  const float4 a = reinterpret_cast<const float4*>(x)[0], b = reinterpret_cast<const float4*>(x)[1];
-  const float raw[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+  detail::load_f32x8(x, v);
 #pragma unroll
-  for (int i = 0; i < 8; ++i) v[i] = __bfloat162float(__float2bfloat16(raw[i]));
+  for (int i = 0; i < 8; ++i) v[i] = __bfloat162float(__float2bfloat16(v[i]));
 }
 __device__ __forceinline__ void load_x8(const __nv_bfloat16* x, float (&v)[8]) {
   detail::unpack_bf16x8(*reinterpret_cast<const uint4*>(x), v);
@@ -50,15 +49,10 @@ struct GemvNorm {
 // The eight x values from x on times g (from column `at`), rounded to bf16, and their squares added to ss.
 __device__ __forceinline__ void load_x8_normed(const float* x, const GemvNorm& norm, int64_t at, float (&v)[8],
                                                float& ss) {
-  const float4 a = reinterpret_cast<const float4*>(x)[0], b = reinterpret_cast<const float4*>(x)[1];
-  const float raw[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-  float g[8];
+  float raw[8], g[8];
+  detail::load_f32x8(x, raw);
   if (norm.g_f) {
-    const float4 c = reinterpret_cast<const float4*>(norm.g_f + at)[0];
-    const float4 d = reinterpret_cast<const float4*>(norm.g_f + at)[1];
-    const float gf[8] = {c.x, c.y, c.z, c.w, d.x, d.y, d.z, d.w};
-#pragma unroll
-    for (int i = 0; i < 8; ++i) g[i] = gf[i];
+    detail::load_f32x8(norm.g_f + at, g);
   } else {
     detail::unpack_bf16x8(*reinterpret_cast<const uint4*>(norm.g_h + at), g);
   }
@@ -188,39 +182,30 @@ bool gemv_fits(const Tensor& x, const Tensor& w, const Tensor& y) {
 
 namespace {
 
+// One instantiation's launch: x (m, k) X, w (n, k) bf16, y (m, n) Y.
+template <typename X, typename Y, bool kNorm>
+void launch_typed(const Tensor& x, const Tensor& w, const float* bias_f, const __nv_bfloat16* bias_h, Tensor& y,
+                  bool accumulate, GemvNorm norm) {
+  const int64_t n = w.size(0);
+  launch_chained(gemv_kernel<X, Y, kNorm>, dim3(static_cast<unsigned>((n + kCols - 1) / kCols)), kWarps * 32, 0,
+                 static_cast<const X*>(x.raw()), static_cast<const __nv_bfloat16*>(w.raw()), bias_f, bias_h,
+                 static_cast<Y*>(y.raw()), static_cast<int>(x.size(0)), n, x.size(1), accumulate, norm);
+}
+
 template <bool kNorm>
 void launch_gemv(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate, GemvNorm norm) {
   g_calls.fetch_add(1);
-  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
-  const auto* wp = static_cast<const __nv_bfloat16*>(w.raw());
   const float* bf = bias.defined() && bias.dtype() == DType::kF32 ? bias.f32() : nullptr;
   const auto* bh = bias.defined() && bias.dtype() == DType::kBF16 ? static_cast<const __nv_bfloat16*>(bias.raw())
                                                                    : nullptr;
-  const dim3 grid(static_cast<unsigned>((n + kCols - 1) / kCols));
-  const int rows = static_cast<int>(m);
-  const bool xf = x.dtype() == DType::kF32, yf = y.dtype() == DType::kF32;
-  const auto* xh = static_cast<const __nv_bfloat16*>(x.raw());
-  auto* yh = static_cast<__nv_bfloat16*>(y.raw());
-  if constexpr (kNorm) {  // x is f32 (checked by the caller)
-    if (yf) {
-      launch_chained(gemv_kernel<float, float, true>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, y.f32(), rows, n,
-                     k, accumulate, norm);
-    } else {
-      launch_chained(gemv_kernel<float, __nv_bfloat16, true>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, yh, rows,
-                     n, k, accumulate, norm);
-    }
-  } else if (xf && yf) {
-    launch_chained(gemv_kernel<float, float, false>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, y.f32(), rows, n,
-                   k, accumulate, norm);
-  } else if (xf) {
-    launch_chained(gemv_kernel<float, __nv_bfloat16, false>, grid, kWarps * 32, 0, x.f32(), wp, bf, bh, yh, rows,
-                   n, k, accumulate, norm);
-  } else if (yf) {
-    launch_chained(gemv_kernel<__nv_bfloat16, float, false>, grid, kWarps * 32, 0, xh, wp, bf, bh, y.f32(), rows,
-                   n, k, accumulate, norm);
-  } else {
-    launch_chained(gemv_kernel<__nv_bfloat16, __nv_bfloat16, false>, grid, kWarps * 32, 0, xh, wp, bf, bh, yh,
-                   rows, n, k, accumulate, norm);
+  const bool yf = y.dtype() == DType::kF32;
+  using bf16 = __nv_bfloat16;
+  if (x.dtype() == DType::kF32) {
+    yf ? launch_typed<float, float, kNorm>(x, w, bf, bh, y, accumulate, norm)
+       : launch_typed<float, bf16, kNorm>(x, w, bf, bh, y, accumulate, norm);
+  } else if constexpr (!kNorm) {  // the normed form takes f32 x only (checked by the caller)
+    yf ? launch_typed<bf16, float, false>(x, w, bf, bh, y, accumulate, norm)
+       : launch_typed<bf16, bf16, false>(x, w, bf, bh, y, accumulate, norm);
   }
   SY_CUDA_CHECK_LAUNCH();
 }

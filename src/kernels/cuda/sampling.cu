@@ -60,11 +60,10 @@ __device__ unsigned long long block_sum_u64(unsigned long long v, unsigned long 
 }
 
 // Calls f(v, i, valid) for every token of the row with kQuadUnroll coalesced 16-byte loads (four tokens each)
-// in flight per thread where the row is 16-byte aligned, kUnroll 4-byte loads for the rest: one 1024-thread block
-// walks a whole row and the walk is bound by the bytes it has in flight (one load at a time took ~170 us per
-// pass over a 152K vocabulary). The trip count is block-uniform and f
-// also runs for padding slots (valid false, v 0), so f may use warp-collective operations; within a thread,
-// ids ascend.
+// in flight per thread where the row is 16-byte aligned, kUnroll 4-byte loads for the rest: one 1024-thread
+// block walks a whole row and the walk is bound by the bytes it has in flight (one load at a time took ~170 us
+// per pass over a 152K vocabulary). The trip count is block-uniform and f also runs for padding slots (valid
+// false, v 0), so f may use warp-collective operations; within a thread, ids ascend.
 constexpr int kUnroll = 8;
 constexpr int kQuadUnroll = 6;  // 16-byte loads in flight per thread (8 made ptxas spill at 1024 threads)
 template <typename F>
