@@ -62,13 +62,15 @@ if want decode; then
     --batches "${SY_DECODE_BATCHES:-1,2,4,8,32,64}" \
     --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/bench_gpu_decode.txt" | tail -n 14
   # The decode chain's switches one at a time (SY_DECODE_AB, ';'-separated, replaces the list; SY_DECODE_BATCHES
-  # replaces the batch sizes above): programmatic dependent launch, the dense GEMV below cuBLAS, the input norm
-  # folded into q|k|v, the one-warp routing, each on by default, against what it replaced.
-  IFS=';' read -r -a ab <<<"${SY_DECODE_AB:-SY_PDL=0;SY_DENSE_GEMV=0;SY_FUSED_NORM=0;SY_WARP_ROUTE=0}"
+  # replaces the batch sizes above, SY_DECODE_AB_BATCHES the A/B runs' 1,2): programmatic dependent launch, the
+  # dense GEMV below cuBLAS, the input norm folded into q|k|v, the one-warp routing, down and the combine in
+  # one launch, each on by default, against what it replaced.
+  IFS=';' read -r -a ab <<<"${SY_DECODE_AB:-SY_PDL=0;SY_DENSE_GEMV=0;SY_FUSED_NORM=0;SY_WARP_ROUTE=0;SY_FUSED_COMBINE=0}"
+  ab_batches=${SY_DECODE_AB_BATCHES:-1,2}
   for flags in "${ab[@]}"; do
-    echo "== the same at batch 1 and 2 with $flags"
-    env $flags timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,2 \
-      --prompt-len 128 --decode-steps 32 2>&1 | tail -n 2
+    echo "== the same at batches $ab_batches with $flags"
+    env $flags timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches "$ab_batches" \
+      --prompt-len 128 --decode-steps 32 2>&1 | grep -E "^\| [0-9]"
   done
 fi
 if want long; then

@@ -39,6 +39,9 @@ namespace {
 // SY_GROUPED_GEMV_MAX_TOKENS overrides it at upload (tests use 0 to run every pass through cuBLAS). Decode
 // steps of up to that many sequences are captured as CUDA graphs.
 constexpr int64_t kGroupedMaxTokens = 16;
+// Grouped-GEMV passes of up to this many tokens fuse the down projection with the combine
+// (cuda::grouped_linear_combine reads an expert shared by several tokens once per token).
+constexpr int64_t kCombineMaxTokens = 4;
 // Whole fresh prompts of at least this many tokens run the tensor-core prefill attention (shorter ones gain
 // nothing over the paged kernel). SY_FLASH_PREFILL=0 turns it off at upload.
 constexpr int64_t kFlashMinTokens = 64;
@@ -113,6 +116,9 @@ struct GpuState {
   // SY_FUSED_NORM=0 runs it on its own). The post-attention norm folded into the decode router measured
   // slower (H100, 2026-12-05: 4.22 against 4.12 ms per batch-1 step), so it stays a launch of its own.
   bool fused_norm = true;
+  // Grouped-GEMV passes of up to kCombineMaxTokens tokens: the down projection and the weighted combine in one
+  // launch (cuda::grouped_linear_combine; SY_FUSED_COMBINE=0: grouped_linear then unpermute).
+  bool fused_combine = true;
   // Prefill-sized MoE passes through the Hopper grouped GEMM (cuda::grouped_swiglu_sm90 / grouped_linear_sm90)
   // instead of cuBLAS's grouped call: on by default where the GPU runs it (1.3-1.6x cuBLAS's grouped call on
   // an H100, docs/benchmarks.md); SY_SM90_EXPERTS=0 at upload turns it off.
@@ -358,7 +364,6 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
   Tensor expert_out;  // (rows, hidden) f32 or bf16, in dispatch order
   if (gemv) {
     Tensor g = Tensor::empty({rows, t[0].n}, DType::kF32, Device::kCuda);
-    expert_out = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
     if (!s.expert_bias[l][0].defined() && !s.expert_bias[l][1].defined() && c.moe.swiglu_limit <= 0) {
       // Gate, up and SiLU in one pass, reading each row's token from h through the layout (no permute).
       cuda::grouped_swiglu(h, t[0], t[1], layout, g);
@@ -372,6 +377,14 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
       add_biases(s, l, 1, u, expert, layout);
       activate(c.moe, g, u);
     }
+    if (s.fused_combine && n <= kCombineMaxTokens && !s.expert_bias[l][2].defined() &&
+        cuda::grouped_linear_combine_fits(t[2], c.moe.top_k)) {
+      // Down and the weighted combine into out in one launch (no expert rows written).
+      cuda::grouped_linear_combine(g, t[2], layout, expert, weight, out);
+      add_shared_expert(s, l, hb, out);
+      return;
+    }
+    expert_out = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
     cuda::grouped_linear(g, t[2], layout.offsets, expert_out, n);
     add_biases(s, l, 2, expert_out, expert, layout);
   } else if (path == ExpertPath::kSm90Grouped && counts && sm90_fits(s, l)) {
@@ -466,6 +479,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   if (const char* env = std::getenv("SY_FUSED_QKV")) s->fused_qkv = std::string(env) != "0";
   if (const char* env = std::getenv("SY_DECODE_ROUTE")) s->decode_route = std::string(env) != "0";
   if (const char* env = std::getenv("SY_FUSED_NORM")) s->fused_norm = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_FUSED_COMBINE")) s->fused_combine = std::string(env) != "0";
   s->flash_sm90 = cuda::flash_attention_sm90_supported();
   s->sm90_experts = cuda::grouped_gemm_sm90_supported();
   if (const char* env = std::getenv("SY_FLASH_SM90")) {

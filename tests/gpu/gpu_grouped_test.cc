@@ -174,6 +174,71 @@ TEST(GpuGrouped, SwigluThroughTheLayoutEqualsPermutedRows) {
   EXPECT_THROW(cuda::grouped_swiglu(cuda::to_device(rand_tensor({4, 16})), t, t, layout, y), InvalidArgument);
 }
 
+// cuda::grouped_linear_combine (down and the weighted combine in one launch) against the CPU (out0[t] + sum_s
+// weight[t, s] * W_e x_r) and against the two launches it replaces (grouped_linear, unpermute): one to four
+// tokens, top-k below, at and above the eight warps (slots shared by the warps, or a warp walking several),
+// a Qwen3-30B-A3B decode step's shape, k past one 1024-column round and ragged, a column count off the tiles,
+// and a slot with no expert (id -1: adds nothing).
+TEST(GpuGrouped, LinearCombineMatchesCpuAndTwoLaunches) {
+  SY_SKIP_WITHOUT_GPU();
+  struct Case { int64_t tokens; int top_k, experts; int64_t n, k; bool hole; };
+  for (Case c : {Case{1, 8, 128, 2048, 768, false}, Case{2, 2, 8, 96, 64, false}, Case{3, 3, 16, 50, 40, true},
+                 Case{4, 8, 32, 64, 1408, false}, Case{2, 32, 64, 16, 128, false}, Case{1, 1, 4, 33, 8, false}}) {
+    const int64_t rows = c.tokens * c.top_k;
+    Tensor expert = Tensor::empty({c.tokens, c.top_k}, DType::kI32);
+    for (int64_t i = 0; i < c.tokens; ++i) {  // distinct experts per token, as a router gives
+      for (int s = 0; s < c.top_k; ++s) expert.i32()[i * c.top_k + s] = static_cast<int32_t>((i * 5 + s * 3) % c.experts);
+    }
+    if (c.hole) expert.i32()[rows - 2] = -1;
+    const Tensor expert_d = cuda::to_device(expert);
+    cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert_d, c.experts, /*check_ids=*/false);
+    std::vector<Tensor> host_w, dev_w;
+    random_experts(c.experts, c.n, c.k, host_w, dev_w);
+    cuda::ExpertWeightTable table = cuda::make_expert_weight_table(dev_w);
+    ASSERT_TRUE(cuda::grouped_linear_combine_fits(table, c.top_k));
+    Tensor x = rand_tensor({rows, c.k}), weight = rand_tensor({c.tokens, c.top_k}), out0 = rand_tensor({c.tokens, c.n});
+    const Tensor assignment_row = cuda::to_host(layout.assignment_row);
+    Tensor expected = out0.contiguous().clone();
+    for (int64_t i = 0; i < c.tokens; ++i) {
+      for (int s = 0; s < c.top_k; ++s) {
+        const int64_t a = i * c.top_k + s;
+        const int e = expert.i32()[a];
+        if (e < 0) continue;
+        const int64_t r = assignment_row.i64()[a];
+        Tensor y = ops::linear(x.slice(0, r, r + 1).contiguous(), host_w[e]);
+        for (int64_t j = 0; j < c.n; ++j) expected.f32()[i * c.n + j] += weight.f32()[a] * y.f32()[j];
+      }
+    }
+    const Tensor xd = cuda::to_device(x), wd = cuda::to_device(weight);
+    Tensor got = cuda::to_device(out0);
+    cuda::grouped_linear_combine(xd, table, layout, expert_d, wd, got);
+    const std::string what = "grouped_linear_combine " + std::to_string(c.tokens) + " tokens x top-" +
+                             std::to_string(c.top_k) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k);
+    expect_close(what, got, expected, test::kF32Tol);
+    if (!c.hole) {  // the two launches read every slot's row (a slot with no expert has none)
+      Tensor y = test::poisoned_device({rows, c.n}), want = cuda::to_device(out0);
+      cuda::grouped_linear(xd, table, layout.offsets, y, c.tokens);
+      cuda::unpermute(y, layout, wd, want);
+      expect_close(what + " vs two launches", got, cuda::to_host(want), 1e-6);
+    }
+  }
+  // Shapes it does not take are refused: x rows not the layout's, k not a multiple of 8, top_k above 32.
+  Tensor expert = cuda::to_device(Tensor::zeros({1, 2}, DType::kI32));
+  cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(expert, 2);
+  std::vector<Tensor> hw, dw, hr, dr;
+  random_experts(2, 8, 16, hw, dw);
+  random_experts(2, 8, 12, hr, dr);
+  cuda::ExpertWeightTable t = cuda::make_expert_weight_table(dw), ragged = cuda::make_expert_weight_table(dr);
+  const Tensor w = cuda::to_device(rand_tensor({1, 2}));
+  Tensor out = cuda::to_device(rand_tensor({1, 8}));
+  EXPECT_THROW(cuda::grouped_linear_combine(cuda::to_device(rand_tensor({3, 16})), t, layout, expert, w, out),
+               InvalidArgument);
+  EXPECT_FALSE(cuda::grouped_linear_combine_fits(ragged, 2));
+  EXPECT_THROW(cuda::grouped_linear_combine(cuda::to_device(rand_tensor({2, 12})), ragged, layout, expert, w, out),
+               InvalidArgument);
+  EXPECT_FALSE(cuda::grouped_linear_combine_fits(t, 33));
+}
+
 // cuda::grouped_linear_sm90 (the Hopper grouped GEMM, bf16 in and out) against per-expert CPU linear on the same
 // bf16-valued rows: uneven groups, empty experts, one row, every row on the last of many experts, more experts
 // than one chunk of the row-tile table's scan (256), partial row, column and k tiles.

@@ -58,7 +58,8 @@ TEST(GpuOps, LinearBf16WeightsMatchesCpu) {
 // rms_norm_linear against the CPU's rms_norm then linear: decode-sized x through the GEMV with the norm folded
 // in (the call counter shows it), larger x (and GEMV off) through rms_norm_dual and linear; norm weights f32 and
 // bf16, with and without bias, k past one block step and ragged past it, programmatic launch on and off. Bad
-// arguments are refused.
+// arguments are refused. The shortest rows (k = 8) get 16 outputs: with 3, one output's cancellation put the
+// cuBLAS path's bf16 result 2.2e-2 from the CPU (H100, 2026-12-05).
 TEST(GpuOps, RmsNormLinearMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   GemvSwitchesRestore restore;
@@ -66,7 +67,7 @@ TEST(GpuOps, RmsNormLinearMatchesCpu) {
   struct Case { int64_t m, k, n; };
   for (bool pdl : pdl_modes) {
     cuda::set_programmatic_launch(pdl);
-    for (Case c : {Case{1, 2048, 37}, Case{2, 4104, 300}, Case{4, 64, 9}, Case{1, 8, 3}, Case{5, 256, 20}}) {
+    for (Case c : {Case{1, 2048, 37}, Case{2, 4104, 300}, Case{4, 64, 9}, Case{1, 8, 16}, Case{5, 256, 20}}) {
       // Rows of different scales (a kernel that mixed up the rows' norms would be off by far more than the
       // tolerance), and an eps as large as mean(x^2) of the first row next to a negligible one.
       Tensor x = rand_tensor({c.m, c.k}, 4.f), g = rand_tensor({c.k});

@@ -252,6 +252,16 @@ void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const Expert
 // n) f32 in dispatch order (what cuda::unpermute combines).
 void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
                     const DeviceDispatchLayout& layout, Tensor& y);
+// The last projection of the routed experts and the combine in one launch (decode-sized passes): out[t] +=
+// sum_s weight[t, s] * (w_e x[assignment_row[t * top_k + s]]) with e = expert[t, s], in slot order: what
+// grouped_linear into dispatch-ordered rows followed by unpermute gives, without writing the expert rows. x:
+// (tokens * top_k, k) f32 in dispatch order, 16-byte aligned; expert: (tokens, top_k) int32 as routed (a slot
+// whose id is outside [0, E) adds nothing); weight: (tokens, top_k) f32; out: (tokens, n) f32. Needs
+// grouped_linear_combine_fits (k a multiple of 8, top_k at most 32). Experts shared by several tokens are
+// read once per token, so it suits passes of a few tokens.
+bool grouped_linear_combine_fits(const ExpertWeightTable& weights, int top_k);
+void grouped_linear_combine(const Tensor& x, const ExpertWeightTable& weights, const DeviceDispatchLayout& layout,
+                            const Tensor& expert, const Tensor& weight, Tensor& out);
 // Routed experts for prefill-sized groups: y[rows of e] = x[rows of e] W_e^T for every expert with rows, as one
 // cuBLAS grouped GEMM (cublasGemmGroupedBatchedEx: bf16 operands on the tensor cores, f32 accumulation,
 // products rounded to bf16 and widened into y). offsets: (E+1,) on the host (the caller has synchronised once

@@ -20,15 +20,28 @@ constexpr int kMaxRows = 8;  // rows per chunk (the kernel's kRows) when nothing
 
 // The blockIdx.y-th expert that received rows (in expert order), or -1 when fewer experts have rows: the
 // grid is sized by the row count, not the expert count, so a decode step (8 rows over 128 experts) launches
-// blocks for 8 experts, not 128. Warp 0 scans the offsets with ballots; the answer goes through shared memory.
+// blocks for 8 experts, not 128. Warp 0 loads the first kScanAhead * 32 experts' offsets at once (one L2 round
+// trip: the chain of one round trip per 32 experts this replaced stood before every weight load of a decode
+// step's expert GEMVs), then scans them with ballots (further experts 32 at a time); the answer goes through
+// shared memory.
+constexpr int kScanAhead = 8;  // 256 experts
 __device__ int active_expert(const int64_t* offsets, int num_experts) {
   __shared__ int chosen;
   if (threadIdx.x < 32) {
     const int lane = threadIdx.x;
+    bool ahead[kScanAhead];
+#pragma unroll
+    for (int i = 0; i < kScanAhead; ++i) {
+      const int e = 32 * i + lane;
+      ahead[i] = e < num_experts && offsets[e + 1] > offsets[e];
+    }
     int seen = 0, found = -1;
     for (int base = 0; base < num_experts && found < 0; base += 32) {
       const int e = base + lane;
-      const bool has_rows = e < num_experts && offsets[e + 1] > offsets[e];
+      bool has_rows = false;
+#pragma unroll
+      for (int i = 0; i < kScanAhead; ++i) has_rows = base == 32 * i ? ahead[i] : has_rows;
+      if (base >= 32 * kScanAhead) has_rows = e < num_experts && offsets[e + 1] > offsets[e];
       const unsigned mask = __ballot_sync(0xffffffffu, has_rows);
       const int count = __popc(mask);
       const int want = static_cast<int>(blockIdx.y) - seen;

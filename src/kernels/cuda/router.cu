@@ -14,7 +14,6 @@ namespace sy::cuda {
 
 namespace {
 
-using detail::beats;
 using detail::block_argmax;
 using detail::block_reduce;
 
@@ -34,17 +33,27 @@ __host__ __device__ inline bool warp_route_fits(const RouterParams& p) {
   return !p.softmax_over_topk && !(p.num_groups > 1 && p.topk_groups < p.num_groups) && p.top_k <= 32;
 }
 
+// The order-preserving key of a routing candidate for the one-warp argmax: a larger value gets a larger key,
+// -0 and +0 the same one (beats() calls them equal), NaN key 1 (below every number: it never wins against
+// one); 0 is left for "not a candidate" (taken, or past the experts).
+__device__ __forceinline__ unsigned candidate_key(float v) {
+  if (v != v) return 1u;
+  const unsigned u = __float_as_uint(__fadd_rn(v, 0.f));  // -0 + +0 = +0
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);       // -inf: 0x007fffff, above NaN's key
+}
+
 // route_token's decisions for token t by one warp (any warp of the block: only the lane index is used): lane
-// l holds experts l, l + 32, ... (up to kMaxExperts / 32 each), the softmax's max and sum and each top-k
-// round's argmax are warp butterflies (no block barriers: the block form's ~30 barriers and shared-memory
-// scans are likely most of a batch-1 decode router's time, which Nsight Compute showed at 10 cycles per issued
-// instruction in its one routing block). Scores, choices, tie-breaks and weights equal the block form's.
-__device__ __forceinline__ void route_token_warp(const float* logits, int64_t t, const float* bias,
-                                                 const RouterParams p, int32_t* out_expert, float* out_weight) {
+// l holds experts l, l + 32, ... (up to kMaxExperts / 32 each), the softmax's max and sum are warp
+// butterflies, and each top-k round is two warp reductions (redux.sync): the largest candidate key, then the
+// lowest expert index holding it (no block barriers: the block form's ~30 barriers and shared-memory scans
+// were most of a batch-1 decode router's time). Scores, choices, tie-breaks and weights equal the block
+// form's for every input without NaN. Returns lane s's pick (s < top_k; -1 on other lanes).
+__device__ __forceinline__ int route_token_warp(const float* logits, int64_t t, const float* bias,
+                                                const RouterParams p, int32_t* out_expert, float* out_weight) {
   constexpr int kPer = kMaxExperts / 32;
   const int lane = threadIdx.x & 31, e = p.num_experts;
   const float* row = logits + t * e;
-  float score[kPer], c[kPer];
+  float score[kPer];
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
     const int j = lane + 32 * i;
@@ -73,49 +82,37 @@ __device__ __forceinline__ void route_token_warp(const float* logits, int64_t t,
 #pragma unroll
     for (int i = 0; i < kPer; ++i) score[i] = 1.f / (1.f + expf(-score[i]));
   }
+  unsigned key[kPer];
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
     const int j = lane + 32 * i;
-    c[i] = j < e ? (p.has_bias ? score[i] + bias[j] : score[i]) : -INFINITY;
+    key[i] = j < e ? candidate_key(p.has_bias ? score[i] + bias[j] : score[i]) : 0u;
   }
-  unsigned taken = 0u;  // bit i: expert lane + 32 i is picked
-  int my_pick = -1;     // lane s keeps round s's expert and score
-  float my_choice = 0.f;
+  int my_pick = -1;  // lane s keeps round s's expert
   for (int s = 0; s < p.top_k; ++s) {
-    float bv = 0.f;
-    int bi = -1;
+    unsigned best = 0u;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) best = max(best, key[i]);
+    const unsigned top = __reduce_max_sync(0xffffffffu, best);
+    unsigned mine = 0xffffffffu;  // this lane's lowest expert holding the top key
+#pragma unroll
+    for (int i = kPer - 1; i >= 0; --i) {
+      if (top != 0u && key[i] == top) mine = static_cast<unsigned>(lane + 32 * i);
+    }
+    const unsigned pick = __reduce_min_sync(0xffffffffu, mine);  // all lanes agree; ~0u: nothing left
 #pragma unroll
     for (int i = 0; i < kPer; ++i) {
-      const int j = lane + 32 * i;
-      if (j < e && !((taken >> i) & 1u) && detail::beats(c[i], j, bv, bi)) {
-        bv = c[i];
-        bi = j;
-      }
+      if (static_cast<unsigned>(lane + 32 * i) == pick) key[i] = 0u;
     }
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (detail::beats(ov, oi, bv, bi)) {
-        bv = ov;
-        bi = oi;
-      }
-    }
-    // Lane 0's winner for all (as block_argmax takes one answer): with NaN scores beats is no total order and
-    // lanes could disagree, which would pick an expert twice or none. Its owner marks it and hands its score.
-    bi = __shfl_sync(0xffffffffu, bi, 0);
-    float mine = 0.f;
+    if (lane == s) my_pick = pick == 0xffffffffu ? -1 : static_cast<int>(pick);
+  }
+  // Each pick's score from its owner lane (a shuffle per slot: the slot is the requester's, not the owner's).
+  float my_choice = 0.f;
+  const int owner = my_pick >= 0 ? my_pick & 31 : 0;
 #pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-      if (bi >= 0 && lane + 32 * i == bi) {
-        taken |= 1u << i;
-        mine = score[i];
-      }
-    }
-    const float chosen = __shfl_sync(0xffffffffu, mine, bi >= 0 ? bi & 31 : 0);
-    if (lane == s) {
-      my_pick = bi;
-      my_choice = chosen;
-    }
+  for (int i = 0; i < kPer; ++i) {
+    const float v = __shfl_sync(0xffffffffu, score[i], owner);
+    if (my_pick >= 0 && (my_pick >> 5) == i) my_choice = v;
   }
   float sum = 0.f;  // in pick order, as the block form sums
   for (int s = 0; s < p.top_k; ++s) sum += __shfl_sync(0xffffffffu, my_choice, s);
@@ -124,6 +121,7 @@ __device__ __forceinline__ void route_token_warp(const float* logits, int64_t t,
     out_expert[t * p.top_k + lane] = my_pick;
     out_weight[t * p.top_k + lane] = (p.norm_topk_prob ? my_choice / denom : my_choice) * p.scale;
   }
+  return lane < p.top_k ? my_pick : -1;
 }
 
 // Routes token t (row t of logits) with every thread of the block (whole warps, blockDim.x >= experts).
@@ -245,11 +243,15 @@ __global__ void __launch_bounds__(kMaxExperts) router_kernel(const float* logits
 }
 
 // The decode router, one launch: logits[t, e] = x_t . W_e (+ b_e) for every token and expert, a warp per expert
-// (grid-stride), 16-byte weight loads; then the last block to finish (a counter in global memory, which it
-// resets for the next launch) routes every token and builds the dispatch layout. x: (n, k) bf16, n <=
-// kDecodeRouterTokens; w: (E, k) bf16 with k % 8 == 0, both 16-byte aligned. The last block routes the tokens
-// one after another (a few microseconds each, where route() gives every token its own block), so only the
-// smallest passes take this path: batch-1 decode is the one that gains most.
+// (grid-stride), 16-byte weight loads, the first of them issued before waiting on the previous kernel (weights
+// are constants: their latency hides behind it under programmatic launch); then the last block to finish (a
+// counter in global memory, which it resets for the next launch) routes every token and builds the dispatch
+// layout. x: (n, k) bf16, n <= kDecodeRouterTokens; w: (E, k) bf16 with k % 8 == 0, both 16-byte aligned.
+// Where one warp routes (warp_route_fits) and there are at most 32 picks (n * top_k), a warp per token
+// routes and the block builds the layout from the picks in shared memory (picks_layout: a thread per expert
+// and per pick, no block-wide scan, no read-back of the ids through global memory). Else the tokens are routed one after
+// another by the whole block (a few microseconds each, where route() gives every token its own block) and
+// block_layout builds the layout, so only the smallest passes take this path: batch-1 decode gains most.
 constexpr int kDecodeRouterTokens = 4;
 constexpr int kDecodeRouterWarps = 8;
 constexpr int kRouterLoads = 8;
@@ -257,26 +259,69 @@ static_assert(kDecodeRouterWarps * 32 >= kMaxExperts, "the routing block needs a
 static_assert(kDecodeRouterWarps >= kDecodeRouterTokens, "one-warp routing gives each token its own warp");
 static_assert(kMaxExperts <= detail::kBlockLayoutMaxExperts, "block_layout takes every routable expert count");
 
+// block_layout's result for `assignments` <= 32 ids in shared memory (ids outside [0, num_experts) get no
+// row and count nowhere, as there), by every thread of a block with blockDim.x >= num_experts: thread e counts
+// the ids equal to expert e and below it (its count and offset), thread a the ids below assignment a's and
+// the equal ones before it (its row). No atomics, scans or read-back of the ids through global memory.
+__device__ __forceinline__ void picks_layout(const int* ids, int assignments, int num_experts, int64_t* counts,
+                                             int64_t* offsets, int64_t* row_assignment, int64_t* assignment_row) {
+  const int i = threadIdx.x;
+  auto valid = [&](int id) { return id >= 0 && id < num_experts; };
+  if (i < num_experts) {
+    int count = 0, below = 0;
+    for (int b = 0; b < assignments; ++b) {
+      const int other = ids[b];
+      count += other == i;
+      below += valid(other) && other < i;
+    }
+    counts[i] = count;
+    offsets[i] = below;
+  }
+  if (i == 0) {
+    int total = 0;
+    for (int b = 0; b < assignments; ++b) total += valid(ids[b]);
+    offsets[num_experts] = total;
+  }
+  if (i < assignments && valid(ids[i])) {
+    const int mine = ids[i];
+    int row = 0;
+    for (int b = 0; b < assignments; ++b) {
+      const int other = ids[b];
+      row += valid(other) && (other < mine || (other == mine && b < i));
+    }
+    row_assignment[row] = i;
+    assignment_row[i] = row;
+  }
+}
+
 __global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
     const __nv_bfloat16* x, const __nv_bfloat16* w, const float* w_bias, int n, int64_t k, float* logits,
     const float* score_bias, RouterParams p, int32_t* out_expert, float* out_weight, int64_t* counts,
     int64_t* offsets, int64_t* row_assignment, int64_t* assignment_row, unsigned* done) {
-  detail::chain_entry();  // a decode-chain kernel: see launch_chained
+  detail::chain_release();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, e_count = p.num_experts;
-  for (int e = blockIdx.x * kDecodeRouterWarps + warp; e < e_count; e += gridDim.x * kDecodeRouterWarps) {
+  const int first = blockIdx.x * kDecodeRouterWarps + warp, stride = gridDim.x * kDecodeRouterWarps;
+  // kRouterLoads 16-byte loads of the row in flight per lane before any is used (a 2048-wide row in one go):
+  // one load at a time left the pass bound by latency.
+  uint4 wv[kRouterLoads];
+  auto load_weights = [&](int e, int64_t c0) {
     const __nv_bfloat16* we = w + static_cast<int64_t>(e) * k;
+#pragma unroll
+    for (int u = 0; u < kRouterLoads; ++u) {
+      const int64_t c = c0 + u * 32 * 8;
+      wv[u] = c < k ? __ldcs(reinterpret_cast<const uint4*>(we + c)) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  if (first < e_count) load_weights(first, lane * 8);  // before the wait: weights are no earlier kernel's output
+  detail::chain_wait();
+  bool loaded = true;
+  for (int e = first; e < e_count; e += stride) {
     float acc[kDecodeRouterTokens];
 #pragma unroll
     for (int t = 0; t < kDecodeRouterTokens; ++t) acc[t] = 0.f;
-    // kRouterLoads 16-byte loads of the row in flight per lane before any is used (a 2048-wide row in one go):
-    // one load at a time left the pass bound by latency.
     for (int64_t c0 = lane * 8; c0 < k; c0 += kRouterLoads * 32 * 8) {
-      uint4 wv[kRouterLoads];
-#pragma unroll
-      for (int u = 0; u < kRouterLoads; ++u) {
-        const int64_t c = c0 + u * 32 * 8;
-        wv[u] = c < k ? __ldcs(reinterpret_cast<const uint4*>(we + c)) : make_uint4(0, 0, 0, 0);
-      }
+      if (!loaded) load_weights(e, c0);
+      loaded = false;
 #pragma unroll
       for (int u = 0; u < kRouterLoads; ++u) {
         const int64_t c = c0 + u * 32 * 8;
@@ -301,14 +346,29 @@ __global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
       if (lane == 0) logits[t * e_count + e] = v + (w_bias ? w_bias[e] : 0.f);
     }
   }
-  // Last block in: every block's logits are visible after its fence and the counter.
+  // Last block in: every block's logits are visible after the barrier, its first thread's fence and the
+  // counter (the grid-barrier pattern: bar.sync orders the block's writes before thread 0's release).
   __shared__ bool last;
-  __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(done, 1u) == gridDim.x - 1;
+    if (last) __threadfence();
+  }
   __syncthreads();
   if (!last) return;
-  __threadfence();
+  const int assignments = n * p.top_k;
+  if (p.warp && warp_route_fits(p) && assignments <= 32) {
+    __shared__ int picks[32];
+    if (warp < n) {
+      const int pick = route_token_warp(logits, warp, score_bias, p, out_expert, out_weight);
+      if (lane < p.top_k) picks[warp * p.top_k + lane] = pick;
+    }
+    __syncthreads();
+    picks_layout(picks, assignments, e_count, counts, offsets, row_assignment, assignment_row);
+    if (threadIdx.x == 0) *done = 0u;
+    return;
+  }
   if (p.warp && warp_route_fits(p)) {  // a warp per token, side by side
     if (warp < n) route_token_warp(logits, warp, score_bias, p, out_expert, out_weight);
   } else {

@@ -1,0 +1,135 @@
+// The last projection of the routed experts and the combine in one launch, for decode-sized passes:
+// out[t] += sum_s weight[t, s] * (w_e x_r) with e = expert[t, s] and r = assignment_row[t * top_k + s], what
+// grouped_linear into dispatch-ordered rows followed by unpermute gives, without writing or re-reading the
+// expert rows and without the second launch. Grid: (column tiles, tokens); in a block the warps split the
+// token's slots (one slot per warp at top-8), each streaming its expert's kCols weight rows with every 16-byte
+// load of a lane in flight at once; the slots' sums meet in shared memory and are added to out in slot
+// order, as unpermute adds them (deterministic, and equal to the two-launch result: each slot's sum is
+// grouped_linear's arithmetic). Not here: experts shared by several tokens are read once per token (L2 serves
+// the repeats), so larger passes keep the two launches.
+#include "op_common.cuh"
+
+namespace sy::cuda {
+
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kCols = 4;       // output columns per warp
+constexpr int kMaxSlots = 32;  // top_k this kernel takes
+constexpr int kChunk = 1024;   // input columns per round of loads: four 16-byte loads per lane and column in
+                               // flight (Qwen3-30B-A3B's 768-wide expert rows in one round)
+constexpr int kLoads = kChunk / (32 * 8);
+
+// x: (rows, k) f32 in dispatch order; weights: (E,) device addresses of (n, k) bf16 matrices; k % 8 == 0,
+// rows 16-byte aligned. Slots with an expert id outside [0, E) or no matrix add nothing.
+__global__ void __launch_bounds__(kWarps * 32) grouped_linear_combine_kernel(
+    const float* x, const int64_t* assignment_row, const int32_t* expert, const float* weight, int top_k,
+    const uint64_t* weights, int num_experts, float* out, int64_t n, int64_t k) {
+  __shared__ float part[kWarps][kMaxSlots / kWarps * kWarps][kCols];  // [tile][slot][column]
+  detail::chain_entry();  // a decode-chain kernel: see launch_chained
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int slot_warps = top_k < kWarps ? top_k : kWarps, tiles = kWarps / slot_warps;
+  const int tile = warp / slot_warps, first_slot = warp % slot_warps;
+  const int64_t t = blockIdx.y, col0 = (static_cast<int64_t>(blockIdx.x) * tiles + tile) * kCols;
+  if (tile < tiles && col0 < n) {
+    const int cols = static_cast<int>(n - col0 < kCols ? n - col0 : kCols);
+    for (int s = first_slot; s < top_k; s += slot_warps) {
+      const int e = expert[t * top_k + s];
+      const __nv_bfloat16* w =
+          e >= 0 && e < num_experts ? reinterpret_cast<const __nv_bfloat16*>(weights[e]) : nullptr;
+      float acc[kCols];
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) acc[c] = 0.f;
+      if (w) {
+        const float* xr = x + assignment_row[t * top_k + s] * k;
+        for (int64_t k0 = 0; k0 < k; k0 += kChunk) {
+          uint4 packed[kCols][kLoads];
+#pragma unroll
+          for (int c = 0; c < kCols; ++c) {
+#pragma unroll
+            for (int u = 0; u < kLoads; ++u) {
+              const int64_t kk = k0 + lane * 8 + u * 32 * 8;
+              packed[c][u] = c < cols && kk < k ? __ldcs(reinterpret_cast<const uint4*>(w + (col0 + c) * k + kk))
+                                                : make_uint4(0, 0, 0, 0);
+            }
+          }
+          // grouped_linear's order: per lane, 8 products per load, loads in k order, then the butterfly.
+#pragma unroll
+          for (int u = 0; u < kLoads; ++u) {
+            const int64_t kk = k0 + lane * 8 + u * 32 * 8;
+            if (kk >= k) break;
+            const float4* xp = reinterpret_cast<const float4*>(xr + kk);
+            const float4 a = xp[0], b = xp[1];
+#pragma unroll
+            for (int c = 0; c < kCols; ++c) {
+              const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&packed[c][u]);
+              const float2 w0 = __bfloat1622float2(h2[0]), w1 = __bfloat1622float2(h2[1]);
+              const float2 w2 = __bfloat1622float2(h2[2]), w3 = __bfloat1622float2(h2[3]);
+              acc[c] += w0.x * a.x + w0.y * a.y + w1.x * a.z + w1.y * a.w + w2.x * b.x + w2.y * b.y + w3.x * b.z +
+                        w3.y * b.w;
+            }
+          }
+        }
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+          for (int o = 16; o > 0; o >>= 1) acc[c] += __shfl_xor_sync(0xffffffffu, acc[c], o);
+        }
+      }
+      if (lane < kCols) {
+        float v = 0.f;
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) v = c == lane ? acc[c] : v;
+        part[tile][s][lane] = w ? v : 0.f;
+      }
+    }
+  }
+  __syncthreads();
+  // One thread per (tile, column): the residual, then each slot's weighted sum in slot order.
+  if (threadIdx.x < tiles * kCols) {
+    const int my_tile = threadIdx.x / kCols, c = threadIdx.x % kCols;
+    const int64_t col = (static_cast<int64_t>(blockIdx.x) * tiles + my_tile) * kCols + c;
+    if (col < n) {
+      float acc = out[t * n + col];
+      for (int s = 0; s < top_k; ++s) acc += weight[t * top_k + s] * part[my_tile][s][c];
+      out[t * n + col] = acc;
+    }
+  }
+}
+
+}  // namespace
+
+bool grouped_linear_combine_fits(const ExpertWeightTable& w, int top_k) {
+  return w.k % 8 == 0 && top_k >= 1 && top_k <= kMaxSlots;
+}
+
+void grouped_linear_combine(const Tensor& x, const ExpertWeightTable& w, const DeviceDispatchLayout& layout,
+                            const Tensor& expert, const Tensor& weight, Tensor& out) {
+  const char* op = "cuda grouped_linear_combine";
+  detail::require_device(op, "x", x);
+  detail::require_device(op, "expert", expert);
+  detail::require_device(op, "weight", weight);
+  detail::require_device(op, "out", out);
+  detail::require_dtype(op, "x", x, DType::kF32);
+  detail::require_dtype(op, "expert", expert, DType::kI32, DType::kI32);
+  detail::require_dtype(op, "weight", weight, DType::kF32);
+  detail::require_dtype(op, "out", out, DType::kF32);
+  const int64_t tokens = layout.num_tokens, rows = tokens * layout.top_k;
+  SY_REQUIRE(grouped_linear_combine_fits(w, layout.top_k) && x.dim() == 2 && x.size(0) == rows && x.size(1) == w.k &&
+                 out.dim() == 2 && out.size(0) == tokens && out.size(1) == w.n && expert.numel() == rows &&
+                 weight.numel() == rows && layout.num_experts == w.num_experts && layout.assignment_row.defined() &&
+                 layout.assignment_row.numel() == rows && x.is_contiguous() && out.is_contiguous() &&
+                 reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && tokens <= 65535,
+             InvalidArgument, op, "x ", x.describe(), " out ", out.describe(), " expert ", expert.describe(),
+             " weight ", weight.describe(), " for ", tokens, " tokens x top-", layout.top_k, " over experts (", w.n,
+             ", ", w.k, ") x ", w.num_experts, " (k a multiple of 8, top_k at most ", kMaxSlots,
+             ", 16-byte aligned rows)");
+  if (tokens == 0 || w.n == 0) return;
+  const int slot_warps = layout.top_k < kWarps ? layout.top_k : kWarps, tiles = kWarps / slot_warps;
+  const dim3 grid(static_cast<unsigned>((w.n + tiles * kCols - 1) / (tiles * kCols)), static_cast<unsigned>(tokens));
+  detail::launch_chained(grouped_linear_combine_kernel, grid, kWarps * 32, 0, x.f32(), layout.assignment_row.i64(),
+                         expert.i32(), weight.f32(), layout.top_k,
+                         reinterpret_cast<const uint64_t*>(w.pointers.i64()), w.num_experts, out.f32(), w.n, w.k);
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace sy::cuda
