@@ -1,10 +1,14 @@
 // cuda::sample_rows: one token per row of logits, on the device (the CPU reference is ops::sample_row).
-// One 1024-thread block per row. Greedy rows take a block argmax. Other rows rank tokens by a 64-bit key
+// One cluster of kCluster 1024-thread blocks per row (Hopper thread-block clusters): each block walks its
+// slice of the row and every reduction (argmax, sums, histograms) is combined over the cluster through
+// distributed shared memory, in block order. Greedy rows take an argmax. Other rows rank tokens by a 64-bit key
 // (order-preserving logit bits, then the inverted id, so equal logits rank the lower id first) and make
 // three exact selections over those keys by 8-bit radix passes: the top_k-th key (counts), the top-p cut and
 // the draw (probability mass in 2^-40 fixed point). Histograms are integer atomics (aggregated per warp),
-// so the result does not depend on thread scheduling. Each pass rereads the row (vocab floats); nothing is
-// sorted or copied.
+// so the result does not depend on thread scheduling or on how the row is split. Each pass rereads the row
+// (vocab floats); nothing is sorted or copied.
+#include <cooperative_groups.h>
+
 #include <cmath>
 #include <cstdint>
 
@@ -15,7 +19,12 @@ namespace sy::cuda {
 
 namespace {
 
+namespace cg = cooperative_groups;
+
 constexpr int kThreads = 1024;
+// Blocks per row (the largest portable cluster): one block per row was bound by its own instruction issue,
+// ~23 us per pass over a 152K vocabulary and 633 us per draw with top-k and top-p (H100, 2026-12-05).
+constexpr int kCluster = 8;
 constexpr int kBins = 256;
 constexpr float kMassScale = 1099511627776.0f;  // 2^40: a token of the top logit weighs exactly this
 
@@ -42,7 +51,7 @@ __device__ __forceinline__ unsigned long long token_mass(float z, float mx, floa
 
 struct Row {
   const float* z;
-  int vocab;
+  int begin, end;  // this block's slice of the row's tokens
   float mx, inv_t;
   bool counts;  // weight 1 per token (top-k) instead of its mass
   __device__ unsigned long long weight(float v) const { return counts ? 1ull : token_mass(v, mx, inv_t); }
@@ -59,6 +68,46 @@ __device__ unsigned long long block_sum_u64(unsigned long long v, unsigned long 
   return r;
 }
 
+// The sum of v (block-uniform) over the cluster's blocks, for every thread. slot: one shared word. The second
+// cluster barrier keeps every slot until all blocks have read it (and no block exits while another reads).
+__device__ unsigned long long cluster_sum(unsigned long long v, unsigned long long* slot) {
+  cg::cluster_group cluster = cg::this_cluster();
+  if (threadIdx.x == 0) slot[0] = v;
+  cluster.sync();
+  if (threadIdx.x == 0) {
+    unsigned long long total = 0;
+    for (unsigned b = 0; b < cluster.num_blocks(); ++b) total += *cluster.map_shared_rank(slot, b);
+    slot[1] = total;
+  }
+  cluster.sync();
+  return slot[1];
+}
+
+// The argmax over the cluster of each block's winner (v, i) (i = -1: none), ties to the lower id.
+__device__ int cluster_argmax(float v, int i, float* slot_v, int* slot_i) {
+  cg::cluster_group cluster = cg::this_cluster();
+  if (threadIdx.x == 0) {
+    slot_v[0] = v;
+    slot_i[0] = i;
+  }
+  cluster.sync();
+  if (threadIdx.x == 0) {
+    float best_v = -INFINITY;
+    int best_i = -1;
+    for (unsigned b = 0; b < cluster.num_blocks(); ++b) {
+      const float ov = *cluster.map_shared_rank(slot_v, b);
+      const int oi = *cluster.map_shared_rank(slot_i, b);
+      if (detail::beats(ov, oi, best_v, best_i)) {
+        best_v = ov;
+        best_i = oi;
+      }
+    }
+    slot_i[1] = best_i;
+  }
+  cluster.sync();
+  return slot_i[1];
+}
+
 // Calls f(v, i, valid) for every token of the row with kQuadUnroll coalesced 16-byte loads (four tokens each)
 // in flight per thread where the row is 16-byte aligned, kUnroll 4-byte loads for the rest: one 1024-thread
 // block walks a whole row and the walk is bound by the bytes it has in flight (one load at a time took ~170 us
@@ -66,8 +115,11 @@ __device__ unsigned long long block_sum_u64(unsigned long long v, unsigned long 
 // false, v 0), so f may use warp-collective operations; within a thread, ids ascend.
 constexpr int kUnroll = 8;
 constexpr int kQuadUnroll = 6;  // 16-byte loads in flight per thread (8 made ptxas spill at 1024 threads)
+// Tokens [begin, end) of the row z (begin a multiple of 4).
 template <typename F>
-__device__ __forceinline__ void for_each_token(const float* z, int vocab, F&& f) {
+__device__ __forceinline__ void for_each_token(const float* row, int begin, int end, F&& f) {
+  const float* z = row + begin;
+  const int vocab = end > begin ? end - begin : 0;
   const int quads = reinterpret_cast<uintptr_t>(z) % 16 == 0 ? vocab / 4 : 0;
   const float4* z4 = reinterpret_cast<const float4*>(z);
   for (int base = 0; base < quads; base += blockDim.x * kQuadUnroll) {
@@ -81,10 +133,10 @@ __device__ __forceinline__ void for_each_token(const float* z, int vocab, F&& f)
     for (int u = 0; u < kQuadUnroll; ++u) {
       const int q = base + u * blockDim.x + threadIdx.x;
       const bool valid = q < quads;
-      f(v[u].x, 4 * q, valid);
-      f(v[u].y, 4 * q + 1, valid);
-      f(v[u].z, 4 * q + 2, valid);
-      f(v[u].w, 4 * q + 3, valid);
+      f(v[u].x, begin + 4 * q, valid);
+      f(v[u].y, begin + 4 * q + 1, valid);
+      f(v[u].z, begin + 4 * q + 2, valid);
+      f(v[u].w, begin + 4 * q + 3, valid);
     }
   }
   for (int base = 4 * quads; base < vocab; base += blockDim.x * kUnroll) {
@@ -97,7 +149,7 @@ __device__ __forceinline__ void for_each_token(const float* z, int vocab, F&& f)
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int i = base + u * blockDim.x + threadIdx.x;
-      f(v[u], i, i < vocab);
+      f(v[u], begin + i, i < vocab);
     }
   }
 }
@@ -152,13 +204,14 @@ __device__ __forceinline__ void crossing_bin(const unsigned long long* hist, uns
   }
 }
 
-// Total weight of the tokens whose key is >= floor.
-__device__ unsigned long long weight_from(const Row& row, unsigned long long floor, unsigned long long* scratch) {
+// Total weight of the row's tokens whose key is >= floor (over the cluster).
+__device__ unsigned long long weight_from(const Row& row, unsigned long long floor, unsigned long long* scratch,
+                                          unsigned long long* slot) {
   unsigned long long w = 0;
-  for_each_token(row.z, row.vocab, [&](float v, int i, bool valid) {
+  for_each_token(row.z, row.begin, row.end, [&](float v, int i, bool valid) {
     if (valid && rank_key(v, i) >= floor) w += row.weight(v);
   });
-  return block_sum_u64(w, scratch);
+  return cluster_sum(block_sum_u64(w, scratch), slot);
 }
 
 // The unique key tau among tokens with key >= floor such that W(key > tau) <= target < W(key >= tau), W
@@ -166,14 +219,16 @@ __device__ unsigned long long weight_from(const Row& row, unsigned long long flo
 // from the most significant: a histogram of the candidates' current byte, then the bin where the weight
 // above crosses target.
 __device__ unsigned long long select_key(const Row& row, unsigned long long floor, unsigned long long target,
-                                         unsigned long long* hist, unsigned long long* shared_state) {
+                                         unsigned long long* hist, unsigned long long* total,
+                                         unsigned long long* shared_state) {
+  cg::cluster_group cluster = cg::this_cluster();
   unsigned long long prefix = 0, above = 0;
   for (int pass = 0; pass < 8; ++pass) {
     const int shift = 56 - 8 * pass;
     const unsigned long long high_mask = pass == 0 ? 0ull : ~0ull << (shift + 8);
     for (int b = threadIdx.x; b < kBins; b += blockDim.x) hist[b] = 0;
     __syncthreads();
-    for_each_token(row.z, row.vocab, [&](float v, int i, bool valid) {
+    for_each_token(row.z, row.begin, row.end, [&](float v, int i, bool valid) {
       int bin = -1;
       unsigned long long w = 0;
       if (valid) {
@@ -187,51 +242,70 @@ __device__ unsigned long long select_key(const Row& row, unsigned long long floo
       // candidate, and a warp without one skips the match and reductions (most of a pass's cost).
       if (__any_sync(0xffffffffu, bin >= 0)) warp_histogram_add(hist, bin, w);
     });
-    __syncthreads();
-    if (threadIdx.x < 32) crossing_bin(hist, above, target, prefix, shift, shared_state);
+    // The cluster's histogram: every block sums all blocks' bins (integers: exact in any order); the second
+    // barrier keeps each block's bins until every block has read them.
+    cluster.sync();
+    for (int b = threadIdx.x; b < kBins; b += blockDim.x) {
+      unsigned long long sum = 0;
+      for (unsigned r = 0; r < cluster.num_blocks(); ++r) sum += cluster.map_shared_rank(hist, r)[b];
+      total[b] = sum;
+    }
+    cluster.sync();
+    if (threadIdx.x < 32) crossing_bin(total, above, target, prefix, shift, shared_state);
     __syncthreads();
     prefix = shared_state[0];
     above = shared_state[1];
-    __syncthreads();  // shared_state and hist are rewritten by the next pass
+    __syncthreads();  // shared_state is rewritten by the next pass
   }
   return prefix;
 }
 
-// params: (rows, 4) f32 = temperature, top_k, top_p, uniform draw. out: (rows,) int32.
+// params: (rows, 4) f32 = temperature, top_k, top_p, uniform draw. out: (rows,) int32. Grid: rows * kCluster
+// blocks in clusters of kCluster; cluster r / kCluster samples row r, block b of it walks tokens [b c, b c + c)
+// (c a multiple of 4). Every decision is cluster-uniform, so the blocks leave together.
 __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const float* logits, int64_t vocab,
                                                                const float* params, int32_t* out) {
   __shared__ float sval[kThreads / 32];
   __shared__ int sidx[kThreads / 32];
   __shared__ unsigned long long scratch[kThreads / 32];
-  __shared__ unsigned long long hist[kBins];
-  __shared__ unsigned long long state[2];
-  const int64_t r = blockIdx.x;
+  __shared__ unsigned long long hist[kBins], total_hist[kBins];
+  __shared__ unsigned long long state[2], sum_slot[2];
+  __shared__ float arg_v[1];
+  __shared__ int arg_i[2];
+  cg::cluster_group cluster = cg::this_cluster();
+  const int64_t r = blockIdx.x / kCluster;
   const float* z = logits + r * vocab;
   const float temperature = params[r * 4 + 0], top_p = params[r * 4 + 2], u = params[r * 4 + 3];
   const int top_k = static_cast<int>(params[r * 4 + 1]);
   const int n = static_cast<int>(vocab);
+  const int chunk = (n + 4 * kCluster - 1) / (4 * kCluster) * 4;
+  const int begin = min(n, static_cast<int>(cluster.block_rank()) * chunk), end = min(n, begin + chunk);
 
   // Argmax (ties to the lower id): each thread scans its ids upwards, so strict > keeps the lowest.
   float best_v = -INFINITY;
   int best_i = -1;
-  for_each_token(z, n, [&](float v, int i, bool valid) {
+  for_each_token(z, begin, end, [&](float v, int i, bool valid) {
     if (valid && (best_i < 0 || v > best_v)) {
       best_v = v;
       best_i = i;
     }
   });
-  const int top = detail::block_argmax(best_v, best_i, sval, sidx);
+  const int block_top = detail::block_argmax(best_v, best_i, sval, sidx);
+  const int top = cluster_argmax(block_top >= 0 ? z[block_top] : -INFINITY, block_top, arg_v, arg_i);
+  const bool leader = cluster.block_rank() == 0 && threadIdx.x == 0;
   if (temperature == 0.f) {
-    if (threadIdx.x == 0) out[r] = top;
+    if (leader) out[r] = top;
     return;
   }
-  Row row{z, n, z[top], 1.f / temperature, true};
+  Row row{z, begin, end, z[top], 1.f / temperature, true};
   unsigned long long floor = 0;  // tokens with key >= floor are kept
-  if (top_k > 0 && top_k < n) floor = select_key(row, 0, static_cast<unsigned long long>(top_k - 1), hist, state);
+  if (top_k > 0 && top_k < n) {
+    floor = select_key(row, 0, static_cast<unsigned long long>(top_k - 1), hist, total_hist, state);
+  }
   row.counts = false;
-  unsigned long long total = weight_from(row, floor, scratch);  // 2^40 or more unless the row is degenerate
+  unsigned long long total = weight_from(row, floor, scratch, sum_slot);  // 2^40 or more unless degenerate
   if (total == 0) {  // -inf or NaN top logit, or a temperature so small that 1 / T overflows: take the argmax
-    if (threadIdx.x == 0) out[r] = top;
+    if (leader) out[r] = top;
     return;
   }
   if (top_p < 1.f) {
@@ -239,13 +313,13 @@ __global__ void __launch_bounds__(kThreads) sample_rows_kernel(const float* logi
     unsigned long long need = static_cast<unsigned long long>(ceil(static_cast<double>(top_p) * total));
     if (need < 1) need = 1;
     if (need > total) need = total;
-    floor = select_key(row, floor, need - 1, hist, state);
-    total = weight_from(row, floor, scratch);
+    floor = select_key(row, floor, need - 1, hist, total_hist, state);
+    total = weight_from(row, floor, scratch, sum_slot);
   }
   unsigned long long target = static_cast<unsigned long long>(static_cast<double>(u) * total);
   if (target >= total) target = total - 1;
-  const unsigned long long picked = select_key(row, floor, target, hist, state);
-  if (threadIdx.x == 0) out[r] = key_token(picked);
+  const unsigned long long picked = select_key(row, floor, target, hist, total_hist, state);
+  if (leader) out[r] = key_token(picked);
 }
 
 }  // namespace
@@ -265,8 +339,20 @@ void sample_rows(const Tensor& logits, const Tensor& params, Tensor& tokens) {
   SY_REQUIRE(tokens.dtype() == DType::kI32 && tokens.numel() == rows, InvalidArgument, "sample_rows",
              "tokens must be (", rows, ",) int32, got ", tokens.describe());
   if (rows == 0) return;
-  sample_rows_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream()>>>(logits.f32(), vocab, params.f32(),
-                                                                             tokens.i32());
+  SY_REQUIRE(rows * kCluster <= 0x7fffffff, InvalidArgument, "sample_rows", rows, " rows in one call");
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(rows * kCluster));
+  config.blockDim = dim3(kThreads);
+  config.stream = stream();
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = kCluster;
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  SY_CUDA_CHECK(cudaLaunchKernelEx(&config, sample_rows_kernel, static_cast<const float*>(logits.f32()), vocab,
+                                   static_cast<const float*>(params.f32()), tokens.i32()));
   SY_CUDA_CHECK_LAUNCH();
 }
 
