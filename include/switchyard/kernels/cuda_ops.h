@@ -97,7 +97,9 @@ void apply_rope(Tensor& x, const Tensor& positions, const DeviceRope& rope);
 // and v3 (n, kv_heads, dv), all f32, with the bias added, clamped to [-clip, clip] when clip > 0, q and k
 // RMS-normalised per head by q_norm / k_norm (eps) when given, and RoPE'd at `positions`; k and v also go to
 // pool rows `rows` of keys (R, kv_heads, d) and values (R, kv_heads, dv) (f32 or bf16, rounded on store).
-// bias: (qkv width,) f32; q_norm, k_norm: (d,) f32; positions, rows: (n,) int64.
+// bias: (qkv width,) f32; q_norm, k_norm: (d,) f32; positions, rows: (n,) int64. Under programmatic launch
+// positions, rows, the norms and the rotary table are read before the wait on the previous kernel, so they
+// must not be outputs of the kernels launched just before it (the forward pass uploads them before a step).
 struct QkvEpilogueArgs {
   Tensor bias, q_norm, k_norm;
   float clip = 0.f, eps = 1e-6f;

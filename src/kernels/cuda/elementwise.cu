@@ -11,15 +11,33 @@ using detail::load_f;
 namespace {
 
 // One block per row; block-wide sum of squares through shared memory. Writes y (f32) and/or yb (the same
-// values rounded to bf16) where given.
+// values rounded to bf16) where given. A thread's first kNormPer weights are loaded before the wait on the
+// previous kernel (constants of the chain) and its first kNormPer x values are kept in registers, so after
+// the sum only arithmetic and stores remain (a Qwen3-30B-A3B row: two of each per thread); wider rows read
+// the rest as they go.
+constexpr int kNormPer = 8;
 template <typename W>
 __global__ void rms_norm_kernel(const float* x, const W* w, float* y, __nv_bfloat16* yb, int64_t d, float eps) {
-  detail::chain_entry();  // a decode-chain kernel: see launch_chained
   __shared__ float partial[32];
-  const int64_t row = blockIdx.x;
+  const int64_t row = blockIdx.x, step = blockDim.x, far = step * kNormPer;
+  float wv[kNormPer], xv[kNormPer];
+  detail::chain_release();  // a decode-chain kernel: see launch_chained
+#pragma unroll
+  for (int u = 0; u < kNormPer; ++u) {
+    const int64_t j = threadIdx.x + u * step;
+    wv[u] = j < d ? load_f(w, j) : 0.f;
+  }
+  detail::chain_wait();
   const float* xr = x + row * d;
   float ss = 0.f;
-  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) ss += xr[j] * xr[j];
+#pragma unroll
+  for (int u = 0; u < kNormPer; ++u) {
+    const int64_t j = threadIdx.x + u * step;
+    xv[u] = j < d ? xr[j] : 0.f;
+  }
+#pragma unroll
+  for (int u = 0; u < kNormPer; ++u) ss += xv[u] * xv[u];  // the padding adds exact zeros
+  for (int64_t j = threadIdx.x + far; j < d; j += step) ss += xr[j] * xr[j];
   for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
   if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
   __syncthreads();
@@ -30,11 +48,16 @@ __global__ void rms_norm_kernel(const float* x, const W* w, float* y, __nv_bfloa
   }
   __syncthreads();
   const float inv = 1.f / sqrtf(partial[0] / static_cast<float>(d) + eps);
-  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
-    const float o = xr[j] * inv * load_f(w, j);
+  auto put = [&](int64_t j, float o) {
     if (y) y[row * d + j] = o;
     if (yb) yb[row * d + j] = __float2bfloat16(o);
+  };
+#pragma unroll
+  for (int u = 0; u < kNormPer; ++u) {
+    const int64_t j = threadIdx.x + u * step;
+    if (j < d) put(j, xv[u] * inv * wv[u]);
   }
+  for (int64_t j = threadIdx.x + far; j < d; j += step) put(j, xr[j] * inv * load_f(w, j));
 }
 
 // One thread per (token, head, frequency) pair. The angle is rounded to f32 as the CPU reference does, and its

@@ -26,7 +26,12 @@ __global__ void __launch_bounds__(kWarps * 32) grouped_linear_combine_kernel(
     const float* x, const int64_t* assignment_row, const int32_t* expert, const float* weight, int top_k,
     const uint64_t* weights, int num_experts, float* out, int64_t n, int64_t k) {
   __shared__ float part[kWarps][kMaxSlots / kWarps * kWarps][kCols];  // [tile][slot][column]
-  detail::chain_entry();  // a decode-chain kernel: see launch_chained
+  __shared__ uint64_t staged[detail::kStagedExperts];
+  // A decode-chain kernel (see launch_chained); the weight table is staged before the wait.
+  detail::chain_release();
+  detail::stage_pointers(weights, num_experts, staged);
+  detail::chain_wait();
+  __syncthreads();  // the staged table
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int slot_warps = top_k < kWarps ? top_k : kWarps, tiles = kWarps / slot_warps;
   const int tile = warp / slot_warps, first_slot = warp % slot_warps;
@@ -36,7 +41,8 @@ __global__ void __launch_bounds__(kWarps * 32) grouped_linear_combine_kernel(
     for (int s = first_slot; s < top_k; s += slot_warps) {
       const int e = expert[t * top_k + s];
       const __nv_bfloat16* w =
-          e >= 0 && e < num_experts ? reinterpret_cast<const __nv_bfloat16*>(weights[e]) : nullptr;
+          e >= 0 && e < num_experts ? reinterpret_cast<const __nv_bfloat16*>(detail::staged_pointer(weights, staged, e))
+                                    : nullptr;
       float acc[kCols];
 #pragma unroll
       for (int c = 0; c < kCols; ++c) acc[c] = 0.f;

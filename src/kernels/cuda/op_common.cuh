@@ -92,6 +92,19 @@ __device__ __forceinline__ void unpack_bf16x8(const uint4& packed, float (&v)[8]
   }
 }
 
+// Expert weight tables (device addresses, one per expert) staged in shared memory by a chained kernel before
+// its chain_wait: the table is a constant of the chain, so the load of an expert's address after the routing
+// is known becomes a shared-memory read instead of another round trip to L2 on the critical path. Entries
+// from kStagedExperts on stay in global memory (staged_pointer reads them there). The block's threads call
+// stage_pointers together; the staged entries are visible after the block's next __syncthreads.
+constexpr int kStagedExperts = 256;
+__device__ __forceinline__ void stage_pointers(const uint64_t* table, int count, uint64_t* staged) {
+  for (int i = threadIdx.x; i < count && i < kStagedExperts; i += blockDim.x) staged[i] = table[i];
+}
+__device__ __forceinline__ uint64_t staged_pointer(const uint64_t* table, const uint64_t* staged, int e) {
+  return e < kStagedExperts ? staged[e] : table[e];
+}
+
 // The eight floats from p on (16-byte aligned), as two 16-byte loads.
 __device__ __forceinline__ void load_f32x8(const float* p, float (&v)[8]) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];

@@ -28,8 +28,15 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_epilogue_kernel(
     const float* qkv, const float* bias, const float* q_norm, const float* k_norm, const int64_t* positions,
     const float* inv_freq, const int64_t* rows, EpilogueParams p, float* q3, float* k3, float* v3, KV* keys,
     KV* values) {
-  detail::chain_entry();  // a decode-chain kernel: see launch_chained
-  extern __shared__ float scratch[];  // one head row per warp
+  // A decode-chain kernel (see launch_chained). Before the wait, what no kernel of the chain writes: the
+  // token's position and pool row (uploaded before the step), the norm weights, and the token's rotary
+  // cosines and sines, into shared memory; after it only the q|k|v row is loaded.
+  detail::chain_release();
+  extern __shared__ float scratch[];  // one head row per warp, then q_norm, k_norm (d each), cos, sin (half each)
+  float* q_norm_s = scratch + kWarps * p.max_dim;
+  float* k_norm_s = q_norm_s + p.d;
+  float* cos_s = k_norm_s + p.d;
+  float* sin_s = cos_s + p.half;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   float* buf = scratch + warp * p.max_dim;
   const int64_t i = blockIdx.x;
@@ -37,6 +44,17 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_epilogue_kernel(
   const float* row = qkv + i * (qk_cols + static_cast<int64_t>(p.kv_heads) * p.dv);
   const float pos = static_cast<float>(positions[i]);
   const int64_t pool_row = rows[i];
+  for (int j = threadIdx.x; j < p.d; j += blockDim.x) {
+    if (q_norm) q_norm_s[j] = q_norm[j];
+    if (k_norm) k_norm_s[j] = k_norm[j];
+  }
+  for (int f = threadIdx.x; f < p.half; f += blockDim.x) {  // as rope_kernel: the angle in f32, cos/sin in f64
+    const float angle = pos * inv_freq[f];
+    cos_s[f] = static_cast<float>(cos(static_cast<double>(angle))) * p.rope_scaling;
+    sin_s[f] = static_cast<float>(sin(static_cast<double>(angle))) * p.rope_scaling;
+  }
+  detail::chain_wait();
+  __syncthreads();  // the staged tables
   for (int hh = blockIdx.y * kWarps + warp; hh < p.heads + 2 * p.kv_heads; hh += gridDim.y * kWarps) {
     const bool is_q = hh < p.heads, is_k = !is_q && hh < p.heads + p.kv_heads, is_v = !is_q && !is_k;
     const int width = is_v ? p.dv : p.d;
@@ -49,18 +67,16 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_epilogue_kernel(
       buf[j] = v;
       ss += v * v;
     }
-    const float* norm = is_q ? q_norm : (is_k ? k_norm : nullptr);
+    const float* norm = is_q ? (q_norm ? q_norm_s : nullptr) : (is_k && k_norm ? k_norm_s : nullptr);
     if (norm) {
       for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
       const float inv = 1.f / sqrtf(ss / static_cast<float>(width) + p.eps);
       for (int j = lane; j < width; j += 32) buf[j] = buf[j] * inv * norm[j];
     }
     __syncwarp();
-    if (!is_v) {  // RoPE as rope_kernel: the angle in f32, its cosine and sine in f64
+    if (!is_v) {  // RoPE with the staged cosines and sines
       for (int f = lane; f < p.half; f += 32) {
-        const float angle = pos * inv_freq[f];
-        const float c = static_cast<float>(cos(static_cast<double>(angle))) * p.rope_scaling;
-        const float s = static_cast<float>(sin(static_cast<double>(angle))) * p.rope_scaling;
+        const float c = cos_s[f], s = sin_s[f];
         const int i0 = p.interleaved ? 2 * f : f, i1 = p.interleaved ? 2 * f + 1 : f + p.half;
         const float x0 = buf[i0], x1 = buf[i1];
         buf[i0] = x0 * c - x1 * s;
@@ -129,7 +145,7 @@ void qkv_epilogue(const Tensor& qkv, const QkvEpilogueArgs& args, const Tensor& 
   EpilogueParams p{static_cast<int>(heads), static_cast<int>(kv_heads), static_cast<int>(d), static_cast<int>(dv),
                    static_cast<int>(d > dv ? d : dv), args.clip, args.eps, rope.rotary_dim / 2, rope.interleaved,
                    rope.attention_scaling};
-  const size_t smem = sizeof(float) * kWarps * p.max_dim;
+  const size_t smem = sizeof(float) * (kWarps * p.max_dim + 2 * p.d + 2 * p.half);
   const float* bias = args.bias.defined() ? args.bias.f32() : nullptr;
   const float* qn = args.q_norm.defined() ? args.q_norm.f32() : nullptr;
   const float* kn = args.k_norm.defined() ? args.k_norm.f32() : nullptr;
