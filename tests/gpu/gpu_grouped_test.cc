@@ -187,7 +187,9 @@ TEST(GpuGrouped, LinearCombineMatchesCpuAndTwoLaunches) {
     const int64_t rows = c.tokens * c.top_k;
     Tensor expert = Tensor::empty({c.tokens, c.top_k}, DType::kI32);
     for (int64_t i = 0; i < c.tokens; ++i) {  // distinct experts per token, as a router gives
-      for (int s = 0; s < c.top_k; ++s) expert.i32()[i * c.top_k + s] = static_cast<int32_t>((i * 5 + s * 3) % c.experts);
+      for (int s = 0; s < c.top_k; ++s) {
+        expert.i32()[i * c.top_k + s] = static_cast<int32_t>((i * 5 + s * 3) % c.experts);
+      }
     }
     if (c.hole) expert.i32()[rows - 2] = -1;
     const Tensor expert_d = cuda::to_device(expert);

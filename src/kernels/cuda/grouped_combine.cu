@@ -4,8 +4,8 @@
 // expert rows and without the second launch. Grid: (column tiles, tokens); in a block the warps split the
 // token's slots (one slot per warp at top-8), each streaming its expert's kCols weight rows with every 16-byte
 // load of a lane in flight at once; the slots' sums meet in shared memory and are added to out in slot
-// order, as unpermute adds them (deterministic, and equal to the two-launch result: each slot's sum is
-// grouped_linear's arithmetic). Not here: experts shared by several tokens are read once per token (L2 serves
+// order, as unpermute adds them (deterministic, and the same arithmetic as the two launches: each slot's sum
+// is grouped_linear's). Not here: experts shared by several tokens are read once per token (L2 serves
 // the repeats), so larger passes keep the two launches.
 #include "op_common.cuh"
 
@@ -25,7 +25,7 @@ constexpr int kLoads = kChunk / (32 * 8);
 __global__ void __launch_bounds__(kWarps * 32) grouped_linear_combine_kernel(
     const float* x, const int64_t* assignment_row, const int32_t* expert, const float* weight, int top_k,
     const uint64_t* weights, int num_experts, float* out, int64_t n, int64_t k) {
-  __shared__ float part[kWarps][kMaxSlots / kWarps * kWarps][kCols];  // [tile][slot][column]
+  __shared__ float part[kWarps][kMaxSlots][kCols];  // [tile][slot][column]
   __shared__ uint64_t staged[detail::kStagedExperts];
   // A decode-chain kernel (see launch_chained); the weight table is staged before the wait.
   detail::chain_release();

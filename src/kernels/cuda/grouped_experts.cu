@@ -85,19 +85,19 @@ __global__ void __launch_bounds__(kWarps * 32, kRows == 1 ? 3 : 2) grouped_linea
                                                                     float* y, int64_t n, int64_t k) {
   constexpr int kOut = kGated ? kColsPerWarp / 2 : kColsPerWarp;  // output columns per warp
   __shared__ int src_rows[kWarps][kRows];
-  __shared__ uint64_t staged[kGated ? 2 : 1][detail::kStagedExperts];
+  constexpr int kUp = kGated ? 1 : 0;  // the up table's slot (only gated kernels have one)
+  __shared__ uint64_t staged[kUp + 1][detail::kStagedExperts];
   // A decode-chain kernel (see launch_chained); the weight tables are staged before the wait.
   detail::chain_release();
   detail::stage_pointers(weights, num_experts, staged[0]);
-  if (kGated) detail::stage_pointers(up_weights, num_experts, staged[kGated ? 1 : 0]);
+  if (kGated) detail::stage_pointers(up_weights, num_experts, staged[kUp]);
   detail::chain_wait();
   const int e = active_expert(offsets, num_experts);  // its barrier makes the staged tables visible
   if (e < 0) return;
   const int64_t lo = offsets[e], hi = offsets[e + 1];
   const __nv_bfloat16* w = reinterpret_cast<const __nv_bfloat16*>(detail::staged_pointer(weights, staged[0], e));
   const __nv_bfloat16* wu =
-      kGated ? reinterpret_cast<const __nv_bfloat16*>(detail::staged_pointer(up_weights, staged[kGated ? 1 : 0], e))
-             : nullptr;
+      kGated ? reinterpret_cast<const __nv_bfloat16*>(detail::staged_pointer(up_weights, staged[kUp], e)) : nullptr;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t col0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * kOut;
   if (col0 >= n) return;

@@ -1,5 +1,6 @@
 // CUDA fused router: scores, group-limited top-k, combine weights, one block per token with a thread per
-// expert (rounded up to whole warps; thread j owns expert j); argmax and reductions by warp shuffles.
+// expert (rounded up to whole warps; thread j owns expert j); argmax and reductions by warp shuffles, or by
+// one warp per token with redux.sync top-k rounds where the routing allows (set_warp_routing).
 // Mirrors sy::moe::route decision for decision. Also the decode router: the router GEMV, the routing and the
 // dispatch layout of a decode-sized pass in one launch. Not here: several tokens per block for small expert
 // counts.
@@ -249,9 +250,10 @@ __global__ void __launch_bounds__(kMaxExperts) router_kernel(const float* logits
 // layout. x: (n, k) bf16, n <= kDecodeRouterTokens; w: (E, k) bf16 with k % 8 == 0, both 16-byte aligned.
 // Where one warp routes (warp_route_fits) and there are at most 32 picks (n * top_k), a warp per token
 // routes and the block builds the layout from the picks in shared memory (picks_layout: a thread per expert
-// and per pick, no block-wide scan, no read-back of the ids through global memory). Else the tokens are routed one after
-// another by the whole block (a few microseconds each, where route() gives every token its own block) and
-// block_layout builds the layout, so only the smallest passes take this path: batch-1 decode gains most.
+// and per pick, no block-wide scan, no read-back of the ids through global memory). Else the tokens are
+// routed one after another by the whole block (a few microseconds each, where route() gives every token its
+// own block) and block_layout builds the layout, so only the smallest passes take this path: batch-1 decode
+// gains most.
 constexpr int kDecodeRouterTokens = 4;
 constexpr int kDecodeRouterWarps = 8;
 constexpr int kRouterLoads = 8;

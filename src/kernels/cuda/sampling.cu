@@ -108,14 +108,14 @@ __device__ int cluster_argmax(float v, int i, float* slot_v, int* slot_i) {
   return slot_i[1];
 }
 
-// Calls f(v, i, valid) for every token of the row with kQuadUnroll coalesced 16-byte loads (four tokens each)
-// in flight per thread where the row is 16-byte aligned, kUnroll 4-byte loads for the rest: one 1024-thread
-// block walks a whole row and the walk is bound by the bytes it has in flight (one load at a time took ~170 us
-// per pass over a 152K vocabulary). The trip count is block-uniform and f also runs for padding slots (valid
-// false, v 0), so f may use warp-collective operations; within a thread, ids ascend.
+// Calls f(v, i, valid) for tokens [begin, end) of the row (begin a multiple of 4: the block's slice) with
+// kQuadUnroll coalesced 16-byte loads (four tokens each) in flight per thread where the slice is 16-byte
+// aligned, kUnroll 4-byte loads for the rest: a block's walk is bound by the bytes it has in flight (one load
+// at a time took ~170 us per pass over a 152K vocabulary in one block). The trip count is block-uniform and f
+// also runs for padding slots (valid false, v 0), so f may use warp-collective operations; within a thread,
+// ids ascend.
 constexpr int kUnroll = 8;
 constexpr int kQuadUnroll = 6;  // 16-byte loads in flight per thread (8 made ptxas spill at 1024 threads)
-// Tokens [begin, end) of the row z (begin a multiple of 4).
 template <typename F>
 __device__ __forceinline__ void for_each_token(const float* row, int begin, int end, F&& f) {
   const float* z = row + begin;
