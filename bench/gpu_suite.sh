@@ -64,8 +64,9 @@ if want decode; then
   # The decode chain's switches one at a time (SY_DECODE_AB, ';'-separated, replaces the list; SY_DECODE_BATCHES
   # replaces the batch sizes above, SY_DECODE_AB_BATCHES the A/B runs' 1,2): programmatic dependent launch, the
   # dense GEMV below cuBLAS, the input norm folded into q|k|v, the one-warp routing, down and the combine in
-  # one launch, each on by default, against what it replaced.
-  IFS=';' read -r -a ab <<<"${SY_DECODE_AB:-SY_PDL=0;SY_DENSE_GEMV=0;SY_FUSED_NORM=0;SY_WARP_ROUTE=0;SY_FUSED_COMBINE=0}"
+  # one launch, each on by default, against what it replaced; and the grouped decode attention (off by
+  # default until measured) against the per-head kernel.
+  IFS=';' read -r -a ab <<<"${SY_DECODE_AB:-SY_PDL=0;SY_DENSE_GEMV=0;SY_FUSED_NORM=0;SY_WARP_ROUTE=0;SY_FUSED_COMBINE=0;SY_GROUPED_ATTENTION=1}"
   ab_batches=${SY_DECODE_AB_BATCHES:-1,2}
   for flags in "${ab[@]}"; do
     echo "== the same at batches $ab_batches with $flags"
@@ -79,6 +80,9 @@ if want long; then
     --decode-steps 32 2>&1 | tail -n 4
   SY_ATTENTION_KEY_SPLITS=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
     --batches 1,8 --prompt-len 2048 --decode-steps 32 2>&1 | tail -n 4
+  echo "== the same with the grouped decode attention (a cluster per query and key head; SY_GROUPED_ATTENTION=1)"
+  SY_GROUPED_ATTENTION=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
+    --batches 1,8 --prompt-len 2048 --decode-steps 32 2>&1 | tail -n 2
 fi
 if want attention; then
   echo "== causal prefill attention (cuda::attention, cuda::flash_attention; SDPA under torch)"

@@ -130,6 +130,9 @@ struct GpuState {
   // is found: SY_CUDNN_ATTENTION=1 at upload.
   bool flash_cudnn = false;
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
+  // Paged attention grouped by key head, one cluster per (query, key head) (AttentionArgs::grouped_decode):
+  // off until measured on a GPU; SY_GROUPED_ATTENTION=1 at upload turns it on.
+  bool grouped_attention = false;
   bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
   const void* graph_pool = nullptr;
   std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs;
@@ -480,6 +483,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   if (const char* env = std::getenv("SY_DECODE_ROUTE")) s->decode_route = std::string(env) != "0";
   if (const char* env = std::getenv("SY_FUSED_NORM")) s->fused_norm = std::string(env) != "0";
   if (const char* env = std::getenv("SY_FUSED_COMBINE")) s->fused_combine = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_GROUPED_ATTENTION")) s->grouped_attention = std::string(env) != "0";
   s->flash_sm90 = cuda::flash_attention_sm90_supported();
   s->sm90_experts = cuda::grouped_gemm_sm90_supported();
   if (const char* env = std::getenv("SY_FLASH_SM90")) {
@@ -830,6 +834,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     args.window = c.layer_sliding_window[l];
     args.sinks = w.sinks;
     args.key_splits = s.key_splits;
+    args.grouped_decode = s.grouped_attention;
     args.sm90 = s.flash_sm90;
     args.cudnn = s.flash_cudnn;
     Tensor att;  // (n, heads * dv)

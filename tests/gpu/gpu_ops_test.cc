@@ -893,6 +893,47 @@ TEST(GpuOps, PagedAttentionMatchesCpu) {
                InvalidArgument);
 }
 
+// The grouped decode kernel (AttentionArgs::grouped_decode: a thread-block cluster per (query, key head))
+// against the CPU paged attention on bf16 pools: groups of 1, 3, 4, 8 and 16 query heads per key head (one,
+// two and four heads per warp, idle warps), head dims 64 and 128, one key to 700 (fewer keys than the
+// cluster's blocks, several steps per block, part-filled last steps), window + sinks, and a prefill chunk of
+// five queries. Passes it does not take (f32 pools) run the per-head kernel with the same answer.
+TEST(GpuOps, GroupedDecodeAttentionMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  struct Case { int64_t heads, kv_heads, d; };
+  const PagedBatch batch(16, {1, 37, 700, 130, 260}, {1, 1, 1, 1, 5});
+  const int64_t rows = batch.total_blocks * batch.bs;
+  for (Case c : {Case{8, 8, 128}, Case{8, 2, 128}, Case{32, 4, 128}, Case{16, 1, 64}, Case{12, 4, 64}}) {
+    Tensor q = rand_tensor({batch.t, c.heads, c.d}), sinks = rand_tensor({c.heads}, 2.f);
+    const Tensor k = rand_tensor({rows, c.kv_heads, c.d}).to(DType::kBF16);
+    const Tensor v = rand_tensor({rows, c.kv_heads, c.d}).to(DType::kBF16);
+    const Tensor qd = cuda::to_device(q);
+    for (DType pool : {DType::kBF16, DType::kF32}) {
+      const Tensor kd = cuda::to_device(k.to(pool)), vd = cuda::to_device(v.to(pool));
+      EXPECT_EQ(cuda::grouped_decode_fits(qd, kd, vd), pool == DType::kBF16);
+      for (int window : {0, 50}) {
+        ops::AttentionOptions opt;
+        opt.scale = 1.f / std::sqrt(static_cast<float>(c.d));
+        opt.window = window;
+        opt.sinks = window > 0 ? &sinks : nullptr;
+        Tensor ref = Tensor::empty({batch.t, c.heads, c.d}, DType::kF32);
+        ops::paged_attention(q, k.to(DType::kF32), v.to(DType::kF32), batch.pos, batch.seqs, batch.bs, opt, ref);
+        cuda::AttentionArgs args;
+        args.scale = opt.scale;
+        args.window = window;
+        if (window > 0) args.sinks = cuda::to_device(sinks);
+        args.grouped_decode = true;
+        Tensor out = poisoned_device({batch.t, c.heads, c.d});
+        batch.run_gpu(qd, kd, vd, args, out);
+        expect_close("grouped decode attention " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) +
+                         " heads d=" + std::to_string(c.d) + " " + dtype_name(pool) + " window " +
+                         std::to_string(window),
+                     out, ref, kAttentionTol);
+      }
+    }
+  }
+}
+
 // MLA's absorbed form: one shared key row per token (kv_heads 1, dk = rank + rope = 576) whose first 512
 // columns are the values (a strided view of the keys, dv 512: the 16-per-lane accumulator), 16 query heads.
 TEST(GpuOps, PagedAttentionAbsorbedMlaShapeMatchesCpu) {

@@ -183,6 +183,11 @@ struct AttentionArgs {
   // paged_attention: blocks per (query, head) over its keys for decode-sized passes; 0 picks from the batch
   // size (passes with enough (query, head) pairs to fill the GPU always use one).
   int key_splits = 0;
+  // paged_attention: where it applies (bf16 pools, head dims 64 or 128 for keys and values alike, at most 16
+  // query heads per key head), a thread-block cluster per (query, key head) computes the group's query heads
+  // together, reading each key and value row once for the group, and merges its blocks' key runs through
+  // distributed shared memory (one launch; key_splits does not apply). Elsewhere the per-head kernel runs.
+  bool grouped_decode = false;
   // flash_attention: the Hopper kernel (wgmma, 128-query tiles) where it applies: head dims 128/128 on a
   // compute capability 9.0 GPU with this build's sm_90a code; elsewhere the FlashAttention-2 kernel runs.
   bool sm90 = false;
@@ -227,6 +232,10 @@ bool flash_attention_cudnn_compiled();  // whether this build found cuDNN's head
 void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                      const Tensor& table_start, const Tensor& block_tables, int64_t block_size,
                      const AttentionArgs& args, Tensor& out);
+// Whether paged_attention with AttentionArgs::grouped_decode takes the grouped kernel for these operands: q
+// (t, heads, d) contiguous, bf16 pool views k, v (rows, kv_heads, d) with 16-byte aligned rows, d 64 or 128
+// for keys and values alike, at most 16 query heads per key head.
+bool grouped_decode_fits(const Tensor& q, const Tensor& k, const Tensor& v);
 
 // Routed experts in one launch per projection, without host synchronisation (grouped_experts.cu): rows
 // [offsets[e], offsets[e+1]) of x go through expert e's weight. x: (rows, k) f32; offsets: (E+1,) int64 on the

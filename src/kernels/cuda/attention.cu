@@ -10,6 +10,7 @@
 #include <cmath>
 #include <initializer_list>
 
+#include "grouped_decode_attention.cuh"
 #include "op_common.cuh"
 
 namespace sy::cuda {
@@ -267,6 +268,10 @@ void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
     SY_REQUIRE(args.sinks.numel() == heads, InvalidArgument, op, "sinks ", args.sinks.describe());
   }
   if (t == 0 || heads == 0) return;
+  if (args.grouped_decode && grouped_decode_fits(q, k, v) && out.is_contiguous()) {
+    detail::grouped_decode_attention(q, k, v, positions, table_start, block_tables, block_size, args, out);
+    return;
+  }
   AttnParams p{heads, kv_heads, dk, dv, k.size(0), k.strides()[0], k.strides()[1], v.strides()[0], v.strides()[1],
                args.scale, args.window};
   PagedRows paged{table_start.i64(), block_tables.i32(), block_size};
