@@ -187,6 +187,23 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithBlockRouting) {
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
+// With the grouped decode attention (SY_GROUPED_ATTENTION=1: a cluster per query and key head, off by
+// default) through whole batched decode and chunked-prefill passes; models it does not fit take the per-head
+// kernel.
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithGroupedAttention) {
+  SY_SKIP_WITHOUT_GPU();
+  ScopedEnv env("SY_GROUPED_ATTENTION", "1");
+  check_batched_logits(GetParam(), Experts::kGemv);
+}
+
+// And with down and the combine as two launches (SY_FUSED_COMBINE=0; one launch is the default for passes of
+// up to 4 tokens).
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithUnfusedCombine) {
+  SY_SKIP_WITHOUT_GPU();
+  ScopedEnv env("SY_FUSED_COMBINE", "0");
+  check_batched_logits(GetParam(), Experts::kGemv);
+}
+
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughCublasGroupedExperts) {
   SY_SKIP_WITHOUT_GPU();
   check_batched_logits(GetParam(), Experts::kCublas);
