@@ -252,26 +252,11 @@ template <int kD, int kHeads>
 void launch(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, const Tensor& table_start,
             const Tensor& block_tables, const float* sinks, const GqaParams& p, Tensor& out) {
   const size_t smem = smem_bytes(kD, kHeads, p.group);
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(q.size(0) * p.kv_heads * kCluster));
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream();
-  cudaLaunchAttribute attribute[2];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = kCluster;
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  attribute[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[1].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = detail::programmatic_launch() ? 2 : 1;
   using bf16 = __nv_bfloat16;
-  SY_CUDA_CHECK(cudaLaunchKernelEx(&config, grouped_decode_kernel<kD, kHeads>, static_cast<const float*>(q.f32()),
-                                   static_cast<const bf16*>(k.raw()), static_cast<const bf16*>(v.raw()),
-                                   static_cast<const int64_t*>(positions.i64()),
-                                   static_cast<const int64_t*>(table_start.i64()),
-                                   static_cast<const int32_t*>(block_tables.i32()), sinks, p, out.f32()));
+  const dim3 grid(static_cast<unsigned>(q.size(0) * p.kv_heads * kCluster));
+  detail::launch_ex(grouped_decode_kernel<kD, kHeads>, grid, dim3(kThreads), smem, kCluster, /*chained=*/true,
+                    q.f32(), static_cast<const bf16*>(k.raw()), static_cast<const bf16*>(v.raw()), positions.i64(),
+                    table_start.i64(), block_tables.i32(), sinks, p, out.f32());
   SY_CUDA_CHECK_LAUNCH();
 }
 

@@ -62,9 +62,27 @@ __device__ __forceinline__ void chain_entry() {
   chain_release();
   chain_wait();
 }
+// Launches kernel on stream() in thread-block clusters of `cluster` blocks along x (1: no clusters; Hopper),
+// and with programmatic dependent launch where `chained` and programmatic_launch() (a decode-chain kernel);
+// a plain <<<>>> launch when neither applies.
 template <typename... Params, typename... Args>
-void launch_chained(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, Args... args) {
-  if (!programmatic_launch()) {
+void launch_ex(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, unsigned cluster, bool chained,
+               Args... args) {
+  cudaLaunchAttribute attribute[2];
+  unsigned count = 0;
+  if (cluster > 1) {
+    attribute[count].id = cudaLaunchAttributeClusterDimension;
+    attribute[count].val.clusterDim.x = cluster;
+    attribute[count].val.clusterDim.y = 1;
+    attribute[count].val.clusterDim.z = 1;
+    ++count;
+  }
+  if (chained && programmatic_launch()) {
+    attribute[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[count].val.programmaticStreamSerializationAllowed = 1;
+    ++count;
+  }
+  if (count == 0) {
     kernel<<<grid, block, smem, stream()>>>(args...);
     return;
   }
@@ -73,12 +91,13 @@ void launch_chained(void (*kernel)(Params...), dim3 grid, dim3 block, size_t sme
   config.blockDim = block;
   config.dynamicSmemBytes = smem;
   config.stream = stream();
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
   config.attrs = attribute;
-  config.numAttrs = 1;
+  config.numAttrs = count;
   SY_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, args...));  // the same implicit conversions as <<<>>>
+}
+template <typename... Params, typename... Args>
+void launch_chained(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, Args... args) {
+  launch_ex(kernel, grid, block, smem, 1, true, args...);
 }
 
 // The eight bf16 values of a 16-byte load, widened to f32.

@@ -340,19 +340,8 @@ void sample_rows(const Tensor& logits, const Tensor& params, Tensor& tokens) {
              "tokens must be (", rows, ",) int32, got ", tokens.describe());
   if (rows == 0) return;
   SY_REQUIRE(rows * kCluster <= 0x7fffffff, InvalidArgument, "sample_rows", rows, " rows in one call");
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(rows * kCluster));
-  config.blockDim = dim3(kThreads);
-  config.stream = stream();
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = kCluster;
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
-  SY_CUDA_CHECK(cudaLaunchKernelEx(&config, sample_rows_kernel, static_cast<const float*>(logits.f32()), vocab,
-                                   static_cast<const float*>(params.f32()), tokens.i32()));
+  detail::launch_ex(sample_rows_kernel, dim3(static_cast<unsigned>(rows * kCluster)), dim3(kThreads), 0, kCluster,
+                    /*chained=*/false, logits.f32(), vocab, params.f32(), tokens.i32());
   SY_CUDA_CHECK_LAUNCH();
 }
 
