@@ -5,7 +5,7 @@
 # benchmarks, the serving benchmark with --device cuda on the built-in model, their PyTorch peers, and with
 # SY_NCU=1 an Nsight Compute ranking of a decode step's kernels (bench/ncu_summary.py).
 # Usage: bench/gpu_suite.sh BIN_DIR LIB_DIR [SECTIONS] (binaries from scripts/pack-gpu-carry). SECTIONS is a
-# comma list of tests, memcheck, serve, layer, nccl, decode, long, attention, sm90, deepseek, ncu, torch
+# comma list of tests, memcheck, serve, layer, nccl, decode, long, attention, sm90, deepseek, trace, ncu, torch
 # (default: all but ncu, which SY_NCU=1 adds); the whole suite takes longer than one 10-minute device call, so
 # split it, e.g. "tests,layer,attention", then "decode,sm90", then "memcheck", then
 # "long,deepseek,serve,nccl,torch" (calls back to back: an idle machine is handed back within a minute).
@@ -61,12 +61,13 @@ if want decode; then
   timeout 300 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
     --batches "${SY_DECODE_BATCHES:-1,2,4,8,32,64}" \
     --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/bench_gpu_decode.txt" | tail -n 14
-  # The decode chain's switches one at a time (SY_DECODE_AB, ';'-separated, replaces the list; SY_DECODE_BATCHES
-  # replaces the batch sizes above, SY_DECODE_AB_BATCHES the A/B runs' 1,2): programmatic dependent launch, the
-  # dense GEMV below cuBLAS, the input norm folded into q|k|v, the one-warp routing, down and the combine in
-  # one launch, each on by default, against what it replaced; and the grouped decode attention (off by
-  # default until measured) against the per-head kernel.
-  IFS=';' read -r -a ab <<<"${SY_DECODE_AB:-SY_PDL=0;SY_DENSE_GEMV=0;SY_FUSED_NORM=0;SY_WARP_ROUTE=0;SY_FUSED_COMBINE=0;SY_GROUPED_ATTENTION=1}"
+  # The decode chain's switches that are off by default until measured, one at a time (SY_DECODE_AB,
+  # ';'-separated, replaces the list; SY_DECODE_BATCHES replaces the batch sizes above, SY_DECODE_AB_BATCHES the
+  # A/B runs' 1,2): the cluster finish of the decode router, the combine reading its routing before its wait,
+  # decode attention reading its first cached key before its wait, the q|k|v epilogue folded into decode
+  # attention, the grouped decode attention. The established ones can be listed to see what they still give:
+  # SY_PDL=0, SY_DENSE_GEMV=0, SY_FUSED_NORM=0, SY_WARP_ROUTE=0, SY_FUSED_COMBINE=0.
+  IFS=';' read -r -a ab <<<"${SY_DECODE_AB:-SY_CLUSTER_ROUTE=1;SY_EARLY_COMBINE=1;SY_PREFETCH_KEYS=1;SY_FUSED_ATTENTION=1;SY_GROUPED_ATTENTION=1}"
   ab_batches=${SY_DECODE_AB_BATCHES:-1,2}
   for flags in "${ab[@]}"; do
     echo "== the same at batches $ab_batches with $flags"
@@ -103,6 +104,24 @@ if want deepseek; then
     --decode-steps 32 2>&1 | tail -n 5
   timeout 200 "$bin/bench_gpu_decode" --config bench/configs/deepseek_v2_lite.json --batches 1,8 --prompt-len 2048 \
     --decode-steps 32 2>&1 | tail -n 4
+fi
+if want trace; then  # where a decode step's time goes with the kernels overlapping as they do in a real step
+  echo "== chain trace: batch-1 decode steps, kernel by kernel (CUPTI; bench/chain_trace_report.py)"
+  # SY_TRACE_AB (';'-separated switch sets) traces the same with each set; "" is the default configuration.
+  IFS=';' read -r -a trace_ab <<<"${SY_TRACE_AB:-}"
+  [ ${#trace_ab[@]} -eq 0 ] && trace_ab=("")
+  if [ -f "$lib/libsy_chain_trace.so" ]; then
+    for flags in "${trace_ab[@]}"; do
+      name=$(echo "${flags:-default}" | tr -c 'A-Za-z0-9_=\n' '_')
+      echo "-- ${flags:-default}"
+      env $flags CUDA_INJECTION64_PATH="$lib/libsy_chain_trace.so" SY_CHAIN_TRACE_OUT="$out/chain_trace_$name.txt" \
+        timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1 \
+        --prompt-len 128 --decode-steps 16 2>&1 | grep -E "^\| [0-9]|chain trace"
+      python3 bench/chain_trace_report.py "$out/chain_trace_$name.txt" | head -n 40
+    done
+  else
+    echo "no $lib/libsy_chain_trace.so (scripts/pack-gpu-carry builds it where the CUPTI headers can be fetched)"
+  fi
 fi
 if want ncu; then  # where the time of a decode step goes, kernel by kernel
   echo "== Nsight Compute: kernels of batch-1 decode on a 2-layer cut"

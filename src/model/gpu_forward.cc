@@ -50,6 +50,9 @@ constexpr int64_t kFlashMinTokens = 64;
 // The device inputs of one pass (all int64 but the int32 block tables).
 struct DeviceBatch {
   int64_t n = 0;  // query tokens
+  // Every sequence of the pass has one query row (a decode step): no query reads a key another query of the
+  // pass writes, so the keys before each query's position are all in the pool before the pass.
+  bool decode_only = false;
   Tensor ids, positions, rows, starts, tables, logit_rows;
   // Query rows [first, second) of sequences whose chunk is a whole fresh prompt (positions 0..len-1) long
   // enough for the tensor-core prefill kernel; every other row runs the paged kernel. Sorted, disjoint.
@@ -119,6 +122,17 @@ struct GpuState {
   // Grouped-GEMV passes of up to kCombineMaxTokens tokens: the down projection and the weighted combine in one
   // launch (cuda::grouped_linear_combine; SY_FUSED_COMBINE=0: grouped_linear then unpermute).
   bool fused_combine = true;
+  // The fused combine reads its routing and issues its first weight loads before waiting for gate|up, which
+  // then releases it only after its own wait (grouped_swiglu's release_after_wait, grouped_linear_combine's
+  // routing_ready). Off by default until measured on a GPU; SY_EARLY_COMBINE=1 at upload turns it on.
+  bool early_combine = false;
+  // Decode passes tell the per-head paged attention that their cached keys are ready
+  // (AttentionArgs::cached_keys_ready: each warp's first key row is read before the programmatic-launch wait).
+  // Off by default until measured on a GPU; SY_PREFETCH_KEYS=1 at upload turns it on.
+  bool prefetch_keys = false;
+  // Decode passes fold the q|k|v epilogue into the per-head paged attention (cuda::paged_attention_qkv: one
+  // launch fewer per layer). Off by default until measured on a GPU; SY_FUSED_ATTENTION=1 at upload turns it on.
+  bool fused_attention = false;
   // Prefill-sized MoE passes through the Hopper grouped GEMM (cuda::grouped_swiglu_sm90 / grouped_linear_sm90)
   // instead of cuBLAS's grouped call: on by default where the GPU runs it (1.3-1.6x cuBLAS's grouped call on
   // an H100, docs/benchmarks.md); SY_SM90_EXPERTS=0 at upload turns it off.
@@ -367,9 +381,13 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
   Tensor expert_out;  // (rows, hidden) f32 or bf16, in dispatch order
   if (gemv) {
     Tensor g = Tensor::empty({rows, t[0].n}, DType::kF32, Device::kCuda);
+    const bool fuse_combine = s.fused_combine && n <= kCombineMaxTokens && !s.expert_bias[l][2].defined() &&
+                              cuda::grouped_linear_combine_fits(t[2], c.moe.top_k);
+    bool routing_ready = false;  // the combine may read the routing before its wait (see GpuState)
     if (!s.expert_bias[l][0].defined() && !s.expert_bias[l][1].defined() && c.moe.swiglu_limit <= 0) {
       // Gate, up and SiLU in one pass, reading each row's token from h through the layout (no permute).
-      cuda::grouped_swiglu(h, t[0], t[1], layout, g);
+      routing_ready = fuse_combine && s.early_combine;
+      cuda::grouped_swiglu(h, t[0], t[1], layout, g, /*release_after_wait=*/routing_ready);
     } else {  // gpt-oss: biases before the clamped activation
       Tensor permuted = Tensor::empty({rows, hidden}, DType::kF32, Device::kCuda);
       cuda::permute(h, layout, permuted);
@@ -380,10 +398,9 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
       add_biases(s, l, 1, u, expert, layout);
       activate(c.moe, g, u);
     }
-    if (s.fused_combine && n <= kCombineMaxTokens && !s.expert_bias[l][2].defined() &&
-        cuda::grouped_linear_combine_fits(t[2], c.moe.top_k)) {
+    if (fuse_combine) {
       // Down and the weighted combine into out in one launch (no expert rows written).
-      cuda::grouped_linear_combine(g, t[2], layout, expert, weight, out);
+      cuda::grouped_linear_combine(g, t[2], layout, expert, weight, out, routing_ready);
       add_shared_expert(s, l, hb, out);
       return;
     }
@@ -483,6 +500,9 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   if (const char* env = std::getenv("SY_DECODE_ROUTE")) s->decode_route = std::string(env) != "0";
   if (const char* env = std::getenv("SY_FUSED_NORM")) s->fused_norm = std::string(env) != "0";
   if (const char* env = std::getenv("SY_FUSED_COMBINE")) s->fused_combine = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_EARLY_COMBINE")) s->early_combine = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_PREFETCH_KEYS")) s->prefetch_keys = std::string(env) != "0";
+  if (const char* env = std::getenv("SY_FUSED_ATTENTION")) s->fused_attention = std::string(env) != "0";
   if (const char* env = std::getenv("SY_GROUPED_ATTENTION")) s->grouped_attention = std::string(env) != "0";
   s->flash_sm90 = cuda::flash_attention_sm90_supported();
   s->sm90_experts = cuda::grouped_gemm_sm90_supported();
@@ -520,6 +540,8 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   }
   // Routing in one warp where it applies (on by default; SY_WARP_ROUTE=0 routes with the whole block).
   if (const char* env = std::getenv("SY_WARP_ROUTE")) cuda::set_warp_routing(std::string(env) != "0");
+  // The decode router's cluster finish (off by default; SY_CLUSTER_ROUTE=1 turns it on).
+  if (const char* env = std::getenv("SY_CLUSTER_ROUTE")) cuda::set_cluster_routing(std::string(env) != "0");
   // Dense projections of up to SY_DENSE_GEMV rows (0 to 4; 0: always cuBLAS) through our GEMV; process-wide.
   if (const char* env = std::getenv("SY_DENSE_GEMV")) {
     const std::string v = env;
@@ -835,6 +857,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     args.sinks = w.sinks;
     args.key_splits = s.key_splits;
     args.grouped_decode = s.grouped_attention;
+    args.cached_keys_ready = s.prefetch_keys && b.decode_only;
     args.sm90 = s.flash_sm90;
     args.cudnn = s.flash_cudnn;
     Tensor att;  // (n, heads * dv)
@@ -852,9 +875,6 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
         } else {
           cuda::linear(hb, s.qkv[l], Tensor(), qkv);
         }
-        q3 = Tensor::empty({n, a.num_heads, a.head_dim}, DType::kF32, Device::kCuda);
-        k3 = Tensor::empty({n, a.num_kv_heads, a.head_dim}, DType::kF32, Device::kCuda);
-        v3 = Tensor::empty({n, a.num_kv_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
         cuda::QkvEpilogueArgs e;
         e.bias = s.qkv_bias[l];
         e.clip = static_cast<float>(a.clip_qkv);
@@ -864,15 +884,30 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
           e.q_norm = w.q_norm;
           e.k_norm = w.k_norm;
         }
-        cuda::qkv_epilogue(qkv, e, b.positions, s.rope, b.rows, q3, k3, v3, pool.keys(l), pool.values(l));
+        if (s.fused_attention && b.decode_only && !s.grouped_attention &&
+            cuda::paged_attention_qkv_fits(a.num_heads, a.num_kv_heads, a.head_dim, a.v_head_dim, s.rope)) {
+          // A decode pass: the epilogue folded into the attention (no q3/k3/v3; the new keys and values go to
+          // the pool from the attention's blocks).
+          Tensor att3 = Tensor::empty({n, a.num_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
+          cuda::paged_attention_qkv(qkv, e, s.rope, b.rows, pool.keys(l), pool.values(l), b.positions, b.starts,
+                                    b.tables, pool.block_size(), args, att3);
+          att = att3.reshape({n, int64_t{a.num_heads} * a.v_head_dim});
+        } else {
+          q3 = Tensor::empty({n, a.num_heads, a.head_dim}, DType::kF32, Device::kCuda);
+          k3 = Tensor::empty({n, a.num_kv_heads, a.head_dim}, DType::kF32, Device::kCuda);
+          v3 = Tensor::empty({n, a.num_kv_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
+          cuda::qkv_epilogue(qkv, e, b.positions, s.rope, b.rows, q3, k3, v3, pool.keys(l), pool.values(l));
+        }
       } else {  // OLMoE's q/k norms span the whole projection (or SY_FUSED_QKV=0): the separate ops
         gqa_qkv(s, w, b, hb, q3, k3, v3);
         cuda::scatter_rows(pool.keys(l), k3, b.rows);
         cuda::scatter_rows(pool.values(l), v3, b.rows);
       }
-      Tensor att3 = Tensor::empty({n, a.num_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
-      attend(s, b, pool, l, args, q3, k3, v3, att3);
-      att = att3.reshape({n, int64_t{a.num_heads} * a.v_head_dim});
+      if (!att.defined()) {  // not already attended with the epilogue folded in
+        Tensor att3 = Tensor::empty({n, a.num_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
+        attend(s, b, pool, l, args, q3, k3, v3, att3);
+        att = att3.reshape({n, int64_t{a.num_heads} * a.v_head_dim});
+      }
     }
     cuda::linear_add(att, w.o, w.o_bias, x);  // x += o(att): the residual add in the GEMM
     if (!lw.is_moe) {
@@ -940,6 +975,7 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
     const int64_t per_seq = (c.max_position_embeddings + pool.block_size() - 1) / pool.block_size() + 1;
     g->table_capacity = std::max(longest, std::min<int64_t>(pool.num_blocks(), per_seq));
     g->batch.n = n;
+    g->batch.decode_only = true;  // is_decode_step: one query row per sequence
     g->batch.ids = Tensor::empty({n}, DType::kI64, Device::kCuda);
     g->batch.positions = Tensor::empty({n}, DType::kI64, Device::kCuda);
     g->batch.rows = Tensor::empty({n}, DType::kI64, Device::kCuda);
@@ -980,6 +1016,9 @@ Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, Expe
   }
   DeviceBatch b;
   b.n = n;
+  b.decode_only = plan.sequences.size() == static_cast<size_t>(n) &&
+                  std::all_of(plan.sequences.begin(), plan.sequences.end(),
+                              [](const ops::PagedSequence& seq) { return seq.q_end - seq.q_begin == 1; });
   std::vector<int32_t> tables;
   std::vector<int64_t> starts;
   flatten_tables(plan, n, tables, starts);

@@ -187,6 +187,41 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithBlockRouting) {
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
+// And with the decode router finished on a thread-block cluster (SY_CLUSTER_ROUTE=1, off by default).
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithClusterRouting) {
+  SY_SKIP_WITHOUT_GPU();
+  struct Restore {  // upload sets the process-wide switch; the tests after this one expect the default
+    bool was = cuda::cluster_routing();
+    ~Restore() { cuda::set_cluster_routing(was); }
+  } restore;
+  ScopedEnv env("SY_CLUSTER_ROUTE", "1");
+  check_batched_logits(GetParam(), Experts::kGemv);
+}
+
+// And with the fused combine reading its routing before waiting for gate|up (SY_EARLY_COMBINE=1, off by
+// default): gate|up releases it only after its own wait.
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithEarlyCombine) {
+  SY_SKIP_WITHOUT_GPU();
+  ScopedEnv env("SY_EARLY_COMBINE", "1");
+  check_batched_logits(GetParam(), Experts::kGemv);
+}
+
+// And with decode passes reading each warp's first cached key before the programmatic-launch wait
+// (SY_PREFETCH_KEYS=1, off by default); chunked-prefill passes must not (their keys are written in the pass).
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithPrefetchedKeys) {
+  SY_SKIP_WITHOUT_GPU();
+  ScopedEnv env("SY_PREFETCH_KEYS", "1");
+  check_batched_logits(GetParam(), Experts::kGemv);
+}
+
+// And with decode passes folding the q|k|v epilogue into the attention (SY_FUSED_ATTENTION=1, off by
+// default); chunked-prefill passes keep the two launches.
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithFusedAttention) {
+  SY_SKIP_WITHOUT_GPU();
+  ScopedEnv env("SY_FUSED_ATTENTION", "1");
+  check_batched_logits(GetParam(), Experts::kGemv);
+}
+
 // With the grouped decode attention (SY_GROUPED_ATTENTION=1: a cluster per query and key head, off by
 // default) through whole batched decode and chunked-prefill passes; models it does not fit take the per-head
 // kernel.

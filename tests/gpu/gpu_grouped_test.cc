@@ -217,6 +217,11 @@ TEST(GpuGrouped, LinearCombineMatchesCpuAndTwoLaunches) {
     const std::string what = "grouped_linear_combine " + std::to_string(c.tokens) + " tokens x top-" +
                              std::to_string(c.top_k) + " n=" + std::to_string(c.n) + " k=" + std::to_string(c.k);
     expect_close(what, got, expected, test::kF32Tol);
+    // With the routing read before the wait (routing_ready; here the layout was complete long before): the
+    // same arithmetic, so the same bits.
+    Tensor early = cuda::to_device(out0);
+    cuda::grouped_linear_combine(xd, table, layout, expert_d, wd, early, /*routing_ready=*/true);
+    expect_close(what + " (routing ready)", early, cuda::to_host(got), 0.0);
     if (!c.hole) {  // the two launches read every slot's row (a slot with no expert has none)
       Tensor y = test::poisoned_device({rows, c.n}), want = cuda::to_device(out0);
       cuda::grouped_linear(xd, table, layout.offsets, y, c.tokens);

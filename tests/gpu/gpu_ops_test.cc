@@ -383,8 +383,11 @@ MoeConfig router_config(const RouterCase& c) {
 
 // Restores the process-wide warp-routing switch when a test that flips it ends, however it ends.
 struct WarpRoutingRestore {
-  bool was = cuda::warp_routing();
-  ~WarpRoutingRestore() { cuda::set_warp_routing(was); }
+  bool was = cuda::warp_routing(), cluster_was = cuda::cluster_routing();
+  ~WarpRoutingRestore() {
+    cuda::set_warp_routing(was);
+    cuda::set_cluster_routing(cluster_was);
+  }
 };
 
 // Both routing forms (the block's and, where it applies, one warp's) against the CPU's decisions, and against
@@ -425,7 +428,8 @@ TEST(GpuOps, RouterMatchesCpuDecisions) {
 // The decode router (GEMV, routing and layout in one launch) against the general path on the same inputs
 // (cuda::linear, cuda::route, cuda::make_dispatch_layout) and the CPU routing. Inputs are multiples of 1/16 in
 // [-1/8, 1/8] (exact in bf16, products and sums exact in f32), so both paths see bitwise equal logits and
-// must agree exactly, ties included. Called twice: the finished-blocks counter must reset itself.
+// must agree exactly, ties included. Called twice: the finished-blocks counter must reset itself. Every form:
+// block routing, one-warp routing finished by the last block, and the cluster finish (where it applies).
 TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
   SY_SKIP_WITHOUT_GPU();
   auto grid_tensor = [](const Shape& shape) {  // multiples of 1/16 in [-1/8, 1/8]
@@ -435,8 +439,10 @@ TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
   };
   Tensor done = cuda::to_device(Tensor::zeros({1}, DType::kI32));
   WarpRoutingRestore restore;
-  for (bool warp : {false, true}) {  // both routing forms (the same form in both paths)
+  for (int form = 0; form < 3; ++form) {  // block, warp, warp on a cluster (the same routing in both paths)
+    const bool warp = form >= 1;
     cuda::set_warp_routing(warp);
+    cuda::set_cluster_routing(form == 2);
     for (const RouterCase& c : kRouterCases) {
       const MoeConfig o = router_config(c);
       for (int64_t t : {1, 3, 4}) {
@@ -457,7 +463,7 @@ TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
         cuda::DeviceDispatchLayout ref = cuda::make_dispatch_layout(ref_expert, c.experts);
         const moe::Routing cpu = moe::route(cuda::to_host(ref_logits), sbias, o);
         const std::string what =
-            std::string("decode_route ") + c.name + " t=" + std::to_string(t) + (warp ? " (warp)" : "");
+            std::string("decode_route ") + c.name + " t=" + std::to_string(t) + (form == 2 ? " (cluster)" : warp ? " (warp)" : "");
         for (int call = 0; call < 2; ++call) {  // the second call writes the counts into a row of a table
           Tensor logits = poisoned_device({t, c.experts}), weight = poisoned_device({t, c.top_k});
           Tensor expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
@@ -849,40 +855,52 @@ struct PagedBatch {
 
 // The paged kernel against the CPU paged attention: f32 and bf16 pools (the bf16 case on the same bf16-rounded
 // keys and values), shuffled block tables, decode rows over long contexts with the key splits the batch size
-// picks, forced to one split and to an odd count, a prefill chunk, window + sinks.
+// picks, forced to one split and to an odd count, a prefill chunk, window + sinks; head dims 128 (the kernel's
+// 4-per-lane form) and 192 (8 per lane). With cached_keys_ready (every key is in the pool before the launch
+// here) each warp's first key row is read before the programmatic-launch wait: the same result bit for bit.
 TEST(GpuOps, PagedAttentionMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
-  const int64_t bs = 16, heads = 8, kv_heads = 2, dk = 128, dv = 128;
+  const int64_t bs = 16, heads = 8, kv_heads = 2;
   const PagedBatch batch(bs, {1, 37, 700, 130, 260}, {1, 1, 1, 1, 5});
   const int64_t t = batch.t, total_blocks = batch.total_blocks;
-  const std::vector<int64_t>& pos = batch.pos;
-  const std::vector<int64_t>& table_start = batch.table_start;
-  Tensor q = rand_tensor({t, heads, dk});
   Tensor sinks = rand_tensor({heads}, 2.f);
-  for (DType pool_dtype : {DType::kF32, DType::kBF16}) {
-    Tensor k = rand_tensor({total_blocks * bs, kv_heads, dk}).to(pool_dtype);
-    Tensor v = rand_tensor({total_blocks * bs, kv_heads, dv}).to(pool_dtype);
-    for (int window : {0, 50}) {
-      ops::AttentionOptions opt;
-      opt.scale = 1.f / std::sqrt(static_cast<float>(dk));
-      opt.window = window;
-      opt.sinks = window > 0 ? &sinks : nullptr;
-      Tensor ref = Tensor::empty({t, heads, dv}, DType::kF32);
-      ops::paged_attention(q, k.to(DType::kF32), v.to(DType::kF32), pos, batch.seqs, bs, opt, ref);
-      for (int splits : {0, 1, 7}) {
-        cuda::AttentionArgs args;
-        args.scale = opt.scale;
-        args.window = window;
-        if (window > 0) args.sinks = cuda::to_device(sinks);
-        args.key_splits = splits;
-        Tensor out = poisoned_device({t, heads, dv});
-        batch.run_gpu(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, out);
-        expect_close(std::string("paged attention ") + dtype_name(pool_dtype) + " window " + std::to_string(window) +
-                         " splits " + std::to_string(splits),
-                     out, ref, kAttentionTol);
+  for (int64_t d : {128, 192}) {
+    const int64_t dk = d, dv = d;
+    Tensor q = rand_tensor({t, heads, dk});
+    for (DType pool_dtype : {DType::kF32, DType::kBF16}) {
+      Tensor k = rand_tensor({total_blocks * bs, kv_heads, dk}).to(pool_dtype);
+      Tensor v = rand_tensor({total_blocks * bs, kv_heads, dv}).to(pool_dtype);
+      for (int window : {0, 50}) {
+        ops::AttentionOptions opt;
+        opt.scale = 1.f / std::sqrt(static_cast<float>(dk));
+        opt.window = window;
+        opt.sinks = window > 0 ? &sinks : nullptr;
+        Tensor ref = Tensor::empty({t, heads, dv}, DType::kF32);
+        ops::paged_attention(q, k.to(DType::kF32), v.to(DType::kF32), batch.pos, batch.seqs, bs, opt, ref);
+        for (int splits : {0, 1, 7}) {
+          cuda::AttentionArgs args;
+          args.scale = opt.scale;
+          args.window = window;
+          if (window > 0) args.sinks = cuda::to_device(sinks);
+          args.key_splits = splits;
+          const std::string what = std::string("paged attention d ") + std::to_string(d) + " " +
+                                   dtype_name(pool_dtype) + " window " + std::to_string(window) + " splits " +
+                                   std::to_string(splits);
+          Tensor out = poisoned_device({t, heads, dv});
+          batch.run_gpu(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, out);
+          expect_close(what, out, ref, kAttentionTol);
+          args.cached_keys_ready = true;
+          Tensor early = poisoned_device({t, heads, dv});
+          batch.run_gpu(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, early);
+          expect_close(what + " (cached keys ready)", early, cuda::to_host(out), 0.0);
+        }
       }
     }
   }
+  const int64_t dk = 128, dv = 128;
+  const Tensor q = rand_tensor({t, heads, dk});
+  const std::vector<int64_t>& pos = batch.pos;
+  const std::vector<int64_t>& table_start = batch.table_start;
   // Keys and values of different dtypes are refused.
   Tensor out = poisoned_device({t, heads, dv});
   cuda::AttentionArgs args;
@@ -890,6 +908,89 @@ TEST(GpuOps, PagedAttentionMatchesCpu) {
                                      cuda::to_device(Tensor::zeros({bs, kv_heads, dv}, DType::kF32)),
                                      cuda::to_device(i64_tensor(pos)), cuda::to_device(i64_tensor(table_start)),
                                      cuda::to_device(Tensor::zeros({1}, DType::kI32)), bs, args, out),
+               InvalidArgument);
+}
+
+// The epilogue folded into a decode pass's attention (paged_attention_qkv) against qkv_epilogue followed by
+// paged_attention on the same inputs: the same arithmetic, so the same outputs and pool rows bit for bit.
+// Every query is its sequence's only new token (a decode pass); norms, bias, clip, interleaved and partial
+// rotary, windows with sinks, f32 and bf16 pools, the key splits the batch picks, one split, an odd count.
+TEST(GpuOps, PagedAttentionQkvEqualsEpilogueThenAttention) {
+  SY_SKIP_WITHOUT_GPU();
+  struct Case { int64_t heads, kv_heads, d, dv; bool interleaved; double partial; bool bias, clip, norm; int window; };
+  const int64_t bs = 16;
+  const PagedBatch batch(bs, {1, 37, 300, 130}, {1, 1, 1, 1});
+  const int64_t t = batch.t;
+  std::vector<int64_t> rows(t);
+  for (int64_t i = 0; i < t; ++i) {  // the pool row of each query's own key
+    const int64_t p = batch.pos[i];
+    rows[i] = int64_t{batch.tables[batch.table_start[i] + p / bs]} * bs + p % bs;
+  }
+  Tensor tab = Tensor::empty({static_cast<int64_t>(batch.tables.size())}, DType::kI32);
+  std::copy(batch.tables.begin(), batch.tables.end(), tab.i32());
+  const Tensor pos_d = cuda::to_device(i64_tensor(batch.pos)), start_d = cuda::to_device(i64_tensor(batch.table_start));
+  const Tensor tab_d = cuda::to_device(tab), rows_d = cuda::to_device(i64_tensor(rows));
+  for (Case c : {Case{8, 2, 128, 128, false, 1.0, false, false, true, 0}, Case{4, 4, 64, 64, true, 1.0, true, false, false, 0},
+                 Case{6, 2, 64, 32, false, 0.5, true, true, true, 0}, Case{8, 2, 64, 64, false, 1.0, true, false, false, 50}}) {
+    RopeConfig rc;
+    rc.theta = 1e4;
+    rc.interleaved = c.interleaved;
+    rc.partial_rotary_factor = c.partial;
+    const cuda::DeviceRope rope = cuda::upload_rope(ops::make_rope_table(rc, static_cast<int>(c.d), 4096));
+    const int64_t width = (c.heads + c.kv_heads) * c.d + c.kv_heads * c.dv;
+    const Tensor qkv = cuda::to_device(rand_tensor({t, width}, 2.f));
+    cuda::QkvEpilogueArgs e;
+    if (c.bias) e.bias = cuda::to_device(rand_tensor({width}, 0.5f));
+    if (c.norm) e.q_norm = cuda::to_device(rand_tensor({c.d}, 0.5f)), e.k_norm = cuda::to_device(rand_tensor({c.d}, 0.5f));
+    e.clip = c.clip ? 1.5f : 0.f;
+    ASSERT_TRUE(cuda::paged_attention_qkv_fits(c.heads, c.kv_heads, c.d, c.dv, rope));
+    for (DType pool_dtype : {DType::kF32, DType::kBF16}) {
+      const Tensor keys0 = rand_tensor({batch.total_blocks * bs, c.kv_heads, c.d}).to(pool_dtype);
+      const Tensor values0 = rand_tensor({batch.total_blocks * bs, c.kv_heads, c.dv}).to(pool_dtype);
+      for (int splits : {0, 1, 7}) {
+        cuda::AttentionArgs args;
+        args.scale = 1.f / std::sqrt(static_cast<float>(c.d));
+        args.window = c.window;
+        if (c.window > 0) args.sinks = cuda::to_device(rand_tensor({c.heads}, 2.f));
+        args.key_splits = splits;
+        // Two launches: the epilogue, then the attention over the pool it wrote.
+        Tensor keys_a = cuda::to_device(keys0), values_a = cuda::to_device(values0);
+        Tensor q3 = poisoned_device({t, c.heads, c.d}), k3 = poisoned_device({t, c.kv_heads, c.d});
+        Tensor v3 = poisoned_device({t, c.kv_heads, c.dv}), want = poisoned_device({t, c.heads, c.dv});
+        cuda::qkv_epilogue(qkv, e, pos_d, rope, rows_d, q3, k3, v3, keys_a, values_a);
+        cuda::paged_attention(q3, keys_a, values_a, pos_d, start_d, tab_d, bs, args, want);
+        // One launch (and the merge).
+        Tensor keys_b = cuda::to_device(keys0), values_b = cuda::to_device(values0);
+        Tensor got = poisoned_device({t, c.heads, c.dv});
+        cuda::paged_attention_qkv(qkv, e, rope, rows_d, keys_b, values_b, pos_d, start_d, tab_d, bs, args, got);
+        const std::string what = "paged_attention_qkv heads " + std::to_string(c.heads) + "/" +
+                                 std::to_string(c.kv_heads) + " d " + std::to_string(c.d) + "/" + std::to_string(c.dv) +
+                                 (c.window ? " window+sinks" : "") + " " + dtype_name(pool_dtype) + " splits " +
+                                 std::to_string(splits);
+        expect_close(what, got, cuda::to_host(want), 0.0);
+        expect_close(what + " keys", cuda::to_host(keys_b).to(DType::kF32), cuda::to_host(keys_a).to(DType::kF32), 0.0);
+        expect_close(what + " values", cuda::to_host(values_b).to(DType::kF32), cuda::to_host(values_a).to(DType::kF32),
+                     0.0);
+      }
+    }
+  }
+  // Head dims above 128 and a row width that does not match the heads are refused.
+  RopeConfig rc;
+  const cuda::DeviceRope rope = cuda::upload_rope(ops::make_rope_table(rc, 192, 64));
+  EXPECT_FALSE(cuda::paged_attention_qkv_fits(2, 1, 192, 192, rope));
+  Tensor keys = poisoned_device({bs, 1, 192}), values = poisoned_device({bs, 1, 192});
+  Tensor out = poisoned_device({1, 2, 192});
+  const Tensor one = cuda::to_device(i64_tensor({0}));
+  EXPECT_THROW(cuda::paged_attention_qkv(cuda::to_device(rand_tensor({1, 4 * 192})), cuda::QkvEpilogueArgs{}, rope, one,
+                                         keys, values, one, one, cuda::to_device(Tensor::zeros({1}, DType::kI32)), bs,
+                                         cuda::AttentionArgs{}, out),
+               InvalidArgument);
+  const cuda::DeviceRope rope64 = cuda::upload_rope(ops::make_rope_table(rc, 64, 64));
+  Tensor keys64 = poisoned_device({bs, 1, 64}), values64 = poisoned_device({bs, 1, 64});
+  Tensor out64 = poisoned_device({1, 2, 64});
+  EXPECT_THROW(cuda::paged_attention_qkv(cuda::to_device(rand_tensor({1, 4 * 64 + 1})), cuda::QkvEpilogueArgs{}, rope64,
+                                         one, keys64, values64, one, one, cuda::to_device(Tensor::zeros({1}, DType::kI32)),
+                                         bs, cuda::AttentionArgs{}, out64),
                InvalidArgument);
 }
 

@@ -127,6 +127,12 @@ void route(const Tensor& logits, const Tensor& score_bias, const MoeConfig& opti
 // setting they were captured with.
 void set_warp_routing(bool on);
 bool warp_routing();
+// decode_route's finish on a thread-block cluster where the one-warp routing applies with at most 32 picks: the
+// logits meet in one block's shared memory after a cluster barrier instead of a fence, a counter and a read
+// back through L2. Same choices, weights and layout bit for bit. Process-wide, off by default until measured;
+// SY_CLUSTER_ROUTE=1 turns it on at model upload. Graphs keep the setting they were captured with.
+void set_cluster_routing(bool on);
+bool cluster_routing();
 
 // Row maps of a dispatch, on the device (same meaning as sy::moe::DispatchLayout): rows are grouped by
 // expert and, within an expert, ordered by assignment index t * top_k + s (deterministic, no atomics).
@@ -188,6 +194,11 @@ struct AttentionArgs {
   // together, reading each key and value row once for the group, and merges its blocks' key runs through
   // distributed shared memory (one launch; key_splits does not apply). Elsewhere the per-head kernel runs.
   bool grouped_decode = false;
+  // paged_attention: every key before each query's position was in the pool before this pass's launches
+  // began (a decode pass: each query is its sequence's only new token), so the per-head kernel may read the
+  // first of them before its programmatic-launch wait. Leave false when a pass writes keys that other queries
+  // of it read (chunked prefill).
+  bool cached_keys_ready = false;
   // flash_attention: the Hopper kernel (wgmma, 128-query tiles) where it applies: head dims 128/128 on a
   // compute capability 9.0 GPU with this build's sm_90a code; elsewhere the FlashAttention-2 kernel runs.
   bool sm90 = false;
@@ -236,6 +247,19 @@ void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
 // (t, heads, d) contiguous, bf16 pool views k, v (rows, kv_heads, d) with 16-byte aligned rows, d 64 or 128
 // for keys and values alike, at most 16 query heads per key head.
 bool grouped_decode_fits(const Tensor& q, const Tensor& k, const Tensor& v);
+// A decode pass's q|k|v epilogue folded into the per-head paged attention (one launch fewer per layer): each
+// (query, head, key split) block forms its query head from the fused projection's row qkv as qkv_epilogue
+// does (bias, clip, per-head norms, RoPE; the same arithmetic, so the same values), the split holding the
+// query's own position forms that token's key and value and attends to them as the pool stores them, and one
+// block per (query, key head) writes them to keys/values at pool row rows[i]. No q3/k3/v3 are written.
+// Only for passes where every query is its sequence's only new token (AttentionArgs::cached_keys_ready's
+// condition; grouped_decode is ignored). qkv: (t, (heads + kv_heads) * d + kv_heads * dv) f32 contiguous;
+// out: (t, heads, dv) f32 contiguous; pools (rows, kv_heads, d|dv) f32 or bf16; head dims at most 128.
+bool paged_attention_qkv_fits(int64_t heads, int64_t kv_heads, int64_t d, int64_t dv, const DeviceRope& rope);
+void paged_attention_qkv(const Tensor& qkv, const QkvEpilogueArgs& epilogue, const DeviceRope& rope,
+                         const Tensor& rows, Tensor& keys, Tensor& values, const Tensor& positions,
+                         const Tensor& table_start, const Tensor& block_tables, int64_t block_size,
+                         const AttentionArgs& args, Tensor& out);
 
 // Routed experts in one launch per projection, without host synchronisation (grouped_experts.cu): rows
 // [offsets[e], offsets[e+1]) of x go through expert e's weight. x: (rows, k) f32; offsets: (E+1,) int64 on the
@@ -260,19 +284,25 @@ void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const Expert
                     const Tensor& offsets, Tensor& y);
 // The same straight from the un-permuted tokens: row r of the groups (dispatch order) reads token
 // layout.row_assignment[r] / top_k of x, so no permuted copy is made. x: (tokens, k) f32; y: (tokens * top_k,
-// n) f32 in dispatch order (what cuda::unpermute combines).
+// n) f32 in dispatch order (what cuda::unpermute combines). release_after_wait: in a programmatic-launch chain
+// the next kernel is released once this one's wait on the previous kernel has returned instead of at entry,
+// so everything written before this launch (the routing) is complete before the next kernel starts: what
+// grouped_linear_combine's routing_ready needs.
 void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
-                    const DeviceDispatchLayout& layout, Tensor& y);
+                    const DeviceDispatchLayout& layout, Tensor& y, bool release_after_wait = false);
 // The last projection of the routed experts and the combine in one launch (decode-sized passes): out[t] +=
 // sum_s weight[t, s] * (w_e x[assignment_row[t * top_k + s]]) with e = expert[t, s], in slot order: what
 // grouped_linear into dispatch-ordered rows followed by unpermute gives, without writing the expert rows. x:
 // (tokens * top_k, k) f32 in dispatch order, 16-byte aligned; expert: (tokens, top_k) int32 as routed (a slot
 // whose id is outside [0, E) adds nothing); weight: (tokens, top_k) f32; out: (tokens, n) f32. Needs
 // grouped_linear_combine_fits (k a multiple of 8, top_k at most 32). Experts shared by several tokens are
-// read once per token, so it suits passes of a few tokens.
+// read once per token, so it suits passes of a few tokens. routing_ready: the previous kernel on the stream
+// released this one only after its own wait (grouped_swiglu with release_after_wait), so expert and the
+// layout were complete at launch: each warp reads its first expert and issues its first weight loads before
+// waiting for x. Without that guarantee the reads could see an unfinished routing: leave it false.
 bool grouped_linear_combine_fits(const ExpertWeightTable& weights, int top_k);
 void grouped_linear_combine(const Tensor& x, const ExpertWeightTable& weights, const DeviceDispatchLayout& layout,
-                            const Tensor& expert, const Tensor& weight, Tensor& out);
+                            const Tensor& expert, const Tensor& weight, Tensor& out, bool routing_ready = false);
 // Routed experts for prefill-sized groups: y[rows of e] = x[rows of e] W_e^T for every expert with rows, as one
 // cuBLAS grouped GEMM (cublasGemmGroupedBatchedEx: bf16 operands on the tensor cores, f32 accumulation,
 // products rounded to bf16 and widened into y). offsets: (E+1,) on the host (the caller has synchronised once

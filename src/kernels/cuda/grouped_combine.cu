@@ -21,44 +21,59 @@ constexpr int kChunk = 1024;   // input columns per round of loads: four 16-byte
 constexpr int kLoads = kChunk / (32 * 8);
 
 // x: (rows, k) f32 in dispatch order; weights: (E,) device addresses of (n, k) bf16 matrices; k % 8 == 0,
-// rows 16-byte aligned. Slots with an expert id outside [0, E) or no matrix add nothing.
+// rows 16-byte aligned. Slots with an expert id outside [0, E) or no matrix add nothing. routing_ready: the
+// routing (expert, assignment_row) was complete before this kernel was released (see grouped_linear_combine),
+// so each warp reads its first slot's expert and issues that expert's first weight loads before waiting on
+// the previous kernel, whose output (x) is all it then waits for.
 __global__ void __launch_bounds__(kWarps * 32) grouped_linear_combine_kernel(
     const float* x, const int64_t* assignment_row, const int32_t* expert, const float* weight, int top_k,
-    const uint64_t* weights, int num_experts, float* out, int64_t n, int64_t k) {
+    const uint64_t* weights, int num_experts, float* out, int64_t n, int64_t k, bool routing_ready) {
   __shared__ float part[kWarps][kMaxSlots][kCols];  // [tile][slot][column]
   __shared__ uint64_t staged[detail::kStagedExperts];
   // A decode-chain kernel (see launch_chained); the weight table is staged before the wait.
   detail::chain_release();
   detail::stage_pointers(weights, num_experts, staged);
-  detail::chain_wait();
+  if (!routing_ready) detail::chain_wait();
   __syncthreads();  // the staged table
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int slot_warps = top_k < kWarps ? top_k : kWarps, tiles = kWarps / slot_warps;
   const int tile = warp / slot_warps, first_slot = warp % slot_warps;
   const int64_t t = blockIdx.y, col0 = (static_cast<int64_t>(blockIdx.x) * tiles + tile) * kCols;
-  if (tile < tiles && col0 < n) {
-    const int cols = static_cast<int>(n - col0 < kCols ? n - col0 : kCols);
+  const bool active = tile < tiles && col0 < n;
+  const int cols = active ? static_cast<int>(n - col0 < kCols ? n - col0 : kCols) : 0;
+  // Slot s's weight matrix (nullptr: it adds nothing). The ids are read through L2: with routing_ready they
+  // were written by a kernel this one does not wait for.
+  auto slot_matrix = [&](int s) -> const __nv_bfloat16* {
+    const int e = __ldcg(expert + t * top_k + s);
+    return e >= 0 && e < num_experts ? reinterpret_cast<const __nv_bfloat16*>(detail::staged_pointer(weights, staged, e))
+                                     : nullptr;
+  };
+  uint4 packed[kCols][kLoads];
+  auto load_chunk = [&](const __nv_bfloat16* w, int64_t k0) {
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+#pragma unroll
+      for (int u = 0; u < kLoads; ++u) {
+        const int64_t kk = k0 + lane * 8 + u * 32 * 8;
+        packed[c][u] = c < cols && kk < k ? __ldcs(reinterpret_cast<const uint4*>(w + (col0 + c) * k + kk))
+                                          : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  // The first slot's matrix and first chunk of its rows, before the wait where the routing allows.
+  const __nv_bfloat16* first_w = active && first_slot < top_k ? slot_matrix(first_slot) : nullptr;
+  if (first_w) load_chunk(first_w, 0);
+  if (routing_ready) detail::chain_wait();
+  if (active) {
     for (int s = first_slot; s < top_k; s += slot_warps) {
-      const int e = expert[t * top_k + s];
-      const __nv_bfloat16* w =
-          e >= 0 && e < num_experts ? reinterpret_cast<const __nv_bfloat16*>(detail::staged_pointer(weights, staged, e))
-                                    : nullptr;
+      const __nv_bfloat16* w = s == first_slot ? first_w : slot_matrix(s);
       float acc[kCols];
 #pragma unroll
       for (int c = 0; c < kCols; ++c) acc[c] = 0.f;
       if (w) {
         const float* xr = x + assignment_row[t * top_k + s] * k;
         for (int64_t k0 = 0; k0 < k; k0 += kChunk) {
-          uint4 packed[kCols][kLoads];
-#pragma unroll
-          for (int c = 0; c < kCols; ++c) {
-#pragma unroll
-            for (int u = 0; u < kLoads; ++u) {
-              const int64_t kk = k0 + lane * 8 + u * 32 * 8;
-              packed[c][u] = c < cols && kk < k ? __ldcs(reinterpret_cast<const uint4*>(w + (col0 + c) * k + kk))
-                                                : make_uint4(0, 0, 0, 0);
-            }
-          }
+          if (s != first_slot || k0 != 0) load_chunk(w, k0);
           // grouped_linear's order: per lane, 8 products per load, loads in k order, then the butterfly.
 #pragma unroll
           for (int u = 0; u < kLoads; ++u) {
@@ -109,7 +124,7 @@ bool grouped_linear_combine_fits(const ExpertWeightTable& w, int top_k) {
 }
 
 void grouped_linear_combine(const Tensor& x, const ExpertWeightTable& w, const DeviceDispatchLayout& layout,
-                            const Tensor& expert, const Tensor& weight, Tensor& out) {
+                            const Tensor& expert, const Tensor& weight, Tensor& out, bool routing_ready) {
   const char* op = "cuda grouped_linear_combine";
   detail::require_device(op, "x", x);
   detail::require_device(op, "expert", expert);
@@ -134,7 +149,8 @@ void grouped_linear_combine(const Tensor& x, const ExpertWeightTable& w, const D
   const dim3 grid(static_cast<unsigned>((w.n + tiles * kCols - 1) / (tiles * kCols)), static_cast<unsigned>(tokens));
   detail::launch_chained(grouped_linear_combine_kernel, grid, kWarps * 32, 0, x.f32(), layout.assignment_row.i64(),
                          expert.i32(), weight.f32(), layout.top_k,
-                         reinterpret_cast<const uint64_t*>(w.pointers.i64()), w.num_experts, out.f32(), w.n, w.k);
+                         reinterpret_cast<const uint64_t*>(w.pointers.i64()), w.num_experts, out.f32(), w.n, w.k,
+                         routing_ready);
   SY_CUDA_CHECK_LAUNCH();
 }
 

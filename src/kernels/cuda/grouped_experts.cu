@@ -82,16 +82,18 @@ __global__ void __launch_bounds__(kWarps * 32, kRows == 1 ? 3 : 2) grouped_linea
                                                                     int top_k, const uint64_t* weights,
                                                                     const uint64_t* up_weights,
                                                                     const int64_t* offsets, int num_experts,
-                                                                    float* y, int64_t n, int64_t k) {
+                                                                    float* y, int64_t n, int64_t k,
+                                                                    bool release_after_wait) {
   constexpr int kOut = kGated ? kColsPerWarp / 2 : kColsPerWarp;  // output columns per warp
-  __shared__ int src_rows[kWarps][kRows];
   constexpr int kUp = kGated ? 1 : 0;  // the up table's slot (only gated kernels have one)
   __shared__ uint64_t staged[kUp + 1][detail::kStagedExperts];
-  // A decode-chain kernel (see launch_chained); the weight tables are staged before the wait.
-  detail::chain_release();
+  // A decode-chain kernel (see launch_chained); the weight tables are staged before the wait. With
+  // release_after_wait the next kernel is released only after the wait (see grouped_swiglu).
+  if (!release_after_wait) detail::chain_release();
   detail::stage_pointers(weights, num_experts, staged[0]);
   if (kGated) detail::stage_pointers(up_weights, num_experts, staged[kUp]);
   detail::chain_wait();
+  if (release_after_wait) detail::chain_release();
   const int e = active_expert(offsets, num_experts);  // its barrier makes the staged tables visible
   if (e < 0) return;
   const int64_t lo = offsets[e], hi = offsets[e + 1];
@@ -111,12 +113,12 @@ __global__ void __launch_bounds__(kWarps * 32, kRows == 1 ? 3 : 2) grouped_linea
   }
   for (int64_t r0 = lo; r0 < hi; r0 += kRows) {
     const int rows = static_cast<int>(hi - r0 < kRows ? hi - r0 : kRows);
-    // The x row of each of this chunk's rows, looked up by lane r for row r into the warp's slots of shared
-    // memory (registers would spill: the kernel sits at the 128 of its two-blocks-per-SM bound).
-    __syncwarp();  // the previous chunk's reads are done
-    if (lane < kRows) src_rows[warp][lane] = lane < rows ? static_cast<int>(gather ? gather[r0 + lane] / top_k : r0 + lane) : 0;
-    __syncwarp();
-    const int* src = src_rows[warp];
+    // The x row of each of this chunk's rows: lane r looks up row r's and the x loads take it by shuffle. The
+    // lookup (a round trip to L2 through the layout's row map) is not waited for until the first x load, so it
+    // overlaps the first weight loads (which do not depend on it); shared memory here made every weight load
+    // wait for it. One register: an array of kRows would spill at the kernel's two-blocks-per-SM bound.
+    const int my_src = lane < rows ? static_cast<int>(gather ? gather[r0 + lane] / top_k : r0 + lane) : 0;
+    auto src = [&](int r) { return __shfl_sync(0xffffffffu, my_src, r); };
     float acc[kRows][kColsPerWarp];
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -142,7 +144,7 @@ __global__ void __launch_bounds__(kWarps * 32, kRows == 1 ? 3 : 2) grouped_linea
 #pragma unroll
           for (int r = 0; r < kRows; ++r) {
             if (r >= rows) break;
-            const float4* xr = reinterpret_cast<const float4*>(x + static_cast<int64_t>(src[r]) * k + kk);
+            const float4* xr = reinterpret_cast<const float4*>(x + static_cast<int64_t>(src(r)) * k + kk);
             const float4 a = xr[0], b = xr[1];
 #pragma unroll
             for (int c = 0; c < kColsPerWarp; ++c) {
@@ -163,7 +165,7 @@ __global__ void __launch_bounds__(kWarps * 32, kRows == 1 ? 3 : 2) grouped_linea
           const float wv = __bfloat162float(wrow[c][kk]);
 #pragma unroll
           for (int r = 0; r < kRows; ++r) {
-            if (r < rows) acc[r][c] += wv * x[static_cast<int64_t>(src[r]) * k + kk];
+            if (r < rows) acc[r][c] += wv * x[static_cast<int64_t>(src(r)) * k + kk];
           }
         }
       }
@@ -192,35 +194,36 @@ __global__ void __launch_bounds__(kWarps * 32, kRows == 1 ? 3 : 2) grouped_linea
 // has more rows (0: unknown).
 template <bool kGated, int kRows>
 void launch_rows(const Tensor& x, const int64_t* gather, int top_k, const dim3 grid, const ExpertWeightTable& w,
-                 const ExpertWeightTable* up, const Tensor& offsets, Tensor& y) {
+                 const ExpertWeightTable* up, const Tensor& offsets, Tensor& y, bool release_after_wait) {
   const uint64_t* ptrs = reinterpret_cast<const uint64_t*>(w.pointers.i64());
   const uint64_t* up_ptrs = up ? reinterpret_cast<const uint64_t*>(up->pointers.i64()) : nullptr;
   if (w.k % 8 == 0) {
     detail::launch_chained(grouped_linear_kernel<true, kGated, kRows>, grid, kWarps * 32, 0, x.f32(), gather, top_k,
-                           ptrs, up_ptrs, offsets.i64(), w.num_experts, y.f32(), w.n, w.k);
+                           ptrs, up_ptrs, offsets.i64(), w.num_experts, y.f32(), w.n, w.k, release_after_wait);
   } else {
     detail::launch_chained(grouped_linear_kernel<false, kGated, kMaxRows>, grid, kWarps * 32, 0, x.f32(), gather,
-                           top_k, ptrs, up_ptrs, offsets.i64(), w.num_experts, y.f32(), w.n, w.k);
+                           top_k, ptrs, up_ptrs, offsets.i64(), w.num_experts, y.f32(), w.n, w.k, release_after_wait);
   }
   SY_CUDA_CHECK_LAUNCH();
 }
 
 template <bool kGated>
 void launch_grouped(const Tensor& x, const int64_t* gather, int top_k, int64_t rows, int64_t rows_bound,
-                    const ExpertWeightTable& w, const ExpertWeightTable* up, const Tensor& offsets, Tensor& y) {
+                    const ExpertWeightTable& w, const ExpertWeightTable* up, const Tensor& offsets, Tensor& y,
+                    bool release_after_wait = false) {
   constexpr int kOut = kGated ? kColsPerWarp / 2 : kColsPerWarp;
   const unsigned col_tiles = static_cast<unsigned>((w.n + kWarps * kOut - 1) / (kWarps * kOut));
   // At most one block row per expert that can have rows: min(experts, rows).
   const int64_t slots = rows < w.num_experts ? rows : w.num_experts;
   const dim3 grid(col_tiles, static_cast<unsigned>(slots));
   if (rows_bound == 1) {
-    launch_rows<kGated, 1>(x, gather, top_k, grid, w, up, offsets, y);
+    launch_rows<kGated, 1>(x, gather, top_k, grid, w, up, offsets, y, release_after_wait);
   } else if (rows_bound == 2) {
-    launch_rows<kGated, 2>(x, gather, top_k, grid, w, up, offsets, y);
+    launch_rows<kGated, 2>(x, gather, top_k, grid, w, up, offsets, y, release_after_wait);
   } else if (rows_bound >= 3 && rows_bound <= 4) {
-    launch_rows<kGated, 4>(x, gather, top_k, grid, w, up, offsets, y);
+    launch_rows<kGated, 4>(x, gather, top_k, grid, w, up, offsets, y, release_after_wait);
   } else {
-    launch_rows<kGated, kMaxRows>(x, gather, top_k, grid, w, up, offsets, y);
+    launch_rows<kGated, kMaxRows>(x, gather, top_k, grid, w, up, offsets, y, release_after_wait);
   }
 }
 
@@ -285,7 +288,7 @@ void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const Expert
 }
 
 void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const ExpertWeightTable& up,
-                    const DeviceDispatchLayout& layout, Tensor& y) {
+                    const DeviceDispatchLayout& layout, Tensor& y, bool release_after_wait) {
   const char* op = "cuda grouped_swiglu";
   detail::require_device(op, "x", x);
   detail::require_device(op, "y", y);
@@ -303,7 +306,7 @@ void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const Expert
   if (rows == 0 || gate.n == 0) return;
   // Top-k picks distinct experts, so no expert has more rows than the layout has tokens.
   launch_grouped<true>(x, layout.row_assignment.i64(), layout.top_k, rows, layout.num_tokens, gate, &up,
-                       layout.offsets, y);
+                       layout.offsets, y, release_after_wait);
 }
 
 void copy(const Tensor& src, Tensor& dst) {

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <initializer_list>
 
-#include "op_common.cuh"
+#include "qkv_head.cuh"
 
 namespace sy::cuda {
 
@@ -15,44 +15,28 @@ namespace {
 
 constexpr int kWarps = 4;  // heads per block: Qwen3-30B-A3B's 32 + 4 + 4 take 10 blocks a token
 
-struct EpilogueParams {
-  int heads, kv_heads, d, dv, max_dim;
-  float clip, eps;
-  int half;  // rotary_dim / 2
-  bool interleaved;
-  float rope_scaling;
-};
-
 template <typename KV>
 __global__ void __launch_bounds__(kWarps * 32) qkv_epilogue_kernel(
     const float* qkv, const float* bias, const float* q_norm, const float* k_norm, const int64_t* positions,
-    const float* inv_freq, const int64_t* rows, EpilogueParams p, float* q3, float* k3, float* v3, KV* keys,
-    KV* values) {
+    const float* inv_freq, const int64_t* rows, detail::QkvHeadParams p, int max_dim, float* q3, float* k3,
+    float* v3, KV* keys, KV* values) {
   // A decode-chain kernel (see launch_chained). Before the wait, what no kernel of the chain writes: the
   // token's position and pool row (uploaded before the step), the norm weights, and the token's rotary
   // cosines and sines, into shared memory; after it only the q|k|v row is loaded.
   detail::chain_release();
   extern __shared__ float scratch[];  // one head row per warp, then q_norm, k_norm (d each), cos, sin (half each)
-  float* q_norm_s = scratch + kWarps * p.max_dim;
+  float* q_norm_s = scratch + kWarps * max_dim;
   float* k_norm_s = q_norm_s + p.d;
   float* cos_s = k_norm_s + p.d;
   float* sin_s = cos_s + p.half;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float* buf = scratch + warp * p.max_dim;
+  float* buf = scratch + warp * max_dim;
   const int64_t i = blockIdx.x;
   const int64_t qk_cols = static_cast<int64_t>(p.heads + p.kv_heads) * p.d;
   const float* row = qkv + i * (qk_cols + static_cast<int64_t>(p.kv_heads) * p.dv);
-  const float pos = static_cast<float>(positions[i]);
   const int64_t pool_row = rows[i];
-  for (int j = threadIdx.x; j < p.d; j += blockDim.x) {
-    if (q_norm) q_norm_s[j] = q_norm[j];
-    if (k_norm) k_norm_s[j] = k_norm[j];
-  }
-  for (int f = threadIdx.x; f < p.half; f += blockDim.x) {  // as rope_kernel: the angle in f32, cos/sin in f64
-    const float angle = pos * inv_freq[f];
-    cos_s[f] = static_cast<float>(cos(static_cast<double>(angle))) * p.rope_scaling;
-    sin_s[f] = static_cast<float>(sin(static_cast<double>(angle))) * p.rope_scaling;
-  }
+  detail::stage_qkv_tables(q_norm, k_norm, inv_freq, static_cast<float>(positions[i]), p, q_norm_s, k_norm_s, cos_s,
+                           sin_s);
   detail::chain_wait();
   __syncthreads();  // the staged tables
   for (int hh = blockIdx.y * kWarps + warp; hh < p.heads + 2 * p.kv_heads; hh += gridDim.y * kWarps) {
@@ -60,30 +44,8 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_epilogue_kernel(
     const int width = is_v ? p.dv : p.d;
     const int64_t col0 = is_v ? qk_cols + static_cast<int64_t>(hh - p.heads - p.kv_heads) * p.dv
                               : static_cast<int64_t>(hh) * p.d;
-    float ss = 0.f;
-    for (int j = lane; j < width; j += 32) {
-      float v = row[col0 + j] + (bias ? bias[col0 + j] : 0.f);
-      if (p.clip > 0.f) v = fminf(fmaxf(v, -p.clip), p.clip);
-      buf[j] = v;
-      ss += v * v;
-    }
     const float* norm = is_q ? (q_norm ? q_norm_s : nullptr) : (is_k && k_norm ? k_norm_s : nullptr);
-    if (norm) {
-      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-      const float inv = 1.f / sqrtf(ss / static_cast<float>(width) + p.eps);
-      for (int j = lane; j < width; j += 32) buf[j] = buf[j] * inv * norm[j];
-    }
-    __syncwarp();
-    if (!is_v) {  // RoPE with the staged cosines and sines
-      for (int f = lane; f < p.half; f += 32) {
-        const float c = cos_s[f], s = sin_s[f];
-        const int i0 = p.interleaved ? 2 * f : f, i1 = p.interleaved ? 2 * f + 1 : f + p.half;
-        const float x0 = buf[i0], x1 = buf[i1];
-        buf[i0] = x0 * c - x1 * s;
-        buf[i1] = x1 * c + x0 * s;
-      }
-      __syncwarp();
-    }
+    detail::transform_head(row, bias, col0, width, norm, !is_v, cos_s, sin_s, p, buf);
     if (is_q) {
       float* dst = q3 + (i * p.heads + hh) * p.d;
       for (int j = lane; j < width; j += 32) dst[j] = buf[j];
@@ -131,21 +93,13 @@ void qkv_epilogue(const Tensor& qkv, const QkvEpilogueArgs& args, const Tensor& 
              InvalidArgument, op, "qkv ", qkv.describe(), " q ", q3.describe(), " k ", k3.describe(), " v ",
              v3.describe(), " keys ", keys.describe(), " values ", values.describe(), " rotary dim ",
              rope.rotary_dim);
-  const char* names[3] = {"bias", "q_norm", "k_norm"};
-  const Tensor* vecs[3] = {&args.bias, &args.q_norm, &args.k_norm};
-  const int64_t sizes[3] = {qkv.size(1), d, d};
-  for (int v = 0; v < 3; ++v) {
-    if (!vecs[v]->defined()) continue;
-    detail::require_device(op, names[v], *vecs[v]);
-    detail::require_dtype(op, names[v], *vecs[v], DType::kF32);
-    SY_REQUIRE(vecs[v]->numel() == sizes[v], InvalidArgument, op, names[v], " ", vecs[v]->describe(), " for ",
-               sizes[v], " values");
-  }
+  detail::check_qkv_epilogue_vectors(op, args, qkv.size(1), d);
   if (n == 0) return;
-  EpilogueParams p{static_cast<int>(heads), static_cast<int>(kv_heads), static_cast<int>(d), static_cast<int>(dv),
-                   static_cast<int>(d > dv ? d : dv), args.clip, args.eps, rope.rotary_dim / 2, rope.interleaved,
-                   rope.attention_scaling};
-  const size_t smem = sizeof(float) * (kWarps * p.max_dim + 2 * p.d + 2 * p.half);
+  const detail::QkvHeadParams p{static_cast<int>(heads), static_cast<int>(kv_heads), static_cast<int>(d),
+                                static_cast<int>(dv), args.clip, args.eps, rope.rotary_dim / 2, rope.interleaved,
+                                rope.attention_scaling};
+  const int max_dim = static_cast<int>(d > dv ? d : dv);
+  const size_t smem = sizeof(float) * (kWarps * max_dim + 2 * p.d + 2 * p.half);
   const float* bias = args.bias.defined() ? args.bias.f32() : nullptr;
   const float* qn = args.q_norm.defined() ? args.q_norm.f32() : nullptr;
   const float* kn = args.k_norm.defined() ? args.k_norm.f32() : nullptr;
@@ -154,11 +108,11 @@ void qkv_epilogue(const Tensor& qkv, const QkvEpilogueArgs& args, const Tensor& 
   const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>((heads + 2 * kv_heads + kWarps - 1) / kWarps));
   if (keys.dtype() == DType::kBF16) {
     detail::launch_chained(qkv_epilogue_kernel<__nv_bfloat16>, grid, kWarps * 32, smem, qkv.f32(),
-                           bias, qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, q3.f32(), k3.f32(),
+                           bias, qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, max_dim, q3.f32(), k3.f32(),
                            v3.f32(), static_cast<__nv_bfloat16*>(keys.raw()), static_cast<__nv_bfloat16*>(values.raw()));
   } else {
     detail::launch_chained(qkv_epilogue_kernel<float>, grid, kWarps * 32, smem, qkv.f32(), bias,
-                           qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, q3.f32(), k3.f32(), v3.f32(),
+                           qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, max_dim, q3.f32(), k3.f32(), v3.f32(),
                            keys.f32(), values.f32());
   }
   SY_CUDA_CHECK_LAUNCH();

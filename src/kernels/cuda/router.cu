@@ -2,8 +2,11 @@
 // expert (rounded up to whole warps; thread j owns expert j); argmax and reductions by warp shuffles, or by
 // one warp per token with redux.sync top-k rounds where the routing allows (set_warp_routing).
 // Mirrors sy::moe::route decision for decision. Also the decode router: the router GEMV, the routing and the
-// dispatch layout of a decode-sized pass in one launch. Not here: several tokens per block for small expert
-// counts.
+// dispatch layout of a decode-sized pass in one launch, finished by its last block or (set_cluster_routing)
+// on a thread-block cluster. Not here: several tokens per block for small expert counts.
+#include <cooperative_groups.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 
@@ -15,6 +18,7 @@ namespace sy::cuda {
 
 namespace {
 
+namespace cg = cooperative_groups;
 using detail::block_argmax;
 using detail::block_reduce;
 
@@ -28,6 +32,7 @@ struct RouterParams {
 };
 
 std::atomic<bool> g_warp_routing{true};  // H100/H200 2026-12-05: batch-1 decode level or faster, batch 2 6-7% faster
+std::atomic<bool> g_cluster_routing{false};  // the decode router's cluster form (set_cluster_routing)
 
 // The routings one warp can take: no group limit, not gpt-oss's softmax over the top k, at most 32 picks.
 __host__ __device__ inline bool warp_route_fits(const RouterParams& p) {
@@ -49,6 +54,9 @@ __device__ __forceinline__ unsigned candidate_key(float v) {
 // lowest expert index holding it (no block barriers: the block form's ~30 barriers and shared-memory scans
 // were most of a batch-1 decode router's time). Scores, choices, tie-breaks and weights equal the block
 // form's for every input without NaN. Returns lane s's pick (s < top_k; -1 on other lanes).
+// kShared: logits is in shared memory (the cluster router's), else global memory that other blocks of the
+// same launch wrote (read through L2).
+template <bool kShared = false>
 __device__ __forceinline__ int route_token_warp(const float* logits, int64_t t, const float* bias,
                                                 const RouterParams p, int32_t* out_expert, float* out_weight) {
   constexpr int kPer = kMaxExperts / 32;
@@ -58,7 +66,7 @@ __device__ __forceinline__ int route_token_warp(const float* logits, int64_t t, 
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
     const int j = lane + 32 * i;
-    score[i] = j < e ? __ldcg(row + j) : -INFINITY;
+    score[i] = j < e ? (kShared ? row[j] : __ldcg(row + j)) : -INFINITY;
   }
   if (!p.sigmoid) {
     float mx = -INFINITY;
@@ -296,13 +304,15 @@ __device__ __forceinline__ void picks_layout(const int* ids, int assignments, in
   }
 }
 
-__global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
-    const __nv_bfloat16* x, const __nv_bfloat16* w, const float* w_bias, int n, int64_t k, float* logits,
-    const float* score_bias, RouterParams p, int32_t* out_expert, float* out_weight, int64_t* counts,
-    int64_t* offsets, int64_t* row_assignment, int64_t* assignment_row, unsigned* done) {
-  detail::chain_release();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, e_count = p.num_experts;
-  const int first = blockIdx.x * kDecodeRouterWarps + warp, stride = gridDim.x * kDecodeRouterWarps;
+// The router GEMV of the decode routers: logits[t, e] = x_t . W_e (+ b_e) for the n tokens, a warp per expert
+// (grid-stride over warps: warp `first` of `stride`), every 16-byte weight load of a lane's first pass issued
+// before the programmatic-launch wait (the weights are constants of the chain), x read after it; after_wait()
+// runs once the wait returns, on every thread. Each finished logit goes to store(t, e, value) on lane 0.
+template <class AfterWait, class Store>
+__device__ __forceinline__ void router_gemv(const __nv_bfloat16* x, const __nv_bfloat16* w, const float* w_bias,
+                                            int n, int64_t k, int e_count, int first, int stride,
+                                            AfterWait after_wait, Store store) {
+  const int lane = threadIdx.x & 31;
   // kRouterLoads 16-byte loads of the row in flight per lane before any is used (a 2048-wide row in one go):
   // one load at a time left the pass bound by latency.
   uint4 wv[kRouterLoads];
@@ -316,6 +326,7 @@ __global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
   };
   if (first < e_count) load_weights(first, lane * 8);  // before the wait: weights are no earlier kernel's output
   detail::chain_wait();
+  after_wait();
   bool loaded = true;
   for (int e = first; e < e_count; e += stride) {
     float acc[kDecodeRouterTokens];
@@ -345,9 +356,19 @@ __global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
       if (t >= n) break;
       float v = acc[t];
       for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == 0) logits[t * e_count + e] = v + (w_bias ? w_bias[e] : 0.f);
+      if (lane == 0) store(t, e, v + (w_bias ? w_bias[e] : 0.f));
     }
   }
+}
+
+__global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
+    const __nv_bfloat16* x, const __nv_bfloat16* w, const float* w_bias, int n, int64_t k, float* logits,
+    const float* score_bias, RouterParams p, int32_t* out_expert, float* out_weight, int64_t* counts,
+    int64_t* offsets, int64_t* row_assignment, int64_t* assignment_row, unsigned* done) {
+  detail::chain_release();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, e_count = p.num_experts;
+  router_gemv(x, w, w_bias, n, k, e_count, blockIdx.x * kDecodeRouterWarps + warp, gridDim.x * kDecodeRouterWarps,
+              [] {}, [&](int t, int e, float v) { logits[t * e_count + e] = v; });
   // Last block in: every block's logits are visible after the barrier, its first thread's fence and the
   // counter (the grid-barrier pattern: bar.sync orders the block's writes before thread 0's release).
   __shared__ bool last;
@@ -379,6 +400,48 @@ __global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
   __syncthreads();  // the routed ids are visible to the whole block
   detail::block_layout(out_expert, n * p.top_k, e_count, counts, offsets, row_assignment, assignment_row, nullptr);
   if (threadIdx.x == 0) *done = 0u;
+}
+
+// The decode router's cluster form, for the passes the one-warp routing takes with at most 32 picks: one
+// thread-block cluster of kClusterRouterBlocks blocks computes the logits (router_gemv: a warp per expert)
+// and puts each into block 0's shared memory through distributed shared memory as well as into `logits`;
+// after one cluster barrier block 0 routes from its shared memory and builds the layout (picks_layout). What
+// the cluster replaces is the grid-wide finish of decode_router_kernel: a fence and a counter in global
+// memory, then the logits read back through L2, all on the step's critical path. No counter to reset.
+constexpr int kClusterRouterBlocks = 8;  // the largest portable cluster
+constexpr int kClusterRouterWarps = 16;  // 8 x 16 warps: a warp per expert up to 128 experts, two up to 256
+static_assert(kClusterRouterWarps * 32 >= kMaxExperts, "picks_layout needs a thread per expert");
+static_assert(kClusterRouterWarps >= kDecodeRouterTokens, "one-warp routing gives each token its own warp");
+
+__global__ void __launch_bounds__(kClusterRouterWarps * 32) decode_router_cluster_kernel(
+    const __nv_bfloat16* x, const __nv_bfloat16* w, const float* w_bias, int n, int64_t k, float* logits,
+    const float* score_bias, RouterParams p, int32_t* out_expert, float* out_weight, int64_t* counts,
+    int64_t* offsets, int64_t* row_assignment, int64_t* assignment_row) {
+  __shared__ float gathered[kDecodeRouterTokens * kMaxExperts];  // block 0's: the cluster's logits, [t][e]
+  __shared__ int picks[32];
+  detail::chain_release();
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, e_count = p.num_experts;
+  float* to_block0 = cluster.map_shared_rank(gathered, 0);
+  // Block 0's shared memory is written only once every block of the cluster has started: each arrives here
+  // and waits after the programmatic-launch wait (by then the others have long arrived).
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  router_gemv(x, w, w_bias, n, k, e_count, rank * kClusterRouterWarps + warp,
+              static_cast<int>(cluster.num_blocks()) * kClusterRouterWarps,
+              [] { asm volatile("barrier.cluster.wait.aligned;" ::: "memory"); },
+              [&](int t, int e, float v) {
+                logits[t * e_count + e] = v;
+                to_block0[t * e_count + e] = v;
+              });
+  cluster.sync();  // every logit is in block 0's shared memory; the other blocks are done
+  if (rank != 0) return;
+  if (warp < n) {
+    const int pick = route_token_warp<true>(gathered, warp, score_bias, p, out_expert, out_weight);
+    if (lane < p.top_k) picks[warp * p.top_k + lane] = pick;
+  }
+  __syncthreads();
+  picks_layout(picks, n * p.top_k, e_count, counts, offsets, row_assignment, assignment_row);
 }
 
 RouterParams router_params(const MoeConfig& o, int e, bool has_bias) {
@@ -420,6 +483,8 @@ void check_route_args(const char* op, int64_t t, int e, const Tensor& score_bias
 
 void set_warp_routing(bool on) { g_warp_routing.store(on); }
 bool warp_routing() { return g_warp_routing.load(); }
+void set_cluster_routing(bool on) { g_cluster_routing.store(on); }
+bool cluster_routing() { return g_cluster_routing.load(); }
 
 void route(const Tensor& logits, const Tensor& score_bias, const MoeConfig& o, Tensor& expert, Tensor& weight) {
   detail::require_device("cuda route", "logits", logits);
@@ -486,13 +551,26 @@ DeviceDispatchLayout decode_route(const Tensor& x, const Tensor& router, const T
   l.offsets = Tensor::empty({e + 1}, DType::kI64, Device::kCuda);
   l.row_assignment = Tensor::empty({n * o.top_k}, DType::kI64, Device::kCuda);
   l.assignment_row = Tensor::empty({n * o.top_k}, DType::kI64, Device::kCuda);
+  const RouterParams rp = router_params(o, e, has_bias);
+  if (rp.warp && g_cluster_routing.load() && warp_route_fits(rp) && n * o.top_k <= 32) {
+    // As many blocks as a warp per expert needs, at most the largest portable cluster.
+    const int blocks = std::min(kClusterRouterBlocks, (e + kClusterRouterWarps - 1) / kClusterRouterWarps);
+    detail::launch_ex(decode_router_cluster_kernel, dim3(blocks), dim3(kClusterRouterWarps * 32), 0,
+                      static_cast<unsigned>(blocks), /*chained=*/true, static_cast<const __nv_bfloat16*>(x.raw()),
+                      static_cast<const __nv_bfloat16*>(router.raw()),
+                      router_bias.defined() ? router_bias.f32() : nullptr, static_cast<int>(n), k, logits.f32(),
+                      has_bias ? score_bias.f32() : nullptr, rp, expert.i32(), weight.f32(), l.tokens_per_expert.i64(),
+                      l.offsets.i64(), l.row_assignment.i64(), l.assignment_row.i64());
+    SY_CUDA_CHECK_LAUNCH();
+    return l;
+  }
   // Enough warps to keep the router's rows streaming (a warp per expert), a block size that fits the routing.
   const int threads = kDecodeRouterWarps * 32;
   const unsigned blocks = static_cast<unsigned>((e + kDecodeRouterWarps - 1) / kDecodeRouterWarps);
   detail::launch_chained(decode_router_kernel, blocks, threads, 0,
       static_cast<const __nv_bfloat16*>(x.raw()), static_cast<const __nv_bfloat16*>(router.raw()),
       router_bias.defined() ? router_bias.f32() : nullptr, static_cast<int>(n), k, logits.f32(),
-      has_bias ? score_bias.f32() : nullptr, router_params(o, e, has_bias), expert.i32(), weight.f32(),
+      has_bias ? score_bias.f32() : nullptr, rp, expert.i32(), weight.f32(),
       l.tokens_per_expert.i64(), l.offsets.i64(), l.row_assignment.i64(), l.assignment_row.i64(),
       reinterpret_cast<unsigned*>(done.raw()));
   SY_CUDA_CHECK_LAUNCH();

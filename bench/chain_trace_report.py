@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Where a decode step's time goes, from a chain trace (bench/chain_trace_injection.cpp's lines).
+
+Kernels launched from CUDA graphs (graph node != 0) are grouped into replays: a replay ends where the next
+kernel ends more than --gap-us after it. Within a replay each kernel's in-chain cost is its end minus the
+previous kernel's end: under programmatic dependent launch a kernel starts early and waits, so its own
+duration (end - start) overstates what it adds, while the end-to-end difference is what the step pays for it.
+Kernels are keyed by name and grid, so the same GEMV on different shapes (q|k|v, o, the LM head) stay apart.
+Usage: chain_trace_report.py TRACE [--gap-us 50] [--min-kernels 20]
+"""
+import argparse
+import collections
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("trace")
+    ap.add_argument("--gap-us", type=float, default=50.0, help="an idle gap this long ends a replay")
+    ap.add_argument("--min-kernels", type=int, default=20, help="replays with fewer kernels are left out")
+    args = ap.parse_args()
+    rows = []
+    with open(args.trace) as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if len(parts) != 9:
+                sys.exit(f"{args.trace}:{n}: expected 9 fields, got {len(parts)}")
+            try:
+                start, end, gx, gy, gz, bx, cx, node = (int(p) for p in parts[:8])
+            except ValueError:
+                sys.exit(f"{args.trace}:{n}: the first 8 fields must be integers (not a number in {line.strip()!r})")
+            if node != 0:
+                rows.append((end, start, f"{parts[8]} grid({gx},{gy},{gz})x{bx}" + (f" cluster {cx}" if cx > 1 else "")))
+    if not rows:
+        sys.exit(f"{args.trace}: no kernels launched from CUDA graphs")
+    rows.sort()
+    replays, current = [], [rows[0]]
+    for r in rows[1:]:
+        if r[0] - current[-1][0] > args.gap_us * 1000:
+            replays.append(current)
+            current = []
+        current.append(r)
+    replays.append(current)
+    replays = [r for r in replays if len(r) >= args.min_kernels]
+    if not replays:
+        sys.exit(f"{args.trace}: no replay with at least {args.min_kernels} kernels")
+    # Replays of different lengths are different graphs (greedy, sampled, ...): report the most common length.
+    length = collections.Counter(len(r) for r in replays).most_common(1)[0][0]
+    replays = [r for r in replays if len(r) == length]
+    cost = collections.defaultdict(float)
+    duration = collections.defaultdict(float)
+    count = collections.Counter()
+    order = {}
+    step_total = 0.0
+    for rep in replays:
+        step_total += (rep[-1][0] - rep[0][1]) / 1000
+        prev_end = rep[0][1]  # the first kernel pays from its own start
+        for end, start, key in rep:
+            cost[key] += (end - prev_end) / 1000
+            duration[key] += (end - start) / 1000
+            count[key] += 1
+            order.setdefault(key, len(order))
+            prev_end = end
+    steps = len(replays)
+    print(f"{steps} replays of {length} kernels; mean replay {step_total / steps:.1f} us (first start to last end)")
+    print()
+    print("| kernel (grid x block) | per replay | in-chain us each | duration us each | share of replay |")
+    print("|---|---|---|---|---|")
+    for key in sorted(cost, key=lambda k: -cost[k]):
+        per = count[key] / steps
+        print(f"| {key} | {per:g} | {cost[key] / count[key]:.2f} | {duration[key] / count[key]:.2f} | "
+              f"{100 * cost[key] / step_total:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""bench/chain_trace_report.py on made-up traces: replay grouping, in-chain costs, rejected input."""
+import os
+import subprocess
+import sys
+import tempfile
+
+REPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench", "chain_trace_report.py")
+
+
+def run(lines, *args):
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("".join(l + "\n" for l in lines))
+        path = f.name
+    try:
+        return subprocess.run([sys.executable, REPORT, path, *args], capture_output=True, text=True)
+    finally:
+        os.unlink(path)
+
+
+def kernel(start_ns, end_ns, name, node=7, grid=(4, 1, 1), block=256, cluster=1):
+    return f"{start_ns} {end_ns} {grid[0]} {grid[1]} {grid[2]} {block} {cluster} {node} {name}"
+
+
+def main():
+    failures = []
+
+    def check(cond, what):
+        if not cond:
+            failures.append(what)
+
+    # Three replays of a - b - c (each kernel starts early, as under programmatic launch), a 1 ms idle gap
+    # between replays, and a host-launched kernel (node 0) that must be ignored.
+    lines = [kernel(0, 500, "setup", node=0)]
+    for r in range(3):
+        t = 1_000_000 * (r + 1)
+        lines += [kernel(t, t + 2000, "a"), kernel(t + 500, t + 5000, "b"), kernel(t + 1000, t + 6000, "c",
+                                                                                     cluster=8)]
+    # The graph kernels need not be listed in end order.
+    lines = [lines[0]] + lines[:0:-1]
+    res = run(lines, "--min-kernels", "3")
+    check(res.returncode == 0, f"report failed: {res.stderr}")
+    out = res.stdout
+    check("3 replays of 3 kernels; mean replay 6.0 us" in out, f"replay summary wrong:\n{out}")
+    # In-chain: a pays from its start (2 us), b 3 us after a's end, c 1 us after b's; durations 2, 4.5, 5.
+    check("| a grid(4,1,1)x256 | 1 | 2.00 | 2.00 | 33.3% |" in out, f"a wrong:\n{out}")
+    check("| b grid(4,1,1)x256 | 1 | 3.00 | 4.50 | 50.0% |" in out, f"b wrong:\n{out}")
+    check("| c grid(4,1,1)x256 cluster 8 | 1 | 1.00 | 5.00 | 16.7% |" in out, f"c wrong:\n{out}")
+    check("setup" not in out, "a host-launched kernel was counted")
+    # Sorted by cost: b first.
+    check(out.index("| b ") < out.index("| a ") < out.index("| c "), f"not sorted by in-chain cost:\n{out}")
+
+    # A shorter replay (another graph) is left out: the most common length is reported.
+    extra = [kernel(9_000_000, 9_001_000, "a"), kernel(9_000_100, 9_002_000, "b")]
+    res = run(lines + extra, "--min-kernels", "2")
+    check(res.returncode == 0 and "3 replays of 3 kernels" in res.stdout, f"mixed lengths:\n{res.stdout}{res.stderr}")
+
+    # Bad input: a malformed line, no graph kernels, no replay long enough: non-zero exit, a message.
+    res = run(["1 2 3 name"])
+    check(res.returncode != 0 and "expected 9 fields" in res.stderr, f"malformed line: {res.returncode} {res.stderr}")
+    res = run([kernel(0, 10, "x", node=0)])
+    check(res.returncode != 0 and "no kernels launched from CUDA graphs" in res.stderr, f"no graph: {res.stderr}")
+    res = run(lines, "--min-kernels", "50")
+    check(res.returncode != 0 and "no replay with at least 50 kernels" in res.stderr, f"short: {res.stderr}")
+    res = run(["1 x 3 4 5 6 7 8 name"])
+    check(res.returncode != 0 and "not a number" in res.stderr, f"non-numeric field: {res.returncode} {res.stderr}")
+
+    for f in failures:
+        print("FAIL:", f)
+    print("ok" if not failures else f"{len(failures)} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
