@@ -10,6 +10,7 @@
 # split it, e.g. "tests,layer,attention", then "decode,sm90", then "memcheck", then
 # "long,deepseek,serve,nccl,torch" (calls back to back: an idle machine is handed back within a minute).
 # SY_MEMCHECK_FILTER=PATTERN limits memcheck to the gtest filter PATTERN (the whole suite takes minutes).
+# SY_DECODE_BASE=PATH adds a baseline bench_gpu_decode (another build's) to the decode section's A/B runs.
 # sm90 measures the Hopper kernels (SY_SM90_EXPERTS, SY_FLASH_SM90; default on compute capability 9.0) and
 # cuDNN's attention (SY_CUDNN_ATTENTION=1) end to end; the layer and attention sections time them kernel by kernel.
 set -u
@@ -69,11 +70,20 @@ if want decode; then
   # SY_PDL=0, SY_DENSE_GEMV=0, SY_FUSED_NORM=0, SY_WARP_ROUTE=0, SY_FUSED_COMBINE=0.
   IFS=';' read -r -a ab <<<"${SY_DECODE_AB:-SY_CLUSTER_ROUTE=1;SY_EARLY_COMBINE=1;SY_PREFETCH_KEYS=1;SY_FUSED_ATTENTION=1;SY_GROUPED_ATTENTION=1}"
   ab_batches=${SY_DECODE_AB_BATCHES:-1,2}
+  # SY_DECODE_BASE=PATH: another build's bench_gpu_decode (a baseline for changes without a switch), run at
+  # the A/B batches before and after the A/B runs, so both sides meet the same machine.
+  base_run() {
+    echo "== the same at batches $ab_batches with the baseline binary $SY_DECODE_BASE ($1)"
+    timeout 200 "$SY_DECODE_BASE" --config bench/configs/qwen3_30b_a3b.json --batches "$ab_batches" \
+      --prompt-len 128 --decode-steps 32 2>&1 | grep -E "^\| [0-9]"
+  }
+  [ -n "${SY_DECODE_BASE:-}" ] && base_run before
   for flags in "${ab[@]}"; do
     echo "== the same at batches $ab_batches with $flags"
     env $flags timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches "$ab_batches" \
       --prompt-len 128 --decode-steps 32 2>&1 | grep -E "^\| [0-9]"
   done
+  [ -n "${SY_DECODE_BASE:-}" ] && base_run after
 fi
 if want long; then
   echo "== bench_gpu_decode, 2048-token prompts: key splits chosen per batch vs one block per query and head"

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <numeric>
+#include <set>
 #include <tuple>
 #include <vector>
 
@@ -826,8 +828,12 @@ struct PagedBatch {
       : bs(block_size) {
     for (int64_t n : lengths) total_blocks += (n + bs - 1) / bs;
     total_blocks += 3;  // blocks nobody reads
+    // A shuffle of the physical blocks: b -> (b * stride + 3) mod total is one for a stride coprime to the total
+    // (7 alone was not whenever 7 divided it, and then sequences shared blocks).
+    int64_t stride = 7;
+    while (std::gcd(stride, total_blocks) != 1) ++stride;
     std::vector<int32_t> order(static_cast<size_t>(total_blocks));
-    for (int64_t b = 0; b < total_blocks; ++b) order[b] = static_cast<int32_t>((b * 7 + 3) % total_blocks);
+    for (int64_t b = 0; b < total_blocks; ++b) order[b] = static_cast<int32_t>((b * stride + 3) % total_blocks);
     int64_t next_block = 0;
     for (size_t i = 0; i < lengths.size(); ++i) {
       const int64_t nb = (lengths[i] + bs - 1) / bs, start = static_cast<int64_t>(tables.size());
@@ -926,6 +932,8 @@ TEST(GpuOps, PagedAttentionQkvEqualsEpilogueThenAttention) {
     const int64_t p = batch.pos[i];
     rows[i] = int64_t{batch.tables[batch.table_start[i] + p / bs]} * bs + p % bs;
   }
+  // Each query's own row is its own (no other query reads it as a cached key): the batch's blocks are distinct.
+  ASSERT_EQ(std::set<int32_t>(batch.tables.begin(), batch.tables.end()).size(), batch.tables.size());
   Tensor tab = Tensor::empty({static_cast<int64_t>(batch.tables.size())}, DType::kI32);
   std::copy(batch.tables.begin(), batch.tables.end(), tab.i32());
   const Tensor pos_d = cuda::to_device(i64_tensor(batch.pos)), start_d = cuda::to_device(i64_tensor(batch.table_start));

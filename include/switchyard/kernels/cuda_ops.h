@@ -254,7 +254,8 @@ bool grouped_decode_fits(const Tensor& q, const Tensor& k, const Tensor& v);
 // block per (query, key head) writes them to keys/values at pool row rows[i]. No q3/k3/v3 are written.
 // Only for passes where every query is its sequence's only new token (AttentionArgs::cached_keys_ready's
 // condition; grouped_decode is ignored). qkv: (t, (heads + kv_heads) * d + kv_heads * dv) f32 contiguous;
-// out: (t, heads, dv) f32 contiguous; pools (rows, kv_heads, d|dv) f32 or bf16; head dims at most 128.
+// out: (t, heads, dv) f32 contiguous; pools (rows, kv_heads, d|dv) f32 or bf16; head dims at most 128. A
+// negative position gives NaN rows in out, as paged_attention does, and writes no pool row.
 bool paged_attention_qkv_fits(int64_t heads, int64_t kv_heads, int64_t d, int64_t dv, const DeviceRope& rope);
 void paged_attention_qkv(const Tensor& qkv, const QkvEpilogueArgs& epilogue, const DeviceRope& rope,
                          const Tensor& rows, Tensor& keys, Tensor& values, const Tensor& positions,

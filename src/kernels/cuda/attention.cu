@@ -113,8 +113,8 @@ __global__ void __launch_bounds__(kWarps * 32, 8) attention_kernel(const float* 
   // them this warp reads comes in before the wait too (the query's own row is this pass's, written by the
   // kernel before this one).
   constexpr bool kCanPrefetch = kPaged && kDvPerLane == kPrefetchPerLane;
-  const bool prefetched = kCanPrefetch && !kFromQkv && p.keys_ready && !bad_pos && lo + warp < pos &&
-                          p.dk <= 32 * kPrefetchPerLane;
+  const bool prefetched = kCanPrefetch && !kFromQkv && p.keys_ready && !bad_pos && lo + warp <= hi &&
+                          lo + warp < pos && p.dk <= 32 * kPrefetchPerLane;
   float k_pre[kPrefetchPerLane];
 #pragma unroll
   for (int c = 0; c < kPrefetchPerLane; ++c) {
@@ -293,6 +293,8 @@ void launch_attention(const Tensor& q, const Tensor& k, const Tensor& v, const T
       detail::launch_chained(attention_kernel<KV, true, kPrefetchPerLane, true>, grid, kWarps * 32, 0,
                              static_cast<const float*>(nullptr), kp, vp, positions.i64(), sinks, p, paged, out.f32(),
                              part, bad, *src);
+    } else {
+      SY_CHECK(false, "cuda attention: the q|k|v-fused form reads a paged pool");
     }
   } else if (p.dv <= kPrefetchPerLane * 32) {
     detail::launch_chained(attention_kernel<KV, kPaged, kPrefetchPerLane>, grid, kWarps * 32, 0, q.f32(), kp, vp,

@@ -116,7 +116,9 @@ __global__ void __launch_bounds__(kWarps * 32, kRows == 1 ? 3 : 2) grouped_linea
     // The x row of each of this chunk's rows: lane r looks up row r's and the x loads take it by shuffle. The
     // lookup (a round trip to L2 through the layout's row map) is not waited for until the first x load, so it
     // overlaps the first weight loads (which do not depend on it); shared memory here made every weight load
-    // wait for it. One register: an array of kRows would spill at the kernel's two-blocks-per-SM bound.
+    // wait for it. One register: an array of kRows would spill at the kernel's two-blocks-per-SM bound. The
+    // shuffles need the whole warp, so the k loops below run the same iterations on every lane (their bounds
+    // depend on the chunk, not the lane) and a lane past k guards its loads and products instead.
     const int my_src = lane < rows ? static_cast<int>(gather ? gather[r0 + lane] / top_k : r0 + lane) : 0;
     auto src = [&](int r) { return __shfl_sync(0xffffffffu, my_src, r); };
     float acc[kRows][kColsPerWarp];
@@ -126,7 +128,8 @@ __global__ void __launch_bounds__(kWarps * 32, kRows == 1 ? 3 : 2) grouped_linea
       for (int c = 0; c < kColsPerWarp; ++c) acc[r][c] = 0.f;
     }
     if (kVec) {  // k % 8 == 0: 8 bf16 weights per 16-byte load
-      for (int64_t k0 = lane * 8; k0 < k; k0 += kBatch * 32 * 8) {
+      for (int64_t base = 0; base < k; base += kBatch * 32 * 8) {
+        const int64_t k0 = base + lane * 8;
         uint4 packed[kColsPerWarp][kBatch];
 #pragma unroll
         for (int c = 0; c < kColsPerWarp; ++c) {
@@ -140,11 +143,13 @@ __global__ void __launch_bounds__(kWarps * 32, kRows == 1 ? 3 : 2) grouped_linea
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
           const int64_t kk = k0 + u * 32 * 8;
-          if (kk >= k) break;
+          if (base + u * 32 * 8 >= k) break;  // the same on every lane
 #pragma unroll
           for (int r = 0; r < kRows; ++r) {
             if (r >= rows) break;
-            const float4* xr = reinterpret_cast<const float4*>(x + static_cast<int64_t>(src(r)) * k + kk);
+            const int64_t row = src(r);
+            if (kk >= k) continue;
+            const float4* xr = reinterpret_cast<const float4*>(x + row * k + kk);
             const float4 a = xr[0], b = xr[1];
 #pragma unroll
             for (int c = 0; c < kColsPerWarp; ++c) {
@@ -161,11 +166,14 @@ __global__ void __launch_bounds__(kWarps * 32, kRows == 1 ? 3 : 2) grouped_linea
 #pragma unroll
       for (int c = 0; c < kColsPerWarp; ++c) {
         if (!wrow[c]) continue;
-        for (int64_t kk = lane; kk < k; kk += 32) {
-          const float wv = __bfloat162float(wrow[c][kk]);
+        for (int64_t base = 0; base < k; base += 32) {  // the same iterations on every lane
+          const int64_t kk = base + lane;
+          const float wv = kk < k ? __bfloat162float(wrow[c][kk]) : 0.f;
 #pragma unroll
           for (int r = 0; r < kRows; ++r) {
-            if (r < rows) acc[r][c] += wv * x[static_cast<int64_t>(src(r)) * k + kk];
+            if (r >= rows) break;
+            const int64_t row = src(r);
+            if (kk < k) acc[r][c] += wv * x[row * k + kk];
           }
         }
       }
