@@ -18,6 +18,7 @@
 #include <cstring>
 #include <map>
 
+#include "switchyard/core/env.h"
 #include "switchyard/core/error.h"
 
 #if SY_HAS_CUDA
@@ -492,36 +493,36 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   cuda::prepare_blas();  // the handle too, before any decode step can be captured as a graph
   s->config = config;
   s->rope = cuda::upload_rope(rope);
-  if (const char* env = std::getenv("SY_CUDA_GRAPHS")) s->use_graphs = std::string(env) != "0";
-  if (const char* env = std::getenv("SY_GPU_SAMPLING")) s->device_sampling = std::string(env) != "0";
-  if (const char* env = std::getenv("SY_GROUPED_GEMV_MAX_TOKENS")) s->gemv_max_tokens = std::atoll(env);
-  if (const char* env = std::getenv("SY_FLASH_PREFILL")) s->use_flash = std::string(env) != "0";
-  if (const char* env = std::getenv("SY_FUSED_QKV")) s->fused_qkv = std::string(env) != "0";
-  if (const char* env = std::getenv("SY_DECODE_ROUTE")) s->decode_route = std::string(env) != "0";
-  if (const char* env = std::getenv("SY_FUSED_NORM")) s->fused_norm = std::string(env) != "0";
-  if (const char* env = std::getenv("SY_FUSED_COMBINE")) s->fused_combine = std::string(env) != "0";
-  if (const char* env = std::getenv("SY_EARLY_COMBINE")) s->early_combine = std::string(env) != "0";
-  if (const char* env = std::getenv("SY_PREFETCH_KEYS")) s->prefetch_keys = std::string(env) != "0";
-  if (const char* env = std::getenv("SY_FUSED_ATTENTION")) s->fused_attention = std::string(env) != "0";
-  if (const char* env = std::getenv("SY_GROUPED_ATTENTION")) s->grouped_attention = std::string(env) != "0";
+  s->use_graphs = env_flag("SY_CUDA_GRAPHS", s->use_graphs);
+  s->device_sampling = env_flag("SY_GPU_SAMPLING", s->device_sampling);
+  s->gemv_max_tokens = env_int("SY_GROUPED_GEMV_MAX_TOKENS", s->gemv_max_tokens, 0, int64_t{1} << 30);
+  s->use_flash = env_flag("SY_FLASH_PREFILL", s->use_flash);
+  s->fused_qkv = env_flag("SY_FUSED_QKV", s->fused_qkv);
+  s->decode_route = env_flag("SY_DECODE_ROUTE", s->decode_route);
+  s->fused_norm = env_flag("SY_FUSED_NORM", s->fused_norm);
+  s->fused_combine = env_flag("SY_FUSED_COMBINE", s->fused_combine);
+  s->early_combine = env_flag("SY_EARLY_COMBINE", s->early_combine);
+  s->prefetch_keys = env_flag("SY_PREFETCH_KEYS", s->prefetch_keys);
+  s->fused_attention = env_flag("SY_FUSED_ATTENTION", s->fused_attention);
+  s->grouped_attention = env_flag("SY_GROUPED_ATTENTION", s->grouped_attention);
   s->flash_sm90 = cuda::flash_attention_sm90_supported();
   s->sm90_experts = cuda::grouped_gemm_sm90_supported();
-  if (const char* env = std::getenv("SY_FLASH_SM90")) {
-    s->flash_sm90 = std::string(env) != "0";
+  if (env_set("SY_FLASH_SM90")) {
+    s->flash_sm90 = env_flag("SY_FLASH_SM90", false);
     SY_REQUIRE(!s->flash_sm90 || cuda::flash_attention_sm90_supported(), Unsupported, "cuda",
                "SY_FLASH_SM90=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
   }
   // Programmatic dependent launch of the decode chain's kernels (process-wide): on by default on a compute
   // capability 9.0 GPU (measured 3% off a Qwen3-30B-A3B batch-1 step on an H100); SY_PDL=0 turns it off.
-  if (const char* env = std::getenv("SY_PDL")) {
-    const bool want = std::string(env) != "0";
+  if (env_set("SY_PDL")) {
+    const bool want = env_flag("SY_PDL", true);
     SY_REQUIRE(cuda::set_programmatic_launch(want) == want, Unsupported, "cuda",
                "SY_PDL=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
   } else {
     cuda::default_programmatic_launch();
   }
-  if (const char* env = std::getenv("SY_CUDNN_ATTENTION")) {
-    s->flash_cudnn = std::string(env) != "0";
+  if (env_set("SY_CUDNN_ATTENTION")) {
+    s->flash_cudnn = env_flag("SY_CUDNN_ATTENTION", false);
     std::string why;
     SY_REQUIRE(!s->flash_cudnn || cuda::flash_attention_cudnn_available(&why), Unsupported, "cuda",
                "SY_CUDNN_ATTENTION=1 needs cuDNN 9: ", why, "; unset it here");
@@ -533,27 +534,19 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
                "SY_SM90_TILE_N must be 128, 256 or 0 (by row count), got '", v, "'");
     cuda::set_grouped_gemm_sm90_tile_n(std::stoi(v));
   }
-  if (const char* env = std::getenv("SY_SM90_EXPERTS")) {
-    s->sm90_experts = std::string(env) != "0";
+  if (env_set("SY_SM90_EXPERTS")) {
+    s->sm90_experts = env_flag("SY_SM90_EXPERTS", false);
     SY_REQUIRE(!s->sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",
                "SY_SM90_EXPERTS=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
   }
   // Routing in one warp where it applies (on by default; SY_WARP_ROUTE=0 routes with the whole block).
-  if (const char* env = std::getenv("SY_WARP_ROUTE")) cuda::set_warp_routing(std::string(env) != "0");
+  if (env_set("SY_WARP_ROUTE")) cuda::set_warp_routing(env_flag("SY_WARP_ROUTE", false));
   // The decode router's cluster finish (off by default; SY_CLUSTER_ROUTE=1 turns it on).
-  if (const char* env = std::getenv("SY_CLUSTER_ROUTE")) cuda::set_cluster_routing(std::string(env) != "0");
+  if (env_set("SY_CLUSTER_ROUTE")) cuda::set_cluster_routing(env_flag("SY_CLUSTER_ROUTE", false));
   // Dense projections of up to SY_DENSE_GEMV rows (0 to 4; 0: always cuBLAS) through our GEMV; process-wide.
-  if (const char* env = std::getenv("SY_DENSE_GEMV")) {
-    const std::string v = env;
-    SY_REQUIRE(v.size() == 1 && v[0] >= '0' && v[0] <= '4', InvalidArgument, "cuda",
-               "SY_DENSE_GEMV must be a row count from 0 (always cuBLAS) to 4, got '", v, "'");
-    cuda::set_dense_gemv_max_rows(v[0] - '0');
-  }
-  if (const char* env = std::getenv("SY_ATTENTION_KEY_SPLITS")) {
-    s->key_splits = std::atoi(env);
-    SY_REQUIRE(s->key_splits >= 0 && s->key_splits <= 1024, InvalidArgument, "cuda",
-               "SY_ATTENTION_KEY_SPLITS must be in [0, 1024] (0: chosen from the batch), got '", env, "'");
-  }
+  if (env_set("SY_DENSE_GEMV")) cuda::set_dense_gemv_max_rows(static_cast<int>(env_int("SY_DENSE_GEMV", 0, 0, 4)));
+  // Key splits per (query, head) of decode-sized attention (0: chosen from the batch).
+  s->key_splits = static_cast<int>(env_int("SY_ATTENTION_KEY_SPLITS", s->key_splits, 0, 1024));
   SY_REQUIRE(!config.attention.mla || config.attention.kv_lora_rank <= 512, Unsupported, "cuda",
              "MLA with kv_lora_rank ", config.attention.kv_lora_rank,
              " (the GPU attends over at most 512 latent values per head); use the CPU");

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "switchyard/core/env.h"
 #include "switchyard/core/error.h"
 #include "switchyard/core/thread_pool.h"
 #include "switchyard/kernels/ops.h"
@@ -17,10 +18,7 @@ namespace sy::moe {
 namespace {
 // SY_GROUPED_EXPERTS=0 runs decode-sized expert groups one product at a time again (A/B runs, a fallback).
 bool grouped_experts_enabled() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("SY_GROUPED_EXPERTS");
-    return !(env && std::string(env) == "0");
-  }();
+  static const bool enabled = env_flag("SY_GROUPED_EXPERTS", true);
   return enabled;
 }
 }  // namespace

@@ -41,6 +41,16 @@ void write_file(const fs::path& p, const std::string& text) {
   out << text;
 }
 
+// A switch set to a value it does not take stops the run with the variable named, instead of a silent default.
+TEST(CliErrors, BadEnvironmentSwitch) {
+  test::TempDir tmp;
+  test::CommandResult r =
+      test::run_cli(logits_args(fs::path(golden_dir("mixtral")), tmp), "SY_GROUPED_EXPERTS=bogus");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("error: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("SY_GROUPED_EXPERTS='bogus'"), std::string::npos) << r.output;
+}
+
 TEST(CliErrors, MissingDirectory) {
   test::TempDir tmp;
   expect_error(logits_args(tmp.path() / "nope", tmp), "does not exist");

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "switchyard/core/env.h"
 #include "switchyard/core/thread_pool.h"
 #include "switchyard/kernels/ops.h"
 
@@ -33,10 +34,7 @@ constexpr int64_t kFusedMaxRows = 1024;
 
 // SY_FUSED_PREFILL_GEMM=0 sends 9-1024-row products back to convert-and-sgemm (A/B runs, a fallback).
 bool fused_prefill_enabled() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("SY_FUSED_PREFILL_GEMM");
-    return !(env && std::string(env) == "0");
-  }();
+  static const bool enabled = env_flag("SY_FUSED_PREFILL_GEMM", true);
   return enabled;
 }
 

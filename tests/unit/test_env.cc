@@ -1,0 +1,79 @@
+// The SY_... environment switches (core/env.h): accepted spellings, defaults when unset or empty, and a clear
+// InvalidArgument naming the variable for any other value.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "switchyard/core/env.h"
+#include "switchyard/core/error.h"
+
+namespace sy {
+namespace {
+
+constexpr const char* kVar = "SY_TEST_ENV_SWITCH";
+
+struct EnvGuard {  // unsets the test variable however a test ends
+  ~EnvGuard() { unsetenv(kVar); }
+};
+
+TEST(Env, FlagSpellings) {
+  EnvGuard guard;
+  unsetenv(kVar);
+  EXPECT_TRUE(env_flag(kVar, true));
+  EXPECT_FALSE(env_flag(kVar, false));
+  EXPECT_FALSE(env_set(kVar));
+  setenv(kVar, "", 1);
+  EXPECT_TRUE(env_flag(kVar, true)) << "empty is unset";
+  EXPECT_FALSE(env_set(kVar));
+  for (const char* on : {"1", "true", "TRUE", "On", "yes"}) {
+    setenv(kVar, on, 1);
+    EXPECT_TRUE(env_flag(kVar, false)) << on;
+    EXPECT_TRUE(env_set(kVar));
+  }
+  for (const char* off : {"0", "false", "OFF", "No"}) {
+    setenv(kVar, off, 1);
+    EXPECT_FALSE(env_flag(kVar, true)) << off;
+  }
+}
+
+TEST(Env, FlagRejectsOtherValues) {
+  EnvGuard guard;
+  for (const char* bad : {"2", "enable", " 1", "1 ", "-1", "truee"}) {
+    setenv(kVar, bad, 1);
+    try {
+      env_flag(kVar, false);
+      ADD_FAILURE() << "'" << bad << "' was accepted";
+    } catch (const InvalidArgument& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(kVar), std::string::npos) << what;
+      EXPECT_NE(what.find(bad), std::string::npos) << what;
+    }
+  }
+}
+
+TEST(Env, IntRangeAndErrors) {
+  EnvGuard guard;
+  unsetenv(kVar);
+  EXPECT_EQ(env_int(kVar, 7, 0, 10), 7);
+  setenv(kVar, "0", 1);
+  EXPECT_EQ(env_int(kVar, 7, 0, 10), 0);
+  setenv(kVar, "10", 1);
+  EXPECT_EQ(env_int(kVar, 7, 0, 10), 10);
+  setenv(kVar, "-3", 1);
+  EXPECT_EQ(env_int(kVar, 7, -5, 10), -3);
+  for (const char* bad : {"11", "-1", "abc", "3x", "1.5", " 4", "99999999999999999999999"}) {
+    setenv(kVar, bad, 1);
+    EXPECT_THROW(env_int(kVar, 7, 0, 10), InvalidArgument) << bad;
+  }
+  setenv(kVar, "12", 1);
+  try {
+    env_int(kVar, 7, 0, 10);
+    ADD_FAILURE() << "12 was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("from 0 to 10"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace sy
