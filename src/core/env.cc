@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -34,6 +36,18 @@ int64_t env_int(const char* name, int64_t fallback, int64_t lo, int64_t hi) {
   const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), value);
   SY_REQUIRE(ec == std::errc() && end == v.data() + v.size() && value >= lo && value <= hi, InvalidArgument, "env",
              name, "='", v, "': expected a whole number from ", lo, " to ", hi);
+  return value;
+}
+
+double env_double(const char* name, double fallback, double lo, double hi) {
+  const char* raw = std::getenv(name);
+  if (!raw || !*raw) return fallback;
+  char* end = nullptr;
+  errno = 0;
+  const double value = std::strtod(raw, &end);
+  SY_REQUIRE(errno == 0 && end != raw && *end == '\0' && !std::isspace(static_cast<unsigned char>(raw[0])) &&
+                 std::isfinite(value) && value >= lo && value <= hi,
+             InvalidArgument, "env", name, "='", raw, "': expected a number from ", lo, " to ", hi);
   return value;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "switchyard/core/env.h"
 #include "switchyard/core/error.h"
 
 namespace sy {
@@ -15,10 +16,7 @@ namespace {
 thread_local bool t_inside_loop = false;
 
 int threads_from_environment() {
-  if (const char* env = std::getenv("SY_NUM_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
-  }
+  if (env_set("SY_NUM_THREADS")) return static_cast<int>(env_int("SY_NUM_THREADS", 1, 1, 4096));
   unsigned hw = std::thread::hardware_concurrency();
   return hw == 0 ? 1 : static_cast<int>(hw);
 }

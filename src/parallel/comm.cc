@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "comm_detail.h"
+#include "switchyard/core/env.h"
 
 namespace sy::parallel {
 
@@ -139,7 +140,7 @@ std::unique_ptr<Comm> make_nccl_comm(Comm&, int, const CommOptions&) {
 
 std::shared_ptr<Comm> world_comm(const std::string& backend, const CommOptions& options) {
   CommOptions opt = options;
-  if (const char* t = std::getenv("SY_COMM_TIMEOUT")) opt.timeout_s = std::atof(t);
+  opt.timeout_s = env_double("SY_COMM_TIMEOUT", opt.timeout_s, 0.0, 1e9);
   if (backend == "local") return make_local_comm();
   if (backend == "mpi" || (backend == "auto" && launched_by_mpirun())) {
 #if SY_HAS_MPI

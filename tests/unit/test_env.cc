@@ -1,5 +1,5 @@
-// The SY_... environment switches (core/env.h): accepted spellings, defaults when unset or empty, and a clear
-// InvalidArgument naming the variable for any other value.
+// The SY_... environment switches (core/env.h): accepted spellings and numbers, defaults when unset or empty,
+// and a clear InvalidArgument naming the variable for any other value.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -72,6 +72,20 @@ TEST(Env, IntRangeAndErrors) {
     ADD_FAILURE() << "12 was accepted";
   } catch (const InvalidArgument& e) {
     EXPECT_NE(std::string(e.what()).find("from 0 to 10"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Env, DoubleRangeAndErrors) {
+  EnvGuard guard;
+  unsetenv(kVar);
+  EXPECT_EQ(env_double(kVar, 2.5, 0, 10), 2.5);
+  setenv(kVar, "0.25", 1);
+  EXPECT_EQ(env_double(kVar, 2.5, 0, 10), 0.25);
+  setenv(kVar, "1e1", 1);
+  EXPECT_EQ(env_double(kVar, 2.5, 0, 10), 10.0);
+  for (const char* bad : {"abc", "1.5s", " 1", "nan", "inf", "-0.5", "11", "1e999"}) {
+    setenv(kVar, bad, 1);
+    EXPECT_THROW(env_double(kVar, 2.5, 0, 10), InvalidArgument) << bad;
   }
 }
 

@@ -13,5 +13,7 @@ bool env_flag(const char* name, bool fallback);
 bool env_set(const char* name);
 // A decimal integer in [lo, hi]; unset or empty: fallback.
 int64_t env_int(const char* name, int64_t fallback, int64_t lo, int64_t hi);
+// A finite decimal number in [lo, hi]; unset or empty: fallback.
+double env_double(const char* name, double fallback, double lo, double hi);
 
 }  // namespace sy
