@@ -6,6 +6,7 @@ kernel ends more than --gap-us after it. Within a replay each kernel's in-chain 
 previous kernel's end: under programmatic dependent launch a kernel starts early and waits, so its own
 duration (end - start) overstates what it adds, while the end-to-end difference is what the step pays for it.
 Kernels are keyed by name and grid, so the same GEMV on different shapes (q|k|v, o, the LM head) stay apart.
+A per-layer line sums the kernels that run once per layer (the most common repeat count above one).
 Usage: chain_trace_report.py TRACE [--gap-us 50] [--min-kernels 20]
 """
 import argparse
@@ -63,6 +64,13 @@ def main():
             prev_end = end
     steps = len(replays)
     print(f"{steps} replays of {length} kernels; mean replay {step_total / steps:.1f} us (first start to last end)")
+    # Per layer: the kernels that run the most common number of times per replay above once (the layer count).
+    repeats = collections.Counter(round(count[k] / steps) for k in cost if count[k] > steps)
+    if repeats:
+        layers = repeats.most_common(1)[0][0]
+        per_layer = sum(cost[k] for k in cost if round(count[k] / steps) == layers) / steps / layers
+        rest = step_total / steps - per_layer * layers
+        print(f"per layer ({layers} per replay): {per_layer:.1f} us in chain; the rest of the replay {rest:.1f} us")
     print()
     print("| kernel (grid x block) | per replay | in-chain us each | duration us each | share of replay |")
     print("|---|---|---|---|---|")

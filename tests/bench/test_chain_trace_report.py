@@ -47,6 +47,8 @@ def main():
     check("| b grid(4,1,1)x256 | 1 | 3.00 | 4.50 | 50.0% |" in out, f"b wrong:\n{out}")
     check("| c grid(4,1,1)x256 cluster 8 | 1 | 1.00 | 5.00 | 16.7% |" in out, f"c wrong:\n{out}")
     check("setup" not in out, "a host-launched kernel was counted")
+    # Each kernel runs once per replay: no per-layer line.
+    check("per layer" not in out, f"a per-layer line without repeated kernels:\n{out}")
     # Sorted by cost: b first.
     check(out.index("| b ") < out.index("| a ") < out.index("| c "), f"not sorted by in-chain cost:\n{out}")
 
@@ -54,6 +56,16 @@ def main():
     extra = [kernel(9_000_000, 9_001_000, "a"), kernel(9_000_100, 9_002_000, "b")]
     res = run(lines + extra, "--min-kernels", "2")
     check(res.returncode == 0 and "3 replays of 3 kernels" in res.stdout, f"mixed lengths:\n{res.stdout}{res.stderr}")
+
+    # Two "layers" of (x, y) and a once-per-replay head z: per layer = (x + y) in-chain costs.
+    layered = []
+    for r in range(2):
+        t = 1_000_000 * (r + 1)
+        layered += [kernel(t, t + 1000, "x"), kernel(t + 100, t + 3000, "y"), kernel(t + 3000, t + 4000, "x"),
+                    kernel(t + 3100, t + 6000, "y"), kernel(t + 6000, t + 10000, "z")]
+    res = run(layered, "--min-kernels", "5")
+    check(res.returncode == 0 and "per layer (2 per replay): 3.0 us in chain; the rest of the replay 4.0 us"
+          in res.stdout, f"per-layer line wrong:\n{res.stdout}{res.stderr}")
 
     # Bad input: a malformed line, no graph kernels, no replay long enough: non-zero exit, a message.
     res = run(["1 2 3 name"])
