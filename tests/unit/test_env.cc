@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <initializer_list>
 #include <string>
 
 #include "switchyard/core/env.h"
@@ -16,6 +17,18 @@ constexpr const char* kVar = "SY_TEST_ENV_SWITCH";
 struct EnvGuard {  // unsets the test variable however a test ends
   ~EnvGuard() { unsetenv(kVar); }
 };
+
+// Sets the variable to `value`, calls parse() and expects an InvalidArgument whose message holds each fragment.
+template <typename Parse>
+void expect_refused(const char* value, Parse parse, std::initializer_list<std::string> fragments) {
+  setenv(kVar, value, 1);
+  try {
+    parse();
+    ADD_FAILURE() << "'" << value << "' was accepted";
+  } catch (const InvalidArgument& e) {
+    for (const std::string& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what();
+  }
+}
 
 TEST(Env, FlagSpellings) {
   EnvGuard guard;
@@ -40,15 +53,7 @@ TEST(Env, FlagSpellings) {
 TEST(Env, FlagRejectsOtherValues) {
   EnvGuard guard;
   for (const char* bad : {"2", "enable", " 1", "1 ", "-1", "truee"}) {
-    setenv(kVar, bad, 1);
-    try {
-      env_flag(kVar, false);
-      ADD_FAILURE() << "'" << bad << "' was accepted";
-    } catch (const InvalidArgument& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find(kVar), std::string::npos) << what;
-      EXPECT_NE(what.find(bad), std::string::npos) << what;
-    }
+    expect_refused(bad, [] { env_flag(kVar, false); }, {kVar, bad});
   }
 }
 
@@ -66,13 +71,7 @@ TEST(Env, IntRangeAndErrors) {
     setenv(kVar, bad, 1);
     EXPECT_THROW(env_int(kVar, 7, 0, 10), InvalidArgument) << bad;
   }
-  setenv(kVar, "12", 1);
-  try {
-    env_int(kVar, 7, 0, 10);
-    ADD_FAILURE() << "12 was accepted";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("from 0 to 10"), std::string::npos) << e.what();
-  }
+  expect_refused("12", [] { env_int(kVar, 7, 0, 10); }, {kVar, "from 0 to 10"});
 }
 
 TEST(Env, DoubleRangeAndErrors) {

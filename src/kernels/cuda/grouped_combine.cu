@@ -83,11 +83,7 @@ __global__ void __launch_bounds__(kWarps * 32) grouped_linear_combine_kernel(
             const float4 a = xp[0], b = xp[1];
 #pragma unroll
             for (int c = 0; c < kCols; ++c) {
-              const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&packed[c][u]);
-              const float2 w0 = __bfloat1622float2(h2[0]), w1 = __bfloat1622float2(h2[1]);
-              const float2 w2 = __bfloat1622float2(h2[2]), w3 = __bfloat1622float2(h2[3]);
-              acc[c] += w0.x * a.x + w0.y * a.y + w1.x * a.z + w1.y * a.w + w2.x * b.x + w2.y * b.y + w3.x * b.z +
-                        w3.y * b.w;
+              acc[c] += detail::dot_bf16x8(packed[c][u], a, b);
             }
           }
         }

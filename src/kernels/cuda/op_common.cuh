@@ -124,6 +124,15 @@ __device__ __forceinline__ uint64_t staged_pointer(const uint64_t* table, const 
   return e < kStagedExperts ? staged[e] : table[e];
 }
 
+// The dot product of eight bf16 weights (one 16-byte load) with eight f32 activations a, b (in that order),
+// summed left to right: the grouped expert GEMV and the combine share it, so their sums agree.
+__device__ __forceinline__ float dot_bf16x8(const uint4& packed, const float4& a, const float4& b) {
+  const __nv_bfloat162* h2 = reinterpret_cast<const __nv_bfloat162*>(&packed);
+  const float2 w0 = __bfloat1622float2(h2[0]), w1 = __bfloat1622float2(h2[1]);
+  const float2 w2 = __bfloat1622float2(h2[2]), w3 = __bfloat1622float2(h2[3]);
+  return w0.x * a.x + w0.y * a.y + w1.x * a.z + w1.y * a.w + w2.x * b.x + w2.y * b.y + w3.x * b.z + w3.y * b.w;
+}
+
 // The eight floats from p on (16-byte aligned), as two 16-byte loads.
 __device__ __forceinline__ void load_f32x8(const float* p, float (&v)[8]) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
