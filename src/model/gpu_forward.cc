@@ -534,6 +534,8 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
                "SY_SM90_TILE_N must be 128, 256 or 0 (by row count), got '", v, "'");
     cuda::set_grouped_gemm_sm90_tile_n(std::stoi(v));
   }
+  // The sm90 grouped GEMM's warp-specialised persistent schedule (off by default; SY_SM90_WS=1 turns it on).
+  if (env_set("SY_SM90_WS")) cuda::set_grouped_gemm_sm90_warp_specialized(env_flag("SY_SM90_WS", false));
   if (env_set("SY_SM90_EXPERTS")) {
     s->sm90_experts = env_flag("SY_SM90_EXPERTS", false);
     SY_REQUIRE(!s->sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",

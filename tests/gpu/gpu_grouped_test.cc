@@ -361,9 +361,11 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
                  Unsupported);
     GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
   }
+  for (bool warp_specialized : {false, true}) {
   for (int tile_n : {128, 256}) {
-  SCOPED_TRACE("tile width " + std::to_string(tile_n));
+  SCOPED_TRACE("tile width " + std::to_string(tile_n) + (warp_specialized ? ", warp-specialised" : ""));
   cuda::set_grouped_gemm_sm90_tile_n(tile_n);
+  cuda::set_grouped_gemm_sm90_warp_specialized(warp_specialized);
   check_grouped_sm90(136, 200, {130, 0, 5, 1});  // two row tiles for expert 0, a partial column and k tile
   check_grouped_sm90(128, 64, {0, 1});           // one row
   std::vector<int64_t> last(40, 0);
@@ -382,7 +384,49 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
   for (int e : {5, 200, 255, 256, 299}) many[e] = 7 + e % 5;
   check_grouped_sm90(64, 64, many);  // experts past the scan's first chunk of 256
   }
-  cuda::set_grouped_gemm_sm90_tile_n(0);  // back to the default
+  }
+  cuda::set_grouped_gemm_sm90_tile_n(0);  // back to the defaults
+  cuda::set_grouped_gemm_sm90_warp_specialized(false);
+}
+
+// The warp-specialised schedule computes the same products as the one-tile-per-block kernel, bit for bit (the
+// same wgmma sequence per tile), on a problem of many more tiles than SMs: every block loops over tiles and its
+// ring of stages wraps across them. Both projections of a Qwen3-30B-A3B-like prefill, both tile widths.
+TEST(GpuGrouped, Sm90WarpSpecializedEqualsOneTilePerBlock) {
+  SY_SKIP_WITHOUT_GPU();
+  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
+  const int64_t tokens = 1500, hidden = 512, inter = 192;
+  const int experts = 16, top_k = 4;
+  Tensor expert = Tensor::empty({tokens, top_k}, DType::kI32);
+  for (int64_t i = 0; i < tokens; ++i) {
+    for (int s = 0; s < top_k; ++s) expert.i32()[i * top_k + s] = static_cast<int32_t>((i * 3 + s * 5) % experts);
+  }
+  cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(cuda::to_device(expert), experts);
+  std::vector<Tensor> host_g, dev_g, host_u, dev_u, host_d, dev_d;
+  random_experts(experts, inter, hidden, host_g, dev_g);
+  random_experts(experts, inter, hidden, host_u, dev_u);
+  random_experts(experts, hidden, inter, host_d, dev_d);
+  cuda::ExpertWeightTable gt = cuda::make_expert_weight_table(dev_g), ut = cuda::make_expert_weight_table(dev_u),
+                          dt = cuda::make_expert_weight_table(dev_d);
+  const Tensor x = cuda::to_device(rand_tensor({tokens, hidden}).to(DType::kBF16));
+  const int64_t rows = tokens * top_k;
+  for (int tile_n : {128, 256}) {
+    SCOPED_TRACE("tile width " + std::to_string(tile_n));
+    cuda::set_grouped_gemm_sm90_tile_n(tile_n);
+    Tensor h[2], y[2];
+    for (int ws = 0; ws < 2; ++ws) {
+      cuda::set_grouped_gemm_sm90_warp_specialized(ws == 1);
+      h[ws] = test::poisoned_device({rows, inter}, DType::kBF16);
+      y[ws] = test::poisoned_device({rows, hidden}, DType::kBF16);
+      cuda::grouped_swiglu_sm90(x, gt, ut, layout, h[ws]);
+      cuda::grouped_linear_sm90(h[ws], dt, layout.offsets, y[ws]);
+    }
+    const Tensor h0 = cuda::to_host(h[0]), h1 = cuda::to_host(h[1]), y0 = cuda::to_host(y[0]), y1 = cuda::to_host(y[1]);
+    EXPECT_EQ(std::memcmp(h0.raw(), h1.raw(), h0.nbytes()), 0) << "gate|up differs between the schedules";
+    EXPECT_EQ(std::memcmp(y0.raw(), y1.raw(), y0.nbytes()), 0) << "down differs between the schedules";
+  }
+  cuda::set_grouped_gemm_sm90_tile_n(0);
+  cuda::set_grouped_gemm_sm90_warp_specialized(false);
 }
 
 // gpt-oss pieces of the expert path: the clamped SwiGLU (f32 and bf16) against ops::clamped_swiglu, with values

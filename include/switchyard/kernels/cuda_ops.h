@@ -324,6 +324,11 @@ bool grouped_gemm_sm90_supported();
 constexpr int64_t kGroupedSm90WideRows = 4096;
 void set_grouped_gemm_sm90_tile_n(int tile_n);
 int grouped_gemm_sm90_tile_n();
+// The schedule of every later call in this process: false (the default), every block loads and multiplies one
+// tile; true, persistent warp-specialised blocks (grouped_gemm_sm90_ws.cu: a producer warpgroup fills a ring of
+// stages, two consumer warpgroups multiply, mbarriers between them). The same products either way.
+void set_grouped_gemm_sm90_warp_specialized(bool on);
+bool grouped_gemm_sm90_warp_specialized();
 int64_t grouped_gemm_sm90_calls();  // grouped_*_sm90 launches so far in this process
 // y[rows of e] = x[rows of e] W_e^T (+ bias[e]). x: (rows, k) bf16; y: (rows, n) bf16; bias: (E, n) f32 or
 // undefined.

@@ -258,19 +258,9 @@ __global__ void merge_splits_kernel(const float* partial, const float* sinks, in
   }
 }
 
-int multiprocessors() {
-  static const int count = [] {
-    int device = 0, n = 0;
-    SY_CUDA_CHECK(cudaGetDevice(&device));
-    SY_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    return n;
-  }();
-  return count;
-}
-
 // Key splits per (query, head): enough blocks for about eight per multiprocessor, at most 64 splits.
 int key_splits(int64_t items) {
-  const int64_t target = int64_t{multiprocessors()} * 8;
+  const int64_t target = int64_t{detail::multiprocessors()} * 8;
   if (items >= target) return 1;
   return static_cast<int>(std::min<int64_t>(64, (target + items - 1) / items));
 }

@@ -1,5 +1,6 @@
 // Per-device capability answers for the hand-written kernels: once_per_device caches a probe's answer per
-// device, sm90a_device says whether the current device runs this build's sm_90a (wgmma) code. Host code.
+// device, sm90a_device says whether the current device runs this build's sm_90a (wgmma) code, multiprocessors
+// counts its SMs. Host code.
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -36,6 +37,19 @@ bool once_per_device(std::map<int, bool>& cache, const std::function<bool()>& pr
   const bool answer = probe();
   std::lock_guard<std::mutex> lock(mutex);
   return cache.emplace(device, answer).first->second;
+}
+
+int multiprocessors() {
+  int device = 0;
+  SY_CUDA_CHECK(cudaGetDevice(&device));
+  static std::mutex mutex;
+  static std::map<int, int> counts;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = counts.find(device);
+  if (it != counts.end()) return it->second;
+  int n = 0;
+  SY_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+  return counts.emplace(device, n).first->second;
 }
 
 bool sm90a_device(size_t smem_bytes) {

@@ -23,13 +23,15 @@
 //   the expert's bias row if any.
 // Products are rounded to bf16 once (as the cuBLAS path's bf16 outputs are). CPU reference: ops::linear per
 // expert; tests/gpu/gpu_grouped_test.cc compares both. tools/wgmma_gemm_emulation.py checks the index maps.
-// Not here: TMA loads and warp specialisation (a producer warpgroup with setmaxnreg), a persistent tile
-// scheduler.
+// set_grouped_gemm_sm90_warp_specialized(true) launches grouped_gemm_sm90_ws.cu's kernel on the same row-tile
+// table instead: persistent blocks, a producer warpgroup and two consumer warpgroups. Not here: TMA loads.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <map>
 
 #include "async_copy.cuh"
+#include "grouped_gemm_sm90.cuh"
 #include "op_common.cuh"
 #include "wgmma.cuh"
 
@@ -37,49 +39,7 @@ namespace sy::cuda {
 
 namespace {
 
-constexpr int kTileM = 128;  // rows per block tile: two warpgroups of 64
-constexpr int kTileK = 64;   // k per stage: one 128-byte swizzle span of bf16 per row
-constexpr int kThreads = 256;
-constexpr int kABytes = kTileM * kTileK * 2;  // 16 KB: an A stage
-static_assert(kThreads / 8 * 4 == kTileM, "each thread stages 4 rows of 16 bytes of A per stage");
-
-// A block tile of kTileN product columns (SwiGLU: kTileN / 2 gate + kTileN / 2 up rows of B), 128 or 256: the
-// wider tile reads A half as often per product (m64n256k16, 128 accumulators per thread) and takes a ring of
-// 4 stages instead of 5 (loads run kStages - 2 stages ahead).
-template <int kTileN>
-struct TileShape {
-  static constexpr int kBBytes = kTileN * kTileK * 2;
-  static constexpr int kStageBytes = kABytes + kBBytes;  // a multiple of 1024: every stage starts an atom
-  static constexpr int kStages = kTileN == 128 ? 5 : 4;
-  static constexpr size_t kSmemBytes = size_t{kStages} * kStageBytes + 1024;  // + slack to align to 1024
-  static constexpr int kBRows = kTileN / 32;  // B rows each thread stages per stage
-  static constexpr int kAccumulators = kTileN / 2;
-};
-constexpr size_t kMaxSmemBytes = TileShape<256>::kSmemBytes;
-
-struct Problem {
-  const __nv_bfloat16* x;   // (x rows, k) bf16
-  const int64_t* gather;    // (rows,) or null: grouped row r reads x row gather[r] / top_k (else x row r)
-  int top_k;
-  const int64_t* offsets;   // (experts + 1,): expert e's grouped rows are [offsets[e], offsets[e + 1])
-  const uint64_t* w0;       // (experts,) addresses of (n, k) bf16 matrices: the weight, or SwiGLU's gate
-  const uint64_t* w1;       // (experts,) SwiGLU's up matrices, or null
-  __nv_bfloat16* y;         // (rows, n) bf16
-  const float* bias0;       // (experts, n) f32 or null: the weight's bias, or SwiGLU's gate bias
-  const float* bias1;       // (experts, n) f32 or null: SwiGLU's up bias
-  float alpha, limit;       // SwiGLU: limit > 0 selects gpt-oss's clamped form with this alpha
-  int64_t n, k;
-  int experts;
-  int n_tiles;              // column tiles of y: n / 128 (SwiGLU: n / 64), rounded up
-  const struct RowTile* tiles;  // (row tiles,) from row_tile_table_kernel
-};
-
-// Row tile i of the grouped rows: `rows` (1..128) rows of `expert` from grouped row row0; expert -1 past the last.
-struct RowTile {
-  int64_t row0;
-  int32_t expert, rows;
-};
-
+using namespace sm90_grouped;
 
 // One block: row tile i -> (expert, first row, rows) for every row tile, experts in order, each expert's rows cut
 // into ceil(rows_e / 128) tiles; entries [total, max_tiles) get expert -1. Chunks of kThreads experts: a
@@ -205,41 +165,7 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
   sm90::wgmma_wait<0>();
   sm90::fence_accumulators(acc);
 
-  // Epilogue straight from the accumulator fragments: thread t of the warpgroup holds rows r and r + 8.
-  const int t = threadIdx.x % 128, lane = t % 32;
-  const int r_top = warpgroup * 64 + (t / 32) * 16 + lane / 4;
-  const bool top_in = r_top < rows, bottom_in = r_top + 8 < rows;
-  __nv_bfloat16* y_top = p.y + (row0 + r_top) * p.n;
-  __nv_bfloat16* y_bottom = y_top + 8 * p.n;
-  constexpr int kOutTiles = kSwiGLU ? kTileN / 16 : kTileN / 8;  // 8-column groups written
-  const int64_t col0 = int64_t{n_tile} * (kSwiGLU ? kTileN / 2 : kTileN) + 2 * (lane % 4);
-  const float* bias0 = p.bias0 ? p.bias0 + int64_t{expert} * p.n : nullptr;
-  const float* bias1 = p.bias1 ? p.bias1 + int64_t{expert} * p.n : nullptr;
-#pragma unroll
-  for (int j = 0; j < kOutTiles; ++j) {
-    const int64_t col = col0 + 8 * j;
-    if (col >= p.n) continue;
-    float v[4];
-#pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const int64_t c = col + (q & 1);
-      if constexpr (kSwiGLU) {
-        float g = acc[4 * j + q] + (bias0 ? bias0[c] : 0.f);
-        float u = acc[4 * (j + kTileN / 16) + q] + (bias1 ? bias1[c] : 0.f);
-        if (p.limit > 0.f) {  // gpt-oss: clamp, then (up + 1) * gate * sigmoid(alpha * gate)
-          g = fminf(g, p.limit);
-          u = fminf(fmaxf(u, -p.limit), p.limit);
-          v[q] = (u + 1.f) * (g / (1.f + __expf(-p.alpha * g)));
-        } else {
-          v[q] = g / (1.f + __expf(-g)) * u;
-        }
-      } else {
-        v[q] = acc[4 * j + q] + (bias0 ? bias0[c] : 0.f);
-      }
-    }
-    if (top_in) *reinterpret_cast<__nv_bfloat162*>(y_top + col) = __floats2bfloat162_rn(v[0], v[1]);
-    if (bottom_in) *reinterpret_cast<__nv_bfloat162*>(y_bottom + col) = __floats2bfloat162_rn(v[2], v[3]);
-  }
+  store_tile<kSwiGLU, kTileN>(p, acc, warpgroup, expert, row0, rows, n_tile);
 #else
   static_assert(TileShape<kTileN>::kBRows > 0 && TileShape<kTileN>::kAccumulators > 0, "tile shape");
   __trap();  // built without sm_90a code: grouped_gemm_sm90_supported() says false, so this never launches
@@ -260,6 +186,7 @@ void check_table(const char* op, const char* name, const ExpertWeightTable& w) {
 }
 
 std::atomic<int> g_tile_n{0};  // 0: by row count
+std::atomic<bool> g_warp_specialized{false};
 std::atomic<int64_t> g_calls{0};  // launches so far (tests check that a forward pass took this path)
 
 template <bool kSwiGLU, int kTileN>
@@ -276,6 +203,10 @@ void launch_tiled(Problem p, int64_t rows) {
   row_tile_table_kernel<<<1, kThreads, 0, stream()>>>(p.offsets, p.experts, m_tiles, tiles);
   SY_CUDA_CHECK_LAUNCH();
   p.tiles = tiles;
+  if (g_warp_specialized.load()) {
+    launch_warp_specialized<kSwiGLU, kTileN>(p, blocks, static_cast<int>(std::min<int64_t>(blocks, detail::multiprocessors())));
+    return;
+  }
   grouped_gemm_sm90_kernel<kSwiGLU, kTileN>
       <<<static_cast<unsigned>(blocks), kThreads, TileShape<kTileN>::kSmemBytes, stream()>>>(p);
   SY_CUDA_CHECK_LAUNCH();
@@ -308,7 +239,7 @@ bool grouped_gemm_sm90_supported() {
     allow(reinterpret_cast<const void*>(grouped_gemm_sm90_kernel<false, 128>), TileShape<128>::kSmemBytes);
     allow(reinterpret_cast<const void*>(grouped_gemm_sm90_kernel<true, 256>), TileShape<256>::kSmemBytes);
     allow(reinterpret_cast<const void*>(grouped_gemm_sm90_kernel<false, 256>), TileShape<256>::kSmemBytes);
-    return true;
+    return allow_warp_specialized_smem();
   });
 }
 
@@ -319,6 +250,10 @@ void set_grouped_gemm_sm90_tile_n(int tile_n) {
 }
 
 int grouped_gemm_sm90_tile_n() { return g_tile_n.load(); }
+
+void set_grouped_gemm_sm90_warp_specialized(bool on) { g_warp_specialized.store(on); }
+
+bool grouped_gemm_sm90_warp_specialized() { return g_warp_specialized.load(); }
 
 int64_t grouped_gemm_sm90_calls() { return g_calls.load(); }
 

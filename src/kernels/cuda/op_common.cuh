@@ -32,8 +32,10 @@ inline void require_dtype(const char* op, const char* name, const Tensor& t, DTy
 // Per-device capabilities (capability.cu). sm90a_device: the current device has compute capability 9.0,
 // runs this build's sm_90a code (a one-time probe per device: it synchronises, so the first call must not fall
 // inside a stream capture) and grants smem_bytes of shared memory per block. once_per_device: `probe`'s answer
-// for the current device, computed on the first call per device and cached in `cache`.
+// for the current device, computed on the first call per device and cached in `cache`. multiprocessors: the
+// current device's SM count (cached per device).
 bool sm90a_device(size_t smem_bytes);
+int multiprocessors();
 bool once_per_device(std::map<int, bool>& cache, const std::function<bool()>& probe);
 
 // Checks the launch just queued (bad configuration shows here; faults show at the next synchronize).

@@ -1,0 +1,107 @@
+// What the two Hopper grouped-GEMM kernels share (grouped_gemm_sm90.cu: all threads load and multiply;
+// grouped_gemm_sm90_ws.cu: a producer warpgroup loads, two consumer warpgroups multiply, persistent blocks): the
+// tile shapes, the problem description, the row-tile table entry and the epilogue that writes a tile's products
+// from the accumulator fragments. Not a public header.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace sy::cuda::sm90_grouped {
+
+constexpr int kTileM = 128;  // rows per block tile: two warpgroups of 64
+constexpr int kTileK = 64;   // k per stage: one 128-byte swizzle span of bf16 per row
+constexpr int kThreads = 256;
+constexpr int kABytes = kTileM * kTileK * 2;  // 16 KB: an A stage
+static_assert(kThreads / 8 * 4 == kTileM, "each thread stages 4 rows of 16 bytes of A per stage");
+
+// A block tile of kTileN product columns (SwiGLU: kTileN / 2 gate + kTileN / 2 up rows of B), 128 or 256: the
+// wider tile reads A half as often per product (m64n256k16, 128 accumulators per thread) and takes a ring of
+// 4 stages instead of 5 (loads run kStages - 2 stages ahead).
+template <int kTileN>
+struct TileShape {
+  static constexpr int kBBytes = kTileN * kTileK * 2;
+  static constexpr int kStageBytes = kABytes + kBBytes;  // a multiple of 1024: every stage starts an atom
+  static constexpr int kStages = kTileN == 128 ? 5 : 4;
+  static constexpr size_t kSmemBytes = size_t{kStages} * kStageBytes + 1024;  // + slack to align to 1024
+  static constexpr int kBRows = kTileN / 32;  // B rows each thread stages per stage
+  static constexpr int kAccumulators = kTileN / 2;
+};
+constexpr size_t kMaxSmemBytes = TileShape<256>::kSmemBytes;
+
+struct Problem {
+  const __nv_bfloat16* x;   // (x rows, k) bf16
+  const int64_t* gather;    // (rows,) or null: grouped row r reads x row gather[r] / top_k (else x row r)
+  int top_k;
+  const int64_t* offsets;   // (experts + 1,): expert e's grouped rows are [offsets[e], offsets[e + 1])
+  const uint64_t* w0;       // (experts,) addresses of (n, k) bf16 matrices: the weight, or SwiGLU's gate
+  const uint64_t* w1;       // (experts,) SwiGLU's up matrices, or null
+  __nv_bfloat16* y;         // (rows, n) bf16
+  const float* bias0;       // (experts, n) f32 or null: the weight's bias, or SwiGLU's gate bias
+  const float* bias1;       // (experts, n) f32 or null: SwiGLU's up bias
+  float alpha, limit;       // SwiGLU: limit > 0 selects gpt-oss's clamped form with this alpha
+  int64_t n, k;
+  int experts;
+  int n_tiles;              // column tiles of y: n / 128 (SwiGLU: n / 64), rounded up
+  const struct RowTile* tiles;  // (row tiles,) from row_tile_table_kernel
+};
+
+// Row tile i of the grouped rows: `rows` (1..128) rows of `expert` from grouped row row0; expert -1 past the last.
+struct RowTile {
+  int64_t row0;
+  int32_t expert, rows;
+};
+
+// Writes one block tile's products to y straight from the accumulator fragments of the warpgroup `consumer` (0
+// or 1: rows 0-63 or 64-127 of the tile); thread t = threadIdx.x % 128 of it holds rows r and r + 8. SwiGLU:
+// accumulator columns c and c + kTileN / 2 are gate and up of output column c, and the tile writes kTileN / 2
+// columns of silu(gate) * up (gpt-oss's clamped form where p.limit > 0); plain: kTileN columns, plus the bias.
+template <bool kSwiGLU, int kTileN>
+__device__ __forceinline__ void store_tile(const Problem& p, const float (&acc)[kTileN / 2], int consumer, int expert,
+                                           int64_t row0, int rows, int n_tile) {
+  const int t = threadIdx.x % 128, lane = t % 32;
+  const int r_top = consumer * 64 + (t / 32) * 16 + lane / 4;
+  const bool top_in = r_top < rows, bottom_in = r_top + 8 < rows;
+  __nv_bfloat16* y_top = p.y + (row0 + r_top) * p.n;
+  __nv_bfloat16* y_bottom = y_top + 8 * p.n;
+  constexpr int kOutTiles = kSwiGLU ? kTileN / 16 : kTileN / 8;  // 8-column groups written
+  const int64_t col0 = int64_t{n_tile} * (kSwiGLU ? kTileN / 2 : kTileN) + 2 * (lane % 4);
+  const float* bias0 = p.bias0 ? p.bias0 + int64_t{expert} * p.n : nullptr;
+  const float* bias1 = p.bias1 ? p.bias1 + int64_t{expert} * p.n : nullptr;
+#pragma unroll
+  for (int j = 0; j < kOutTiles; ++j) {
+    const int64_t col = col0 + 8 * j;
+    if (col >= p.n) continue;
+    float v[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int64_t c = col + (q & 1);
+      if constexpr (kSwiGLU) {
+        float g = acc[4 * j + q] + (bias0 ? bias0[c] : 0.f);
+        float u = acc[4 * (j + kTileN / 16) + q] + (bias1 ? bias1[c] : 0.f);
+        if (p.limit > 0.f) {  // gpt-oss: clamp, then (up + 1) * gate * sigmoid(alpha * gate)
+          g = fminf(g, p.limit);
+          u = fminf(fmaxf(u, -p.limit), p.limit);
+          v[q] = (u + 1.f) * (g / (1.f + __expf(-p.alpha * g)));
+        } else {
+          v[q] = g / (1.f + __expf(-g)) * u;
+        }
+      } else {
+        v[q] = acc[4 * j + q] + (bias0 ? bias0[c] : 0.f);
+      }
+    }
+    if (top_in) *reinterpret_cast<__nv_bfloat162*>(y_top + col) = __floats2bfloat162_rn(v[0], v[1]);
+    if (bottom_in) *reinterpret_cast<__nv_bfloat162*>(y_bottom + col) = __floats2bfloat162_rn(v[2], v[3]);
+  }
+}
+
+// The warp-specialised persistent kernel (grouped_gemm_sm90_ws.cu) over the row tiles of p.tiles: `tiles`
+// block tiles (row tiles x p.n_tiles) in all, on at most `blocks` resident blocks, on the current stream.
+template <bool kSwiGLU, int kTileN>
+void launch_warp_specialized(const Problem& p, int64_t tiles, int blocks);
+// Grants its kernels their dynamic shared memory on the current device; false where they cannot have it.
+bool allow_warp_specialized_smem();
+
+}  // namespace sy::cuda::sm90_grouped

@@ -1,0 +1,200 @@
+// The Hopper grouped GEMM, warp-specialised and persistent (set_grouped_gemm_sm90_warp_specialized): the same
+// products, tiles and epilogue as grouped_gemm_sm90.cu's kernel, scheduled differently. One block per SM loops
+// over the block tiles (tile i, i + blocks, ...; row tile i / n_tiles, column tile i % n_tiles, so the blocks
+// at work at any moment share a few experts' weights in L2). Its 384 threads are three warpgroups:
+// - warpgroup 0, the producer (72 registers after setmaxnreg): fills a ring of stages with cp.async, A's
+//   rows gathered through the dispatch layout as before, B's weight rows, in the 128-byte swizzled layout;
+//   each thread's copies of a stage complete one arrival on the stage's `full` barrier
+//   (cp.async.mbarrier.arrive.noinc, 128 arrivals a phase). It waits on the stage's `empty` barrier before
+//   refilling it, and runs on into the next tile's stages while the consumers write the last one out.
+// - warpgroups 1 and 2, the consumers (216 registers): each multiplies its 64 rows of A by the whole B tile
+//   as soon as the stage's `full` barrier completes, keeps one wgmma group in flight, and frees a stage (one
+//   arrival per warp on `empty`, 8 a phase) once the products that read it have retired; then writes the tile
+//   from its accumulators (store_tile).
+// No block-wide barrier inside the main loop: the loads of one stage overlap the products of the others, and
+// a tile's epilogue overlaps the loads of the next. CPU reference: ops::linear per expert, through the tests of
+// tests/gpu/gpu_grouped_test.cc, which run both schedules. Not here: TMA loads, a second tile in flight per
+// block (ping-pong consumers, so the epilogue also overlaps products).
+#include "async_copy.cuh"
+#include "grouped_gemm_sm90.cuh"
+#include "mbarrier.cuh"
+#include "op_common.cuh"
+#include "wgmma.cuh"
+
+namespace sy::cuda::sm90_grouped {
+
+namespace {
+
+constexpr int kWsThreads = 384;
+constexpr int kProducerThreads = 128;
+constexpr int kConsumerWarps = 8;
+constexpr int kProducerRegisters = 72, kConsumerRegisters = 216;
+constexpr int kARowsPerThread = kTileM / (kProducerThreads / 8);  // 8: rows row_base + 16 i
+// The block starts with 168 registers per thread (65536 / 384, rounded down to a multiple of 8: ptxas's cap for
+// __launch_bounds__(384, 1)); setmaxnreg.inc waits for registers that the block's own .dec returned, so the
+// split must fit in what the block holds, or the consumers would wait forever.
+constexpr int kLaunchRegisters = 168;
+static_assert(kProducerThreads * kProducerRegisters + 2 * 128 * kConsumerRegisters <= kWsThreads * kLaunchRegisters,
+              "the register split must fit in the block's allocation");
+
+template <bool kSwiGLU, int kTileN>
+__global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(const Problem p, int64_t tiles) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Shape = TileShape<kTileN>;
+  constexpr int kStages = Shape::kStages, kStageBytes = Shape::kStageBytes;
+  extern __shared__ uint8_t smem_raw[];
+  __shared__ uint64_t barriers[2 * kStages];  // full[s], then empty[s]
+  const uint32_t ring = (detail::smem_address(smem_raw) + 1023u) & ~1023u;
+  const uint32_t full = detail::smem_address(barriers), empty = full + 8 * kStages;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      sm90::mbarrier_init(full + 8 * s, kProducerThreads);
+      sm90::mbarrier_init(empty + 8 * s, kConsumerWarps);
+    }
+  }
+  __syncthreads();
+  const int warpgroup = threadIdx.x / 128;
+  const int k_tiles = static_cast<int>((p.k + kTileK - 1) / kTileK);
+
+  if (warpgroup == 0) {
+    // Producer. Thread t stages 16-byte chunk t % 8 of rows t / 8 + 16 i of A (i < 8) and of B (i < kTileN / 16).
+    sm90::release_registers<kProducerRegisters>();
+    constexpr int kBRowsPerThread = kTileN / 16;
+    const int chunk = threadIdx.x & 7, row_base = threadIdx.x >> 3;
+    int stage = 0;
+    uint32_t phase = 0;
+    for (int64_t i_tile = blockIdx.x; i_tile < tiles; i_tile += gridDim.x) {
+      const RowTile tile = p.tiles[i_tile / p.n_tiles];
+      if (tile.expert < 0) break;  // the table's used entries come first
+      const int n_tile = static_cast<int>(i_tile % p.n_tiles);
+      // A's x rows as 32-bit indices (x has fewer than 2^31 rows; -1: past the tile's rows), to keep the
+      // producer inside its registers.
+      int32_t a_row[kARowsPerThread];
+      uint32_t b_in = 0;
+#pragma unroll
+      for (int i = 0; i < kARowsPerThread; ++i) {
+        const int r = row_base + 16 * i;
+        const bool in = r < tile.rows;
+        int64_t x_row = tile.row0 + r;
+        if (in && p.gather) x_row = p.gather[x_row] / p.top_k;
+        a_row[i] = in ? static_cast<int32_t>(x_row) : -1;
+      }
+      const __nv_bfloat16* a_base = p.x + chunk * 8;
+      // B row r: SwiGLU's rows [0, kTileN / 2) are gate rows n_first + r, the rest the same up rows.
+      constexpr int kHalf = kSwiGLU ? kBRowsPerThread / 2 : kBRowsPerThread;
+      const int64_t n_first = int64_t{n_tile} * (kSwiGLU ? kTileN / 2 : kTileN);
+#pragma unroll
+      for (int i = 0; i < kBRowsPerThread; ++i) {
+        b_in |= uint32_t{n_first + row_base + 16 * (i % kHalf) < p.n} << i;
+      }
+      const int64_t b_offset = (n_first + row_base) * p.k + chunk * 8;
+      const auto* b0 = reinterpret_cast<const __nv_bfloat16*>(p.w0[tile.expert]) + b_offset;
+      const auto* b1 = kSwiGLU ? reinterpret_cast<const __nv_bfloat16*>(p.w1[tile.expert]) + b_offset : b0;
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        sm90::mbarrier_wait(empty + 8 * stage, phase ^ 1);  // the consumers are done with this stage
+        const int64_t k0 = int64_t{kt} * kTileK;
+        const bool k_in = k0 + chunk * 8 < p.k;
+        const uint32_t a_stage = ring + stage * kStageBytes, b_stage = a_stage + kABytes;
+#pragma unroll
+        for (int i = 0; i < kARowsPerThread; ++i) {
+          const bool ok = a_row[i] >= 0 && k_in;
+          detail::cp_async16(a_stage + sm90::swizzled(row_base + 16 * i, chunk),
+                             ok ? a_base + a_row[i] * p.k + k0 : p.x, ok ? 16 : 0);
+        }
+#pragma unroll
+        for (int i = 0; i < kBRowsPerThread; ++i) {
+          const bool ok = ((b_in >> i) & 1) && k_in;
+          const __nv_bfloat16* src = (i < kHalf ? b0 : b1) + int64_t{16 * (i % kHalf)} * p.k + k0;
+          detail::cp_async16(b_stage + sm90::swizzled(row_base + 16 * i, chunk), ok ? src : p.x, ok ? 16 : 0);
+        }
+        sm90::cp_async_mbarrier_arrive(full + 8 * stage);
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+    }
+    detail::cp_async_wait_all();  // no copy outlives its thread
+    return;
+  }
+
+  // Consumers: warpgroup 1 takes rows 0-63 of each tile, warpgroup 2 rows 64-127.
+  sm90::claim_registers<kConsumerRegisters>();
+  const int consumer = warpgroup - 1;
+  const bool warp_leader = threadIdx.x % 32 == 0;
+  int stage = 0;
+  uint32_t phase = 0;
+  float acc[Shape::kAccumulators];
+  for (int64_t i_tile = blockIdx.x; i_tile < tiles; i_tile += gridDim.x) {
+    const RowTile tile = p.tiles[i_tile / p.n_tiles];
+    if (tile.expert < 0) break;
+#pragma unroll
+    for (int i = 0; i < Shape::kAccumulators; ++i) acc[i] = 0.f;
+    int previous = 0;
+    for (int kt = 0; kt < k_tiles; ++kt) {
+      sm90::mbarrier_wait(full + 8 * stage, phase);
+      sm90::fence_proxy_async();  // the stage's cp.async writes, seen by the tensor cores
+      const uint32_t a_stage = ring + stage * kStageBytes + consumer * (kTileM / 2) * 128;
+      const uint32_t b_stage = ring + stage * kStageBytes + kABytes;
+      sm90::fence_accumulators(acc);
+      sm90::wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kTileK / 16; ++kk) {
+        sm90::wgmma_ss<kTileN>(acc, sm90::smem_descriptor(a_stage + kk * 32), sm90::smem_descriptor(b_stage + kk * 32));
+      }
+      sm90::wgmma_commit();
+      sm90::fence_accumulators(acc);
+      sm90::wgmma_wait<1>();  // the products of kt - 1 have retired: their stage is free
+      if (kt > 0 && warp_leader) sm90::mbarrier_arrive(empty + 8 * previous);
+      __syncwarp();
+      previous = stage;
+      if (++stage == kStages) {
+        stage = 0;
+        phase ^= 1;
+      }
+    }
+    sm90::wgmma_wait<0>();
+    sm90::fence_accumulators(acc);
+    if (k_tiles > 0 && warp_leader) sm90::mbarrier_arrive(empty + 8 * previous);
+    __syncwarp();
+    store_tile<kSwiGLU, kTileN>(p, acc, consumer, tile.expert, tile.row0, tile.rows,
+                                static_cast<int>(i_tile % p.n_tiles));
+  }
+#else
+  static_assert(TileShape<kTileN>::kAccumulators > 0, "tile shape");
+  __trap();  // built without sm_90a code: grouped_gemm_sm90_supported() says false, so this never launches
+#endif
+}
+
+template <bool kSwiGLU, int kTileN>
+const void* kernel_address() {
+  return reinterpret_cast<const void*>(grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN>);
+}
+
+}  // namespace
+
+template <bool kSwiGLU, int kTileN>
+void launch_warp_specialized(const Problem& p, int64_t tiles, int blocks) {
+  grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN>
+      <<<static_cast<unsigned>(blocks), kWsThreads, TileShape<kTileN>::kSmemBytes, stream()>>>(p, tiles);
+  SY_CUDA_CHECK_LAUNCH();
+}
+template void launch_warp_specialized<true, 128>(const Problem&, int64_t, int);
+template void launch_warp_specialized<false, 128>(const Problem&, int64_t, int);
+template void launch_warp_specialized<true, 256>(const Problem&, int64_t, int);
+template void launch_warp_specialized<false, 256>(const Problem&, int64_t, int);
+
+bool allow_warp_specialized_smem() {
+  auto allow = [](const void* kernel, size_t bytes) {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)) ==
+           cudaSuccess;
+  };
+  const bool ok = allow(kernel_address<true, 128>(), TileShape<128>::kSmemBytes) &&
+                  allow(kernel_address<false, 128>(), TileShape<128>::kSmemBytes) &&
+                  allow(kernel_address<true, 256>(), TileShape<256>::kSmemBytes) &&
+                  allow(kernel_address<false, 256>(), TileShape<256>::kSmemBytes);
+  if (!ok) cudaGetLastError();  // the refusal is the answer, not a sticky error
+  return ok;
+}
+
+}  // namespace sy::cuda::sm90_grouped

@@ -1,0 +1,59 @@
+// Shared-memory transaction barriers (mbarrier, sm_90) for producer/consumer pipelines inside one block, and
+// the per-warpgroup register reallocation that goes with warp specialisation (setmaxnreg, sm_90a). Not a
+// public header; compiled only for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL), like wgmma.cuh.
+//
+// A barrier completes a phase once `count` arrivals (set at init) have reached it, and flips its phase bit.
+// wait(parity) returns once the phase with that parity has completed: on a fresh barrier (phase 0 running),
+// wait(1) returns at once, which is how a producer finds every ring slot free on its first pass.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+namespace sy::cuda::sm90 {
+
+__device__ __forceinline__ void mbarrier_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// One arrival (release semantics at CTA scope: this thread's earlier shared-memory accesses are ordered before
+// the phase completes).
+__device__ __forceinline__ void mbarrier_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// One arrival, made when every cp.async this thread issued before it has landed; it counts against the
+// barrier's expected arrivals (.noinc), so a barrier fed this way is initialised with the producer threads.
+__device__ __forceinline__ void cp_async_mbarrier_arrive(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ bool mbarrier_try_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n"
+      "}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return done != 0;
+}
+// Spins (try_wait suspends the thread for a while between polls) until the phase of `parity` has completed.
+__device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
+  while (!mbarrier_try_wait(bar, parity)) {
+  }
+}
+// The warpgroup's registers per thread become kRegisters (a multiple of 8 in [24, 256]); every warp of the
+// warpgroup executes it. dec gives registers back to the block's pool, inc takes them from it (and waits until
+// enough are free).
+template <int kRegisters>
+__device__ __forceinline__ void release_registers() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+}
+template <int kRegisters>
+__device__ __forceinline__ void claim_registers() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegisters));
+}
+
+}  // namespace sy::cuda::sm90
+#endif
