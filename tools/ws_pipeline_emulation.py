@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Randomised-interleaving emulation of the producer/consumer protocol of grouped_gemm_sm90_ws_kernel in
+src/kernels/cuda/grouped_gemm_sm90_ws.cu: the stage ring, the `full` and `empty` mbarriers, their phase
+parities, the cp.async arrivals and the wgmma groups, with the kernel's own bookkeeping (stage, phase,
+`previous`), checked over many random schedules without a GPU (written 2026-12-05, when the kernel was new and
+no device could be had; GpuGrouped.Sm90WarpSpecializedEqualsOneTilePerBlock is the real check). The operand
+arithmetic is the one-tile-per-block kernel's, which tools/wgmma_gemm_emulation.py checks. Usage: python3
+tools/ws_pipeline_emulation.py (standard library only, seconds; exit 0 = no schedule deadlocks or reads a stage
+that does not hold the k tile it expects or overwrites a stage that products still read, and every
+deliberately broken variant is caught). Keep it in step with the kernel.
+
+Model (NVIDIA PTX ISA, "mbarrier" and "cp.async"):
+  * An mbarrier has an expected arrival count and a phase; the count's last arrival completes the phase and
+    re-arms it. try_wait.parity(P) succeeds once the phase of parity P has completed, i.e. when the phase now
+    running has the other parity (a fresh barrier runs phase 0, so try_wait.parity(1) succeeds at once).
+  * cp.async.mbarrier.arrive.noinc: one arrival, made when the thread's earlier cp.async copies have landed
+    (at a time of the scheduler's choosing, after they were issued), counted against the expected arrivals.
+  * A wgmma group reads its stage from the moment it is issued until wgmma.wait_group retires it; wait_group(1)
+    retires all but the newest group (the scheduler may retire groups earlier).
+  * Threads interleave arbitrarily; producer threads are modelled by PRODUCERS agents (the kernel: 128, count
+    128) and consumer warps by WARPS agents (the kernel: 8, count 8).
+"""
+import random
+import sys
+
+PRODUCERS, WARPS = 3, 4
+
+
+class Barrier:
+    def __init__(self, count):
+        self.count, self.pending, self.phase = count, count, 0
+
+    def arrive(self, errors, what):
+        if self.pending <= 0:
+            errors.append(f"{what}: arrival on a completed phase")
+            return
+        self.pending -= 1
+        if self.pending == 0:
+            self.phase += 1
+            self.pending = self.count
+
+    def done(self, parity):
+        return self.phase % 2 != parity
+
+
+def run(tiles, k_tiles, stages, seed, broken=None):
+    """One block: `tiles` tiles of `k_tiles` k tiles each over a ring of `stages`. Returns a list of errors."""
+    rng = random.Random(seed)
+    errors = []
+    full = [Barrier(PRODUCERS) for _ in range(stages)]
+    empty = [Barrier(WARPS if broken != "empty_count" else WARPS + 1) for _ in range(stages)]
+    # What each stage's slots hold: per producer thread, the (tile, kt) its last landed copies wrote.
+    slots = [[None] * PRODUCERS for _ in range(stages)]
+    in_flight_copies = []  # (producer, stage, (tile, kt)): issued, not landed; the arrival follows the landing
+    readers = [set() for _ in range(stages)]  # (warp, group id) of wgmma groups reading the stage
+    reads = [0]  # k tiles multiplied, all warps
+
+    def producer(p):
+        stage, phase = 0, 0
+        for t in range(tiles):
+            for kt in range(k_tiles):
+                parity = phase ^ 1 if broken != "producer_parity" else phase
+                while not empty[stage].done(parity):
+                    yield "wait"
+                in_flight_copies.append((p, stage, (t, kt)))  # the copies, then the noinc arrival
+                stage += 1
+                if stage == stages:
+                    stage, phase = 0, phase ^ (1 if broken != "no_phase_flip" else 0)
+                yield "step"
+
+    def consumer(w):
+        stage, phase = 0, 0
+        groups = []  # (group id, stage) not yet retired, oldest first
+        gid = 0
+        for t in range(tiles):
+            previous = 0
+            for kt in range(k_tiles):
+                while not full[stage].done(phase):
+                    yield "wait"
+                if any(slots[stage][p] != (t, kt) for p in range(PRODUCERS)):
+                    errors.append(f"warp {w}: tile {t} k {kt} read from stage {stage} holding {slots[stage]}")
+                readers[stage].add((w, gid))
+                reads[0] += 1
+                groups.append((gid, stage))
+                gid += 1
+                yield "step"
+                keep = 1 if broken != "free_unretired" else 2
+                while len(groups) > keep:  # wgmma.wait_group(1)
+                    g, s = groups.pop(0)
+                    readers[s].discard((w, g))
+                if broken == "free_current":
+                    empty[stage].arrive(errors, f"warp {w}")
+                elif kt > 0:
+                    empty[previous].arrive(errors, f"warp {w}")
+                previous = stage
+                stage += 1
+                if stage == stages:
+                    stage, phase = 0, phase ^ 1
+                yield "step"
+            while groups:  # wgmma.wait_group(0)
+                g, s = groups.pop(0)
+                readers[s].discard((w, g))
+            if k_tiles > 0 and broken != "free_current" and broken != "no_final_free":
+                empty[previous].arrive(errors, f"warp {w}")
+            yield "step"  # the epilogue
+
+    agents = [producer(p) for p in range(PRODUCERS)] + [consumer(w) for w in range(WARPS)]
+    alive = list(range(len(agents)))
+    stuck = {}
+    while alive or in_flight_copies:
+        # Land a random issued copy now and then (copies of one thread land in order).
+        if in_flight_copies and rng.random() < 0.4:
+            firsts = {}
+            for i, (p, _, _) in enumerate(in_flight_copies):
+                firsts.setdefault(p, i)
+            p, stage, what = in_flight_copies.pop(rng.choice(list(firsts.values())))
+            if readers[stage]:
+                errors.append(f"producer {p}: {what} lands in stage {stage} while groups {sorted(readers[stage])} read it")
+            slots[stage][p] = what
+            full[stage].arrive(errors, f"producer {p}")
+            stuck.clear()
+            continue
+        if not alive:
+            continue
+        i = rng.choice(alive)
+        try:
+            state = next(agents[i])
+        except StopIteration:
+            alive.remove(i)
+            stuck.clear()
+            continue
+        if state == "wait":
+            stuck[i] = True
+            if len(stuck) == len(alive) and not in_flight_copies:
+                errors.append(f"deadlock: every agent waits ({len(alive)} alive)")
+                return errors
+        else:
+            stuck.clear()
+        if errors:
+            return errors
+    if reads[0] != WARPS * tiles * k_tiles:
+        errors.append(f"{reads[0]} k tiles multiplied, not {WARPS * tiles * k_tiles}")
+    return errors
+
+
+def main():
+    failures = 0
+    shapes = [(1, 1, 4), (3, 5, 4), (4, 12, 4), (2, 32, 5), (5, 3, 5), (0, 4, 4), (6, 1, 4), (2, 9, 4)]
+    for tiles, k_tiles, stages in shapes:
+        bad = [run(tiles, k_tiles, stages, seed) for seed in range(60)]
+        bad = [e for e in bad if e]
+        status = "ok" if not bad else f"FAILED: {bad[0][:2]}"
+        failures += bool(bad)
+        print(f"{tiles} tiles x {k_tiles} k tiles, {stages} stages, 60 schedules: {status}")
+    for broken in ("producer_parity", "no_phase_flip", "free_current", "free_unretired", "no_final_free",
+                   "empty_count"):
+        caught = any(run(tiles, k_tiles, stages, seed, broken)
+                     for tiles, k_tiles, stages in shapes for seed in range(20))
+        print(f"broken variant {broken}: {'caught' if caught else 'NOT CAUGHT'}")
+        failures += not caught
+    print("all checks passed" if failures == 0 else f"{failures} checks failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
