@@ -4,7 +4,7 @@
 // every expert path (grouped GEMV: one launch for gate, up and SiLU and one for down, no host sync; cuBLAS
 // grouped GEMM: one call per projection after a host sync; sm90 grouped GEMM: one wgmma launch for gather,
 // gate, up and SiLU and one for down, on Hopper, 128- and 256-column tiles, one tile per block or persistent
-// warp-specialised blocks; per-expert: one cuBLAS GEMM per
+// warp-specialised blocks with cp.async or TMA weight loads; per-expert: one cuBLAS GEMM per
 // expert after a host sync). References printed with it: the layer's FLOPs against the H100's dense bf16 peak
 // (989 TFLOP/s, published), and its weight bytes against the device copy bandwidth measured in the same run. The
 // PyTorch peer is bench/torch_moe_layer.py (transformers' own sparse MoE block) on the same config.
@@ -69,24 +69,29 @@ int main(int argc, char** argv) {
     for (int64_t t : tokens) {
       sy::Tensor h = sy::cuda::to_device(bench_random_f32(t, hidden));
       using sy::model_detail::ExpertPath;
-      // The sm90 path four times: 128- and 256-column tiles, one tile per block or warp-specialised.
+      // The sm90 path six times: 128- and 256-column tiles, one tile per block, warp-specialised (ws 1) or
+      // warp-specialised with TMA weight loads (ws 2).
       struct Variant {
         ExpertPath path;
         int tile_n;
-        bool warp_specialized;
+        int ws;
       };
       for (auto [path, tile_n, ws] : std::vector<Variant>{
-               {ExpertPath::kGroupedGemv, 0, false}, {ExpertPath::kCublasGrouped, 0, false},
-               {ExpertPath::kSm90Grouped, 128, false}, {ExpertPath::kSm90Grouped, 256, false},
-               {ExpertPath::kSm90Grouped, 128, true}, {ExpertPath::kSm90Grouped, 256, true},
-               {ExpertPath::kPerExpert, 0, false}}) {
+               {ExpertPath::kGroupedGemv, 0, 0}, {ExpertPath::kCublasGrouped, 0, 0},
+               {ExpertPath::kSm90Grouped, 128, 0}, {ExpertPath::kSm90Grouped, 256, 0},
+               {ExpertPath::kSm90Grouped, 128, 1}, {ExpertPath::kSm90Grouped, 256, 1},
+               {ExpertPath::kSm90Grouped, 128, 2}, {ExpertPath::kSm90Grouped, 256, 2},
+               {ExpertPath::kPerExpert, 0, 0}}) {
         if (path == ExpertPath::kGroupedGemv && t > 256) continue;  // the forward pass uses it up to 256 tokens
         if (path == ExpertPath::kSm90Grouped && !sy::cuda::grouped_gemm_sm90_supported()) continue;
         if (tile_n > 0) sy::cuda::set_grouped_gemm_sm90_tile_n(tile_n);
-        if (path == ExpertPath::kSm90Grouped) sy::cuda::set_grouped_gemm_sm90_warp_specialized(ws);
+        if (path == ExpertPath::kSm90Grouped) {
+          sy::cuda::set_grouped_gemm_sm90_warp_specialized(ws > 0);
+          sy::cuda::set_grouped_gemm_sm90_tma(ws == 2);
+        }
         const std::string name = std::string(sy::model_detail::expert_path_name(path)) +
                                  (tile_n > 0 ? " (128 x " + std::to_string(tile_n) + " tiles" +
-                                                   (ws ? ", warp-specialised)" : ")")
+                                                   (ws == 1 ? ", warp-specialised)" : ws == 2 ? ", warp-specialised, TMA)" : ")")
                                              : "");
         for (int i = 0; i < 3; ++i) sy::model_detail::gpu_moe_layer(*state, 0, h, path);
         sy::cuda::synchronize();

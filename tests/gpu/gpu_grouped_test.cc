@@ -361,11 +361,14 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
                  Unsupported);
     GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
   }
-  for (bool warp_specialized : {false, true}) {
+  // Schedules: one tile per block; warp-specialised with cp.async weight loads; warp-specialised with TMA.
+  for (int schedule : {0, 1, 2}) {
   for (int tile_n : {128, 256}) {
-  SCOPED_TRACE("tile width " + std::to_string(tile_n) + (warp_specialized ? ", warp-specialised" : ""));
+  SCOPED_TRACE("tile width " + std::to_string(tile_n) + (schedule == 0 ? "" : schedule == 1 ? ", warp-specialised"
+                                                                                            : ", warp-specialised, TMA"));
   cuda::set_grouped_gemm_sm90_tile_n(tile_n);
-  cuda::set_grouped_gemm_sm90_warp_specialized(warp_specialized);
+  cuda::set_grouped_gemm_sm90_warp_specialized(schedule > 0);
+  cuda::set_grouped_gemm_sm90_tma(schedule == 2);
   check_grouped_sm90(136, 200, {130, 0, 5, 1});  // two row tiles for expert 0, a partial column and k tile
   check_grouped_sm90(128, 64, {0, 1});           // one row
   std::vector<int64_t> last(40, 0);
@@ -387,11 +390,13 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
   }
   cuda::set_grouped_gemm_sm90_tile_n(0);  // back to the defaults
   cuda::set_grouped_gemm_sm90_warp_specialized(false);
+  cuda::set_grouped_gemm_sm90_tma(false);
 }
 
-// The warp-specialised schedule computes the same products as the one-tile-per-block kernel, bit for bit (the
-// same wgmma sequence per tile), on a problem of many more tiles than SMs: every block loops over tiles and its
-// ring of stages wraps across them. Both projections of a Qwen3-30B-A3B-like prefill, both tile widths.
+// The warp-specialised schedule, with cp.async or TMA weight loads, computes the same products as the
+// one-tile-per-block kernel, bit for bit (the same wgmma sequence per tile), on a problem of many more tiles
+// than SMs: every block loops over tiles and its ring of stages wraps across them. Both projections of a
+// Qwen3-30B-A3B-like prefill, both tile widths; n = 192 leaves the last column tile partial (TMA zero-fills).
 TEST(GpuGrouped, Sm90WarpSpecializedEqualsOneTilePerBlock) {
   SY_SKIP_WITHOUT_GPU();
   if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
@@ -408,25 +413,32 @@ TEST(GpuGrouped, Sm90WarpSpecializedEqualsOneTilePerBlock) {
   random_experts(experts, hidden, inter, host_d, dev_d);
   cuda::ExpertWeightTable gt = cuda::make_expert_weight_table(dev_g), ut = cuda::make_expert_weight_table(dev_u),
                           dt = cuda::make_expert_weight_table(dev_d);
+  ASSERT_TRUE(gt.tensor_maps.defined() && ut.tensor_maps.defined() && dt.tensor_maps.defined())
+      << "a compute capability 9.0 GPU made no TMA descriptors";
   const Tensor x = cuda::to_device(rand_tensor({tokens, hidden}).to(DType::kBF16));
   const int64_t rows = tokens * top_k;
   for (int tile_n : {128, 256}) {
     SCOPED_TRACE("tile width " + std::to_string(tile_n));
     cuda::set_grouped_gemm_sm90_tile_n(tile_n);
-    Tensor h[2], y[2];
-    for (int ws = 0; ws < 2; ++ws) {
-      cuda::set_grouped_gemm_sm90_warp_specialized(ws == 1);
-      h[ws] = test::poisoned_device({rows, inter}, DType::kBF16);
-      y[ws] = test::poisoned_device({rows, hidden}, DType::kBF16);
-      cuda::grouped_swiglu_sm90(x, gt, ut, layout, h[ws]);
-      cuda::grouped_linear_sm90(h[ws], dt, layout.offsets, y[ws]);
+    Tensor h[3], y[3];
+    for (int schedule = 0; schedule < 3; ++schedule) {
+      cuda::set_grouped_gemm_sm90_warp_specialized(schedule > 0);
+      cuda::set_grouped_gemm_sm90_tma(schedule == 2);
+      Tensor hd = test::poisoned_device({rows, inter}, DType::kBF16), yd = test::poisoned_device({rows, hidden}, DType::kBF16);
+      cuda::grouped_swiglu_sm90(x, gt, ut, layout, hd);
+      cuda::grouped_linear_sm90(hd, dt, layout.offsets, yd);
+      h[schedule] = cuda::to_host(hd);
+      y[schedule] = cuda::to_host(yd);
     }
-    const Tensor h0 = cuda::to_host(h[0]), h1 = cuda::to_host(h[1]), y0 = cuda::to_host(y[0]), y1 = cuda::to_host(y[1]);
-    EXPECT_EQ(std::memcmp(h0.raw(), h1.raw(), h0.nbytes()), 0) << "gate|up differs between the schedules";
-    EXPECT_EQ(std::memcmp(y0.raw(), y1.raw(), y0.nbytes()), 0) << "down differs between the schedules";
+    for (int schedule : {1, 2}) {
+      const char* name = schedule == 1 ? "warp-specialised" : "warp-specialised with TMA";
+      EXPECT_EQ(std::memcmp(h[0].raw(), h[schedule].raw(), h[0].nbytes()), 0) << "gate|up differs: " << name;
+      EXPECT_EQ(std::memcmp(y[0].raw(), y[schedule].raw(), y[0].nbytes()), 0) << "down differs: " << name;
+    }
   }
   cuda::set_grouped_gemm_sm90_tile_n(0);
   cuda::set_grouped_gemm_sm90_warp_specialized(false);
+  cuda::set_grouped_gemm_sm90_tma(false);
 }
 
 // gpt-oss pieces of the expert path: the clamped SwiGLU (f32 and bf16) against ops::clamped_swiglu, with values

@@ -272,6 +272,7 @@ struct ExpertWeightTable {
   int64_t n = 0, k = 0;
   int num_experts = 0;
   std::vector<Tensor> keep;   // the matrices, kept alive
+  Tensor tensor_maps;         // (E * 128,) u8 device TMA descriptors of the matrices (Hopper), or undefined
 };
 ExpertWeightTable make_expert_weight_table(const std::vector<Tensor>& weights);
 // rows_per_expert_bound: no expert has more rows than this (a top-k layout's token count), or 0 when unknown;
@@ -329,6 +330,10 @@ int grouped_gemm_sm90_tile_n();
 // stages, two consumer warpgroups multiply, mbarriers between them). The same products either way.
 void set_grouped_gemm_sm90_warp_specialized(bool on);
 bool grouped_gemm_sm90_warp_specialized();
+// With the warp-specialised schedule: true loads the weight tiles by TMA (one thread per block, from each
+// table's tensor_maps; tables without maps keep cp.async), false (the default) by the producer's cp.async.
+void set_grouped_gemm_sm90_tma(bool on);
+bool grouped_gemm_sm90_tma();
 int64_t grouped_gemm_sm90_calls();  // grouped_*_sm90 launches so far in this process
 // y[rows of e] = x[rows of e] W_e^T (+ bias[e]). x: (rows, k) bf16; y: (rows, n) bf16; bias: (E, n) f32 or
 // undefined.

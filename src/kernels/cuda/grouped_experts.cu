@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "op_common.cuh"
+#include "tensor_map.cuh"
 
 namespace sy::cuda {
 
@@ -268,6 +269,7 @@ ExpertWeightTable make_expert_weight_table(const std::vector<Tensor>& weights) {
   }
   t.pointers = to_device(host);
   t.keep = weights;
+  t.tensor_maps = detail::expert_weight_maps(weights);
   return t;
 }
 

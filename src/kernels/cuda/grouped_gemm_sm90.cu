@@ -187,6 +187,7 @@ void check_table(const char* op, const char* name, const ExpertWeightTable& w) {
 
 std::atomic<int> g_tile_n{0};  // 0: by row count
 std::atomic<bool> g_warp_specialized{false};
+std::atomic<bool> g_tma{false};
 std::atomic<int64_t> g_calls{0};  // launches so far (tests check that a forward pass took this path)
 
 template <bool kSwiGLU, int kTileN>
@@ -204,7 +205,13 @@ void launch_tiled(Problem p, int64_t rows) {
   SY_CUDA_CHECK_LAUNCH();
   p.tiles = tiles;
   if (g_warp_specialized.load()) {
-    launch_warp_specialized<kSwiGLU, kTileN>(p, blocks, static_cast<int>(std::min<int64_t>(blocks, detail::multiprocessors())));
+    const int resident = static_cast<int>(std::min<int64_t>(blocks, detail::multiprocessors()));
+    // TMA weight loads where asked for and every table has its maps.
+    if (g_tma.load() && p.maps0 != nullptr && (!kSwiGLU || p.maps1 != nullptr)) {
+      launch_warp_specialized<kSwiGLU, kTileN, true>(p, blocks, resident);
+    } else {
+      launch_warp_specialized<kSwiGLU, kTileN, false>(p, blocks, resident);
+    }
     return;
   }
   grouped_gemm_sm90_kernel<kSwiGLU, kTileN>
@@ -255,6 +262,10 @@ void set_grouped_gemm_sm90_warp_specialized(bool on) { g_warp_specialized.store(
 
 bool grouped_gemm_sm90_warp_specialized() { return g_warp_specialized.load(); }
 
+void set_grouped_gemm_sm90_tma(bool on) { g_tma.store(on); }
+
+bool grouped_gemm_sm90_tma() { return g_tma.load(); }
+
 int64_t grouped_gemm_sm90_calls() { return g_calls.load(); }
 
 namespace {
@@ -293,6 +304,7 @@ void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& w, const Tens
   p.top_k = 1;
   p.offsets = offsets.i64();
   p.w0 = reinterpret_cast<const uint64_t*>(w.pointers.i64());
+  p.maps0 = w.tensor_maps.defined() ? static_cast<const uint8_t*>(w.tensor_maps.raw()) : nullptr;
   p.y = static_cast<__nv_bfloat16*>(y.raw());
   p.bias0 = bias.defined() ? bias.f32() : nullptr;
   p.n = w.n;
@@ -333,6 +345,8 @@ void grouped_swiglu_sm90(const Tensor& x, const ExpertWeightTable& gate, const E
   p.offsets = layout.offsets.i64();
   p.w0 = reinterpret_cast<const uint64_t*>(gate.pointers.i64());
   p.w1 = reinterpret_cast<const uint64_t*>(up.pointers.i64());
+  p.maps0 = gate.tensor_maps.defined() ? static_cast<const uint8_t*>(gate.tensor_maps.raw()) : nullptr;
+  p.maps1 = up.tensor_maps.defined() ? static_cast<const uint8_t*>(up.tensor_maps.raw()) : nullptr;
   p.y = static_cast<__nv_bfloat16*>(h.raw());
   p.bias0 = args.gate_bias.defined() ? args.gate_bias.f32() : nullptr;
   p.bias1 = args.up_bias.defined() ? args.up_bias.f32() : nullptr;

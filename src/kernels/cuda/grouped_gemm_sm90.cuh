@@ -44,6 +44,8 @@ struct Problem {
   float alpha, limit;       // SwiGLU: limit > 0 selects gpt-oss's clamped form with this alpha
   int64_t n, k;
   int experts;
+  const uint8_t* maps0;     // (experts,) TMA descriptors of the w0 matrices (128 bytes each), or null
+  const uint8_t* maps1;     // the same of the w1 matrices
   int n_tiles;              // column tiles of y: n / 128 (SwiGLU: n / 64), rounded up
   const struct RowTile* tiles;  // (row tiles,) from row_tile_table_kernel
 };
@@ -99,7 +101,9 @@ __device__ __forceinline__ void store_tile(const Problem& p, const float (&acc)[
 
 // The warp-specialised persistent kernel (grouped_gemm_sm90_ws.cu) over the row tiles of p.tiles: `tiles`
 // block tiles (row tiles x p.n_tiles) in all, on at most `blocks` resident blocks, on the current stream.
-template <bool kSwiGLU, int kTileN>
+// kTmaB: the weight tiles come by TMA from p.maps0 / p.maps1 (one thread issues them) instead of by the
+// producer warpgroup's cp.async.
+template <bool kSwiGLU, int kTileN, bool kTmaB>
 void launch_warp_specialized(const Problem& p, int64_t tiles, int blocks);
 // Grants its kernels their dynamic shared memory on the current device; false where they cannot have it.
 bool allow_warp_specialized_smem();

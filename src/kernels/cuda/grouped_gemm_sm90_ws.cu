@@ -6,15 +6,18 @@
 //   rows gathered through the dispatch layout as before, B's weight rows, in the 128-byte swizzled layout;
 //   each thread's copies of a stage complete one arrival on the stage's `full` barrier
 //   (cp.async.mbarrier.arrive.noinc, 128 arrivals a phase). It waits on the stage's `empty` barrier before
-//   refilling it, and runs on into the next tile's stages while the consumers write the last one out.
+//   refilling it, and runs on into the next tile's stages while the consumers write the last one out. With
+//   kTmaB (set_grouped_gemm_sm90_tma) the weight rows come by TMA instead: thread 0 announces the stage's B
+//   bytes on `full` (arrive.expect_tx, the 129th arrival) and issues one 64-row box per 64 rows of the tile
+//   from the expert's tensor map (tensor_map.cuh: the same swizzled layout, rows past n zero-filled).
 // - warpgroups 1 and 2, the consumers (216 registers): each multiplies its 64 rows of A by the whole B tile
 //   as soon as the stage's `full` barrier completes, keeps one wgmma group in flight, and frees a stage (one
 //   arrival per warp on `empty`, 8 a phase) once the products that read it have retired; then writes the tile
 //   from its accumulators (store_tile).
 // No block-wide barrier inside the main loop: the loads of one stage overlap the products of the others, and
 // a tile's epilogue overlaps the loads of the next. CPU reference: ops::linear per expert, through the tests of
-// tests/gpu/gpu_grouped_test.cc, which run both schedules. Not here: TMA loads, a second tile in flight per
-// block (ping-pong consumers, so the epilogue also overlaps products).
+// tests/gpu/gpu_grouped_test.cc, which run every schedule. Not here: TMA loads of A (its rows are gathered), a
+// second tile in flight per block (ping-pong consumers, so the epilogue also overlaps products).
 #include "async_copy.cuh"
 #include "grouped_gemm_sm90.cuh"
 #include "mbarrier.cuh"
@@ -37,7 +40,7 @@ constexpr int kLaunchRegisters = 168;
 static_assert(kProducerThreads * kProducerRegisters + 2 * 128 * kConsumerRegisters <= kWsThreads * kLaunchRegisters,
               "the register split must fit in the block's allocation");
 
-template <bool kSwiGLU, int kTileN>
+template <bool kSwiGLU, int kTileN, bool kTmaB>
 __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(const Problem p, int64_t tiles) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Shape = TileShape<kTileN>;
@@ -48,7 +51,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
   const uint32_t full = detail::smem_address(barriers), empty = full + 8 * kStages;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      sm90::mbarrier_init(full + 8 * s, kProducerThreads);
+      sm90::mbarrier_init(full + 8 * s, kProducerThreads + (kTmaB ? 1 : 0));  // + the TMA issuer's expect_tx
       sm90::mbarrier_init(empty + 8 * s, kConsumerWarps);
     }
   }
@@ -88,8 +91,10 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
         b_in |= uint32_t{n_first + row_base + 16 * (i % kHalf) < p.n} << i;
       }
       const int64_t b_offset = (n_first + row_base) * p.k + chunk * 8;
-      const auto* b0 = reinterpret_cast<const __nv_bfloat16*>(p.w0[tile.expert]) + b_offset;
-      const auto* b1 = kSwiGLU ? reinterpret_cast<const __nv_bfloat16*>(p.w1[tile.expert]) + b_offset : b0;
+      const auto* b0 = kTmaB ? p.x : reinterpret_cast<const __nv_bfloat16*>(p.w0[tile.expert]) + b_offset;
+      const auto* b1 = kSwiGLU && !kTmaB ? reinterpret_cast<const __nv_bfloat16*>(p.w1[tile.expert]) + b_offset : b0;
+      const uint8_t* map0 = kTmaB ? p.maps0 + int64_t{tile.expert} * 128 : nullptr;
+      const uint8_t* map1 = kTmaB && kSwiGLU ? p.maps1 + int64_t{tile.expert} * 128 : map0;
       for (int kt = 0; kt < k_tiles; ++kt) {
         sm90::mbarrier_wait(empty + 8 * stage, phase ^ 1);  // the consumers are done with this stage
         const int64_t k0 = int64_t{kt} * kTileK;
@@ -101,11 +106,27 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
           detail::cp_async16(a_stage + sm90::swizzled(row_base + 16 * i, chunk),
                              ok ? a_base + a_row[i] * p.k + k0 : p.x, ok ? 16 : 0);
         }
+        if constexpr (kTmaB) {
+          // One thread: the B tile as 64-row boxes (SwiGLU: the gate boxes, then the same up boxes); rows past
+          // n and k past the matrix arrive as zeros.
+          if (threadIdx.x == 0) {
+            const uint32_t bar = full + 8 * stage;
+            sm90::mbarrier_arrive_expect_tx(bar, Shape::kBBytes);
+            constexpr int kBoxes = kTileN / 64, kHalfBoxes = kSwiGLU ? kBoxes / 2 : kBoxes;
 #pragma unroll
-        for (int i = 0; i < kBRowsPerThread; ++i) {
-          const bool ok = ((b_in >> i) & 1) && k_in;
-          const __nv_bfloat16* src = (i < kHalf ? b0 : b1) + int64_t{16 * (i % kHalf)} * p.k + k0;
-          detail::cp_async16(b_stage + sm90::swizzled(row_base + 16 * i, chunk), ok ? src : p.x, ok ? 16 : 0);
+            for (int j = 0; j < kBoxes; ++j) {
+              const int64_t row = n_first + 64 * (j % kHalfBoxes);
+              sm90::tma_load_2d(b_stage + j * 64 * 128, j < kHalfBoxes ? map0 : map1, static_cast<int32_t>(k0),
+                                static_cast<int32_t>(row), bar);
+            }
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < kBRowsPerThread; ++i) {
+            const bool ok = ((b_in >> i) & 1) && k_in;
+            const __nv_bfloat16* src = (i < kHalf ? b0 : b1) + int64_t{16 * (i % kHalf)} * p.k + k0;
+            detail::cp_async16(b_stage + sm90::swizzled(row_base + 16 * i, chunk), ok ? src : p.x, ok ? 16 : 0);
+          }
         }
         sm90::cp_async_mbarrier_arrive(full + 8 * stage);
         if (++stage == kStages) {
@@ -133,7 +154,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     int previous = 0;
     for (int kt = 0; kt < k_tiles; ++kt) {
       sm90::mbarrier_wait(full + 8 * stage, phase);
-      sm90::fence_proxy_async();  // the stage's cp.async writes, seen by the tensor cores
+      sm90::fence_proxy_async();  // the stage's cp.async writes, seen by the tensor cores (TMA's already are)
       const uint32_t a_stage = ring + stage * kStageBytes + consumer * (kTileM / 2) * 128;
       const uint32_t b_stage = ring + stage * kStageBytes + kABytes;
       sm90::fence_accumulators(acc);
@@ -166,33 +187,40 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
 #endif
 }
 
-template <bool kSwiGLU, int kTileN>
+template <bool kSwiGLU, int kTileN, bool kTmaB>
 const void* kernel_address() {
-  return reinterpret_cast<const void*>(grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN>);
+  return reinterpret_cast<const void*>(grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN, kTmaB>);
 }
 
 }  // namespace
 
-template <bool kSwiGLU, int kTileN>
+template <bool kSwiGLU, int kTileN, bool kTmaB>
 void launch_warp_specialized(const Problem& p, int64_t tiles, int blocks) {
-  grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN>
+  grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN, kTmaB>
       <<<static_cast<unsigned>(blocks), kWsThreads, TileShape<kTileN>::kSmemBytes, stream()>>>(p, tiles);
   SY_CUDA_CHECK_LAUNCH();
 }
-template void launch_warp_specialized<true, 128>(const Problem&, int64_t, int);
-template void launch_warp_specialized<false, 128>(const Problem&, int64_t, int);
-template void launch_warp_specialized<true, 256>(const Problem&, int64_t, int);
-template void launch_warp_specialized<false, 256>(const Problem&, int64_t, int);
+template void launch_warp_specialized<true, 128, false>(const Problem&, int64_t, int);
+template void launch_warp_specialized<false, 128, false>(const Problem&, int64_t, int);
+template void launch_warp_specialized<true, 256, false>(const Problem&, int64_t, int);
+template void launch_warp_specialized<false, 256, false>(const Problem&, int64_t, int);
+template void launch_warp_specialized<true, 128, true>(const Problem&, int64_t, int);
+template void launch_warp_specialized<false, 128, true>(const Problem&, int64_t, int);
+template void launch_warp_specialized<true, 256, true>(const Problem&, int64_t, int);
+template void launch_warp_specialized<false, 256, true>(const Problem&, int64_t, int);
 
 bool allow_warp_specialized_smem() {
   auto allow = [](const void* kernel, size_t bytes) {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)) ==
            cudaSuccess;
   };
-  const bool ok = allow(kernel_address<true, 128>(), TileShape<128>::kSmemBytes) &&
-                  allow(kernel_address<false, 128>(), TileShape<128>::kSmemBytes) &&
-                  allow(kernel_address<true, 256>(), TileShape<256>::kSmemBytes) &&
-                  allow(kernel_address<false, 256>(), TileShape<256>::kSmemBytes);
+  bool ok = true;
+  for (bool tma : {false, true}) {
+    ok = ok && allow(tma ? kernel_address<true, 128, true>() : kernel_address<true, 128, false>(), TileShape<128>::kSmemBytes) &&
+         allow(tma ? kernel_address<false, 128, true>() : kernel_address<false, 128, false>(), TileShape<128>::kSmemBytes) &&
+         allow(tma ? kernel_address<true, 256, true>() : kernel_address<true, 256, false>(), TileShape<256>::kSmemBytes) &&
+         allow(tma ? kernel_address<false, 256, true>() : kernel_address<false, 256, false>(), TileShape<256>::kSmemBytes);
+  }
   if (!ok) cudaGetLastError();  // the refusal is the answer, not a sticky error
   return ok;
 }

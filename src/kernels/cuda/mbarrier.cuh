@@ -1,5 +1,6 @@
-// Shared-memory transaction barriers (mbarrier, sm_90) for producer/consumer pipelines inside one block, and
-// the per-warpgroup register reallocation that goes with warp specialisation (setmaxnreg, sm_90a). Not a
+// Shared-memory transaction barriers (mbarrier, sm_90) for producer/consumer pipelines inside one block, the
+// TMA tile load that completes on them, and the per-warpgroup register reallocation that goes with warp
+// specialisation (setmaxnreg, sm_90a). Not a
 // public header; compiled only for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL), like wgmma.cuh.
 //
 // A barrier completes a phase once `count` arrivals (set at init) have reached it, and flips its phase bit.
@@ -24,6 +25,18 @@ __device__ __forceinline__ void mbarrier_arrive(uint32_t bar) {
 // barrier's expected arrivals (.noinc), so a barrier fed this way is initialised with the producer threads.
 __device__ __forceinline__ void cp_async_mbarrier_arrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+// One arrival that also expects `bytes` more bytes of asynchronous copies (TMA) before the phase can complete.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// TMA: the box at element coordinates (c0 innermost, c1) of the 2-D tensor map at generic address `map` (in
+// global memory) into shared memory at dst; its bytes count down the transaction count of barrier `bar`.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* map, int32_t c0, int32_t c1, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
 }
 __device__ __forceinline__ bool mbarrier_try_wait(uint32_t bar, uint32_t parity) {
   uint32_t done;
