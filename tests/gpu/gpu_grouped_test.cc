@@ -386,6 +386,7 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
   std::vector<int64_t> many(300, 0);
   for (int e : {5, 200, 255, 256, 299}) many[e] = 7 + e % 5;
   check_grouped_sm90(64, 64, many);  // experts past the scan's first chunk of 256
+  check_grouped_sm90(8, 16, {3, 5});  // a matrix smaller than one TMA box (64 x 64) both ways
   }
   }
   cuda::set_grouped_gemm_sm90_tile_n(0);  // back to the defaults

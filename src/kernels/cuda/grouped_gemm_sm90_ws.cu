@@ -54,6 +54,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
       sm90::mbarrier_init(full + 8 * s, kProducerThreads + (kTmaB ? 1 : 0));  // + the TMA issuer's expect_tx
       sm90::mbarrier_init(empty + 8 * s, kConsumerWarps);
     }
+    sm90::fence_mbarrier_init();
   }
   __syncthreads();
   const int warpgroup = threadIdx.x / 128;
@@ -66,6 +67,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     const int chunk = threadIdx.x & 7, row_base = threadIdx.x >> 3;
     int stage = 0;
     uint32_t phase = 0;
+    int fenced_expert = -1;  // TMA: the expert whose maps this thread last fenced
     for (int64_t i_tile = blockIdx.x; i_tile < tiles; i_tile += gridDim.x) {
       const RowTile tile = p.tiles[i_tile / p.n_tiles];
       if (tile.expert < 0) break;  // the table's used entries come first
@@ -95,6 +97,11 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
       const auto* b1 = kSwiGLU && !kTmaB ? reinterpret_cast<const __nv_bfloat16*>(p.w1[tile.expert]) + b_offset : b0;
       const uint8_t* map0 = kTmaB ? p.maps0 + int64_t{tile.expert} * 128 : nullptr;
       const uint8_t* map1 = kTmaB && kSwiGLU ? p.maps1 + int64_t{tile.expert} * 128 : map0;
+      if (kTmaB && threadIdx.x == 0 && tile.expert != fenced_expert) {
+        sm90::fence_tensormap_acquire(map0);
+        if (kSwiGLU) sm90::fence_tensormap_acquire(map1);
+        fenced_expert = tile.expert;
+      }
       for (int kt = 0; kt < k_tiles; ++kt) {
         sm90::mbarrier_wait(empty + 8 * stage, phase ^ 1);  // the consumers are done with this stage
         const int64_t k0 = int64_t{kt} * kTileK;

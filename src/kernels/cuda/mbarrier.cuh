@@ -18,6 +18,18 @@ __device__ __forceinline__ void mbarrier_init(uint32_t bar, uint32_t count) {
 }
 // One arrival (release semantics at CTA scope: this thread's earlier shared-memory accesses are ordered before
 // the phase completes).
+// After a thread's mbarrier.init calls and before the block barrier that publishes them: the initialised
+// barriers become visible to the asynchronous proxy too (TMA's complete_tx updates them there).
+__device__ __forceinline__ void fence_mbarrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+// Before TMA loads through a tensor map in global memory that was written through the generic proxy (a host
+// copy, possibly into memory an older map occupied): the tensor-map proxy then reads the new 128 bytes, not a
+// cached copy of the old ones.
+__device__ __forceinline__ void fence_tensormap_acquire(const void* map) {
+  asm volatile("fence.proxy.tensormap::generic.acquire.sys [%0], 128;\n" ::"l"(reinterpret_cast<uint64_t>(map))
+               : "memory");
+}
 __device__ __forceinline__ void mbarrier_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
