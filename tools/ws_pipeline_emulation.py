@@ -17,6 +17,9 @@ Model (NVIDIA PTX ISA, "mbarrier" and "cp.async"):
     (at a time of the scheduler's choosing, after they were issued), counted against the expected arrivals.
   * A wgmma group reads its stage from the moment it is issued until wgmma.wait_group retires it; wait_group(1)
     retires all but the newest group (the scheduler may retire groups earlier).
+  * TMA (the kTmaB variant): mbarrier.arrive.expect_tx adds the box's bytes to the phase's transaction count
+    with its arrival; the box lands later and counts them down; a phase completes when both its arrivals and
+    its transaction count are done.
   * Threads interleave arbitrarily; producer threads are modelled by PRODUCERS agents (the kernel: 128, count
     128) and consumer warps by WARPS agents (the kernel: 8, count 8).
 """
@@ -28,14 +31,22 @@ PRODUCERS, WARPS = 3, 4
 
 class Barrier:
     def __init__(self, count):
-        self.count, self.pending, self.phase = count, count, 0
+        self.count, self.pending, self.phase, self.tx = count, count, 0, 0
 
-    def arrive(self, errors, what):
+    def arrive(self, errors, what, expect_tx=0):
         if self.pending <= 0:
             errors.append(f"{what}: arrival on a completed phase")
             return
+        self.tx += expect_tx
         self.pending -= 1
-        if self.pending == 0:
+        self.settle()
+
+    def complete_tx(self, n):
+        self.tx -= n
+        self.settle()
+
+    def settle(self):  # a phase completes once its arrivals are in and its transaction count is back at 0
+        if self.pending == 0 and self.tx == 0:
             self.phase += 1
             self.pending = self.count
 
@@ -43,11 +54,14 @@ class Barrier:
         return self.phase % 2 != parity
 
 
-def run(tiles, k_tiles, stages, seed, broken=None):
-    """One block: `tiles` tiles of `k_tiles` k tiles each over a ring of `stages`. Returns a list of errors."""
+def run(tiles, k_tiles, stages, seed, broken=None, tma=False):
+    """One block: `tiles` tiles of `k_tiles` k tiles each over a ring of `stages`; tma: the weight half of each
+    stage comes by TMA (producer 0 arrives with expect_tx, the box lands later and counts its bytes down).
+    Returns a list of errors."""
     rng = random.Random(seed)
     errors = []
-    full = [Barrier(PRODUCERS) for _ in range(stages)]
+    full = [Barrier(PRODUCERS + (1 if tma and broken != "tma_count" else 0)) for _ in range(stages)]
+    weights = [None] * stages  # what the stage's TMA half holds
     empty = [Barrier(WARPS if broken != "empty_count" else WARPS + 1) for _ in range(stages)]
     # What each stage's slots hold: per producer thread, the (tile, kt) its last landed copies wrote.
     slots = [[None] * PRODUCERS for _ in range(stages)]
@@ -62,6 +76,9 @@ def run(tiles, k_tiles, stages, seed, broken=None):
                 parity = phase ^ 1 if broken != "producer_parity" else phase
                 while not empty[stage].done(parity):
                     yield "wait"
+                if tma and p == 0:  # arrive.expect_tx, then the box
+                    full[stage].arrive(errors, "TMA issuer", 0 if broken == "tma_no_expect" else 1)
+                    in_flight_copies.append(("tma", stage, (t, kt)))
                 in_flight_copies.append((p, stage, (t, kt)))  # the copies, then the noinc arrival
                 stage += 1
                 if stage == stages:
@@ -77,7 +94,7 @@ def run(tiles, k_tiles, stages, seed, broken=None):
             for kt in range(k_tiles):
                 while not full[stage].done(phase):
                     yield "wait"
-                if any(slots[stage][p] != (t, kt) for p in range(PRODUCERS)):
+                if any(slots[stage][p] != (t, kt) for p in range(PRODUCERS)) or (tma and weights[stage] != (t, kt)):
                     errors.append(f"warp {w}: tile {t} k {kt} read from stage {stage} holding {slots[stage]}")
                 readers[stage].add((w, gid))
                 reads[0] += 1
@@ -116,8 +133,12 @@ def run(tiles, k_tiles, stages, seed, broken=None):
             p, stage, what = in_flight_copies.pop(rng.choice(list(firsts.values())))
             if readers[stage]:
                 errors.append(f"producer {p}: {what} lands in stage {stage} while groups {sorted(readers[stage])} read it")
-            slots[stage][p] = what
-            full[stage].arrive(errors, f"producer {p}")
+            if p == "tma":
+                weights[stage] = what
+                full[stage].complete_tx(1)
+            else:
+                slots[stage][p] = what
+                full[stage].arrive(errors, f"producer {p}")
             stuck.clear()
             continue
         if not alive:
@@ -146,15 +167,17 @@ def run(tiles, k_tiles, stages, seed, broken=None):
 def main():
     failures = 0
     shapes = [(1, 1, 4), (3, 5, 4), (4, 12, 4), (2, 32, 5), (5, 3, 5), (0, 4, 4), (6, 1, 4), (2, 9, 4)]
-    for tiles, k_tiles, stages in shapes:
-        bad = [run(tiles, k_tiles, stages, seed) for seed in range(60)]
-        bad = [e for e in bad if e]
-        status = "ok" if not bad else f"FAILED: {bad[0][:2]}"
-        failures += bool(bad)
-        print(f"{tiles} tiles x {k_tiles} k tiles, {stages} stages, 60 schedules: {status}")
+    for tma in (False, True):
+        for tiles, k_tiles, stages in shapes:
+            bad = [run(tiles, k_tiles, stages, seed, tma=tma) for seed in range(60)]
+            bad = [e for e in bad if e]
+            status = "ok" if not bad else f"FAILED: {bad[0][:2]}"
+            failures += bool(bad)
+            print(f"{'TMA weights, ' if tma else ''}{tiles} tiles x {k_tiles} k tiles, {stages} stages, 60 schedules: "
+                  f"{status}")
     for broken in ("producer_parity", "no_phase_flip", "free_current", "free_unretired", "no_final_free",
-                   "empty_count"):
-        caught = any(run(tiles, k_tiles, stages, seed, broken)
+                   "empty_count", "tma_count", "tma_no_expect"):
+        caught = any(run(tiles, k_tiles, stages, seed, broken, tma=broken.startswith("tma"))
                      for tiles, k_tiles, stages in shapes for seed in range(20))
         print(f"broken variant {broken}: {'caught' if caught else 'NOT CAUGHT'}")
         failures += not caught
