@@ -69,8 +69,8 @@ int main(int argc, char** argv) {
     for (int64_t t : tokens) {
       sy::Tensor h = sy::cuda::to_device(bench_random_f32(t, hidden));
       using sy::model_detail::ExpertPath;
-      // The sm90 path six times: 128- and 256-column tiles, one tile per block, warp-specialised (ws 1) or
-      // warp-specialised with TMA weight loads (ws 2).
+      // The sm90 path eight times: 128- and 256-column tiles, one tile per block, warp-specialised (ws 1) or
+      // warp-specialised with TMA weight loads (ws 2); ping-pong 128 x 128 tiles without and with TMA (ws 3, 4).
       struct Variant {
         ExpertPath path;
         int tile_n;
@@ -81,17 +81,23 @@ int main(int argc, char** argv) {
                {ExpertPath::kSm90Grouped, 128, 0}, {ExpertPath::kSm90Grouped, 256, 0},
                {ExpertPath::kSm90Grouped, 128, 1}, {ExpertPath::kSm90Grouped, 256, 1},
                {ExpertPath::kSm90Grouped, 128, 2}, {ExpertPath::kSm90Grouped, 256, 2},
+               {ExpertPath::kSm90Grouped, 128, 3}, {ExpertPath::kSm90Grouped, 128, 4},
                {ExpertPath::kPerExpert, 0, 0}}) {
         if (path == ExpertPath::kGroupedGemv && t > 256) continue;  // the forward pass uses it up to 256 tokens
         if (path == ExpertPath::kSm90Grouped && !sy::cuda::grouped_gemm_sm90_supported()) continue;
         if (tile_n > 0) sy::cuda::set_grouped_gemm_sm90_tile_n(tile_n);
         if (path == ExpertPath::kSm90Grouped) {
           sy::cuda::set_grouped_gemm_sm90_warp_specialized(ws > 0);
-          sy::cuda::set_grouped_gemm_sm90_tma(ws == 2);
+          sy::cuda::set_grouped_gemm_sm90_tma(ws == 2 || ws == 4);
+          sy::cuda::set_grouped_gemm_sm90_pingpong(ws >= 3);
         }
         const std::string name = std::string(sy::model_detail::expert_path_name(path)) +
                                  (tile_n > 0 ? " (128 x " + std::to_string(tile_n) + " tiles" +
-                                                   (ws == 1 ? ", warp-specialised)" : ws == 2 ? ", warp-specialised, TMA)" : ")")
+                                                   (ws == 1   ? ", warp-specialised)"
+                                                    : ws == 2 ? ", warp-specialised, TMA)"
+                                                    : ws == 3 ? ", ping-pong)"
+                                                    : ws == 4 ? ", ping-pong, TMA)"
+                                                              : ")")
                                              : "");
         for (int i = 0; i < 3; ++i) sy::model_detail::gpu_moe_layer(*state, 0, h, path);
         sy::cuda::synchronize();

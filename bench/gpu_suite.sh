@@ -51,7 +51,7 @@ if want serve; then
 fi
 if want layer; then
   echo "== bench_gpu_moe_layer (Qwen3-30B-A3B layer, every expert path, the sm90 grouped GEMM included)"
-  timeout 150 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json --tokens 1,64,4096,16384 2>&1 | tail -n 42
+  timeout 150 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json --tokens 1,64,4096,16384 2>&1 | tail -n 50
 fi
 if want nccl; then
   echo "== bench_nccl_dispatch (one rank: the path, not a network)"

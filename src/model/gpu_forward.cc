@@ -538,6 +538,8 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   if (env_set("SY_SM90_WS")) cuda::set_grouped_gemm_sm90_warp_specialized(env_flag("SY_SM90_WS", false));
   // Its weight tiles by TMA (off by default; SY_SM90_TMA=1, with SY_SM90_WS=1).
   if (env_set("SY_SM90_TMA")) cuda::set_grouped_gemm_sm90_tma(env_flag("SY_SM90_TMA", false));
+  // Its ping-pong form (off by default; SY_SM90_PINGPONG=1, with SY_SM90_WS=1).
+  if (env_set("SY_SM90_PINGPONG")) cuda::set_grouped_gemm_sm90_pingpong(env_flag("SY_SM90_PINGPONG", false));
   if (env_set("SY_SM90_EXPERTS")) {
     s->sm90_experts = env_flag("SY_SM90_EXPERTS", false);
     SY_REQUIRE(!s->sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",

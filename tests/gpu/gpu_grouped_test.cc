@@ -333,6 +333,19 @@ void check_swiglu_sm90(int64_t tokens, int top_k, int experts, int64_t n, int64_
                h, expected, test::kBf16Tol);
 }
 
+// The sm90 grouped GEMM's schedules, numbered for the tests: 0 one tile per block (the default), 1
+// warp-specialised, 2 warp-specialised with TMA weight loads, 3 ping-pong, 4 ping-pong with TMA.
+void set_sm90_schedule(int schedule) {
+  cuda::set_grouped_gemm_sm90_warp_specialized(schedule > 0);
+  cuda::set_grouped_gemm_sm90_tma(schedule == 2 || schedule == 4);
+  cuda::set_grouped_gemm_sm90_pingpong(schedule >= 3);
+}
+std::string sm90_schedule_name(int schedule) {
+  static const char* names[] = {"one tile per block", "warp-specialised", "warp-specialised, TMA", "ping-pong",
+                                "ping-pong, TMA"};
+  return names[schedule];
+}
+
 TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   // Bad input is refused on the host, on any GPU: f32 rows, k not a multiple of 8, a layout of other tokens, a
@@ -361,14 +374,13 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
                  Unsupported);
     GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
   }
-  // Schedules: one tile per block; warp-specialised with cp.async weight loads; warp-specialised with TMA.
-  for (int schedule : {0, 1, 2}) {
+  // Schedules: one tile per block; warp-specialised with cp.async weight loads; the same with TMA; ping-pong
+  // (128-column tiles whatever the width setting) with cp.async, then with TMA.
+  for (int schedule : {0, 1, 2, 3, 4}) {
   for (int tile_n : {128, 256}) {
-  SCOPED_TRACE("tile width " + std::to_string(tile_n) + (schedule == 0 ? "" : schedule == 1 ? ", warp-specialised"
-                                                                                            : ", warp-specialised, TMA"));
+  SCOPED_TRACE("tile width " + std::to_string(tile_n) + ", " + sm90_schedule_name(schedule));
+  set_sm90_schedule(schedule);
   cuda::set_grouped_gemm_sm90_tile_n(tile_n);
-  cuda::set_grouped_gemm_sm90_warp_specialized(schedule > 0);
-  cuda::set_grouped_gemm_sm90_tma(schedule == 2);
   check_grouped_sm90(136, 200, {130, 0, 5, 1});  // two row tiles for expert 0, a partial column and k tile
   check_grouped_sm90(128, 64, {0, 1});           // one row
   std::vector<int64_t> last(40, 0);
@@ -390,8 +402,7 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
   }
   }
   cuda::set_grouped_gemm_sm90_tile_n(0);  // back to the defaults
-  cuda::set_grouped_gemm_sm90_warp_specialized(false);
-  cuda::set_grouped_gemm_sm90_tma(false);
+  set_sm90_schedule(0);
 }
 
 // The warp-specialised schedule, with cp.async or TMA weight loads, computes the same products as the
@@ -421,25 +432,25 @@ TEST(GpuGrouped, Sm90WarpSpecializedEqualsOneTilePerBlock) {
   for (int tile_n : {128, 256}) {
     SCOPED_TRACE("tile width " + std::to_string(tile_n));
     cuda::set_grouped_gemm_sm90_tile_n(tile_n);
-    Tensor h[3], y[3];
-    for (int schedule = 0; schedule < 3; ++schedule) {
-      cuda::set_grouped_gemm_sm90_warp_specialized(schedule > 0);
-      cuda::set_grouped_gemm_sm90_tma(schedule == 2);
+    // Ping-pong always runs 128 x 128 tiles: compared at that width only.
+    const int schedules = tile_n == 128 ? 5 : 3;
+    Tensor h[5], y[5];
+    for (int schedule = 0; schedule < schedules; ++schedule) {
+      set_sm90_schedule(schedule);
       Tensor hd = test::poisoned_device({rows, inter}, DType::kBF16), yd = test::poisoned_device({rows, hidden}, DType::kBF16);
       cuda::grouped_swiglu_sm90(x, gt, ut, layout, hd);
       cuda::grouped_linear_sm90(hd, dt, layout.offsets, yd);
       h[schedule] = cuda::to_host(hd);
       y[schedule] = cuda::to_host(yd);
     }
-    for (int schedule : {1, 2}) {
-      const char* name = schedule == 1 ? "warp-specialised" : "warp-specialised with TMA";
+    for (int schedule = 1; schedule < schedules; ++schedule) {
+      const std::string name = sm90_schedule_name(schedule);
       EXPECT_EQ(std::memcmp(h[0].raw(), h[schedule].raw(), h[0].nbytes()), 0) << "gate|up differs: " << name;
       EXPECT_EQ(std::memcmp(y[0].raw(), y[schedule].raw(), y[0].nbytes()), 0) << "down differs: " << name;
     }
   }
   cuda::set_grouped_gemm_sm90_tile_n(0);
-  cuda::set_grouped_gemm_sm90_warp_specialized(false);
-  cuda::set_grouped_gemm_sm90_tma(false);
+  set_sm90_schedule(0);
 }
 
 // gpt-oss pieces of the expert path: the clamped SwiGLU (f32 and bf16) against ops::clamped_swiglu, with values

@@ -334,6 +334,11 @@ bool grouped_gemm_sm90_warp_specialized();
 // table's tensor_maps; tables without maps keep cp.async), false (the default) by the producer's cp.async.
 void set_grouped_gemm_sm90_tma(bool on);
 bool grouped_gemm_sm90_tma();
+// With the warp-specialised schedule: true gives each consumer warpgroup whole 128 x 128 tiles, alternately
+// (ping-pong: one's epilogue overlaps the other's products; the tile width setting is then ignored), false (the
+// default) splits 128 x tile_n tiles between them.
+void set_grouped_gemm_sm90_pingpong(bool on);
+bool grouped_gemm_sm90_pingpong();
 int64_t grouped_gemm_sm90_calls();  // grouped_*_sm90 launches so far in this process
 // y[rows of e] = x[rows of e] W_e^T (+ bias[e]). x: (rows, k) bf16; y: (rows, n) bf16; bias: (E, n) f32 or
 // undefined.

@@ -188,6 +188,7 @@ void check_table(const char* op, const char* name, const ExpertWeightTable& w) {
 std::atomic<int> g_tile_n{0};  // 0: by row count
 std::atomic<bool> g_warp_specialized{false};
 std::atomic<bool> g_tma{false};
+std::atomic<bool> g_pingpong{false};
 std::atomic<int64_t> g_calls{0};  // launches so far (tests check that a forward pass took this path)
 
 template <bool kSwiGLU, int kTileN>
@@ -207,10 +208,21 @@ void launch_tiled(Problem p, int64_t rows) {
   if (g_warp_specialized.load()) {
     const int resident = static_cast<int>(std::min<int64_t>(blocks, detail::multiprocessors()));
     // TMA weight loads where asked for and every table has its maps.
-    if (g_tma.load() && p.maps0 != nullptr && (!kSwiGLU || p.maps1 != nullptr)) {
-      launch_warp_specialized<kSwiGLU, kTileN, true>(p, blocks, resident);
+    const bool tma = g_tma.load() && p.maps0 != nullptr && (!kSwiGLU || p.maps1 != nullptr);
+    if constexpr (kTileN == 128) {
+      if (g_pingpong.load()) {
+        if (tma) {
+          launch_warp_specialized<kSwiGLU, 128, true, true>(p, blocks, resident);
+        } else {
+          launch_warp_specialized<kSwiGLU, 128, false, true>(p, blocks, resident);
+        }
+        return;
+      }
+    }
+    if (tma) {
+      launch_warp_specialized<kSwiGLU, kTileN, true, false>(p, blocks, resident);
     } else {
-      launch_warp_specialized<kSwiGLU, kTileN, false>(p, blocks, resident);
+      launch_warp_specialized<kSwiGLU, kTileN, false, false>(p, blocks, resident);
     }
     return;
   }
@@ -225,7 +237,8 @@ void launch(Problem p, int64_t rows) {
              "needs a compute capability 9.0 GPU and a build with sm_90a code");
   ++g_calls;
   const int tile_n = g_tile_n.load();
-  if (tile_n == 256 || (tile_n == 0 && rows >= kGroupedSm90WideRows)) {
+  const bool pingpong = g_warp_specialized.load() && g_pingpong.load();  // 128 x 128 tiles per warpgroup
+  if (!pingpong && (tile_n == 256 || (tile_n == 0 && rows >= kGroupedSm90WideRows))) {
     launch_tiled<kSwiGLU, 256>(p, rows);
   } else {
     launch_tiled<kSwiGLU, 128>(p, rows);
@@ -263,6 +276,10 @@ void set_grouped_gemm_sm90_warp_specialized(bool on) { g_warp_specialized.store(
 bool grouped_gemm_sm90_warp_specialized() { return g_warp_specialized.load(); }
 
 void set_grouped_gemm_sm90_tma(bool on) { g_tma.store(on); }
+
+void set_grouped_gemm_sm90_pingpong(bool on) { g_pingpong.store(on); }
+
+bool grouped_gemm_sm90_pingpong() { return g_pingpong.load(); }
 
 bool grouped_gemm_sm90_tma() { return g_tma.load(); }
 

@@ -103,7 +103,8 @@ __device__ __forceinline__ void store_tile(const Problem& p, const float (&acc)[
 // block tiles (row tiles x p.n_tiles) in all, on at most `blocks` resident blocks, on the current stream.
 // kTmaB: the weight tiles come by TMA from p.maps0 / p.maps1 (one thread issues them) instead of by the
 // producer warpgroup's cp.async.
-template <bool kSwiGLU, int kTileN, bool kTmaB>
+// kPingPong (kTileN 128 only): the consumer warpgroups take alternate 128 x 128 tiles.
+template <bool kSwiGLU, int kTileN, bool kTmaB, bool kPingPong>
 void launch_warp_specialized(const Problem& p, int64_t tiles, int blocks);
 // Grants its kernels their dynamic shared memory on the current device; false where they cannot have it.
 bool allow_warp_specialized_smem();

@@ -40,11 +40,24 @@ constexpr int kLaunchRegisters = 168;
 static_assert(kProducerThreads * kProducerRegisters + 2 * 128 * kConsumerRegisters <= kWsThreads * kLaunchRegisters,
               "the register split must fit in the block's allocation");
 
-template <bool kSwiGLU, int kTileN, bool kTmaB>
+// The ring: no stage is kept back for a block barrier here, so 128-column tiles take 6 stages (192 KB) and
+// 256-column ones 4.
+template <int kTileN>
+struct WsRing {
+  static constexpr int kStages = kTileN == 128 ? 6 : 4;
+  static constexpr size_t kSmemBytes = size_t{kStages} * TileShape<kTileN>::kStageBytes + 1024;  // + alignment slack
+};
+
+// kPingPong (128-column tiles only): the two consumer warpgroups take alternate tiles of the block's sequence
+// and each multiplies all 128 rows of its tile (two m64n128k16 per k step, 128 accumulators), so one
+// warpgroup's epilogue runs while the other's products do; the stages of a tile are freed by its warpgroup
+// alone (4 arrivals a phase).
+template <bool kSwiGLU, int kTileN, bool kTmaB, bool kPingPong>
 __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(const Problem p, int64_t tiles) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(!kPingPong || kTileN == 128, "ping-pong tiles are 128 x 128");
   using Shape = TileShape<kTileN>;
-  constexpr int kStages = Shape::kStages, kStageBytes = Shape::kStageBytes;
+  constexpr int kStages = WsRing<kTileN>::kStages, kStageBytes = Shape::kStageBytes;
   extern __shared__ uint8_t smem_raw[];
   __shared__ uint64_t barriers[2 * kStages];  // full[s], then empty[s]
   const uint32_t ring = (detail::smem_address(smem_raw) + 1023u) & ~1023u;
@@ -52,7 +65,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       sm90::mbarrier_init(full + 8 * s, kProducerThreads + (kTmaB ? 1 : 0));  // + the TMA issuer's expect_tx
-      sm90::mbarrier_init(empty + 8 * s, kConsumerWarps);
+      sm90::mbarrier_init(empty + 8 * s, kPingPong ? kConsumerWarps / 2 : kConsumerWarps);
     }
     sm90::fence_mbarrier_init();
   }
@@ -146,10 +159,55 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     return;
   }
 
-  // Consumers: warpgroup 1 takes rows 0-63 of each tile, warpgroup 2 rows 64-127.
   sm90::claim_registers<kConsumerRegisters>();
   const int consumer = warpgroup - 1;
   const bool warp_leader = threadIdx.x % 32 == 0;
+  if constexpr (kPingPong) {
+    // Warpgroup c takes the block's tiles j = c, c + 2, ...; tile j's k step kt sits at ring position
+    // j * k_tiles + kt (the producer fills the ring in tile order).
+    float acc0[64], acc1[64];  // rows 0-63 and 64-127
+    int64_t j = consumer;
+    for (int64_t i_tile = blockIdx.x + consumer * int64_t{gridDim.x}; i_tile < tiles; i_tile += 2 * int64_t{gridDim.x}, j += 2) {
+      const RowTile tile = p.tiles[i_tile / p.n_tiles];
+      if (tile.expert < 0) break;
+#pragma unroll
+      for (int i = 0; i < 64; ++i) acc0[i] = acc1[i] = 0.f;
+      int previous = 0;
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        const int64_t position = j * k_tiles + kt;
+        const int stage = static_cast<int>(position % kStages);
+        sm90::mbarrier_wait(full + 8 * stage, static_cast<uint32_t>((position / kStages) & 1));
+        sm90::fence_proxy_async();
+        const uint32_t a_stage = ring + stage * kStageBytes, b_stage = a_stage + kABytes;
+        sm90::fence_accumulators(acc0);
+        sm90::fence_accumulators(acc1);
+        sm90::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kTileK / 16; ++kk) {
+          const uint64_t b = sm90::smem_descriptor(b_stage + kk * 32);
+          sm90::wgmma_ss<128>(acc0, sm90::smem_descriptor(a_stage + kk * 32), b);
+          sm90::wgmma_ss<128>(acc1, sm90::smem_descriptor(a_stage + (kTileM / 2) * 128 + kk * 32), b);
+        }
+        sm90::wgmma_commit();
+        sm90::fence_accumulators(acc0);
+        sm90::fence_accumulators(acc1);
+        sm90::wgmma_wait<1>();
+        if (kt > 0 && warp_leader) sm90::mbarrier_arrive(empty + 8 * previous);
+        __syncwarp();
+        previous = stage;
+      }
+      sm90::wgmma_wait<0>();
+      sm90::fence_accumulators(acc0);
+      sm90::fence_accumulators(acc1);
+      if (k_tiles > 0 && warp_leader) sm90::mbarrier_arrive(empty + 8 * previous);
+      __syncwarp();
+      const int n_tile = static_cast<int>(i_tile % p.n_tiles);
+      store_tile<kSwiGLU, 128>(p, acc0, 0, tile.expert, tile.row0, tile.rows, n_tile);
+      store_tile<kSwiGLU, 128>(p, acc1, 1, tile.expert, tile.row0, tile.rows, n_tile);
+    }
+    return;
+  }
+  // Consumers: warpgroup 1 takes rows 0-63 of each tile, warpgroup 2 rows 64-127.
   int stage = 0;
   uint32_t phase = 0;
   float acc[Shape::kAccumulators];
@@ -194,40 +252,44 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
 #endif
 }
 
-template <bool kSwiGLU, int kTileN, bool kTmaB>
-const void* kernel_address() {
-  return reinterpret_cast<const void*>(grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN, kTmaB>);
+template <bool kSwiGLU, int kTileN, bool kTmaB, bool kPingPong>
+bool allow_smem() {
+  const auto* kernel = reinterpret_cast<const void*>(grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN, kTmaB, kPingPong>);
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(WsRing<kTileN>::kSmemBytes)) == cudaSuccess;
 }
 
 }  // namespace
 
-template <bool kSwiGLU, int kTileN, bool kTmaB>
+template <bool kSwiGLU, int kTileN, bool kTmaB, bool kPingPong>
 void launch_warp_specialized(const Problem& p, int64_t tiles, int blocks) {
-  grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN, kTmaB>
-      <<<static_cast<unsigned>(blocks), kWsThreads, TileShape<kTileN>::kSmemBytes, stream()>>>(p, tiles);
+  grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN, kTmaB, kPingPong>
+      <<<static_cast<unsigned>(blocks), kWsThreads, WsRing<kTileN>::kSmemBytes, stream()>>>(p, tiles);
   SY_CUDA_CHECK_LAUNCH();
 }
-template void launch_warp_specialized<true, 128, false>(const Problem&, int64_t, int);
-template void launch_warp_specialized<false, 128, false>(const Problem&, int64_t, int);
-template void launch_warp_specialized<true, 256, false>(const Problem&, int64_t, int);
-template void launch_warp_specialized<false, 256, false>(const Problem&, int64_t, int);
-template void launch_warp_specialized<true, 128, true>(const Problem&, int64_t, int);
-template void launch_warp_specialized<false, 128, true>(const Problem&, int64_t, int);
-template void launch_warp_specialized<true, 256, true>(const Problem&, int64_t, int);
-template void launch_warp_specialized<false, 256, true>(const Problem&, int64_t, int);
+#define SY_WS_INSTANCE(swiglu, tile_n, tma, pingpong) \
+  template void launch_warp_specialized<swiglu, tile_n, tma, pingpong>(const Problem&, int64_t, int);
+SY_WS_INSTANCE(true, 128, false, false)
+SY_WS_INSTANCE(false, 128, false, false)
+SY_WS_INSTANCE(true, 256, false, false)
+SY_WS_INSTANCE(false, 256, false, false)
+SY_WS_INSTANCE(true, 128, true, false)
+SY_WS_INSTANCE(false, 128, true, false)
+SY_WS_INSTANCE(true, 256, true, false)
+SY_WS_INSTANCE(false, 256, true, false)
+SY_WS_INSTANCE(true, 128, false, true)
+SY_WS_INSTANCE(false, 128, false, true)
+SY_WS_INSTANCE(true, 128, true, true)
+SY_WS_INSTANCE(false, 128, true, true)
+#undef SY_WS_INSTANCE
 
 bool allow_warp_specialized_smem() {
-  auto allow = [](const void* kernel, size_t bytes) {
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)) ==
-           cudaSuccess;
-  };
-  bool ok = true;
-  for (bool tma : {false, true}) {
-    ok = ok && allow(tma ? kernel_address<true, 128, true>() : kernel_address<true, 128, false>(), TileShape<128>::kSmemBytes) &&
-         allow(tma ? kernel_address<false, 128, true>() : kernel_address<false, 128, false>(), TileShape<128>::kSmemBytes) &&
-         allow(tma ? kernel_address<true, 256, true>() : kernel_address<true, 256, false>(), TileShape<256>::kSmemBytes) &&
-         allow(tma ? kernel_address<false, 256, true>() : kernel_address<false, 256, false>(), TileShape<256>::kSmemBytes);
-  }
+  const bool ok = allow_smem<true, 128, false, false>() && allow_smem<false, 128, false, false>() &&
+                  allow_smem<true, 256, false, false>() && allow_smem<false, 256, false, false>() &&
+                  allow_smem<true, 128, true, false>() && allow_smem<false, 128, true, false>() &&
+                  allow_smem<true, 256, true, false>() && allow_smem<false, 256, true, false>() &&
+                  allow_smem<true, 128, false, true>() && allow_smem<false, 128, false, true>() &&
+                  allow_smem<true, 128, true, true>() && allow_smem<false, 128, true, true>();
   if (!ok) cudaGetLastError();  // the refusal is the answer, not a sticky error
   return ok;
 }
