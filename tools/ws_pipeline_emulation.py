@@ -54,15 +54,22 @@ class Barrier:
         return self.phase % 2 != parity
 
 
-def run(tiles, k_tiles, stages, seed, broken=None, tma=False):
+def run(tiles, k_tiles, stages, seed, broken=None, tma=False, pingpong=False):
     """One block: `tiles` tiles of `k_tiles` k tiles each over a ring of `stages`; tma: the weight half of each
     stage comes by TMA (producer 0 arrives with expect_tx, the box lands later and counts its bytes down).
+    pingpong: the consumer warps form two warpgroups that take alternate tiles, each warpgroup's stages freed by
+    its warps alone, the stage and parity of tile j's k step kt from ring position j * k_tiles + kt, tile j's k
+    loop started after tile j - 1's has finished (the `turn` barriers, one per direction).
     Returns a list of errors."""
     rng = random.Random(seed)
     errors = []
     full = [Barrier(PRODUCERS + (1 if tma and broken != "tma_count" else 0)) for _ in range(stages)]
     weights = [None] * stages  # what the stage's TMA half holds
-    empty = [Barrier(WARPS if broken != "empty_count" else WARPS + 1) for _ in range(stages)]
+    frees = WARPS // 2 if pingpong and broken != "pingpong_count" else WARPS
+    # Ping-pong: turn[c] completes a phase each time the other warpgroup's k loop of a tile is done ("shared_turn":
+    # one barrier for both directions).
+    turn = [Barrier(WARPS // 2), Barrier(WARPS // 2)]
+    empty = [Barrier(frees if broken != "empty_count" else frees + 1) for _ in range(stages)]
     # What each stage's slots hold: per producer thread, the (tile, kt) its last landed copies wrote.
     slots = [[None] * PRODUCERS for _ in range(stages)]
     in_flight_copies = []  # (producer, stage, (tile, kt)): issued, not landed; the arrival follows the landing
@@ -89,9 +96,24 @@ def run(tiles, k_tiles, stages, seed, broken=None, tma=False):
         stage, phase = 0, 0
         groups = []  # (group id, stage) not yet retired, oldest first
         gid = 0
+        group_of_warp = w * 2 // WARPS  # the warpgroup (ping-pong)
+        turn_phase = 0
         for t in range(tiles):
+            if pingpong and t % 2 != group_of_warp:
+                continue
+            if pingpong and t > 0 and broken != "pingpong_unordered":
+                if broken == "shared_turn":
+                    bar, parity = turn[0], (t - 1) % 2
+                else:
+                    bar, parity = turn[group_of_warp], turn_phase
+                    turn_phase ^= 1
+                while not bar.done(parity):
+                    yield "wait"
             previous = 0
             for kt in range(k_tiles):
+                if pingpong:
+                    position = t * k_tiles + kt if broken != "pingpong_position" else (t // 2) * k_tiles + kt
+                    stage, phase = position % stages, (position // stages) % 2
                 while not full[stage].done(phase):
                     yield "wait"
                 if any(slots[stage][p] != (t, kt) for p in range(PRODUCERS)) or (tma and weights[stage] != (t, kt)):
@@ -110,10 +132,13 @@ def run(tiles, k_tiles, stages, seed, broken=None, tma=False):
                 elif kt > 0:
                     empty[previous].arrive(errors, f"warp {w}")
                 previous = stage
-                stage += 1
-                if stage == stages:
-                    stage, phase = 0, phase ^ 1
+                if not pingpong:
+                    stage += 1
+                    if stage == stages:
+                        stage, phase = 0, phase ^ 1
                 yield "step"
+            if pingpong:
+                turn[0 if broken == "shared_turn" else 1 - group_of_warp].arrive(errors, f"warp {w}")
             while groups:  # wgmma.wait_group(0)
                 g, s = groups.pop(0)
                 readers[s].discard((w, g))
@@ -159,25 +184,28 @@ def run(tiles, k_tiles, stages, seed, broken=None, tma=False):
             stuck.clear()
         if errors:
             return errors
-    if reads[0] != WARPS * tiles * k_tiles:
-        errors.append(f"{reads[0]} k tiles multiplied, not {WARPS * tiles * k_tiles}")
+    expected = (WARPS // 2) * tiles * k_tiles if pingpong else WARPS * tiles * k_tiles
+    if reads[0] != expected:
+        errors.append(f"{reads[0]} k tiles multiplied, not {expected}")
     return errors
 
 
 def main():
     failures = 0
     shapes = [(1, 1, 4), (3, 5, 4), (4, 12, 4), (2, 32, 5), (5, 3, 5), (0, 4, 4), (6, 1, 4), (2, 9, 4)]
-    for tma in (False, True):
+    for tma, pingpong in ((False, False), (True, False), (False, True), (True, True)):
         for tiles, k_tiles, stages in shapes:
-            bad = [run(tiles, k_tiles, stages, seed, tma=tma) for seed in range(60)]
+            bad = [run(tiles, k_tiles, stages, seed, tma=tma, pingpong=pingpong) for seed in range(60)]
             bad = [e for e in bad if e]
             status = "ok" if not bad else f"FAILED: {bad[0][:2]}"
             failures += bool(bad)
-            print(f"{'TMA weights, ' if tma else ''}{tiles} tiles x {k_tiles} k tiles, {stages} stages, 60 schedules: "
-                  f"{status}")
+            print(f"{'TMA weights, ' if tma else ''}{'ping-pong, ' if pingpong else ''}{tiles} tiles x {k_tiles} k "
+                  f"tiles, {stages} stages, 60 schedules: {status}")
     for broken in ("producer_parity", "no_phase_flip", "free_current", "free_unretired", "no_final_free",
-                   "empty_count", "tma_count", "tma_no_expect"):
-        caught = any(run(tiles, k_tiles, stages, seed, broken, tma=broken.startswith("tma"))
+                   "empty_count", "tma_count", "tma_no_expect", "pingpong_count", "pingpong_position",
+                   "pingpong_unordered", "shared_turn"):
+        caught = any(run(tiles, k_tiles, stages, seed, broken, tma=broken.startswith("tma"),
+                         pingpong=broken.startswith("pingpong") or broken == "shared_turn")
                      for tiles, k_tiles, stages in shapes for seed in range(20))
         print(f"broken variant {broken}: {'caught' if caught else 'NOT CAUGHT'}")
         failures += not caught

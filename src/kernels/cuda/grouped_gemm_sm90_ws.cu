@@ -59,14 +59,17 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
   using Shape = TileShape<kTileN>;
   constexpr int kStages = WsRing<kTileN>::kStages, kStageBytes = Shape::kStageBytes;
   extern __shared__ uint8_t smem_raw[];
-  __shared__ uint64_t barriers[2 * kStages];  // full[s], then empty[s]
+  __shared__ uint64_t barriers[2 * kStages + 2];  // full[s], empty[s], then ping-pong's turn[c]
   const uint32_t ring = (detail::smem_address(smem_raw) + 1023u) & ~1023u;
-  const uint32_t full = detail::smem_address(barriers), empty = full + 8 * kStages;
+  const uint32_t full = detail::smem_address(barriers), empty = full + 8 * kStages, turn = empty + 8 * kStages;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       sm90::mbarrier_init(full + 8 * s, kProducerThreads + (kTmaB ? 1 : 0));  // + the TMA issuer's expect_tx
       sm90::mbarrier_init(empty + 8 * s, kPingPong ? kConsumerWarps / 2 : kConsumerWarps);
     }
+    // Ping-pong: turn[c] completes a phase each time the other warpgroup's k loop of a tile is done.
+    sm90::mbarrier_init(turn, kConsumerWarps / 2);
+    sm90::mbarrier_init(turn + 8, kConsumerWarps / 2);
     sm90::fence_mbarrier_init();
   }
   __syncthreads();
@@ -164,14 +167,26 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
   const bool warp_leader = threadIdx.x % 32 == 0;
   if constexpr (kPingPong) {
     // Warpgroup c takes the block's tiles j = c, c + 2, ...; tile j's k step kt sits at ring position
-    // j * k_tiles + kt (the producer fills the ring in tile order).
+    // j * k_tiles + kt (the producer fills the ring in tile order). Tile j's k loop starts only once tile j - 1's
+    // has finished: a parity wait tells apart only the running phase and the one before it, so a warpgroup may
+    // not wait on a stage more than one use ahead of the barrier, which it would do by starting its tile early.
+    // The turns are one barrier per direction (turn[c]: the other warpgroup's tiles done, all four warps), not
+    // one shared barrier, where a warp ahead of its siblings could pass a wait meant for two phases later
+    // (tools/ws_pipeline_emulation.py catches both). It is also what makes the two warpgroups take turns: one's
+    // products, the other's epilogue.
     float acc0[64], acc1[64];  // rows 0-63 and 64-127
     int64_t j = consumer;
+    uint32_t turn_phase = 0;  // of turn[consumer]: its m-th wait is for phase m (warpgroup 2) or m - 1 (1)
+    const uint32_t my_turn = turn + 8 * consumer, their_turn = turn + 8 * (1 - consumer);
     for (int64_t i_tile = blockIdx.x + consumer * int64_t{gridDim.x}; i_tile < tiles; i_tile += 2 * int64_t{gridDim.x}, j += 2) {
       const RowTile tile = p.tiles[i_tile / p.n_tiles];
       if (tile.expert < 0) break;
 #pragma unroll
       for (int i = 0; i < 64; ++i) acc0[i] = acc1[i] = 0.f;
+      if (j > 0) {
+        sm90::mbarrier_wait(my_turn, turn_phase);
+        turn_phase ^= 1;
+      }
       int previous = 0;
       for (int kt = 0; kt < k_tiles; ++kt) {
         const int64_t position = j * k_tiles + kt;
@@ -196,6 +211,8 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
         __syncwarp();
         previous = stage;
       }
+      if (warp_leader) sm90::mbarrier_arrive(their_turn);  // the next tile's warpgroup may start its k loop
+      __syncwarp();
       sm90::wgmma_wait<0>();
       sm90::fence_accumulators(acc0);
       sm90::fence_accumulators(acc1);
