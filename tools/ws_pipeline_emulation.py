@@ -6,7 +6,8 @@ parities, the cp.async arrivals and the wgmma groups, with the kernel's own book
 no device could be had; GpuGrouped.Sm90WarpSpecializedEqualsOneTilePerBlock is the real check). The operand
 arithmetic is the one-tile-per-block kernel's, which tools/wgmma_gemm_emulation.py checks. Usage: python3
 tools/ws_pipeline_emulation.py (standard library only, seconds; exit 0 = no schedule deadlocks or reads a stage
-that does not hold the k tile it expects or overwrites a stage that products still read, and every
+that does not hold the k tile it expects or overwrites a stage that products still read, the producer's staging
+map (cp.async rows and TMA boxes) fills every slot of a stage once with the right weight row, and every
 deliberately broken variant is caught). Keep it in step with the kernel.
 
 Model (NVIDIA PTX ISA, "mbarrier" and "cp.async"):
@@ -190,8 +191,71 @@ def run(tiles, k_tiles, stages, seed, broken=None, tma=False, pingpong=False):
     return errors
 
 
+def producer_maps(tile_n, swiglu, tma, broken=None):
+    """The producer's staging map, as the kernel computes it: for every (thread, i) of the 128 producer threads
+    (chunk t % 8, row t / 8 + 16 i) and, with TMA, every 64-row box j at byte offset j * 8192, what lands in each
+    (operand, tile row, chunk) slot of a stage. Returns errors: a slot written twice or never, or a B row holding
+    another weight row than the tile's column n_first + r (SwiGLU: gate rows n_first + r for r < tile_n / 2, the
+    same up rows after)."""
+    errors = []
+    n_first = 0  # a column tile's first weight row; the map is relative to it
+    slots = {}
+
+    def put(key, value):
+        if key in slots:
+            errors.append(f"slot {key} written twice")
+        slots[key] = value
+
+    b_rows_per_thread = tile_n // 16
+    half = b_rows_per_thread // 2 if swiglu else b_rows_per_thread
+    for t in range(128):
+        chunk, row_base = t & 7, t >> 3
+        for i in range(8):  # kARowsPerThread
+            put(("A", row_base + 16 * i, chunk), ("x row of tile row", row_base + 16 * i))
+        if tma:
+            continue
+        for i in range(b_rows_per_thread):
+            r = row_base + 16 * i
+            matrix = "up" if swiglu and i >= half else ("gate" if swiglu else "w")
+            weight_row = n_first + row_base + 16 * (i % half if broken != "b_row" else i)
+            put(("B", r, chunk), (matrix, weight_row))
+    if tma:
+        boxes = tile_n // 64
+        half_boxes = boxes // 2 if swiglu else boxes
+        for j in range(boxes):
+            offset = j * 64 * 128  # bytes into the B stage
+            row0 = n_first + 64 * (j % half_boxes if broken != "box_row" else j)
+            matrix = "up" if swiglu and j >= half_boxes else ("gate" if swiglu else "w")
+            for r in range(64):
+                for chunk in range(8):
+                    put(("B", offset // 128 + r, chunk), (matrix, row0 + r))
+    for r in range(128):
+        for chunk in range(8):
+            if ("A", r, chunk) not in slots:
+                errors.append(f"A row {r} chunk {chunk} never staged")
+    for r in range(tile_n):
+        want = ("up", n_first + r - tile_n // 2) if swiglu and r >= tile_n // 2 else (
+            ("gate" if swiglu else "w"), n_first + r)
+        for chunk in range(8):
+            got = slots.get(("B", r, chunk))
+            if got != want:
+                errors.append(f"B row {r} chunk {chunk}: {got}, want {want}")
+    return errors
+
+
 def main():
     failures = 0
+    for tile_n in (128, 256):
+        for swiglu in (False, True):
+            for tma in (False, True):
+                bad = producer_maps(tile_n, swiglu, tma)
+                failures += bool(bad)
+                print(f"staging map, {tile_n} columns, {'SwiGLU' if swiglu else 'plain'}, "
+                      f"{'TMA' if tma else 'cp.async'} weights: {'ok' if not bad else 'FAILED: ' + bad[0]}")
+    for broken, tma in (("b_row", False), ("box_row", True)):
+        caught = bool(producer_maps(256, True, tma, broken))
+        print(f"broken staging map {broken}: {'caught' if caught else 'NOT CAUGHT'}")
+        failures += not caught
     shapes = [(1, 1, 4), (3, 5, 4), (4, 12, 4), (2, 32, 5), (5, 3, 5), (0, 4, 4), (6, 1, 4), (2, 9, 4)]
     for tma, pingpong in ((False, False), (True, False), (False, True), (True, True)):
         for tiles, k_tiles, stages in shapes:

@@ -206,6 +206,9 @@ void launch_tiled(Problem p, int64_t rows) {
   SY_CUDA_CHECK_LAUNCH();
   p.tiles = tiles;
   if (g_warp_specialized.load()) {
+    // Its producer keeps x's row indices in 32 bits (x has at most as many rows as the groups).
+    SY_REQUIRE(rows < INT32_MAX, InvalidArgument, "cuda grouped_gemm_sm90", rows,
+               " rows are too many for the warp-specialised schedule");
     const int resident = static_cast<int>(std::min<int64_t>(blocks, detail::multiprocessors()));
     // TMA weight loads where asked for and every table has its maps.
     const bool tma = g_tma.load() && p.maps0 != nullptr && (!kSwiGLU || p.maps1 != nullptr);
