@@ -22,7 +22,8 @@ Model (NVIDIA PTX ISA, "mbarrier" and "cp.async"):
     with its arrival; the box lands later and counts them down; a phase completes when both its arrivals and
     its transaction count are done.
   * Threads interleave arbitrarily; producer threads are modelled by PRODUCERS agents (the kernel: 128, count
-    128) and consumer warps by WARPS agents (the kernel: 8, count 8).
+    128) and consumer warps by WARPS agents (the kernel: 8; `empty` counts 8, or 4 in ping-pong, where each
+    `turn` barrier counts the 4 warps of one warpgroup).
 """
 import random
 import sys
@@ -256,7 +257,9 @@ def main():
         caught = bool(producer_maps(256, True, tma, broken))
         print(f"broken staging map {broken}: {'caught' if caught else 'NOT CAUGHT'}")
         failures += not caught
-    shapes = [(1, 1, 4), (3, 5, 4), (4, 12, 4), (2, 32, 5), (5, 3, 5), (0, 4, 4), (6, 1, 4), (2, 9, 4)]
+    # (tiles, k tiles, stages): the kernel's rings are 6 stages (128 columns) and 4 (256); k_tiles 0 is k = 0.
+    shapes = [(1, 1, 4), (3, 5, 4), (4, 12, 4), (2, 32, 5), (5, 3, 5), (0, 4, 4), (6, 1, 4), (2, 9, 4), (3, 0, 6),
+              (7, 8, 6), (9, 3, 6), (8, 1, 6), (5, 13, 4), (10, 2, 2)]
     for tma, pingpong in ((False, False), (True, False), (False, True), (True, True)):
         for tiles, k_tiles, stages in shapes:
             bad = [run(tiles, k_tiles, stages, seed, tma=tma, pingpong=pingpong) for seed in range(60)]

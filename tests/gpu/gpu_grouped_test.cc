@@ -1,6 +1,8 @@
 // cuda::grouped_linear and grouped_swiglu against per-expert CPU linear (f32 activations, bf16 weights): uneven
 // groups (empty experts, more rows than one pass holds), both the vectorised (k % 8 == 0) and the scalar path,
 // and the glue ops of the device forward pass (embedding, scatter/gather rows, gated add).
+#include <map>
+
 #include "gpu_harness.h"
 #include "switchyard/moe/dispatch.h"
 
@@ -246,6 +248,51 @@ TEST(GpuGrouped, LinearCombineMatchesCpuAndTwoLaunches) {
   EXPECT_FALSE(cuda::grouped_linear_combine_fits(t, 33));
 }
 
+// The sm90 grouped GEMM's schedules, numbered for the tests: 0 one tile per block (the default), 1
+// warp-specialised, 2 warp-specialised with TMA weight loads, 3 ping-pong, 4 ping-pong with TMA.
+void set_sm90_schedule(int schedule) {
+  cuda::set_grouped_gemm_sm90_warp_specialized(schedule > 0);
+  cuda::set_grouped_gemm_sm90_tma(schedule == 2 || schedule == 4);
+  cuda::set_grouped_gemm_sm90_pingpong(schedule >= 3);
+}
+std::string sm90_schedule_name(int schedule) {
+  static const char* names[] = {"one tile per block", "warp-specialised", "warp-specialised, TMA", "ping-pong",
+                                "ping-pong, TMA"};
+  return names[schedule];
+}
+
+// Puts the sm90 switches back to their defaults on the way out of a test, returned or thrown.
+struct Sm90Defaults {
+  ~Sm90Defaults() {
+    set_sm90_schedule(0);
+    cuda::set_grouped_gemm_sm90_tile_n(0);
+  }
+};
+
+// Calls run(schedule, tile_n, label) under every schedule and tile width (ping-pong at 128 only: it ignores the
+// width) and checks after each call that the schedule's kernel is the one that ran (at least `launches` GEMM
+// launches of it: the TMA schedules need the tables' tensor maps).
+void for_each_sm90_schedule(int launches, const std::function<void(int, int, const std::string&)>& run) {
+  Sm90Defaults restore;
+  for (int schedule = 0; schedule < 5; ++schedule) {
+    for (int tile_n : {128, 256}) {
+      if (schedule >= 3 && tile_n == 256) continue;
+      const std::string label = ", " + std::to_string(tile_n) + "-column tiles, " + sm90_schedule_name(schedule);
+      set_sm90_schedule(schedule);
+      cuda::set_grouped_gemm_sm90_tile_n(tile_n);
+      const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
+      run(schedule, tile_n, label);
+      const cuda::GroupedGemmSm90Launches after = cuda::grouped_gemm_sm90_launches();
+      const bool ws = schedule > 0, tma = schedule == 2 || schedule == 4, pingpong = schedule >= 3;
+      EXPECT_GE(after.one_tile - before.one_tile, ws ? 0 : launches) << label;
+      EXPECT_GE(after.warp_specialized - before.warp_specialized, ws ? launches : 0) << label;
+      EXPECT_EQ(after.one_tile - before.one_tile == 0, ws) << label << ": the other kernel ran";
+      EXPECT_EQ(after.tma - before.tma >= launches, tma) << label << ": TMA " << (tma ? "did not run" : "ran");
+      EXPECT_EQ(after.pingpong - before.pingpong >= launches, pingpong) << label;
+    }
+  }
+}
+
 // cuda::grouped_linear_sm90 (the Hopper grouped GEMM, bf16 in and out) against per-expert CPU linear on the same
 // bf16-valued rows: uneven groups, empty experts, one row, every row on the last of many experts, more experts
 // than one chunk of the row-tile table's scan (256), partial row, column and k tiles.
@@ -266,12 +313,15 @@ void check_grouped_sm90(int64_t n, int64_t k, const std::vector<int64_t>& counts
     std::memcpy(expected.f32() + offsets[e] * n, out.f32(), sizeof(float) * out.numel());
   }
   cuda::ExpertWeightTable table = cuda::make_expert_weight_table(dev_w);
-  Tensor y = test::poisoned_device({rows, n}, DType::kBF16);
-  cuda::grouped_linear_sm90(cuda::to_device(x), table, cuda::to_device(test::i64_tensor(offsets)), y,
-                            biased ? cuda::to_device(bias) : Tensor());
-  expect_close("grouped_linear_sm90 n=" + std::to_string(n) + " k=" + std::to_string(k) + " rows=" +
-                   std::to_string(rows) + (biased ? " with bias" : ""),
-               y, expected, test::kBf16Tol);
+  const Tensor xd = cuda::to_device(x), offsets_d = cuda::to_device(test::i64_tensor(offsets));
+  const Tensor bias_d = biased ? cuda::to_device(bias) : Tensor();
+  for_each_sm90_schedule(1, [&](int, int, const std::string& label) {
+    Tensor y = test::poisoned_device({rows, n}, DType::kBF16);
+    cuda::grouped_linear_sm90(xd, table, offsets_d, y, bias_d);
+    expect_close("grouped_linear_sm90 n=" + std::to_string(n) + " k=" + std::to_string(k) + " rows=" +
+                     std::to_string(rows) + (biased ? " with bias" : "") + label,
+                 y, expected, test::kBf16Tol);
+  });
 }
 
 // cuda::grouped_swiglu_sm90 reading the tokens through a dispatch layout against the CPU's
@@ -326,24 +376,15 @@ void check_swiglu_sm90(int64_t tokens, int top_k, int experts, int64_t n, int64_
     args.alpha = alpha;
     args.limit = limit;
   }
-  cuda::grouped_swiglu_sm90(cuda::to_device(x), gt, ut, layout, h, args);
-  expect_close("grouped_swiglu_sm90 " + std::to_string(tokens) + " tokens x top-" + std::to_string(top_k) + " over " +
-                   std::to_string(experts) + " experts, n=" + std::to_string(n) + " k=" + std::to_string(k) +
-                   (gpt_oss ? " (biases, clamp " + std::to_string(limit) + ")" : ""),
-               h, expected, test::kBf16Tol);
-}
-
-// The sm90 grouped GEMM's schedules, numbered for the tests: 0 one tile per block (the default), 1
-// warp-specialised, 2 warp-specialised with TMA weight loads, 3 ping-pong, 4 ping-pong with TMA.
-void set_sm90_schedule(int schedule) {
-  cuda::set_grouped_gemm_sm90_warp_specialized(schedule > 0);
-  cuda::set_grouped_gemm_sm90_tma(schedule == 2 || schedule == 4);
-  cuda::set_grouped_gemm_sm90_pingpong(schedule >= 3);
-}
-std::string sm90_schedule_name(int schedule) {
-  static const char* names[] = {"one tile per block", "warp-specialised", "warp-specialised, TMA", "ping-pong",
-                                "ping-pong, TMA"};
-  return names[schedule];
+  const Tensor xd = cuda::to_device(x);
+  for_each_sm90_schedule(1, [&](int, int, const std::string& label) {
+    h = test::poisoned_device({rows, n}, DType::kBF16);
+    cuda::grouped_swiglu_sm90(xd, gt, ut, layout, h, args);
+    expect_close("grouped_swiglu_sm90 " + std::to_string(tokens) + " tokens x top-" + std::to_string(top_k) +
+                     " over " + std::to_string(experts) + " experts, n=" + std::to_string(n) + " k=" +
+                     std::to_string(k) + (gpt_oss ? " (biases, clamp " + std::to_string(limit) + ")" : "") + label,
+                 h, expected, test::kBf16Tol);
+  });
 }
 
 TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
@@ -374,13 +415,7 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
                  Unsupported);
     GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
   }
-  // Schedules: one tile per block; warp-specialised with cp.async weight loads; the same with TMA; ping-pong
-  // (128-column tiles whatever the width setting) with cp.async, then with TMA.
-  for (int schedule : {0, 1, 2, 3, 4}) {
-  for (int tile_n : {128, 256}) {
-  SCOPED_TRACE("tile width " + std::to_string(tile_n) + ", " + sm90_schedule_name(schedule));
-  set_sm90_schedule(schedule);
-  cuda::set_grouped_gemm_sm90_tile_n(tile_n);
+  // Each case under every schedule and tile width (for_each_sm90_schedule), the CPU reference computed once.
   check_grouped_sm90(136, 200, {130, 0, 5, 1});  // two row tiles for expert 0, a partial column and k tile
   check_grouped_sm90(128, 64, {0, 1});           // one row
   std::vector<int64_t> last(40, 0);
@@ -399,25 +434,30 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
   for (int e : {5, 200, 255, 256, 299}) many[e] = 7 + e % 5;
   check_grouped_sm90(64, 64, many);  // experts past the scan's first chunk of 256
   check_grouped_sm90(8, 16, {3, 5});  // a matrix smaller than one TMA box (64 x 64) both ways
-  }
-  }
-  cuda::set_grouped_gemm_sm90_tile_n(0);  // back to the defaults
-  set_sm90_schedule(0);
 }
 
-// The warp-specialised schedule, with cp.async or TMA weight loads, computes the same products as the
-// one-tile-per-block kernel, bit for bit (the same wgmma sequence per tile), on a problem of many more tiles
-// than SMs: every block loops over tiles and its ring of stages wraps across them. Both projections of a
-// Qwen3-30B-A3B-like prefill, both tile widths; n = 192 leaves the last column tile partial (TMA zero-fills).
+// Every other schedule computes the same products as the one-tile-per-block kernel, bit for bit (the same wgmma
+// sequence per tile), on a problem of more than four tiles per block on any Hopper part (at most 144 SMs), so
+// every persistent block loops over tiles, its ring of stages wraps across them and the ping-pong warpgroups
+// take several turns each. Both projections of a MoE prefill: gate|up reads gathered tokens (k 512), down a
+// partial k tile (k 200, TMA zero-fills past it); n = 200 leaves the last column tile partial at both widths.
 TEST(GpuGrouped, Sm90WarpSpecializedEqualsOneTilePerBlock) {
   SY_SKIP_WITHOUT_GPU();
   if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
-  const int64_t tokens = 1500, hidden = 512, inter = 192;
+  const int64_t tokens = 12000, hidden = 512, inter = 200;
   const int experts = 16, top_k = 4;
   Tensor expert = Tensor::empty({tokens, top_k}, DType::kI32);
+  std::vector<int64_t> count(experts, 0);
   for (int64_t i = 0; i < tokens; ++i) {
-    for (int s = 0; s < top_k; ++s) expert.i32()[i * top_k + s] = static_cast<int32_t>((i * 3 + s * 5) % experts);
+    for (int s = 0; s < top_k; ++s) {
+      const int e = static_cast<int>((i * 3 + s * 5 + i / 7) % experts);
+      expert.i32()[i * top_k + s] = e;
+      ++count[e];
+    }
   }
+  int64_t row_tiles = 0;
+  for (int64_t c : count) row_tiles += (c + 127) / 128;
+  ASSERT_GT(row_tiles * ((inter + 127) / 128), 4 * 144) << "too few tiles to loop every block";
   cuda::DeviceDispatchLayout layout = cuda::make_dispatch_layout(cuda::to_device(expert), experts);
   std::vector<Tensor> host_g, dev_g, host_u, dev_u, host_d, dev_d;
   random_experts(experts, inter, hidden, host_g, dev_g);
@@ -429,28 +469,21 @@ TEST(GpuGrouped, Sm90WarpSpecializedEqualsOneTilePerBlock) {
       << "a compute capability 9.0 GPU made no TMA descriptors";
   const Tensor x = cuda::to_device(rand_tensor({tokens, hidden}).to(DType::kBF16));
   const int64_t rows = tokens * top_k;
-  for (int tile_n : {128, 256}) {
-    SCOPED_TRACE("tile width " + std::to_string(tile_n));
-    cuda::set_grouped_gemm_sm90_tile_n(tile_n);
-    // Ping-pong always runs 128 x 128 tiles: compared at that width only.
-    const int schedules = tile_n == 128 ? 5 : 3;
-    Tensor h[5], y[5];
-    for (int schedule = 0; schedule < schedules; ++schedule) {
-      set_sm90_schedule(schedule);
-      Tensor hd = test::poisoned_device({rows, inter}, DType::kBF16), yd = test::poisoned_device({rows, hidden}, DType::kBF16);
-      cuda::grouped_swiglu_sm90(x, gt, ut, layout, hd);
-      cuda::grouped_linear_sm90(hd, dt, layout.offsets, yd);
-      h[schedule] = cuda::to_host(hd);
-      y[schedule] = cuda::to_host(yd);
+  std::map<int, Tensor> ref_h, ref_y;  // schedule 0's products by tile width (it runs first at both)
+  for_each_sm90_schedule(2, [&](int schedule, int tile_n, const std::string& label) {
+    Tensor hd = test::poisoned_device({rows, inter}, DType::kBF16), yd = test::poisoned_device({rows, hidden}, DType::kBF16);
+    cuda::grouped_swiglu_sm90(x, gt, ut, layout, hd);
+    cuda::grouped_linear_sm90(hd, dt, layout.offsets, yd);
+    const Tensor h = cuda::to_host(hd), y = cuda::to_host(yd);
+    if (schedule == 0) {
+      ref_h[tile_n] = h;
+      ref_y[tile_n] = y;
+      return;
     }
-    for (int schedule = 1; schedule < schedules; ++schedule) {
-      const std::string name = sm90_schedule_name(schedule);
-      EXPECT_EQ(std::memcmp(h[0].raw(), h[schedule].raw(), h[0].nbytes()), 0) << "gate|up differs: " << name;
-      EXPECT_EQ(std::memcmp(y[0].raw(), y[schedule].raw(), y[0].nbytes()), 0) << "down differs: " << name;
-    }
-  }
-  cuda::set_grouped_gemm_sm90_tile_n(0);
-  set_sm90_schedule(0);
+    ASSERT_EQ(ref_h.count(tile_n), 1u) << label;
+    EXPECT_EQ(std::memcmp(ref_h[tile_n].raw(), h.raw(), h.nbytes()), 0) << "gate|up differs" << label;
+    EXPECT_EQ(std::memcmp(ref_y[tile_n].raw(), y.raw(), y.nbytes()), 0) << "down differs" << label;
+  });
 }
 
 // gpt-oss pieces of the expert path: the clamped SwiGLU (f32 and bf16) against ops::clamped_swiglu, with values

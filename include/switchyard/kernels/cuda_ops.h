@@ -339,6 +339,12 @@ bool grouped_gemm_sm90_tma();
 // default) splits 128 x tile_n tiles between them.
 void set_grouped_gemm_sm90_pingpong(bool on);
 bool grouped_gemm_sm90_pingpong();
+// GEMM launches so far in this process by kernel (tests check which one a setting ran): one tile per block, and
+// warp-specialised in all, of which with TMA weight loads, of which ping-pong.
+struct GroupedGemmSm90Launches {
+  int64_t one_tile = 0, warp_specialized = 0, tma = 0, pingpong = 0;
+};
+GroupedGemmSm90Launches grouped_gemm_sm90_launches();
 int64_t grouped_gemm_sm90_calls();  // grouped_*_sm90 launches so far in this process
 // y[rows of e] = x[rows of e] W_e^T (+ bias[e]). x: (rows, k) bf16; y: (rows, n) bf16; bias: (E, n) f32 or
 // undefined.

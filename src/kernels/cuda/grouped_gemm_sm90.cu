@@ -24,7 +24,8 @@
 // Products are rounded to bf16 once (as the cuBLAS path's bf16 outputs are). CPU reference: ops::linear per
 // expert; tests/gpu/gpu_grouped_test.cc compares both. tools/wgmma_gemm_emulation.py checks the index maps.
 // set_grouped_gemm_sm90_warp_specialized(true) launches grouped_gemm_sm90_ws.cu's kernel on the same row-tile
-// table instead: persistent blocks, a producer warpgroup and two consumer warpgroups. Not here: TMA loads.
+// table instead: persistent blocks, a producer warpgroup and two consumer warpgroups, optionally TMA weight
+// loads and ping-pong consumers.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -190,6 +191,7 @@ std::atomic<bool> g_warp_specialized{false};
 std::atomic<bool> g_tma{false};
 std::atomic<bool> g_pingpong{false};
 std::atomic<int64_t> g_calls{0};  // launches so far (tests check that a forward pass took this path)
+std::atomic<int64_t> g_one_tile_launches{0}, g_ws_launches{0}, g_tma_launches{0}, g_pingpong_launches{0};
 
 template <bool kSwiGLU, int kTileN>
 void launch_tiled(Problem p, int64_t rows) {
@@ -212,8 +214,11 @@ void launch_tiled(Problem p, int64_t rows) {
     const int resident = static_cast<int>(std::min<int64_t>(blocks, detail::multiprocessors()));
     // TMA weight loads where asked for and every table has its maps.
     const bool tma = g_tma.load() && p.maps0 != nullptr && (!kSwiGLU || p.maps1 != nullptr);
+    ++g_ws_launches;
+    if (tma) ++g_tma_launches;
     if constexpr (kTileN == 128) {
       if (g_pingpong.load()) {
+        ++g_pingpong_launches;
         if (tma) {
           launch_warp_specialized<kSwiGLU, 128, true, true>(p, blocks, resident);
         } else {
@@ -229,6 +234,7 @@ void launch_tiled(Problem p, int64_t rows) {
     }
     return;
   }
+  ++g_one_tile_launches;
   grouped_gemm_sm90_kernel<kSwiGLU, kTileN>
       <<<static_cast<unsigned>(blocks), kThreads, TileShape<kTileN>::kSmemBytes, stream()>>>(p);
   SY_CUDA_CHECK_LAUNCH();
@@ -287,6 +293,10 @@ bool grouped_gemm_sm90_pingpong() { return g_pingpong.load(); }
 bool grouped_gemm_sm90_tma() { return g_tma.load(); }
 
 int64_t grouped_gemm_sm90_calls() { return g_calls.load(); }
+
+GroupedGemmSm90Launches grouped_gemm_sm90_launches() {
+  return {g_one_tile_launches.load(), g_ws_launches.load(), g_tma_launches.load(), g_pingpong_launches.load()};
+}
 
 namespace {
 

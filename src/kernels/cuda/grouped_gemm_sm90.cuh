@@ -56,15 +56,16 @@ struct RowTile {
   int32_t expert, rows;
 };
 
-// Writes one block tile's products to y straight from the accumulator fragments of the warpgroup `consumer` (0
-// or 1: rows 0-63 or 64-127 of the tile); thread t = threadIdx.x % 128 of it holds rows r and r + 8. SwiGLU:
+// Writes one half of a block tile's products to y straight from the accumulator fragments in acc: `half` 0 or
+// 1 is rows 0-63 or 64-127 of the tile (the warpgroup that multiplied them, or one of a ping-pong warpgroup's
+// two accumulator sets); thread t = threadIdx.x % 128 holds rows r and r + 8 of the half. SwiGLU:
 // accumulator columns c and c + kTileN / 2 are gate and up of output column c, and the tile writes kTileN / 2
 // columns of silu(gate) * up (gpt-oss's clamped form where p.limit > 0); plain: kTileN columns, plus the bias.
 template <bool kSwiGLU, int kTileN>
-__device__ __forceinline__ void store_tile(const Problem& p, const float (&acc)[kTileN / 2], int consumer, int expert,
+__device__ __forceinline__ void store_tile(const Problem& p, const float (&acc)[kTileN / 2], int half, int expert,
                                            int64_t row0, int rows, int n_tile) {
   const int t = threadIdx.x % 128, lane = t % 32;
-  const int r_top = consumer * 64 + (t / 32) * 16 + lane / 4;
+  const int r_top = half * 64 + (t / 32) * 16 + lane / 4;
   const bool top_in = r_top < rows, bottom_in = r_top + 8 < rows;
   __nv_bfloat16* y_top = p.y + (row0 + r_top) * p.n;
   __nv_bfloat16* y_bottom = y_top + 8 * p.n;

@@ -13,11 +13,12 @@
 // - warpgroups 1 and 2, the consumers (216 registers): each multiplies its 64 rows of A by the whole B tile
 //   as soon as the stage's `full` barrier completes, keeps one wgmma group in flight, and frees a stage (one
 //   arrival per warp on `empty`, 8 a phase) once the products that read it have retired; then writes the tile
-//   from its accumulators (store_tile).
+//   from its accumulators (store_tile). With kPingPong (set_grouped_gemm_sm90_pingpong, 128-column tiles) they
+//   take alternate whole 128 x 128 tiles instead, in turns, so one's epilogue overlaps the other's products.
 // No block-wide barrier inside the main loop: the loads of one stage overlap the products of the others, and
 // a tile's epilogue overlaps the loads of the next. CPU reference: ops::linear per expert, through the tests of
-// tests/gpu/gpu_grouped_test.cc, which run every schedule. Not here: TMA loads of A (its rows are gathered), a
-// second tile in flight per block (ping-pong consumers, so the epilogue also overlaps products).
+// tests/gpu/gpu_grouped_test.cc, which run every schedule; tools/ws_pipeline_emulation.py checks the barrier
+// protocol and the staging map. Not here: TMA loads of A (its rows are gathered), TMA stores of the products.
 #include "async_copy.cuh"
 #include "grouped_gemm_sm90.cuh"
 #include "mbarrier.cuh"
@@ -176,7 +177,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     // products, the other's epilogue.
     float acc0[64], acc1[64];  // rows 0-63 and 64-127
     int64_t j = consumer;
-    uint32_t turn_phase = 0;  // of turn[consumer]: its m-th wait is for phase m (warpgroup 2) or m - 1 (1)
+    uint32_t turn_phase = 0;  // the parity of this warpgroup's next wait on turn[consumer] (the m-th is for phase m)
     const uint32_t my_turn = turn + 8 * consumer, their_turn = turn + 8 * (1 - consumer);
     for (int64_t i_tile = blockIdx.x + consumer * int64_t{gridDim.x}; i_tile < tiles; i_tile += 2 * int64_t{gridDim.x}, j += 2) {
       const RowTile tile = p.tiles[i_tile / p.n_tiles];
