@@ -250,6 +250,28 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90GroupedExperts) {
   check_batched_logits(GetParam(), Experts::kSm90);
 }
 
+// And through the warp-specialised ping-pong kernel with TMA weight loads (SY_SM90_WS=1, SY_SM90_TMA=1,
+// SY_SM90_PINGPONG=1, off by default): every sm90 GEMM of the prefill passes must have run on it.
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughWarpSpecializedSm90Experts) {
+  SY_SKIP_WITHOUT_GPU();
+  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
+  struct Restore {  // upload sets the process-wide switches; the tests after this one expect the defaults
+    ~Restore() {
+      cuda::set_grouped_gemm_sm90_warp_specialized(false);
+      cuda::set_grouped_gemm_sm90_tma(false);
+      cuda::set_grouped_gemm_sm90_pingpong(false);
+    }
+  } restore;
+  ScopedEnv ws("SY_SM90_WS", "1"), tma("SY_SM90_TMA", "1"), pingpong("SY_SM90_PINGPONG", "1");
+  const int64_t calls_before = cuda::grouped_gemm_sm90_calls();
+  const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
+  check_batched_logits(GetParam(), Experts::kSm90);
+  const int64_t calls = cuda::grouped_gemm_sm90_calls() - calls_before;
+  const cuda::GroupedGemmSm90Launches after = cuda::grouped_gemm_sm90_launches();
+  EXPECT_EQ(after.pingpong - before.pingpong, calls) << "an sm90 GEMM ran on another kernel";
+  EXPECT_EQ(after.tma - before.tma, calls) << "an sm90 GEMM loaded its weights without TMA";
+}
+
 // Runs the same prefills and decode steps (batch sizes 3, 2, 1, 3, ...; a second round on fresh pools, whose
 // new addresses graphs must follow) through two GPU models and expects equal logits and expert loads, bit for
 // bit. before_first / before_second run before each call of that model (to set a process-wide switch).

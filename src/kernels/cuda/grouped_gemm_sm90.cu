@@ -153,15 +153,7 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
     detail::cp_async_commit();
     const uint32_t a_stage = ring + (kt % kStages) * kStageBytes + warpgroup * (kTileM / 2) * 128;
     const uint32_t b_stage = ring + (kt % kStages) * kStageBytes + kABytes;
-    sm90::fence_accumulators(acc);
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kTileK / 16; ++kk) {
-      sm90::wgmma_ss<kTileN>(acc, sm90::smem_descriptor(a_stage + kk * 32), sm90::smem_descriptor(b_stage + kk * 32));
-    }
-    sm90::wgmma_commit();
-    sm90::fence_accumulators(acc);
-    sm90::wgmma_wait<1>();  // the products of kt - 1 are done (kt's may still run)
+    multiply_stage<kTileN>(acc, a_stage, b_stage);  // the products of kt - 1 are done (kt's may still run)
   }
   sm90::wgmma_wait<0>();
   sm90::fence_accumulators(acc);

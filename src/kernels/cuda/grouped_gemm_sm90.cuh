@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "wgmma.cuh"
+
 namespace sy::cuda::sm90_grouped {
 
 constexpr int kTileM = 128;  // rows per block tile: two warpgroups of 64
@@ -99,6 +101,24 @@ __device__ __forceinline__ void store_tile(const Problem& p, const float (&acc)[
     if (bottom_in) *reinterpret_cast<__nv_bfloat162*>(y_bottom + col) = __floats2bfloat162_rn(v[2], v[3]);
   }
 }
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// One stage's products of a warpgroup as one wgmma group: acc (64 x kTileN) += A (its 64 rows at a_stage) x
+// B^T (kTileN rows at b_stage) over kTileK, both in the 128-byte swizzled K-major layout; then waits until
+// only this group may still run (the previous stage's products have retired, so its stage may be refilled).
+template <int kTileN>
+__device__ __forceinline__ void multiply_stage(float (&acc)[kTileN / 2], uint32_t a_stage, uint32_t b_stage) {
+  sm90::fence_accumulators(acc);
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kTileK / 16; ++kk) {
+    sm90::wgmma_ss<kTileN>(acc, sm90::smem_descriptor(a_stage + kk * 32), sm90::smem_descriptor(b_stage + kk * 32));
+  }
+  sm90::wgmma_commit();
+  sm90::fence_accumulators(acc);
+  sm90::wgmma_wait<1>();
+}
+#endif
 
 // The warp-specialised persistent kernel (grouped_gemm_sm90_ws.cu) over the row tiles of p.tiles: `tiles`
 // block tiles (row tiles x p.n_tiles) in all, on at most `blocks` resident blocks, on the current stream.

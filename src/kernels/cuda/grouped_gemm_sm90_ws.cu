@@ -240,15 +240,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
       sm90::fence_proxy_async();  // the stage's cp.async writes, seen by the tensor cores (TMA's already are)
       const uint32_t a_stage = ring + stage * kStageBytes + consumer * (kTileM / 2) * 128;
       const uint32_t b_stage = ring + stage * kStageBytes + kABytes;
-      sm90::fence_accumulators(acc);
-      sm90::wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kTileK / 16; ++kk) {
-        sm90::wgmma_ss<kTileN>(acc, sm90::smem_descriptor(a_stage + kk * 32), sm90::smem_descriptor(b_stage + kk * 32));
-      }
-      sm90::wgmma_commit();
-      sm90::fence_accumulators(acc);
-      sm90::wgmma_wait<1>();  // the products of kt - 1 have retired: their stage is free
+      multiply_stage<kTileN>(acc, a_stage, b_stage);  // the products of kt - 1 have retired: their stage is free
       if (kt > 0 && warp_leader) sm90::mbarrier_arrive(empty + 8 * previous);
       __syncwarp();
       previous = stage;
