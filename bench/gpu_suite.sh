@@ -25,18 +25,26 @@ source "$(dirname "$0")/find_cudnn.sh"  # the cuDNN attention path
 out=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 if want tests; then
-  echo "== gpu tests (whole log: $out/gpu_tests.log)"
+  tests_log="$out/gpu_tests${SY_TESTS:+_$SY_TESTS}.log"
+  echo "== gpu tests${SY_TESTS:+ ($SY_TESTS)} (whole log: $tests_log)"
   # The Hopper kernels no device has run yet go first, apart and under a short timeout: a hang there must not
-  # take the whole call.
+  # take the whole call. SY_TESTS=hopper or SY_TESTS=rest runs one of the two parts (a short call can take the
+  # Hopper part first and the rest after the benchmarks); SY_TESTS_TIMEOUT bounds the rest (360 s).
   hopper='*Sm90*:*Hopper*'
-  timeout 150 "$bin/sy_gpu_tests" --gtest_brief=1 --gtest_filter="$hopper" >"$out/gpu_tests.log" 2>&1
-  echo "sy_gpu_tests (Hopper kernels) rc=$?"
-  timeout 360 "$bin/sy_gpu_tests" --gtest_brief=1 --gtest_filter="-$hopper" >>"$out/gpu_tests.log" 2>&1
-  echo "sy_gpu_tests (the rest) rc=$?"
+  : >"$tests_log"
+  if [ "${SY_TESTS:-all}" != rest ]; then
+    timeout 150 "$bin/sy_gpu_tests" --gtest_brief=1 --gtest_filter="$hopper" >>"$tests_log" 2>&1
+    echo "sy_gpu_tests (Hopper kernels) rc=$?"
+  fi
+  if [ "${SY_TESTS:-all}" != hopper ]; then
+    timeout "${SY_TESTS_TIMEOUT:-360}" "$bin/sy_gpu_tests" --gtest_brief=1 --gtest_filter="-$hopper" \
+      >>"$tests_log" 2>&1
+    echo "sy_gpu_tests (the rest) rc=$?"
+  fi
   # Failures first (with the lines gtest prints under them), then the summary, then the measured errors.
-  grep -E -A6 "Failure$|^\[  FAILED  \]" "$out/gpu_tests.log" | head -n 80
-  grep -E "^\[  (PASSED  |SKIPPED |FAILED  )\] [0-9]+ test" "$out/gpu_tests.log"
-  grep -E "compared|ran |not tested" "$out/gpu_tests.log" | head -n 40
+  grep -E -A6 "Failure$|^\[  FAILED  \]" "$tests_log" | head -n 80
+  grep -E "^\[  (PASSED  |SKIPPED |FAILED  )\] [0-9]+ test" "$tests_log"
+  grep -E "compared|ran |not tested" "$tests_log" | head -n 40
 fi
 if want memcheck && command -v compute-sanitizer >/dev/null; then
   echo "== memcheck (gpu tests${SY_MEMCHECK_FILTER:+ matching $SY_MEMCHECK_FILTER})"
