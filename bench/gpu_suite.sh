@@ -79,7 +79,8 @@ if want decode; then
   IFS=';' read -r -a ab <<<"${SY_DECODE_AB:-SY_CLUSTER_ROUTE=1;SY_EARLY_COMBINE=1;SY_PREFETCH_KEYS=1;SY_FUSED_ATTENTION=1;SY_GROUPED_ATTENTION=1}"
   ab_batches=${SY_DECODE_AB_BATCHES:-1,2}
   # SY_DECODE_BASE=PATH: another build's bench_gpu_decode (a baseline for changes without a switch), run at
-  # the A/B batches before and after the A/B runs, so both sides meet the same machine.
+  # the A/B batches before and after the A/B runs, so both sides meet the same machine (SY_DECODE_BASE_AFTER=0:
+  # before only, for a short call).
   base_run() {
     echo "== the same at batches $ab_batches with the baseline binary $SY_DECODE_BASE ($1)"
     timeout 200 "$SY_DECODE_BASE" --config bench/configs/qwen3_30b_a3b.json --batches "$ab_batches" \
@@ -91,7 +92,7 @@ if want decode; then
     env $flags timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches "$ab_batches" \
       --prompt-len 128 --decode-steps 32 2>&1 | grep -E "^\| [0-9]"
   done
-  [ -n "${SY_DECODE_BASE:-}" ] && base_run after
+  [ -n "${SY_DECODE_BASE:-}" ] && [ "${SY_DECODE_BASE_AFTER:-1}" != 0 ] && base_run after
 fi
 if want long; then
   echo "== bench_gpu_decode, 2048-token prompts: key splits chosen per batch vs one block per query and head"
