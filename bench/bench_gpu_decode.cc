@@ -1,5 +1,6 @@
 // bench_gpu_decode --config config.json [--layers N] [--batches 1,8,32,64] [--prompt-len 128]
 //                  [--decode-steps 32] [--block-size 16] [--prefill-warmup 1] [--ep]
+//                  [--ab "SY_X=1;SY_Y=0 SY_Z=1" [--ab-batches 1,2]]
 // bench_gpu_decode --config config.json [--layers N] --write DIR   (a random bf16 checkpoint of that shape,
 //                  for benchmarks that load a model directory, e.g. bench/serve_bench.py; no GPU needed)
 // Batched decode on the GPU through Model::forward_batch (the server's pass) for a model of the config's
@@ -19,11 +20,17 @@
 // --ep, under mpirun -np N with one GPU per rank: expert parallelism with data-parallel attention (each rank
 // holds 1/N of the experts and decodes its own batch of B sequences; MoE tokens go over NCCL), so N x B
 // sequences decode together; rank 0 prints its table and the tokens/s of all ranks together.
+// --ab: after the table, the same loaded model measured under each ';'-separated set of switches (space-separated
+// NAME=VALUE, NAME an SY_* variable), set in the environment and applied by Model::reconfigure_device, at the
+// --ab-batches (default: --batches), between a run with the default settings and one more at the end (the
+// spread between those two is the noise floor). One process, so each set costs a few seconds, not a model load.
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -50,6 +57,9 @@ struct Options {
   int64_t prompt_len = 128, decode_steps = 32, block_size = 16;
   int prefill_warmup = 1;  // untimed prefill passes before the timed one
   bool ep = false;
+  // --ab: sets of (name, value) switches, and the batches they run at (empty: `batches`).
+  std::vector<std::vector<std::pair<std::string, std::string>>> ab;
+  std::vector<int64_t> ab_batches;
 };
 
 std::vector<int64_t> parse_list(const std::string& s) {
@@ -58,6 +68,31 @@ std::vector<int64_t> parse_list(const std::string& s) {
   std::string item;
   while (std::getline(ss, item, ',')) out.push_back(std::stoll(item));
   return out;
+}
+
+// "SY_X=1 SY_Y=0;SY_Z=1" -> {{(SY_X, 1), (SY_Y, 0)}, {(SY_Z, 1)}}; names must be SY_ variables.
+std::vector<std::vector<std::pair<std::string, std::string>>> parse_ab(const std::string& s) {
+  std::vector<std::vector<std::pair<std::string, std::string>>> sets;
+  std::stringstream all(s);
+  std::string set_text;
+  while (std::getline(all, set_text, ';')) {
+    std::vector<std::pair<std::string, std::string>> set;
+    std::stringstream words(set_text);
+    std::string word;
+    while (words >> word) {
+      const size_t eq = word.find('=');
+      const std::string name = word.substr(0, eq);
+      const bool name_ok = name.size() > 3 && name.rfind("SY_", 0) == 0 &&
+                           name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == std::string::npos;
+      SY_REQUIRE(eq != std::string::npos && name_ok, sy::InvalidArgument, "bench",
+                 "--ab takes SY_NAME=VALUE words, sets separated by ';'; got '", word, "'");
+      set.emplace_back(name, word.substr(eq + 1));
+    }
+    SY_REQUIRE(!set.empty(), sy::InvalidArgument, "bench", "--ab has an empty set in '", s, "'");
+    sets.push_back(std::move(set));
+  }
+  SY_REQUIRE(!sets.empty(), sy::InvalidArgument, "bench", "--ab needs at least one set");
+  return sets;
 }
 
 Options parse(int argc, char** argv) {
@@ -77,10 +112,17 @@ Options parse(int argc, char** argv) {
     else if (a == "--prefill-warmup") o.prefill_warmup = std::stoi(value());
     else if (a == "--write") o.write_dir = value();
     else if (a == "--ep") o.ep = true;
+    else if (a == "--ab") o.ab = parse_ab(value());
+    else if (a == "--ab-batches") o.ab_batches = parse_list(value());
     else throw sy::make_error<sy::InvalidArgument>("bench", "unknown flag ", a);
   }
   SY_REQUIRE(!o.config.empty(), sy::InvalidArgument, "bench", "give --config config.json");
   SY_REQUIRE(o.prefill_warmup >= 0, sy::InvalidArgument, "bench", "--prefill-warmup must be 0 or more");
+  SY_REQUIRE(o.ab.empty() || !o.ep, sy::InvalidArgument, "bench", "--ab runs on one GPU, not under --ep");
+  SY_REQUIRE(!o.batches.empty(), sy::InvalidArgument, "bench", "--batches needs at least one batch size");
+  for (int64_t b : o.batches) SY_REQUIRE(b >= 1, sy::InvalidArgument, "bench", "batch sizes must be 1 or more");
+  for (int64_t b : o.ab_batches) SY_REQUIRE(b >= 1, sy::InvalidArgument, "bench", "batch sizes must be 1 or more");
+  if (o.ab_batches.empty()) o.ab_batches = o.batches;
   return o;
 }
 
@@ -175,8 +217,8 @@ int main(int argc, char** argv) {
       double prefill_tok_s, step_ms, tok_s, gbytes, fraction, held_gib, sampled_step_ms, host_logits_step_ms;
       double all_ranks_tok_s;
     };
-    std::vector<Row> rows;
-    for (int64_t batch : o.batches) {
+    // One batch size's measurement under the model's current settings.
+    auto measure = [&](int64_t batch) -> Row {
       const int64_t len = o.prompt_len + 3 * (o.decode_steps + 2);  // three passes, two warm-up steps each
       const int64_t blocks_per_seq = (len + o.block_size - 1) / o.block_size;
       sy::PagedKvPool pool = model->new_pool(batch * blocks_per_seq, o.block_size);
@@ -246,9 +288,48 @@ int main(int argc, char** argv) {
       const double held_gib = static_cast<double>(mem.bytes_in_use + mem.bytes_cached) / (1024.0 * 1024 * 1024);
       const double steps = static_cast<double>(o.decode_steps);
       const double step_s = seconds / steps;
-      rows.push_back({batch, batch * o.prompt_len / std::chrono::duration<double>(p1 - p0).count(), step_s * 1e3,
-                      batch / step_s, bytes / steps / 1e9, bytes / steps / step_s / bandwidth, held_gib,
-                      sampled_seconds / steps * 1e3, host_seconds / steps * 1e3, ranks * batch / step_s});
+      return Row{batch, batch * o.prompt_len / std::chrono::duration<double>(p1 - p0).count(), step_s * 1e3,
+                 batch / step_s, bytes / steps / 1e9, bytes / steps / step_s / bandwidth, held_gib,
+                 sampled_seconds / steps * 1e3, host_seconds / steps * 1e3, ranks * batch / step_s};
+    };
+    std::vector<Row> rows;
+    for (int64_t batch : o.batches) rows.push_back(measure(batch));
+    // --ab: each set of switches on the same loaded model, between two default runs.
+    struct AbRow {
+      std::string label;
+      Row row;
+    };
+    std::vector<AbRow> ab_rows;
+    auto run_ab = [&](const std::string& label) {
+      for (int64_t batch : o.ab_batches) ab_rows.push_back({label, measure(batch)});
+    };
+    if (!o.ab.empty()) {
+      run_ab("default");
+      for (const auto& set : o.ab) {
+        std::string label;
+        std::vector<std::pair<std::string, std::optional<std::string>>> saved;  // name, earlier value
+        for (const auto& [name, value] : set) {
+          const char* old = std::getenv(name.c_str());
+          saved.emplace_back(name, old ? std::optional<std::string>(old) : std::nullopt);
+          setenv(name.c_str(), value.c_str(), 1);
+          label += (label.empty() ? "" : " ") + name + "=" + value;
+        }
+        try {
+          model->reconfigure_device();
+          run_ab(label);
+        } catch (const sy::Error& e) {  // a setting this GPU or build refuses: say so, go on with the rest
+          std::printf("%s: not measured: %s\n", label.c_str(), e.what());
+        }
+        for (auto it = saved.rbegin(); it != saved.rend(); ++it) {
+          if (it->second) {
+            setenv(it->first.c_str(), it->second->c_str(), 1);
+          } else {
+            unsetenv(it->first.c_str());
+          }
+        }
+        model->reconfigure_device();
+      }
+      run_ab("default, again");
     }
     std::printf("\n| batch | prefill tok/s | decode step | decode tok/s | GB read/step | share of copy bandwidth | "
                 "device GiB held | step, sampled | step, host logits | decode tok/s, all %d ranks |\n"
@@ -257,6 +338,22 @@ int main(int argc, char** argv) {
       std::printf("| %lld | %.0f | %.2f ms | %.1f | %.2f | %.1f%% | %.1f | %.2f ms | %.2f ms | %.1f |\n",
                   static_cast<long long>(r.batch), r.prefill_tok_s, r.step_ms, r.tok_s, r.gbytes, 100 * r.fraction,
                   r.held_gib, r.sampled_step_ms, r.host_logits_step_ms, r.all_ranks_tok_s);
+    }
+    if (!ab_rows.empty()) {
+      std::printf("\n| switches | batch | decode step | share of copy bandwidth | step, sampled | step / default |\n"
+                  "|---|---|---|---|---|---|\n");
+      for (const AbRow& a : ab_rows) {
+        double base = 0;  // the first default run at this batch
+        for (const AbRow& d : ab_rows) {
+          if (d.label == "default" && d.row.batch == a.row.batch) {
+            base = d.row.step_ms;
+            break;
+          }
+        }
+        std::printf("| %s | %lld | %.3f ms | %.1f%% | %.2f ms | %.3f |\n", a.label.c_str(),
+                    static_cast<long long>(a.row.batch), a.row.step_ms, 100 * a.row.fraction, a.row.sampled_step_ms,
+                    base > 0 ? a.row.step_ms / base : 0.0);
+      }
     }
     return 0;
 #endif

@@ -67,31 +67,39 @@ if want nccl; then
 fi
 if want decode; then
   echo "== bench_gpu_decode (Qwen3-30B-A3B shape)"
-  timeout 300 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
-    --batches "${SY_DECODE_BATCHES:-1,2,4,8,32,64}" \
-    --prompt-len 128 --decode-steps 32 2>&1 | tee "$out/bench_gpu_decode.txt" | tail -n 14
-  # The decode chain's switches that are off by default until measured, one at a time (SY_DECODE_AB,
-  # ';'-separated, replaces the list; SY_DECODE_BATCHES replaces the batch sizes above, SY_DECODE_AB_BATCHES the
-  # A/B runs' 1,2): the cluster finish of the decode router, the combine reading its routing before its wait,
-  # decode attention reading its first cached key before its wait, the q|k|v epilogue folded into decode
-  # attention, the grouped decode attention. The established ones can be listed to see what they still give:
-  # SY_PDL=0, SY_DENSE_GEMV=0, SY_FUSED_NORM=0, SY_WARP_ROUTE=0, SY_FUSED_COMBINE=0.
-  IFS=';' read -r -a ab <<<"${SY_DECODE_AB:-SY_CLUSTER_ROUTE=1;SY_EARLY_COMBINE=1;SY_PREFETCH_KEYS=1;SY_FUSED_ATTENTION=1;SY_GROUPED_ATTENTION=1}"
+  # The decode chain's switches that are off by default until measured, one set at a time (SY_DECODE_AB,
+  # ';'-separated sets of space-separated NAME=VALUE, replaces the list; SY_DECODE_BATCHES replaces the batch
+  # sizes of the main table, SY_DECODE_AB_BATCHES the A/B runs' 1,2): the cluster finish of the decode router,
+  # the combine reading its routing before its wait, decode attention reading its first cached key before its
+  # wait, the q|k|v epilogue folded into decode attention, the grouped decode attention. The established ones
+  # can be listed to see what they still give: SY_PDL=0, SY_DENSE_GEMV=0, SY_FUSED_NORM=0, SY_WARP_ROUTE=0,
+  # SY_FUSED_COMBINE=0. The A/B runs share the main run's process and loaded model (bench_gpu_decode --ab:
+  # Model::reconfigure_device), between two default runs; SY_DECODE_AB_PROCESS=1 runs each set in a process of
+  # its own instead (a model load each, ~30 s; what builds before --ab need).
+  ab_list=${SY_DECODE_AB:-SY_CLUSTER_ROUTE=1;SY_EARLY_COMBINE=1;SY_PREFETCH_KEYS=1;SY_FUSED_ATTENTION=1;SY_GROUPED_ATTENTION=1}
   ab_batches=${SY_DECODE_AB_BATCHES:-1,2}
+  in_process=()
+  [ "${SY_DECODE_AB_PROCESS:-0}" = 1 ] || in_process=(--ab "$ab_list" --ab-batches "$ab_batches")
+  timeout 400 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
+    --batches "${SY_DECODE_BATCHES:-1,2,4,8,32,64}" --prompt-len 128 --decode-steps 32 "${in_process[@]}" 2>&1 |
+    tee "$out/bench_gpu_decode.txt" | grep -E "^\||copy bandwidth|not measured|error"
   # SY_DECODE_BASE=PATH: another build's bench_gpu_decode (a baseline for changes without a switch), run at
   # the A/B batches before and after the A/B runs, so both sides meet the same machine (SY_DECODE_BASE_AFTER=0:
-  # before only, for a short call).
+  # once, for a short call).
   base_run() {
     echo "== the same at batches $ab_batches with the baseline binary $SY_DECODE_BASE ($1)"
     timeout 200 "$SY_DECODE_BASE" --config bench/configs/qwen3_30b_a3b.json --batches "$ab_batches" \
       --prompt-len 128 --decode-steps 32 2>&1 | grep -E "^\| [0-9]"
   }
   [ -n "${SY_DECODE_BASE:-}" ] && base_run before
-  for flags in "${ab[@]}"; do
-    echo "== the same at batches $ab_batches with $flags"
-    env $flags timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches "$ab_batches" \
-      --prompt-len 128 --decode-steps 32 2>&1 | grep -E "^\| [0-9]"
-  done
+  if [ "${SY_DECODE_AB_PROCESS:-0}" = 1 ]; then
+    IFS=';' read -r -a ab <<<"$ab_list"
+    for flags in "${ab[@]}"; do
+      echo "== the same at batches $ab_batches with $flags"
+      env $flags timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches "$ab_batches" \
+        --prompt-len 128 --decode-steps 32 2>&1 | grep -E "^\| [0-9]"
+    done
+  fi
   [ -n "${SY_DECODE_BASE:-}" ] && [ "${SY_DECODE_BASE_AFTER:-1}" != 0 ] && base_run after
 fi
 if want long; then

@@ -96,24 +96,13 @@ struct DecodeGraph {
   cuda::Graph graph;
 };
 
-struct GpuState {
-  ModelConfig config;
-  ModelWeights w;  // device tensors
-  cuda::DeviceRope rope;
-  std::vector<std::array<cuda::ExpertWeightTable, 3>> experts;  // [layer] gate, up, down (MoE layers)
-  std::vector<std::array<Tensor, 3>> expert_bias;  // [layer] (E, n) f32 gate, up, down biases (gpt-oss)
-  // [layer] GQA layers: q, k and v stacked as one (q + k + v rows, hidden) bf16 matrix (the layer's
-  // attention.q/k/v are views of it) and their biases as one f32 vector (undefined without biases); MLA
-  // layers: undefined.
-  std::vector<Tensor> qkv, qkv_bias;
-  Tensor router_done;  // (1,) int32: the decode router's finished-blocks counter (zero between launches)
-  size_t bytes = 0;
-  // Decode steps captured as CUDA graphs, by batch size, for the pool whose address they baked in.
-  bool use_graphs = true;
+// The forward pass's own switches, read from the environment at upload and again by reconfigure
+// (apply_switches); each initialiser is the default a switch left unset takes.
+struct GpuSwitches {
   int64_t gemv_max_tokens = kGroupedMaxTokens;  // passes up to this many tokens run the grouped GEMV path
   bool use_flash = true;                         // fresh prompts through cuda::flash_attention
   // The fused decode kernels, each with a switch back to the separate ops it replaced (SY_FUSED_QKV=0,
-  // SY_DECODE_ROUTE=0 at upload), so that a device run can A/B them and fall back without a rebuild.
+  // SY_DECODE_ROUTE=0), so that a device run can A/B them and fall back without a rebuild.
   bool fused_qkv = true;     // GQA: stacked q|k|v GEMM + cuda::qkv_epilogue
   bool decode_route = true;  // MoE decode passes: cuda::decode_route
   // The input RMSNorm folded into the q|k|v GEMV of passes that take the dense GEMV (cuda::rms_norm_linear;
@@ -125,30 +114,72 @@ struct GpuState {
   bool fused_combine = true;
   // The fused combine reads its routing and issues its first weight loads before waiting for gate|up, which
   // then releases it only after its own wait (grouped_swiglu's release_after_wait, grouped_linear_combine's
-  // routing_ready). Off by default until measured on a GPU; SY_EARLY_COMBINE=1 at upload turns it on.
+  // routing_ready). Off by default until measured on a GPU; SY_EARLY_COMBINE=1 turns it on.
   bool early_combine = false;
   // Decode passes tell the per-head paged attention that their cached keys are ready
   // (AttentionArgs::cached_keys_ready: each warp's first key row is read before the programmatic-launch wait).
-  // Off by default until measured on a GPU; SY_PREFETCH_KEYS=1 at upload turns it on.
+  // Off by default until measured on a GPU; SY_PREFETCH_KEYS=1 turns it on.
   bool prefetch_keys = false;
   // Decode passes fold the q|k|v epilogue into the per-head paged attention (cuda::paged_attention_qkv: one
-  // launch fewer per layer). Off by default until measured on a GPU; SY_FUSED_ATTENTION=1 at upload turns it on.
+  // launch fewer per layer). Off by default until measured on a GPU; SY_FUSED_ATTENTION=1 turns it on.
   bool fused_attention = false;
   // Prefill-sized MoE passes through the Hopper grouped GEMM (cuda::grouped_swiglu_sm90 / grouped_linear_sm90)
   // instead of cuBLAS's grouped call: on by default where the GPU runs it (1.3-1.6x cuBLAS's grouped call on
-  // an H100, docs/benchmarks.md); SY_SM90_EXPERTS=0 at upload turns it off.
+  // an H100, docs/benchmarks.md); SY_SM90_EXPERTS=0 turns it off.
   bool sm90_experts = false;
   // Fresh prompts of head dims 128/128 through the Hopper attention kernel (AttentionArgs::sm90): on by default
   // where the GPU runs it (1.5x the FlashAttention-2 kernel); SY_FLASH_SM90=0 turns it off.
   bool flash_sm90 = false;
   // Fresh prompts without windows or sinks through cuDNN's fused attention (AttentionArgs::cudnn) where cuDNN
-  // is found: SY_CUDNN_ATTENTION=1 at upload.
+  // is found: SY_CUDNN_ATTENTION=1.
   bool flash_cudnn = false;
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
   // Paged attention grouped by key head, one cluster per (query, key head) (AttentionArgs::grouped_decode):
-  // off until measured on a GPU; SY_GROUPED_ATTENTION=1 at upload turns it on.
+  // off until measured on a GPU; SY_GROUPED_ATTENTION=1 turns it on.
   bool grouped_attention = false;
   bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
+};
+
+// The process-wide kernel settings (cuda_ops.h) that the environment can set, as they stood at one moment:
+// reconfigure returns the unset ones to what they were before upload applied the environment.
+struct KernelSwitches {
+  bool programmatic_launch = false, warp_routing = true, cluster_routing = false;
+  bool sm90_warp_specialized = false, sm90_tma = false, sm90_pingpong = false;
+  int dense_gemv_max_rows = 2, sm90_tile_n = 0;
+
+  static KernelSwitches current() {
+    return {cuda::programmatic_launch_enabled(), cuda::warp_routing(), cuda::cluster_routing(),
+            cuda::grouped_gemm_sm90_warp_specialized(), cuda::grouped_gemm_sm90_tma(),
+            cuda::grouped_gemm_sm90_pingpong(), cuda::dense_gemv_max_rows(), cuda::grouped_gemm_sm90_tile_n()};
+  }
+  void restore() const {
+    cuda::set_programmatic_launch(programmatic_launch);
+    cuda::set_warp_routing(warp_routing);
+    cuda::set_cluster_routing(cluster_routing);
+    cuda::set_grouped_gemm_sm90_warp_specialized(sm90_warp_specialized);
+    cuda::set_grouped_gemm_sm90_tma(sm90_tma);
+    cuda::set_grouped_gemm_sm90_pingpong(sm90_pingpong);
+    cuda::set_dense_gemv_max_rows(dense_gemv_max_rows);
+    cuda::set_grouped_gemm_sm90_tile_n(sm90_tile_n);
+  }
+};
+
+struct GpuState : GpuSwitches {
+  ModelConfig config;
+  ModelWeights w;  // device tensors
+  cuda::DeviceRope rope;
+  std::vector<std::array<cuda::ExpertWeightTable, 3>> experts;  // [layer] gate, up, down (MoE layers)
+  std::vector<std::array<Tensor, 3>> expert_bias;  // [layer] (E, n) f32 gate, up, down biases (gpt-oss)
+  // [layer] GQA layers: q, k and v stacked as one (q + k + v rows, hidden) bf16 matrix (the layer's
+  // attention.q/k/v are views of it) and their biases as one f32 vector (undefined without biases); MLA
+  // layers: undefined.
+  std::vector<Tensor> qkv, qkv_bias;
+  Tensor router_done;  // (1,) int32: the decode router's finished-blocks counter (zero between launches)
+  size_t bytes = 0;
+  KernelSwitches uploaded_with;  // the process-wide settings before upload applied the environment
+  // Decode steps captured as CUDA graphs, by batch size, for the pool whose address they baked in
+  // (SY_CUDA_GRAPHS=0 at upload or set_cuda_graphs: off).
+  bool use_graphs = true;
   const void* graph_pool = nullptr;
   std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs;
   // Expert parallelism (upload with an EP group): this rank's GPU holds only its experts; MoE layers dispatch
@@ -464,6 +495,77 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
   add_shared_expert(s, l, hb, out);
 }
 
+// Reads the forward pass's switches (GpuSwitches) and the process-wide kernel settings from the environment.
+// A switch left unset takes its default; a process-wide setting left unset stays as the program set it at
+// upload (reapply false: s.uploaded_with records it) or returns to that (reapply true, reconfigure). Bad values,
+// and switches this GPU or build cannot honour, throw InvalidArgument / Unsupported with the switch's name.
+void apply_switches(GpuState& s, bool reapply) {
+  static_cast<GpuSwitches&>(s) = GpuSwitches{};
+  // Programmatic dependent launch of the decode chain's kernels (process-wide): on by default on a compute
+  // capability 9.0 GPU (measured 3% off a Qwen3-30B-A3B batch-1 step on an H100); SY_PDL=0 turns it off.
+  cuda::default_programmatic_launch();
+  if (reapply) {
+    s.uploaded_with.restore();
+  } else {
+    s.uploaded_with = KernelSwitches::current();
+  }
+  s.device_sampling = env_flag("SY_GPU_SAMPLING", s.device_sampling);
+  s.gemv_max_tokens = env_int("SY_GROUPED_GEMV_MAX_TOKENS", s.gemv_max_tokens, 0, int64_t{1} << 30);
+  s.use_flash = env_flag("SY_FLASH_PREFILL", s.use_flash);
+  s.fused_qkv = env_flag("SY_FUSED_QKV", s.fused_qkv);
+  s.decode_route = env_flag("SY_DECODE_ROUTE", s.decode_route);
+  s.fused_norm = env_flag("SY_FUSED_NORM", s.fused_norm);
+  s.fused_combine = env_flag("SY_FUSED_COMBINE", s.fused_combine);
+  s.early_combine = env_flag("SY_EARLY_COMBINE", s.early_combine);
+  s.prefetch_keys = env_flag("SY_PREFETCH_KEYS", s.prefetch_keys);
+  s.fused_attention = env_flag("SY_FUSED_ATTENTION", s.fused_attention);
+  s.grouped_attention = env_flag("SY_GROUPED_ATTENTION", s.grouped_attention);
+  s.flash_sm90 = cuda::flash_attention_sm90_supported();
+  s.sm90_experts = cuda::grouped_gemm_sm90_supported();
+  if (env_set("SY_FLASH_SM90")) {
+    s.flash_sm90 = env_flag("SY_FLASH_SM90", false);
+    SY_REQUIRE(!s.flash_sm90 || cuda::flash_attention_sm90_supported(), Unsupported, "cuda",
+               "SY_FLASH_SM90=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
+  }
+  if (env_set("SY_PDL")) {
+    const bool want = env_flag("SY_PDL", true);
+    SY_REQUIRE(cuda::set_programmatic_launch(want) == want, Unsupported, "cuda",
+               "SY_PDL=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
+  }
+  if (env_set("SY_CUDNN_ATTENTION")) {
+    s.flash_cudnn = env_flag("SY_CUDNN_ATTENTION", false);
+    std::string why;
+    SY_REQUIRE(!s.flash_cudnn || cuda::flash_attention_cudnn_available(&why), Unsupported, "cuda",
+               "SY_CUDNN_ATTENTION=1 needs cuDNN 9: ", why, "; unset it here");
+  }
+  // Process-wide (the kernel's tile width), like the other cuda:: settings below.
+  if (const char* env = std::getenv("SY_SM90_TILE_N")) {
+    const std::string v = env;
+    SY_REQUIRE(v == "0" || v == "128" || v == "256", InvalidArgument, "cuda",
+               "SY_SM90_TILE_N must be 128, 256 or 0 (by row count), got '", v, "'");
+    cuda::set_grouped_gemm_sm90_tile_n(std::stoi(v));
+  }
+  // The sm90 grouped GEMM's warp-specialised persistent schedule (off by default; SY_SM90_WS=1 turns it on).
+  if (env_set("SY_SM90_WS")) cuda::set_grouped_gemm_sm90_warp_specialized(env_flag("SY_SM90_WS", false));
+  // Its weight tiles by TMA (off by default; SY_SM90_TMA=1, with SY_SM90_WS=1).
+  if (env_set("SY_SM90_TMA")) cuda::set_grouped_gemm_sm90_tma(env_flag("SY_SM90_TMA", false));
+  // Its ping-pong form (off by default; SY_SM90_PINGPONG=1, with SY_SM90_WS=1).
+  if (env_set("SY_SM90_PINGPONG")) cuda::set_grouped_gemm_sm90_pingpong(env_flag("SY_SM90_PINGPONG", false));
+  if (env_set("SY_SM90_EXPERTS")) {
+    s.sm90_experts = env_flag("SY_SM90_EXPERTS", false);
+    SY_REQUIRE(!s.sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",
+               "SY_SM90_EXPERTS=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
+  }
+  // Routing in one warp where it applies (on by default; SY_WARP_ROUTE=0 routes with the whole block).
+  if (env_set("SY_WARP_ROUTE")) cuda::set_warp_routing(env_flag("SY_WARP_ROUTE", false));
+  // The decode router's cluster finish (off by default; SY_CLUSTER_ROUTE=1 turns it on).
+  if (env_set("SY_CLUSTER_ROUTE")) cuda::set_cluster_routing(env_flag("SY_CLUSTER_ROUTE", false));
+  // Dense projections of up to SY_DENSE_GEMV rows (0 to 4; 0: always cuBLAS) through our GEMV; process-wide.
+  if (env_set("SY_DENSE_GEMV")) cuda::set_dense_gemv_max_rows(static_cast<int>(env_int("SY_DENSE_GEMV", 0, 0, 4)));
+  // Key splits per (query, head) of decode-sized attention (0: chosen from the batch).
+  s.key_splits = static_cast<int>(env_int("SY_ATTENTION_KEY_SPLITS", s.key_splits, 0, 1024));
+}
+
 }  // namespace
 
 GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const ops::RopeTable& rope,
@@ -494,65 +596,7 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
   s->config = config;
   s->rope = cuda::upload_rope(rope);
   s->use_graphs = env_flag("SY_CUDA_GRAPHS", s->use_graphs);
-  s->device_sampling = env_flag("SY_GPU_SAMPLING", s->device_sampling);
-  s->gemv_max_tokens = env_int("SY_GROUPED_GEMV_MAX_TOKENS", s->gemv_max_tokens, 0, int64_t{1} << 30);
-  s->use_flash = env_flag("SY_FLASH_PREFILL", s->use_flash);
-  s->fused_qkv = env_flag("SY_FUSED_QKV", s->fused_qkv);
-  s->decode_route = env_flag("SY_DECODE_ROUTE", s->decode_route);
-  s->fused_norm = env_flag("SY_FUSED_NORM", s->fused_norm);
-  s->fused_combine = env_flag("SY_FUSED_COMBINE", s->fused_combine);
-  s->early_combine = env_flag("SY_EARLY_COMBINE", s->early_combine);
-  s->prefetch_keys = env_flag("SY_PREFETCH_KEYS", s->prefetch_keys);
-  s->fused_attention = env_flag("SY_FUSED_ATTENTION", s->fused_attention);
-  s->grouped_attention = env_flag("SY_GROUPED_ATTENTION", s->grouped_attention);
-  s->flash_sm90 = cuda::flash_attention_sm90_supported();
-  s->sm90_experts = cuda::grouped_gemm_sm90_supported();
-  if (env_set("SY_FLASH_SM90")) {
-    s->flash_sm90 = env_flag("SY_FLASH_SM90", false);
-    SY_REQUIRE(!s->flash_sm90 || cuda::flash_attention_sm90_supported(), Unsupported, "cuda",
-               "SY_FLASH_SM90=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
-  }
-  // Programmatic dependent launch of the decode chain's kernels (process-wide): on by default on a compute
-  // capability 9.0 GPU (measured 3% off a Qwen3-30B-A3B batch-1 step on an H100); SY_PDL=0 turns it off.
-  if (env_set("SY_PDL")) {
-    const bool want = env_flag("SY_PDL", true);
-    SY_REQUIRE(cuda::set_programmatic_launch(want) == want, Unsupported, "cuda",
-               "SY_PDL=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
-  } else {
-    cuda::default_programmatic_launch();
-  }
-  if (env_set("SY_CUDNN_ATTENTION")) {
-    s->flash_cudnn = env_flag("SY_CUDNN_ATTENTION", false);
-    std::string why;
-    SY_REQUIRE(!s->flash_cudnn || cuda::flash_attention_cudnn_available(&why), Unsupported, "cuda",
-               "SY_CUDNN_ATTENTION=1 needs cuDNN 9: ", why, "; unset it here");
-  }
-  // Process-wide (the kernel's tile width), like the other switches read here at upload.
-  if (const char* env = std::getenv("SY_SM90_TILE_N")) {
-    const std::string v = env;
-    SY_REQUIRE(v == "0" || v == "128" || v == "256", InvalidArgument, "cuda",
-               "SY_SM90_TILE_N must be 128, 256 or 0 (by row count), got '", v, "'");
-    cuda::set_grouped_gemm_sm90_tile_n(std::stoi(v));
-  }
-  // The sm90 grouped GEMM's warp-specialised persistent schedule (off by default; SY_SM90_WS=1 turns it on).
-  if (env_set("SY_SM90_WS")) cuda::set_grouped_gemm_sm90_warp_specialized(env_flag("SY_SM90_WS", false));
-  // Its weight tiles by TMA (off by default; SY_SM90_TMA=1, with SY_SM90_WS=1).
-  if (env_set("SY_SM90_TMA")) cuda::set_grouped_gemm_sm90_tma(env_flag("SY_SM90_TMA", false));
-  // Its ping-pong form (off by default; SY_SM90_PINGPONG=1, with SY_SM90_WS=1).
-  if (env_set("SY_SM90_PINGPONG")) cuda::set_grouped_gemm_sm90_pingpong(env_flag("SY_SM90_PINGPONG", false));
-  if (env_set("SY_SM90_EXPERTS")) {
-    s->sm90_experts = env_flag("SY_SM90_EXPERTS", false);
-    SY_REQUIRE(!s->sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",
-               "SY_SM90_EXPERTS=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
-  }
-  // Routing in one warp where it applies (on by default; SY_WARP_ROUTE=0 routes with the whole block).
-  if (env_set("SY_WARP_ROUTE")) cuda::set_warp_routing(env_flag("SY_WARP_ROUTE", false));
-  // The decode router's cluster finish (off by default; SY_CLUSTER_ROUTE=1 turns it on).
-  if (env_set("SY_CLUSTER_ROUTE")) cuda::set_cluster_routing(env_flag("SY_CLUSTER_ROUTE", false));
-  // Dense projections of up to SY_DENSE_GEMV rows (0 to 4; 0: always cuBLAS) through our GEMV; process-wide.
-  if (env_set("SY_DENSE_GEMV")) cuda::set_dense_gemv_max_rows(static_cast<int>(env_int("SY_DENSE_GEMV", 0, 0, 4)));
-  // Key splits per (query, head) of decode-sized attention (0: chosen from the batch).
-  s->key_splits = static_cast<int>(env_int("SY_ATTENTION_KEY_SPLITS", s->key_splits, 0, 1024));
+  apply_switches(*s, /*reapply=*/false);
   SY_REQUIRE(!config.attention.mla || config.attention.kv_lora_rank <= 512, Unsupported, "cuda",
              "MLA with kv_lora_rank ", config.attention.kv_lora_rank,
              " (the GPU attends over at most 512 latent values per head); use the CPU");
@@ -1090,6 +1134,13 @@ void set_cuda_graphs(GpuState& state, bool enabled) {
 
 void set_attention_data_parallel(GpuState& state, bool enabled) { state.attention_dp = enabled; }
 
+void reconfigure(GpuState& state) {
+  cuda::synchronize();  // no captured step may still be running when its graph goes
+  state.graphs.clear();  // they baked in the kernels of the old settings
+  state.graph_pool = nullptr;
+  apply_switches(state, /*reapply=*/true);
+}
+
 Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load,
                          const std::vector<RowSampling>* sampling) {
   SY_REQUIRE(pool.keys(0).device() == Device::kCuda, InvalidArgument, "cuda",
@@ -1112,6 +1163,7 @@ Tensor gpu_forward_batch(GpuState&, const BatchPlan&, PagedKvPool&, ExpertLoad&,
 }
 void set_cuda_graphs(GpuState&, bool) {}
 void set_attention_data_parallel(GpuState&, bool) {}
+void reconfigure(GpuState&) {}
 const char* expert_path_name(ExpertPath) { return "none"; }
 Tensor gpu_moe_layer(GpuState&, int, const Tensor&, ExpertPath) {
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend");

@@ -38,6 +38,10 @@ GpuStatePtr upload(const ModelConfig& config, const ModelWeights& weights, const
 Tensor gpu_forward_batch(GpuState& state, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load,
                          const std::vector<RowSampling>* sampling = nullptr);
 void set_cuda_graphs(GpuState& state, bool enabled);
+// Reads the switches again from the environment, as upload did (switches now unset take their defaults, and
+// process-wide kernel settings now unset return to what they were before upload), and drops the captured decode
+// graphs: A/B runs of one loaded model in one process (bench_gpu_decode --ab).
+void reconfigure(GpuState& state);
 // Under expert parallelism: each rank dispatches all of its own tokens (Model::set_attention_data_parallel)
 // instead of a share of tokens every rank holds.
 void set_attention_data_parallel(GpuState& state, bool enabled);

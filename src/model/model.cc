@@ -478,6 +478,11 @@ void Model::set_cuda_graphs(bool enabled) {
   if (gpu_) model_detail::set_cuda_graphs(*gpu_, enabled);
 }
 
+void Model::reconfigure_device() {
+  SY_REQUIRE(gpu_ != nullptr, InvalidArgument, "model", "reconfigure_device: the model is not on the GPU");
+  model_detail::reconfigure(*gpu_);
+}
+
 PagedKvPool Model::new_pool(int64_t num_blocks, int64_t block_size) const {
   return PagedKvPool(config_, num_blocks, block_size, device());
 }

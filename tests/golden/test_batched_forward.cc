@@ -115,6 +115,7 @@ TEST(BatchedForwardErrors, RejectsBadBatches) {
   EXPECT_THROW(model->forward_batch({bad_id}, pool), InvalidArgument);
   EXPECT_THROW(PagedKvPool(model->config(), 0, 4), InvalidArgument);
   EXPECT_EQ(model->forward_batch({ok}, pool).size(0), 1);
+  EXPECT_THROW(model->reconfigure_device(), InvalidArgument);  // a CPU model has no GPU switches to read
 }
 
 // forward_batch_sample draws each sequence's token from the logits forward_batch gives, with its own row

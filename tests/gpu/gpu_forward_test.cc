@@ -346,6 +346,38 @@ TEST_P(GpuForward, ProgrammaticLaunchDecodeEqualsPlainDecode) {
                      [] { cuda::set_programmatic_launch(false); }, GetParam() + " programmatic vs plain launches");
 }
 
+// Model::reconfigure_device reads the switches again (bench_gpu_decode --ab): a model uploaded with the defaults
+// and reconfigured under SY_CLUSTER_ROUTE=1 SY_FUSED_ATTENTION=1 decodes exactly as one uploaded under them
+// (its graphs captured again), the process-wide setting follows the environment both ways, and a bad value
+// throws and leaves the model usable once the environment is fixed.
+TEST_P(GpuForward, ReconfiguredModelDecodesAsOneUploadedWithTheSameSwitches) {
+  SY_SKIP_WITHOUT_GPU();
+  struct Restore {
+    ~Restore() { cuda::set_cluster_routing(false); }
+  } restore;
+  auto reconfigured = Model::load(dir_of(GetParam()));
+  reconfigured->to_device(Device::kCuda);
+  EXPECT_FALSE(cuda::cluster_routing());
+  {
+    ScopedEnv cluster("SY_CLUSTER_ROUTE", "1"), fused("SY_FUSED_ATTENTION", "1");
+    auto uploaded = Model::load(dir_of(GetParam()));
+    uploaded->to_device(Device::kCuda);
+    reconfigured->reconfigure_device();
+    EXPECT_TRUE(cuda::cluster_routing());
+    expect_same_decode(*uploaded, *reconfigured, [] {}, [] {}, GetParam() + " reconfigured vs uploaded");
+  }
+  reconfigured->reconfigure_device();
+  EXPECT_FALSE(cuda::cluster_routing()) << "an unset process-wide switch returns to its value before upload";
+  {
+    ScopedEnv bad("SY_SM90_TILE_N", "7");
+    EXPECT_THROW(reconfigured->reconfigure_device(), InvalidArgument);
+  }
+  reconfigured->reconfigure_device();
+  auto plain = Model::load(dir_of(GetParam()));
+  plain->to_device(Device::kCuda);
+  expect_same_decode(*plain, *reconfigured, [] {}, [] {}, GetParam() + " reconfigured back vs default");
+}
+
 // Whole fresh prompts (>= 64 tokens, head dim 64 or 128) run the tensor-core prefill attention inside the
 // batched pass, next to a continuing chunk and a decode token that take the paged kernel: logits match the CPU
 // path within the bf16 tolerance, and the paged-only GPU pass too. Dense Qwen3-shaped random models (the

@@ -99,6 +99,11 @@ class Model {
   // On the GPU, decode steps (one token per sequence) replay a CUDA graph captured per batch size (on by
   // default; SY_CUDA_GRAPHS=0 turns it off at load). Same kernels, same results; off runs them one by one.
   void set_cuda_graphs(bool enabled);
+  // On the GPU: reads the SY_* switches of the forward pass again from the environment, as to_device did
+  // (unset ones back to their defaults; docs/design.md lists them), and drops the captured decode graphs, so
+  // that one loaded model can be measured under several settings (bench_gpu_decode --ab). Throws what
+  // to_device throws for a bad or unsupported setting; InvalidArgument when the model is not on the GPU.
+  void reconfigure_device();
   // A KV block pool on the model's device.
   PagedKvPool new_pool(int64_t num_blocks, int64_t block_size) const;
 
