@@ -278,11 +278,11 @@ bool grouped_gemm_sm90_warp_specialized() { return g_warp_specialized.load(); }
 
 void set_grouped_gemm_sm90_tma(bool on) { g_tma.store(on); }
 
+bool grouped_gemm_sm90_tma() { return g_tma.load(); }
+
 void set_grouped_gemm_sm90_pingpong(bool on) { g_pingpong.store(on); }
 
 bool grouped_gemm_sm90_pingpong() { return g_pingpong.load(); }
-
-bool grouped_gemm_sm90_tma() { return g_tma.load(); }
 
 int64_t grouped_gemm_sm90_calls() { return g_calls.load(); }
 

@@ -277,29 +277,22 @@ void launch_warp_specialized(const Problem& p, int64_t tiles, int blocks) {
       <<<static_cast<unsigned>(blocks), kWsThreads, WsRing<kTileN>::kSmemBytes, stream()>>>(p, tiles);
   SY_CUDA_CHECK_LAUNCH();
 }
+// Every form the launcher picks from: (SwiGLU, tile width, TMA weights, ping-pong), each applied to X.
+#define SY_WS_FORMS(X)                                                                                 \
+  X(true, 128, false, false) X(false, 128, false, false) X(true, 256, false, false)                   \
+  X(false, 256, false, false) X(true, 128, true, false) X(false, 128, true, false)                    \
+  X(true, 256, true, false) X(false, 256, true, false) X(true, 128, false, true)                      \
+  X(false, 128, false, true) X(true, 128, true, true) X(false, 128, true, true)
 #define SY_WS_INSTANCE(swiglu, tile_n, tma, pingpong) \
   template void launch_warp_specialized<swiglu, tile_n, tma, pingpong>(const Problem&, int64_t, int);
-SY_WS_INSTANCE(true, 128, false, false)
-SY_WS_INSTANCE(false, 128, false, false)
-SY_WS_INSTANCE(true, 256, false, false)
-SY_WS_INSTANCE(false, 256, false, false)
-SY_WS_INSTANCE(true, 128, true, false)
-SY_WS_INSTANCE(false, 128, true, false)
-SY_WS_INSTANCE(true, 256, true, false)
-SY_WS_INSTANCE(false, 256, true, false)
-SY_WS_INSTANCE(true, 128, false, true)
-SY_WS_INSTANCE(false, 128, false, true)
-SY_WS_INSTANCE(true, 128, true, true)
-SY_WS_INSTANCE(false, 128, true, true)
+SY_WS_FORMS(SY_WS_INSTANCE)
 #undef SY_WS_INSTANCE
 
 bool allow_warp_specialized_smem() {
-  const bool ok = allow_smem<true, 128, false, false>() && allow_smem<false, 128, false, false>() &&
-                  allow_smem<true, 256, false, false>() && allow_smem<false, 256, false, false>() &&
-                  allow_smem<true, 128, true, false>() && allow_smem<false, 128, true, false>() &&
-                  allow_smem<true, 256, true, false>() && allow_smem<false, 256, true, false>() &&
-                  allow_smem<true, 128, false, true>() && allow_smem<false, 128, false, true>() &&
-                  allow_smem<true, 128, true, true>() && allow_smem<false, 128, true, true>();
+#define SY_WS_ALLOW(swiglu, tile_n, tma, pingpong) &&allow_smem<swiglu, tile_n, tma, pingpong>()
+  const bool ok = true SY_WS_FORMS(SY_WS_ALLOW);
+#undef SY_WS_ALLOW
+#undef SY_WS_FORMS
   if (!ok) cudaGetLastError();  // the refusal is the answer, not a sticky error
   return ok;
 }

@@ -16,8 +16,6 @@ namespace sy::cuda::sm90 {
 __device__ __forceinline__ void mbarrier_init(uint32_t bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
 }
-// One arrival (release semantics at CTA scope: this thread's earlier shared-memory accesses are ordered before
-// the phase completes).
 // After a thread's mbarrier.init calls and before the block barrier that publishes them: the initialised
 // barriers become visible to the asynchronous proxy too (TMA's complete_tx updates them there).
 __device__ __forceinline__ void fence_mbarrier_init() {
@@ -30,6 +28,8 @@ __device__ __forceinline__ void fence_tensormap_acquire(const void* map) {
   asm volatile("fence.proxy.tensormap::generic.acquire.sys [%0], 128;\n" ::"l"(reinterpret_cast<uint64_t>(map))
                : "memory");
 }
+// One arrival (release semantics at CTA scope: this thread's earlier shared-memory accesses are ordered before
+// the phase completes).
 __device__ __forceinline__ void mbarrier_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }

@@ -32,18 +32,14 @@ PFN_cuTensorMapEncodeTiled_v12000 encoder() {
   return fn;
 }
 
-}  // namespace
-
-bool encode_weight_map(void* out, const void* base, int64_t rows, int64_t k, const char** why) {
+// Encodes into out (kTensorMapBytes bytes) the map of a (rows, k) row-major bf16 matrix at device address
+// `base` with the weight box of tensor_map.cuh; reads past the matrix fill zeros. False where the driver has no
+// cuTensorMapEncodeTiled, the matrix is empty, too large or not 16-byte aligned per row, or the driver refuses.
+bool encode_weight_map(void* out, const void* base, int64_t rows, int64_t k) {
   static_assert(sizeof(CUtensorMap) == kTensorMapBytes, "CUtensorMap size");
   const auto fn = encoder();
-  if (fn == nullptr) {
-    *why = "the driver has no cuTensorMapEncodeTiled";
-    return false;
-  }
-  if (rows <= 0 || k <= 0 || k % 8 != 0 || reinterpret_cast<uintptr_t>(base) % 16 != 0 || rows > (int64_t{1} << 31) ||
-      k > (int64_t{1} << 31)) {
-    *why = "the matrix is empty, too large, or not 16-byte aligned per row";
+  if (fn == nullptr || rows <= 0 || k <= 0 || k % 8 != 0 || reinterpret_cast<uintptr_t>(base) % 16 != 0 ||
+      rows > (int64_t{1} << 31) || k > (int64_t{1} << 31)) {
     return false;
   }
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(k), static_cast<cuuint64_t>(rows)};  // innermost first
@@ -53,12 +49,10 @@ bool encode_weight_map(void* out, const void* base, int64_t rows, int64_t k, con
   const CUresult r = fn(static_cast<CUtensorMap*>(out), CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base),
                         dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
                         CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) {
-    *why = "cuTensorMapEncodeTiled refused the map";
-    return false;
-  }
-  return true;
+  return r == CUDA_SUCCESS;
 }
+
+}  // namespace
 
 Tensor expert_weight_maps(const std::vector<Tensor>& weights) {
   int device = 0, major = 0;
@@ -73,10 +67,8 @@ Tensor expert_weight_maps(const std::vector<Tensor>& weights) {
   for (int64_t e = 0; e < experts; ++e) {
     const Tensor& w = weights[static_cast<size_t>(e)];
     if (!w.defined()) continue;
-    const char* why = nullptr;
-    if (!encode_weight_map(static_cast<uint8_t*>(host.raw()) + e * kTensorMapBytes, w.raw(), w.size(0), w.size(1),
-                           &why)) {
-      return Tensor();
+    if (!encode_weight_map(static_cast<uint8_t*>(host.raw()) + e * kTensorMapBytes, w.raw(), w.size(0), w.size(1))) {
+      return Tensor();  // no TMA for this table: the kernels keep cp.async
     }
   }
   return to_device(host);

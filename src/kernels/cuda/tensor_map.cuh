@@ -15,13 +15,10 @@ constexpr int kTensorMapBytes = 128;  // sizeof(CUtensorMap); device copies are 
 // layout of the wgmma descriptors (sm90::swizzled) into a 1024-byte aligned 8 KB block.
 constexpr int kWeightBoxRows = 64, kWeightBoxK = 64;
 
-// Encodes into out (kTensorMapBytes bytes) the map of a (rows, k) row-major bf16 matrix at device address
-// `base` (16-byte aligned, k a multiple of 8) with the box above; reads past the matrix fill zeros. Returns
-// false, with the reason in *why, where the driver has no cuTensorMapEncodeTiled or refuses the map.
-bool encode_weight_map(void* out, const void* base, int64_t rows, int64_t k, const char** why);
-// The maps of the experts' (n, k) bf16 matrices, one after another on the device ((E * kTensorMapBytes,) u8;
-// an expert this process does not hold gets zeros), for an ExpertWeightTable; undefined where the current
-// device is not compute capability 9.0 or later or a map cannot be made (the TMA loads are then not used).
+// The maps (cuTensorMapEncodeTiled, the box above, reads past a matrix filling zeros) of the experts' (n, k)
+// bf16 matrices, one after another on the device ((E * kTensorMapBytes,) u8; an expert this process does not
+// hold gets zeros), for an ExpertWeightTable; undefined where the current device is not compute capability 9.0
+// or later or a map cannot be made (the TMA loads are then not used).
 Tensor expert_weight_maps(const std::vector<Tensor>& weights);
 
 }  // namespace sy::cuda::detail
