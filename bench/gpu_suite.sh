@@ -59,7 +59,9 @@ if want serve; then
 fi
 if want layer; then
   echo "== bench_gpu_moe_layer (Qwen3-30B-A3B layer, every expert path, the sm90 grouped GEMM included)"
-  timeout 150 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json --tokens 1,64,4096,16384 2>&1 | tail -n 50
+  # SY_LAYER_TOKENS replaces the token counts (256 and 512 tokens sit either side of kGroupedSm90WideRows).
+  timeout 150 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json \
+    --tokens "${SY_LAYER_TOKENS:-1,64,256,512,4096,16384}" 2>&1 | tail -n 90
 fi
 if want nccl; then
   echo "== bench_nccl_dispatch (one rank: the path, not a network)"
@@ -67,16 +69,16 @@ if want nccl; then
 fi
 if want decode; then
   echo "== bench_gpu_decode (Qwen3-30B-A3B shape)"
-  # The decode chain's switches that are off by default until measured, one set at a time (SY_DECODE_AB,
-  # ';'-separated sets of space-separated NAME=VALUE, replaces the list; SY_DECODE_BATCHES replaces the batch
-  # sizes of the main table, SY_DECODE_AB_BATCHES the A/B runs' 1,2): the cluster finish of the decode router,
-  # the combine reading its routing before its wait, decode attention reading its first cached key before its
-  # wait, the q|k|v epilogue folded into decode attention, the grouped decode attention. The established ones
-  # can be listed to see what they still give: SY_PDL=0, SY_DENSE_GEMV=0, SY_FUSED_NORM=0, SY_WARP_ROUTE=0,
-  # SY_FUSED_COMBINE=0. The A/B runs share the main run's process and loaded model (bench_gpu_decode --ab:
+  # The decode chain's switches, one set at a time (SY_DECODE_AB, ';'-separated sets of space-separated
+  # NAME=VALUE, replaces the list; SY_DECODE_BATCHES replaces the batch sizes of the main table,
+  # SY_DECODE_AB_BATCHES the A/B runs' 1,2): without the cluster finish of the decode router, without the
+  # combine reading its routing before its wait (both on since 2026-12-06), both off, and the ones that measured
+  # no gain: decode attention reading its first cached key before its wait, the q|k|v epilogue folded into
+  # decode attention, the grouped decode attention. Other established ones can be listed to see what they
+  # still give: SY_PDL=0, SY_DENSE_GEMV=0, SY_FUSED_NORM=0, SY_WARP_ROUTE=0, SY_FUSED_COMBINE=0. The A/B runs share the main run's process and loaded model (bench_gpu_decode --ab:
   # Model::reconfigure_device), between two default runs; SY_DECODE_AB_PROCESS=1 runs each set in a process of
   # its own instead (a model load each, ~30 s; what builds before --ab need).
-  ab_list=${SY_DECODE_AB:-SY_CLUSTER_ROUTE=1;SY_EARLY_COMBINE=1;SY_PREFETCH_KEYS=1;SY_FUSED_ATTENTION=1;SY_GROUPED_ATTENTION=1}
+  ab_list=${SY_DECODE_AB:-SY_CLUSTER_ROUTE=0;SY_EARLY_COMBINE=0;SY_CLUSTER_ROUTE=0 SY_EARLY_COMBINE=0;SY_PREFETCH_KEYS=1;SY_FUSED_ATTENTION=1;SY_GROUPED_ATTENTION=1}
   ab_batches=${SY_DECODE_AB_BATCHES:-1,2}
   in_process=()
   [ "${SY_DECODE_AB_PROCESS:-0}" = 1 ] || in_process=(--ab "$ab_list" --ab-batches "$ab_batches")

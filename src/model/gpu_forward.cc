@@ -114,15 +114,22 @@ struct GpuSwitches {
   bool fused_combine = true;
   // The fused combine reads its routing and issues its first weight loads before waiting for gate|up, which
   // then releases it only after its own wait (grouped_swiglu's release_after_wait, grouped_linear_combine's
-  // routing_ready). Off by default until measured on a GPU; SY_EARLY_COMBINE=1 turns it on.
-  bool early_combine = false;
+  // routing_ready). On by default (H100, 2026-12-06: a Qwen3-30B-A3B batch-1 decode step 3.72 -> 3.59 ms,
+  // batch 2 5.28 -> 5.16 ms); SY_EARLY_COMBINE=0 turns it off.
+  bool early_combine = true;
   // Decode passes tell the per-head paged attention that their cached keys are ready
   // (AttentionArgs::cached_keys_ready: each warp's first key row is read before the programmatic-launch wait).
-  // Off by default until measured on a GPU; SY_PREFETCH_KEYS=1 turns it on.
+  // Off by default: no gain measured (H100, 2026-12-06: batch-1 step 0.996x, batch 2 1.001x); SY_PREFETCH_KEYS=1.
   bool prefetch_keys = false;
   // Decode passes fold the q|k|v epilogue into the per-head paged attention (cuda::paged_attention_qkv: one
-  // launch fewer per layer). Off by default until measured on a GPU; SY_FUSED_ATTENTION=1 turns it on.
+  // launch fewer per layer). Off by default: measured slower (H100, 2026-12-06: batch-1 step 1.03x, batch 2
+  // 1.06x); SY_FUSED_ATTENTION=1 turns it on.
   bool fused_attention = false;
+  // Weights pulled into L2 ahead of their GEMV by a decode-pass kernel that reads little itself
+  // (cuda::L2Prefetch): the o projection by the per-head paged attention (SY_PREFETCH_O=1), the next layer's
+  // q|k|v projection by the decode router (SY_PREFETCH_QKV=1). Off until measured on a GPU.
+  bool prefetch_o = false;
+  bool prefetch_qkv = false;
   // Prefill-sized MoE passes through the Hopper grouped GEMM (cuda::grouped_swiglu_sm90 / grouped_linear_sm90)
   // instead of cuBLAS's grouped call: on by default where the GPU runs it (1.3-1.6x cuBLAS's grouped call on
   // an H100, docs/benchmarks.md); SY_SM90_EXPERTS=0 turns it off.
@@ -135,7 +142,8 @@ struct GpuSwitches {
   bool flash_cudnn = false;
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
   // Paged attention grouped by key head, one cluster per (query, key head) (AttentionArgs::grouped_decode):
-  // off until measured on a GPU; SY_GROUPED_ATTENTION=1 turns it on.
+  // off by default: no gain measured (H100, 2026-12-06: batch-1 step 1.013x, batch 2 0.999x);
+  // SY_GROUPED_ATTENTION=1 turns it on.
   bool grouped_attention = false;
   bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
 };
@@ -143,8 +151,8 @@ struct GpuSwitches {
 // The process-wide kernel settings (cuda_ops.h) that the environment can set, as they stood at one moment:
 // reconfigure returns the unset ones to what they were before upload applied the environment.
 struct KernelSwitches {
-  bool programmatic_launch = false, warp_routing = true, cluster_routing = false;
-  bool sm90_warp_specialized = false, sm90_tma = false, sm90_pingpong = false;
+  bool programmatic_launch = false, warp_routing = true, cluster_routing = true;
+  bool sm90_warp_specialized = true, sm90_tma = true, sm90_pingpong = true;
   int dense_gemv_max_rows = 2, sm90_tile_n = 0;
 
   static KernelSwitches current() {
@@ -396,8 +404,11 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
   SY_CHECK(!gemv || counts || s.dispatcher, "cuda forward: the grouped GEMV expert path needs device counts");
   if (gemv && !s.dispatcher && s.decode_route && cuda::decode_route_fits(n, hidden, c.moe)) {
     // Decode: router GEMV, routing and layout in one launch.
+    // The next layer's q|k|v weight into L2 meanwhile, where asked (SY_PREFETCH_QKV=1).
+    const bool next_qkv = s.prefetch_qkv && l + 1 < c.num_layers;
     layout = cuda::decode_route(hb, m.router, m.router_bias, m.score_bias, c.moe, logits, expert, weight,
-                                s.router_done, counts_row);
+                                s.router_done, counts_row,
+                                next_qkv ? cuda::L2Prefetch::of(s.qkv[l + 1]) : cuda::L2Prefetch{});
   } else {
     cuda::linear(hb, m.router, m.router_bias, logits);
     cuda::route(logits, m.score_bias, c.moe, expert, weight);
@@ -519,6 +530,8 @@ void apply_switches(GpuState& s, bool reapply) {
   s.early_combine = env_flag("SY_EARLY_COMBINE", s.early_combine);
   s.prefetch_keys = env_flag("SY_PREFETCH_KEYS", s.prefetch_keys);
   s.fused_attention = env_flag("SY_FUSED_ATTENTION", s.fused_attention);
+  s.prefetch_o = env_flag("SY_PREFETCH_O", s.prefetch_o);
+  s.prefetch_qkv = env_flag("SY_PREFETCH_QKV", s.prefetch_qkv);
   s.grouped_attention = env_flag("SY_GROUPED_ATTENTION", s.grouped_attention);
   s.flash_sm90 = cuda::flash_attention_sm90_supported();
   s.sm90_experts = cuda::grouped_gemm_sm90_supported();
@@ -545,12 +558,12 @@ void apply_switches(GpuState& s, bool reapply) {
                "SY_SM90_TILE_N must be 128, 256 or 0 (by row count), got '", v, "'");
     cuda::set_grouped_gemm_sm90_tile_n(std::stoi(v));
   }
-  // The sm90 grouped GEMM's warp-specialised persistent schedule (off by default; SY_SM90_WS=1 turns it on).
-  if (env_set("SY_SM90_WS")) cuda::set_grouped_gemm_sm90_warp_specialized(env_flag("SY_SM90_WS", false));
-  // Its weight tiles by TMA (off by default; SY_SM90_TMA=1, with SY_SM90_WS=1).
-  if (env_set("SY_SM90_TMA")) cuda::set_grouped_gemm_sm90_tma(env_flag("SY_SM90_TMA", false));
-  // Its ping-pong form (off by default; SY_SM90_PINGPONG=1, with SY_SM90_WS=1).
-  if (env_set("SY_SM90_PINGPONG")) cuda::set_grouped_gemm_sm90_pingpong(env_flag("SY_SM90_PINGPONG", false));
+  // The sm90 grouped GEMM's warp-specialised persistent schedule (on by default; SY_SM90_WS=0: one tile per
+  // block), its weight tiles by TMA (on; SY_SM90_TMA=0: cp.async) and its ping-pong form of 128-column tiles
+  // (on; SY_SM90_PINGPONG=0).
+  if (env_set("SY_SM90_WS")) cuda::set_grouped_gemm_sm90_warp_specialized(env_flag("SY_SM90_WS", true));
+  if (env_set("SY_SM90_TMA")) cuda::set_grouped_gemm_sm90_tma(env_flag("SY_SM90_TMA", true));
+  if (env_set("SY_SM90_PINGPONG")) cuda::set_grouped_gemm_sm90_pingpong(env_flag("SY_SM90_PINGPONG", true));
   if (env_set("SY_SM90_EXPERTS")) {
     s.sm90_experts = env_flag("SY_SM90_EXPERTS", false);
     SY_REQUIRE(!s.sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",
@@ -558,8 +571,8 @@ void apply_switches(GpuState& s, bool reapply) {
   }
   // Routing in one warp where it applies (on by default; SY_WARP_ROUTE=0 routes with the whole block).
   if (env_set("SY_WARP_ROUTE")) cuda::set_warp_routing(env_flag("SY_WARP_ROUTE", false));
-  // The decode router's cluster finish (off by default; SY_CLUSTER_ROUTE=1 turns it on).
-  if (env_set("SY_CLUSTER_ROUTE")) cuda::set_cluster_routing(env_flag("SY_CLUSTER_ROUTE", false));
+  // The decode router's cluster finish (on by default; SY_CLUSTER_ROUTE=0 turns it off).
+  if (env_set("SY_CLUSTER_ROUTE")) cuda::set_cluster_routing(env_flag("SY_CLUSTER_ROUTE", true));
   // Dense projections of up to SY_DENSE_GEMV rows (0 to 4; 0: always cuBLAS) through our GEMV; process-wide.
   if (env_set("SY_DENSE_GEMV")) cuda::set_dense_gemv_max_rows(static_cast<int>(env_int("SY_DENSE_GEMV", 0, 0, 4)));
   // Key splits per (query, head) of decode-sized attention (0: chosen from the batch).
@@ -901,6 +914,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     args.key_splits = s.key_splits;
     args.grouped_decode = s.grouped_attention;
     args.cached_keys_ready = s.prefetch_keys && b.decode_only;
+    if (s.prefetch_o && b.decode_only) args.l2_prefetch = cuda::L2Prefetch::of(w.o);
     args.sm90 = s.flash_sm90;
     args.cudnn = s.flash_cudnn;
     Tensor att;  // (n, heads * dv)

@@ -187,22 +187,23 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithBlockRouting) {
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
-// And with the decode router finished on a thread-block cluster (SY_CLUSTER_ROUTE=1, off by default).
-TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithClusterRouting) {
+// And with the decode router finished by its last block instead of on a thread-block cluster
+// (SY_CLUSTER_ROUTE=0; the cluster finish is the default).
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithoutClusterRouting) {
   SY_SKIP_WITHOUT_GPU();
   struct Restore {  // upload sets the process-wide switch; the tests after this one expect the default
     bool was = cuda::cluster_routing();
     ~Restore() { cuda::set_cluster_routing(was); }
   } restore;
-  ScopedEnv env("SY_CLUSTER_ROUTE", "1");
+  ScopedEnv env("SY_CLUSTER_ROUTE", "0");
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
-// And with the fused combine reading its routing before waiting for gate|up (SY_EARLY_COMBINE=1, off by
-// default): gate|up releases it only after its own wait.
-TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithEarlyCombine) {
+// And with the fused combine waiting for gate|up before it reads its routing (SY_EARLY_COMBINE=0; by default it
+// reads the routing first and gate|up releases it only after its own wait).
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithoutEarlyCombine) {
   SY_SKIP_WITHOUT_GPU();
-  ScopedEnv env("SY_EARLY_COMBINE", "1");
+  ScopedEnv env("SY_EARLY_COMBINE", "0");
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
@@ -211,6 +212,14 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithEarlyCombine) {
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithPrefetchedKeys) {
   SY_SKIP_WITHOUT_GPU();
   ScopedEnv env("SY_PREFETCH_KEYS", "1");
+  check_batched_logits(GetParam(), Experts::kGemv);
+}
+
+// And with the o projection and the next layer's q|k|v weights pulled into L2 by the decode attention and router
+// (SY_PREFETCH_O=1 SY_PREFETCH_QKV=1, off by default): a hint that must change nothing.
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithPrefetchedWeights) {
+  SY_SKIP_WITHOUT_GPU();
+  ScopedEnv o("SY_PREFETCH_O", "1"), qkv("SY_PREFETCH_QKV", "1");
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
@@ -244,40 +253,49 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughCublasGroupedExperts) {
   check_batched_logits(GetParam(), Experts::kCublas);
 }
 
+// By default every sm90 GEMM of these prefill passes (all under kGroupedSm90WideRows rows) runs the
+// warp-specialised ping-pong kernel with TMA weight loads.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90GroupedExperts) {
   SY_SKIP_WITHOUT_GPU();
   if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
-  check_batched_logits(GetParam(), Experts::kSm90);
-}
-
-// And through the warp-specialised ping-pong kernel with TMA weight loads (SY_SM90_WS=1, SY_SM90_TMA=1,
-// SY_SM90_PINGPONG=1, off by default): every sm90 GEMM of the prefill passes must have run on it.
-TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughWarpSpecializedSm90Experts) {
-  SY_SKIP_WITHOUT_GPU();
-  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
-  struct Restore {  // upload sets the process-wide switches; the tests after this one expect the defaults
-    ~Restore() {
-      cuda::set_grouped_gemm_sm90_warp_specialized(false);
-      cuda::set_grouped_gemm_sm90_tma(false);
-      cuda::set_grouped_gemm_sm90_pingpong(false);
-    }
-  } restore;
-  ScopedEnv ws("SY_SM90_WS", "1"), tma("SY_SM90_TMA", "1"), pingpong("SY_SM90_PINGPONG", "1");
   const int64_t calls_before = cuda::grouped_gemm_sm90_calls();
   const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
   check_batched_logits(GetParam(), Experts::kSm90);
   const int64_t calls = cuda::grouped_gemm_sm90_calls() - calls_before;
   const cuda::GroupedGemmSm90Launches after = cuda::grouped_gemm_sm90_launches();
+  EXPECT_GT(calls, 0) << "no sm90 GEMM ran";
   EXPECT_EQ(after.pingpong - before.pingpong, calls) << "an sm90 GEMM ran on another kernel";
   EXPECT_EQ(after.tma - before.tma, calls) << "an sm90 GEMM loaded its weights without TMA";
 }
 
+// And through the one-tile-per-block kernel (SY_SM90_WS=0): every sm90 GEMM of the prefill passes must have run
+// on it.
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughOneTileSm90Experts) {
+  SY_SKIP_WITHOUT_GPU();
+  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
+  struct Restore {  // upload sets the process-wide switch; the tests after this one expect the default
+    bool was = cuda::grouped_gemm_sm90_warp_specialized();
+    ~Restore() { cuda::set_grouped_gemm_sm90_warp_specialized(was); }
+  } restore;
+  ScopedEnv ws("SY_SM90_WS", "0");
+  const int64_t calls_before = cuda::grouped_gemm_sm90_calls();
+  const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
+  check_batched_logits(GetParam(), Experts::kSm90);
+  const int64_t calls = cuda::grouped_gemm_sm90_calls() - calls_before;
+  const cuda::GroupedGemmSm90Launches after = cuda::grouped_gemm_sm90_launches();
+  EXPECT_GT(calls, 0) << "no sm90 GEMM ran";
+  EXPECT_EQ(after.one_tile - before.one_tile, calls) << "an sm90 GEMM ran on another kernel";
+}
+
 // Runs the same prefills and decode steps (batch sizes 3, 2, 1, 3, ...; a second round on fresh pools, whose
 // new addresses graphs must follow) through two GPU models and expects equal logits and expert loads, bit for
-// bit. before_first / before_second run before each call of that model (to set a process-wide switch).
+// bit. before_first / before_second run before each call of that model (to set a process-wide switch). The
+// expert loads count from zero here (a model may have decoded before, as a reconfigured one has).
 void expect_same_decode(Model& first, Model& second, const std::function<void()>& before_first,
                         const std::function<void()>& before_second, const std::string& label) {
   const ModelConfig& c = first.config();
+  first.reset_expert_load();
+  second.reset_expert_load();
   for (int round = 0; round < 2; ++round) {
     const int64_t bs = 4, blocks = 64;
     PagedKvPool gp = first.new_pool(blocks, bs), ep = second.new_pool(blocks, bs);
@@ -347,27 +365,28 @@ TEST_P(GpuForward, ProgrammaticLaunchDecodeEqualsPlainDecode) {
 }
 
 // Model::reconfigure_device reads the switches again (bench_gpu_decode --ab): a model uploaded with the defaults
-// and reconfigured under SY_CLUSTER_ROUTE=1 SY_FUSED_ATTENTION=1 decodes exactly as one uploaded under them
+// and reconfigured under SY_CLUSTER_ROUTE=0 SY_FUSED_ATTENTION=1 decodes exactly as one uploaded under them
 // (its graphs captured again), the process-wide setting follows the environment both ways, and a bad value
 // throws and leaves the model usable once the environment is fixed.
 TEST_P(GpuForward, ReconfiguredModelDecodesAsOneUploadedWithTheSameSwitches) {
   SY_SKIP_WITHOUT_GPU();
   struct Restore {
-    ~Restore() { cuda::set_cluster_routing(false); }
+    bool was = cuda::cluster_routing();
+    ~Restore() { cuda::set_cluster_routing(was); }
   } restore;
   auto reconfigured = Model::load(dir_of(GetParam()));
   reconfigured->to_device(Device::kCuda);
-  EXPECT_FALSE(cuda::cluster_routing());
+  EXPECT_TRUE(cuda::cluster_routing());
   {
-    ScopedEnv cluster("SY_CLUSTER_ROUTE", "1"), fused("SY_FUSED_ATTENTION", "1");
+    ScopedEnv cluster("SY_CLUSTER_ROUTE", "0"), fused("SY_FUSED_ATTENTION", "1");
     auto uploaded = Model::load(dir_of(GetParam()));
     uploaded->to_device(Device::kCuda);
     reconfigured->reconfigure_device();
-    EXPECT_TRUE(cuda::cluster_routing());
+    EXPECT_FALSE(cuda::cluster_routing());
     expect_same_decode(*uploaded, *reconfigured, [] {}, [] {}, GetParam() + " reconfigured vs uploaded");
   }
   reconfigured->reconfigure_device();
-  EXPECT_FALSE(cuda::cluster_routing()) << "an unset process-wide switch returns to its value before upload";
+  EXPECT_TRUE(cuda::cluster_routing()) << "an unset process-wide switch returns to its value before upload";
   {
     ScopedEnv bad("SY_SM90_TILE_N", "7");
     EXPECT_THROW(reconfigured->reconfigure_device(), InvalidArgument);

@@ -248,8 +248,8 @@ TEST(GpuGrouped, LinearCombineMatchesCpuAndTwoLaunches) {
   EXPECT_FALSE(cuda::grouped_linear_combine_fits(t, 33));
 }
 
-// The sm90 grouped GEMM's schedules, numbered for the tests: 0 one tile per block (the default), 1
-// warp-specialised, 2 warp-specialised with TMA weight loads, 3 ping-pong, 4 ping-pong with TMA.
+// The sm90 grouped GEMM's schedules, numbered for the tests: 0 one tile per block, 1 warp-specialised, 2
+// warp-specialised with TMA weight loads, 3 ping-pong, 4 ping-pong with TMA (the default at 128-column tiles).
 void set_sm90_schedule(int schedule) {
   cuda::set_grouped_gemm_sm90_warp_specialized(schedule > 0);
   cuda::set_grouped_gemm_sm90_tma(schedule == 2 || schedule == 4);
@@ -261,16 +261,21 @@ std::string sm90_schedule_name(int schedule) {
   return names[schedule];
 }
 
-// Puts the sm90 switches back to their defaults on the way out of a test, returned or thrown.
+// Puts the sm90 switches back as they were on the way out of a test, returned or thrown.
 struct Sm90Defaults {
+  bool ws = cuda::grouped_gemm_sm90_warp_specialized(), tma = cuda::grouped_gemm_sm90_tma(),
+       pingpong = cuda::grouped_gemm_sm90_pingpong();
+  int tile_n = cuda::grouped_gemm_sm90_tile_n();
   ~Sm90Defaults() {
-    set_sm90_schedule(0);
-    cuda::set_grouped_gemm_sm90_tile_n(0);
+    cuda::set_grouped_gemm_sm90_warp_specialized(ws);
+    cuda::set_grouped_gemm_sm90_tma(tma);
+    cuda::set_grouped_gemm_sm90_pingpong(pingpong);
+    cuda::set_grouped_gemm_sm90_tile_n(tile_n);
   }
 };
 
-// Calls run(schedule, tile_n, label) under every schedule and tile width (ping-pong at 128 only: it ignores the
-// width) and checks after each call that the schedule's kernel is the one that ran (at least `launches` GEMM
+// Calls run(schedule, tile_n, label) under every schedule and tile width (ping-pong at 128 only: a form of
+// 128-column tiles) and checks after each call that the schedule's kernel is the one that ran (at least `launches` GEMM
 // launches of it: the TMA schedules need the tables' tensor maps).
 void for_each_sm90_schedule(int launches, const std::function<void(int, int, const std::string&)>& run) {
   Sm90Defaults restore;

@@ -431,7 +431,8 @@ TEST(GpuOps, RouterMatchesCpuDecisions) {
 // (cuda::linear, cuda::route, cuda::make_dispatch_layout) and the CPU routing. Inputs are multiples of 1/16 in
 // [-1/8, 1/8] (exact in bf16, products and sums exact in f32), so both paths see bitwise equal logits and
 // must agree exactly, ties included. Called twice: the finished-blocks counter must reset itself. Every form:
-// block routing, one-warp routing finished by the last block, and the cluster finish (where it applies).
+// block routing, one-warp routing finished by the last block, and the cluster finish (where it applies). The
+// second call also pulls a 3 MB stand-in for the next layer's weight into L2 (L2Prefetch: no result changes).
 TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
   SY_SKIP_WITHOUT_GPU();
   auto grid_tensor = [](const Shape& shape) {  // multiples of 1/16 in [-1/8, 1/8]
@@ -440,6 +441,7 @@ TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
     return x;
   };
   Tensor done = cuda::to_device(Tensor::zeros({1}, DType::kI32));
+  const Tensor next_weight = cuda::to_device(Tensor::zeros({1536, 1024}, DType::kBF16));
   WarpRoutingRestore restore;
   for (int form = 0; form < 3; ++form) {  // block, warp, warp on a cluster (the same routing in both paths)
     const bool warp = form >= 1;
@@ -470,8 +472,9 @@ TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
           Tensor logits = poisoned_device({t, c.experts}), weight = poisoned_device({t, c.top_k});
           Tensor expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
           Tensor table = cuda::to_device(Tensor::zeros({2, c.experts}, DType::kI64));
-          cuda::DeviceDispatchLayout l = cuda::decode_route(xd, wd, rb, sb, o, logits, expert, weight, done,
-                                                            call == 1 ? table.select(1) : Tensor());
+          cuda::DeviceDispatchLayout l =
+              cuda::decode_route(xd, wd, rb, sb, o, logits, expert, weight, done, call == 1 ? table.select(1) : Tensor(),
+                                 call == 1 ? cuda::L2Prefetch::of(next_weight) : cuda::L2Prefetch{});
           if (call == 1) {
             EXPECT_EQ(l.tokens_per_expert.raw(), table.select(1).raw()) << what;
           }
@@ -506,6 +509,25 @@ TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
   Tensor l1 = poisoned_device({1, 128}), w1 = poisoned_device({1, 8});
   Tensor e1 = Tensor::empty({1, 8}, DType::kI32, Device::kCuda);
   EXPECT_THROW(cuda::decode_route(x1, w, Tensor(), Tensor(), o, l1, e1, w1, done), InvalidArgument);
+  // So is a prefetch range that does not start 16-byte aligned or span a multiple of 16 bytes.
+  Tensor x2 = cuda::to_device(rand_tensor({1, 256}).to(DType::kBF16));
+  const char* base = static_cast<const char*>(next_weight.raw());
+  for (const cuda::L2Prefetch& bad : {cuda::L2Prefetch{base + 8, 64}, cuda::L2Prefetch{base, 40}}) {
+    EXPECT_THROW(cuda::decode_route(x2, w, Tensor(), Tensor(), o, l1, e1, w1, done, Tensor(), bad), InvalidArgument);
+  }
+}
+
+// L2Prefetch::of: a device tensor's whole 16-byte units; none for an undefined tensor or an unaligned view; a
+// host tensor is refused.
+TEST(GpuOps, L2PrefetchOfATensor) {
+  SY_SKIP_WITHOUT_GPU();
+  const Tensor w = cuda::to_device(Tensor::zeros({3, 13}, DType::kBF16));  // 78 bytes
+  const cuda::L2Prefetch whole = cuda::L2Prefetch::of(w);
+  EXPECT_EQ(whole.base, w.raw());
+  EXPECT_EQ(whole.bytes, 64);
+  EXPECT_EQ(cuda::L2Prefetch::of(Tensor()).base, nullptr);
+  EXPECT_EQ(cuda::L2Prefetch::of(w.reshape({39}).slice(0, 1, 39)).base, nullptr);
+  EXPECT_THROW(cuda::L2Prefetch::of(Tensor::zeros({4, 8}, DType::kBF16)), InvalidArgument);
 }
 
 TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
@@ -863,10 +885,12 @@ struct PagedBatch {
 // keys and values), shuffled block tables, decode rows over long contexts with the key splits the batch size
 // picks, forced to one split and to an odd count, a prefill chunk, window + sinks; head dims 128 (the kernel's
 // 4-per-lane form) and 192 (8 per lane). With cached_keys_ready (every key is in the pool before the launch
-// here) each warp's first key row is read before the programmatic-launch wait: the same result bit for bit.
+// here) each warp's first key row is read before the programmatic-launch wait: the same result bit for bit; and
+// with a 3 MB stand-in for the o projection pulled into L2 (l2_prefetch) too.
 TEST(GpuOps, PagedAttentionMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   const int64_t bs = 16, heads = 8, kv_heads = 2;
+  const Tensor o_weight = cuda::to_device(Tensor::zeros({1536, 1024}, DType::kBF16));
   const PagedBatch batch(bs, {1, 37, 700, 130, 260}, {1, 1, 1, 1, 5});
   const int64_t t = batch.t, total_blocks = batch.total_blocks;
   Tensor sinks = rand_tensor({heads}, 2.f);
@@ -899,6 +923,10 @@ TEST(GpuOps, PagedAttentionMatchesCpu) {
           Tensor early = poisoned_device({t, heads, dv});
           batch.run_gpu(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, early);
           expect_close(what + " (cached keys ready)", early, cuda::to_host(out), 0.0);
+          args.l2_prefetch = cuda::L2Prefetch::of(o_weight);
+          Tensor warmed = poisoned_device({t, heads, dv});
+          batch.run_gpu(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, warmed);
+          expect_close(what + " (L2 prefetch)", warmed, cuda::to_host(out), 0.0);
         }
       }
     }
@@ -915,6 +943,10 @@ TEST(GpuOps, PagedAttentionMatchesCpu) {
                                      cuda::to_device(i64_tensor(pos)), cuda::to_device(i64_tensor(table_start)),
                                      cuda::to_device(Tensor::zeros({1}, DType::kI32)), bs, args, out),
                InvalidArgument);
+  // So is a prefetch range that does not start 16-byte aligned.
+  args.l2_prefetch = {static_cast<const char*>(o_weight.raw()) + 4, 64};
+  Tensor k16 = cuda::to_device(Tensor::zeros({total_blocks * bs, kv_heads, dk}, DType::kBF16));
+  EXPECT_THROW(batch.run_gpu(cuda::to_device(q), k16, k16, args, out), InvalidArgument);
 }
 
 // The epilogue folded into a decode pass's attention (paged_attention_qkv) against qkv_epilogue followed by

@@ -31,6 +31,18 @@ bool programmatic_launch_enabled();
 // the device once).
 void default_programmatic_launch();
 
+// Device bytes that a later kernel of a decode chain streams (a projection's weight), which a kernel taking
+// one (AttentionArgs::l2_prefetch, decode_route) pulls into L2 before its programmatic-launch wait, while it
+// reads little from memory itself: a hint, results never change. base 16-byte aligned and bytes a multiple of
+// 16 (the kernels' checks raise InvalidArgument otherwise), or base null: none.
+struct L2Prefetch {
+  const void* base = nullptr;
+  int64_t bytes = 0;
+  // A contiguous device tensor's bytes (up to the last whole 16; none for an undefined tensor or one that starts
+  // unaligned).
+  static L2Prefetch of(const Tensor& t);
+};
+
 // Creates the engine's cuBLAS handle (bound to stream()) on the current device now; it is otherwise made at
 // the first GEMM, which must not fall inside a CUDA-graph capture.
 void prepare_blas();
@@ -129,8 +141,9 @@ void set_warp_routing(bool on);
 bool warp_routing();
 // decode_route's finish on a thread-block cluster where the one-warp routing applies with at most 32 picks: the
 // logits meet in one block's shared memory after a cluster barrier instead of a fence, a counter and a read
-// back through L2. Same choices, weights and layout bit for bit. Process-wide, off by default until measured;
-// SY_CLUSTER_ROUTE=1 turns it on at model upload. Graphs keep the setting they were captured with.
+// back through L2. Same choices, weights and layout bit for bit. Process-wide, on by default (H100, 2026-12-06:
+// a Qwen3-30B-A3B batch-1 decode step 3.72 -> 3.58 ms, batch 2 5.28 -> 5.15 ms); SY_CLUSTER_ROUTE=0 turns it
+// off at model upload. Graphs keep the setting they were captured with.
 void set_cluster_routing(bool on);
 bool cluster_routing();
 
@@ -161,11 +174,12 @@ DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts,
 // (1..4 tokens, at most 256 experts and 256 assignments, hidden a multiple of 8). x: (n, hidden) bf16; router: (E, hidden) bf16;
 // router_bias: (E,) f32 or undefined; logits: (n, E) f32 scratch (written); expert, weight as route();
 // done: (1,) int32 on the device, zero, owned by the caller's stream (the kernel's last block resets it);
-// counts_out as make_dispatch_layout.
+// counts_out as make_dispatch_layout; l2_prefetch: bytes its blocks pull into L2 before their wait (L2Prefetch).
 bool decode_route_fits(int64_t tokens, int64_t hidden, const MoeConfig& options);
 DeviceDispatchLayout decode_route(const Tensor& x, const Tensor& router, const Tensor& router_bias,
                                   const Tensor& score_bias, const MoeConfig& options, Tensor& logits, Tensor& expert,
-                                  Tensor& weight, Tensor& done, const Tensor& counts_out = Tensor());
+                                  Tensor& weight, Tensor& done, const Tensor& counts_out = Tensor(),
+                                  const L2Prefetch& l2_prefetch = {});
 
 // permuted[r, :] = x[row_assignment[r] / top_k, :].  x: (tokens, hidden) f32|bf16; permuted: (rows, hidden) same.
 void permute(const Tensor& x, const DeviceDispatchLayout& layout, Tensor& permuted);
@@ -199,6 +213,9 @@ struct AttentionArgs {
   // first of them before its programmatic-launch wait. Leave false when a pass writes keys that other queries
   // of it read (chunked prefill).
   bool cached_keys_ready = false;
+  // paged_attention (the per-head kernel; the grouped one ignores it): bytes its blocks pull into L2 before
+  // their wait (a decode pass's o projection weight, read next).
+  L2Prefetch l2_prefetch;
   // flash_attention: the Hopper kernel (wgmma, 128-query tiles) where it applies: head dims 128/128 on a
   // compute capability 9.0 GPU with this build's sm_90a code; elsewhere the FlashAttention-2 kernel runs.
   bool sm90 = false;
@@ -325,18 +342,19 @@ bool grouped_gemm_sm90_supported();
 constexpr int64_t kGroupedSm90WideRows = 4096;
 void set_grouped_gemm_sm90_tile_n(int tile_n);
 int grouped_gemm_sm90_tile_n();
-// The schedule of every later call in this process: false (the default), every block loads and multiplies one
-// tile; true, persistent warp-specialised blocks (grouped_gemm_sm90_ws.cu: a producer warpgroup fills a ring of
-// stages, two consumer warpgroups multiply, mbarriers between them). The same products either way.
+// The schedule of every later call in this process: true (the default), persistent warp-specialised blocks
+// (grouped_gemm_sm90_ws.cu: a producer warpgroup fills a ring of stages, two consumer warpgroups multiply,
+// mbarriers between them); false, every block loads and multiplies one tile. The same products either way.
 void set_grouped_gemm_sm90_warp_specialized(bool on);
 bool grouped_gemm_sm90_warp_specialized();
-// With the warp-specialised schedule: true loads the weight tiles by TMA (one thread per block, from each
-// table's tensor_maps; tables without maps keep cp.async), false (the default) by the producer's cp.async.
+// With the warp-specialised schedule: true (the default) loads the weight tiles by TMA (one thread per block,
+// from each table's tensor_maps; tables without maps keep cp.async), false by the producer's cp.async.
 void set_grouped_gemm_sm90_tma(bool on);
 bool grouped_gemm_sm90_tma();
-// With the warp-specialised schedule: true gives each consumer warpgroup whole 128 x 128 tiles, alternately
-// (ping-pong: one's epilogue overlaps the other's products; the tile width setting is then ignored), false (the
-// default) splits 128 x tile_n tiles between them.
+// With the warp-specialised schedule and 128-column tiles (set_grouped_gemm_sm90_tile_n, or calls of fewer than
+// kGroupedSm90WideRows rows by default): true (the default) gives each consumer warpgroup whole 128 x 128 tiles,
+// alternately (ping-pong: one's epilogue overlaps the other's products), false splits each tile between them.
+// 256-column tiles are always split.
 void set_grouped_gemm_sm90_pingpong(bool on);
 bool grouped_gemm_sm90_pingpong();
 // GEMM launches so far in this process by kernel (tests check which one a setting ran): one tile per block, and

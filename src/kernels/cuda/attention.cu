@@ -11,6 +11,7 @@
 #include <initializer_list>
 
 #include "grouped_decode_attention.cuh"
+#include "l2_prefetch.cuh"
 #include "op_common.cuh"
 #include "qkv_head.cuh"
 
@@ -27,6 +28,7 @@ struct AttnParams {
   float scale;
   int window;
   bool keys_ready;  // AttentionArgs::cached_keys_ready (paged only)
+  detail::L2Range prefetch;  // AttentionArgs::l2_prefetch (paged only)
 };
 
 // Head dims up to 32 * kPrefetchPerLane (keys and values; the kernel's 4-per-lane form) have each warp's
@@ -84,6 +86,7 @@ __global__ void __launch_bounds__(kWarps * 32, 8) attention_kernel(const float* 
   // inputs (uploaded before it, written by no kernel of the chain): they, and the pool row of each warp's
   // first key, are read before the wait, so the first key load after it is one round trip, not three.
   detail::chain_release();
+  detail::prefetch_l2(p.prefetch);
   __shared__ float warp_m[kWarps], warp_l[kWarps];
   __shared__ float warp_acc[kWarps][kDvPerLane * 32];
   const int64_t item = blockIdx.x;  // query * heads + head
@@ -381,7 +384,7 @@ void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
     return;
   }
   AttnParams p{heads, kv_heads, dk, dv, k.size(0), k.strides()[0], k.strides()[1], v.strides()[0], v.strides()[1],
-               args.scale, args.window, args.cached_keys_ready};
+               args.scale, args.window, args.cached_keys_ready, detail::l2_range(op, args.l2_prefetch)};
   PagedRows paged{table_start.i64(), block_tables.i32(), block_size};
   // A forced count applies only to passes the automatic rule splits (decode-sized), so a forced count never
   // multiplies the scratch of a prefill-sized pass.
@@ -454,7 +457,7 @@ void paged_attention_qkv(const Tensor& qkv, const QkvEpilogueArgs& e, const Devi
                                    static_cast<int>(dv), e.clip, e.eps, rope.rotary_dim / 2, rope.interleaved,
                                    rope.attention_scaling};
   AttnParams p{heads, kv_heads, d, dv, keys.size(0), keys.strides()[0], keys.strides()[1], values.strides()[0],
-               values.strides()[1], args.scale, args.window, true};
+               values.strides()[1], args.scale, args.window, true, detail::l2_range(op, args.l2_prefetch)};
   PagedRows paged{table_start.i64(), block_tables.i32(), block_size};
   const int auto_splits = key_splits(t * heads);
   const int splits = args.key_splits > 0 && auto_splits > 1 ? args.key_splits : auto_splits;
