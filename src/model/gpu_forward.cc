@@ -127,9 +127,10 @@ struct GpuSwitches {
   bool fused_attention = false;
   // Weights pulled into L2 ahead of their GEMV by a decode-pass kernel that reads little itself
   // (cuda::L2Prefetch): the o projection by the per-head paged attention (SY_PREFETCH_O=1), the next layer's
-  // q|k|v projection by the decode router (SY_PREFETCH_QKV=1). Off until measured on a GPU.
+  // q|k|v projection by the decode router (SY_PREFETCH_QKV=1; 2: as evict-last lines, which the MoE block's
+  // evict-first expert stream passes by). Off until measured on a GPU.
   bool prefetch_o = false;
-  bool prefetch_qkv = false;
+  int prefetch_qkv = 0;
   // Prefill-sized MoE passes through the Hopper grouped GEMM (cuda::grouped_swiglu_sm90 / grouped_linear_sm90)
   // instead of cuBLAS's grouped call: on by default where the GPU runs it (1.3-1.6x cuBLAS's grouped call on
   // an H100, docs/benchmarks.md); SY_SM90_EXPERTS=0 turns it off.
@@ -404,11 +405,14 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
   SY_CHECK(!gemv || counts || s.dispatcher, "cuda forward: the grouped GEMV expert path needs device counts");
   if (gemv && !s.dispatcher && s.decode_route && cuda::decode_route_fits(n, hidden, c.moe)) {
     // Decode: router GEMV, routing and layout in one launch.
-    // The next layer's q|k|v weight into L2 meanwhile, where asked (SY_PREFETCH_QKV=1).
-    const bool next_qkv = s.prefetch_qkv && l + 1 < c.num_layers;
+    // The next layer's q|k|v weight into L2 meanwhile, where asked (SY_PREFETCH_QKV=1, 2: evict-last).
+    cuda::L2Prefetch next_qkv;
+    if (s.prefetch_qkv > 0 && l + 1 < c.num_layers) {
+      next_qkv = cuda::L2Prefetch::of(s.qkv[l + 1]);
+      next_qkv.keep = s.prefetch_qkv == 2;
+    }
     layout = cuda::decode_route(hb, m.router, m.router_bias, m.score_bias, c.moe, logits, expert, weight,
-                                s.router_done, counts_row,
-                                next_qkv ? cuda::L2Prefetch::of(s.qkv[l + 1]) : cuda::L2Prefetch{});
+                                s.router_done, counts_row, next_qkv);
   } else {
     cuda::linear(hb, m.router, m.router_bias, logits);
     cuda::route(logits, m.score_bias, c.moe, expert, weight);
@@ -531,7 +535,7 @@ void apply_switches(GpuState& s, bool reapply) {
   s.prefetch_keys = env_flag("SY_PREFETCH_KEYS", s.prefetch_keys);
   s.fused_attention = env_flag("SY_FUSED_ATTENTION", s.fused_attention);
   s.prefetch_o = env_flag("SY_PREFETCH_O", s.prefetch_o);
-  s.prefetch_qkv = env_flag("SY_PREFETCH_QKV", s.prefetch_qkv);
+  s.prefetch_qkv = static_cast<int>(env_int("SY_PREFETCH_QKV", s.prefetch_qkv, 0, 2));
   s.grouped_attention = env_flag("SY_GROUPED_ATTENTION", s.grouped_attention);
   s.flash_sm90 = cuda::flash_attention_sm90_supported();
   s.sm90_experts = cuda::grouped_gemm_sm90_supported();

@@ -216,11 +216,14 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithPrefetchedKeys) {
 }
 
 // And with the o projection and the next layer's q|k|v weights pulled into L2 by the decode attention and router
-// (SY_PREFETCH_O=1 SY_PREFETCH_QKV=1, off by default): a hint that must change nothing.
+// (SY_PREFETCH_O=1 SY_PREFETCH_QKV=1 or 2, off by default): a hint that must change nothing.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithPrefetchedWeights) {
   SY_SKIP_WITHOUT_GPU();
-  ScopedEnv o("SY_PREFETCH_O", "1"), qkv("SY_PREFETCH_QKV", "1");
-  check_batched_logits(GetParam(), Experts::kGemv);
+  for (const char* qkv_mode : {"1", "2"}) {
+    SCOPED_TRACE(std::string("SY_PREFETCH_QKV=") + qkv_mode);
+    ScopedEnv o("SY_PREFETCH_O", "1"), qkv("SY_PREFETCH_QKV", qkv_mode);
+    check_batched_logits(GetParam(), Experts::kGemv);
+  }
 }
 
 // And with decode passes folding the q|k|v epilogue into the attention (SY_FUSED_ATTENTION=1, off by

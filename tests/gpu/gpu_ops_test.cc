@@ -432,7 +432,8 @@ TEST(GpuOps, RouterMatchesCpuDecisions) {
 // [-1/8, 1/8] (exact in bf16, products and sums exact in f32), so both paths see bitwise equal logits and
 // must agree exactly, ties included. Called twice: the finished-blocks counter must reset itself. Every form:
 // block routing, one-warp routing finished by the last block, and the cluster finish (where it applies). The
-// second call also pulls a 3 MB stand-in for the next layer's weight into L2 (L2Prefetch: no result changes).
+// second call also pulls a 3 MB stand-in for the next layer's weight into L2 (L2Prefetch: no result changes;
+// evict-last lines in the warp form).
 TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
   SY_SKIP_WITHOUT_GPU();
   auto grid_tensor = [](const Shape& shape) {  // multiples of 1/16 in [-1/8, 1/8]
@@ -472,9 +473,13 @@ TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
           Tensor logits = poisoned_device({t, c.experts}), weight = poisoned_device({t, c.top_k});
           Tensor expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
           Tensor table = cuda::to_device(Tensor::zeros({2, c.experts}, DType::kI64));
-          cuda::DeviceDispatchLayout l =
-              cuda::decode_route(xd, wd, rb, sb, o, logits, expert, weight, done, call == 1 ? table.select(1) : Tensor(),
-                                 call == 1 ? cuda::L2Prefetch::of(next_weight) : cuda::L2Prefetch{});
+          cuda::L2Prefetch prefetch;
+          if (call == 1) {
+            prefetch = cuda::L2Prefetch::of(next_weight);
+            prefetch.keep = form == 1;  // as evict-last lines
+          }
+          cuda::DeviceDispatchLayout l = cuda::decode_route(xd, wd, rb, sb, o, logits, expert, weight, done,
+                                                            call == 1 ? table.select(1) : Tensor(), prefetch);
           if (call == 1) {
             EXPECT_EQ(l.tokens_per_expert.raw(), table.select(1).raw()) << what;
           }

@@ -38,6 +38,9 @@ void default_programmatic_launch();
 struct L2Prefetch {
   const void* base = nullptr;
   int64_t bytes = 0;
+  // The lines come in as evict-last (an L2 cache policy): for a range that must outlive a large stream through
+  // L2 (evict-first loads) before it is read.
+  bool keep = false;
   // A contiguous device tensor's bytes (up to the last whole 16; none for an undefined tensor or one that starts
   // unaligned).
   static L2Prefetch of(const Tensor& t);

@@ -336,7 +336,7 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
   }
   if (t == 0 || heads == 0) return;
   AttnParams p{heads, kv_heads, dk, dv, kv_len, k.strides()[0], k.strides()[1], v.strides()[0], v.strides()[1],
-               args.scale, args.window, false};
+               args.scale, args.window, false, detail::L2Range{}};
   Tensor bad = Tensor::zeros({1}, DType::kI32, Device::kCuda);
   launch_attention<float, false>(q, k, v, positions, args, p, PagedRows{}, key_splits(t * heads), out, bad.i32());
   SY_REQUIRE(to_host(bad).i32()[0] == 0, InvalidArgument, "cuda attention", "a position lies outside the ",

@@ -22,7 +22,7 @@ L2Range l2_range(const char* op, const L2Prefetch& prefetch) {
   SY_REQUIRE(reinterpret_cast<uintptr_t>(prefetch.base) % 16 == 0 && prefetch.bytes >= 0 && prefetch.bytes % 16 == 0,
              InvalidArgument, op, "an L2 prefetch range must start 16-byte aligned and span a multiple of 16 bytes, got ",
              prefetch.bytes, " bytes at offset ", reinterpret_cast<uintptr_t>(prefetch.base) % 16, " of 16");
-  return {static_cast<const char*>(prefetch.base), prefetch.bytes};
+  return {static_cast<const char*>(prefetch.base), prefetch.bytes, prefetch.keep};
 }
 
 }  // namespace detail

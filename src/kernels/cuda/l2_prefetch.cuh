@@ -13,6 +13,7 @@ namespace sy::cuda::detail {
 struct L2Range {
   const char* base = nullptr;
   int64_t bytes = 0;  // a multiple of 16
+  bool keep = false;  // L2Prefetch::keep: evict-last
 };
 
 // Checks a prefetch range (InvalidArgument naming op otherwise) and converts it.
@@ -27,10 +28,18 @@ __device__ __forceinline__ void prefetch_l2(const L2Range& r) {
   const int64_t pieces = (r.bytes + kPiece - 1) / kPiece;
   const int64_t block = blockIdx.x + int64_t{gridDim.x} * (blockIdx.y + int64_t{gridDim.y} * blockIdx.z);
   const int64_t threads = int64_t{blockDim.x} * gridDim.x * gridDim.y * gridDim.z;
+  uint64_t policy = 0;
+  if (r.keep) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
   for (int64_t i = block * blockDim.x + threadIdx.x; i < pieces; i += threads) {
     const int64_t at = i * kPiece;
     const uint32_t size = static_cast<uint32_t>(r.bytes - at < kPiece ? r.bytes - at : kPiece);
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(r.base + at), "r"(size) : "memory");
+    if (r.keep) {
+      asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;" ::"l"(r.base + at), "r"(size),
+                   "l"(policy)
+                   : "memory");
+    } else {
+      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(r.base + at), "r"(size) : "memory");
+    }
   }
 #endif
 }
