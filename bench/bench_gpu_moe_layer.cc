@@ -1,4 +1,4 @@
-// bench_gpu_moe_layer --config config.json [--tokens 1,64,4096,16384] [--iters 20]
+// bench_gpu_moe_layer --config config.json [--tokens 1,64,4096,16384] [--iters 20] [--only TEXT]
 // One MoE layer of the config's shape (layer 0, random bf16 weights) on GPU 0: router, dispatch, routed
 // experts, combine (and the shared expert if any), timed at several token counts with CUDA synchronisation,
 // every expert path (grouped GEMV: one launch for gate, up and SiLU and one for down, no host sync; cuBLAS
@@ -8,6 +8,7 @@
 // expert after a host sync). References printed with it: the layer's FLOPs against the H100's dense bf16 peak
 // (989 TFLOP/s, published), and its weight bytes against the device copy bandwidth measured in the same run. The
 // PyTorch peer is bench/torch_moe_layer.py (transformers' own sparse MoE block) on the same config.
+// --only TEXT runs the paths whose printed name contains TEXT (e.g. under a kernel trace, one path's kernels).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
     std::string config;
     std::vector<int64_t> tokens = {1, 64, 4096, 16384};
     int iters = 20;
+    std::string only;
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
       SY_REQUIRE(i + 1 < argc, sy::InvalidArgument, "bench", a, " needs a value");
@@ -44,6 +46,9 @@ int main(int argc, char** argv) {
         while (std::getline(ss, t, ',')) tokens.push_back(std::stoll(t));
       } else if (a == "--iters") {
         iters = std::stoi(v);
+        SY_REQUIRE(iters >= 1, sy::InvalidArgument, "bench", "--iters must be at least 1, got ", v);
+      } else if (a == "--only") {
+        only = v;
       } else {
         throw sy::make_error<sy::InvalidArgument>("bench", "unknown flag ", a);
       }
@@ -66,6 +71,7 @@ int main(int argc, char** argv) {
                 static_cast<long long>(hidden), experts, k, static_cast<long long>(inter), bandwidth / 1e9);
     std::printf("\n| tokens | path | time | TFLOP/s | share of 989 TFLOP/s | weight GB | share of copy bandwidth |\n"
                 "|---|---|---|---|---|---|---|\n");
+    int measured = 0;  // path and token-count pairs run
     for (int64_t t : tokens) {
       sy::Tensor h = sy::cuda::to_device(bench_random_f32(t, hidden));
       using sy::model_detail::ExpertPath;
@@ -99,6 +105,8 @@ int main(int argc, char** argv) {
                                                     : ws == 4 ? ", ping-pong, TMA)"
                                                               : ")")
                                              : "");
+        if (!only.empty() && name.find(only) == std::string::npos) continue;
+        ++measured;
         for (int i = 0; i < 3; ++i) sy::model_detail::gpu_moe_layer(*state, 0, h, path);
         sy::cuda::synchronize();
         auto t0 = std::chrono::steady_clock::now();
@@ -113,6 +121,7 @@ int main(int argc, char** argv) {
                     bytes / 1e9, 100 * bytes / s / bandwidth);
       }
     }
+    SY_REQUIRE(measured > 0, sy::InvalidArgument, "bench", "no path's name contains --only '", only, "'");
     std::printf("\ncuBLAS grouped GEMM ran %s\n", sy::cuda::grouped_gemm_is_grouped()
                                                      ? "grouped (cublasGemmGroupedBatchedEx)"
                                                      : "as the per-expert fallback (grouped call refused)");

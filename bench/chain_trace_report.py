@@ -7,7 +7,10 @@ previous kernel's end: under programmatic dependent launch a kernel starts early
 duration (end - start) overstates what it adds, while the end-to-end difference is what the step pays for it.
 Kernels are keyed by name and grid, so the same GEMV on different shapes (q|k|v, o, the LM head) stay apart.
 A per-layer line sums the kernels that run once per layer (the most common repeat count above one).
-Usage: chain_trace_report.py TRACE [--gap-us 50] [--min-kernels 20]
+With --eager, the host-launched kernels instead (a benchmark outside graphs, e.g. bench_gpu_moe_layer --only):
+each kernel's summed duration and its share of all of them, the GPU's busy time (the union of the kernels'
+intervals) and the span from the first start to the last end, so idle gaps between launches show too.
+Usage: chain_trace_report.py TRACE [--gap-us 50] [--min-kernels 20] [--eager]
 """
 import argparse
 import collections
@@ -19,8 +22,9 @@ def main():
     ap.add_argument("trace")
     ap.add_argument("--gap-us", type=float, default=50.0, help="an idle gap this long ends a replay")
     ap.add_argument("--min-kernels", type=int, default=20, help="replays with fewer kernels are left out")
+    ap.add_argument("--eager", action="store_true", help="report the host-launched kernels, not graph replays")
     args = ap.parse_args()
-    rows = []
+    rows, eager = [], []
     with open(args.trace) as f:
         for n, line in enumerate(f, 1):
             parts = line.split()
@@ -30,8 +34,14 @@ def main():
                 start, end, gx, gy, gz, bx, cx, node = (int(p) for p in parts[:8])
             except ValueError:
                 sys.exit(f"{args.trace}:{n}: the first 8 fields must be integers (not a number in {line.strip()!r})")
+            key = f"{parts[8]} grid({gx},{gy},{gz})x{bx}" + (f" cluster {cx}" if cx > 1 else "")
             if node != 0:
-                rows.append((end, start, f"{parts[8]} grid({gx},{gy},{gz})x{bx}" + (f" cluster {cx}" if cx > 1 else "")))
+                rows.append((end, start, key))
+            else:
+                eager.append((start, end, key))
+    if args.eager:
+        report_eager(args.trace, eager)
+        return
     if not rows:
         sys.exit(f"{args.trace}: no kernels launched from CUDA graphs")
     rows.sort()
@@ -78,6 +88,36 @@ def main():
         per = count[key] / steps
         print(f"| {key} | {per:g} | {cost[key] / count[key]:.2f} | {duration[key] / count[key]:.2f} | "
               f"{100 * cost[key] / step_total:.1f}% |")
+
+
+def report_eager(trace, kernels):
+    """Summed durations of host-launched kernels by name and grid, against the GPU's busy time and the span."""
+    if not kernels:
+        sys.exit(f"{trace}: no host-launched kernels")
+    kernels.sort()
+    busy, cover_end = 0, None
+    for start, end, _ in kernels:  # the union of the intervals: overlapping kernels count once
+        if cover_end is None or start > cover_end:
+            busy += end - start
+            cover_end = end
+        elif end > cover_end:
+            busy += end - cover_end
+            cover_end = end
+    span = max(e for _, e, _ in kernels) - kernels[0][0]
+    total = collections.defaultdict(int)
+    count = collections.Counter()
+    for start, end, key in kernels:
+        total[key] += end - start
+        count[key] += 1
+    summed = sum(total.values())
+    print(f"{len(kernels)} kernels; busy {busy / 1000:.1f} us of a {span / 1000:.1f} us span "
+          f"({100 * busy / span if span else 100:.1f}%)")
+    print()
+    print("| kernel (grid x block) | launches | duration us each | total us | share of kernel time |")
+    print("|---|---|---|---|---|")
+    for key in sorted(total, key=lambda k: -total[k]):
+        print(f"| {key} | {count[key]} | {total[key] / count[key] / 1000:.2f} | {total[key] / 1000:.1f} | "
+              f"{100 * total[key] / summed:.1f}% |")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@
 # benchmarks, the serving benchmark with --device cuda on the built-in model, their PyTorch peers, and with
 # SY_NCU=1 an Nsight Compute ranking of a decode step's kernels (bench/ncu_summary.py).
 # Usage: bench/gpu_suite.sh BIN_DIR LIB_DIR [SECTIONS] (binaries from scripts/pack-gpu-carry). SECTIONS is a
-# comma list of tests, memcheck, serve, layer, nccl, decode, long, attention, sm90, deepseek, trace, ncu, torch
-# (default: all but ncu, which SY_NCU=1 adds); the whole suite takes longer than one 10-minute device call, so
+# comma list of tests, memcheck, serve, layer, nccl, decode, long, attention, sm90, deepseek, trace, layertrace,
+# ncu, torch (default: all but layertrace and ncu, which SY_NCU=1 adds); the whole suite takes longer than one 10-minute device call, so
 # split it, e.g. "tests,layer,attention", then "decode,sm90", then "memcheck", then
 # "long,deepseek,serve,nccl,torch" (calls back to back: an idle machine is handed back within a minute).
 # SY_MEMCHECK_FILTER=PATTERN limits memcheck to the gtest filter PATTERN (the whole suite takes minutes).
@@ -71,14 +71,15 @@ if want decode; then
   echo "== bench_gpu_decode (Qwen3-30B-A3B shape)"
   # The decode chain's switches, one set at a time (SY_DECODE_AB, ';'-separated sets of space-separated
   # NAME=VALUE, replaces the list; SY_DECODE_BATCHES replaces the batch sizes of the main table,
-  # SY_DECODE_AB_BATCHES the A/B runs' 1,2): without the cluster finish of the decode router, without the
-  # combine reading its routing before its wait (both on since 2026-12-06), both off, and the ones that measured
-  # no gain: decode attention reading its first cached key before its wait, the q|k|v epilogue folded into
-  # decode attention, the grouped decode attention. Other established ones can be listed to see what they
+  # SY_DECODE_AB_BATCHES the A/B runs' 1,2): the weights' L2 prefetch not yet measured (the o projection by
+  # the attention, the next layer's q|k|v by the router, plain or evict-last, and both), without the cluster
+  # finish of the decode router and the combine reading its routing before its wait (both on since
+  # 2026-12-06), and the ones that measured no gain: decode attention reading its first cached key before its
+  # wait, the q|k|v epilogue folded into decode attention, the grouped decode attention. Other established ones can be listed to see what they
   # still give: SY_PDL=0, SY_DENSE_GEMV=0, SY_FUSED_NORM=0, SY_WARP_ROUTE=0, SY_FUSED_COMBINE=0. The A/B runs share the main run's process and loaded model (bench_gpu_decode --ab:
   # Model::reconfigure_device), between two default runs; SY_DECODE_AB_PROCESS=1 runs each set in a process of
   # its own instead (a model load each, ~30 s; what builds before --ab need).
-  ab_list=${SY_DECODE_AB:-SY_CLUSTER_ROUTE=0;SY_EARLY_COMBINE=0;SY_CLUSTER_ROUTE=0 SY_EARLY_COMBINE=0;SY_PREFETCH_KEYS=1;SY_FUSED_ATTENTION=1;SY_GROUPED_ATTENTION=1}
+  ab_list=${SY_DECODE_AB:-SY_PREFETCH_O=1;SY_PREFETCH_QKV=1;SY_PREFETCH_QKV=2;SY_PREFETCH_O=1 SY_PREFETCH_QKV=2;SY_CLUSTER_ROUTE=0 SY_EARLY_COMBINE=0;SY_PREFETCH_KEYS=1;SY_FUSED_ATTENTION=1;SY_GROUPED_ATTENTION=1}
   ab_batches=${SY_DECODE_AB_BATCHES:-1,2}
   in_process=()
   [ "${SY_DECODE_AB_PROCESS:-0}" = 1 ] || in_process=(--ab "$ab_list" --ab-batches "$ab_batches")
@@ -148,6 +149,20 @@ if want trace; then  # where a decode step's time goes with the kernels overlapp
         --prompt-len 128 --decode-steps 16 2>&1 | grep -E "^\| [0-9]|chain trace"
       python3 bench/chain_trace_report.py "$out/chain_trace_$name.txt" | head -n 40
     done
+  else
+    echo "no $lib/libsy_chain_trace.so (scripts/pack-gpu-carry builds it where the CUPTI headers can be fetched)"
+  fi
+fi
+if want layertrace; then  # where a 16K-token MoE layer's time goes: GEMMs, or routing and layout around them
+  echo "== layer trace: one MoE layer at ${SY_LAYERTRACE_TOKENS:-16384} tokens, kernel by kernel (CUPTI)"
+  # SY_LAYERTRACE_PATH: the path's name as bench_gpu_moe_layer prints it (--only; default: the sm90 default
+  # above kGroupedSm90WideRows rows).
+  if [ -f "$lib/libsy_chain_trace.so" ]; then
+    CUDA_INJECTION64_PATH="$lib/libsy_chain_trace.so" SY_CHAIN_TRACE_OUT="$out/layer_trace.txt" \
+      timeout 120 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json \
+      --tokens "${SY_LAYERTRACE_TOKENS:-16384}" --iters 10 \
+      --only "${SY_LAYERTRACE_PATH:-128 x 256 tiles, warp-specialised, TMA)}" 2>&1 | grep -E "^\| [0-9]|chain trace|error"
+    python3 bench/chain_trace_report.py "$out/layer_trace.txt" --eager | head -n 30
   else
     echo "no $lib/libsy_chain_trace.so (scripts/pack-gpu-carry builds it where the CUPTI headers can be fetched)"
   fi

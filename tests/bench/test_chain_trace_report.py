@@ -67,6 +67,20 @@ def main():
     check(res.returncode == 0 and "per layer (2 per replay): 3.0 us in chain; the rest of the replay 4.0 us"
           in res.stdout, f"per-layer line wrong:\n{res.stdout}{res.stderr}")
 
+    # --eager: host-launched kernels only. g (2 us, 4 us), h (3 us) overlapping g's second run by 1 us, a 5 us
+    # idle gap, g again (2 us): busy = 2 + (4 + 3 - 1) + 2 = 10 us of a 15 us span; the graph kernel is ignored.
+    eager = [kernel(0, 2000, "g", node=0), kernel(2000, 6000, "g", node=0), kernel(5000, 8000, "h", node=0, grid=(2, 1, 1)),
+             kernel(13_000, 15_000, "g", node=0), kernel(100, 200, "graphed")]
+    res = run(eager, "--eager")
+    check(res.returncode == 0, f"eager report failed: {res.stderr}")
+    out = res.stdout
+    check("4 kernels; busy 10.0 us of a 15.0 us span (66.7%)" in out, f"eager summary wrong:\n{out}")
+    check("| g grid(4,1,1)x256 | 3 | 2.67 | 8.0 | 72.7% |" in out, f"eager g wrong:\n{out}")
+    check("| h grid(2,1,1)x256 | 1 | 3.00 | 3.0 | 27.3% |" in out, f"eager h wrong:\n{out}")
+    check("graphed" not in out, f"a graph kernel was counted as eager:\n{out}")
+    res = run(lines[1:], "--eager")
+    check(res.returncode != 0 and "no host-launched kernels" in res.stderr, f"eager without kernels: {res.stderr}")
+
     # Bad input: a malformed line, no graph kernels, no replay long enough: non-zero exit, a message.
     res = run(["1 2 3 name"])
     check(res.returncode != 0 and "expected 9 fields" in res.stderr, f"malformed line: {res.returncode} {res.stderr}")
