@@ -43,7 +43,11 @@ int main(int argc, char** argv) {
         tokens.clear();
         std::stringstream ss(v);
         std::string t;
-        while (std::getline(ss, t, ',')) tokens.push_back(std::stoll(t));
+        while (std::getline(ss, t, ',')) {
+          tokens.push_back(std::stoll(t));
+          SY_REQUIRE(tokens.back() >= 1, sy::InvalidArgument, "bench", "token counts must be 1 or more, got ", t);
+        }
+        SY_REQUIRE(!tokens.empty(), sy::InvalidArgument, "bench", "--tokens needs at least one count");
       } else if (a == "--iters") {
         iters = std::stoi(v);
         SY_REQUIRE(iters >= 1, sy::InvalidArgument, "bench", "--iters must be at least 1, got ", v);
