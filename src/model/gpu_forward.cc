@@ -155,11 +155,13 @@ struct KernelSwitches {
   bool programmatic_launch = false, warp_routing = true, cluster_routing = true;
   bool sm90_warp_specialized = true, sm90_tma = true, sm90_pingpong = true;
   int dense_gemv_max_rows = 2, sm90_tile_n = 0;
+  bool chunked_layout = false;
 
   static KernelSwitches current() {
     return {cuda::programmatic_launch_enabled(), cuda::warp_routing(), cuda::cluster_routing(),
             cuda::grouped_gemm_sm90_warp_specialized(), cuda::grouped_gemm_sm90_tma(),
-            cuda::grouped_gemm_sm90_pingpong(), cuda::dense_gemv_max_rows(), cuda::grouped_gemm_sm90_tile_n()};
+            cuda::grouped_gemm_sm90_pingpong(), cuda::dense_gemv_max_rows(), cuda::grouped_gemm_sm90_tile_n(),
+            cuda::chunked_dispatch_layout()};
   }
   void restore() const {
     cuda::set_programmatic_launch(programmatic_launch);
@@ -170,6 +172,7 @@ struct KernelSwitches {
     cuda::set_grouped_gemm_sm90_pingpong(sm90_pingpong);
     cuda::set_dense_gemv_max_rows(dense_gemv_max_rows);
     cuda::set_grouped_gemm_sm90_tile_n(sm90_tile_n);
+    cuda::set_chunked_dispatch_layout(chunked_layout);
   }
 };
 
@@ -575,6 +578,8 @@ void apply_switches(GpuState& s, bool reapply) {
   }
   // Routing in one warp where it applies (on by default; SY_WARP_ROUTE=0 routes with the whole block).
   if (env_set("SY_WARP_ROUTE")) cuda::set_warp_routing(env_flag("SY_WARP_ROUTE", false));
+  // The chunked dispatch layout of large passes (off by default; SY_CHUNKED_LAYOUT=1 turns it on).
+  if (env_set("SY_CHUNKED_LAYOUT")) cuda::set_chunked_dispatch_layout(env_flag("SY_CHUNKED_LAYOUT", false));
   // The decode router's cluster finish (on by default; SY_CLUSTER_ROUTE=0 turns it off).
   if (env_set("SY_CLUSTER_ROUTE")) cuda::set_cluster_routing(env_flag("SY_CLUSTER_ROUTE", true));
   // Dense projections of up to SY_DENSE_GEMV rows (0 to 4; 0: always cuBLAS) through our GEMV; process-wide.

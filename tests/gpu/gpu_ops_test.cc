@@ -535,8 +535,13 @@ TEST(GpuOps, L2PrefetchOfATensor) {
   EXPECT_THROW(cuda::L2Prefetch::of(Tensor::zeros({4, 8}, DType::kBF16)), InvalidArgument);
 }
 
-TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
-  SY_SKIP_WITHOUT_GPU();
+// chunked: make_dispatch_layout's chunked form of passes over 256 assignments (set_chunked_dispatch_layout).
+void check_dispatch(bool chunked) {
+  struct Restore {
+    bool was = cuda::chunked_dispatch_layout();
+    ~Restore() { cuda::set_chunked_dispatch_layout(was); }
+  } restore;
+  cuda::set_chunked_dispatch_layout(chunked);
   struct Case { const char* name; int64_t t; int top_k, experts; std::function<int(int64_t, int)> pick; };
   const Case cases[] = {
       {"random", 300, 8, 128, [](int64_t, int) { return static_cast<int>(rand_int(0, 127)); }},
@@ -550,6 +555,12 @@ TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
        [](int64_t, int) { return static_cast<int>(rand_int(0, 255)); }},
       {"257 assignments (two-kernel layout)", 257, 1, 256, [](int64_t, int) { return static_cast<int>(rand_int(0, 255)); }},
       {"1000 experts, single block", 3, 8, 1000, [](int64_t, int) { return static_cast<int>(rand_int(0, 999)); }},
+      {"4096 tokens, top-8 of 128 (32 chunks)", 4096, 8, 128, [](int64_t, int) { return static_cast<int>(rand_int(0, 127)); }},
+      {"1300 tokens, top-8 of 60 (a part chunk last)", 1300, 8, 60, [](int64_t, int) { return static_cast<int>(rand_int(0, 59)); }},
+      {"3000 tokens all on expert 2 (one expert over many chunks)", 3000, 1, 4, [](int64_t, int) { return 2; }},
+      {"2000 tokens, top-2 of 1000 experts", 2000, 2, 1000, [](int64_t, int) { return static_cast<int>(rand_int(0, 999)); }},
+      {"600 tokens, top-1 of 1500 experts (over the chunked form's limit)", 600, 1, 1500,
+       [](int64_t, int) { return static_cast<int>(rand_int(0, 1499)); }},
   };
   for (const Case& c : cases) {
     moe::Routing r = make_routing(c.t, c.top_k, c.experts, c.pick);
@@ -557,7 +568,7 @@ TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
     Tensor expert = Tensor::empty({c.t, c.top_k}, DType::kI32);
     for (size_t i = 0; i < r.expert.size(); ++i) expert.i32()[i] = r.expert[i];
     cuda::DeviceDispatchLayout l = cuda::make_dispatch_layout(cuda::to_device(expert), c.experts);
-    const std::string what = std::string("dispatch ") + c.name;
+    const std::string what = std::string("dispatch ") + c.name + (chunked ? " (chunked)" : "");
     auto as_vec = [](const Tensor& d) {
       Tensor h = cuda::to_host(d);
       return std::vector<int64_t>(h.i64(), h.i64() + h.numel());
@@ -606,6 +617,17 @@ TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
     expert.i32()[t * 4 - 1] = 9;
     EXPECT_THROW(cuda::make_dispatch_layout(cuda::to_device(expert), 9), InvalidArgument) << t << " tokens";
   }
+}
+
+TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  check_dispatch(false);
+}
+
+// The same through the chunked layout (SY_CHUNKED_LAYOUT=1, off by default): the same rows, bit for bit.
+TEST(GpuOps, ChunkedDispatchLayoutMatchesCpu) {
+  SY_SKIP_WITHOUT_GPU();
+  check_dispatch(true);
 }
 
 // The tensor-core prefill kernels against the CPU attention on bf16-rounded inputs: lengths that are not a

@@ -168,6 +168,13 @@ struct DeviceDispatchLayout {
 // per-layer counts), becomes tokens_per_expert's storage, so no copy is needed to keep the counts.
 DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts, bool check_ids = true,
                                           const Tensor& counts_out = Tensor());
+// How make_dispatch_layout lays out passes of more than 256 assignments, process-wide: false (the default), a
+// block per expert walks every assignment in order (at 16384 tokens x top-8, 512 serial steps per block); true,
+// the assignments in chunks of 1024, a block per chunk, three launches (up to 1024 experts; more keep the
+// first form). The same layout either way. Off until measured on a GPU; SY_CHUNKED_LAYOUT=1 turns it on at
+// model upload.
+void set_chunked_dispatch_layout(bool on);
+bool chunked_dispatch_layout();
 
 // The router of a decode-sized pass in one launch: logits = x router^T (+ router_bias), the routing of route()
 // (same decisions on the same logits) and the dispatch layout of make_dispatch_layout, without the three

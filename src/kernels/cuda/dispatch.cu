@@ -2,6 +2,8 @@
 // ordered by assignment index, exactly as sy::moe::make_dispatch_layout orders them; positions come from
 // block-wide prefix counts, never from atomics, so the layout and every result are deterministic.
 // Not here: capacity/drop decisions, per-rank counts for expert parallelism, fusion of permute into the GEMM.
+#include <atomic>
+
 #include "block_layout.cuh"
 #include "op_common.cuh"
 
@@ -10,6 +12,7 @@ namespace sy::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+std::atomic<bool> g_chunked_layout{false};  // set_chunked_dispatch_layout
 
 // Block e counts the assignments of expert e.
 __global__ void count_kernel(const int32_t* expert, int64_t assignments, int num_experts, int64_t* counts,
@@ -67,6 +70,106 @@ __global__ void rows_kernel(const int32_t* expert, int64_t assignments, int num_
       base += total;
     }
     __syncthreads();
+  }
+}
+
+// The chunked layout (set_chunked_dispatch_layout): the assignments in chunks of kChunk, a block each, so that
+// no block walks them all. Three launches: each chunk's per-expert counts; one block turns them into each
+// (chunk, expert)'s first row; each chunk's blocks give their assignments rows in order. Same rows as
+// count_kernel + rows_kernel: expert by expert, and within an expert chunk by chunk, round by round, warp by
+// warp, lane by lane, which is assignment order. No atomics decide a position (the shared-memory histogram's
+// atomics only count).
+constexpr int kChunk = 1024;
+constexpr int kChunkWarps = kThreads / 32;
+constexpr int kChunkedMaxExperts = 1024;  // the shared memory of chunk_rows_kernel: 8 B + 4 B per warp and expert
+
+// Block c: chunk_counts[c * E + e] = the assignments of expert e among [c * kChunk, (c + 1) * kChunk).
+// Dynamic shared memory: E ints. An id outside [0, E) sets *bad and counts nowhere (rows_kernel's behaviour).
+__global__ void chunk_count_kernel(const int32_t* expert, int64_t assignments, int num_experts, int64_t* chunk_counts,
+                                   int* bad) {
+  extern __shared__ int histogram[];
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) histogram[e] = 0;
+  __syncthreads();
+  const int64_t lo = int64_t{blockIdx.x} * kChunk, hi = min(lo + kChunk, assignments);
+  for (int64_t a = lo + threadIdx.x; a < hi; a += blockDim.x) {
+    const int32_t x = expert[a];
+    if (x >= 0 && x < num_experts) {
+      atomicAdd(&histogram[x], 1);
+    } else if (bad != nullptr) {
+      *bad = 1;
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) chunk_counts[int64_t{blockIdx.x} * num_experts + e] = histogram[e];
+}
+
+// One block: first[c * E + e] = offsets[e] + the assignments of expert e in chunks before c; counts and offsets
+// as the layout's. A thread per expert runs down its column of chunk counts (coalesced across the experts).
+// Dynamic shared memory: E int64.
+__global__ void chunk_scan_kernel(const int64_t* __restrict__ chunk_counts, int chunks, int num_experts,
+                                  int64_t* __restrict__ first, int64_t* counts, int64_t* offsets) {
+  extern __shared__ int64_t totals[];
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) {
+    int64_t run = 0;
+    for (int c = 0; c < chunks; ++c) {
+      first[int64_t{c} * num_experts + e] = run;  // within the expert; its offset is added below
+      run += chunk_counts[int64_t{c} * num_experts + e];
+    }
+    totals[e] = run;
+    counts[e] = run;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int64_t off = 0;
+    for (int e = 0; e < num_experts; ++e) {
+      offsets[e] = off;
+      const int64_t n = totals[e];
+      totals[e] = off;  // from here on: the expert's offset
+      off += n;
+    }
+    offsets[num_experts] = off;
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) {
+    for (int c = 0; c < chunks; ++c) first[int64_t{c} * num_experts + e] += totals[e];
+  }
+}
+
+// Block c gives chunk c's assignments their rows, kThreads at a time in order: within a round a warp finds the
+// lanes that share its expert (match.any), each warp's group leader records the group's size, and a lane's row
+// is its expert's next row in the chunk plus the same expert's lanes before it (earlier warps, then earlier
+// lanes). Dynamic shared memory: E int64 (each expert's next row) + kChunkWarps * E ints.
+__global__ void chunk_rows_kernel(const int32_t* expert, int64_t assignments, int num_experts, const int64_t* first,
+                                  int64_t* row_assignment, int64_t* assignment_row) {
+  extern __shared__ int64_t next[];
+  int* warp_count = reinterpret_cast<int*>(next + num_experts);  // [kChunkWarps][E]
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) next[e] = first[int64_t{blockIdx.x} * num_experts + e];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t lo = int64_t{blockIdx.x} * kChunk, hi = min(lo + kChunk, assignments);
+  for (int64_t start = lo; start < hi; start += blockDim.x) {
+    for (int i = threadIdx.x; i < kChunkWarps * num_experts; i += blockDim.x) warp_count[i] = 0;
+    __syncthreads();  // the counts are zero; next[] holds the rows after the last round's
+    const int64_t a = start + threadIdx.x;
+    const int32_t x = a < hi ? expert[a] : -1;
+    const bool valid = x >= 0 && x < num_experts;
+    const unsigned same = __match_any_sync(0xffffffffu, valid ? x : -1);
+    const int rank = __popc(same & ((1u << lane) - 1u));
+    if (valid && rank == 0) warp_count[warp * num_experts + x] = __popc(same);
+    __syncthreads();
+    if (valid) {
+      int before = rank;
+      for (int w = 0; w < warp; ++w) before += warp_count[w * num_experts + x];
+      const int64_t row = next[x] + before;
+      row_assignment[row] = a;
+      assignment_row[a] = row;
+    }
+    __syncthreads();  // every lane has read next[]
+    for (int e = threadIdx.x; e < num_experts; e += blockDim.x) {
+      int round = 0;
+      for (int w = 0; w < kChunkWarps; ++w) round += warp_count[w * num_experts + e];
+      next[e] += round;
+    }
+    __syncthreads();  // the sums have read warp_count before the next round zeroes it
   }
 }
 
@@ -140,6 +243,9 @@ void add_expert_bias(Tensor& y, const Tensor& bias, const Tensor& expert, const 
   SY_CUDA_CHECK_LAUNCH();
 }
 
+void set_chunked_dispatch_layout(bool on) { g_chunked_layout.store(on); }
+bool chunked_dispatch_layout() { return g_chunked_layout.load(); }
+
 DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts, bool check_ids,
                                           const Tensor& counts_out) {
   detail::require_device("cuda dispatch", "expert", expert);
@@ -172,6 +278,20 @@ DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts,
                                                            l.tokens_per_expert.i64(), l.offsets.i64(),
                                                            l.row_assignment.i64(), l.assignment_row.i64(),
                                                            check_ids ? bad.i32() : nullptr);
+    SY_CUDA_CHECK_LAUNCH();
+  } else if (g_chunked_layout.load() && num_experts <= kChunkedMaxExperts) {
+    const int chunks = static_cast<int>((assignments + kChunk - 1) / kChunk);
+    Tensor chunk_counts = Tensor::empty({chunks, num_experts}, DType::kI64, Device::kCuda);
+    Tensor first = Tensor::empty({chunks, num_experts}, DType::kI64, Device::kCuda);
+    chunk_count_kernel<<<chunks, kThreads, num_experts * sizeof(int), stream()>>>(
+        expert.i32(), assignments, num_experts, chunk_counts.i64(), check_ids ? bad.i32() : nullptr);
+    SY_CUDA_CHECK_LAUNCH();
+    chunk_scan_kernel<<<1, 1024, num_experts * sizeof(int64_t), stream()>>>(
+        chunk_counts.i64(), chunks, num_experts, first.i64(), l.tokens_per_expert.i64(), l.offsets.i64());
+    SY_CUDA_CHECK_LAUNCH();
+    const size_t rows_smem = num_experts * (sizeof(int64_t) + kChunkWarps * sizeof(int));
+    chunk_rows_kernel<<<chunks, kThreads, rows_smem, stream()>>>(expert.i32(), assignments, num_experts, first.i64(),
+                                                                 l.row_assignment.i64(), l.assignment_row.i64());
     SY_CUDA_CHECK_LAUNCH();
   } else {
     count_kernel<<<num_experts, kThreads, 0, stream()>>>(expert.i32(), assignments, num_experts,
