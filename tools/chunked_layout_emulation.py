@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Thread-by-thread emulation of make_dispatch_layout's chunked form (src/kernels/cuda/dispatch.cu:
-chunk_count_kernel, chunk_scan_kernel, chunk_rows_kernel; set_chunked_dispatch_layout), written 2026-12-06
+chunk_count_kernel, expert_scan_kernel, chunk_rows_kernel; set_chunked_dispatch_layout), written 2026-12-06
 before any GPU ran it (GpuOps.ChunkedDispatchLayoutMatchesCpu is the real check). It replays the three kernels'
-arithmetic (chunks of KCHUNK assignments, rounds of THREADS lanes in warps of 32, match.any groups, the
-per-warp counts, each expert's running next row) and compares the rows with the reference layout: experts in
+arithmetic (chunks of KCHUNK assignments, each expert's warp scan over the chunks 32 at a time, the offsets
+from lanes' runs of experts, rounds of THREADS lanes in warps of 32, match.any groups, the per-warp counts,
+each expert's running next row) and compares the rows with the reference layout: experts in
 order, each expert's assignments in assignment order (sy::moe::make_dispatch_layout). Deliberately broken
 variants (lanes ranked without the earlier warps, next rows not advanced between rounds, chunk bases without
 the expert offsets) must be caught. Usage: python3 tools/chunked_layout_emulation.py (standard library only,
@@ -39,26 +40,36 @@ def chunked(expert, num_experts, broken=None):
             x = expert[a]
             if 0 <= x < num_experts:
                 chunk_counts[c][x] += 1
-    # chunk_scan_kernel
+    # expert_scan_kernel: a warp per expert, 32 chunks per step, inclusive shuffle scan plus the carry.
     first = [[0] * num_experts for _ in range(chunks)]
-    totals = [0] * num_experts
+    counts = [0] * num_experts
     for e in range(num_experts):
-        run = 0
-        for c in range(chunks):
-            first[c][e] = run
-            run += chunk_counts[c][e]
-        totals[e] = run
-    counts = list(totals)
-    offsets, off = [], 0
-    for e in range(num_experts):
-        offsets.append(off)
-        totals[e] = off
-        off += counts[e]
-    offsets.append(off)
+        carry = 0
+        for c0 in range(0, chunks, 32):
+            v = [chunk_counts[c][e] if c < chunks else 0 for c in range(c0, c0 + 32)]
+            incl = [sum(v[: lane + 1]) for lane in range(32)]
+            for lane in range(32):
+                if c0 + lane < chunks:
+                    first[c0 + lane][e] = carry + incl[lane] - v[lane]
+            carry += incl[31]
+        counts[e] = carry
+    # chunk_rows_kernel's prelude: warp 0, lane l sums experts [l * run, (l + 1) * run), an exclusive scan of
+    # the lanes' sums, then each lane writes its run's offsets.
+    run = (num_experts + 31) // 32
+    sums = [sum(counts[min(l * run, num_experts):min(l * run + run, num_experts)]) for l in range(32)]
+    incl = [sum(sums[: l + 1]) for l in range(32)]
+    offsets = [0] * (num_experts + 1)
+    for l in range(32):
+        off = incl[l] - sums[l]
+        for e in range(min(l * run, num_experts), min(l * run + run, num_experts)):
+            offsets[e] = off
+            off += counts[e]
+    offsets[num_experts] = incl[31]
+    off = offsets[num_experts]
     if broken != "no expert offsets":
         for e in range(num_experts):
             for c in range(chunks):
-                first[c][e] += totals[e]
+                first[c][e] += offsets[e]
     # chunk_rows_kernel
     row_assignment = [None] * off
     for c in range(chunks):
@@ -97,6 +108,8 @@ def main():
     rng = random.Random(7)
     cases = [
         ("random top-8 of 128, 600 tokens", [rng.randrange(128) for _ in range(4800)], 128),
+        ("more than 32 chunks (two scan steps), 100 experts", [rng.randrange(100) for _ in range(40000)], 100),
+        ("1000 experts (runs of 32 per lane)", [rng.randrange(1000) for _ in range(3000)], 1000),
         ("one expert over many chunks", [2] * 3000, 4),
         ("a part chunk last, 60 experts", [rng.randrange(60) for _ in range(2600)], 60),
         ("skewed: half on expert 0", [0 if rng.random() < 0.5 else rng.randrange(16) for _ in range(3000)], 16),

@@ -74,8 +74,8 @@ __global__ void rows_kernel(const int32_t* expert, int64_t assignments, int num_
 }
 
 // The chunked layout (set_chunked_dispatch_layout): the assignments in chunks of kChunk, a block each, so that
-// no block walks them all. Three launches: each chunk's per-expert counts; one block turns them into each
-// (chunk, expert)'s first row; each chunk's blocks give their assignments rows in order. Same rows as
+// no block walks them all. Three launches: each chunk's per-expert counts; a warp per expert scans its counts
+// over the chunks; each chunk's block finds the experts' offsets and gives its assignments rows in order. Same rows as
 // count_kernel + rows_kernel: expert by expert, and within an expert chunk by chunk, round by round, warp by
 // warp, lane by lane, which is assignment order. No atomics decide a position (the shared-memory histogram's
 // atomics only count).
@@ -103,47 +103,60 @@ __global__ void chunk_count_kernel(const int32_t* expert, int64_t assignments, i
   for (int e = threadIdx.x; e < num_experts; e += blockDim.x) chunk_counts[int64_t{blockIdx.x} * num_experts + e] = histogram[e];
 }
 
-// One block: first[c * E + e] = offsets[e] + the assignments of expert e in chunks before c; counts and offsets
-// as the layout's. A thread per expert runs down its column of chunk counts (coalesced across the experts).
-// Dynamic shared memory: E int64.
-__global__ void chunk_scan_kernel(const int64_t* __restrict__ chunk_counts, int chunks, int num_experts,
-                                  int64_t* __restrict__ first, int64_t* counts, int64_t* offsets) {
-  extern __shared__ int64_t totals[];
-  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) {
-    int64_t run = 0;
-    for (int c = 0; c < chunks; ++c) {
-      first[int64_t{c} * num_experts + e] = run;  // within the expert; its offset is added below
-      run += chunk_counts[int64_t{c} * num_experts + e];
+// Block e (one warp): first[c * E + e] = the assignments of expert e in chunks before c (a warp scan over 32
+// chunks at a time), and counts[e] = all of them.
+__global__ void expert_scan_kernel(const int64_t* chunk_counts, int chunks, int num_experts, int64_t* first,
+                                   int64_t* counts) {
+  const int e = blockIdx.x, lane = threadIdx.x;
+  int64_t carry = 0;
+  for (int c0 = 0; c0 < chunks; c0 += 32) {
+    const int c = c0 + lane;
+    const int64_t v = c < chunks ? chunk_counts[int64_t{c} * num_experts + e] : 0;
+    int64_t incl = v;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int64_t y = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += y;
     }
-    totals[e] = run;
-    counts[e] = run;
+    if (c < chunks) first[int64_t{c} * num_experts + e] = carry + incl - v;
+    carry += __shfl_sync(0xffffffffu, incl, 31);
   }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int64_t off = 0;
-    for (int e = 0; e < num_experts; ++e) {
-      offsets[e] = off;
-      const int64_t n = totals[e];
-      totals[e] = off;  // from here on: the expert's offset
-      off += n;
-    }
-    offsets[num_experts] = off;
-  }
-  __syncthreads();
-  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) {
-    for (int c = 0; c < chunks; ++c) first[int64_t{c} * num_experts + e] += totals[e];
-  }
+  if (lane == 0) counts[e] = carry;
 }
 
-// Block c gives chunk c's assignments their rows, kThreads at a time in order: within a round a warp finds the
-// lanes that share its expert (match.any), each warp's group leader records the group's size, and a lane's row
-// is its expert's next row in the chunk plus the same expert's lanes before it (earlier warps, then earlier
-// lanes). Dynamic shared memory: E int64 (each expert's next row) + kChunkWarps * E ints.
-__global__ void chunk_rows_kernel(const int32_t* expert, int64_t assignments, int num_experts, const int64_t* first,
-                                  int64_t* row_assignment, int64_t* assignment_row) {
+// Block c gives chunk c's assignments their rows. First the experts' offsets (exclusive prefix sums of
+// counts: warp 0, each lane summing a run of experts; block 0 writes them out), then kThreads assignments at a
+// time in order: within a round a warp finds the lanes that share its expert (match.any), each warp's group
+// leader records the group's size, and a lane's row is its expert's next row in the chunk plus the same
+// expert's lanes before it (earlier warps, then earlier lanes). Dynamic shared memory: E int64 (each expert's
+// next row) + kChunkWarps * E ints.
+__global__ void chunk_rows_kernel(const int32_t* expert, int64_t assignments, int num_experts, const int64_t* counts,
+                                  const int64_t* first, int64_t* offsets, int64_t* row_assignment,
+                                  int64_t* assignment_row) {
   extern __shared__ int64_t next[];
   int* warp_count = reinterpret_cast<int*>(next + num_experts);  // [kChunkWarps][E]
-  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) next[e] = first[int64_t{blockIdx.x} * num_experts + e];
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) next[e] = counts[e];
+  __syncthreads();
+  if (threadIdx.x < 32) {  // next[] becomes the exclusive prefix sums of the counts
+    const int lane = threadIdx.x, run = (num_experts + 31) / 32;
+    const int e0 = min(lane * run, num_experts), e1 = min(e0 + run, num_experts);
+    int64_t sum = 0;
+    for (int e = e0; e < e1; ++e) sum += next[e];
+    int64_t incl = sum;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int64_t y = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += y;
+    }
+    int64_t off = incl - sum;
+    for (int e = e0; e < e1; ++e) {
+      const int64_t n = next[e];
+      next[e] = off;
+      if (blockIdx.x == 0) offsets[e] = off;
+      off += n;
+    }
+    if (blockIdx.x == 0 && lane == 31) offsets[num_experts] = incl;
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < num_experts; e += blockDim.x) next[e] += first[int64_t{blockIdx.x} * num_experts + e];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t lo = int64_t{blockIdx.x} * kChunk, hi = min(lo + kChunk, assignments);
   for (int64_t start = lo; start < hi; start += blockDim.x) {
@@ -286,12 +299,13 @@ DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts,
     chunk_count_kernel<<<chunks, kThreads, num_experts * sizeof(int), stream()>>>(
         expert.i32(), assignments, num_experts, chunk_counts.i64(), check_ids ? bad.i32() : nullptr);
     SY_CUDA_CHECK_LAUNCH();
-    chunk_scan_kernel<<<1, 1024, num_experts * sizeof(int64_t), stream()>>>(
-        chunk_counts.i64(), chunks, num_experts, first.i64(), l.tokens_per_expert.i64(), l.offsets.i64());
+    expert_scan_kernel<<<num_experts, 32, 0, stream()>>>(chunk_counts.i64(), chunks, num_experts, first.i64(),
+                                                         l.tokens_per_expert.i64());
     SY_CUDA_CHECK_LAUNCH();
     const size_t rows_smem = num_experts * (sizeof(int64_t) + kChunkWarps * sizeof(int));
-    chunk_rows_kernel<<<chunks, kThreads, rows_smem, stream()>>>(expert.i32(), assignments, num_experts, first.i64(),
-                                                                 l.row_assignment.i64(), l.assignment_row.i64());
+    chunk_rows_kernel<<<chunks, kThreads, rows_smem, stream()>>>(
+        expert.i32(), assignments, num_experts, l.tokens_per_expert.i64(), first.i64(), l.offsets.i64(),
+        l.row_assignment.i64(), l.assignment_row.i64());
     SY_CUDA_CHECK_LAUNCH();
   } else {
     count_kernel<<<num_experts, kThreads, 0, stream()>>>(expert.i32(), assignments, num_experts,
