@@ -1,12 +1,11 @@
 #!/usr/bin/env python3
 """bench_gpu_decode's argument checks (no GPU needed: they run before any device call): bad --ab sets and batch
 lists exit non-zero with a message that says what is wrong."""
-import os
-import subprocess
 import sys
 
+from bench_args import CONFIG, check_bad_arguments
+
 BENCH = sys.argv[1]
-CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench", "configs", "qwen3_30b_a3b.json")
 
 CASES = [
     (["--ab", "SY_X"], "--ab takes SY_NAME=VALUE words"),
@@ -21,12 +20,4 @@ CASES = [
     (["--ab"], "--ab needs a value"),
 ]
 
-failed = 0
-for args, expected in CASES:
-    p = subprocess.run([BENCH, "--config", CONFIG, *args], capture_output=True, text=True, timeout=60)
-    if p.returncode == 0 or expected not in p.stderr:
-        print(f"FAIL {args}: rc={p.returncode}, stderr={p.stderr.strip()!r}, wanted {expected!r}")
-        failed += 1
-    else:
-        print(f"ok   {args}: {p.stderr.strip()}")
-sys.exit(1 if failed else 0)
+sys.exit(check_bad_arguments(BENCH, [(["--config", CONFIG, *args], expected) for args, expected in CASES]))
