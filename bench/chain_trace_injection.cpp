@@ -42,6 +42,8 @@ std::string short_name(const char* mangled) {
   char* demangled = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
   std::string s = status == 0 && demangled ? demangled : mangled;
   std::free(demangled);
+  // "(anonymous namespace)" is a namespace, not the parameter list (cutting at its '(' left an empty name).
+  for (size_t at; (at = s.find("(anonymous namespace)")) != std::string::npos;) s.replace(at, 21, "anonymous");
   const size_t paren = s.find('(');
   if (paren != std::string::npos) s.resize(paren);
   // Drop namespaces before the last "::" that is not inside template arguments.
@@ -54,7 +56,7 @@ std::string short_name(const char* mangled) {
   }
   s = s.substr(cut);
   for (char& c : s) c = c == ' ' ? '_' : c;
-  return s;
+  return s.empty() ? "?" : s;  // the report reads nine fields
 }
 
 void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_records) {

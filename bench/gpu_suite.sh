@@ -62,8 +62,8 @@ if want layer; then
   # SY_LAYER_TOKENS replaces the token counts (256 and 512 tokens sit either side of kGroupedSm90WideRows).
   timeout 150 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json \
     --tokens "${SY_LAYER_TOKENS:-1,64,256,512,4096,16384}" 2>&1 | tail -n 90
-  echo "-- the default sm90 path of large passes with the chunked dispatch layout (SY_CHUNKED_LAYOUT=1)"
-  SY_CHUNKED_LAYOUT=1 timeout 60 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json \
+  echo "-- the default sm90 path of large passes with the old dispatch layout (SY_CHUNKED_LAYOUT=0)"
+  SY_CHUNKED_LAYOUT=0 timeout 60 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json \
     --tokens 4096,16384 --only "128 x 256 tiles, warp-specialised, TMA)" 2>&1 | grep -E "^\| [0-9]|error"
 fi
 if want nccl; then
@@ -160,15 +160,16 @@ if want layertrace; then  # where a 16K-token MoE layer's time goes: GEMMs, or r
   echo "== layer trace: one MoE layer at ${SY_LAYERTRACE_TOKENS:-16384} tokens, kernel by kernel (CUPTI)"
   # SY_LAYERTRACE_PATH: the path's name as bench_gpu_moe_layer prints it (--only; default: the sm90 default
   # above kGroupedSm90WideRows rows).
-  # Twice: with the default dispatch layout and with the chunked one (SY_CHUNKED_LAYOUT=1).
+  # Twice: the default path, and the same in block pairs sharing weight tiles (SY_LAYERTRACE_PAIRS_PATH).
   if [ -f "$lib/libsy_chain_trace.so" ]; then
-    for flags in "" SY_CHUNKED_LAYOUT=1; do
-      echo "-- ${flags:-default}"
-      env $flags CUDA_INJECTION64_PATH="$lib/libsy_chain_trace.so" SY_CHAIN_TRACE_OUT="$out/layer_trace${flags:+_chunked}.txt" \
+    for run in default pairs; do
+      path=${SY_LAYERTRACE_PATH:-128 x 256 tiles, warp-specialised, TMA)}
+      [ "$run" = pairs ] && path=${SY_LAYERTRACE_PAIRS_PATH:-128 x 256 tiles, block pairs, TMA)}
+      echo "-- $run: $path"
+      CUDA_INJECTION64_PATH="$lib/libsy_chain_trace.so" SY_CHAIN_TRACE_OUT="$out/layer_trace_$run.txt" \
         timeout 120 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json \
-        --tokens "${SY_LAYERTRACE_TOKENS:-16384}" --iters 10 \
-        --only "${SY_LAYERTRACE_PATH:-128 x 256 tiles, warp-specialised, TMA)}" 2>&1 | grep -E "^\| [0-9]|chain trace|error"
-      python3 bench/chain_trace_report.py "$out/layer_trace${flags:+_chunked}.txt" --eager | head -n 24
+        --tokens "${SY_LAYERTRACE_TOKENS:-16384}" --iters 10 --only "$path" 2>&1 | grep -E "^\| [0-9]|chain trace|error"
+      python3 bench/chain_trace_report.py "$out/layer_trace_$run.txt" --eager | head -n 24
     done
   else
     echo "no $lib/libsy_chain_trace.so (scripts/pack-gpu-carry builds it where the CUPTI headers can be fetched)"

@@ -46,6 +46,10 @@ constexpr int64_t kCombineMaxTokens = 4;
 // Whole fresh prompts of at least this many tokens run the tensor-core prefill attention (shorter ones gain
 // nothing over the paged kernel). SY_FLASH_PREFILL=0 turns it off at upload.
 constexpr int64_t kFlashMinTokens = 64;
+// Passes of at least this many query rows run the paged attention grouped by key head by default (see
+// GpuSwitches::grouped_attention): neutral at batch 2 and 13% off the step at batch 64 on an H100; 8 is
+// between those, and the decode A/B of gpu_suite.sh times it.
+constexpr int64_t kGroupedAttentionMinRows = 8;
 }  // namespace
 
 // The device inputs of one pass (all int64 but the int32 block tables).
@@ -143,9 +147,10 @@ struct GpuSwitches {
   bool flash_cudnn = false;
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
   // Paged attention grouped by key head, one cluster per (query, key head) (AttentionArgs::grouped_decode):
-  // off by default: no gain measured (H100, 2026-12-06: batch-1 step 1.013x, batch 2 0.999x);
-  // SY_GROUPED_ATTENTION=1 turns it on.
-  bool grouped_attention = false;
+  // -1 (the default) for passes of at least kGroupedAttentionMinRows query rows (H100, 2026-12-06, Qwen3-30B-A3B
+  // decode step: batch 64 0.868x; batch 1 1.013x, batch 2 0.999x); SY_GROUPED_ATTENTION=1 for every pass, 0 for
+  // none.
+  int grouped_attention = -1;
   bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
 };
 
@@ -155,13 +160,13 @@ struct KernelSwitches {
   bool programmatic_launch = false, warp_routing = true, cluster_routing = true;
   bool sm90_warp_specialized = true, sm90_tma = true, sm90_pingpong = true;
   int dense_gemv_max_rows = 2, sm90_tile_n = 0;
-  bool chunked_layout = false;
+  bool chunked_layout = true, sm90_cluster = false;
 
   static KernelSwitches current() {
     return {cuda::programmatic_launch_enabled(), cuda::warp_routing(), cuda::cluster_routing(),
             cuda::grouped_gemm_sm90_warp_specialized(), cuda::grouped_gemm_sm90_tma(),
             cuda::grouped_gemm_sm90_pingpong(), cuda::dense_gemv_max_rows(), cuda::grouped_gemm_sm90_tile_n(),
-            cuda::chunked_dispatch_layout()};
+            cuda::chunked_dispatch_layout(), cuda::grouped_gemm_sm90_cluster()};
   }
   void restore() const {
     cuda::set_programmatic_launch(programmatic_launch);
@@ -173,6 +178,7 @@ struct KernelSwitches {
     cuda::set_dense_gemv_max_rows(dense_gemv_max_rows);
     cuda::set_grouped_gemm_sm90_tile_n(sm90_tile_n);
     cuda::set_chunked_dispatch_layout(chunked_layout);
+    cuda::set_grouped_gemm_sm90_cluster(sm90_cluster);
   }
 };
 
@@ -539,7 +545,7 @@ void apply_switches(GpuState& s, bool reapply) {
   s.fused_attention = env_flag("SY_FUSED_ATTENTION", s.fused_attention);
   s.prefetch_o = env_flag("SY_PREFETCH_O", s.prefetch_o);
   s.prefetch_qkv = static_cast<int>(env_int("SY_PREFETCH_QKV", s.prefetch_qkv, 0, 2));
-  s.grouped_attention = env_flag("SY_GROUPED_ATTENTION", s.grouped_attention);
+  if (env_set("SY_GROUPED_ATTENTION")) s.grouped_attention = env_flag("SY_GROUPED_ATTENTION", false) ? 1 : 0;
   s.flash_sm90 = cuda::flash_attention_sm90_supported();
   s.sm90_experts = cuda::grouped_gemm_sm90_supported();
   if (env_set("SY_FLASH_SM90")) {
@@ -571,6 +577,9 @@ void apply_switches(GpuState& s, bool reapply) {
   if (env_set("SY_SM90_WS")) cuda::set_grouped_gemm_sm90_warp_specialized(env_flag("SY_SM90_WS", true));
   if (env_set("SY_SM90_TMA")) cuda::set_grouped_gemm_sm90_tma(env_flag("SY_SM90_TMA", true));
   if (env_set("SY_SM90_PINGPONG")) cuda::set_grouped_gemm_sm90_pingpong(env_flag("SY_SM90_PINGPONG", true));
+  // Block pairs sharing weight tiles by TMA multicast, for the split-tile TMA form (off until measured;
+  // SY_SM90_CLUSTER=1).
+  if (env_set("SY_SM90_CLUSTER")) cuda::set_grouped_gemm_sm90_cluster(env_flag("SY_SM90_CLUSTER", false));
   if (env_set("SY_SM90_EXPERTS")) {
     s.sm90_experts = env_flag("SY_SM90_EXPERTS", false);
     SY_REQUIRE(!s.sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",
@@ -578,8 +587,9 @@ void apply_switches(GpuState& s, bool reapply) {
   }
   // Routing in one warp where it applies (on by default; SY_WARP_ROUTE=0 routes with the whole block).
   if (env_set("SY_WARP_ROUTE")) cuda::set_warp_routing(env_flag("SY_WARP_ROUTE", false));
-  // The chunked dispatch layout of large passes (off by default; SY_CHUNKED_LAYOUT=1 turns it on).
-  if (env_set("SY_CHUNKED_LAYOUT")) cuda::set_chunked_dispatch_layout(env_flag("SY_CHUNKED_LAYOUT", false));
+  // The chunked dispatch layout of large passes (on by default: H100 2026-12-06, a 16K-token layer 3.70 ->
+  // 3.33 ms; SY_CHUNKED_LAYOUT=0 turns it off).
+  if (env_set("SY_CHUNKED_LAYOUT")) cuda::set_chunked_dispatch_layout(env_flag("SY_CHUNKED_LAYOUT", true));
   // The decode router's cluster finish (on by default; SY_CLUSTER_ROUTE=0 turns it off).
   if (env_set("SY_CLUSTER_ROUTE")) cuda::set_cluster_routing(env_flag("SY_CLUSTER_ROUTE", true));
   // Dense projections of up to SY_DENSE_GEMV rows (0 to 4; 0: always cuBLAS) through our GEMV; process-wide.
@@ -717,22 +727,23 @@ const char* expert_path_name(ExpertPath path) {
   return "?";
 }
 
-Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, ExpertPath path) {
+void gpu_moe_layer(GpuState& state, int layer, const Tensor& h, const Tensor& hb, Tensor& out, ExpertPath path) {
   const ModelConfig& c = state.config;
   SY_REQUIRE(layer >= 0 && layer < c.num_layers && c.layer_is_moe[layer], InvalidArgument, "cuda",
              "layer ", layer, " is not a MoE layer");
+  SY_REQUIRE(h.device() == Device::kCuda && hb.device() == Device::kCuda && out.device() == Device::kCuda &&
+                 h.dtype() == DType::kF32 && hb.dtype() == DType::kBF16 && out.dtype() == DType::kF32 &&
+                 h.dim() == 2 && h.size(1) == c.hidden_size && hb.shape() == h.shape() && out.shape() == h.shape(),
+             InvalidArgument, "cuda", "the MoE layer takes h (n, ", c.hidden_size, ") f32, hb bf16 and out f32 of that shape on the device; got h ",
+             h.describe(), " hb ", hb.describe(), " out ", out.describe());
   ExpertLoad load;
   load.tokens.assign(c.num_layers, std::vector<int64_t>(c.moe.num_experts, 0));
   Tensor counts = Tensor::zeros({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda);
-  Tensor hb = Tensor::empty(h.shape(), DType::kBF16, Device::kCuda);
-  cuda::cast(h, hb);
-  Tensor out = Tensor::zeros(h.shape(), DType::kF32, Device::kCuda);
   SY_REQUIRE(path != ExpertPath::kSm90Grouped || sm90_fits(state, layer), Unsupported, "cuda",
              "the sm90 grouped GEMM cannot run layer ", layer, " here (needs a compute capability 9.0 GPU, sm_90a code ",
              "and expert matrices with n and k multiples of 8)");
   const bool device_counts = path == ExpertPath::kGroupedGemv || path == ExpertPath::kSm90Grouped;
   moe_layer(state, layer, h, hb, device_counts ? &counts : nullptr, load, out, path);
-  return out;
 }
 
 namespace {
@@ -921,7 +932,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     args.window = c.layer_sliding_window[l];
     args.sinks = w.sinks;
     args.key_splits = s.key_splits;
-    args.grouped_decode = s.grouped_attention;
+    args.grouped_decode = s.grouped_attention > 0 || (s.grouped_attention < 0 && n >= kGroupedAttentionMinRows);
     args.cached_keys_ready = s.prefetch_keys && b.decode_only;
     if (s.prefetch_o && b.decode_only) args.l2_prefetch = cuda::L2Prefetch::of(w.o);
     args.sm90 = s.flash_sm90;
@@ -950,7 +961,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
           e.q_norm = w.q_norm;
           e.k_norm = w.k_norm;
         }
-        if (s.fused_attention && b.decode_only && !s.grouped_attention &&
+        if (s.fused_attention && b.decode_only && !args.grouped_decode &&
             cuda::paged_attention_qkv_fits(a.num_heads, a.num_kv_heads, a.head_dim, a.v_head_dim, s.rope)) {
           // A decode pass: the epilogue folded into the attention (no q3/k3/v3; the new keys and values go to
           // the pool from the attention's blocks).
@@ -1188,7 +1199,7 @@ void set_cuda_graphs(GpuState&, bool) {}
 void set_attention_data_parallel(GpuState&, bool) {}
 void reconfigure(GpuState&) {}
 const char* expert_path_name(ExpertPath) { return "none"; }
-Tensor gpu_moe_layer(GpuState&, int, const Tensor&, ExpertPath) {
+void gpu_moe_layer(GpuState&, int, const Tensor&, const Tensor&, Tensor&, ExpertPath) {
   throw make_error<Unsupported>("cuda", "this build has no CUDA backend");
 }
 size_t gpu_weight_bytes(const GpuState&) { return 0; }

@@ -50,9 +50,11 @@ void set_attention_data_parallel(GpuState& state, bool enabled);
 // the Hopper grouped GEMM (prefill sizes: gather and SwiGLU fused; SY_SM90_EXPERTS=1 in the forward pass).
 enum class ExpertPath { kGroupedGemv, kCublasGrouped, kPerExpert, kSm90Grouped };
 const char* expert_path_name(ExpertPath path);
-// The MoE part of one layer alone (routed experts plus the shared expert) on device rows h (n, hidden) f32:
-// for benchmarks of the layer (bench/bench_gpu_moe_layer.cc).
-Tensor gpu_moe_layer(GpuState& state, int layer, const Tensor& h, ExpertPath path);
+// The MoE part of one layer alone (routed experts plus the shared expert) on device rows h (n, hidden) f32 and
+// hb, their bf16 rounding, added into out (n, hidden) f32, as the forward pass runs it (the norm before it
+// writes h and hb in one pass; out is the residual stream): for benchmarks of the layer
+// (bench/bench_gpu_moe_layer.cc).
+void gpu_moe_layer(GpuState& state, int layer, const Tensor& h, const Tensor& hb, Tensor& out, ExpertPath path);
 // Bytes of device memory the uploaded weights take.
 size_t gpu_weight_bytes(const GpuState& state);
 

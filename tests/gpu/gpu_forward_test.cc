@@ -40,7 +40,10 @@ using test::ScopedEnv;
 // multiple of 8 keep the cuBLAS path, and the test checks the kernel ran for the fixtures that fit).
 enum class Experts { kGemv, kCublas, kSm90 };
 
-void check_batched_logits(const std::string& fixture, Experts experts) {
+// sm90_applies, when given, says whether the fixture has routed experts the sm90 kernel takes (kSm90 only; false
+// otherwise), so a caller counting launches knows when none is expected: dense fixtures, and expert widths not
+// a multiple of 8.
+void check_batched_logits(const std::string& fixture, Experts experts, bool* sm90_applies = nullptr) {
   const bool cublas_experts = experts != Experts::kGemv;
   auto cpu = Model::load(dir_of(fixture));
   auto gpu = Model::load(dir_of(fixture));
@@ -152,9 +155,13 @@ void check_batched_logits(const std::string& fixture, Experts experts) {
   const int64_t sm90_before = cuda::grouped_gemm_sm90_calls();
   const int batched = run(false), solo = run(true);
   EXPECT_GT(solo, 0) << "every sequence met a routing near tie; the comparison checked nothing";
-  if (experts == Experts::kSm90 && c.moe.num_experts > 0 && c.moe.expert_intermediate % 8 == 0 &&
-      c.hidden_size % 8 == 0) {
+  const bool sm90_fits = experts == Experts::kSm90 && c.moe.num_experts > 0 && c.moe.expert_intermediate % 8 == 0 &&
+                         c.hidden_size % 8 == 0;
+  if (sm90_applies) *sm90_applies = sm90_fits;
+  if (sm90_fits) {
     EXPECT_GT(cuda::grouped_gemm_sm90_calls(), sm90_before) << label << ": the sm90 kernels never ran";
+  } else {
+    EXPECT_EQ(cuda::grouped_gemm_sm90_calls(), sm90_before) << label << ": an sm90 kernel ran on unfit shapes";
   }
   (void)batched;  // may be 0 when a flip in a shared pass excludes every sequence; solo attributes flips exactly
 }
@@ -234,9 +241,9 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithFusedAttention) {
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
-// With the grouped decode attention (SY_GROUPED_ATTENTION=1: a cluster per query and key head, off by
-// default) through whole batched decode and chunked-prefill passes; models it does not fit take the per-head
-// kernel.
+// With the grouped decode attention on every pass (SY_GROUPED_ATTENTION=1: a cluster per query and key head;
+// by default only passes of 8 rows or more) through whole batched decode and chunked-prefill passes; models it
+// does not fit take the per-head kernel.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithGroupedAttention) {
   SY_SKIP_WITHOUT_GPU();
   ScopedEnv env("SY_GROUPED_ATTENTION", "1");
@@ -263,7 +270,9 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90GroupedExperts) {
   if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
   const int64_t calls_before = cuda::grouped_gemm_sm90_calls();
   const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
-  check_batched_logits(GetParam(), Experts::kSm90);
+  bool applies = false;
+  check_batched_logits(GetParam(), Experts::kSm90, &applies);
+  if (!applies) return;  // no experts the kernel takes (checked there)
   const int64_t calls = cuda::grouped_gemm_sm90_calls() - calls_before;
   const cuda::GroupedGemmSm90Launches after = cuda::grouped_gemm_sm90_launches();
   EXPECT_GT(calls, 0) << "no sm90 GEMM ran";
@@ -283,11 +292,37 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughOneTileSm90Experts) {
   ScopedEnv ws("SY_SM90_WS", "0");
   const int64_t calls_before = cuda::grouped_gemm_sm90_calls();
   const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
-  check_batched_logits(GetParam(), Experts::kSm90);
+  bool applies = false;
+  check_batched_logits(GetParam(), Experts::kSm90, &applies);
+  if (!applies) return;  // no experts the kernel takes (checked there)
   const int64_t calls = cuda::grouped_gemm_sm90_calls() - calls_before;
   const cuda::GroupedGemmSm90Launches after = cuda::grouped_gemm_sm90_launches();
   EXPECT_GT(calls, 0) << "no sm90 GEMM ran";
   EXPECT_EQ(after.one_tile - before.one_tile, calls) << "an sm90 GEMM ran on another kernel";
+}
+
+// And through block pairs sharing weight tiles (SY_SM90_CLUSTER=1, with SY_SM90_PINGPONG=0 so that the
+// prefill passes' 128-column tiles take the split form pairs apply to): every sm90 GEMM ran in pairs.
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90ExpertPairs) {
+  SY_SKIP_WITHOUT_GPU();
+  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
+  struct Restore {  // upload sets the process-wide switches; the tests after this one expect the defaults
+    bool cluster = cuda::grouped_gemm_sm90_cluster(), pingpong = cuda::grouped_gemm_sm90_pingpong();
+    ~Restore() {
+      cuda::set_grouped_gemm_sm90_cluster(cluster);
+      cuda::set_grouped_gemm_sm90_pingpong(pingpong);
+    }
+  } restore;
+  ScopedEnv pairs("SY_SM90_CLUSTER", "1"), pingpong("SY_SM90_PINGPONG", "0");
+  const int64_t calls_before = cuda::grouped_gemm_sm90_calls();
+  const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
+  bool applies = false;
+  check_batched_logits(GetParam(), Experts::kSm90, &applies);
+  if (!applies) return;  // no experts the kernel takes (checked there)
+  const int64_t calls = cuda::grouped_gemm_sm90_calls() - calls_before;
+  const cuda::GroupedGemmSm90Launches after = cuda::grouped_gemm_sm90_launches();
+  EXPECT_GT(calls, 0) << "no sm90 GEMM ran";
+  EXPECT_EQ(after.pairs - before.pairs, calls) << "an sm90 GEMM ran without block pairs";
 }
 
 // Runs the same prefills and decode steps (batch sizes 3, 2, 1, 3, ...; a second round on fresh pools, whose

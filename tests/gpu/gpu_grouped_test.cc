@@ -249,27 +249,33 @@ TEST(GpuGrouped, LinearCombineMatchesCpuAndTwoLaunches) {
 }
 
 // The sm90 grouped GEMM's schedules, numbered for the tests: 0 one tile per block, 1 warp-specialised, 2
-// warp-specialised with TMA weight loads, 3 ping-pong, 4 ping-pong with TMA (the default at 128-column tiles).
+// warp-specialised with TMA weight loads (the default at 256-column tiles), 3 ping-pong, 4 ping-pong with TMA
+// (the default at 128-column tiles), 5 warp-specialised with TMA in block pairs sharing weight tiles.
+constexpr int kSm90Schedules = 6;
+bool sm90_schedule_tma(int schedule) { return schedule == 2 || schedule == 4 || schedule == 5; }
+bool sm90_schedule_pingpong(int schedule) { return schedule == 3 || schedule == 4; }
 void set_sm90_schedule(int schedule) {
   cuda::set_grouped_gemm_sm90_warp_specialized(schedule > 0);
-  cuda::set_grouped_gemm_sm90_tma(schedule == 2 || schedule == 4);
-  cuda::set_grouped_gemm_sm90_pingpong(schedule >= 3);
+  cuda::set_grouped_gemm_sm90_tma(sm90_schedule_tma(schedule));
+  cuda::set_grouped_gemm_sm90_pingpong(sm90_schedule_pingpong(schedule));
+  cuda::set_grouped_gemm_sm90_cluster(schedule == 5);
 }
 std::string sm90_schedule_name(int schedule) {
-  static const char* names[] = {"one tile per block", "warp-specialised", "warp-specialised, TMA", "ping-pong",
-                                "ping-pong, TMA"};
+  static const char* names[kSm90Schedules] = {"one tile per block", "warp-specialised", "warp-specialised, TMA",
+                                              "ping-pong", "ping-pong, TMA", "block pairs, TMA"};
   return names[schedule];
 }
 
 // Puts the sm90 switches back as they were on the way out of a test, returned or thrown.
 struct Sm90Defaults {
   bool ws = cuda::grouped_gemm_sm90_warp_specialized(), tma = cuda::grouped_gemm_sm90_tma(),
-       pingpong = cuda::grouped_gemm_sm90_pingpong();
+       pingpong = cuda::grouped_gemm_sm90_pingpong(), cluster = cuda::grouped_gemm_sm90_cluster();
   int tile_n = cuda::grouped_gemm_sm90_tile_n();
   ~Sm90Defaults() {
     cuda::set_grouped_gemm_sm90_warp_specialized(ws);
     cuda::set_grouped_gemm_sm90_tma(tma);
     cuda::set_grouped_gemm_sm90_pingpong(pingpong);
+    cuda::set_grouped_gemm_sm90_cluster(cluster);
     cuda::set_grouped_gemm_sm90_tile_n(tile_n);
   }
 };
@@ -279,21 +285,22 @@ struct Sm90Defaults {
 // launches of it: the TMA schedules need the tables' tensor maps).
 void for_each_sm90_schedule(int launches, const std::function<void(int, int, const std::string&)>& run) {
   Sm90Defaults restore;
-  for (int schedule = 0; schedule < 5; ++schedule) {
+  for (int schedule = 0; schedule < kSm90Schedules; ++schedule) {
     for (int tile_n : {128, 256}) {
-      if (schedule >= 3 && tile_n == 256) continue;
+      if (sm90_schedule_pingpong(schedule) && tile_n == 256) continue;
       const std::string label = ", " + std::to_string(tile_n) + "-column tiles, " + sm90_schedule_name(schedule);
       set_sm90_schedule(schedule);
       cuda::set_grouped_gemm_sm90_tile_n(tile_n);
       const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
       run(schedule, tile_n, label);
       const cuda::GroupedGemmSm90Launches after = cuda::grouped_gemm_sm90_launches();
-      const bool ws = schedule > 0, tma = schedule == 2 || schedule == 4, pingpong = schedule >= 3;
+      const bool ws = schedule > 0, tma = sm90_schedule_tma(schedule), pingpong = sm90_schedule_pingpong(schedule);
       EXPECT_GE(after.one_tile - before.one_tile, ws ? 0 : launches) << label;
       EXPECT_GE(after.warp_specialized - before.warp_specialized, ws ? launches : 0) << label;
       EXPECT_EQ(after.one_tile - before.one_tile == 0, ws) << label << ": the other kernel ran";
       EXPECT_EQ(after.tma - before.tma >= launches, tma) << label << ": TMA " << (tma ? "did not run" : "ran");
       EXPECT_EQ(after.pingpong - before.pingpong >= launches, pingpong) << label;
+      EXPECT_EQ(after.pairs - before.pairs >= launches, schedule == 5) << label << ": block pairs";
     }
   }
 }

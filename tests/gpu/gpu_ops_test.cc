@@ -230,6 +230,23 @@ TEST(GpuOps, RmsNormMatchesCpu) {
   }
 }
 
+// f32 -> bf16 casts round as the CPU does: eight elements per thread where both ends are 16-byte aligned, the
+// tail and misaligned views (a slice one element in) one by one.
+TEST(GpuOps, CastToBf16MatchesCpuRounding) {
+  SY_SKIP_WITHOUT_GPU();
+  for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{9}, int64_t{4097}, (int64_t{1} << 20) + 3}) {
+    Tensor x = rand_tensor({n + 1}, 5.f);
+    for (int64_t skip : {0, 1}) {
+      Tensor src = x.slice(0, skip, skip + n);
+      Tensor ref = src.to(DType::kBF16);
+      Tensor dst = poisoned_device({n + 1}, DType::kBF16);
+      Tensor view = dst.slice(0, skip, skip + n);
+      cuda::cast(cuda::to_device(x).slice(0, skip, skip + n), view);
+      EXPECT_EQ(cuda::to_host(view).to_f32_vector(), ref.to_f32_vector()) << n << " elements, offset " << skip;
+    }
+  }
+}
+
 TEST(GpuOps, RopeBothLayoutsMatchCpu) {
   SY_SKIP_WITHOUT_GPU();
   for (bool interleaved : {false, true}) {
@@ -592,8 +609,24 @@ void check_dispatch(bool chunked) {
     Tensor out_ref = rand_tensor({c.t, hidden});  // combine adds into out
     Tensor out = cuda::to_device(out_ref);
     moe::combine_tokens(expert_out, ref, r, out_ref);
-    cuda::unpermute(cuda::to_device(expert_out), l, cuda::to_device(Tensor::from_vector({c.t, c.top_k}, r.weight)), out);
+    const Tensor weight = cuda::to_device(Tensor::from_vector({c.t, c.top_k}, r.weight));
+    cuda::unpermute(cuda::to_device(expert_out), l, weight, out);
     expect_close(what + " unpermute", out, out_ref, kF32Tol);
+    // bf16 expert rows (the prefill paths' form; eight columns per thread), and a width that is not a multiple
+    // of 8 (the one-column kernel).
+    const Tensor expert_bf16 = expert_out.to(DType::kBF16);
+    Tensor out_bf16_ref = rand_tensor({c.t, hidden});
+    Tensor out_bf16 = cuda::to_device(out_bf16_ref);
+    moe::combine_tokens(expert_bf16.to(DType::kF32), ref, r, out_bf16_ref);
+    cuda::unpermute(cuda::to_device(expert_bf16), l, weight, out_bf16);
+    expect_close(what + " unpermute bf16", out_bf16, out_bf16_ref, kF32Tol);
+    const int64_t narrow = 13;
+    Tensor expert_narrow = rand_tensor({rows, narrow});
+    Tensor out_narrow_ref = rand_tensor({c.t, narrow});
+    Tensor out_narrow = cuda::to_device(out_narrow_ref);
+    moe::combine_tokens(expert_narrow, ref, r, out_narrow_ref);
+    cuda::unpermute(cuda::to_device(expert_narrow), l, weight, out_narrow);
+    expect_close(what + " unpermute, 13 columns", out_narrow, out_narrow_ref, kF32Tol);
   }
   // Counts written into a given buffer (a row of a larger table), by either layout kernel.
   for (int64_t t : {3, 400}) {
@@ -624,7 +657,7 @@ TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
   check_dispatch(false);
 }
 
-// The same through the chunked layout (SY_CHUNKED_LAYOUT=1, off by default): the same rows, bit for bit.
+// The same through the chunked layout (the default; SY_CHUNKED_LAYOUT=0 is the other): the same rows, bit for bit.
 TEST(GpuOps, ChunkedDispatchLayoutMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   check_dispatch(true);

@@ -12,7 +12,7 @@ namespace sy::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-std::atomic<bool> g_chunked_layout{false};  // set_chunked_dispatch_layout
+std::atomic<bool> g_chunked_layout{true};  // set_chunked_dispatch_layout
 
 // Block e counts the assignments of expert e.
 __global__ void count_kernel(const int32_t* expert, int64_t assignments, int num_experts, int64_t* counts,
@@ -219,6 +219,50 @@ __global__ void unpermute_kernel(const T* expert_out, const int64_t* assignment_
   }
 }
 
+// The same sums as unpermute_kernel, element for element (the residual, then each slot's weighted row in slot
+// order), eight columns per thread: one 16-byte load per slot of bf16 expert rows (two of f32 ones) instead of
+// eight 2- or 4-byte loads, every slot's load issued before the first is used, and evict-first (each expert row
+// is read once). hidden % 8 == 0, 16-byte aligned rows. The unvectorised kernel reached 1.8 TB/s on an H100
+// at 16384 tokens x top-8 (454 us of a 3.3 ms layer).
+constexpr int kUnpermuteSlots = 8;  // slots whose loads are in flight together
+__device__ __forceinline__ void load8_streaming(const float* p, float (&v)[8]) {
+  const float4 a = __ldcs(reinterpret_cast<const float4*>(p)), b = __ldcs(reinterpret_cast<const float4*>(p) + 1);
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ __forceinline__ void load8_streaming(const __nv_bfloat16* p, float (&v)[8]) {
+  detail::unpack_bf16x8(__ldcs(reinterpret_cast<const uint4*>(p)), v);
+}
+template <typename T>
+__global__ void unpermute8_kernel(const T* expert_out, const int64_t* assignment_row, const float* weight,
+                                  int top_k, int64_t hidden, int64_t tokens, float* out) {
+  detail::chain_entry();  // a decode-chain kernel: see launch_chained
+  const int64_t groups = hidden / 8;  // 8-column groups per row
+  for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
+    for (int64_t g = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; g < groups; g += int64_t{gridDim.x} * blockDim.x) {
+      float* dst = out + t * hidden + 8 * g;
+      float acc[8];
+      detail::load_f32x8(dst, acc);
+      for (int s0 = 0; s0 < top_k; s0 += kUnpermuteSlots) {
+        float v[kUnpermuteSlots][8], w[kUnpermuteSlots];
+#pragma unroll
+        for (int u = 0; u < kUnpermuteSlots; ++u) {
+          if (s0 + u >= top_k) break;
+          w[u] = weight[t * top_k + s0 + u];
+          load8_streaming(expert_out + assignment_row[t * top_k + s0 + u] * hidden + 8 * g, v[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < kUnpermuteSlots; ++u) {
+          if (s0 + u >= top_k) break;
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[i] += w[u] * v[u][i];
+        }
+      }
+      reinterpret_cast<float4*>(dst)[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+      reinterpret_cast<float4*>(dst)[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+    }
+  }
+}
+
 // Row r of the permuted rows belongs to expert expert[row_assignment[r]]; adds that expert's bias row.
 template <typename T>
 __global__ void expert_bias_kernel(T* y, const float* bias, const int32_t* expert, const int64_t* row_assignment,
@@ -361,8 +405,24 @@ void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, con
              " weight ", weight.describe());
   const int64_t hidden = out.size(1);
   if (layout.num_tokens == 0 || hidden == 0) return;
-  const dim3 grid(static_cast<unsigned>((hidden + 127) / 128),
-                  static_cast<unsigned>(layout.num_tokens < 65535 ? layout.num_tokens : 65535));
+  const unsigned token_blocks = static_cast<unsigned>(layout.num_tokens < 65535 ? layout.num_tokens : 65535);
+  const bool vec = hidden % 8 == 0 && expert_out.is_contiguous() && out.is_contiguous() &&
+                   reinterpret_cast<uintptr_t>(expert_out.raw()) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(out.raw()) % 16 == 0;
+  if (vec) {
+    const dim3 grid(static_cast<unsigned>((hidden / 8 + 127) / 128), token_blocks);
+    if (expert_out.dtype() == DType::kF32) {
+      detail::launch_chained(unpermute8_kernel<float>, grid, 128, 0, expert_out.f32(), layout.assignment_row.i64(),
+                             weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());
+    } else {
+      detail::launch_chained(unpermute8_kernel<__nv_bfloat16>, grid, 128, 0,
+                             reinterpret_cast<const __nv_bfloat16*>(expert_out.raw()), layout.assignment_row.i64(),
+                             weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());
+    }
+    SY_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  const dim3 grid(static_cast<unsigned>((hidden + 127) / 128), token_blocks);
   if (expert_out.dtype() == DType::kF32) {
     detail::launch_chained(unpermute_kernel<float>, grid, 128, 0, expert_out.f32(), layout.assignment_row.i64(),
                            weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());

@@ -43,11 +43,12 @@ namespace {
 using namespace sm90_grouped;
 
 // One block: row tile i -> (expert, first row, rows) for every row tile, experts in order, each expert's rows cut
-// into ceil(rows_e / 128) tiles; entries [total, max_tiles) get expert -1. Chunks of kThreads experts: a
+// into ceil(rows_e / 128) tiles (with `pair`, one more of 0 rows where that count is odd, so that tiles 2j and
+// 2j + 1 always belong to one expert); entries [total, max_tiles) get expert -1. Chunks of kThreads experts: a
 // block-wide exclusive scan of their tile counts (shared memory, Hillis-Steele), then each thread writes its
 // expert's tiles.
 __global__ void __launch_bounds__(kThreads) row_tile_table_kernel(const int64_t* offsets, int experts,
-                                                                  int64_t max_tiles, RowTile* tiles) {
+                                                                  int64_t max_tiles, bool pair, RowTile* tiles) {
   __shared__ int64_t scan[kThreads];
   __shared__ int64_t carry;
   if (threadIdx.x == 0) carry = 0;
@@ -55,7 +56,8 @@ __global__ void __launch_bounds__(kThreads) row_tile_table_kernel(const int64_t*
   for (int e0 = 0; e0 < experts; e0 += kThreads) {
     const int e = e0 + static_cast<int>(threadIdx.x);
     const int64_t lo = e < experts ? offsets[e] : 0, count = e < experts ? offsets[e + 1] - lo : 0;
-    const int64_t n = count > 0 ? (count + kTileM - 1) / kTileM : 0;
+    const int64_t real = count > 0 ? (count + kTileM - 1) / kTileM : 0;
+    const int64_t n = pair ? real + (real & 1) : real;
     scan[threadIdx.x] = n;
     __syncthreads();
     for (int d = 1; d < kThreads; d <<= 1) {
@@ -67,7 +69,8 @@ __global__ void __launch_bounds__(kThreads) row_tile_table_kernel(const int64_t*
     const int64_t first = carry + scan[threadIdx.x] - n;  // this expert's first row tile
     for (int64_t i = 0; i < n && first + i < max_tiles; ++i) {
       const int64_t start = i * kTileM;
-      tiles[first + i] = {lo + start, e, static_cast<int32_t>(count - start < kTileM ? count - start : kTileM)};
+      const int64_t left = count - start > 0 ? count - start : 0;
+      tiles[first + i] = {lo + start, e, static_cast<int32_t>(left < kTileM ? left : kTileM)};
     }
     __syncthreads();  // every thread has read carry and scan
     if (threadIdx.x == kThreads - 1) carry += scan[kThreads - 1];
@@ -185,21 +188,29 @@ std::atomic<int> g_tile_n{0};  // 0: by row count
 std::atomic<bool> g_warp_specialized{true};
 std::atomic<bool> g_tma{true};
 std::atomic<bool> g_pingpong{true};
+std::atomic<bool> g_cluster{false};  // block pairs sharing weight tiles (off until measured)
 std::atomic<int64_t> g_calls{0};  // launches so far (tests check that a forward pass took this path)
-std::atomic<int64_t> g_one_tile_launches{0}, g_ws_launches{0}, g_tma_launches{0}, g_pingpong_launches{0};
+std::atomic<int64_t> g_one_tile_launches{0}, g_ws_launches{0}, g_tma_launches{0}, g_pingpong_launches{0},
+    g_pair_launches{0};
 
 template <bool kSwiGLU, int kTileN>
 void launch_tiled(Problem p, int64_t rows) {
   const int64_t cols_per_tile = kSwiGLU ? kTileN / 2 : kTileN;
   p.n_tiles = static_cast<int>((p.n + cols_per_tile - 1) / cols_per_tile);
-  // Every expert adds at most one partial row tile.
-  const int64_t m_tiles = (rows + kTileM - 1) / kTileM + (rows < p.experts ? rows : p.experts);
+  // Block pairs (the warp-specialised TMA form of split tiles, where asked for) take a paired row-tile table.
+  const bool tma = g_warp_specialized.load() && g_tma.load() && p.maps0 != nullptr && (!kSwiGLU || p.maps1 != nullptr);
+  const bool pingpong = kTileN == 128 && g_pingpong.load();
+  const bool pair = tma && !pingpong && g_cluster.load();
+  // Every expert adds at most one partial row tile, and in a paired table at most one empty one; an even count.
+  const int64_t used_experts = rows < p.experts ? rows : p.experts;
+  int64_t m_tiles = (rows + kTileM - 1) / kTileM + (pair ? 2 : 1) * used_experts;
+  m_tiles += m_tiles & 1;
   const int64_t blocks = m_tiles * p.n_tiles;
   SY_REQUIRE(blocks < INT32_MAX, InvalidArgument, "cuda grouped_gemm_sm90", rows, " rows x ", p.n,
              " columns are too many tiles for one launch");
   Tensor table = Tensor::empty({m_tiles * static_cast<int64_t>(sizeof(RowTile))}, DType::kU8, Device::kCuda);
   auto* tiles = reinterpret_cast<RowTile*>(table.raw());
-  row_tile_table_kernel<<<1, kThreads, 0, stream()>>>(p.offsets, p.experts, m_tiles, tiles);
+  row_tile_table_kernel<<<1, kThreads, 0, stream()>>>(p.offsets, p.experts, m_tiles, pair, tiles);
   SY_CUDA_CHECK_LAUNCH();
   p.tiles = tiles;
   if (g_warp_specialized.load()) {
@@ -207,25 +218,27 @@ void launch_tiled(Problem p, int64_t rows) {
     SY_REQUIRE(rows < INT32_MAX, InvalidArgument, "cuda grouped_gemm_sm90", rows,
                " rows are too many for the warp-specialised schedule");
     const int resident = static_cast<int>(std::min<int64_t>(blocks, detail::multiprocessors()));
-    // TMA weight loads where asked for and every table has its maps.
-    const bool tma = g_tma.load() && p.maps0 != nullptr && (!kSwiGLU || p.maps1 != nullptr);
+    // TMA weight loads where asked for and every table has its maps (tma above).
     ++g_ws_launches;
     if (tma) ++g_tma_launches;
     if constexpr (kTileN == 128) {
-      if (g_pingpong.load()) {
+      if (pingpong) {
         ++g_pingpong_launches;
         if (tma) {
-          launch_warp_specialized<kSwiGLU, 128, true, true>(p, blocks, resident);
+          launch_warp_specialized<kSwiGLU, 128, true, true, false>(p, blocks, resident);
         } else {
-          launch_warp_specialized<kSwiGLU, 128, false, true>(p, blocks, resident);
+          launch_warp_specialized<kSwiGLU, 128, false, true, false>(p, blocks, resident);
         }
         return;
       }
     }
-    if (tma) {
-      launch_warp_specialized<kSwiGLU, kTileN, true, false>(p, blocks, resident);
+    if (pair) {
+      ++g_pair_launches;
+      launch_warp_specialized<kSwiGLU, kTileN, true, false, true>(p, blocks, resident);
+    } else if (tma) {
+      launch_warp_specialized<kSwiGLU, kTileN, true, false, false>(p, blocks, resident);
     } else {
-      launch_warp_specialized<kSwiGLU, kTileN, false, false>(p, blocks, resident);
+      launch_warp_specialized<kSwiGLU, kTileN, false, false, false>(p, blocks, resident);
     }
     return;
   }
@@ -287,10 +300,15 @@ void set_grouped_gemm_sm90_pingpong(bool on) { g_pingpong.store(on); }
 
 bool grouped_gemm_sm90_pingpong() { return g_pingpong.load(); }
 
+void set_grouped_gemm_sm90_cluster(bool on) { g_cluster.store(on); }
+
+bool grouped_gemm_sm90_cluster() { return g_cluster.load(); }
+
 int64_t grouped_gemm_sm90_calls() { return g_calls.load(); }
 
 GroupedGemmSm90Launches grouped_gemm_sm90_launches() {
-  return {g_one_tile_launches.load(), g_ws_launches.load(), g_tma_launches.load(), g_pingpong_launches.load()};
+  return {g_one_tile_launches.load(), g_ws_launches.load(), g_tma_launches.load(), g_pingpong_launches.load(),
+          g_pair_launches.load()};
 }
 
 namespace {

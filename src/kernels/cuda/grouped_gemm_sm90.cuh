@@ -53,6 +53,7 @@ struct Problem {
 };
 
 // Row tile i of the grouped rows: `rows` (1..128) rows of `expert` from grouped row row0; expert -1 past the last.
+// A paired table (for block pairs) also has tiles of 0 rows: each expert's tile count padded to even.
 struct RowTile {
   int64_t row0;
   int32_t expert, rows;
@@ -125,7 +126,10 @@ __device__ __forceinline__ void multiply_stage(float (&acc)[kTileN / 2], uint32_
 // kTmaB: the weight tiles come by TMA from p.maps0 / p.maps1 (one thread issues them) instead of by the
 // producer warpgroup's cp.async.
 // kPingPong (kTileN 128 only): the consumer warpgroups take alternate 128 x 128 tiles.
-template <bool kSwiGLU, int kTileN, bool kTmaB, bool kPingPong>
+// kPair (with kTmaB, without kPingPong): clusters of two blocks share each weight tile by TMA multicast; p.tiles
+// must pair each expert's row tiles (row_tile_table_kernel's `pair`), and `blocks` is ignored (the launcher
+// takes as many pairs as fit).
+template <bool kSwiGLU, int kTileN, bool kTmaB, bool kPingPong, bool kPair>
 void launch_warp_specialized(const Problem& p, int64_t tiles, int blocks);
 // Grants its kernels their dynamic shared memory on the current device; false where they cannot have it.
 bool allow_warp_specialized_smem();

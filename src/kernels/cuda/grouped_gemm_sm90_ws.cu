@@ -15,10 +15,22 @@
 //   arrival per warp on `empty`, 8 a phase) once the products that read it have retired; then writes the tile
 //   from its accumulators (store_tile). With kPingPong (set_grouped_gemm_sm90_pingpong, 128-column tiles) they
 //   take alternate whole 128 x 128 tiles instead, in turns, so one's epilogue overlaps the other's products.
+// - kPair (set_grouped_gemm_sm90_cluster; TMA weights, not ping-pong): blocks run in clusters of two, and the
+//   two blocks of a cluster take the same column tile of two row tiles of one expert (the row-tile table pads
+//   each expert to an even count with empty tiles), so they need the same weight tile: each block's TMA
+//   thread loads half of its boxes and multicasts them to both, and a stage's `empty` barrier takes the
+//   consumers' arrivals of both blocks (16 a phase), since either block's refill writes into both. At 128 x 256
+//   tiles a block's stage reads 48 KB from L2 alone, 32 KB in a pair: the layer's two GEMMs, L2-bound at
+//   about 6 TB/s of tile reads on an H100 (a 16K-token layer), read a third less. A block whose tile is
+//   empty (or a consumer warpgroup whose 64 rows are) skips the products but keeps the barriers' counts.
 // No block-wide barrier inside the main loop: the loads of one stage overlap the products of the others, and
 // a tile's epilogue overlaps the loads of the next. CPU reference: ops::linear per expert, through the tests of
 // tests/gpu/gpu_grouped_test.cc, which run every schedule; tools/ws_pipeline_emulation.py checks the barrier
 // protocol and the staging map. Not here: TMA loads of A (its rows are gathered), TMA stores of the products.
+#include <algorithm>
+#include <map>
+#include <mutex>
+
 #include "async_copy.cuh"
 #include "grouped_gemm_sm90.cuh"
 #include "mbarrier.cuh"
@@ -53,10 +65,11 @@ struct WsRing {
 // and each multiplies all 128 rows of its tile (two m64n128k16 per k step, 128 accumulators), so one
 // warpgroup's epilogue runs while the other's products do; the stages of a tile are freed by its warpgroup
 // alone (4 arrivals a phase).
-template <bool kSwiGLU, int kTileN, bool kTmaB, bool kPingPong>
+template <bool kSwiGLU, int kTileN, bool kTmaB, bool kPingPong, bool kPair>
 __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(const Problem p, int64_t tiles) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(!kPingPong || kTileN == 128, "ping-pong tiles are 128 x 128");
+  static_assert(!kPair || (kTmaB && !kPingPong), "block pairs share TMA weight tiles, without ping-pong");
   using Shape = TileShape<kTileN>;
   constexpr int kStages = WsRing<kTileN>::kStages, kStageBytes = Shape::kStageBytes;
   extern __shared__ uint8_t smem_raw[];
@@ -66,16 +79,30 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       sm90::mbarrier_init(full + 8 * s, kProducerThreads + (kTmaB ? 1 : 0));  // + the TMA issuer's expect_tx
-      sm90::mbarrier_init(empty + 8 * s, kPingPong ? kConsumerWarps / 2 : kConsumerWarps);
+      sm90::mbarrier_init(empty + 8 * s, kPingPong ? kConsumerWarps / 2 : kPair ? 2 * kConsumerWarps : kConsumerWarps);
     }
     // Ping-pong: turn[c] completes a phase each time the other warpgroup's k loop of a tile is done.
     sm90::mbarrier_init(turn, kConsumerWarps / 2);
     sm90::mbarrier_init(turn + 8, kConsumerWarps / 2);
     sm90::fence_mbarrier_init();
   }
-  __syncthreads();
+  // A pair's blocks arrive on each other's barriers: both are initialised before either block goes on.
+  if constexpr (kPair) {
+    sm90::cluster_sync();
+  } else {
+    __syncthreads();
+  }
   const int warpgroup = threadIdx.x / 128;
   const int k_tiles = static_cast<int>((p.k + kTileK - 1) / kTileK);
+  // The block tiles this block takes, in order: tile i, i + blocks, ... of `tiles`; a pair takes pair tile
+  // i, i + clusters, ... of tiles / 2 (row tiles 2 (i / n_tiles) and the next, column tile i % n_tiles), its
+  // block `rank` the row tile 2 (i / n_tiles) + rank.
+  const uint32_t rank = kPair ? sm90::cluster_rank() : 0;
+  const int64_t first = kPair ? sm90::cluster_id() : blockIdx.x, step = kPair ? sm90::cluster_count() : gridDim.x;
+  const int64_t count = kPair ? tiles / 2 : tiles;
+  auto block_tile = [&](int64_t seq) {
+    return kPair ? ((seq / p.n_tiles) * 2 + rank) * p.n_tiles + seq % p.n_tiles : seq;
+  };
 
   if (warpgroup == 0) {
     // Producer. Thread t stages 16-byte chunk t % 8 of rows t / 8 + 16 i of A (i < 8) and of B (i < kTileN / 16).
@@ -85,7 +112,8 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     int stage = 0;
     uint32_t phase = 0;
     int fenced_expert = -1;  // TMA: the expert whose maps this thread last fenced
-    for (int64_t i_tile = blockIdx.x; i_tile < tiles; i_tile += gridDim.x) {
+    for (int64_t seq = first; seq < count; seq += step) {
+      const int64_t i_tile = block_tile(seq);
       const RowTile tile = p.tiles[i_tile / p.n_tiles];
       if (tile.expert < 0) break;  // the table's used entries come first
       const int n_tile = static_cast<int>(i_tile % p.n_tiles);
@@ -140,8 +168,16 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
 #pragma unroll
             for (int j = 0; j < kBoxes; ++j) {
               const int64_t row = n_first + 64 * (j % kHalfBoxes);
-              sm90::tma_load_2d(b_stage + j * 64 * 128, j < kHalfBoxes ? map0 : map1, static_cast<int32_t>(k0),
-                                static_cast<int32_t>(row), bar);
+              const void* map = j < kHalfBoxes ? map0 : map1;
+              if constexpr (kPair) {  // the boxes of this block's parity, to both blocks
+                if (j % 2 == static_cast<int>(rank)) {
+                  sm90::tma_load_2d_multicast(b_stage + j * 64 * 128, map, static_cast<int32_t>(k0),
+                                              static_cast<int32_t>(row), bar, 0x3);
+                }
+              } else {
+                sm90::tma_load_2d(b_stage + j * 64 * 128, map, static_cast<int32_t>(k0), static_cast<int32_t>(row),
+                                  bar);
+              }
             }
           }
         } else {
@@ -160,6 +196,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
       }
     }
     detail::cp_async_wait_all();  // no copy outlives its thread
+    if constexpr (kPair) sm90::cluster_sync();  // the partner's last arrivals and copies into this block landed
     return;
   }
 
@@ -229,67 +266,130 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
   int stage = 0;
   uint32_t phase = 0;
   float acc[Shape::kAccumulators];
-  for (int64_t i_tile = blockIdx.x; i_tile < tiles; i_tile += gridDim.x) {
+  // A warp's arrival on stage s's `empty` barrier: in a pair, on both blocks' (either block's refill writes
+  // into both).
+  auto free_stage = [&](int s) {
+    if (warp_leader) {
+      if constexpr (kPair) {
+        sm90::mbarrier_arrive_cluster(empty + 8 * s, 0);
+        sm90::mbarrier_arrive_cluster(empty + 8 * s, 1);
+      } else {
+        sm90::mbarrier_arrive(empty + 8 * s);
+      }
+    }
+    __syncwarp();
+  };
+  for (int64_t seq = first; seq < count; seq += step) {
+    const int64_t i_tile = block_tile(seq);
     const RowTile tile = p.tiles[i_tile / p.n_tiles];
     if (tile.expert < 0) break;
+    // Only a pair has tiles, or halves, without rows (the padding of an expert's odd row-tile count).
+    const bool active = !kPair || tile.rows > consumer * (kTileM / 2);
 #pragma unroll
     for (int i = 0; i < Shape::kAccumulators; ++i) acc[i] = 0.f;
     int previous = 0;
     for (int kt = 0; kt < k_tiles; ++kt) {
       sm90::mbarrier_wait(full + 8 * stage, phase);
-      sm90::fence_proxy_async();  // the stage's cp.async writes, seen by the tensor cores (TMA's already are)
-      const uint32_t a_stage = ring + stage * kStageBytes + consumer * (kTileM / 2) * 128;
-      const uint32_t b_stage = ring + stage * kStageBytes + kABytes;
-      multiply_stage<kTileN>(acc, a_stage, b_stage);  // the products of kt - 1 have retired: their stage is free
-      if (kt > 0 && warp_leader) sm90::mbarrier_arrive(empty + 8 * previous);
-      __syncwarp();
+      if (active) {
+        sm90::fence_proxy_async();  // the stage's cp.async writes, seen by the tensor cores (TMA's already are)
+        const uint32_t a_stage = ring + stage * kStageBytes + consumer * (kTileM / 2) * 128;
+        const uint32_t b_stage = ring + stage * kStageBytes + kABytes;
+        multiply_stage<kTileN>(acc, a_stage, b_stage);  // the products of kt - 1 have retired: their stage is free
+        if (kt > 0) free_stage(previous);
+      } else {
+        free_stage(stage);  // nothing read it
+      }
       previous = stage;
       if (++stage == kStages) {
         stage = 0;
         phase ^= 1;
       }
     }
+    if (!active) continue;
     sm90::wgmma_wait<0>();
     sm90::fence_accumulators(acc);
-    if (k_tiles > 0 && warp_leader) sm90::mbarrier_arrive(empty + 8 * previous);
-    __syncwarp();
+    if (k_tiles > 0) free_stage(previous);
     store_tile<kSwiGLU, kTileN>(p, acc, consumer, tile.expert, tile.row0, tile.rows,
                                 static_cast<int>(i_tile % p.n_tiles));
   }
+  if constexpr (kPair) sm90::cluster_sync();  // no block leaves while its partner may still arrive on it
 #else
   static_assert(TileShape<kTileN>::kAccumulators > 0, "tile shape");
   __trap();  // built without sm_90a code: grouped_gemm_sm90_supported() says false, so this never launches
 #endif
 }
 
-template <bool kSwiGLU, int kTileN, bool kTmaB, bool kPingPong>
+template <bool kSwiGLU, int kTileN, bool kTmaB, bool kPingPong, bool kPair>
 bool allow_smem() {
-  const auto* kernel = reinterpret_cast<const void*>(grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN, kTmaB, kPingPong>);
+  const auto* kernel =
+      reinterpret_cast<const void*>(grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN, kTmaB, kPingPong, kPair>);
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                               static_cast<int>(WsRing<kTileN>::kSmemBytes)) == cudaSuccess;
 }
 
+// The blocks of a pair form that can be resident at once on the current device: twice the clusters of two
+// that fit (cudaOccupancyMaxActiveClusters; half the SMs if it cannot say), cached per device and form.
+template <bool kSwiGLU, int kTileN>
+int resident_pair_blocks() {
+  static std::mutex mutex;
+  static std::map<int, int> cache;
+  int device = 0;
+  SY_CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(device);
+  if (it != cache.end()) return it->second;
+  cudaLaunchAttribute cluster[1];
+  cluster[0].id = cudaLaunchAttributeClusterDimension;
+  cluster[0].val.clusterDim.x = 2;
+  cluster[0].val.clusterDim.y = 1;
+  cluster[0].val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(2 * detail::multiprocessors()));
+  config.blockDim = dim3(kWsThreads);
+  config.dynamicSmemBytes = WsRing<kTileN>::kSmemBytes;
+  config.attrs = cluster;
+  config.numAttrs = 1;
+  int clusters = 0;
+  if (cudaOccupancyMaxActiveClusters(&clusters, grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN, true, false, true>,
+                                     &config) != cudaSuccess ||
+      clusters < 1) {
+    cudaGetLastError();  // the refusal is the answer, not a sticky error
+    clusters = detail::multiprocessors() / 2;
+  }
+  return cache[device] = 2 * clusters;
+}
+
 }  // namespace
 
-template <bool kSwiGLU, int kTileN, bool kTmaB, bool kPingPong>
+template <bool kSwiGLU, int kTileN, bool kTmaB, bool kPingPong, bool kPair>
 void launch_warp_specialized(const Problem& p, int64_t tiles, int blocks) {
-  grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN, kTmaB, kPingPong>
-      <<<static_cast<unsigned>(blocks), kWsThreads, WsRing<kTileN>::kSmemBytes, stream()>>>(p, tiles);
+  auto* kernel = grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN, kTmaB, kPingPong, kPair>;
+  if constexpr (kPair) {
+    // Pairs: an even grid, at most what is resident (tiles / 2 pair tiles, two blocks each).
+    const int64_t pairs = std::min<int64_t>(tiles / 2, resident_pair_blocks<kSwiGLU, kTileN>() / 2);
+    detail::launch_ex(kernel, dim3(static_cast<unsigned>(2 * std::max<int64_t>(pairs, 1))), dim3(kWsThreads),
+                      WsRing<kTileN>::kSmemBytes, 2, false, p, tiles);
+  } else {
+    kernel<<<static_cast<unsigned>(blocks), kWsThreads, WsRing<kTileN>::kSmemBytes, stream()>>>(p, tiles);
+  }
   SY_CUDA_CHECK_LAUNCH();
 }
-// Every form the launcher picks from: (SwiGLU, tile width, TMA weights, ping-pong), each applied to X.
-#define SY_WS_FORMS(X)                                                                                 \
-  X(true, 128, false, false) X(false, 128, false, false) X(true, 256, false, false)                   \
-  X(false, 256, false, false) X(true, 128, true, false) X(false, 128, true, false)                    \
-  X(true, 256, true, false) X(false, 256, true, false) X(true, 128, false, true)                      \
-  X(false, 128, false, true) X(true, 128, true, true) X(false, 128, true, true)
-#define SY_WS_INSTANCE(swiglu, tile_n, tma, pingpong) \
-  template void launch_warp_specialized<swiglu, tile_n, tma, pingpong>(const Problem&, int64_t, int);
+// Every form the launcher picks from: (SwiGLU, tile width, TMA weights, ping-pong, block pairs), each applied
+// to X.
+#define SY_WS_FORMS(X)                                                                                        \
+  X(true, 128, false, false, false) X(false, 128, false, false, false) X(true, 256, false, false, false)     \
+  X(false, 256, false, false, false) X(true, 128, true, false, false) X(false, 128, true, false, false)      \
+  X(true, 256, true, false, false) X(false, 256, true, false, false) X(true, 128, false, true, false)        \
+  X(false, 128, false, true, false) X(true, 128, true, true, false) X(false, 128, true, true, false)         \
+  X(true, 128, true, false, true) X(false, 128, true, false, true) X(true, 256, true, false, true)           \
+  X(false, 256, true, false, true)
+#define SY_WS_INSTANCE(swiglu, tile_n, tma, pingpong, pair) \
+  template void launch_warp_specialized<swiglu, tile_n, tma, pingpong, pair>(const Problem&, int64_t, int);
 SY_WS_FORMS(SY_WS_INSTANCE)
 #undef SY_WS_INSTANCE
 
 bool allow_warp_specialized_smem() {
-#define SY_WS_ALLOW(swiglu, tile_n, tma, pingpong) &&allow_smem<swiglu, tile_n, tma, pingpong>()
+#define SY_WS_ALLOW(swiglu, tile_n, tma, pingpong, pair) &&allow_smem<swiglu, tile_n, tma, pingpong, pair>()
   const bool ok = true SY_WS_FORMS(SY_WS_ALLOW);
 #undef SY_WS_ALLOW
 #undef SY_WS_FORMS

@@ -9,11 +9,25 @@
 
 namespace sy::cuda {
 
+// out[i] = bf16(in[i]). Where both are 16-byte aligned, eight elements per thread (two 16-byte loads, one
+// store; one element per thread reached 1.8 TB/s on an H100), the last n % 8 one by one.
 __global__ void f32_to_bf16_kernel(const float* in, __nv_bfloat16* out, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    out[i] = __float2bfloat16(in[i]);
+  const int64_t first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x, stride = int64_t{gridDim.x} * blockDim.x;
+  const bool vec = reinterpret_cast<uintptr_t>(in) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  const int64_t groups = vec ? n / 8 : 0;
+  for (int64_t g = first; g < groups; g += stride) {
+    const float4 a = __ldcs(reinterpret_cast<const float4*>(in) + 2 * g);
+    const float4 b = __ldcs(reinterpret_cast<const float4*>(in) + 2 * g + 1);
+    __nv_bfloat162 packed[4] = {__floats2bfloat162_rn(a.x, a.y), __floats2bfloat162_rn(a.z, a.w),
+                                __floats2bfloat162_rn(b.x, b.y), __floats2bfloat162_rn(b.z, b.w)};
+    reinterpret_cast<uint4*>(out)[g] = *reinterpret_cast<const uint4*>(packed);
   }
+  for (int64_t i = 8 * groups + first; i < n; i += stride) out[i] = __float2bfloat16(in[i]);
 }
+
+namespace detail {
+inline unsigned f32_to_bf16_blocks(int64_t n) { return blocks_for((n + 7) / 8, 256); }
+}  // namespace detail
 
 namespace detail {
 
@@ -30,7 +44,7 @@ cublasHandle_t cublas_handle() {
 void to_bf16(const Tensor& x, Tensor& out) {
   const int64_t n = x.numel();
   if (n == 0) return;
-  f32_to_bf16_kernel<<<blocks_for(n, 256), 256, 0, stream()>>>(x.f32(), reinterpret_cast<__nv_bfloat16*>(out.raw()), n);
+  f32_to_bf16_kernel<<<f32_to_bf16_blocks(n), 256, 0, stream()>>>(x.f32(), reinterpret_cast<__nv_bfloat16*>(out.raw()), n);
   SY_CUDA_CHECK_LAUNCH();
 }
 
@@ -97,7 +111,7 @@ void linear_into(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y
     Tensor xb = x;
     if (x.dtype() == DType::kF32) {
       xb = Tensor::empty(x.shape(), DType::kBF16, Device::kCuda);
-      f32_to_bf16_kernel<<<detail::blocks_for(m * k, 256), 256, 0, stream()>>>(
+      f32_to_bf16_kernel<<<detail::f32_to_bf16_blocks(m * k), 256, 0, stream()>>>(
           x.f32(), reinterpret_cast<__nv_bfloat16*>(xb.raw()), m * k);
       SY_CUDA_CHECK_LAUNCH();
     }

@@ -1,6 +1,6 @@
-// Shared-memory transaction barriers (mbarrier, sm_90) for producer/consumer pipelines inside one block, the
-// TMA tile load that completes on them, and the per-warpgroup register reallocation that goes with warp
-// specialisation (setmaxnreg, sm_90a). Not a
+// Shared-memory transaction barriers (mbarrier, sm_90) for producer/consumer pipelines inside one block or
+// across a thread-block cluster, the TMA tile load that completes on them (also multicast to a cluster), and
+// the per-warpgroup register reallocation that goes with warp specialisation (setmaxnreg, sm_90a). Not a
 // public header; compiled only for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL), like wgmma.cuh.
 //
 // A barrier completes a phase once `count` arrivals (set at init) have reached it, and flips its phase bit.
@@ -49,6 +49,49 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* map, int32
       "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
       : "memory");
+}
+// The same TMA box delivered to every block of the cluster in cta_mask (bit r: rank r), at the same
+// shared-memory offset dst in each, counting down the barrier at offset bar in each.
+__device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const void* map, int32_t c0, int32_t c1,
+                                                      uint32_t bar, uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar), "h"(cta_mask)
+      : "memory");
+}
+// One arrival on the barrier at shared-memory offset bar of the cluster's block `rank` (this block's own
+// included), with release semantics at cluster scope.
+__device__ __forceinline__ void mbarrier_arrive_cluster(uint32_t bar, uint32_t rank) {
+  asm volatile(
+      "{\n"
+      ".reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "}\n" ::"r"(bar),
+      "r"(rank)
+      : "memory");
+}
+// Every thread of every block of the cluster arrives and waits (release / acquire at cluster scope): a block
+// barrier that also covers the other blocks of the cluster. Whole warps execute it.
+__device__ __forceinline__ void cluster_sync() {
+  __syncwarp();  // .aligned: the warp's threads execute it together
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return rank;
+}
+__device__ __forceinline__ uint32_t cluster_id() {
+  uint32_t id;
+  asm volatile("mov.u32 %0, %%clusterid.x;\n" : "=r"(id));
+  return id;
+}
+__device__ __forceinline__ uint32_t cluster_count() {
+  uint32_t n;
+  asm volatile("mov.u32 %0, %%nclusterid.x;\n" : "=r"(n));
+  return n;
 }
 __device__ __forceinline__ bool mbarrier_try_wait(uint32_t bar, uint32_t parity) {
   uint32_t done;
