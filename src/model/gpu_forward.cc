@@ -146,6 +146,7 @@ struct GpuSwitches {
   // is found: SY_CUDNN_ATTENTION=1.
   bool flash_cudnn = false;
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
+  int min_split_keys = 0;                        // keys each split covers at least (AttentionArgs::min_split_keys)
   // Paged attention grouped by key head, one cluster per (query, key head) (AttentionArgs::grouped_decode):
   // -1 (the default) for passes of at least kGroupedAttentionMinRows query rows (H100, 2026-12-06, Qwen3-30B-A3B
   // decode step: batch 64 0.868x; batch 1 1.013x, batch 2 0.999x); SY_GROUPED_ATTENTION=1 for every pass, 0 for
@@ -596,6 +597,7 @@ void apply_switches(GpuState& s, bool reapply) {
   if (env_set("SY_DENSE_GEMV")) cuda::set_dense_gemv_max_rows(static_cast<int>(env_int("SY_DENSE_GEMV", 0, 0, 4)));
   // Key splits per (query, head) of decode-sized attention (0: chosen from the batch).
   s.key_splits = static_cast<int>(env_int("SY_ATTENTION_KEY_SPLITS", s.key_splits, 0, 1024));
+  s.min_split_keys = static_cast<int>(env_int("SY_ATTENTION_MIN_SPLIT_KEYS", s.min_split_keys, 0, 1 << 20));
 }
 
 }  // namespace
@@ -932,6 +934,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     args.window = c.layer_sliding_window[l];
     args.sinks = w.sinks;
     args.key_splits = s.key_splits;
+    args.min_split_keys = s.min_split_keys;
     args.grouped_decode = s.grouped_attention > 0 || (s.grouped_attention < 0 && n >= kGroupedAttentionMinRows);
     args.cached_keys_ready = s.prefetch_keys && b.decode_only;
     if (s.prefetch_o && b.decode_only) args.l2_prefetch = cuda::L2Prefetch::of(w.o);

@@ -241,6 +241,14 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithFusedAttention) {
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
+// With key splits of at least 8 keys (SY_ATTENTION_MIN_SPLIT_KEYS=8): the fixtures' short contexts leave most
+// splits of a decode pass without a key.
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithLongKeySplits) {
+  SY_SKIP_WITHOUT_GPU();
+  ScopedEnv env("SY_ATTENTION_MIN_SPLIT_KEYS", "8");
+  check_batched_logits(GetParam(), Experts::kGemv);
+}
+
 // With the grouped decode attention on every pass (SY_GROUPED_ATTENTION=1: a cluster per query and key head;
 // by default only passes of 8 rows or more) through whole batched decode and chunked-prefill passes; models it
 // does not fit take the per-head kernel.

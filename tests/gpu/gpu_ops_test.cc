@@ -987,6 +987,15 @@ TEST(GpuOps, PagedAttentionMatchesCpu) {
           Tensor warmed = poisoned_device({t, heads, dv});
           batch.run_gpu(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, warmed);
           expect_close(what + " (L2 prefetch)", warmed, cuda::to_host(out), 0.0);
+          // Splits of at least 16 and of at least 1000 keys (most splits, or all but the first, see none).
+          for (int min_keys : {16, 1000}) {
+            cuda::AttentionArgs wide = args;
+            wide.min_split_keys = min_keys;
+            Tensor fewer = poisoned_device({t, heads, dv});
+            batch.run_gpu(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), wide, fewer);
+            expect_close(what + " (splits of at least " + std::to_string(min_keys) + " keys)", fewer, ref,
+                         kAttentionTol);
+          }
         }
       }
     }
@@ -1047,12 +1056,14 @@ TEST(GpuOps, PagedAttentionQkvEqualsEpilogueThenAttention) {
     for (DType pool_dtype : {DType::kF32, DType::kBF16}) {
       const Tensor keys0 = rand_tensor({batch.total_blocks * bs, c.kv_heads, c.d}).to(pool_dtype);
       const Tensor values0 = rand_tensor({batch.total_blocks * bs, c.kv_heads, c.dv}).to(pool_dtype);
-      for (int splits : {0, 1, 7}) {
+      // -7: seven splits of at least 24 keys each (min_split_keys; the later splits of short contexts see none).
+      for (int splits : {0, 1, 7, -7}) {
         cuda::AttentionArgs args;
         args.scale = 1.f / std::sqrt(static_cast<float>(c.d));
         args.window = c.window;
         if (c.window > 0) args.sinks = cuda::to_device(rand_tensor({c.heads}, 2.f));
-        args.key_splits = splits;
+        args.key_splits = splits < 0 ? -splits : splits;
+        args.min_split_keys = splits < 0 ? 24 : 0;
         // Two launches: the epilogue, then the attention over the pool it wrote.
         Tensor keys_a = cuda::to_device(keys0), values_a = cuda::to_device(values0);
         Tensor q3 = poisoned_device({t, c.heads, c.d}), k3 = poisoned_device({t, c.kv_heads, c.d});
@@ -1066,7 +1077,8 @@ TEST(GpuOps, PagedAttentionQkvEqualsEpilogueThenAttention) {
         const std::string what = "paged_attention_qkv heads " + std::to_string(c.heads) + "/" +
                                  std::to_string(c.kv_heads) + " d " + std::to_string(c.d) + "/" + std::to_string(c.dv) +
                                  (c.window ? " window+sinks" : "") + " " + dtype_name(pool_dtype) + " splits " +
-                                 std::to_string(splits);
+                                 std::to_string(args.key_splits) + " of at least " +
+                                 std::to_string(args.min_split_keys) + " keys";
         expect_close(what, got, cuda::to_host(want), 0.0);
         expect_close(what + " keys", cuda::to_host(keys_b).to(DType::kF32), cuda::to_host(keys_a).to(DType::kF32), 0.0);
         expect_close(what + " values", cuda::to_host(values_b).to(DType::kF32), cuda::to_host(values_a).to(DType::kF32),

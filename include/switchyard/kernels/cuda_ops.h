@@ -213,6 +213,11 @@ struct AttentionArgs {
   // paged_attention: blocks per (query, head) over its keys for decode-sized passes; 0 picks from the batch
   // size (passes with enough (query, head) pairs to fill the GPU always use one).
   int key_splits = 0;
+  // paged_attention, split passes: each split covers at least this many keys (0: none), so that a short
+  // context runs on fewer blocks (the rest see no key and exit) instead of a key or two per block; the
+  // launch shape stays that of key_splits (decode graphs replay it while contexts grow). Results differ from
+  // another value only in rounding (where the splits' sums meet).
+  int min_split_keys = 0;
   // paged_attention: where it applies (bf16 pools, head dims 64 or 128 for keys and values alike, at most 16
   // query heads per key head), a thread-block cluster per (query, key head) computes the group's query heads
   // together, reading each key and value row once for the group, and merges its blocks' key runs through

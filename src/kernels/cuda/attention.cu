@@ -29,6 +29,7 @@ struct AttnParams {
   int window;
   bool keys_ready;  // AttentionArgs::cached_keys_ready (paged only)
   detail::L2Range prefetch;  // AttentionArgs::l2_prefetch (paged only)
+  int64_t min_chunk;  // AttentionArgs::min_split_keys (paged only)
 };
 
 // Head dims up to 32 * kPrefetchPerLane (keys and values; the kernel's 4-per-lane form) have each warp's
@@ -67,8 +68,9 @@ struct PagedRows {
 };
 
 // Splits of one query's keys: split s of S covers keys [lo + s*chunk, lo + (s+1)*chunk) with
-// chunk = ceil((pos - lo + 1) / S), computed on the device so the launch shape does not depend on positions
-// (decode steps are replayed from CUDA graphs while positions grow).
+// chunk = max(ceil((pos - lo + 1) / S), min_chunk), computed on the device so the launch shape does not depend
+// on positions (decode steps are replayed from CUDA graphs while positions grow); splits past the last key
+// see none.
 // Eight blocks per multiprocessor (at most 64 registers): key_splits sizes a decode pass to eight blocks per
 // multiprocessor, one wave only if all eight are resident (the reads before the wait took the bf16 form from
 // 62 to 70 registers without the bound: seven per SM, two waves).
@@ -96,7 +98,7 @@ __global__ void __launch_bounds__(kWarps * 32, 8) attention_kernel(const float* 
   const int64_t pos = positions[i];
   const bool bad_pos = pos < 0 || (!kPaged && pos >= p.kv_len);
   const int64_t first = p.window > 0 ? max(int64_t{0}, pos - p.window + 1) : 0;
-  const int64_t chunk = (pos - first + splits) / splits;
+  const int64_t chunk = max((pos - first + splits) / splits, p.min_chunk);
   const int64_t lo = first + split * chunk, hi = min(pos, lo + chunk - 1);
   const int32_t* table = kPaged && !bad_pos ? paged.tables + paged.table_start[i] : nullptr;
   auto pool_row = [&](int64_t j) {
@@ -256,7 +258,9 @@ __global__ void merge_splits_kernel(const float* partial, const float* sinks, in
   for (int64_t d = threadIdx.x; d < dv; d += blockDim.x) {
     float o = 0.f;
 #pragma unroll 8
-    for (int s = 0; s < splits; ++s) o += part[s * (dv + 2) + 2 + d] * factor[s];
+    for (int s = 0; s < splits; ++s) {
+      if (factor[s] != 0.f) o += part[s * (dv + 2) + 2 + d] * factor[s];  // a split that saw no key adds nothing
+    }
     out[item * dv + d] = o / denom;
   }
 }
@@ -336,7 +340,7 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
   }
   if (t == 0 || heads == 0) return;
   AttnParams p{heads, kv_heads, dk, dv, kv_len, k.strides()[0], k.strides()[1], v.strides()[0], v.strides()[1],
-               args.scale, args.window, false, detail::L2Range{}};
+               args.scale, args.window, false, detail::L2Range{}, 0};
   Tensor bad = Tensor::zeros({1}, DType::kI32, Device::kCuda);
   launch_attention<float, false>(q, k, v, positions, args, p, PagedRows{}, key_splits(t * heads), out, bad.i32());
   SY_REQUIRE(to_host(bad).i32()[0] == 0, InvalidArgument, "cuda attention", "a position lies outside the ",
@@ -358,6 +362,8 @@ void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
              " differ in dtype");
   SY_REQUIRE(args.key_splits >= 0 && args.key_splits <= 1024, InvalidArgument, op, "key_splits must be in [0, 1024], got ",
              args.key_splits);
+  SY_REQUIRE(args.min_split_keys >= 0, InvalidArgument, op, "min_split_keys must not be negative, got ",
+             args.min_split_keys);
   detail::require_device(op, "positions", positions);
   detail::require_dtype(op, "positions", positions, DType::kI64, DType::kI64);
   detail::require_device(op, "table_start", table_start);
@@ -384,7 +390,8 @@ void paged_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
     return;
   }
   AttnParams p{heads, kv_heads, dk, dv, k.size(0), k.strides()[0], k.strides()[1], v.strides()[0], v.strides()[1],
-               args.scale, args.window, args.cached_keys_ready, detail::l2_range(op, args.l2_prefetch)};
+               args.scale, args.window, args.cached_keys_ready, detail::l2_range(op, args.l2_prefetch),
+               args.min_split_keys};
   PagedRows paged{table_start.i64(), block_tables.i32(), block_size};
   // A forced count applies only to passes the automatic rule splits (decode-sized), so a forced count never
   // multiplies the scratch of a prefill-sized pass.
@@ -443,6 +450,8 @@ void paged_attention_qkv(const Tensor& qkv, const QkvEpilogueArgs& e, const Devi
   }
   SY_REQUIRE(args.key_splits >= 0 && args.key_splits <= 1024, InvalidArgument, op,
              "key_splits must be in [0, 1024], got ", args.key_splits);
+  SY_REQUIRE(args.min_split_keys >= 0, InvalidArgument, op, "min_split_keys must not be negative, got ",
+             args.min_split_keys);
   if (t == 0) return;
   QkvSource src;
   src.qkv = qkv.f32();
@@ -457,7 +466,8 @@ void paged_attention_qkv(const Tensor& qkv, const QkvEpilogueArgs& e, const Devi
                                    static_cast<int>(dv), e.clip, e.eps, rope.rotary_dim / 2, rope.interleaved,
                                    rope.attention_scaling};
   AttnParams p{heads, kv_heads, d, dv, keys.size(0), keys.strides()[0], keys.strides()[1], values.strides()[0],
-               values.strides()[1], args.scale, args.window, true, detail::l2_range(op, args.l2_prefetch)};
+               values.strides()[1], args.scale, args.window, true, detail::l2_range(op, args.l2_prefetch),
+               args.min_split_keys};
   PagedRows paged{table_start.i64(), block_tables.i32(), block_size};
   const int auto_splits = key_splits(t * heads);
   const int splits = args.key_splits > 0 && auto_splits > 1 ? args.key_splits : auto_splits;

@@ -61,13 +61,17 @@ __device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const void* 
       : "memory");
 }
 // One arrival on the barrier at shared-memory offset bar of the cluster's block `rank` (this block's own
-// included), with release semantics at cluster scope.
+// included), with the default semantics (release at CTA scope), as CUTLASS's cluster barrier arrives. The
+// arrivals free a stage whose reads (wgmma, retired by wait_group before the arrival) are done; .release
+// .cluster would also order this thread's earlier global stores (the epilogue's) at cluster scope, a fence per
+// arrival: with it, block pairs ran at half the speed of single blocks on an H100 (2026-12-06), which such a
+// fence would explain.
 __device__ __forceinline__ void mbarrier_arrive_cluster(uint32_t bar, uint32_t rank) {
   asm volatile(
       "{\n"
       ".reg .b32 remote;\n"
       "mapa.shared::cluster.u32 remote, %0, %1;\n"
-      "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [remote];\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n"
       "}\n" ::"r"(bar),
       "r"(rank)
       : "memory");
