@@ -47,9 +47,9 @@ constexpr int64_t kCombineMaxTokens = 4;
 // nothing over the paged kernel). SY_FLASH_PREFILL=0 turns it off at upload.
 constexpr int64_t kFlashMinTokens = 64;
 // Passes of at least this many query rows run the paged attention grouped by key head by default (see
-// GpuSwitches::grouped_attention): neutral at batch 2 and 13% off the step at batch 64 on an H100; 8 is
-// between those, and the decode A/B of gpu_suite.sh times it.
-constexpr int64_t kGroupedAttentionMinRows = 8;
+// GpuSwitches::grouped_attention). Qwen3-30B-A3B decode steps on an H100 (2026-12-06), grouped against per
+// head: batch 1 1.016x, 2 0.999x, 4 0.944x, 8 0.90x, 64 0.87x.
+constexpr int64_t kGroupedAttentionMinRows = 4;
 }  // namespace
 
 // The device inputs of one pass (all int64 but the int32 block tables).
@@ -148,9 +148,8 @@ struct GpuSwitches {
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
   int min_split_keys = 0;                        // keys each split covers at least (AttentionArgs::min_split_keys)
   // Paged attention grouped by key head, one cluster per (query, key head) (AttentionArgs::grouped_decode):
-  // -1 (the default) for passes of at least kGroupedAttentionMinRows query rows (H100, 2026-12-06, Qwen3-30B-A3B
-  // decode step: batch 64 0.868x; batch 1 1.013x, batch 2 0.999x); SY_GROUPED_ATTENTION=1 for every pass, 0 for
-  // none.
+  // -1 (the default) for passes of at least kGroupedAttentionMinRows query rows (measured there);
+  // SY_GROUPED_ATTENTION=1 for every pass, 0 for none.
   int grouped_attention = -1;
   bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
 };

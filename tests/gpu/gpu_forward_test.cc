@@ -250,7 +250,7 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithLongKeySplits) {
 }
 
 // With the grouped decode attention on every pass (SY_GROUPED_ATTENTION=1: a cluster per query and key head;
-// by default only passes of 8 rows or more) through whole batched decode and chunked-prefill passes; models it
+// by default only passes of 4 rows or more) through whole batched decode and chunked-prefill passes; models it
 // does not fit take the per-head kernel.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithGroupedAttention) {
   SY_SKIP_WITHOUT_GPU();
