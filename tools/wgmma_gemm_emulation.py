@@ -222,36 +222,69 @@ def run_block(block, x, gather, top_k, table, w0, w1, y, n, k, swiglu, broken=No
                 wgmma_inflight[wg].pop(0)
     wgmma_inflight = [[], []]
 
-    # Epilogue from the fragments, thread by thread.
+    # Epilogue from the fragments, a quad (lanes 4i..4i+3, one row pair) at a time: each lane's words (two bf16
+    # columns) of four 8-column groups, the quad transpose of three xor exchanges, then one 16-byte group per
+    # lane (store_tile and quad_transpose in grouped_gemm_sm90.cuh).
+    out_tiles = TILE_N // 16 if swiglu else TILE_N // 8
+    tile_col0 = n_tile * (TILE_N // 2 if swiglu else TILE_N)
     for wg in range(2):
-        for t in range(128):
-            lane = t % 32
-            r_top = wg * 64 + (t // 32) * 16 + lane // 4
-            local = (t // 32) * 16 + lane // 4
-            d = np.empty(TILE_N // 2)
-            for j in range(TILE_N // 8):
-                for q in range(4):
-                    d[4 * j + q] = acc[wg, local + 8 * (q // 2), 8 * j + 2 * (t % 4) + (q % 2)]
-            out_tiles = TILE_N // 16 if swiglu else TILE_N // 8
-            col0 = n_tile * (TILE_N // 2 if swiglu else TILE_N) + 2 * (lane % 4)
-            for j in range(out_tiles):
-                col = col0 + 8 * j
-                if col >= n:
-                    continue
-                v = np.empty(4)
-                for q in range(4):
-                    c = col + (q & 1) if broken != "bias_column" else col
-                    b0 = bias[0][expert, c] if bias[0] is not None else 0.0
-                    if swiglu:
-                        up_j = j + TILE_N // 16 if broken != "up_column" else j + TILE_N // 32
-                        b1 = bias[1][expert, c] if bias[1] is not None else 0.0
-                        v[q] = activation(d[4 * j + q] + b0, d[4 * up_j + q] + b1, limit, alpha)
-                    else:
-                        v[q] = d[4 * j + q] + b0
-                for rr, (lo, hi) in ((r_top, (v[0], v[1])), (r_top + 8, (v[2], v[3]))):
-                    if rr < rows:
-                        y[row0 + rr, col] = bf16(lo)
-                        y[row0 + rr, col + 1] = bf16(hi)
+        for t0 in range(0, 128, 4):
+            quad = range(t0, t0 + 4)
+            lane0 = t0 % 32
+            r_top = wg * 64 + (t0 // 32) * 16 + lane0 // 4
+            local = (t0 // 32) * 16 + lane0 // 4
+            d = {}
+            for t in quad:
+                frag = np.empty(TILE_N // 2)
+                for j in range(TILE_N // 8):
+                    for e in range(4):
+                        frag[4 * j + e] = acc[wg, local + 8 * (e // 2), 8 * j + 2 * (t % 4) + (e % 2)]
+                d[t] = frag
+            for j0 in range(0, out_tiles, 4):
+                words = {}  # lane -> [group u] -> (top pair, bottom pair)
+                for t in quad:
+                    q = t % 4
+                    words[t] = []
+                    for u in range(4):
+                        j = j0 + u
+                        col = tile_col0 + 8 * j + 2 * q
+                        v = np.zeros(4)
+                        for e in range(4):
+                            c = col + (e & 1) if broken != "bias_column" else col
+                            col_in = col < n
+                            b0 = bias[0][expert, c] if bias[0] is not None and col_in else 0.0
+                            if swiglu:
+                                up_j = j + TILE_N // 16 if broken != "up_column" else j + TILE_N // 32
+                                b1 = bias[1][expert, c] if bias[1] is not None and col_in else 0.0
+                                v[e] = activation(d[t][4 * j + e] + b0, d[t][4 * up_j + e] + b1, limit, alpha)
+                            else:
+                                v[e] = d[t][4 * j + e] + b0
+                        words[t].append(((bf16(v[0]), bf16(v[1])), (bf16(v[2]), bf16(v[3]))))
+                # quad_transpose: in exchange s, lane q sends its word of group q ^ s and files the word it gets
+                # from lane q ^ s under position q ^ s.
+                out = {t: list(words[t]) for t in quad}
+                for s_ in (1, 2, 3):
+                    sent = {}
+                    for t in quad:
+                        q = t % 4
+                        partner = q ^ s_
+                        sent[t] = words[t][partner if broken != "transpose_send" else q]
+                    for t in quad:
+                        q = t % 4
+                        partner = q ^ s_
+                        got = sent[t0 + partner]
+                        out[t][partner if broken != "transpose_file" else s_] = got
+                for t in quad:
+                    q = t % 4
+                    group_col = tile_col0 + 8 * (j0 + q)
+                    if group_col >= n:
+                        continue
+                    for rr, half_row in ((r_top, 0), (r_top + 8, 1)):
+                        if rr < rows:
+                            for p_ in range(4):  # word p: columns 2p, 2p + 1 of the group
+                                lo, hi = out[t][p_][half_row]
+                                y[row0 + rr, group_col + 2 * p_] = lo
+                                y[row0 + rr, group_col + 2 * p_ + 1] = hi
 
 
 def launch(x, gather, top_k, offsets, w0, w1, n, k, swiglu, bias, limit, broken=None, hazards=None):
@@ -344,7 +377,7 @@ def main():
             print(f"[{tile_n}-column tiles] {name}: {status}")
     # Broken variants of the kernel must each be caught by at least one case.
     for broken in ("no_swizzle_write", "sbo", "gate_up_swapped", "warpgroup_offset", "up_column", "wait_too_loose",
-                   "too_far_ahead", "wait_none", "bias_column", "table_inclusive"):
+                   "too_far_ahead", "wait_none", "bias_column", "table_inclusive", "transpose_send", "transpose_file"):
         caught = False
         for name, case in built.items():
             err, hazards = check(case, broken)

@@ -168,10 +168,12 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
 #endif
 }
 
-// cp.async reads 16-byte chunks of x's rows; the epilogue writes bf16 pairs.
+// cp.async reads 16-byte chunks of x's rows; the epilogue writes 16-byte groups of 8 bf16 columns.
 void check_operands(const char* op, const Tensor& x, const Tensor& y) {
-  SY_REQUIRE(reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 && reinterpret_cast<uintptr_t>(y.raw()) % 4 == 0,
-             InvalidArgument, op, "x must be 16-byte aligned and the output 4-byte aligned");
+  SY_REQUIRE(x.is_contiguous() && y.is_contiguous() && reinterpret_cast<uintptr_t>(x.raw()) % 16 == 0 &&
+                 reinterpret_cast<uintptr_t>(y.raw()) % 16 == 0,
+             InvalidArgument, op, "x and the output must be contiguous and 16-byte aligned; got x ", x.describe(),
+             " y ", y.describe());
 }
 
 void check_table(const char* op, const char* name, const ExpertWeightTable& w) {

@@ -59,47 +59,91 @@ struct RowTile {
   int32_t expert, rows;
 };
 
+// The four lanes of a quad (lanes 4i..4i+3) each hold one 4-byte word (two bf16 columns) of four consecutive
+// 8-column groups: w[u] is lane q's columns 2q, 2q + 1 of group u. Afterwards lane q holds all of group q in
+// column order (w[p] = lane p's word of group q), 16 contiguous bytes: three exchanges across the quad.
+__device__ __forceinline__ void quad_transpose(uint32_t (&w)[4], int q) {
+  uint32_t o[4] = {w[0], w[1], w[2], w[3]};  // o[q] = w[q] already
+#pragma unroll
+  for (int s = 1; s < 4; ++s) {
+    const int partner = q ^ s;
+    uint32_t send = w[0];
+#pragma unroll
+    for (int u = 1; u < 4; ++u) send = u == partner ? w[u] : send;  // the word of the partner's group
+    const uint32_t got = __shfl_xor_sync(0xffffffffu, send, s);       // its word of this lane's group
+#pragma unroll
+    for (int u = 0; u < 4; ++u) o[u] = u == partner ? got : o[u];
+  }
+#pragma unroll
+  for (int u = 0; u < 4; ++u) w[u] = o[u];
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
 // Writes one half of a block tile's products to y straight from the accumulator fragments in acc: `half` 0 or
 // 1 is rows 0-63 or 64-127 of the tile (the warpgroup that multiplied them, or one of a ping-pong warpgroup's
-// two accumulator sets); thread t = threadIdx.x % 128 holds rows r and r + 8 of the half. SwiGLU:
-// accumulator columns c and c + kTileN / 2 are gate and up of output column c, and the tile writes kTileN / 2
-// columns of silu(gate) * up (gpt-oss's clamped form where p.limit > 0); plain: kTileN columns, plus the bias.
+// two accumulator sets); thread t = threadIdx.x % 128 holds rows r and r + 8 of the half, columns 2 (t % 4) and
+// the next of each 8-column group. SwiGLU: accumulator columns c and c + kTileN / 2 are gate and up of output
+// column c, and the tile writes kTileN / 2 columns of silu(gate) * up (gpt-oss's clamped form where
+// p.limit > 0); plain: kTileN columns, plus the bias. Four groups at a time, the quad's words are transposed
+// (quad_transpose) so that each lane stores one whole group with one 16-byte store: a warp's store covers 64
+// contiguous bytes of each of its 8 rows, whole 32-byte sectors (4-byte stores of each lane's own two columns
+// wrote each sector in two halves: 16 bytes per sector on average in Nsight Compute, H100, 2026-12-06).
+// n % 8 == 0 and y 16-byte aligned (check_operands), so a group lies wholly inside or past n.
 template <bool kSwiGLU, int kTileN>
 __device__ __forceinline__ void store_tile(const Problem& p, const float (&acc)[kTileN / 2], int half, int expert,
                                            int64_t row0, int rows, int n_tile) {
-  const int t = threadIdx.x % 128, lane = t % 32;
+  const int t = threadIdx.x % 128, lane = t % 32, q = lane % 4;
   const int r_top = half * 64 + (t / 32) * 16 + lane / 4;
   const bool top_in = r_top < rows, bottom_in = r_top + 8 < rows;
   __nv_bfloat16* y_top = p.y + (row0 + r_top) * p.n;
   __nv_bfloat16* y_bottom = y_top + 8 * p.n;
   constexpr int kOutTiles = kSwiGLU ? kTileN / 16 : kTileN / 8;  // 8-column groups written
-  const int64_t col0 = int64_t{n_tile} * (kSwiGLU ? kTileN / 2 : kTileN) + 2 * (lane % 4);
+  static_assert(kOutTiles % 4 == 0, "groups go four at a time through the quad transpose");
+  const int64_t tile_col0 = int64_t{n_tile} * (kSwiGLU ? kTileN / 2 : kTileN);
   const float* bias0 = p.bias0 ? p.bias0 + int64_t{expert} * p.n : nullptr;
   const float* bias1 = p.bias1 ? p.bias1 + int64_t{expert} * p.n : nullptr;
 #pragma unroll
-  for (int j = 0; j < kOutTiles; ++j) {
-    const int64_t col = col0 + 8 * j;
-    if (col >= p.n) continue;
-    float v[4];
+  for (int j0 = 0; j0 < kOutTiles; j0 += 4) {
+    uint32_t top[4], bottom[4];
 #pragma unroll
-    for (int q = 0; q < 4; ++q) {
-      const int64_t c = col + (q & 1);
-      if constexpr (kSwiGLU) {
-        float g = acc[4 * j + q] + (bias0 ? bias0[c] : 0.f);
-        float u = acc[4 * (j + kTileN / 16) + q] + (bias1 ? bias1[c] : 0.f);
-        if (p.limit > 0.f) {  // gpt-oss: clamp, then (up + 1) * gate * sigmoid(alpha * gate)
-          g = fminf(g, p.limit);
-          u = fminf(fmaxf(u, -p.limit), p.limit);
-          v[q] = (u + 1.f) * (g / (1.f + __expf(-p.alpha * g)));
+    for (int u = 0; u < 4; ++u) {
+      const int j = j0 + u;
+      const int64_t col = tile_col0 + 8 * j + 2 * q;
+      const bool col_in = col < p.n;  // every lane computes (the transpose needs all four), only these read biases
+      float v[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t c = col + (e & 1);
+        if constexpr (kSwiGLU) {
+          float g = acc[4 * j + e] + (bias0 && col_in ? bias0[c] : 0.f);
+          float up = acc[4 * (j + kTileN / 16) + e] + (bias1 && col_in ? bias1[c] : 0.f);
+          if (p.limit > 0.f) {  // gpt-oss: clamp, then (up + 1) * gate * sigmoid(alpha * gate)
+            g = fminf(g, p.limit);
+            up = fminf(fmaxf(up, -p.limit), p.limit);
+            v[e] = (up + 1.f) * (g / (1.f + __expf(-p.alpha * g)));
+          } else {
+            v[e] = g / (1.f + __expf(-g)) * up;
+          }
         } else {
-          v[q] = g / (1.f + __expf(-g)) * u;
+          v[e] = acc[4 * j + e] + (bias0 && col_in ? bias0[c] : 0.f);
         }
-      } else {
-        v[q] = acc[4 * j + q] + (bias0 ? bias0[c] : 0.f);
+      }
+      top[u] = pack_bf16x2(v[0], v[1]);
+      bottom[u] = pack_bf16x2(v[2], v[3]);
+    }
+    quad_transpose(top, q);
+    quad_transpose(bottom, q);
+    const int64_t group_col = tile_col0 + 8 * (j0 + q);  // this lane's group after the transpose
+    if (group_col < p.n) {
+      if (top_in) *reinterpret_cast<uint4*>(y_top + group_col) = make_uint4(top[0], top[1], top[2], top[3]);
+      if (bottom_in) {
+        *reinterpret_cast<uint4*>(y_bottom + group_col) = make_uint4(bottom[0], bottom[1], bottom[2], bottom[3]);
       }
     }
-    if (top_in) *reinterpret_cast<__nv_bfloat162*>(y_top + col) = __floats2bfloat162_rn(v[0], v[1]);
-    if (bottom_in) *reinterpret_cast<__nv_bfloat162*>(y_bottom + col) = __floats2bfloat162_rn(v[2], v[3]);
   }
 }
 

@@ -97,12 +97,14 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
   // The block tiles this block takes, in order: tile i, i + blocks, ... of `tiles`; a pair takes pair tile
   // i, i + clusters, ... of tiles / 2 (row tiles 2 (i / n_tiles) and the next, column tile i % n_tiles), its
   // block `rank` the row tile 2 (i / n_tiles) + rank.
-  const uint32_t rank = kPair ? sm90::cluster_rank() : 0;
-  const int64_t first = kPair ? sm90::cluster_id() : blockIdx.x, step = kPair ? sm90::cluster_count() : gridDim.x;
+  // (Read from the special registers and parameters where used, not held: the producer has 72 registers.)
+  auto first = [] { return int64_t{kPair ? sm90::cluster_id() : blockIdx.x}; };
+  auto step = [] { return int64_t{kPair ? sm90::cluster_count() : gridDim.x}; };
   const int64_t count = kPair ? tiles / 2 : tiles;
   auto block_tile = [&](int64_t seq) {
-    return kPair ? ((seq / p.n_tiles) * 2 + rank) * p.n_tiles + seq % p.n_tiles : seq;
+    return kPair ? ((seq / p.n_tiles) * 2 + sm90::cluster_rank()) * p.n_tiles + seq % p.n_tiles : seq;
   };
+  const uint32_t rank = kPair ? sm90::cluster_rank() : 0;
 
   if (warpgroup == 0) {
     // Producer. Thread t stages 16-byte chunk t % 8 of rows t / 8 + 16 i of A (i < 8) and of B (i < kTileN / 16).
@@ -112,7 +114,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     int stage = 0;
     uint32_t phase = 0;
     int fenced_expert = -1;  // TMA: the expert whose maps this thread last fenced
-    for (int64_t seq = first; seq < count; seq += step) {
+    for (int64_t seq = first(); seq < count; seq += step()) {
       const int64_t i_tile = block_tile(seq);
       const RowTile tile = p.tiles[i_tile / p.n_tiles];
       if (tile.expert < 0) break;  // the table's used entries come first
@@ -279,7 +281,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     }
     __syncwarp();
   };
-  for (int64_t seq = first; seq < count; seq += step) {
+  for (int64_t seq = first(); seq < count; seq += step()) {
     const int64_t i_tile = block_tile(seq);
     const RowTile tile = p.tiles[i_tile / p.n_tiles];
     if (tile.expert < 0) break;
