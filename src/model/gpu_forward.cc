@@ -466,8 +466,7 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
   } else if (path == ExpertPath::kSm90Grouped && counts && sm90_fits(s, l)) {
     // Gate, up and the activation in one launch that reads each row's token from hb through the layout (no
     // permute), down in a second; expert biases and gpt-oss's clamp applied to the f32 accumulators; bf16
-    // from the operands to the combine, as in the cuBLAS path below. The same sums as unpermute's, in the same
-    // order: the results equal the dispatch-ordered form bit for bit.
+    // from the operands to the combine, as in the cuBLAS path below.
     cuda::SwigluSm90Args act;
     act.gate_bias = s.expert_bias[l][0];
     act.up_bias = s.expert_bias[l][1];
@@ -475,12 +474,8 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
     act.limit = static_cast<float>(c.moe.swiglu_limit);
     Tensor g = Tensor::empty({rows, t[0].n}, DType::kBF16, Device::kCuda);
     cuda::grouped_swiglu_sm90(hb, t[0], t[1], layout, g, act);
-    // Down writes each row in assignment order (token-major), so the combine streams them without a row map.
-    Tensor by_token = Tensor::empty({rows, hidden}, DType::kBF16, Device::kCuda);
-    cuda::grouped_linear_sm90(g, t[2], layout.offsets, by_token, s.expert_bias[l][2], layout.row_assignment);
-    cuda::combine_rows(by_token, weight, out);
-    add_shared_expert(s, l, hb, out);
-    return;
+    expert_out = Tensor::empty({rows, hidden}, DType::kBF16, Device::kCuda);
+    cuda::grouped_linear_sm90(g, t[2], layout.offsets, expert_out, s.expert_bias[l][2]);
   } else {
     Tensor offsets_host = cuda::to_host(layout.offsets);  // one host sync per MoE layer
     const std::vector<int64_t> offsets(offsets_host.i64(), offsets_host.i64() + offsets_host.numel());

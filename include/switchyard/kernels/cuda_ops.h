@@ -200,11 +200,6 @@ void add_expert_bias(Tensor& y, const Tensor& bias, const Tensor& expert, const 
 // owns each output element: deterministic). expert_out: (rows, hidden) f32 or bf16; weight: (tokens, top_k)
 // f32; out: (tokens, hidden) f32.
 void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, const Tensor& weight, Tensor& out);
-// The same sums with the expert rows already in assignment order (row t * top_k + s is token t's slot s, as
-// grouped_linear_sm90 writes them given the layout's row_assignment as out_rows): out[t, :] += sum_s
-// weight[t, s] * rows[t * top_k + s, :], in slot order; no row map is read, the rows stream in order.
-// rows: (tokens * top_k, hidden) f32 or bf16; weight: (tokens, top_k) f32; out: (tokens, hidden) f32.
-void combine_rows(const Tensor& rows, const Tensor& weight, Tensor& out);
 
 // Causal prefill attention of t queries against the first kv_len keys of one sequence; the semantics of
 // sy::ops::attention (GQA, sliding window, sinks) except packed documents (key_start is not supported yet).
@@ -390,11 +385,9 @@ struct GroupedGemmSm90Launches {
 GroupedGemmSm90Launches grouped_gemm_sm90_launches();
 int64_t grouped_gemm_sm90_calls();  // grouped_*_sm90 launches so far in this process
 // y[rows of e] = x[rows of e] W_e^T (+ bias[e]). x: (rows, k) bf16; y: (rows, n) bf16; bias: (E, n) f32 or
-// undefined. out_rows ((rows,) int64 on the device, a permutation of [0, rows), or undefined): grouped row r
-// goes to y row out_rows[r] instead of row r (a dispatch layout's row_assignment puts the rows in assignment
-// order for combine_rows).
+// undefined.
 void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& weights, const Tensor& offsets, Tensor& y,
-                         const Tensor& bias = Tensor(), const Tensor& out_rows = Tensor());
+                         const Tensor& bias = Tensor());
 // Expert biases (E, n) f32 (undefined: none) and gpt-oss's clamped activation (limit > 0).
 struct SwigluSm90Args {
   Tensor gate_bias, up_bias;

@@ -202,8 +202,7 @@ __global__ void permute_kernel(const T* x, const int64_t* row_assignment, int to
   for (int64_t j = threadIdx.x; j < hidden; j += blockDim.x) dst[j] = src[j];
 }
 
-// Block t owns output row t; each element sums its top_k contributions in slot order. assignment_row null:
-// the rows are in assignment order already (combine_rows).
+// Block t owns output row t; each element sums its top_k contributions in slot order.
 template <typename T>
 __global__ void unpermute_kernel(const T* expert_out, const int64_t* assignment_row, const float* weight,
                                  int top_k, int64_t hidden, int64_t tokens, float* out) {
@@ -213,8 +212,7 @@ __global__ void unpermute_kernel(const T* expert_out, const int64_t* assignment_
     for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < hidden; j += int64_t{gridDim.x} * blockDim.x) {
       float acc = out[t * hidden + j];
       for (int s = 0; s < top_k; ++s) {
-        const int64_t a = t * top_k + s, row = assignment_row ? assignment_row[a] : a;
-        acc += weight[a] * detail::load_f(expert_out, row * hidden + j);
+        acc += weight[t * top_k + s] * detail::load_f(expert_out, assignment_row[t * top_k + s] * hidden + j);
       }
       out[t * hidden + j] = acc;
     }
@@ -249,9 +247,8 @@ __global__ void unpermute8_kernel(const T* expert_out, const int64_t* assignment
 #pragma unroll
         for (int u = 0; u < kUnpermuteSlots; ++u) {
           if (s0 + u >= top_k) break;
-          const int64_t a = t * top_k + s0 + u, row = assignment_row ? assignment_row[a] : a;
-          w[u] = weight[a];
-          load8_streaming(expert_out + row * hidden + 8 * g, v[u]);
+          w[u] = weight[t * top_k + s0 + u];
+          load8_streaming(expert_out + assignment_row[t * top_k + s0 + u] * hidden + 8 * g, v[u]);
         }
 #pragma unroll
         for (int u = 0; u < kUnpermuteSlots; ++u) {
@@ -394,73 +391,48 @@ void permute(const Tensor& x, const DeviceDispatchLayout& layout, Tensor& permut
   SY_CUDA_CHECK_LAUNCH();
 }
 
-namespace {
-
-// out[t] += sum_s weight[t, s] * expert_out[row(t * top_k + s)], row = assignment_row or the identity (null).
-void launch_combine(const Tensor& expert_out, const int64_t* assignment_row, int top_k, int64_t tokens,
-                    const Tensor& weight, Tensor& out) {
+void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, const Tensor& weight, Tensor& out) {
+  detail::require_device("cuda unpermute", "expert_out", expert_out);
+  detail::require_device("cuda unpermute", "weight", weight);
+  detail::require_device("cuda unpermute", "out", out);
+  detail::require_dtype("cuda unpermute", "expert_out", expert_out, DType::kF32, DType::kBF16);
+  SY_REQUIRE(weight.dtype() == DType::kF32 && out.dtype() == DType::kF32, InvalidArgument, "cuda unpermute",
+             "f32 weight and out expected");
+  SY_REQUIRE(expert_out.dim() == 2 && expert_out.size(0) == layout.row_assignment.numel() && out.dim() == 2 &&
+                 out.size(0) == layout.num_tokens && out.size(1) == expert_out.size(1) &&
+                 weight.numel() == layout.num_tokens * layout.top_k && expert_out.is_contiguous() &&
+                 out.is_contiguous() && weight.is_contiguous(),
+             InvalidArgument, "cuda unpermute", "expert_out ", expert_out.describe(), " out ", out.describe(),
+             " weight ", weight.describe());
   const int64_t hidden = out.size(1);
-  if (tokens == 0 || hidden == 0) return;
-  const unsigned token_blocks = static_cast<unsigned>(tokens < 65535 ? tokens : 65535);
+  if (layout.num_tokens == 0 || hidden == 0) return;
+  const unsigned token_blocks = static_cast<unsigned>(layout.num_tokens < 65535 ? layout.num_tokens : 65535);
   const bool vec = hidden % 8 == 0 && expert_out.is_contiguous() && out.is_contiguous() &&
                    reinterpret_cast<uintptr_t>(expert_out.raw()) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(out.raw()) % 16 == 0;
   if (vec) {
     const dim3 grid(static_cast<unsigned>((hidden / 8 + 127) / 128), token_blocks);
     if (expert_out.dtype() == DType::kF32) {
-      detail::launch_chained(unpermute8_kernel<float>, grid, 128, 0, expert_out.f32(), assignment_row, weight.f32(),
-                             top_k, hidden, tokens, out.f32());
+      detail::launch_chained(unpermute8_kernel<float>, grid, 128, 0, expert_out.f32(), layout.assignment_row.i64(),
+                             weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());
     } else {
       detail::launch_chained(unpermute8_kernel<__nv_bfloat16>, grid, 128, 0,
-                             reinterpret_cast<const __nv_bfloat16*>(expert_out.raw()), assignment_row, weight.f32(),
-                             top_k, hidden, tokens, out.f32());
+                             reinterpret_cast<const __nv_bfloat16*>(expert_out.raw()), layout.assignment_row.i64(),
+                             weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());
     }
     SY_CUDA_CHECK_LAUNCH();
     return;
   }
   const dim3 grid(static_cast<unsigned>((hidden + 127) / 128), token_blocks);
   if (expert_out.dtype() == DType::kF32) {
-    detail::launch_chained(unpermute_kernel<float>, grid, 128, 0, expert_out.f32(), assignment_row, weight.f32(),
-                           top_k, hidden, tokens, out.f32());
+    detail::launch_chained(unpermute_kernel<float>, grid, 128, 0, expert_out.f32(), layout.assignment_row.i64(),
+                           weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());
   } else {
     detail::launch_chained(unpermute_kernel<__nv_bfloat16>, grid, 128, 0,
-                           reinterpret_cast<const __nv_bfloat16*>(expert_out.raw()), assignment_row, weight.f32(),
-                           top_k, hidden, tokens, out.f32());
+                           reinterpret_cast<const __nv_bfloat16*>(expert_out.raw()), layout.assignment_row.i64(),
+                           weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());
   }
   SY_CUDA_CHECK_LAUNCH();
-}
-
-// Both combines' checks: device tensors, f32 weight and out, expert rows f32 or bf16 of out's width.
-void check_combine(const char* op, const Tensor& expert_out, int64_t rows, int64_t tokens, int top_k,
-                   const Tensor& weight, const Tensor& out) {
-  detail::require_device(op, "expert_out", expert_out);
-  detail::require_device(op, "weight", weight);
-  detail::require_device(op, "out", out);
-  detail::require_dtype(op, "expert_out", expert_out, DType::kF32, DType::kBF16);
-  SY_REQUIRE(weight.dtype() == DType::kF32 && out.dtype() == DType::kF32, InvalidArgument, op,
-             "f32 weight and out expected");
-  SY_REQUIRE(expert_out.dim() == 2 && expert_out.size(0) == rows && out.dim() == 2 && out.size(0) == tokens &&
-                 out.size(1) == expert_out.size(1) && weight.numel() == tokens * top_k && expert_out.is_contiguous() &&
-                 out.is_contiguous() && weight.is_contiguous(),
-             InvalidArgument, op, "expert_out ", expert_out.describe(), " out ", out.describe(), " weight ",
-             weight.describe(), " for ", tokens, " tokens x top-", top_k);
-}
-
-}  // namespace
-
-void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, const Tensor& weight, Tensor& out) {
-  check_combine("cuda unpermute", expert_out, layout.row_assignment.numel(), layout.num_tokens, layout.top_k, weight,
-                out);
-  launch_combine(expert_out, layout.assignment_row.i64(), layout.top_k, layout.num_tokens, weight, out);
-}
-
-void combine_rows(const Tensor& rows, const Tensor& weight, Tensor& out) {
-  const char* op = "cuda combine_rows";
-  SY_REQUIRE(weight.dim() == 2 && weight.size(1) > 0 && out.dim() == 2 && weight.size(0) == out.size(0),
-             InvalidArgument, op, "weight ", weight.describe(), " (tokens, top_k) for out ", out.describe());
-  const int top_k = static_cast<int>(weight.size(1));
-  check_combine(op, rows, out.size(0) * top_k, out.size(0), top_k, weight, out);
-  launch_combine(rows, nullptr, top_k, out.size(0), weight, out);
 }
 
 }  // namespace sy::cuda

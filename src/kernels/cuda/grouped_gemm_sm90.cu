@@ -140,7 +140,6 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
   for (int i = 0; i < Shape::kAccumulators; ++i) acc[i] = 0.f;
   const int k_tiles = static_cast<int>((p.k + kTileK - 1) / kTileK);
   const int warpgroup = threadIdx.x / 128;
-  const TileRows dst = TileRows::of(p, warpgroup, row0, rows);  // read now, used by the epilogue
 #pragma unroll
   for (int s = 0; s < kStages - 2; ++s) {
     if (s < k_tiles) load_stage(s, s);
@@ -162,7 +161,7 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_gemm_sm90_kernel(const Pr
   sm90::wgmma_wait<0>();
   sm90::fence_accumulators(acc);
 
-  store_tile<kSwiGLU, kTileN>(p, acc, dst, expert, n_tile);
+  store_tile<kSwiGLU, kTileN>(p, acc, warpgroup, expert, row0, rows, n_tile);
 #else
   static_assert(TileShape<kTileN>::kBRows > 0 && TileShape<kTileN>::kAccumulators > 0, "tile shape");
   __trap();  // built without sm_90a code: grouped_gemm_sm90_supported() says false, so this never launches
@@ -327,7 +326,7 @@ void check_bias(const char* op, const char* name, const Tensor& bias, const Expe
 }  // namespace
 
 void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& w, const Tensor& offsets, Tensor& y,
-                         const Tensor& bias, const Tensor& out_rows) {
+                         const Tensor& bias) {
   const char* op = "cuda grouped_linear_sm90";
   detail::require_device(op, "x", x);
   detail::require_device(op, "y", y);
@@ -344,12 +343,6 @@ void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& w, const Tens
   check_table(op, "the", w);
   check_bias(op, "bias", bias, w);
   check_operands(op, x, y);
-  if (out_rows.defined()) {
-    detail::require_device(op, "out_rows", out_rows);
-    detail::require_dtype(op, "out_rows", out_rows, DType::kI64, DType::kI64);
-    SY_REQUIRE(out_rows.numel() == x.size(0) && out_rows.is_contiguous(), InvalidArgument, op, "out_rows ",
-               out_rows.describe(), " for ", x.size(0), " rows");
-  }
   if (x.size(0) == 0 || w.n == 0) return;
   Problem p{};
   p.x = static_cast<const __nv_bfloat16*>(x.raw());
@@ -358,7 +351,6 @@ void grouped_linear_sm90(const Tensor& x, const ExpertWeightTable& w, const Tens
   p.w0 = reinterpret_cast<const uint64_t*>(w.pointers.i64());
   p.maps0 = w.tensor_maps.defined() ? static_cast<const uint8_t*>(w.tensor_maps.raw()) : nullptr;
   p.y = static_cast<__nv_bfloat16*>(y.raw());
-  p.y_rows = out_rows.defined() ? out_rows.i64() : nullptr;
   p.bias0 = bias.defined() ? bias.f32() : nullptr;
   p.n = w.n;
   p.k = w.k;

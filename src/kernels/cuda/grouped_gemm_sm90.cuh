@@ -41,7 +41,6 @@ struct Problem {
   const uint64_t* w0;       // (experts,) addresses of (n, k) bf16 matrices: the weight, or SwiGLU's gate
   const uint64_t* w1;       // (experts,) SwiGLU's up matrices, or null
   __nv_bfloat16* y;         // (rows, n) bf16
-  const int64_t* y_rows;    // (rows,) or null: grouped row r is y row y_rows[r] (else y row r)
   const float* bias0;       // (experts, n) f32 or null: the weight's bias, or SwiGLU's gate bias
   const float* bias1;       // (experts, n) f32 or null: SwiGLU's up bias
   float alpha, limit;       // SwiGLU: limit > 0 selects gpt-oss's clamped form with this alpha
@@ -84,33 +83,24 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
-// Writes one half of a block tile's products to y straight from the accumulator fragments in acc: rows 0-63 or
-// 64-127 of the tile (the warpgroup that multiplied them, or one of a ping-pong warpgroup's two accumulator
-// sets; TileRows::of's `half`); thread t = threadIdx.x % 128 holds rows r and r + 8 of the half, columns
-// 2 (t % 4) and the next of each 8-column group. SwiGLU: accumulator columns c and c + kTileN / 2 are gate and up of output
+// Writes one half of a block tile's products to y straight from the accumulator fragments in acc: `half` 0 or
+// 1 is rows 0-63 or 64-127 of the tile (the warpgroup that multiplied them, or one of a ping-pong warpgroup's
+// two accumulator sets); thread t = threadIdx.x % 128 holds rows r and r + 8 of the half, columns 2 (t % 4) and
+// the next of each 8-column group. SwiGLU: accumulator columns c and c + kTileN / 2 are gate and up of output
 // column c, and the tile writes kTileN / 2 columns of silu(gate) * up (gpt-oss's clamped form where
 // p.limit > 0); plain: kTileN columns, plus the bias. Four groups at a time, the quad's words are transposed
 // (quad_transpose) so that each lane stores one whole group with one 16-byte store: a warp's store covers 64
 // contiguous bytes of each of its 8 rows, whole 32-byte sectors (4-byte stores of each lane's own two columns
 // wrote each sector in two halves: 16 bytes per sector on average in Nsight Compute, H100, 2026-12-06).
 // n % 8 == 0 and y 16-byte aligned (check_operands), so a group lies wholly inside or past n.
-// dst: the y rows of this thread's two rows (TileRows::of, read when the tile starts so that a row map's
-// latency hides behind the products), -1 past the tile's rows.
-struct TileRows {
-  int64_t top, bottom;
-  __device__ __forceinline__ static TileRows of(const Problem& p, int half, int64_t row0, int rows) {
-    const int t = threadIdx.x % 128, r_top = half * 64 + (t / 32) * 16 + (t % 32) / 4;
-    auto dst = [&](int r) { return r < rows ? (p.y_rows ? p.y_rows[row0 + r] : row0 + r) : int64_t{-1}; };
-    return {dst(r_top), dst(r_top + 8)};
-  }
-};
 template <bool kSwiGLU, int kTileN>
-__device__ __forceinline__ void store_tile(const Problem& p, const float (&acc)[kTileN / 2], const TileRows& dst,
-                                           int expert, int n_tile) {
+__device__ __forceinline__ void store_tile(const Problem& p, const float (&acc)[kTileN / 2], int half, int expert,
+                                           int64_t row0, int rows, int n_tile) {
   const int t = threadIdx.x % 128, lane = t % 32, q = lane % 4;
-  const bool top_in = dst.top >= 0, bottom_in = dst.bottom >= 0;
-  __nv_bfloat16* y_top = p.y + (top_in ? dst.top : 0) * p.n;
-  __nv_bfloat16* y_bottom = p.y + (bottom_in ? dst.bottom : 0) * p.n;
+  const int r_top = half * 64 + (t / 32) * 16 + lane / 4;
+  const bool top_in = r_top < rows, bottom_in = r_top + 8 < rows;
+  __nv_bfloat16* y_top = p.y + (row0 + r_top) * p.n;
+  __nv_bfloat16* y_bottom = y_top + 8 * p.n;
   constexpr int kOutTiles = kSwiGLU ? kTileN / 16 : kTileN / 8;  // 8-column groups written
   static_assert(kOutTiles % 4 == 0, "groups go four at a time through the quad transpose");
   const int64_t tile_col0 = int64_t{n_tile} * (kSwiGLU ? kTileN / 2 : kTileN);

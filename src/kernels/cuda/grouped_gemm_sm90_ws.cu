@@ -221,7 +221,6 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     for (int64_t i_tile = blockIdx.x + consumer * int64_t{gridDim.x}; i_tile < tiles; i_tile += 2 * int64_t{gridDim.x}, j += 2) {
       const RowTile tile = p.tiles[i_tile / p.n_tiles];
       if (tile.expert < 0) break;
-      const TileRows dst0 = TileRows::of(p, 0, tile.row0, tile.rows), dst1 = TileRows::of(p, 1, tile.row0, tile.rows);
 #pragma unroll
       for (int i = 0; i < 64; ++i) acc0[i] = acc1[i] = 0.f;
       if (j > 0) {
@@ -260,8 +259,8 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
       if (k_tiles > 0 && warp_leader) sm90::mbarrier_arrive(empty + 8 * previous);
       __syncwarp();
       const int n_tile = static_cast<int>(i_tile % p.n_tiles);
-      store_tile<kSwiGLU, 128>(p, acc0, dst0, tile.expert, n_tile);
-      store_tile<kSwiGLU, 128>(p, acc1, dst1, tile.expert, n_tile);
+      store_tile<kSwiGLU, 128>(p, acc0, 0, tile.expert, tile.row0, tile.rows, n_tile);
+      store_tile<kSwiGLU, 128>(p, acc1, 1, tile.expert, tile.row0, tile.rows, n_tile);
     }
     return;
   }
@@ -288,7 +287,6 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     if (tile.expert < 0) break;
     // Only a pair has tiles, or halves, without rows (the padding of an expert's odd row-tile count).
     const bool active = !kPair || tile.rows > consumer * (kTileM / 2);
-    const TileRows dst = TileRows::of(p, consumer, tile.row0, tile.rows);  // read now, used by the epilogue
 #pragma unroll
     for (int i = 0; i < Shape::kAccumulators; ++i) acc[i] = 0.f;
     int previous = 0;
@@ -313,7 +311,8 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     sm90::wgmma_wait<0>();
     sm90::fence_accumulators(acc);
     if (k_tiles > 0) free_stage(previous);
-    store_tile<kSwiGLU, kTileN>(p, acc, dst, tile.expert, static_cast<int>(i_tile % p.n_tiles));
+    store_tile<kSwiGLU, kTileN>(p, acc, consumer, tile.expert, tile.row0, tile.rows,
+                                static_cast<int>(i_tile % p.n_tiles));
   }
   if constexpr (kPair) sm90::cluster_sync();  // no block leaves while its partner may still arrive on it
 #else
