@@ -161,14 +161,12 @@ struct KernelSwitches {
   bool sm90_warp_specialized = true, sm90_tma = true, sm90_pingpong = true;
   int dense_gemv_max_rows = 2, sm90_tile_n = 0;
   bool chunked_layout = true, sm90_cluster = false;
-  int sm90_prefetch_ahead = 4;
 
   static KernelSwitches current() {
     return {cuda::programmatic_launch_enabled(), cuda::warp_routing(), cuda::cluster_routing(),
             cuda::grouped_gemm_sm90_warp_specialized(), cuda::grouped_gemm_sm90_tma(),
             cuda::grouped_gemm_sm90_pingpong(), cuda::dense_gemv_max_rows(), cuda::grouped_gemm_sm90_tile_n(),
-            cuda::chunked_dispatch_layout(), cuda::grouped_gemm_sm90_cluster(),
-            cuda::grouped_gemm_sm90_prefetch_ahead()};
+            cuda::chunked_dispatch_layout(), cuda::grouped_gemm_sm90_cluster()};
   }
   void restore() const {
     cuda::set_programmatic_launch(programmatic_launch);
@@ -181,7 +179,6 @@ struct KernelSwitches {
     cuda::set_grouped_gemm_sm90_tile_n(sm90_tile_n);
     cuda::set_chunked_dispatch_layout(chunked_layout);
     cuda::set_grouped_gemm_sm90_cluster(sm90_cluster);
-    cuda::set_grouped_gemm_sm90_prefetch_ahead(sm90_prefetch_ahead);
   }
 };
 
@@ -583,10 +580,6 @@ void apply_switches(GpuState& s, bool reapply) {
   // Block pairs sharing weight tiles by TMA multicast, for the split-tile TMA form (off until measured;
   // SY_SM90_CLUSTER=1).
   if (env_set("SY_SM90_CLUSTER")) cuda::set_grouped_gemm_sm90_cluster(env_flag("SY_SM90_CLUSTER", false));
-  // The warp-specialised producer's L2 prefetch distance in k tiles (SY_SM90_PREFETCH=0 turns it off).
-  if (env_set("SY_SM90_PREFETCH")) {
-    cuda::set_grouped_gemm_sm90_prefetch_ahead(static_cast<int>(env_int("SY_SM90_PREFETCH", 4, 0, 64)));
-  }
   if (env_set("SY_SM90_EXPERTS")) {
     s.sm90_experts = env_flag("SY_SM90_EXPERTS", false);
     SY_REQUIRE(!s.sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",

@@ -421,8 +421,6 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
                                          cuda::to_device(rand_tensor({2, 7}))),
                InvalidArgument);
   EXPECT_THROW(cuda::set_grouped_gemm_sm90_tile_n(64), InvalidArgument);
-  EXPECT_THROW(cuda::set_grouped_gemm_sm90_prefetch_ahead(65), InvalidArgument);
-  EXPECT_THROW(cuda::set_grouped_gemm_sm90_prefetch_ahead(-1), InvalidArgument);
   if (!cuda::grouped_gemm_sm90_supported()) {
     // Valid input on another GPU: Unsupported, not a launch of code this device cannot run.
     EXPECT_THROW(cuda::grouped_linear_sm90(cuda::to_device(rand_tensor({3, 16}).to(DType::kBF16)), t16, off, y),

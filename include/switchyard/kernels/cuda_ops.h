@@ -377,11 +377,6 @@ bool grouped_gemm_sm90_pingpong();
 // less read from L2 per stage at 128 x 256 tiles); false (the default until measured), each block alone.
 void set_grouped_gemm_sm90_cluster(bool on);
 bool grouped_gemm_sm90_cluster();
-// The warp-specialised schedules' producer prefetches its operands into L2 this many k tiles (64 columns of
-// k) ahead of its copies, before waiting for a free stage (0: no prefetch; at most 64), process-wide. Results
-// are the same either way.
-void set_grouped_gemm_sm90_prefetch_ahead(int k_tiles);
-int grouped_gemm_sm90_prefetch_ahead();
 // GEMM launches so far in this process by kernel (tests check which one a setting ran): one tile per block, and
 // warp-specialised in all, of which with TMA weight loads, of which ping-pong, of which in block pairs.
 struct GroupedGemmSm90Launches {

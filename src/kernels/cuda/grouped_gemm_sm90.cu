@@ -190,8 +190,7 @@ std::atomic<int> g_tile_n{0};  // 0: by row count
 std::atomic<bool> g_warp_specialized{true};
 std::atomic<bool> g_tma{true};
 std::atomic<bool> g_pingpong{true};
-std::atomic<bool> g_cluster{false};  // block pairs sharing weight tiles (measured slower; off)
-std::atomic<int> g_prefetch_ahead{4};  // warp-specialised producer's L2 prefetch distance in k tiles
+std::atomic<bool> g_cluster{false};  // block pairs sharing weight tiles (off until measured)
 std::atomic<int64_t> g_calls{0};  // launches so far (tests check that a forward pass took this path)
 std::atomic<int64_t> g_one_tile_launches{0}, g_ws_launches{0}, g_tma_launches{0}, g_pingpong_launches{0},
     g_pair_launches{0};
@@ -216,7 +215,6 @@ void launch_tiled(Problem p, int64_t rows) {
   row_tile_table_kernel<<<1, kThreads, 0, stream()>>>(p.offsets, p.experts, m_tiles, pair, tiles);
   SY_CUDA_CHECK_LAUNCH();
   p.tiles = tiles;
-  p.prefetch_ahead = g_prefetch_ahead.load();
   if (g_warp_specialized.load()) {
     // Its producer keeps x's row indices in 32 bits (x has at most as many rows as the groups).
     SY_REQUIRE(rows < INT32_MAX, InvalidArgument, "cuda grouped_gemm_sm90", rows,
@@ -305,14 +303,6 @@ void set_grouped_gemm_sm90_pingpong(bool on) { g_pingpong.store(on); }
 bool grouped_gemm_sm90_pingpong() { return g_pingpong.load(); }
 
 void set_grouped_gemm_sm90_cluster(bool on) { g_cluster.store(on); }
-
-void set_grouped_gemm_sm90_prefetch_ahead(int k_tiles) {
-  SY_REQUIRE(k_tiles >= 0 && k_tiles <= 64, InvalidArgument, "cuda grouped_gemm_sm90",
-             "the L2 prefetch distance must be 0 to 64 k tiles, got ", k_tiles);
-  g_prefetch_ahead.store(k_tiles);
-}
-
-int grouped_gemm_sm90_prefetch_ahead() { return g_prefetch_ahead.load(); }
 
 bool grouped_gemm_sm90_cluster() { return g_cluster.load(); }
 

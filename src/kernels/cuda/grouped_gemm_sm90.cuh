@@ -49,7 +49,6 @@ struct Problem {
   const uint8_t* maps0;     // (experts,) TMA descriptors of the w0 matrices (128 bytes each), or null
   const uint8_t* maps1;     // the same of the w1 matrices
   int n_tiles;              // column tiles of y: n / 128 (SwiGLU: n / 64), rounded up
-  int prefetch_ahead;       // warp-specialised producer: k tiles ahead of its copies to prefetch into L2 (0: none)
   const struct RowTile* tiles;  // (row tiles,) from row_tile_table_kernel
 };
 

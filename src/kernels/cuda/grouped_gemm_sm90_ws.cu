@@ -150,32 +150,6 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
         fenced_expert = tile.expert;
       }
       for (int kt = 0; kt < k_tiles; ++kt) {
-        // L2 prefetch of k tile kt + prefetch_ahead of this tile, before the wait for a free stage, so that
-        // reads run ahead of the ring (Nsight Compute, H100: the consumers waited on `full` in 16% of samples
-        // with the producer waiting on `empty`: the copies' latency, not their issue, held the stages). A
-        // row's k tile is one 128-byte line (chunk 0's thread of the row prefetches it); the weight boxes go
-        // by TMA prefetch.
-        const int ahead = kt + p.prefetch_ahead;
-        if (p.prefetch_ahead > 0 && ahead < k_tiles) {
-          const int64_t kp = int64_t{ahead} * kTileK;
-          if (chunk == 0) {
-#pragma unroll
-            for (int i = 0; i < kARowsPerThread; ++i) {
-              if (a_row[i] >= 0) sm90::prefetch_l2_line(p.x + a_row[i] * p.k + kp);
-            }
-          }
-          if constexpr (kTmaB) {
-            if (threadIdx.x == 0) {
-              constexpr int kBoxes = kTileN / 64, kHalfBoxes = kSwiGLU ? kBoxes / 2 : kBoxes;
-#pragma unroll
-              for (int j = 0; j < kBoxes; ++j) {
-                if (kPair && j % 2 != static_cast<int>(rank)) continue;  // the partner prefetches its boxes
-                sm90::tma_prefetch_2d(j < kHalfBoxes ? map0 : map1, static_cast<int32_t>(kp),
-                                      static_cast<int32_t>(n_first + 64 * (j % kHalfBoxes)));
-              }
-            }
-          }
-        }
         sm90::mbarrier_wait(empty + 8 * stage, phase ^ 1);  // the consumers are done with this stage
         const int64_t k0 = int64_t{kt} * kTileK;
         const bool k_in = k0 + chunk * 8 < p.k;

@@ -97,16 +97,6 @@ __device__ __forceinline__ uint32_t cluster_count() {
   asm volatile("mov.u32 %0, %%nclusterid.x;\n" : "=r"(n));
   return n;
 }
-// Hints that bring data into L2 ahead of the copies that will read it: one 128-byte line of global memory, and
-// a TMA box of a 2-D tensor map (as tma_load_2d's box, into L2 only; no barrier, nothing written).
-__device__ __forceinline__ void prefetch_l2_line(const void* p) {
-  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(reinterpret_cast<uint64_t>(p)) : "memory");
-}
-__device__ __forceinline__ void tma_prefetch_2d(const void* map, int32_t c0, int32_t c1) {
-  asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];\n" ::"l"(reinterpret_cast<uint64_t>(map)),
-               "r"(c0), "r"(c1)
-               : "memory");
-}
 __device__ __forceinline__ bool mbarrier_try_wait(uint32_t bar, uint32_t parity) {
   uint32_t done;
   asm volatile(
