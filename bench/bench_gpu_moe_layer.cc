@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
       sy::cuda::cast(h, hb);
       sy::Tensor out = sy::Tensor::zeros(h.shape(), sy::DType::kF32, sy::Device::kCuda);
       using sy::model_detail::ExpertPath;
-      // The sm90 path twelve times: 128- and 256-column tiles, one tile per block, warp-specialised (ws 1) or
+      // The sm90 path ten times: 128- and 256-column tiles, one tile per block, warp-specialised (ws 1) or
       // warp-specialised with TMA weight loads (ws 2); ping-pong 128 x 128 tiles without and with TMA (ws 3, 4);
       // warp-specialised with TMA in block pairs sharing weight tiles (ws 5).
       struct Variant {

@@ -78,7 +78,8 @@ if want decode; then
   # the attention, the next layer's q|k|v by the router, plain or evict-last, and both), without the cluster
   # finish of the decode router and the combine reading its routing before its wait (both on since
   # 2026-12-06), and the ones that measured no gain: decode attention reading its first cached key before its
-  # wait, the q|k|v epilogue folded into decode attention, the grouped decode attention. Other established ones can be listed to see what they
+  # wait, the q|k|v epilogue folded into decode attention, and the grouped decode attention forced on (by
+  # default it runs decode passes of 4 queries or more). Other established ones can be listed to see what they
   # still give: SY_PDL=0, SY_DENSE_GEMV=0, SY_FUSED_NORM=0, SY_WARP_ROUTE=0, SY_FUSED_COMBINE=0. The A/B runs share the main run's process and loaded model (bench_gpu_decode --ab:
   # Model::reconfigure_device), between two default runs; SY_DECODE_AB_PROCESS=1 runs each set in a process of
   # its own instead (a model load each, ~30 s; what builds before --ab need).

@@ -6,7 +6,7 @@ parities, the cp.async arrivals and the wgmma groups, with the kernel's own book
 no device could be had; GpuGrouped.Sm90WarpSpecializedEqualsOneTilePerBlock is the real check). The operand
 arithmetic is the one-tile-per-block kernel's, which tools/wgmma_gemm_emulation.py checks. The block-pair form
 (kPair, two blocks of a cluster sharing each weight tile by TMA multicast) is modelled too (run_pair, written
-2026-12-07, also without a device). Usage: python3 tools/ws_pipeline_emulation.py (standard library only, seconds;
+2026-12-06 before the form first ran on an H100, where it passed its tests). Usage: python3 tools/ws_pipeline_emulation.py (standard library only, seconds;
 exit 0 = no schedule deadlocks or reads a stage that does not hold the k tile it expects or overwrites a stage
 that products still read, the same for block pairs with the checks listed under "Block pairs" below, the
 producer's staging map (cp.async rows and TMA boxes, a pair's from both blocks) fills every slot of a stage once
@@ -48,8 +48,8 @@ Block pairs (kPair: TMA weights, no ping-pong; run_pair), from the PTX ISA's clu
     box (both blocks' halves) of the k tile it expects, with no write into it in flight, multiplies, then after
     wgmma.wait_group(1) frees the previous stage, and after the k loop wait_group(0) and frees the last; inactive:
     frees each stage at once after its full wait. A free is an arrival on empty[stage] of both blocks (mapa +
-    mbarrier.arrive.release.cluster), each in flight until it lands, at the latest at the warp's next cluster
-    barrier (its release).
+    mbarrier.arrive.shared::cluster, CTA-scope release as CUTLASS's cluster barrier), each in flight until it
+    lands, at the latest at the warp's next cluster barrier (whose release covers it).
   * Every copy, box and arrival carries the ring lap it is for and must land in that phase of its barrier (a box
     for the next lap landing on a barrier still in the previous phase is an error, as is an arrival that would
     complete a phase early), every wait must pass with its barrier exactly one phase past the awaited one, no copy
@@ -254,7 +254,7 @@ def run_pair(tiles, k_tiles, stages, boxes, seed, broken=None):
     to both blocks. Every asynchronous effect is an item in flight that lands later, at the scheduler's choice:
     a producer thread's copies of A (then its noinc arrival; one thread's land in order), a box in one block (the
     two landings of one multicast are independent), a consumer warp's arrival on an `empty` barrier of either
-    block (mapa + mbarrier.arrive.release.cluster: performed before the warp's next cluster barrier, by its
+    block (mapa + mbarrier.arrive.shared::cluster: performed before the warp's next cluster barrier, by its
     release). Returns a list of errors."""
     rng = random.Random(f"{seed} {tiles} {k_tiles} {stages} {boxes}")  # (str seeds are hashed the same every run)
     errors = []

@@ -132,7 +132,8 @@ struct GpuSwitches {
   // Weights pulled into L2 ahead of their GEMV by a decode-pass kernel that reads little itself
   // (cuda::L2Prefetch): the o projection by the per-head paged attention (SY_PREFETCH_O=1), the next layer's
   // q|k|v projection by the decode router (SY_PREFETCH_QKV=1; 2: as evict-last lines, which the MoE block's
-  // evict-first expert stream passes by). Off until measured on a GPU.
+  // evict-first expert stream passes by). Off: no gain or a loss on an H100 (2026-12-06: batch-1 step 1.001x
+  // with the o prefetch, 1.187x with q|k|v's, 1.177x evict-last).
   bool prefetch_o = false;
   int prefetch_qkv = 0;
   // Prefill-sized MoE passes through the Hopper grouped GEMM (cuda::grouped_swiglu_sm90 / grouped_linear_sm90)
@@ -148,8 +149,9 @@ struct GpuSwitches {
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
   int min_split_keys = 0;                        // keys each split covers at least (AttentionArgs::min_split_keys)
   // Paged attention grouped by key head, one cluster per (query, key head) (AttentionArgs::grouped_decode):
-  // -1 (the default) for passes of at least kGroupedAttentionMinRows query rows (measured there);
-  // SY_GROUPED_ATTENTION=1 for every pass, 0 for none.
+  // -1 (the default) for decode passes of at least kGroupedAttentionMinRows query rows (measured there);
+  // SY_GROUPED_ATTENTION=1 for every pass, prefill chunks included, 0 for none. Passes it takes ignore
+  // key_splits and min_split_keys (its clusters split the keys) and the fused attention (SY_FUSED_ATTENTION).
   int grouped_attention = -1;
   bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
 };
@@ -577,8 +579,8 @@ void apply_switches(GpuState& s, bool reapply) {
   if (env_set("SY_SM90_WS")) cuda::set_grouped_gemm_sm90_warp_specialized(env_flag("SY_SM90_WS", true));
   if (env_set("SY_SM90_TMA")) cuda::set_grouped_gemm_sm90_tma(env_flag("SY_SM90_TMA", true));
   if (env_set("SY_SM90_PINGPONG")) cuda::set_grouped_gemm_sm90_pingpong(env_flag("SY_SM90_PINGPONG", true));
-  // Block pairs sharing weight tiles by TMA multicast, for the split-tile TMA form (off until measured;
-  // SY_SM90_CLUSTER=1).
+  // Block pairs sharing weight tiles by TMA multicast, for the split-tile TMA form (off: slower on an H100,
+  // 2026-12-06, a 16K-token layer 3.56 against 3.21 ms; SY_SM90_CLUSTER=1).
   if (env_set("SY_SM90_CLUSTER")) cuda::set_grouped_gemm_sm90_cluster(env_flag("SY_SM90_CLUSTER", false));
   if (env_set("SY_SM90_EXPERTS")) {
     s.sm90_experts = env_flag("SY_SM90_EXPERTS", false);
@@ -733,6 +735,7 @@ void gpu_moe_layer(GpuState& state, int layer, const Tensor& h, const Tensor& hb
   SY_REQUIRE(layer >= 0 && layer < c.num_layers && c.layer_is_moe[layer], InvalidArgument, "cuda",
              "layer ", layer, " is not a MoE layer");
   SY_REQUIRE(h.device() == Device::kCuda && hb.device() == Device::kCuda && out.device() == Device::kCuda &&
+                 h.is_contiguous() && hb.is_contiguous() && out.is_contiguous() &&
                  h.dtype() == DType::kF32 && hb.dtype() == DType::kBF16 && out.dtype() == DType::kF32 &&
                  h.dim() == 2 && h.size(1) == c.hidden_size && hb.shape() == h.shape() && out.shape() == h.shape(),
              InvalidArgument, "cuda", "the MoE layer takes h (n, ", c.hidden_size, ") f32, hb bf16 and out f32 of that shape on the device; got h ",
@@ -934,7 +937,9 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     args.sinks = w.sinks;
     args.key_splits = s.key_splits;
     args.min_split_keys = s.min_split_keys;
-    args.grouped_decode = s.grouped_attention > 0 || (s.grouped_attention < 0 && n >= kGroupedAttentionMinRows);
+    // By default only decode passes (what was measured); prefill chunks keep the per-head kernel.
+    args.grouped_decode =
+        s.grouped_attention > 0 || (s.grouped_attention < 0 && b.decode_only && n >= kGroupedAttentionMinRows);
     args.cached_keys_ready = s.prefetch_keys && b.decode_only;
     if (s.prefetch_o && b.decode_only) args.l2_prefetch = cuda::L2Prefetch::of(w.o);
     args.sm90 = s.flash_sm90;

@@ -421,6 +421,11 @@ TEST(GpuGrouped, Sm90GroupedGemmMatchesCpu) {
                                          cuda::to_device(rand_tensor({2, 7}))),
                InvalidArgument);
   EXPECT_THROW(cuda::set_grouped_gemm_sm90_tile_n(64), InvalidArgument);
+  // An output that is a strided view (the epilogue writes whole rows of 16-byte groups) is refused.
+  Tensor wide_y = test::poisoned_device({3, 16}, DType::kBF16);
+  Tensor strided_y = wide_y.slice(1, 0, 8);
+  EXPECT_THROW(cuda::grouped_linear_sm90(cuda::to_device(rand_tensor({3, 16}).to(DType::kBF16)), t16, off, strided_y),
+               InvalidArgument);
   if (!cuda::grouped_gemm_sm90_supported()) {
     // Valid input on another GPU: Unsupported, not a launch of code this device cannot run.
     EXPECT_THROW(cuda::grouped_linear_sm90(cuda::to_device(rand_tensor({3, 16}).to(DType::kBF16)), t16, off, y),

@@ -236,13 +236,18 @@ TEST(GpuOps, CastToBf16MatchesCpuRounding) {
   SY_SKIP_WITHOUT_GPU();
   for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{9}, int64_t{4097}, (int64_t{1} << 20) + 3}) {
     Tensor x = rand_tensor({n + 1}, 5.f);
-    for (int64_t skip : {0, 1}) {
-      Tensor src = x.slice(0, skip, skip + n);
-      Tensor ref = src.to(DType::kBF16);
-      Tensor dst = poisoned_device({n + 1}, DType::kBF16);
-      Tensor view = dst.slice(0, skip, skip + n);
-      cuda::cast(cuda::to_device(x).slice(0, skip, skip + n), view);
-      EXPECT_EQ(cuda::to_host(view).to_f32_vector(), ref.to_f32_vector()) << n << " elements, offset " << skip;
+    for (int64_t src_skip : {0, 1}) {
+      for (int64_t dst_skip : {0, 1}) {
+        Tensor ref = x.slice(0, src_skip, src_skip + n).to(DType::kBF16);
+        Tensor dst = poisoned_device({n + 1}, DType::kBF16);
+        Tensor view = dst.slice(0, dst_skip, dst_skip + n);
+        cuda::cast(cuda::to_device(x).slice(0, src_skip, src_skip + n), view);
+        const std::string what = std::to_string(n) + " elements, source offset " + std::to_string(src_skip) +
+                                 ", destination offset " + std::to_string(dst_skip);
+        EXPECT_EQ(cuda::to_host(view).to_f32_vector(), ref.to_f32_vector()) << what;
+        const std::vector<float> all = cuda::to_host(dst).to_f32_vector();
+        EXPECT_TRUE(std::isnan(all[dst_skip == 0 ? n : 0])) << what << ": the element outside the view was written";
+      }
     }
   }
 }
@@ -578,6 +583,8 @@ void check_dispatch(bool chunked) {
       {"2000 tokens, top-2 of 1000 experts", 2000, 2, 1000, [](int64_t, int) { return static_cast<int>(rand_int(0, 999)); }},
       {"600 tokens, top-1 of 1500 experts (over the chunked form's limit)", 600, 1, 1500,
        [](int64_t, int) { return static_cast<int>(rand_int(0, 1499)); }},
+      {"50 tokens, top-10 of 40 (the combine's slot loads in two rounds)", 50, 10, 40,
+       [](int64_t i, int s) { return static_cast<int>((i + 4 * s) % 40); }},
   };
   for (const Case& c : cases) {
     moe::Routing r = make_routing(c.t, c.top_k, c.experts, c.pick);
@@ -643,6 +650,27 @@ void check_dispatch(bool chunked) {
     }
     EXPECT_EQ(total, t * 4);
     EXPECT_EQ(l.tokens_per_expert.raw(), table.select(1).raw());
+  }
+  // A wide row (more 8-column groups than a block's threads) through the combine, against the CPU.
+  {
+    const int64_t t = 5, hidden = 1040;
+    const int top_k = 3;
+    moe::Routing r = make_routing(t, top_k, 6, [](int64_t i, int s) { return static_cast<int>((i + 2 * s) % 6); });
+    moe::DispatchLayout ref = moe::make_dispatch_layout(r, 6);
+    Tensor expert = Tensor::empty({t, top_k}, DType::kI32);
+    for (size_t i = 0; i < r.expert.size(); ++i) expert.i32()[i] = r.expert[i];
+    cuda::DeviceDispatchLayout l = cuda::make_dispatch_layout(cuda::to_device(expert), 6);
+    Tensor expert_out = rand_tensor({t * top_k, hidden}).to(DType::kBF16);
+    Tensor out_ref = rand_tensor({t, hidden});
+    Tensor out = cuda::to_device(out_ref);
+    moe::combine_tokens(expert_out.to(DType::kF32), ref, r, out_ref);
+    cuda::unpermute(cuda::to_device(expert_out), l, cuda::to_device(Tensor::from_vector({t, top_k}, r.weight)), out);
+    expect_close("unpermute, 1040 columns", out, out_ref, kF32Tol);
+    // Rows that are a strided view are refused, not misread.
+    Tensor wide = poisoned_device({t * top_k, 2 * hidden});
+    EXPECT_THROW(cuda::unpermute(wide.slice(1, 0, hidden), l, cuda::to_device(Tensor::from_vector({t, top_k}, r.weight)),
+                                 out),
+                 InvalidArgument);
   }
   // An expert id out of range is refused with check_ids, by either layout kernel.
   for (int64_t t : {3, 400}) {
@@ -987,6 +1015,13 @@ TEST(GpuOps, PagedAttentionMatchesCpu) {
           Tensor warmed = poisoned_device({t, heads, dv});
           batch.run_gpu(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), args, warmed);
           expect_close(what + " (L2 prefetch)", warmed, cuda::to_host(out), 0.0);
+          if (splits == 7 && window == 0) {  // a negative minimum is refused
+            cuda::AttentionArgs negative = args;
+            negative.min_split_keys = -1;
+            Tensor unused = poisoned_device({t, heads, dv});
+            EXPECT_THROW(batch.run_gpu(cuda::to_device(q), cuda::to_device(k), cuda::to_device(v), negative, unused),
+                         InvalidArgument);
+          }
           // Splits of at least 16 and of at least 1000 keys (most splits, or all but the first, see none).
           for (int min_keys : {16, 1000}) {
             cuda::AttentionArgs wide = args;

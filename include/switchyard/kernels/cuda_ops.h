@@ -216,7 +216,7 @@ struct AttentionArgs {
   // paged_attention, split passes: each split covers at least this many keys (0: none), so that a short
   // context runs on fewer blocks (the rest see no key and exit) instead of a key or two per block; the
   // launch shape stays that of key_splits (decode graphs replay it while contexts grow). Results differ from
-  // another value only in rounding (where the splits' sums meet).
+  // another value only in rounding (where the splits' sums meet). Not read by the grouped form (grouped_decode).
   int min_split_keys = 0;
   // paged_attention: where it applies (bf16 pools, head dims 64 or 128 for keys and values alike, at most 16
   // query heads per key head), a thread-block cluster per (query, key head) computes the group's query heads
@@ -374,7 +374,8 @@ void set_grouped_gemm_sm90_pingpong(bool on);
 bool grouped_gemm_sm90_pingpong();
 // With TMA weight loads and split tiles (not ping-pong), process-wide: true runs the blocks in clusters of two
 // that take the same weight tile for two row tiles of one expert and load it once, multicast to both (a third
-// less read from L2 per stage at 128 x 256 tiles); false (the default until measured), each block alone.
+// less read from L2 per stage at 128 x 256 tiles); false (the default: pairs measured slower on an H100), each
+// block alone.
 void set_grouped_gemm_sm90_cluster(bool on);
 bool grouped_gemm_sm90_cluster();
 // GEMM launches so far in this process by kernel (tests check which one a setting ran): one tile per block, and

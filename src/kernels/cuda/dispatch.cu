@@ -407,8 +407,7 @@ void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, con
   const int64_t hidden = out.size(1);
   if (layout.num_tokens == 0 || hidden == 0) return;
   const unsigned token_blocks = static_cast<unsigned>(layout.num_tokens < 65535 ? layout.num_tokens : 65535);
-  const bool vec = hidden % 8 == 0 && expert_out.is_contiguous() && out.is_contiguous() &&
-                   reinterpret_cast<uintptr_t>(expert_out.raw()) % 16 == 0 &&
+  const bool vec = hidden % 8 == 0 && reinterpret_cast<uintptr_t>(expert_out.raw()) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(out.raw()) % 16 == 0;
   if (vec) {
     const dim3 grid(static_cast<unsigned>((hidden / 8 + 127) / 128), token_blocks);

@@ -4,7 +4,8 @@
 // expert's product: block b takes column tile
 // b % n_tiles of row tile b / n_tiles. A one-block kernel first lays the row tiles out from the device offsets
 // (a prefix sum of ceil(rows_e / 128): row tile i -> expert, first row, rows), for a grid sized for the worst
-// case, ceil(rows / 128) + experts row tiles (the blocks past the last tile exit). The column tiles of one row
+// case, ceil(rows / 128) + experts row tiles (twice the experts for block pairs' paired table; rounded up to
+// even), the blocks past the last tile exiting. The column tiles of one row
 // tile run side by side, so the expert's rows are read from HBM about once and its weights stay in L2 across
 // its row tiles.
 //
@@ -185,12 +186,13 @@ void check_table(const char* op, const char* name, const ExpertWeightTable& w) {
 
 std::atomic<int> g_tile_n{0};  // 0: by row count
 // The schedule: warp-specialised with TMA weight loads, ping-pong where the tiles are 128 columns wide. The
-// fastest of the five at every measured size of a Qwen3-30B-A3B layer (H100, 2026-12-06, docs/benchmarks.md):
-// 64 tokens 0.482 ms against 0.543 one tile per block, 16384 tokens 3.70 against 3.87 ms (256-column tiles).
+// fastest of the six at every measured size of a Qwen3-30B-A3B layer (H100, 2026-12-06, docs/benchmarks.md;
+// with the 16-byte epilogue): 64 tokens 0.465 ms against 0.532 one tile per block, 16384 tokens 3.02 against
+// 3.30 ms (256-column tiles).
 std::atomic<bool> g_warp_specialized{true};
 std::atomic<bool> g_tma{true};
 std::atomic<bool> g_pingpong{true};
-std::atomic<bool> g_cluster{false};  // block pairs sharing weight tiles (off until measured)
+std::atomic<bool> g_cluster{false};  // block pairs sharing weight tiles (off: measured slower)
 std::atomic<int64_t> g_calls{0};  // launches so far (tests check that a forward pass took this path)
 std::atomic<int64_t> g_one_tile_launches{0}, g_ws_launches{0}, g_tma_launches{0}, g_pingpong_launches{0},
     g_pair_launches{0};

@@ -20,9 +20,10 @@
 //   each expert to an even count with empty tiles), so they need the same weight tile: each block's TMA
 //   thread loads half of its boxes and multicasts them to both, and a stage's `empty` barrier takes the
 //   consumers' arrivals of both blocks (16 a phase), since either block's refill writes into both. At 128 x 256
-//   tiles a block's stage reads 48 KB from L2 alone, 32 KB in a pair: the layer's two GEMMs, L2-bound at
-//   about 6 TB/s of tile reads on an H100 (a 16K-token layer), read a third less. A block whose tile is
-//   empty (or a consumer warpgroup whose 64 rows are) skips the products but keeps the barriers' counts.
+//   tiles a block's stage reads 48 KB from L2 alone, 32 KB in a pair. A block whose tile is empty (or a
+//   consumer warpgroup whose 64 rows are) skips the products but keeps the barriers' counts. Measured slower
+//   than single blocks on an H100 (2026-12-06: a 16K-token layer 3.56 against 3.21 ms; L2 bandwidth was not
+//   what held the GEMMs), so off by default.
 // No block-wide barrier inside the main loop: the loads of one stage overlap the products of the others, and
 // a tile's epilogue overlaps the loads of the next. CPU reference: ops::linear per expert, through the tests of
 // tests/gpu/gpu_grouped_test.cc, which run every schedule; tools/ws_pipeline_emulation.py checks the barrier
@@ -353,11 +354,11 @@ int resident_pair_blocks() {
   config.numAttrs = 1;
   int clusters = 0;
   if (cudaOccupancyMaxActiveClusters(&clusters, grouped_gemm_sm90_ws_kernel<kSwiGLU, kTileN, true, false, true>,
-                                     &config) != cudaSuccess ||
-      clusters < 1) {
+                                     &config) != cudaSuccess) {
     cudaGetLastError();  // the refusal is the answer, not a sticky error
-    clusters = detail::multiprocessors() / 2;
+    clusters = 0;
   }
+  if (clusters < 1) clusters = detail::multiprocessors() / 2;
   return cache[device] = 2 * clusters;
 }
 

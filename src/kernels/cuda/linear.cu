@@ -26,10 +26,8 @@ __global__ void f32_to_bf16_kernel(const float* in, __nv_bfloat16* out, int64_t 
 }
 
 namespace detail {
-inline unsigned f32_to_bf16_blocks(int64_t n) { return blocks_for((n + 7) / 8, 256); }
-}  // namespace detail
 
-namespace detail {
+inline unsigned f32_to_bf16_blocks(int64_t n) { return blocks_for((n + 7) / 8, 256); }
 
 cublasHandle_t cublas_handle() {
   static cublasHandle_t h = [] {
