@@ -6,7 +6,7 @@
 # SY_NCU=1 an Nsight Compute ranking of a decode step's kernels (bench/ncu_summary.py).
 # Usage: bench/gpu_suite.sh BIN_DIR LIB_DIR [SECTIONS] (binaries from scripts/pack-gpu-carry). SECTIONS is a
 # comma list of tests, memcheck, serve, layer, nccl, decode, long, attention, sm90, deepseek, trace, layertrace,
-# ncu, torch (default: all but layertrace and ncu, which SY_NCU=1 adds); the whole suite takes longer than one 10-minute device call, so
+# gemmstalls, ncu, torch (default: all but layertrace, gemmstalls and ncu, which SY_NCU=1 adds); the whole suite takes longer than one 10-minute device call, so
 # split it, e.g. "tests,layer,attention", then "decode,sm90", then "memcheck", then
 # "long,deepseek,serve,nccl,torch" (calls back to back: an idle machine is handed back within a minute).
 # SY_MEMCHECK_FILTER=PATTERN limits memcheck to the gtest filter PATTERN (the whole suite takes minutes).
@@ -175,6 +175,14 @@ if want layertrace; then  # where a 16K-token MoE layer's time goes: GEMMs, or r
   else
     echo "no $lib/libsy_chain_trace.so (scripts/pack-gpu-carry builds it where the CUPTI headers can be fetched)"
   fi
+fi
+if want gemmstalls; then  # where the warps of a 16K-token layer's two sm90 GEMMs wait, by SASS instruction
+  echo "== Nsight Compute: stall samples of the default sm90 GEMMs, 16K-token layer (whole CSV: $out/ncu_gemm_source.csv)"
+  timeout 200 ncu --clock-control none --kernel-name regex:grouped_gemm_sm90_ws_kernel --launch-skip 6 \
+    --launch-count 2 --section SourceCounters --page source --print-source sass --csv \
+    "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json --tokens 16384 --iters 1 \
+    --only "${SY_LAYERTRACE_PATH:-128 x 256 tiles, warp-specialised, TMA)}" >"$out/ncu_gemm_source.csv" 2>&1
+  python3 bench/ncu_hotspots.py "$out/ncu_gemm_source.csv" --top 12
 fi
 if want ncu; then  # where the time of a decode step goes, kernel by kernel
   echo "== Nsight Compute: kernels of batch-1 decode on a 2-layer cut"
