@@ -95,6 +95,38 @@ class Barrier:
         return self.phase % 2 != parity
 
 
+def schedule(rng, agents, in_flight, land_one, errors, on_exit=None, alive=None):
+    """Interleaves the agents (generators that yield "wait" while blocked, anything else after a step) with the
+    landing of what is in flight (land_one lands one item of the list in_flight), at random, until every agent
+    has finished and nothing is in flight. A deadlock (every live agent waiting, nothing in flight) and any
+    error an agent or a landing records end it. on_exit(i) runs when agent i finishes; `alive` (a list, filled
+    here) lets it see the agents still running."""
+    if alive is None:
+        alive = []
+    alive[:] = range(len(agents))
+    stuck = {}
+    while (alive or in_flight) and not errors:
+        if in_flight and (not alive or rng.random() < 0.4):
+            land_one()
+            stuck.clear()
+            continue
+        i = rng.choice(alive)
+        try:
+            state = next(agents[i])
+        except StopIteration:
+            alive.remove(i)
+            stuck.clear()
+            if on_exit:
+                on_exit(i)
+            continue
+        if state == "wait":
+            stuck[i] = True
+            if len(stuck) == len(alive) and not in_flight:
+                errors.append(f"deadlock: every agent waits ({len(alive)} alive)")
+        else:
+            stuck.clear()
+
+
 def run(tiles, k_tiles, stages, seed, broken=None, tma=False, pingpong=False):
     """One block: `tiles` tiles of `k_tiles` k tiles each over a ring of `stages`; tma: the weight half of each
     stage comes by TMA (producer 0 arrives with expect_tx, the box lands later and counts its bytes down).
@@ -188,43 +220,24 @@ def run(tiles, k_tiles, stages, seed, broken=None, tma=False, pingpong=False):
             yield "step"  # the epilogue
 
     agents = [producer(p) for p in range(PRODUCERS)] + [consumer(w) for w in range(WARPS)]
-    alive = list(range(len(agents)))
-    stuck = {}
-    while alive or in_flight_copies:
-        # Land a random issued copy now and then (copies of one thread land in order).
-        if in_flight_copies and rng.random() < 0.4:
-            firsts = {}
-            for i, (p, _, _) in enumerate(in_flight_copies):
-                firsts.setdefault(p, i)
-            p, stage, what = in_flight_copies.pop(rng.choice(list(firsts.values())))
-            if readers[stage]:
-                errors.append(f"producer {p}: {what} lands in stage {stage} while groups {sorted(readers[stage])} read it")
-            if p == "tma":
-                weights[stage] = what
-                full[stage].complete_tx(1)
-            else:
-                slots[stage][p] = what
-                full[stage].arrive(errors, f"producer {p}")
-            stuck.clear()
-            continue
-        if not alive:
-            continue
-        i = rng.choice(alive)
-        try:
-            state = next(agents[i])
-        except StopIteration:
-            alive.remove(i)
-            stuck.clear()
-            continue
-        if state == "wait":
-            stuck[i] = True
-            if len(stuck) == len(alive) and not in_flight_copies:
-                errors.append(f"deadlock: every agent waits ({len(alive)} alive)")
-                return errors
+
+    def land_one():  # a random issued copy (copies of one thread land in order)
+        firsts = {}
+        for i, (p, _, _) in enumerate(in_flight_copies):
+            firsts.setdefault(p, i)
+        p, stage, what = in_flight_copies.pop(rng.choice(list(firsts.values())))
+        if readers[stage]:
+            errors.append(f"producer {p}: {what} lands in stage {stage} while groups {sorted(readers[stage])} read it")
+        if p == "tma":
+            weights[stage] = what
+            full[stage].complete_tx(1)
         else:
-            stuck.clear()
-        if errors:
-            return errors
+            slots[stage][p] = what
+            full[stage].arrive(errors, f"producer {p}")
+
+    schedule(rng, agents, in_flight_copies, land_one, errors)
+    if errors:
+        return errors
     expected = (WARPS // 2) * tiles * k_tiles if pingpong else WARPS * tiles * k_tiles
     if reads[0] != expected:
         errors.append(f"{reads[0]} k tiles multiplied, not {expected}")
@@ -421,39 +434,26 @@ def run_pair(tiles, k_tiles, stages, boxes, seed, broken=None):
         for w in range(WARPS):
             agents.append(consumer(b, w, len(agents)))
             block_of.append(b)
-    alive = list(range(len(agents)))
-    stuck = {}
-    while alive or in_flight:
-        if in_flight and (not alive or rng.random() < 0.4):
-            copy_threads, choices = set(), []
-            for index, item in enumerate(in_flight):
-                if item["kind"] == "copy":
-                    if item["src"] in copy_threads:
-                        continue  # a thread's copies land in order
-                    copy_threads.add(item["src"])
-                choices.append(index)
-            land(in_flight.pop(rng.choice(choices)))
-            stuck.clear()
-        else:
-            i = rng.choice(alive)
-            try:
-                state = next(agents[i])
-            except StopIteration:
-                alive.remove(i)
-                stuck.clear()
-                b = block_of[i]
-                if not any(block_of[j] == b for j in alive):
-                    exited[b] = True
-                continue
-            if state == "wait":
-                stuck[i] = True
-                if len(stuck) == len(alive) and not in_flight:
-                    errors.append(f"deadlock: every agent waits ({len(alive)} alive)")
-                    return errors
-            else:
-                stuck.clear()
-        if errors:
-            return errors
+
+    def land_one():  # a random item in flight (a thread's copies land in order)
+        copy_threads, choices = set(), []
+        for index, item in enumerate(in_flight):
+            if item["kind"] == "copy":
+                if item["src"] in copy_threads:
+                    continue
+                copy_threads.add(item["src"])
+            choices.append(index)
+        land(in_flight.pop(rng.choice(choices)))
+
+    def on_exit(i):  # a block has exited once all its agents have
+        b = block_of[i]
+        if not any(block_of[j] == b for j in live):
+            exited[b] = True
+
+    live = []
+    schedule(rng, agents, in_flight, land_one, errors, on_exit, live)
+    if errors:
+        return errors
     expected = sum(k_tiles for b in range(2) for rows in sequence[b] for w in range(WARPS)
                    if rows > (w * 2 // WARPS) * (ROWS // 2))
     if reads[0] != expected:

@@ -1,21 +1,12 @@
 #!/usr/bin/env python3
 """bench/chain_trace_report.py on made-up traces: replay grouping, in-chain costs, rejected input."""
-import os
-import subprocess
 import sys
-import tempfile
 
-REPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench", "chain_trace_report.py")
+from report_harness import Checks, run_script
 
 
 def run(lines, *args):
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
-        f.write("".join(l + "\n" for l in lines))
-        path = f.name
-    try:
-        return subprocess.run([sys.executable, REPORT, path, *args], capture_output=True, text=True)
-    finally:
-        os.unlink(path)
+    return run_script("chain_trace_report.py", "".join(l + "\n" for l in lines), *args)
 
 
 def kernel(start_ns, end_ns, name, node=7, grid=(4, 1, 1), block=256, cluster=1):
@@ -23,11 +14,8 @@ def kernel(start_ns, end_ns, name, node=7, grid=(4, 1, 1), block=256, cluster=1)
 
 
 def main():
-    failures = []
-
-    def check(cond, what):
-        if not cond:
-            failures.append(what)
+    checks = Checks()
+    check = checks.check
 
     # Three replays of a - b - c (each kernel starts early, as under programmatic launch), a 1 ms idle gap
     # between replays, and a host-launched kernel (node 0) that must be ignored.
@@ -91,10 +79,7 @@ def main():
     res = run(["1 x 3 4 5 6 7 8 name"])
     check(res.returncode != 0 and "not a number" in res.stderr, f"non-numeric field: {res.returncode} {res.stderr}")
 
-    for f in failures:
-        print("FAIL:", f)
-    print("ok" if not failures else f"{len(failures)} failures")
-    return 1 if failures else 0
+    return checks.finish()
 
 
 if __name__ == "__main__":

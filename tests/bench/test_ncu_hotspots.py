@@ -1,23 +1,15 @@
 #!/usr/bin/env python3
 """bench/ncu_hotspots.py on made-up source-page CSVs: ranking and shares per kernel, rejected input."""
-import os
-import subprocess
 import sys
-import tempfile
 
-TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench", "ncu_hotspots.py")
+from report_harness import Checks, run_script
+
 HEADER = ('"Address","Source","Warp Stall Sampling (All Samples)","Warp Stall Sampling (Not-issued Samples)",'
           '"Instructions Executed"')
 
 
 def run(text, *args):
-    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
-        f.write(text)
-        path = f.name
-    try:
-        return subprocess.run([sys.executable, TOOL, path, *args], capture_output=True, text=True)
-    finally:
-        os.unlink(path)
+    return run_script("ncu_hotspots.py", text, *args, suffix=".csv")
 
 
 def table(name, rows):
@@ -27,11 +19,8 @@ def table(name, rows):
 
 
 def main():
-    failures = []
-
-    def check(cond, what):
-        if not cond:
-            failures.append(what)
+    checks = Checks()
+    check = checks.check
 
     text = ("program output first\n==PROF== lines\n" +
             table("void gemm<(bool)1>(Problem, long)", [("0x10", "HGMMA.64x256x16", "30", "100"),
@@ -56,10 +45,7 @@ def main():
     r = run(table("k", [("0x1", "NOP", "1", "1")]), "--top", "0")
     check(r.returncode != 0, "--top 0 is refused")
 
-    for f in failures:
-        print("FAILED:", f)
-    print("all checks passed" if not failures else f"{len(failures)} checks failed")
-    return 1 if failures else 0
+    return checks.finish()
 
 
 if __name__ == "__main__":

@@ -271,21 +271,31 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughCublasGroupedExperts) {
   check_batched_logits(GetParam(), Experts::kCublas);
 }
 
+// check_batched_logits through the sm90 path; where the fixture has experts the kernel takes, at least one sm90
+// GEMM must have run, and `expect` gets their count and how much each launch counter grew meanwhile.
+void check_sm90_forward(const std::string& fixture,
+                        const std::function<void(int64_t, const cuda::GroupedGemmSm90Launches&)>& expect) {
+  const int64_t calls_before = cuda::grouped_gemm_sm90_calls();
+  const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
+  bool applies = false;
+  check_batched_logits(fixture, Experts::kSm90, &applies);
+  if (!applies) return;  // no experts the kernel takes (checked there)
+  const int64_t calls = cuda::grouped_gemm_sm90_calls() - calls_before;
+  const cuda::GroupedGemmSm90Launches after = cuda::grouped_gemm_sm90_launches();
+  EXPECT_GT(calls, 0) << "no sm90 GEMM ran";
+  expect(calls, {after.one_tile - before.one_tile, after.warp_specialized - before.warp_specialized,
+                 after.tma - before.tma, after.pingpong - before.pingpong, after.pairs - before.pairs});
+}
+
 // By default every sm90 GEMM of these prefill passes (all under kGroupedSm90WideRows rows) runs the
 // warp-specialised ping-pong kernel with TMA weight loads.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90GroupedExperts) {
   SY_SKIP_WITHOUT_GPU();
   if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
-  const int64_t calls_before = cuda::grouped_gemm_sm90_calls();
-  const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
-  bool applies = false;
-  check_batched_logits(GetParam(), Experts::kSm90, &applies);
-  if (!applies) return;  // no experts the kernel takes (checked there)
-  const int64_t calls = cuda::grouped_gemm_sm90_calls() - calls_before;
-  const cuda::GroupedGemmSm90Launches after = cuda::grouped_gemm_sm90_launches();
-  EXPECT_GT(calls, 0) << "no sm90 GEMM ran";
-  EXPECT_EQ(after.pingpong - before.pingpong, calls) << "an sm90 GEMM ran on another kernel";
-  EXPECT_EQ(after.tma - before.tma, calls) << "an sm90 GEMM loaded its weights without TMA";
+  check_sm90_forward(GetParam(), [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
+    EXPECT_EQ(ran.pingpong, calls) << "an sm90 GEMM ran on another kernel";
+    EXPECT_EQ(ran.tma, calls) << "an sm90 GEMM loaded its weights without TMA";
+  });
 }
 
 // And through the one-tile-per-block kernel (SY_SM90_WS=0): every sm90 GEMM of the prefill passes must have run
@@ -298,15 +308,9 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughOneTileSm90Experts) {
     ~Restore() { cuda::set_grouped_gemm_sm90_warp_specialized(was); }
   } restore;
   ScopedEnv ws("SY_SM90_WS", "0");
-  const int64_t calls_before = cuda::grouped_gemm_sm90_calls();
-  const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
-  bool applies = false;
-  check_batched_logits(GetParam(), Experts::kSm90, &applies);
-  if (!applies) return;  // no experts the kernel takes (checked there)
-  const int64_t calls = cuda::grouped_gemm_sm90_calls() - calls_before;
-  const cuda::GroupedGemmSm90Launches after = cuda::grouped_gemm_sm90_launches();
-  EXPECT_GT(calls, 0) << "no sm90 GEMM ran";
-  EXPECT_EQ(after.one_tile - before.one_tile, calls) << "an sm90 GEMM ran on another kernel";
+  check_sm90_forward(GetParam(), [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
+    EXPECT_EQ(ran.one_tile, calls) << "an sm90 GEMM ran on another kernel";
+  });
 }
 
 // And through block pairs sharing weight tiles (SY_SM90_CLUSTER=1, with SY_SM90_PINGPONG=0 so that the
@@ -322,15 +326,9 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90ExpertPairs) {
     }
   } restore;
   ScopedEnv pairs("SY_SM90_CLUSTER", "1"), pingpong("SY_SM90_PINGPONG", "0");
-  const int64_t calls_before = cuda::grouped_gemm_sm90_calls();
-  const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
-  bool applies = false;
-  check_batched_logits(GetParam(), Experts::kSm90, &applies);
-  if (!applies) return;  // no experts the kernel takes (checked there)
-  const int64_t calls = cuda::grouped_gemm_sm90_calls() - calls_before;
-  const cuda::GroupedGemmSm90Launches after = cuda::grouped_gemm_sm90_launches();
-  EXPECT_GT(calls, 0) << "no sm90 GEMM ran";
-  EXPECT_EQ(after.pairs - before.pairs, calls) << "an sm90 GEMM ran without block pairs";
+  check_sm90_forward(GetParam(), [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
+    EXPECT_EQ(ran.pairs, calls) << "an sm90 GEMM ran without block pairs";
+  });
 }
 
 // Runs the same prefills and decode steps (batch sizes 3, 2, 1, 3, ...; a second round on fresh pools, whose

@@ -391,6 +391,25 @@ void permute(const Tensor& x, const DeviceDispatchLayout& layout, Tensor& permut
   SY_CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+
+// The combine over expert rows of type T: eight columns per thread (unpermute8_kernel) where the width is a
+// multiple of 8 and the rows and out are 16-byte aligned, else one (unpermute_kernel); the same sums either way.
+template <typename T>
+void launch_unpermute(const T* expert_out, const DeviceDispatchLayout& layout, const Tensor& weight, Tensor& out) {
+  const int64_t hidden = out.size(1);
+  const bool vec = hidden % 8 == 0 && reinterpret_cast<uintptr_t>(expert_out) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(out.raw()) % 16 == 0;
+  const dim3 grid(static_cast<unsigned>(((vec ? hidden / 8 : hidden) + 127) / 128),
+                  static_cast<unsigned>(layout.num_tokens < 65535 ? layout.num_tokens : 65535));
+  detail::launch_chained(vec ? unpermute8_kernel<T> : unpermute_kernel<T>, grid, 128, 0, expert_out,
+                         layout.assignment_row.i64(), weight.f32(), layout.top_k, hidden, layout.num_tokens,
+                         out.f32());
+  SY_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
 void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, const Tensor& weight, Tensor& out) {
   detail::require_device("cuda unpermute", "expert_out", expert_out);
   detail::require_device("cuda unpermute", "weight", weight);
@@ -404,34 +423,12 @@ void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, con
                  out.is_contiguous() && weight.is_contiguous(),
              InvalidArgument, "cuda unpermute", "expert_out ", expert_out.describe(), " out ", out.describe(),
              " weight ", weight.describe());
-  const int64_t hidden = out.size(1);
-  if (layout.num_tokens == 0 || hidden == 0) return;
-  const unsigned token_blocks = static_cast<unsigned>(layout.num_tokens < 65535 ? layout.num_tokens : 65535);
-  const bool vec = hidden % 8 == 0 && reinterpret_cast<uintptr_t>(expert_out.raw()) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(out.raw()) % 16 == 0;
-  if (vec) {
-    const dim3 grid(static_cast<unsigned>((hidden / 8 + 127) / 128), token_blocks);
-    if (expert_out.dtype() == DType::kF32) {
-      detail::launch_chained(unpermute8_kernel<float>, grid, 128, 0, expert_out.f32(), layout.assignment_row.i64(),
-                             weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());
-    } else {
-      detail::launch_chained(unpermute8_kernel<__nv_bfloat16>, grid, 128, 0,
-                             reinterpret_cast<const __nv_bfloat16*>(expert_out.raw()), layout.assignment_row.i64(),
-                             weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());
-    }
-    SY_CUDA_CHECK_LAUNCH();
-    return;
-  }
-  const dim3 grid(static_cast<unsigned>((hidden + 127) / 128), token_blocks);
+  if (layout.num_tokens == 0 || out.size(1) == 0) return;
   if (expert_out.dtype() == DType::kF32) {
-    detail::launch_chained(unpermute_kernel<float>, grid, 128, 0, expert_out.f32(), layout.assignment_row.i64(),
-                           weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());
+    launch_unpermute(expert_out.f32(), layout, weight, out);
   } else {
-    detail::launch_chained(unpermute_kernel<__nv_bfloat16>, grid, 128, 0,
-                           reinterpret_cast<const __nv_bfloat16*>(expert_out.raw()), layout.assignment_row.i64(),
-                           weight.f32(), layout.top_k, hidden, layout.num_tokens, out.f32());
+    launch_unpermute(reinterpret_cast<const __nv_bfloat16*>(expert_out.raw()), layout, weight, out);
   }
-  SY_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace sy::cuda
