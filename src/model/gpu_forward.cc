@@ -163,12 +163,13 @@ struct KernelSwitches {
   bool sm90_warp_specialized = true, sm90_tma = true, sm90_pingpong = true;
   int dense_gemv_max_rows = 2, sm90_tile_n = 0;
   bool chunked_layout = true, sm90_cluster = false;
+  int dense_gemv_preload = 1;
 
   static KernelSwitches current() {
     return {cuda::programmatic_launch_enabled(), cuda::warp_routing(), cuda::cluster_routing(),
             cuda::grouped_gemm_sm90_warp_specialized(), cuda::grouped_gemm_sm90_tma(),
             cuda::grouped_gemm_sm90_pingpong(), cuda::dense_gemv_max_rows(), cuda::grouped_gemm_sm90_tile_n(),
-            cuda::chunked_dispatch_layout(), cuda::grouped_gemm_sm90_cluster()};
+            cuda::chunked_dispatch_layout(), cuda::grouped_gemm_sm90_cluster(), cuda::dense_gemv_preload()};
   }
   void restore() const {
     cuda::set_programmatic_launch(programmatic_launch);
@@ -181,6 +182,7 @@ struct KernelSwitches {
     cuda::set_grouped_gemm_sm90_tile_n(sm90_tile_n);
     cuda::set_chunked_dispatch_layout(chunked_layout);
     cuda::set_grouped_gemm_sm90_cluster(sm90_cluster);
+    cuda::set_dense_gemv_preload(dense_gemv_preload);
   }
 };
 
@@ -596,6 +598,12 @@ void apply_switches(GpuState& s, bool reapply) {
   if (env_set("SY_CLUSTER_ROUTE")) cuda::set_cluster_routing(env_flag("SY_CLUSTER_ROUTE", true));
   // Dense projections of up to SY_DENSE_GEMV rows (0 to 4; 0: always cuBLAS) through our GEMV; process-wide.
   if (env_set("SY_DENSE_GEMV")) cuda::set_dense_gemv_max_rows(static_cast<int>(env_int("SY_DENSE_GEMV", 0, 0, 4)));
+  // Weight pieces per lane the GEMV requests before its programmatic-launch wait (1, 2 or 4; process-wide).
+  if (env_set("SY_GEMV_PRELOAD")) {
+    const int64_t pieces = env_int("SY_GEMV_PRELOAD", 1, 1, 4);
+    SY_REQUIRE(pieces != 3, InvalidArgument, "cuda", "SY_GEMV_PRELOAD must be 1, 2 or 4, got 3");
+    cuda::set_dense_gemv_preload(static_cast<int>(pieces));
+  }
   // Key splits per (query, head) of decode-sized attention (0: chosen from the batch).
   s.key_splits = static_cast<int>(env_int("SY_ATTENTION_KEY_SPLITS", s.key_splits, 0, 1024));
   s.min_split_keys = static_cast<int>(env_int("SY_ATTENTION_MIN_SPLIT_KEYS", s.min_split_keys, 0, 1 << 20));

@@ -22,9 +22,11 @@ namespace {
 // The dense GEMV's process-wide switches (its row threshold, programmatic launch), restored whatever happens.
 struct GemvSwitchesRestore {
   int rows = cuda::dense_gemv_max_rows();
+  int preload = cuda::dense_gemv_preload();
   bool pdl = cuda::programmatic_launch_enabled();
   ~GemvSwitchesRestore() {
     cuda::set_dense_gemv_max_rows(rows);
+    cuda::set_dense_gemv_preload(preload);
     cuda::set_programmatic_launch(pdl);
   }
 };
@@ -59,45 +61,50 @@ TEST(GpuOps, LinearBf16WeightsMatchesCpu) {
 
 // rms_norm_linear against the CPU's rms_norm then linear: decode-sized x through the GEMV with the norm folded
 // in (the call counter shows it), larger x (and GEMV off) through rms_norm_dual and linear; norm weights f32 and
-// bf16, with and without bias, k past one block step and ragged past it, programmatic launch on and off. Bad
-// arguments are refused. The shortest rows (k = 8) get 16 outputs: with 3, one output's cancellation put the
-// cuBLAS path's bf16 result 2.2e-2 from the CPU (H100, 2026-12-05).
+// bf16, with and without bias, k past one block step and ragged past it, programmatic launch on and off, every
+// preload setting of the GEMV (set_dense_gemv_preload). Bad arguments are refused. The shortest rows (k = 8)
+// get 16 outputs: with 3, one output's cancellation put the cuBLAS path's bf16 result 2.2e-2 from the CPU
+// (H100, 2026-12-05).
 TEST(GpuOps, RmsNormLinearMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   GemvSwitchesRestore restore;
   const std::vector<bool> pdl_modes = programmatic_launch_modes();
   struct Case { int64_t m, k, n; };
-  for (bool pdl : pdl_modes) {
-    cuda::set_programmatic_launch(pdl);
-    for (Case c : {Case{1, 2048, 37}, Case{2, 4104, 300}, Case{4, 64, 9}, Case{1, 8, 16}, Case{5, 256, 20}}) {
-      // Rows of different scales (a kernel that mixed up the rows' norms would be off by far more than the
-      // tolerance), and an eps as large as mean(x^2) of the first row next to a negligible one.
-      Tensor x = rand_tensor({c.m, c.k}, 4.f), g = rand_tensor({c.k});
-      for (int64_t r = 0; r < c.m; ++r) {
-        for (int64_t i = 0; i < c.k; ++i) x.f32()[r * c.k + i] *= static_cast<float>(1 + 3 * r);
-      }
-      Tensor w = rand_tensor({c.n, c.k}, 0.2f).to(DType::kBF16);
-      for (float eps : {1e-6f, 5.f}) {
-        Tensor xn = Tensor::empty({c.m, c.k}, DType::kF32);
-        ops::rms_norm(x, g, eps, xn);
-        for (bool with_bias : {false, true}) {
-          Tensor b = with_bias ? rand_tensor({c.n}, 0.05f) : Tensor(), ref = Tensor::empty({c.m, c.n}, DType::kF32);
-          ops::linear(xn, w, b, ref);
-          for (int rows : {4, 0}) {
-            cuda::set_dense_gemv_max_rows(rows);
-            for (DType gd : {DType::kF32, DType::kBF16}) {
-              for (DType yd : {DType::kF32, DType::kBF16}) {
-                const std::string what =
-                    std::string("rms_norm_linear ") + (rows ? "gemv" : "cublas") + (pdl ? " pdl" : "") + " m=" +
-                    std::to_string(c.m) + " k=" + std::to_string(c.k) + " n=" + std::to_string(c.n) +
-                    (with_bias ? " bias" : "") + (gd == DType::kF32 ? " g f32" : " g bf16") +
-                    (yd == DType::kF32 ? " y f32" : " y bf16");
-                Tensor y = poisoned_device({c.m, c.n}, yd);
-                const int64_t before = cuda::dense_gemv_calls();
-                cuda::rms_norm_linear(cuda::to_device(x), cuda::to_device(gd == DType::kF32 ? g : g.to(gd)), eps,
-                                      cuda::to_device(w), with_bias ? cuda::to_device(b) : Tensor(), y);
-                EXPECT_EQ(cuda::dense_gemv_calls() - before, c.m <= rows ? 1 : 0) << what << ": the path taken";
-                expect_close(what + " eps " + std::to_string(eps), y, ref, kBf16Tol);
+  for (int preload : {1, 2, 4}) {
+    cuda::set_dense_gemv_preload(preload);
+    for (bool pdl : pdl_modes) {
+      cuda::set_programmatic_launch(pdl);
+      for (Case c : {Case{1, 2048, 37}, Case{2, 4104, 300}, Case{4, 64, 9}, Case{1, 8, 16}, Case{5, 256, 20}}) {
+        // Rows of different scales (a kernel that mixed up the rows' norms would be off by far more than the
+        // tolerance), and an eps as large as mean(x^2) of the first row next to a negligible one.
+        Tensor x = rand_tensor({c.m, c.k}, 4.f), g = rand_tensor({c.k});
+        for (int64_t r = 0; r < c.m; ++r) {
+          for (int64_t i = 0; i < c.k; ++i) x.f32()[r * c.k + i] *= static_cast<float>(1 + 3 * r);
+        }
+        Tensor w = rand_tensor({c.n, c.k}, 0.2f).to(DType::kBF16);
+        for (float eps : {1e-6f, 5.f}) {
+          Tensor xn = Tensor::empty({c.m, c.k}, DType::kF32);
+          ops::rms_norm(x, g, eps, xn);
+          for (bool with_bias : {false, true}) {
+            Tensor b = with_bias ? rand_tensor({c.n}, 0.05f) : Tensor(), ref = Tensor::empty({c.m, c.n}, DType::kF32);
+            ops::linear(xn, w, b, ref);
+            for (int rows : {4, 0}) {
+              cuda::set_dense_gemv_max_rows(rows);
+              for (DType gd : {DType::kF32, DType::kBF16}) {
+                for (DType yd : {DType::kF32, DType::kBF16}) {
+                  const std::string what =
+                      std::string("rms_norm_linear ") + (rows ? "gemv preload " + std::to_string(preload) : "cublas") +
+                      (pdl ? " pdl" : "") + " m=" +
+                      std::to_string(c.m) + " k=" + std::to_string(c.k) + " n=" + std::to_string(c.n) +
+                      (with_bias ? " bias" : "") + (gd == DType::kF32 ? " g f32" : " g bf16") +
+                      (yd == DType::kF32 ? " y f32" : " y bf16");
+                  Tensor y = poisoned_device({c.m, c.n}, yd);
+                  const int64_t before = cuda::dense_gemv_calls();
+                  cuda::rms_norm_linear(cuda::to_device(x), cuda::to_device(gd == DType::kF32 ? g : g.to(gd)), eps,
+                                        cuda::to_device(w), with_bias ? cuda::to_device(b) : Tensor(), y);
+                  EXPECT_EQ(cuda::dense_gemv_calls() - before, c.m <= rows ? 1 : 0) << what << ": the path taken";
+                  expect_close(what + " eps " + std::to_string(eps), y, ref, kBf16Tol);
+                }
               }
             }
           }
@@ -120,8 +127,9 @@ TEST(GpuOps, RmsNormLinearMatchesCpu) {
 
 // Decode-sized linears (up to dense_gemv_max_rows() rows, k a multiple of 8, 16-byte aligned) go through the
 // weight-streaming GEMV, the rest through cuBLAS: both against the CPU for every x/y/bias dtype, plain and
-// accumulating, k past one block step (1024) and ragged past it, with programmatic launch on (the GEMV's
-// weight loads before its wait) and off. The GEMV's call counter shows which path ran; a misaligned x falls
+// accumulating, k past one block step (1024) and ragged past it (up to eight steps: four pieces ahead wrap
+// around twice), with programmatic launch on (the GEMV's weight loads before its wait) and off, for every
+// preload setting (1, 2 and 4 pieces before the wait). The GEMV's call counter shows which path ran; a misaligned x falls
 // back to cuBLAS; the threshold's bounds are checked. Bias and accumulated values are kept small next to the
 // products, so a dropped product is outside the tolerance. Every case has several outputs: the relative error
 // of a single output that cancels to near zero is noise (a one-output case failed that way, 2026-12-05).
@@ -130,35 +138,39 @@ TEST(GpuOps, LinearGemvAndCublasMatchCpu) {
   GemvSwitchesRestore restore;
   const std::vector<bool> pdl_modes = programmatic_launch_modes();
   struct Case { int64_t m, k, n; };
-  for (bool pdl : pdl_modes) {
-    cuda::set_programmatic_launch(pdl);
-    for (Case c : {Case{1, 8, 4}, Case{2, 2048, 37}, Case{3, 4104, 300}, Case{4, 24, 9}, Case{1, 12, 5},
-                   Case{5, 64, 20}}) {
-      Tensor x = rand_tensor({c.m, c.k}), w = rand_tensor({c.n, c.k}, 0.2f).to(DType::kBF16);
-      Tensor y0 = rand_tensor({c.m, c.n}, 0.1f);
-      for (DType bd : {DType::kF32, DType::kBF16}) {
-        Tensor b = rand_tensor({c.n}, 0.05f).to(bd), ref = Tensor::empty({c.m, c.n}, DType::kF32);
-        ops::linear(x, w, b.to(DType::kF32), ref);
-        for (int rows : {4, 0}) {  // the GEMV where it fits, then cuBLAS only
-          cuda::set_dense_gemv_max_rows(rows);
-          const bool gemv = c.m <= rows && c.k % 8 == 0;
-          const std::string what = std::string(rows ? "gemv" : "cublas") + (pdl ? " pdl" : "") + " m=" +
-                                   std::to_string(c.m) + " k=" + std::to_string(c.k) + " n=" + std::to_string(c.n) +
-                                   (bd == DType::kF32 ? " bias f32" : " bias bf16");
-          for (DType xd : {DType::kF32, DType::kBF16}) {
-            for (DType yd : {DType::kF32, DType::kBF16}) {
-              Tensor y = poisoned_device({c.m, c.n}, yd);
-              const int64_t before = cuda::dense_gemv_calls();
-              cuda::linear(cuda::to_device(x.to(xd)), cuda::to_device(w), cuda::to_device(b), y);
-              EXPECT_EQ(cuda::dense_gemv_calls() - before, gemv ? 1 : 0) << what << ": the path taken";
-              expect_close(what + (xd == DType::kF32 ? " x f32" : " x bf16") +
-                               (yd == DType::kF32 ? " y f32" : " y bf16"),
-                           y, ref, kBf16Tol);
+  for (int preload : {1, 2, 4}) {
+    cuda::set_dense_gemv_preload(preload);
+    for (bool pdl : pdl_modes) {
+      cuda::set_programmatic_launch(pdl);
+      for (Case c : {Case{1, 8, 4}, Case{2, 2048, 37}, Case{3, 4104, 300}, Case{4, 24, 9}, Case{1, 12, 5},
+                     Case{5, 64, 20}, Case{1, 8200, 6}}) {
+        Tensor x = rand_tensor({c.m, c.k}), w = rand_tensor({c.n, c.k}, 0.2f).to(DType::kBF16);
+        Tensor y0 = rand_tensor({c.m, c.n}, 0.1f);
+        for (DType bd : {DType::kF32, DType::kBF16}) {
+          Tensor b = rand_tensor({c.n}, 0.05f).to(bd), ref = Tensor::empty({c.m, c.n}, DType::kF32);
+          ops::linear(x, w, b.to(DType::kF32), ref);
+          for (int rows : {4, 0}) {  // the GEMV where it fits, then cuBLAS only
+            cuda::set_dense_gemv_max_rows(rows);
+            const bool gemv = c.m <= rows && c.k % 8 == 0;
+            const std::string what = std::string(rows ? "gemv preload " + std::to_string(preload) : "cublas") +
+                                     (pdl ? " pdl" : "") + " m=" +
+                                     std::to_string(c.m) + " k=" + std::to_string(c.k) + " n=" + std::to_string(c.n) +
+                                     (bd == DType::kF32 ? " bias f32" : " bias bf16");
+            for (DType xd : {DType::kF32, DType::kBF16}) {
+              for (DType yd : {DType::kF32, DType::kBF16}) {
+                Tensor y = poisoned_device({c.m, c.n}, yd);
+                const int64_t before = cuda::dense_gemv_calls();
+                cuda::linear(cuda::to_device(x.to(xd)), cuda::to_device(w), cuda::to_device(b), y);
+                EXPECT_EQ(cuda::dense_gemv_calls() - before, gemv ? 1 : 0) << what << ": the path taken";
+                expect_close(what + (xd == DType::kF32 ? " x f32" : " x bf16") +
+                                 (yd == DType::kF32 ? " y f32" : " y bf16"),
+                             y, ref, kBf16Tol);
+              }
+              Tensor acc = cuda::to_device(y0), acc_ref = ref.clone();
+              for (int64_t i = 0; i < acc_ref.numel(); ++i) acc_ref.f32()[i] += y0.f32()[i];
+              cuda::linear_add(cuda::to_device(x.to(xd)), cuda::to_device(w), cuda::to_device(b), acc);
+              expect_close(what + " accumulate", acc, acc_ref, kBf16Tol);
             }
-            Tensor acc = cuda::to_device(y0), acc_ref = ref.clone();
-            for (int64_t i = 0; i < acc_ref.numel(); ++i) acc_ref.f32()[i] += y0.f32()[i];
-            cuda::linear_add(cuda::to_device(x.to(xd)), cuda::to_device(w), cuda::to_device(b), acc);
-            expect_close(what + " accumulate", acc, acc_ref, kBf16Tol);
           }
         }
       }
@@ -180,6 +192,7 @@ TEST(GpuOps, LinearGemvAndCublasMatchCpu) {
   EXPECT_THROW(cuda::set_dense_gemv_max_rows(5), InvalidArgument);
   EXPECT_THROW(cuda::set_dense_gemv_max_rows(-1), InvalidArgument);
   EXPECT_EQ(cuda::dense_gemv_max_rows(), 2);
+  for (int bad : {0, 3, 5, -1}) EXPECT_THROW(cuda::set_dense_gemv_preload(bad), InvalidArgument) << bad;
 }
 
 // y += x W^T + b through cuBLAS's beta: the linear's result added to what y held, for f32 and bf16 x.

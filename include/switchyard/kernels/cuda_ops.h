@@ -66,6 +66,14 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 void set_dense_gemv_max_rows(int rows);
 int dense_gemv_max_rows();
 int64_t dense_gemv_calls();  // linears the GEMV has run so far in this process
+// How much of its weights the GEMV requests before its programmatic-launch wait: 1 (default) a lane's first
+// 8-weight piece of each row, then one piece in flight while another is used; 2 whole rows of up to 2 pieces
+// per lane (k <= 2048: q|k|v, the LM head) before the wait; 4 also rows of up to 4 pieces (k <= 4096: the o
+// projection; the RMSNorm-fed form stops at 2). Weights are constants of a decode chain, so a block made
+// resident while the kernel before it still runs streams that much meanwhile. Same results; process-wide
+// (SY_GEMV_PRELOAD=N at upload). Bad values throw InvalidArgument.
+void set_dense_gemv_preload(int pieces);
+int dense_gemv_preload();
 // y += x W^T + b (the residual add folded into the GEMM: cuBLAS with beta 1). y: (m, n) f32; the rest as linear.
 void linear_add(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y);
 // y = rms_norm(x, norm_w, eps) W^T + b: a projection fed by an RMSNorm. Decode-sized x (where linear takes the

@@ -6,7 +6,8 @@
 // 16-byte evict-first loads (the next piece's in flight while the current one is used) and multiplies them with
 // the same 8 x values of every row (x read once per piece, not once per column); the warps' partial sums meet
 // in shared memory in a fixed order. Weights are constants of a decode chain, so with programmatic launch the
-// first pieces are requested before the previous kernel has finished (chain_release / chain_wait). x may be
+// first pieces (or, with set_dense_gemv_preload, whole rows of up to 4 pieces per lane) are requested before
+// the previous kernel has finished (chain_release / chain_wait). x may be
 // f32: it is rounded to bf16 on load, the operand the cuBLAS path would see (its cast pass is gone too), and the
 // products accumulate in f32 as cuBLAS's do, in another order. The normed form (rms_norm_linear) folds the
 // RMSNorm that feeds a projection into the same pass: y = inv_rms(x) * (bf16(x * g) . w), each block summing
@@ -27,6 +28,7 @@ constexpr int kCols = 4;                     // output columns per block
 constexpr int64_t kPiece = kWarps * 32 * 8;  // k values one step of the block covers (8 per lane)
 
 std::atomic<int> g_max_rows{2};  // measured: level with cuBLAS at 2 rows, behind it at 4 (H100)
+std::atomic<int> g_preload{1};   // set_dense_gemv_preload
 std::atomic<int64_t> g_calls{0};
 
 // The eight x values from x on, as the bf16 values a bf16 GEMM multiplies.
@@ -66,10 +68,19 @@ __device__ __forceinline__ void load_x8_normed(const float* x, const GemvNorm& n
 // x: (m, k) X, w: (n, k) bf16, k % 8 == 0, rows 16-byte aligned; y: (m, n) Y. bias_f / bias_h: (n,) f32 or
 // bf16 (at most one set). y = (accumulate ? y + x.w : x.w) + bias, rounded once into Y. kNorm (X f32): x.w
 // becomes inv_rms(x) * (bf16(x * g) . w) with inv_rms(x) = 1 / sqrt(mean(x^2) + eps).
+// kWhole 0: each lane streams its pieces of the weight rows, the first requested before the programmatic-launch
+// wait and the next one in flight while the current one is used. kWhole 2 or 4 (k <= kWhole * kPiece): a
+// lane's whole share of the rows, kWhole pieces, is requested before the wait: weights are constants, so a
+// block made resident while the previous kernel still runs streams all of its weights meanwhile. Both forms
+// multiply in the same order (the same results bit for bit); set_dense_gemv_preload picks one.
 // The normed form is held to 96 registers (five blocks per SM, as the plain form gets by itself; unbounded it
-// took 126, four blocks per SM).
-template <typename X, typename Y, bool kNorm>
-__global__ void __launch_bounds__(kWarps * 32, kNorm ? 5 : 1)
+// took 126, four blocks per SM); the plain form of four whole pieces to 128 (four blocks per SM: the 512 blocks
+// of a 2048-wide o projection in one wave).
+template <bool kNorm, int kWhole>
+constexpr int kGemvMinBlocks = kNorm ? 5 : (kWhole > 2 ? 4 : 1);
+
+template <typename X, typename Y, bool kNorm, int kWhole>
+__global__ void __launch_bounds__(kWarps * 32, (kGemvMinBlocks<kNorm, kWhole>))
     gemv_kernel(const X* x, const __nv_bfloat16* w, const float* bias_f, const __nv_bfloat16* bias_h, Y* y, int m,
                 int64_t n, int64_t k, bool accumulate, GemvNorm norm) {
   detail::chain_release();  // a decode-chain kernel: see launch_chained
@@ -83,37 +94,26 @@ __global__ void __launch_bounds__(kWarps * 32, kNorm ? 5 : 1)
 #pragma unroll
   for (int c = 0; c < kCols; ++c) wr[c] = w + (col0 + (c < cols ? c : cols - 1)) * k;
   int64_t at = (warp * 32 + lane) * 8;
-  uint4 cur[kCols];
-#pragma unroll
-  for (int c = 0; c < kCols; ++c) {
-    cur[c] = at < k ? __ldcs(reinterpret_cast<const uint4*>(wr[c] + at)) : make_uint4(0, 0, 0, 0);
-  }
-  detail::chain_wait();  // x (and an accumulated y) come from earlier kernels
-  float acc[detail::kGemvMaxRows][kCols], ss[detail::kGemvMaxRows];
-#pragma unroll
-  for (int r = 0; r < detail::kGemvMaxRows; ++r) {
-    ss[r] = 0.f;
-#pragma unroll
-    for (int c = 0; c < kCols; ++c) acc[r][c] = 0.f;
-  }
-  for (; at < k; at += kPiece) {
-    const int64_t ahead = at + kPiece;
-    uint4 next[kCols];
+  auto request = [&](uint4(&piece)[kCols], int64_t from) {
 #pragma unroll
     for (int c = 0; c < kCols; ++c) {
-      next[c] = ahead < k ? __ldcs(reinterpret_cast<const uint4*>(wr[c] + ahead)) : make_uint4(0, 0, 0, 0);
+      piece[c] = from < k ? __ldcs(reinterpret_cast<const uint4*>(wr[c] + from)) : make_uint4(0, 0, 0, 0);
     }
+  };
+  float acc[detail::kGemvMaxRows][kCols], ss[detail::kGemvMaxRows];
+  // The products of one piece (the weights at columns [from, from + 8) of the kCols rows) with every x row.
+  auto use = [&](const uint4(&piece)[kCols], int64_t from) {
     float wf[kCols][8];
 #pragma unroll
-    for (int c = 0; c < kCols; ++c) detail::unpack_bf16x8(cur[c], wf[c]);
+    for (int c = 0; c < kCols; ++c) detail::unpack_bf16x8(piece[c], wf[c]);
 #pragma unroll
     for (int r = 0; r < detail::kGemvMaxRows; ++r) {
       if (r >= m) break;
       float xv[8];
       if constexpr (kNorm) {
-        load_x8_normed(x + r * k + at, norm, at, xv, ss[r]);
+        load_x8_normed(x + r * k + from, norm, from, xv, ss[r]);
       } else {
-        load_x8(x + r * k + at, xv);
+        load_x8(x + r * k + from, xv);
       }
 #pragma unroll
       for (int c = 0; c < kCols; ++c) {
@@ -121,8 +121,39 @@ __global__ void __launch_bounds__(kWarps * 32, kNorm ? 5 : 1)
         for (int i = 0; i < 8; ++i) acc[r][c] += wf[c][i] * xv[i];
       }
     }
+  };
+  if constexpr (kWhole == 0) {
+    uint4 cur[kCols];
+    request(cur, at);
+    detail::chain_wait();  // x (and an accumulated y) come from earlier kernels
 #pragma unroll
-    for (int c = 0; c < kCols; ++c) cur[c] = next[c];
+    for (int r = 0; r < detail::kGemvMaxRows; ++r) {
+      ss[r] = 0.f;
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) acc[r][c] = 0.f;
+    }
+    for (; at < k; at += kPiece) {
+      uint4 next[kCols];
+      request(next, at + kPiece);
+      use(cur, at);
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) cur[c] = next[c];
+    }
+  } else {
+    uint4 piece[kWhole][kCols];
+#pragma unroll
+    for (int p = 0; p < kWhole; ++p) request(piece[p], at + p * kPiece);
+    detail::chain_wait();  // x (and an accumulated y) come from earlier kernels
+#pragma unroll
+    for (int r = 0; r < detail::kGemvMaxRows; ++r) {
+      ss[r] = 0.f;
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) acc[r][c] = 0.f;
+    }
+#pragma unroll
+    for (int p = 0; p < kWhole; ++p) {
+      if (at + p * kPiece < k) use(piece[p], at + p * kPiece);
+    }
   }
 #pragma unroll
   for (int r = 0; r < detail::kGemvMaxRows; ++r) {
@@ -170,6 +201,14 @@ void set_dense_gemv_max_rows(int rows) {
 
 int dense_gemv_max_rows() { return g_max_rows.load(); }
 
+void set_dense_gemv_preload(int pieces) {
+  SY_REQUIRE(pieces == 1 || pieces == 2 || pieces == 4, InvalidArgument, "cuda set_dense_gemv_preload",
+             "pieces must be 1, 2 or 4, got ", pieces);
+  g_preload.store(pieces);
+}
+
+int dense_gemv_preload() { return g_preload.load(); }
+
 int64_t dense_gemv_calls() { return g_calls.load(); }
 
 namespace detail {
@@ -183,13 +222,33 @@ bool gemv_fits(const Tensor& x, const Tensor& w, const Tensor& y) {
 namespace {
 
 // One instantiation's launch: x (m, k) X, w (n, k) bf16, y (m, n) Y.
+template <typename X, typename Y, bool kNorm, int kWhole>
+void launch_one(const Tensor& x, const Tensor& w, const float* bias_f, const __nv_bfloat16* bias_h, Tensor& y,
+                bool accumulate, GemvNorm norm) {
+  const int64_t n = w.size(0);
+  launch_chained(gemv_kernel<X, Y, kNorm, kWhole>, dim3(static_cast<unsigned>((n + kCols - 1) / kCols)),
+                 kWarps * 32, 0, static_cast<const X*>(x.raw()), static_cast<const __nv_bfloat16*>(w.raw()), bias_f,
+                 bias_h, static_cast<Y*>(y.raw()), static_cast<int>(x.size(0)), n, x.size(1), accumulate, norm);
+}
+
+// The form set_dense_gemv_preload picked: whole rows of up to 2 pieces (preload 2) or 4 (preload 4; the
+// normed form stops at 2), streaming otherwise.
 template <typename X, typename Y, bool kNorm>
 void launch_typed(const Tensor& x, const Tensor& w, const float* bias_f, const __nv_bfloat16* bias_h, Tensor& y,
                   bool accumulate, GemvNorm norm) {
-  const int64_t n = w.size(0);
-  launch_chained(gemv_kernel<X, Y, kNorm>, dim3(static_cast<unsigned>((n + kCols - 1) / kCols)), kWarps * 32, 0,
-                 static_cast<const X*>(x.raw()), static_cast<const __nv_bfloat16*>(w.raw()), bias_f, bias_h,
-                 static_cast<Y*>(y.raw()), static_cast<int>(x.size(0)), n, x.size(1), accumulate, norm);
+  const int preload = g_preload.load();
+  const int64_t pieces = (x.size(1) + kPiece - 1) / kPiece;
+  if (preload >= 2 && pieces <= 2) {
+    launch_one<X, Y, kNorm, 2>(x, w, bias_f, bias_h, y, accumulate, norm);
+    return;
+  }
+  if constexpr (!kNorm) {
+    if (preload >= 4 && pieces <= 4) {
+      launch_one<X, Y, kNorm, 4>(x, w, bias_f, bias_h, y, accumulate, norm);
+      return;
+    }
+  }
+  launch_one<X, Y, kNorm, 0>(x, w, bias_f, bias_h, y, accumulate, norm);
 }
 
 template <bool kNorm>
