@@ -164,12 +164,14 @@ struct KernelSwitches {
   int dense_gemv_max_rows = 2, sm90_tile_n = 0;
   bool chunked_layout = true, sm90_cluster = false;
   int dense_gemv_preload = 1;
+  bool combine_bulk = false;
 
   static KernelSwitches current() {
     return {cuda::programmatic_launch_enabled(), cuda::warp_routing(), cuda::cluster_routing(),
             cuda::grouped_gemm_sm90_warp_specialized(), cuda::grouped_gemm_sm90_tma(),
             cuda::grouped_gemm_sm90_pingpong(), cuda::dense_gemv_max_rows(), cuda::grouped_gemm_sm90_tile_n(),
-            cuda::chunked_dispatch_layout(), cuda::grouped_gemm_sm90_cluster(), cuda::dense_gemv_preload()};
+            cuda::chunked_dispatch_layout(), cuda::grouped_gemm_sm90_cluster(), cuda::dense_gemv_preload(),
+            cuda::grouped_linear_combine_bulk()};
   }
   void restore() const {
     cuda::set_programmatic_launch(programmatic_launch);
@@ -183,6 +185,7 @@ struct KernelSwitches {
     cuda::set_chunked_dispatch_layout(chunked_layout);
     cuda::set_grouped_gemm_sm90_cluster(sm90_cluster);
     cuda::set_dense_gemv_preload(dense_gemv_preload);
+    cuda::set_grouped_linear_combine_bulk(combine_bulk);
   }
 };
 
@@ -603,6 +606,12 @@ void apply_switches(GpuState& s, bool reapply) {
     const int64_t pieces = env_int("SY_GEMV_PRELOAD", 1, 1, 4);
     SY_REQUIRE(pieces != 3, InvalidArgument, "cuda", "SY_GEMV_PRELOAD must be 1, 2 or 4, got 3");
     cuda::set_dense_gemv_preload(static_cast<int>(pieces));
+  }
+  // The decode combine's weight rows by bulk copy into shared memory (Hopper; off by default).
+  if (env_set("SY_COMBINE_BULK")) {
+    const bool want = env_flag("SY_COMBINE_BULK", false);
+    SY_REQUIRE(cuda::set_grouped_linear_combine_bulk(want) == want, Unsupported, "cuda",
+               "SY_COMBINE_BULK=1 needs a compute capability 9.0 GPU and a build with sm_90a code; unset it here");
   }
   // Key splits per (query, head) of decode-sized attention (0: chosen from the batch).
   s.key_splits = static_cast<int>(env_int("SY_ATTENTION_KEY_SPLITS", s.key_splits, 0, 1024));

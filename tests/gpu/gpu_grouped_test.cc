@@ -180,12 +180,14 @@ TEST(GpuGrouped, SwigluThroughTheLayoutEqualsPermutedRows) {
 // weight[t, s] * W_e x_r) and against the two launches it replaces (grouped_linear, unpermute): one to four
 // tokens, top-k below, at and above the eight warps (slots shared by the warps, or a warp walking several),
 // a Qwen3-30B-A3B decode step's shape, k past one 1024-column round and ragged, a column count off the tiles,
-// and a slot with no expert (id -1: adds nothing).
+// and a slot with no expert (id -1: adds nothing); on Hopper the bulk form too (top-32 has each warp refill its
+// buffer four times; k = 1408 still takes it, k = 2048 is past its bound and keeps the register form).
 TEST(GpuGrouped, LinearCombineMatchesCpuAndTwoLaunches) {
   SY_SKIP_WITHOUT_GPU();
   struct Case { int64_t tokens; int top_k, experts; int64_t n, k; bool hole; };
   for (Case c : {Case{1, 8, 128, 2048, 768, false}, Case{2, 2, 8, 96, 64, false}, Case{3, 3, 16, 50, 40, true},
-                 Case{4, 8, 32, 64, 1408, false}, Case{2, 32, 64, 16, 128, false}, Case{1, 1, 4, 33, 8, false}}) {
+                 Case{4, 8, 32, 64, 1408, false}, Case{2, 32, 64, 16, 128, false}, Case{1, 1, 4, 33, 8, false},
+                 Case{1, 8, 16, 40, 2048, false}}) {
     const int64_t rows = c.tokens * c.top_k;
     Tensor expert = Tensor::empty({c.tokens, c.top_k}, DType::kI32);
     for (int64_t i = 0; i < c.tokens; ++i) {  // distinct experts per token, as a router gives
@@ -224,6 +226,15 @@ TEST(GpuGrouped, LinearCombineMatchesCpuAndTwoLaunches) {
     Tensor early = cuda::to_device(out0);
     cuda::grouped_linear_combine(xd, table, layout, expert_d, wd, early, /*routing_ready=*/true);
     expect_close(what + " (routing ready)", early, cuda::to_host(got), 0.0);
+    // The bulk form (Hopper): the same products in the same order, so the same bits, both ways.
+    if (cuda::set_grouped_linear_combine_bulk(true)) {
+      for (bool ready : {false, true}) {
+        Tensor bulk = cuda::to_device(out0);
+        cuda::grouped_linear_combine(xd, table, layout, expert_d, wd, bulk, ready);
+        expect_close(what + (ready ? " (bulk, routing ready)" : " (bulk)"), bulk, cuda::to_host(got), 0.0);
+      }
+      EXPECT_FALSE(cuda::set_grouped_linear_combine_bulk(false));
+    }
     if (!c.hole) {  // the two launches read every slot's row (a slot with no expert has none)
       Tensor y = test::poisoned_device({rows, c.n}), want = cuda::to_device(out0);
       cuda::grouped_linear(xd, table, layout.offsets, y, c.tokens);

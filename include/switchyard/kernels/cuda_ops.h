@@ -343,6 +343,11 @@ void grouped_swiglu(const Tensor& x, const ExpertWeightTable& gate, const Expert
 // layout were complete at launch: each warp reads its first expert and issues its first weight loads before
 // waiting for x. Without that guarantee the reads could see an unfinished routing: leave it false.
 bool grouped_linear_combine_fits(const ExpertWeightTable& weights, int top_k);
+// Its bulk form (Hopper, rows up to 1536 wide): each warp's weight rows come into shared memory by one bulk
+// copy instead of registers, so twice the blocks are resident; same results. Off by default, process-wide
+// (SY_COMBINE_BULK=1 at upload); returns whether it is on (false on GPUs and builds without sm_90a).
+bool set_grouped_linear_combine_bulk(bool on);
+bool grouped_linear_combine_bulk();
 void grouped_linear_combine(const Tensor& x, const ExpertWeightTable& weights, const DeviceDispatchLayout& layout,
                             const Tensor& expert, const Tensor& weight, Tensor& out, bool routing_ready = false);
 // Routed experts for prefill-sized groups: y[rows of e] = x[rows of e] W_e^T for every expert with rows, as one

@@ -50,6 +50,19 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* map, int32
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
       : "memory");
 }
+// A contiguous run of `bytes` (a multiple of 16; src and dst 16-byte aligned) from global memory into shared
+// memory at dst by the bulk copy engine (TMA without a tensor map); its bytes count down barrier `bar`.
+__device__ __forceinline__ void bulk_load(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(src)), "r"(bytes), "r"(bar)
+      : "memory");
+}
+// Orders this thread's earlier generic-proxy accesses to shared memory (reads of a buffer) before later
+// asynchronous-proxy ones (a bulk copy that refills it).
+__device__ __forceinline__ void fence_proxy_async_shared() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
 // The same TMA box delivered to every block of the cluster in cta_mask (bit r: rank r), at the same
 // shared-memory offset dst in each, counting down the barrier at offset bar in each.
 __device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const void* map, int32_t c0, int32_t c1,
