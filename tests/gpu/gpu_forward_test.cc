@@ -258,6 +258,15 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithGroupedAttention) {
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
+// And the grouped decode attention reading each block's first step of cached keys and values before the
+// programmatic-launch wait (SY_PREFETCH_KEYS=1 with it): decode passes only, whose own key the q|k|v epilogue
+// writes just before.
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithGroupedAttentionPrefetchedKeys) {
+  SY_SKIP_WITHOUT_GPU();
+  ScopedEnv grouped("SY_GROUPED_ATTENTION", "1"), keys("SY_PREFETCH_KEYS", "1");
+  check_batched_logits(GetParam(), Experts::kGemv);
+}
+
 // And with down and the combine as two launches (SY_FUSED_COMBINE=0; one launch is the default for passes of
 // up to 4 tokens).
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithUnfusedCombine) {

@@ -1158,7 +1158,8 @@ TEST(GpuOps, PagedAttentionQkvEqualsEpilogueThenAttention) {
 // against the CPU paged attention on bf16 pools: groups of 1, 3, 4, 8 and 16 query heads per key head (one,
 // two and four heads per warp, idle warps), head dims 64 and 128, one key to 700 (fewer keys than the
 // cluster's blocks, several steps per block, part-filled last steps), window + sinks, and a prefill chunk of
-// five queries. Passes it does not take (f32 pools) run the per-head kernel with the same answer.
+// five queries, with the first step's keys read before the programmatic-launch wait (cached_keys_ready) and
+// after it. Passes it does not take (f32 pools) run the per-head kernel with the same answer.
 TEST(GpuOps, GroupedDecodeAttentionMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();
   struct Case { int64_t heads, kv_heads, d; };
@@ -1179,17 +1180,20 @@ TEST(GpuOps, GroupedDecodeAttentionMatchesCpu) {
         opt.sinks = window > 0 ? &sinks : nullptr;
         Tensor ref = Tensor::empty({batch.t, c.heads, c.d}, DType::kF32);
         ops::paged_attention(q, k.to(DType::kF32), v.to(DType::kF32), batch.pos, batch.seqs, batch.bs, opt, ref);
-        cuda::AttentionArgs args;
-        args.scale = opt.scale;
-        args.window = window;
-        if (window > 0) args.sinks = cuda::to_device(sinks);
-        args.grouped_decode = true;
-        Tensor out = poisoned_device({batch.t, c.heads, c.d});
-        batch.run_gpu(qd, kd, vd, args, out);
-        expect_close("grouped decode attention " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) +
-                         " heads d=" + std::to_string(c.d) + " " + dtype_name(pool) + " window " +
-                         std::to_string(window),
-                     out, ref, kAttentionTol);
+        for (bool ready : {false, true}) {  // every key is in the pool before the launch: both are right
+          cuda::AttentionArgs args;
+          args.scale = opt.scale;
+          args.window = window;
+          if (window > 0) args.sinks = cuda::to_device(sinks);
+          args.grouped_decode = true;
+          args.cached_keys_ready = ready;
+          Tensor out = poisoned_device({batch.t, c.heads, c.d});
+          batch.run_gpu(qd, kd, vd, args, out);
+          expect_close("grouped decode attention " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) +
+                           " heads d=" + std::to_string(c.d) + " " + dtype_name(pool) + " window " +
+                           std::to_string(window) + (ready ? " cached keys ready" : ""),
+                       out, ref, kAttentionTol);
+        }
       }
     }
   }

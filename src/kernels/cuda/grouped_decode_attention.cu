@@ -32,6 +32,7 @@ struct GqaParams {
   int64_t block_size;
   float scale;
   int window;
+  bool keys_ready;  // AttentionArgs::cached_keys_ready: keys before each query's position are cached already
 };
 
 // Shared memory of one block: a step's key and value rows (bf16) and the group's partials (m, l, acc[d]).
@@ -88,24 +89,17 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_kernel(const float* q
   const int64_t i = pair / p.kv_heads, kh = pair % p.kv_heads;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   // A decode-chain kernel (see launch_chained). The position and table offset are the step's inputs
-  // (uploaded before it), read before the wait; the keys are not (a prefill chunk writes some of its own).
+  // (uploaded before it), read before the wait; so are the block's first step of cached keys and values where
+  // p.keys_ready says every key before the query's position was cached by an earlier pass (a decode pass: only
+  // the query's own key and value are this pass's, written by the kernel before this one). Otherwise the
+  // keys are read after the wait (a prefill chunk writes some of its own).
   detail::chain_release();
   const int64_t pos = positions[i];
   const int32_t* table = tables + table_start[i];
-  detail::chain_wait();
   const int64_t first = p.window > 0 ? max(int64_t{0}, pos - p.window + 1) : 0;
   const int64_t len = pos >= 0 ? pos - first + 1 : 0;
   const int64_t run = (len + kCluster - 1) / kCluster;
   const int64_t lo = first + rank * run, hi = min(pos, lo + run - 1);  // this block's keys (maybe none)
-
-  float qv[kHeads][kPer];  // the warp's query heads (group-local w * kHeads + u; past the group: zeros)
-#pragma unroll
-  for (int u = 0; u < kHeads; ++u) {
-    const int64_t hl = warp * kHeads + u;
-    const float* qrow = q + (i * p.heads + kh * p.group + min(hl, p.group - 1)) * kD + lane * kPer;
-#pragma unroll
-    for (int e = 0; e < kPer; ++e) qv[u][e] = hl < p.group ? qrow[e] : 0.f;
-  }
 
   uint4 pre[kPiecesPerThread];  // the next step's pieces, loaded while the current one is computed
   auto piece_of = [&](int c, bool& is_v, int& key, int& part) {
@@ -116,13 +110,15 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_kernel(const float* q
     part = rel % kRowPieces;
     return idx < kPieces;
   };
-  auto fetch = [&](int64_t j0) {
+  // The pieces of the step from key j0 whose keys lie in [j_begin, j_end] (and at most hi) into pre; with
+  // `clear` the others become zero, without they keep what they hold.
+  auto fetch_keys = [&](int64_t j0, int64_t j_begin, int64_t j_end, bool clear) {
 #pragma unroll
     for (int c = 0; c < kPiecesPerThread; ++c) {
       bool is_v;
       int key, part;
-      pre[c] = make_uint4(0, 0, 0, 0);
-      if (piece_of(c, is_v, key, part) && j0 + key <= hi) {
+      if (clear) pre[c] = make_uint4(0, 0, 0, 0);
+      if (piece_of(c, is_v, key, part) && j0 + key <= hi && j0 + key >= j_begin && j0 + key <= j_end) {
         const int64_t j = j0 + key;
         const int64_t row = int64_t{table[j / p.block_size]} * p.block_size + j % p.block_size;
         const __nv_bfloat16* src = is_v ? v + row * p.vs + kh * p.vhs : k + row * p.ks + kh * p.khs;
@@ -130,6 +126,26 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_kernel(const float* q
       }
     }
   };
+  auto fetch = [&](int64_t j0) { fetch_keys(j0, j0, hi, true); };
+  // The first step's cached keys before the wait; its key at the query's own position (if it holds it) after.
+  const bool early = p.keys_ready && lo <= hi;
+  if (early) fetch_keys(lo, lo, pos - 1, true);
+  detail::chain_wait();
+  if (early && pos < lo + kStep) {
+    fetch_keys(lo, pos, pos, false);
+  } else if (!early && lo <= hi) {
+    fetch(lo);
+  }
+
+  float qv[kHeads][kPer];  // the warp's query heads (group-local w * kHeads + u; past the group: zeros)
+#pragma unroll
+  for (int u = 0; u < kHeads; ++u) {
+    const int64_t hl = warp * kHeads + u;
+    const float* qrow = q + (i * p.heads + kh * p.group + min(hl, p.group - 1)) * kD + lane * kPer;
+#pragma unroll
+    for (int e = 0; e < kPer; ++e) qv[u][e] = hl < p.group ? qrow[e] : 0.f;
+  }
+
   auto stage = [&]() {
 #pragma unroll
     for (int c = 0; c < kPiecesPerThread; ++c) {
@@ -147,7 +163,6 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_kernel(const float* q
 #pragma unroll
     for (int e = 0; e < kPer; ++e) acc[u][e] = 0.f;
   }
-  if (lo <= hi) fetch(lo);
   const int my_head = lane / kStep, my_key = lane % kStep;  // the (head, key) sum lane l ends with
   for (int64_t j0 = lo; j0 <= hi; j0 += kStep) {
     stage();
@@ -299,8 +314,9 @@ void grouped_decode_attention(const Tensor& q, const Tensor& k, const Tensor& v,
              " (bf16 pools, head dims 64 or 128 alike, at most ", kMaxGroup, " query heads per key head, 16-byte ",
              "aligned rows)");
   if (q.size(0) == 0) return;
-  GqaParams p{q.size(1),       k.size(1),       q.size(1) / k.size(1), k.strides()[0], k.strides()[1],
-              v.strides()[0],  v.strides()[1],  block_size,            args.scale,     args.window};
+  GqaParams p{q.size(1),      k.size(1),      q.size(1) / k.size(1), k.strides()[0], k.strides()[1],
+              v.strides()[0], v.strides()[1], block_size,            args.scale,     args.window,
+              args.cached_keys_ready};
   const float* sinks = args.sinks.defined() ? args.sinks.f32() : nullptr;
   if (q.size(2) == 64) {
     launch_for_group<64>(q, k, v, positions, table_start, block_tables, sinks, p, out);
