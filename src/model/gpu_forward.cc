@@ -985,10 +985,10 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
           e.q_norm = w.q_norm;
           e.k_norm = w.k_norm;
         }
-        if (s.fused_attention && b.decode_only && !args.grouped_decode &&
+        if (s.fused_attention && b.decode_only &&
             cuda::paged_attention_qkv_fits(a.num_heads, a.num_kv_heads, a.head_dim, a.v_head_dim, s.rope)) {
-          // A decode pass: the epilogue folded into the attention (no q3/k3/v3; the new keys and values go to
-          // the pool from the attention's blocks).
+          // A decode pass: the epilogue folded into the attention, per head or grouped (no q3/k3/v3; the new
+          // keys and values go to the pool from the attention's blocks).
           Tensor att3 = Tensor::empty({n, a.num_heads, a.v_head_dim}, DType::kF32, Device::kCuda);
           cuda::paged_attention_qkv(qkv, e, s.rope, b.rows, pool.keys(l), pool.values(l), b.positions, b.starts,
                                     b.tables, pool.block_size(), args, att3);

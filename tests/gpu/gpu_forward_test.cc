@@ -241,6 +241,14 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithFusedAttention) {
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
+// And the epilogue folded into the grouped decode attention (SY_FUSED_ATTENTION=1 SY_GROUPED_ATTENTION=1):
+// each block forms its group's queries, the block holding the query's own key forms and stores it.
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithFusedGroupedAttention) {
+  SY_SKIP_WITHOUT_GPU();
+  ScopedEnv fused("SY_FUSED_ATTENTION", "1"), grouped("SY_GROUPED_ATTENTION", "1");
+  check_batched_logits(GetParam(), Experts::kGemv);
+}
+
 // With key splits of at least 8 keys (SY_ATTENTION_MIN_SPLIT_KEYS=8): the fixtures' short contexts leave most
 // splits of a decode pass without a key.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithLongKeySplits) {

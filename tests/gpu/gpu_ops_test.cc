@@ -1069,7 +1069,8 @@ TEST(GpuOps, PagedAttentionMatchesCpu) {
 // The epilogue folded into a decode pass's attention (paged_attention_qkv) against qkv_epilogue followed by
 // paged_attention on the same inputs: the same arithmetic, so the same outputs and pool rows bit for bit.
 // Every query is its sequence's only new token (a decode pass); norms, bias, clip, interleaved and partial
-// rotary, windows with sinks, f32 and bf16 pools, the key splits the batch picks, one split, an odd count.
+// rotary, windows with sinks, f32 and bf16 pools, the key splits the batch picks, one split, an odd count, and
+// the grouped decode kernel's fused form (grouped_decode) against the epilogue then the grouped kernel.
 TEST(GpuOps, PagedAttentionQkvEqualsEpilogueThenAttention) {
   SY_SKIP_WITHOUT_GPU();
   struct Case { int64_t heads, kv_heads, d, dv; bool interleaved; double partial; bool bias, clip, norm; int window; };
@@ -1105,12 +1106,15 @@ TEST(GpuOps, PagedAttentionQkvEqualsEpilogueThenAttention) {
       const Tensor keys0 = rand_tensor({batch.total_blocks * bs, c.kv_heads, c.d}).to(pool_dtype);
       const Tensor values0 = rand_tensor({batch.total_blocks * bs, c.kv_heads, c.dv}).to(pool_dtype);
       // -7: seven splits of at least 24 keys each (min_split_keys; the later splits of short contexts see none).
-      for (int splits : {0, 1, 7, -7}) {
+      // 100: the grouped decode kernel (one cluster per query and key head; it takes bf16 pools whose key and
+      // value dims match, the others run per head).
+      for (int splits : {0, 1, 7, -7, 100}) {
         cuda::AttentionArgs args;
+        args.grouped_decode = splits == 100;
         args.scale = 1.f / std::sqrt(static_cast<float>(c.d));
         args.window = c.window;
         if (c.window > 0) args.sinks = cuda::to_device(rand_tensor({c.heads}, 2.f));
-        args.key_splits = splits < 0 ? -splits : splits;
+        args.key_splits = splits < 0 ? -splits : splits % 100;
         args.min_split_keys = splits < 0 ? 24 : 0;
         // Two launches: the epilogue, then the attention over the pool it wrote.
         Tensor keys_a = cuda::to_device(keys0), values_a = cuda::to_device(values0);
@@ -1124,7 +1128,8 @@ TEST(GpuOps, PagedAttentionQkvEqualsEpilogueThenAttention) {
         cuda::paged_attention_qkv(qkv, e, rope, rows_d, keys_b, values_b, pos_d, start_d, tab_d, bs, args, got);
         const std::string what = "paged_attention_qkv heads " + std::to_string(c.heads) + "/" +
                                  std::to_string(c.kv_heads) + " d " + std::to_string(c.d) + "/" + std::to_string(c.dv) +
-                                 (c.window ? " window+sinks" : "") + " " + dtype_name(pool_dtype) + " splits " +
+                                 (c.window ? " window+sinks" : "") + " " + dtype_name(pool_dtype) +
+                                 (args.grouped_decode ? " grouped" : "") + " splits " +
                                  std::to_string(args.key_splits) + " of at least " +
                                  std::to_string(args.min_split_keys) + " keys";
         expect_close(what, got, cuda::to_host(want), 0.0);

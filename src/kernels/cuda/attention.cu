@@ -38,21 +38,10 @@ struct AttnParams {
 // The wider forms, or the value row too, spilled under the 64-register bound.
 constexpr int kPrefetchPerLane = 4;
 
-// The q|k|v epilogue folded into a decode pass's attention (paged_attention_qkv): the fused projection's rows,
-// the epilogue's operands, and the pools the new key and value rows go to (the kernel's k and v, writable).
-// Head dims up to kFusedMaxDim.
+// The q|k|v epilogue folded into a decode pass's attention (paged_attention_qkv; detail::QkvSource): head dims
+// up to kFusedMaxDim.
 constexpr int kFusedMaxDim = 32 * kPrefetchPerLane;
-struct QkvSource {
-  const float* qkv = nullptr;  // (t, (heads + kv_heads) * d + kv_heads * dv)
-  const float* bias = nullptr;
-  const float* q_norm = nullptr;
-  const float* k_norm = nullptr;
-  const float* inv_freq = nullptr;
-  const int64_t* rows = nullptr;  // pool row of each query's own key and value
-  void* keys = nullptr;
-  void* values = nullptr;
-  detail::QkvHeadParams head{};
-};
+using detail::QkvSource;
 
 // A float as the pool of element type KV stores it (the key and value a later pass reads back).
 __device__ __forceinline__ float as_stored(float v, const float*) { return v; }
@@ -468,10 +457,15 @@ void paged_attention_qkv(const Tensor& qkv, const QkvEpilogueArgs& e, const Devi
   AttnParams p{heads, kv_heads, d, dv, keys.size(0), keys.strides()[0], keys.strides()[1], values.strides()[0],
                values.strides()[1], args.scale, args.window, true, detail::l2_range(op, args.l2_prefetch),
                args.min_split_keys};
+  // out stands in for q (the fused forms read their queries from qkv; only the shape is taken from it).
+  if (args.grouped_decode && grouped_decode_fits(out, keys, values)) {
+    detail::grouped_decode_attention(out, keys, values, positions, table_start, block_tables, block_size, args, out,
+                                     &src);
+    return;
+  }
   PagedRows paged{table_start.i64(), block_tables.i32(), block_size};
   const int auto_splits = key_splits(t * heads);
   const int splits = args.key_splits > 0 && auto_splits > 1 ? args.key_splits : auto_splits;
-  // out stands in for q (the fused form reads its queries from qkv; only the row count is taken from it).
   if (keys.dtype() == DType::kBF16) {
     launch_attention<__nv_bfloat16, true>(out, keys, values, positions, args, p, paged, splits, out, nullptr, &src);
   } else {

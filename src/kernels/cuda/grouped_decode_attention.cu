@@ -14,6 +14,7 @@
 
 #include "grouped_decode_attention.cuh"
 #include "op_common.cuh"
+#include "qkv_head.cuh"
 
 namespace sy::cuda {
 
@@ -69,11 +70,16 @@ __device__ __forceinline__ void lane_dims(const __nv_bfloat16* row, float (&f)[k
 // kStep = 32 / kHeads keys and a warp's (head, key) sums fill its 32 lanes. Grid: t * kv_heads * kCluster
 // blocks in clusters of kCluster; cluster c is (query c / kv_heads, key head c % kv_heads), block b of it
 // takes the b-th of kCluster equal runs of the query's visible keys.
-template <int kD, int kHeads>
+// kFromQkv (paged_attention_qkv with grouped_decode; a decode pass): q is unused; every block forms the
+// group's query heads from src.qkv as qkv_epilogue does (detail::transform_head: the same values), and the
+// block whose run ends at the query's own position forms that token's key and value too (rounded as the
+// pool stores them), writes them to the pools and takes that key's pieces from shared memory.
+template <int kD, int kHeads, bool kFromQkv = false>
 __global__ void __launch_bounds__(kThreads) grouped_decode_kernel(const float* q, const __nv_bfloat16* k,
                                                                   const __nv_bfloat16* v, const int64_t* positions,
                                                                   const int64_t* table_start, const int32_t* tables,
-                                                                  const float* sinks, GqaParams p, float* out) {
+                                                                  const float* sinks, GqaParams p, float* out,
+                                                                  detail::QkvSource src) {
   constexpr int kStep = 32 / kHeads;
   constexpr int kPer = kD / 32;       // dims per lane
   constexpr int kRowPieces = kD / 8;  // 16-byte pieces of a row
@@ -89,7 +95,7 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_kernel(const float* q
   const int64_t i = pair / p.kv_heads, kh = pair % p.kv_heads;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   // A decode-chain kernel (see launch_chained). The position and table offset are the step's inputs
-  // (uploaded before it), read before the wait; so are the block's first step of cached keys and values where
+  // (uploaded before it), read before the wait; so are the block's first two steps of cached keys and values where
   // p.keys_ready says every key before the query's position was cached by an earlier pass (a decode pass: only
   // the query's own key and value are this pass's, written by the kernel before this one). Otherwise the
   // keys are read after the wait (a prefill chunk writes some of its own).
@@ -100,6 +106,26 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_kernel(const float* q
   const int64_t len = pos >= 0 ? pos - first + 1 : 0;
   const int64_t run = (len + kCluster - 1) / kCluster;
   const int64_t lo = first + rank * run, hi = min(pos, lo + run - 1);  // this block's keys (maybe none)
+  // The fused form's query heads, own key and value, and the epilogue's staged tables (before the wait: the
+  // norms, and the rotary table at the query's position, are no kernel's output).
+  constexpr int kF = kFromQkv ? 1 : 0;
+  __shared__ float q_s[kF * kMaxGroup * kD + 1], kv_s[kF * 2 * kD + 1];
+  __shared__ float q_norm_s[kF * kD + 1], k_norm_s[kF * kD + 1], cos_s[kF * kD + 1], sin_s[kF * kD + 1];
+  const bool owner = kFromQkv && lo <= hi && hi == pos;  // this block's run holds the query's own key
+  const int64_t own_row = owner ? src.rows[i] : 0;
+  if (kFromQkv) {
+    detail::stage_qkv_tables(src.q_norm, src.k_norm, src.inv_freq, static_cast<float>(pos), src.head, q_norm_s,
+                             k_norm_s, cos_s, sin_s);
+  }
+  // The 16-byte piece `part` of the own key's (or value's) row, from shared memory, as the pool holds it.
+  auto own_piece = [&](bool is_v, int part) {
+    uint4 u;
+    __nv_bfloat162* h2 = reinterpret_cast<__nv_bfloat162*>(&u);
+    const float* f = kv_s + (is_v ? kD : 0) + part * 8;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) h2[e] = __floats2bfloat162_rn(f[2 * e], f[2 * e + 1]);
+    return u;
+  };
 
   uint4 pre[kPiecesPerThread];  // the next step's pieces, loaded while the current one is computed
   auto piece_of = [&](int c, bool& is_v, int& key, int& part) {
@@ -110,29 +136,62 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_kernel(const float* q
     part = rel % kRowPieces;
     return idx < kPieces;
   };
-  // The pieces of the step from key j0 whose keys lie in [j_begin, j_end] (and at most hi) into pre; with
+  // The pieces of the step from key j0 whose keys lie in [j_begin, j_end] (and at most hi) into dst; with
   // `clear` the others become zero, without they keep what they hold.
-  auto fetch_keys = [&](int64_t j0, int64_t j_begin, int64_t j_end, bool clear) {
+  auto fetch_keys = [&](uint4(&dst)[kPiecesPerThread], int64_t j0, int64_t j_begin, int64_t j_end, bool clear) {
 #pragma unroll
     for (int c = 0; c < kPiecesPerThread; ++c) {
       bool is_v;
       int key, part;
-      if (clear) pre[c] = make_uint4(0, 0, 0, 0);
+      if (clear) dst[c] = make_uint4(0, 0, 0, 0);
       if (piece_of(c, is_v, key, part) && j0 + key <= hi && j0 + key >= j_begin && j0 + key <= j_end) {
         const int64_t j = j0 + key;
+        if (kFromQkv && j == pos) {  // formed by this block (owner), not yet in the pool when it was read
+          dst[c] = own_piece(is_v, part);
+          continue;
+        }
         const int64_t row = int64_t{table[j / p.block_size]} * p.block_size + j % p.block_size;
-        const __nv_bfloat16* src = is_v ? v + row * p.vs + kh * p.vhs : k + row * p.ks + kh * p.khs;
-        pre[c] = *reinterpret_cast<const uint4*>(src + part * 8);
+        const __nv_bfloat16* from = is_v ? v + row * p.vs + kh * p.vhs : k + row * p.ks + kh * p.khs;
+        dst[c] = *reinterpret_cast<const uint4*>(from + part * 8);
       }
     }
   };
-  auto fetch = [&](int64_t j0) { fetch_keys(j0, j0, hi, true); };
-  // The first step's cached keys before the wait; its key at the query's own position (if it holds it) after.
-  const bool early = p.keys_ready && lo <= hi;
-  if (early) fetch_keys(lo, lo, pos - 1, true);
+  auto fetch = [&](int64_t j0) { fetch_keys(pre, j0, j0, hi, true); };
+  // The first two steps' cached keys before the wait (the second into pre2, moved to pre when the loop gets
+  // there); the key at the query's own position, if one of them holds it, after.
+  const bool early = p.keys_ready && lo <= hi, early2 = early && lo + kStep <= hi;
+  uint4 pre2[kPiecesPerThread];
+  if (early) fetch_keys(pre, lo, lo, pos - 1, true);
+  if (early2) fetch_keys(pre2, lo + kStep, lo + kStep, pos - 1, true);
   detail::chain_wait();
+  if (kFromQkv) {
+    // The group's query heads (every block), and the own key and value (the owner): one warp per head.
+    const detail::QkvHeadParams& hp = src.head;
+    const int64_t qk_cols = static_cast<int64_t>(hp.heads + hp.kv_heads) * hp.d;
+    const float* row = src.qkv + i * (qk_cols + static_cast<int64_t>(hp.kv_heads) * hp.dv);
+    __syncthreads();  // the staged tables
+    for (int x = warp; x < p.group + 2; x += kWarps) {
+      if (x < p.group) {
+        detail::transform_head(row, src.bias, (kh * p.group + x) * hp.d, hp.d, src.q_norm ? q_norm_s : nullptr,
+                               true, cos_s, sin_s, hp, q_s + x * kD);
+      } else if (owner) {
+        const bool is_v = x == p.group + 1;
+        float* buf = kv_s + (is_v ? kD : 0);
+        detail::transform_head(row, src.bias, is_v ? qk_cols + kh * hp.dv : (hp.heads + kh) * hp.d, kD,
+                               !is_v && src.k_norm ? k_norm_s : nullptr, !is_v, cos_s, sin_s, hp, buf);
+        for (int j = lane; j < kD; j += 32) buf[j] = __bfloat162float(__float2bfloat16(buf[j]));
+        __syncwarp();
+        __nv_bfloat16* pool = static_cast<__nv_bfloat16*>(is_v ? src.values : src.keys) +
+                              own_row * (is_v ? p.vs : p.ks) + kh * (is_v ? p.vhs : p.khs);
+        for (int j = lane; j < kD; j += 32) pool[j] = __float2bfloat16(buf[j]);
+      }
+    }
+    __syncthreads();  // q_s and kv_s
+  }
   if (early && pos < lo + kStep) {
-    fetch_keys(lo, pos, pos, false);
+    fetch_keys(pre, lo, pos, pos, false);
+  } else if (early2 && pos < lo + 2 * kStep) {
+    fetch_keys(pre2, lo + kStep, pos, pos, false);
   } else if (!early && lo <= hi) {
     fetch(lo);
   }
@@ -141,7 +200,8 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_kernel(const float* q
 #pragma unroll
   for (int u = 0; u < kHeads; ++u) {
     const int64_t hl = warp * kHeads + u;
-    const float* qrow = q + (i * p.heads + kh * p.group + min(hl, p.group - 1)) * kD + lane * kPer;
+    const float* qrow = kFromQkv ? q_s + min(hl, p.group - 1) * kD + lane * kPer
+                                 : q + (i * p.heads + kh * p.group + min(hl, p.group - 1)) * kD + lane * kPer;
 #pragma unroll
     for (int e = 0; e < kPer; ++e) qv[u][e] = hl < p.group ? qrow[e] : 0.f;
   }
@@ -167,7 +227,14 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_kernel(const float* q
   for (int64_t j0 = lo; j0 <= hi; j0 += kStep) {
     stage();
     __syncthreads();
-    if (j0 + kStep <= hi) fetch(j0 + kStep);
+    if (j0 + kStep <= hi) {
+      if (early2 && j0 == lo) {
+#pragma unroll
+        for (int c = 0; c < kPiecesPerThread; ++c) pre[c] = pre2[c];
+      } else {
+        fetch(j0 + kStep);
+      }
+    }
     // Each lane's share of every (head, key) dot product, index u * kStep + key.
     float s[32];
 #pragma unroll
@@ -265,26 +332,28 @@ __global__ void __launch_bounds__(kThreads) grouped_decode_kernel(const float* q
 
 template <int kD, int kHeads>
 void launch(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, const Tensor& table_start,
-            const Tensor& block_tables, const float* sinks, const GqaParams& p, Tensor& out) {
+            const Tensor& block_tables, const float* sinks, const GqaParams& p, Tensor& out,
+            const detail::QkvSource* src) {
   const size_t smem = smem_bytes(kD, kHeads, p.group);
   using bf16 = __nv_bfloat16;
   const dim3 grid(static_cast<unsigned>(q.size(0) * p.kv_heads * kCluster));
-  detail::launch_ex(grouped_decode_kernel<kD, kHeads>, grid, dim3(kThreads), smem, kCluster, /*chained=*/true,
-                    q.f32(), static_cast<const bf16*>(k.raw()), static_cast<const bf16*>(v.raw()), positions.i64(),
-                    table_start.i64(), block_tables.i32(), sinks, p, out.f32());
+  detail::launch_ex(src ? grouped_decode_kernel<kD, kHeads, true> : grouped_decode_kernel<kD, kHeads, false>, grid,
+                    dim3(kThreads), smem, kCluster, /*chained=*/true, q.f32(), static_cast<const bf16*>(k.raw()),
+                    static_cast<const bf16*>(v.raw()), positions.i64(), table_start.i64(), block_tables.i32(), sinks,
+                    p, out.f32(), src ? *src : detail::QkvSource{});
   SY_CUDA_CHECK_LAUNCH();
 }
 
 template <int kD>
 void launch_for_group(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                       const Tensor& table_start, const Tensor& block_tables, const float* sinks, const GqaParams& p,
-                      Tensor& out) {
+                      Tensor& out, const detail::QkvSource* src) {
   if (p.group <= kWarps) {
-    launch<kD, 1>(q, k, v, positions, table_start, block_tables, sinks, p, out);
+    launch<kD, 1>(q, k, v, positions, table_start, block_tables, sinks, p, out, src);
   } else if (p.group <= 2 * kWarps) {
-    launch<kD, 2>(q, k, v, positions, table_start, block_tables, sinks, p, out);
+    launch<kD, 2>(q, k, v, positions, table_start, block_tables, sinks, p, out, src);
   } else {
-    launch<kD, 4>(q, k, v, positions, table_start, block_tables, sinks, p, out);
+    launch<kD, 4>(q, k, v, positions, table_start, block_tables, sinks, p, out, src);
   }
 }
 
@@ -308,7 +377,7 @@ namespace detail {
 
 void grouped_decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions,
                               const Tensor& table_start, const Tensor& block_tables, int64_t block_size,
-                              const AttentionArgs& args, Tensor& out) {
+                              const AttentionArgs& args, Tensor& out, const QkvSource* src) {
   SY_REQUIRE(grouped_decode_fits(q, k, v) && out.is_contiguous(), InvalidArgument, "cuda paged_attention (grouped)",
              "q ", q.describe(), " k ", k.describe(), " v ", v.describe(), " out ", out.describe(),
              " (bf16 pools, head dims 64 or 128 alike, at most ", kMaxGroup, " query heads per key head, 16-byte ",
@@ -316,12 +385,12 @@ void grouped_decode_attention(const Tensor& q, const Tensor& k, const Tensor& v,
   if (q.size(0) == 0) return;
   GqaParams p{q.size(1),      k.size(1),      q.size(1) / k.size(1), k.strides()[0], k.strides()[1],
               v.strides()[0], v.strides()[1], block_size,            args.scale,     args.window,
-              args.cached_keys_ready};
+              args.cached_keys_ready || src != nullptr};
   const float* sinks = args.sinks.defined() ? args.sinks.f32() : nullptr;
   if (q.size(2) == 64) {
-    launch_for_group<64>(q, k, v, positions, table_start, block_tables, sinks, p, out);
+    launch_for_group<64>(q, k, v, positions, table_start, block_tables, sinks, p, out, src);
   } else {
-    launch_for_group<128>(q, k, v, positions, table_start, block_tables, sinks, p, out);
+    launch_for_group<128>(q, k, v, positions, table_start, block_tables, sinks, p, out, src);
   }
 }
 

@@ -20,6 +20,21 @@ struct QkvHeadParams {
   float rope_scaling;
 };
 
+// The q|k|v epilogue folded into a decode pass's attention (paged_attention_qkv, per-head or grouped): the
+// fused projection's rows, the epilogue's operands, and the pools the new key and value rows go to (the
+// attention's k and v, writable).
+struct QkvSource {
+  const float* qkv = nullptr;  // (t, (heads + kv_heads) * d + kv_heads * dv)
+  const float* bias = nullptr;
+  const float* q_norm = nullptr;
+  const float* k_norm = nullptr;
+  const float* inv_freq = nullptr;
+  const int64_t* rows = nullptr;  // pool row of each query's own key and value
+  void* keys = nullptr;
+  void* values = nullptr;
+  QkvHeadParams head{};
+};
+
 // The staged tables of one token at position pos: q_norm_s, k_norm_s (d each; left unset where the norm is
 // null), cos_s, sin_s (half each). Every thread of the block calls it; visible after the next __syncthreads.
 __device__ __forceinline__ void stage_qkv_tables(const float* q_norm, const float* k_norm, const float* inv_freq,
