@@ -557,6 +557,81 @@ TEST(GpuOps, DecodeRouteEqualsRouteAndLayout) {
   }
 }
 
+// The post-attention RMSNorm folded into the decode router (DecodeRouteNorm): the residual rows x (f32) in,
+// logits within bf16 rounding of the CPU's rms_norm then linear, h and hb as rms_norm writes them (h within f32
+// summation order, hb its bf16 rounding), the routing and layout those logits give (the general path's route
+// and make_dispatch_layout on the same logits). Every form: block and warp routing (the norm runs as its own
+// launch there) and the cluster form that folds it; norm weights f32 and bf16; rows of different scales; one
+// to four tokens. Bad norm arguments are refused.
+TEST(GpuOps, DecodeRouteWithNormMatchesNormThenRoute) {
+  SY_SKIP_WITHOUT_GPU();
+  Tensor done = cuda::to_device(Tensor::zeros({1}, DType::kI32));
+  WarpRoutingRestore restore;
+  for (int form = 0; form < 3; ++form) {
+    cuda::set_warp_routing(form >= 1);
+    cuda::set_cluster_routing(form == 2);
+    for (const RouterCase& c : {kRouterCases[0], kRouterCases[1], kRouterCases[3], kRouterCases[7]}) {
+      const MoeConfig o = router_config(c);
+      for (int64_t t : {1, 4}) {
+        const int64_t hidden = c.experts >= 128 ? 2048 : 264;
+        Tensor x = rand_tensor({t, hidden}, 3.f), g = rand_tensor({hidden}, 1.f);
+        for (int64_t r = 0; r < t; ++r) {
+          for (int64_t i = 0; i < hidden; ++i) x.f32()[r * hidden + i] *= static_cast<float>(1 + 2 * r);
+        }
+        const Tensor w = rand_tensor({c.experts, hidden}, 0.5f).to(DType::kBF16);
+        const Tensor sbias = c.bias ? cuda::to_device(rand_tensor({c.experts}, 0.1f)) : Tensor();
+        const float eps = 1e-5f;
+        Tensor h_ref = Tensor::empty({t, hidden}, DType::kF32);
+        ops::rms_norm(x, g, eps, h_ref);
+        const Tensor logits_ref = ops::linear(h_ref, w);
+        for (DType gd : {DType::kF32, DType::kBF16}) {
+          const std::string what = std::string("decode_route with norm ") + c.name + " t=" + std::to_string(t) +
+                                   (form == 2 ? " (cluster)" : form == 1 ? " (warp)" : " (block)") +
+                                   (gd == DType::kF32 ? " g f32" : " g bf16");
+          const Tensor gdev = cuda::to_device(g.to(gd));
+          Tensor g_used = g.to(gd).to(DType::kF32), h_want = Tensor::empty({t, hidden}, DType::kF32);
+          ops::rms_norm(x, g_used, eps, h_want);
+          cuda::DecodeRouteNorm norm{gdev, eps, poisoned_device({t, hidden}), poisoned_device({t, hidden}, DType::kBF16)};
+          Tensor logits = poisoned_device({t, c.experts}), weight = poisoned_device({t, c.top_k});
+          Tensor expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
+          cuda::DeviceDispatchLayout l = cuda::decode_route(cuda::to_device(x), cuda::to_device(w), Tensor(), sbias, o,
+                                                            logits, expert, weight, done, Tensor(), {}, &norm);
+          if (gd == DType::kF32) expect_close(what + " logits", logits, logits_ref, kBf16Tol);
+          expect_close(what + " h", norm.h, h_want, 1e-5);
+          expect_close(what + " hb", norm.hb, h_want, kBf16Tol);
+          // The routing of the logits it computed, by the general path.
+          Tensor ref_expert = Tensor::empty({t, c.top_k}, DType::kI32, Device::kCuda);
+          Tensor ref_weight = Tensor::empty({t, c.top_k}, DType::kF32, Device::kCuda);
+          cuda::route(logits, sbias, o, ref_expert, ref_weight);
+          EXPECT_EQ(cuda::to_host(expert).to_f32_vector(), cuda::to_host(ref_expert).to_f32_vector()) << what;
+          cuda::DeviceDispatchLayout ref = cuda::make_dispatch_layout(ref_expert, c.experts);
+          EXPECT_EQ(cuda::to_host(l.offsets).to_f32_vector(), cuda::to_host(ref.offsets).to_f32_vector()) << what;
+          EXPECT_EQ(cuda::to_host(l.row_assignment).to_f32_vector(), cuda::to_host(ref.row_assignment).to_f32_vector())
+              << what;
+        }
+      }
+    }
+  }
+  // Bad norm arguments: bf16 residual rows, h of another shape, a weight of the wrong length, a negative eps.
+  const MoeConfig o = router_config(kRouterCases[0]);
+  const Tensor w = cuda::to_device(rand_tensor({128, 256}).to(DType::kBF16));
+  const Tensor x = cuda::to_device(rand_tensor({1, 256})), g = cuda::to_device(rand_tensor({256}));
+  Tensor logits = poisoned_device({1, 128}), weight = poisoned_device({1, 8});
+  Tensor expert = Tensor::empty({1, 8}, DType::kI32, Device::kCuda);
+  const cuda::DecodeRouteNorm good{g, 1e-5f, poisoned_device({1, 256}), poisoned_device({1, 256}, DType::kBF16)};
+  cuda::DecodeRouteNorm wrong_h = good, wrong_g = good, bad_eps = good;
+  wrong_h.h = poisoned_device({1, 128});
+  wrong_g.weight = cuda::to_device(rand_tensor({255}));
+  bad_eps.eps = -1.f;
+  EXPECT_THROW(cuda::decode_route(cuda::to_device(rand_tensor({1, 256}).to(DType::kBF16)), w, Tensor(), Tensor(), o,
+                                  logits, expert, weight, done, Tensor(), {}, &good),
+               InvalidArgument);
+  for (const cuda::DecodeRouteNorm* bad : {&wrong_h, &wrong_g, &bad_eps}) {
+    EXPECT_THROW(cuda::decode_route(x, w, Tensor(), Tensor(), o, logits, expert, weight, done, Tensor(), {}, bad),
+                 InvalidArgument);
+  }
+}
+
 // L2Prefetch::of: a device tensor's whole 16-byte units; none for an undefined tensor or an unaligned view; a
 // host tensor is refused.
 TEST(GpuOps, L2PrefetchOfATensor) {
