@@ -113,10 +113,6 @@ struct GpuSwitches {
   // SY_FUSED_NORM=0 runs it on its own). The post-attention norm folded into the decode router measured
   // slower (H100, 2026-12-05: 4.22 against 4.12 ms per batch-1 step), so it stays a launch of its own.
   bool fused_norm = true;
-  // The post-attention norm folded into the cluster form of the decode router (cuda::DecodeRouteNorm: the
-  // squares summed in the router's GEMV pass, the normalised rows written while block 0 routes);
-  // SY_ROUTER_NORM=1.
-  bool router_norm = false;
   // Grouped-GEMV passes of up to kCombineMaxTokens tokens: the down projection and the weighted combine in one
   // launch (cuda::grouped_linear_combine; SY_FUSED_COMBINE=0: grouped_linear then unpermute).
   bool fused_combine = true;
@@ -410,17 +406,8 @@ bool sm90_fits(const GpuState& s, int l) {
 // copy the offsets to the host once (counting into `load` when there are no device counts) and run as one
 // cuBLAS grouped GEMM per projection (or, for reference, one GEMM per expert). Layers the Hopper kernel does
 // not cover (n or k not a multiple of 8) take the cuBLAS grouped path.
-// Whether MoE layers of an n-token pass on `path` route with cuda::decode_route (router GEMV, routing and
-// layout in one launch).
-bool takes_decode_route(const GpuState& s, ExpertPath path, int64_t n) {
-  return path == ExpertPath::kGroupedGemv && !s.dispatcher && s.decode_route &&
-         cuda::decode_route_fits(n, s.config.hidden_size, s.config.moe);
-}
-
-// With `norm` (where takes_decode_route), h and hb are not yet written: the decode router normalises `out` (the
-// residual stream) with it and writes them (cuda::DecodeRouteNorm).
 void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* counts, ExpertLoad& load, Tensor& out,
-               ExpertPath path, const cuda::DecodeRouteNorm* norm = nullptr) {
+               ExpertPath path) {
   const ModelConfig& c = s.config;
   const MoeWeights& m = s.w.layers[l].moe;
   const int64_t n = h.size(0), hidden = c.hidden_size;
@@ -432,8 +419,7 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
   const Tensor counts_row = counts ? counts->select(l) : Tensor();
   const bool gemv = path == ExpertPath::kGroupedGemv;
   SY_CHECK(!gemv || counts || s.dispatcher, "cuda forward: the grouped GEMV expert path needs device counts");
-  SY_CHECK(!norm || takes_decode_route(s, path, n), "cuda forward: the norm folds into the decode router only");
-  if (takes_decode_route(s, path, n)) {
+  if (gemv && !s.dispatcher && s.decode_route && cuda::decode_route_fits(n, hidden, c.moe)) {
     // Decode: router GEMV, routing and layout in one launch.
     // The next layer's q|k|v weight into L2 meanwhile, where asked (SY_PREFETCH_QKV=1, 2: evict-last).
     cuda::L2Prefetch next_qkv;
@@ -441,8 +427,8 @@ void moe_layer(GpuState& s, int l, const Tensor& h, const Tensor& hb, Tensor* co
       next_qkv = cuda::L2Prefetch::of(s.qkv[l + 1]);
       next_qkv.keep = s.prefetch_qkv == 2;
     }
-    layout = cuda::decode_route(norm ? out : hb, m.router, m.router_bias, m.score_bias, c.moe, logits, expert, weight,
-                                s.router_done, counts_row, next_qkv, norm);
+    layout = cuda::decode_route(hb, m.router, m.router_bias, m.score_bias, c.moe, logits, expert, weight,
+                                s.router_done, counts_row, next_qkv);
   } else {
     cuda::linear(hb, m.router, m.router_bias, logits);
     cuda::route(logits, m.score_bias, c.moe, expert, weight);
@@ -560,7 +546,6 @@ void apply_switches(GpuState& s, bool reapply) {
   s.fused_qkv = env_flag("SY_FUSED_QKV", s.fused_qkv);
   s.decode_route = env_flag("SY_DECODE_ROUTE", s.decode_route);
   s.fused_norm = env_flag("SY_FUSED_NORM", s.fused_norm);
-  s.router_norm = env_flag("SY_ROUTER_NORM", s.router_norm);
   s.fused_combine = env_flag("SY_FUSED_COMBINE", s.fused_combine);
   s.early_combine = env_flag("SY_EARLY_COMBINE", s.early_combine);
   s.prefetch_keys = env_flag("SY_PREFETCH_KEYS", s.prefetch_keys);
@@ -1029,11 +1014,6 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     if (!lw.is_moe) {
       cuda::rms_norm_dual(x, lw.post_attention_norm, eps, none, hb);
       cuda::linear_add(gated_hidden(hb, lw.mlp), lw.mlp.down, lw.mlp.down_bias, x);
-      continue;
-    }
-    if (s.router_norm && s.fused_norm && takes_decode_route(s, path, n)) {
-      const cuda::DecodeRouteNorm norm{lw.post_attention_norm, eps, h, hb};
-      moe_layer(s, l, h, hb, counts, load, x, path, &norm);
       continue;
     }
     cuda::rms_norm_dual(x, lw.post_attention_norm, eps, h, hb);

@@ -249,13 +249,6 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithFusedGroupedAttention) {
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
-// And the post-attention norm folded into the decode router (SY_ROUTER_NORM=1).
-TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithNormInRouter) {
-  SY_SKIP_WITHOUT_GPU();
-  ScopedEnv env("SY_ROUTER_NORM", "1");
-  check_batched_logits(GetParam(), Experts::kGemv);
-}
-
 // With key splits of at least 8 keys (SY_ATTENTION_MIN_SPLIT_KEYS=8): the fixtures' short contexts leave most
 // splits of a decode pass without a key.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithLongKeySplits) {

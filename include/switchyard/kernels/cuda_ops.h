@@ -194,20 +194,10 @@ bool chunked_dispatch_layout();
 // done: (1,) int32 on the device, zero, owned by the caller's stream (the kernel's last block resets it);
 // counts_out as make_dispatch_layout; l2_prefetch: bytes its blocks pull into L2 before their wait (L2Prefetch).
 bool decode_route_fits(int64_t tokens, int64_t hidden, const MoeConfig& options);
-// The RMSNorm before the router folded into decode_route: x is then the residual stream (n, hidden) f32 and
-// the router reads rms_norm(x, weight, eps) as the normed GEMV reads its rows (the bf16 products of x * weight
-// scaled by 1 / rms(x), in f32); h (n, hidden) f32 and hb (n, hidden) bf16 receive the normalised rows, as
-// rms_norm_dual writes them, for the experts. On the cluster router this costs no launch; elsewhere the norm
-// runs first as its own launch.
-struct DecodeRouteNorm {
-  Tensor weight;  // (hidden,) f32 or bf16
-  float eps = 0.f;
-  Tensor h, hb;
-};
 DeviceDispatchLayout decode_route(const Tensor& x, const Tensor& router, const Tensor& router_bias,
                                   const Tensor& score_bias, const MoeConfig& options, Tensor& logits, Tensor& expert,
                                   Tensor& weight, Tensor& done, const Tensor& counts_out = Tensor(),
-                                  const L2Prefetch& l2_prefetch = {}, const DecodeRouteNorm* norm = nullptr);
+                                  const L2Prefetch& l2_prefetch = {});
 
 // permuted[r, :] = x[row_assignment[r] / top_k, :].  x: (tokens, hidden) f32|bf16; permuted: (rows, hidden) same.
 void permute(const Tensor& x, const DeviceDispatchLayout& layout, Tensor& permuted);

@@ -307,33 +307,14 @@ __device__ __forceinline__ void picks_layout(const int* ids, int assignments, in
   }
 }
 
-// The RMSNorm folded into the cluster router (decode_route with a DecodeRouteNorm): x is the residual stream
-// (f32), g the norm's weight (f32 or bf16), and h / hb receive the normalised rows (f32 and their bf16
-// rounding), what rms_norm_dual would have written.
-struct RouterNorm {
-  const float* x = nullptr;  // null: not folded (the router reads bf16 rows)
-  const float* g_f = nullptr;
-  const __nv_bfloat16* g_h = nullptr;
-  float eps = 0.f;
-  float* h = nullptr;
-  __nv_bfloat16* hb = nullptr;
-};
-
-__device__ __forceinline__ float norm_weight(const RouterNorm& nm, int64_t j) {
-  return nm.g_f ? nm.g_f[j] : __bfloat162float(nm.g_h[j]);
-}
-
 // The router GEMV of the decode routers: logits[t, e] = x_t . W_e (+ b_e) for the n tokens, a warp per expert
 // (grid-stride over warps: warp `first` of `stride`), every 16-byte weight load of a lane's first pass issued
 // before the programmatic-launch wait (the weights are constants of the chain), x read after it; after_wait()
 // runs once the wait returns, on every thread. Each finished logit goes to store(t, e, value) on lane 0.
-// kNormed: the rows are nm.x normalised on the fly, as the normed GEMV folds the norm (gemv.cu):
-// logit = inv_rms(x) * (bf16(x * g) . W_e) with inv_rms(x) = 1 / sqrt(mean(x^2) + eps), the squares summed
-// by each warp over the row it reads anyway.
-template <bool kNormed = false, class AfterWait, class Store>
+template <class AfterWait, class Store>
 __device__ __forceinline__ void router_gemv(const __nv_bfloat16* x, const __nv_bfloat16* w, const float* w_bias,
                                             int n, int64_t k, int e_count, int first, int stride,
-                                            AfterWait after_wait, Store store, const RouterNorm& nm = {}) {
+                                            AfterWait after_wait, Store store) {
   const int lane = threadIdx.x & 31;
   // kRouterLoads 16-byte loads of the row in flight per lane before any is used (a 2048-wide row in one go):
   // one load at a time left the pass bound by latency.
@@ -351,9 +332,9 @@ __device__ __forceinline__ void router_gemv(const __nv_bfloat16* x, const __nv_b
   after_wait();
   bool loaded = true;
   for (int e = first; e < e_count; e += stride) {
-    float acc[kDecodeRouterTokens], ss[kDecodeRouterTokens];
+    float acc[kDecodeRouterTokens];
 #pragma unroll
-    for (int t = 0; t < kDecodeRouterTokens; ++t) acc[t] = ss[t] = 0.f;
+    for (int t = 0; t < kDecodeRouterTokens; ++t) acc[t] = 0.f;
     for (int64_t c0 = lane * 8; c0 < k; c0 += kRouterLoads * 32 * 8) {
       if (!loaded) load_weights(e, c0);
       loaded = false;
@@ -367,17 +348,7 @@ __device__ __forceinline__ void router_gemv(const __nv_bfloat16* x, const __nv_b
         for (int t = 0; t < kDecodeRouterTokens; ++t) {
           if (t >= n) break;
           float xf[8];
-          if constexpr (kNormed) {
-            float raw[8];
-            detail::load_f32x8(nm.x + t * k + c, raw);
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-              ss[t] += raw[i] * raw[i];
-              xf[i] = __bfloat162float(__float2bfloat16(raw[i] * norm_weight(nm, c + i)));
-            }
-          } else {
-            detail::unpack_bf16x8(*reinterpret_cast<const uint4*>(x + t * k + c), xf);
-          }
+          detail::unpack_bf16x8(*reinterpret_cast<const uint4*>(x + t * k + c), xf);
 #pragma unroll
           for (int q = 0; q < 4; ++q) acc[t] += wf[2 * q] * xf[2 * q] + wf[2 * q + 1] * xf[2 * q + 1];
         }
@@ -388,11 +359,6 @@ __device__ __forceinline__ void router_gemv(const __nv_bfloat16* x, const __nv_b
       if (t >= n) break;
       float v = acc[t];
       for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if constexpr (kNormed) {
-        float sq = ss[t];
-        for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-        v *= 1.f / sqrtf(sq / static_cast<float>(k) + nm.eps);
-      }
       if (lane == 0) store(t, e, v + (w_bias ? w_bias[e] : 0.f));
     }
   }
@@ -440,24 +406,6 @@ __global__ void __launch_bounds__(kDecodeRouterWarps * 32) decode_router_kernel(
   if (threadIdx.x == 0) *done = 0u;
 }
 
-// h[t] = x[t] * inv_rms(x[t]) * g and hb[t] = bf16(h[t]) for the n rows (the norm's outputs; rms_norm_kernel's
-// arithmetic, the squares summed in another order): a warp per row, the block's warps striding over rows.
-__device__ __forceinline__ void write_normed_rows(const RouterNorm& nm, int n, int64_t k) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
-  for (int t = warp; t < n; t += warps) {
-    const float* xr = nm.x + t * k;
-    float ss = 0.f;
-    for (int64_t j = lane; j < k; j += 32) ss += xr[j] * xr[j];
-    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    const float inv = 1.f / sqrtf(ss / static_cast<float>(k) + nm.eps);
-    for (int64_t j = lane; j < k; j += 32) {
-      const float o = xr[j] * inv * norm_weight(nm, j);
-      nm.h[t * k + j] = o;
-      nm.hb[t * k + j] = __float2bfloat16(o);
-    }
-  }
-}
-
 // The decode router's cluster form, for the passes the one-warp routing takes with at most 32 picks: one
 // thread-block cluster of kClusterRouterBlocks blocks computes the logits (router_gemv: a warp per expert)
 // and puts each into block 0's shared memory through distributed shared memory as well as into `logits`;
@@ -469,13 +417,10 @@ constexpr int kClusterRouterWarps = 16;  // 8 x 16 warps: a warp per expert up t
 static_assert(kClusterRouterWarps * 32 >= kMaxExperts, "picks_layout needs a thread per expert");
 static_assert(kClusterRouterWarps >= kDecodeRouterTokens, "one-warp routing gives each token its own warp");
 
-// kNormed: the RMSNorm folded in (RouterNorm): block 1 (block 0 when the cluster has one block) writes the
-// normalised rows after the cluster barrier, while block 0 routes.
-template <bool kNormed>
 __global__ void __launch_bounds__(kClusterRouterWarps * 32) decode_router_cluster_kernel(
     const __nv_bfloat16* x, const __nv_bfloat16* w, const float* w_bias, int n, int64_t k, float* logits,
     const float* score_bias, RouterParams p, int32_t* out_expert, float* out_weight, int64_t* counts,
-    int64_t* offsets, int64_t* row_assignment, int64_t* assignment_row, detail::L2Range prefetch, RouterNorm nm) {
+    int64_t* offsets, int64_t* row_assignment, int64_t* assignment_row, detail::L2Range prefetch) {
   __shared__ float gathered[kDecodeRouterTokens * kMaxExperts];  // block 0's: the cluster's logits, [t][e]
   __shared__ int picks[32];
   detail::chain_release();
@@ -487,17 +432,14 @@ __global__ void __launch_bounds__(kClusterRouterWarps * 32) decode_router_cluste
   // Block 0's shared memory is written only once every block of the cluster has started: each arrives here
   // and waits after the programmatic-launch wait (by then the others have long arrived).
   asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-  router_gemv<kNormed>(x, w, w_bias, n, k, e_count, rank * kClusterRouterWarps + warp,
-                       static_cast<int>(cluster.num_blocks()) * kClusterRouterWarps,
-                       [] { asm volatile("barrier.cluster.wait.aligned;" ::: "memory"); },
-                       [&](int t, int e, float v) {
-                         logits[t * e_count + e] = v;
-                         to_block0[t * e_count + e] = v;
-                       },
-                       nm);
+  router_gemv(x, w, w_bias, n, k, e_count, rank * kClusterRouterWarps + warp,
+              static_cast<int>(cluster.num_blocks()) * kClusterRouterWarps,
+              [] { asm volatile("barrier.cluster.wait.aligned;" ::: "memory"); },
+              [&](int t, int e, float v) {
+                logits[t * e_count + e] = v;
+                to_block0[t * e_count + e] = v;
+              });
   cluster.sync();  // every logit is in block 0's shared memory; the other blocks are done
-  const int writer = cluster.num_blocks() > 1 ? 1 : 0;
-  if (kNormed && rank == writer && writer != 0) write_normed_rows(nm, n, k);
   if (rank != 0) return;
   if (warp < n) {
     const int pick = route_token_warp<true>(gathered, warp, score_bias, p, out_expert, out_weight);
@@ -505,7 +447,6 @@ __global__ void __launch_bounds__(kClusterRouterWarps * 32) decode_router_cluste
   }
   __syncthreads();
   picks_layout(picks, n * p.top_k, e_count, counts, offsets, row_assignment, assignment_row);
-  if (kNormed && writer == 0) write_normed_rows(nm, n, k);
 }
 
 RouterParams router_params(const MoeConfig& o, int e, bool has_bias) {
@@ -573,29 +514,12 @@ bool decode_route_fits(int64_t tokens, int64_t hidden, const MoeConfig& o) {
          o.num_experts <= kMaxExperts && tokens * o.top_k <= detail::kBlockLayoutMaxAssignments;
 }
 
-DeviceDispatchLayout decode_route(const Tensor& x_in, const Tensor& router, const Tensor& router_bias,
+DeviceDispatchLayout decode_route(const Tensor& x, const Tensor& router, const Tensor& router_bias,
                                   const Tensor& score_bias, const MoeConfig& o, Tensor& logits, Tensor& expert,
                                   Tensor& weight, Tensor& done, const Tensor& counts_out,
-                                  const L2Prefetch& l2_prefetch, const DecodeRouteNorm* norm) {
+                                  const L2Prefetch& l2_prefetch) {
   const char* op = "cuda decode_route";
   const detail::L2Range prefetch = detail::l2_range(op, l2_prefetch);
-  // With a norm, x_in is the residual stream (f32) and the rows the router reads are norm->hb.
-  const Tensor& x = norm ? norm->hb : x_in;
-  if (norm) {
-    detail::require_device(op, "x", x_in);
-    detail::require_dtype(op, "x", x_in, DType::kF32);
-    detail::require_device(op, "norm h", norm->h);
-    detail::require_dtype(op, "norm h", norm->h, DType::kF32);
-    detail::require_device(op, "norm weight", norm->weight);
-    detail::require_dtype(op, "norm weight", norm->weight, DType::kF32, DType::kBF16);
-    SY_REQUIRE(norm->eps >= 0.f && x_in.dim() == 2 && x_in.is_contiguous() && norm->h.is_contiguous() &&
-                   norm->hb.is_contiguous() && norm->h.shape() == x_in.shape() && norm->hb.shape() == x_in.shape() &&
-                   norm->weight.is_contiguous() && norm->weight.numel() == x_in.size(1) &&
-                   reinterpret_cast<uintptr_t>(x_in.raw()) % 16 == 0,
-               InvalidArgument, op, "x ", x_in.describe(), " norm h ", norm->h.describe(), " hb ", norm->hb.describe(),
-               " weight ", norm->weight.describe(), " eps ", norm->eps,
-               " (contiguous rows of x's shape, 16-byte aligned, a weight per column, eps >= 0)");
-  }
   detail::require_device(op, "x", x);
   detail::require_dtype(op, "x", x, DType::kBF16, DType::kBF16);
   detail::require_device(op, "router", router);
@@ -638,28 +562,14 @@ DeviceDispatchLayout decode_route(const Tensor& x_in, const Tensor& router, cons
   if (rp.warp && g_cluster_routing.load() && warp_route_fits(rp) && n * o.top_k <= 32) {
     // As many blocks as a warp per expert needs, at most the largest portable cluster.
     const int blocks = std::min(kClusterRouterBlocks, (e + kClusterRouterWarps - 1) / kClusterRouterWarps);
-    RouterNorm nm;
-    if (norm) {
-      nm.x = x_in.f32();
-      nm.g_f = norm->weight.dtype() == DType::kF32 ? norm->weight.f32() : nullptr;
-      nm.g_h = norm->weight.dtype() == DType::kBF16 ? static_cast<const __nv_bfloat16*>(norm->weight.raw()) : nullptr;
-      nm.eps = norm->eps;
-      nm.h = norm->h.f32();
-      nm.hb = static_cast<__nv_bfloat16*>(norm->hb.raw());
-    }
-    detail::launch_ex(norm ? decode_router_cluster_kernel<true> : decode_router_cluster_kernel<false>, dim3(blocks),
-                      dim3(kClusterRouterWarps * 32), 0, static_cast<unsigned>(blocks), /*chained=*/true,
-                      static_cast<const __nv_bfloat16*>(x.raw()), static_cast<const __nv_bfloat16*>(router.raw()),
+    detail::launch_ex(decode_router_cluster_kernel, dim3(blocks), dim3(kClusterRouterWarps * 32), 0,
+                      static_cast<unsigned>(blocks), /*chained=*/true, static_cast<const __nv_bfloat16*>(x.raw()),
+                      static_cast<const __nv_bfloat16*>(router.raw()),
                       router_bias.defined() ? router_bias.f32() : nullptr, static_cast<int>(n), k, logits.f32(),
                       has_bias ? score_bias.f32() : nullptr, rp, expert.i32(), weight.f32(), l.tokens_per_expert.i64(),
-                      l.offsets.i64(), l.row_assignment.i64(), l.assignment_row.i64(), prefetch, nm);
+                      l.offsets.i64(), l.row_assignment.i64(), l.assignment_row.i64(), prefetch);
     SY_CUDA_CHECK_LAUNCH();
     return l;
-  }
-  // The other forms read the normalised rows: the norm runs first, on its own.
-  if (norm) {
-    Tensor h = norm->h, hb = norm->hb;
-    rms_norm_dual(x_in, norm->weight, norm->eps, h, hb);
   }
   // Enough warps to keep the router's rows streaming (a warp per expert), a block size that fits the routing.
   const int threads = kDecodeRouterWarps * 32;
