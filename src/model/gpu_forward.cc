@@ -98,6 +98,16 @@ struct DecodeGraph {
   DeviceBatch batch;
   Tensor counts, logits;
   cuda::Graph graph;
+  // The step's inputs through pinned memory (GpuSwitches::pinned_io): ids, positions and rows as the rows of
+  // one (3, n) device tensor (batch.ids etc. are its rows), staged with the block tables in `staging`, two
+  // copies a step; the expert counts come back into `counts_host` without a synchronisation of their own.
+  Tensor inputs;
+  cuda::PinnedBuffer staging, counts_host;
+};
+
+// Expert counts of a replayed decode graph still on their way to the host (download queued, not yet synced).
+struct PendingCounts {
+  const DecodeGraph* graph = nullptr;
 };
 
 // The forward pass's own switches, read from the environment at upload and again by reconfigure
@@ -121,6 +131,11 @@ struct GpuSwitches {
   // routing_ready). On by default (H100, 2026-12-06: a Qwen3-30B-A3B batch-1 decode step 3.72 -> 3.59 ms,
   // batch 2 5.28 -> 5.16 ms); SY_EARLY_COMBINE=0 turns it off.
   bool early_combine = true;
+  // Decode graphs take their inputs and return their expert counts through pinned memory: two queued copies
+  // before a replay instead of one per input and per sequence, and the counts read after the step's one
+  // synchronisation (the sampled tokens' or the logits') instead of a synchronisation of their own.
+  // SY_PINNED_IO=0: the pageable copies.
+  bool pinned_io = true;
   // Decode passes tell the per-head paged attention that their cached keys are ready
   // (AttentionArgs::cached_keys_ready: each warp's first key row is read before the programmatic-launch wait).
   // Off by default: no gain measured (H100, 2026-12-06: batch-1 step 0.996x, batch 2 1.001x); SY_PREFETCH_KEYS=1.
@@ -129,6 +144,9 @@ struct GpuSwitches {
   // launch fewer per layer). Off by default: measured slower (H100, 2026-12-06: batch-1 step 1.03x, batch 2
   // 1.06x); SY_FUSED_ATTENTION=1 turns it on.
   bool fused_attention = false;
+  // The q|k|v epilogue releases the attention only after its own wait (QkvEpilogueArgs::release_after_wait):
+  // SY_EPILOGUE_LATE_RELEASE=1.
+  bool epilogue_late_release = false;
   // Weights pulled into L2 ahead of their GEMV by a decode-pass kernel that reads little itself
   // (cuda::L2Prefetch): the o projection by the per-head paged attention (SY_PREFETCH_O=1), the next layer's
   // q|k|v projection by the decode router (SY_PREFETCH_QKV=1; 2: as evict-last lines, which the MoE block's
@@ -548,8 +566,10 @@ void apply_switches(GpuState& s, bool reapply) {
   s.fused_norm = env_flag("SY_FUSED_NORM", s.fused_norm);
   s.fused_combine = env_flag("SY_FUSED_COMBINE", s.fused_combine);
   s.early_combine = env_flag("SY_EARLY_COMBINE", s.early_combine);
+  s.pinned_io = env_flag("SY_PINNED_IO", s.pinned_io);
   s.prefetch_keys = env_flag("SY_PREFETCH_KEYS", s.prefetch_keys);
   s.fused_attention = env_flag("SY_FUSED_ATTENTION", s.fused_attention);
+  s.epilogue_late_release = env_flag("SY_EPILOGUE_LATE_RELEASE", s.epilogue_late_release);
   s.prefetch_o = env_flag("SY_PREFETCH_O", s.prefetch_o);
   s.prefetch_qkv = static_cast<int>(env_int("SY_PREFETCH_QKV", s.prefetch_qkv, 0, 2));
   if (env_set("SY_GROUPED_ATTENTION")) s.grouped_attention = env_flag("SY_GROUPED_ATTENTION", false) ? 1 : 0;
@@ -980,6 +1000,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
         e.bias = s.qkv_bias[l];
         e.clip = static_cast<float>(a.clip_qkv);
         e.eps = eps;
+        e.release_after_wait = s.epilogue_late_release;
         if (a.qk_norm == QkNorm::kPerHead) {
           SY_CHECK(w.q_norm.defined() && w.k_norm.defined(), "cuda forward: layer ", l, " lacks its q/k norms");
           e.q_norm = w.q_norm;
@@ -1058,7 +1079,18 @@ bool is_decode_step(const BatchPlan& plan, int64_t n, int64_t max_batch) {
 // Replays (capturing on first use) the decode graph of this batch size: static device inputs are refreshed
 // with this step's ids, positions, pool rows and block tables, then the whole pass runs as one graph launch.
 // Returns the graph's logits buffer on the device (valid until the next replay).
-Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load) {
+// Adds a replayed graph's counts, downloaded into its pinned buffer, to `load` (after a synchronisation).
+void add_counts(const ModelConfig& c, const cuda::PinnedBuffer& counts, ExpertLoad& load) {
+  const int64_t* host = static_cast<const int64_t*>(counts.data());
+  for (int l = 0; l < c.num_layers; ++l) {
+    if (!c.layer_is_moe[l]) continue;
+    for (int e = 0; e < c.moe.num_experts; ++e) load.tokens[l][e] += host[l * c.moe.num_experts + e];
+  }
+}
+
+// pending: where the counts are left to the caller (pinned_io), else null (counted here, one sync).
+Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load,
+                         PendingCounts* pending) {
   const ModelConfig& c = s.config;
   const int64_t n = static_cast<int64_t>(plan.ids.size());
   // Graphs bake in the pool's addresses: a different pool starts over.
@@ -1077,15 +1109,20 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
     g->table_capacity = std::max(longest, std::min<int64_t>(pool.num_blocks(), per_seq));
     g->batch.n = n;
     g->batch.decode_only = true;  // is_decode_step: one query row per sequence
-    g->batch.ids = Tensor::empty({n}, DType::kI64, Device::kCuda);
-    g->batch.positions = Tensor::empty({n}, DType::kI64, Device::kCuda);
-    g->batch.rows = Tensor::empty({n}, DType::kI64, Device::kCuda);
+    g->inputs = Tensor::empty({3, n}, DType::kI64, Device::kCuda);
+    g->batch.ids = g->inputs.select(0);
+    g->batch.positions = g->inputs.select(1);
+    g->batch.rows = g->inputs.select(2);
     std::vector<int64_t> starts(n), iota(n);
     for (int64_t i = 0; i < n; ++i) starts[i] = i * g->table_capacity, iota[i] = i;
     g->batch.starts = host_i64(starts);
     g->batch.logit_rows = host_i64(iota);
     g->batch.tables = Tensor::zeros({n * g->table_capacity}, DType::kI32, Device::kCuda);
-    if (c.moe.num_experts > 0) g->counts = Tensor::empty({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda);
+    if (c.moe.num_experts > 0) {
+      g->counts = Tensor::empty({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda);
+      g->counts_host = cuda::PinnedBuffer(g->counts.nbytes());
+    }
+    g->staging = cuda::PinnedBuffer(sizeof(int64_t) * 3 * n + sizeof(int32_t) * n * g->table_capacity);
     GpuState* state = &s;
     DecodeGraph* graph = g.get();
     graph->graph.capture([state, graph, &pool, &load] {
@@ -1095,25 +1132,54 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
     it = s.graphs.emplace(n, std::move(g)).first;
   }
   DecodeGraph& g = *it->second;
-  cuda::upload(g.batch.ids.raw(), plan.ids.data(), n * sizeof(int64_t));
-  cuda::upload(g.batch.positions.raw(), plan.positions.data(), n * sizeof(int64_t));
-  cuda::upload(g.batch.rows.raw(), plan.pool_rows.data(), n * sizeof(int64_t));
-  for (int64_t i = 0; i < n; ++i) {
-    const ops::PagedSequence& seq = plan.sequences[i];
-    cuda::upload(g.batch.tables.i32() + i * g.table_capacity, seq.block_table, seq.num_blocks * sizeof(int32_t));
+  if (!s.pinned_io) {
+    cuda::upload(g.batch.ids.raw(), plan.ids.data(), n * sizeof(int64_t));
+    cuda::upload(g.batch.positions.raw(), plan.positions.data(), n * sizeof(int64_t));
+    cuda::upload(g.batch.rows.raw(), plan.pool_rows.data(), n * sizeof(int64_t));
+    for (int64_t i = 0; i < n; ++i) {
+      const ops::PagedSequence& seq = plan.sequences[i];
+      cuda::upload(g.batch.tables.i32() + i * g.table_capacity, seq.block_table, seq.num_blocks * sizeof(int32_t));
+    }
+    g.graph.replay();
+    if (g.counts.defined()) add_counts(c, g.counts, load);
+    return g.logits;
   }
+  // The previous step's copies out of `staging` are complete: every step ends with a synchronisation.
+  int64_t* inputs = static_cast<int64_t*>(g.staging.data());
+  std::copy(plan.ids.begin(), plan.ids.end(), inputs);
+  std::copy(plan.positions.begin(), plan.positions.end(), inputs + n);
+  std::copy(plan.pool_rows.begin(), plan.pool_rows.end(), inputs + 2 * n);
+  const size_t tables_at = sizeof(int64_t) * 3 * n;
+  int32_t* tables = reinterpret_cast<int32_t*>(static_cast<char*>(g.staging.data()) + tables_at);
+  for (int64_t i = 0; i < n; ++i) {  // rows of `longest` entries, zero past each sequence's own
+    const ops::PagedSequence& seq = plan.sequences[i];
+    std::copy(seq.block_table, seq.block_table + seq.num_blocks, tables + i * longest);
+    std::fill(tables + i * longest + seq.num_blocks, tables + (i + 1) * longest, 0);
+  }
+  cuda::upload_async(g.inputs.raw(), g.staging, 0, tables_at);
+  cuda::upload_rows_async(g.batch.tables.raw(), sizeof(int32_t) * g.table_capacity, g.staging, tables_at,
+                          sizeof(int32_t) * longest, sizeof(int32_t) * longest, n);
   g.graph.replay();
-  if (g.counts.defined()) add_counts(c, g.counts, load);
+  if (g.counts.defined()) {
+    if (pending) {
+      cuda::download_async(g.counts_host, 0, g.counts.raw(), g.counts.nbytes());
+      pending->graph = &g;
+    } else {
+      add_counts(c, g.counts, load);
+    }
+  }
   return g.logits;
 }
 
 // The pass's logits rows, (logit_rows.size(), vocab) f32 on the device; (0, vocab) on the host when no
 // sequence wants logits.
-Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load) {
+// pending: as decode_with_graph's (null: every count is in `load` on return).
+Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load,
+                     PendingCounts* pending = nullptr) {
   const ModelConfig& c = s.config;
   const int64_t n = static_cast<int64_t>(plan.ids.size());
   if (!plan.logit_rows.empty() && s.use_graphs && !s.dispatcher && is_decode_step(plan, n, s.gemv_max_tokens)) {
-    return decode_with_graph(s, plan, pool, load);
+    return decode_with_graph(s, plan, pool, load, pending);
   }
   DeviceBatch b;
   b.n = n;
@@ -1203,9 +1269,17 @@ Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
                          const std::vector<RowSampling>* sampling) {
   SY_REQUIRE(pool.keys(0).device() == Device::kCuda, InvalidArgument, "cuda",
              "the KV pool is on the host; create it with Model::new_pool on a model moved to the GPU");
-  Tensor logits = device_logits(s, plan, pool, load);
-  if (sampling) return sample_logits(s, logits, *sampling);
-  return logits.device() == Device::kCuda ? cuda::to_host(logits) : logits;
+  PendingCounts pending;
+  Tensor logits = device_logits(s, plan, pool, load, &pending);
+  // Both ends synchronise (the tokens or the logits come back), after which the pending counts have landed.
+  Tensor result = sampling                             ? sample_logits(s, logits, *sampling)
+                  : logits.device() == Device::kCuda ? cuda::to_host(logits)
+                                                     : logits;
+  if (pending.graph) {
+    if (logits.device() != Device::kCuda) cuda::synchronize();
+    add_counts(s.config, pending.graph->counts_host, load);
+  }
+  return result;
 }
 
 #else  // no CUDA in this build

@@ -407,6 +407,46 @@ TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
   expect_same_decode(*graphed, *eager, [] {}, [] {}, GetParam() + " graphed vs eager");
 }
 
+// The decode graphs' inputs and expert counts through pinned memory (SY_PINNED_IO, on by default) against the
+// pageable copies with a synchronisation for the counts (SY_PINNED_IO=0), and the q|k|v epilogue releasing the
+// attention after its wait (SY_EPILOGUE_LATE_RELEASE=1): the same logits and expert loads bit for bit, and the
+// same greedy tokens and loads through forward_batch_sample (whose one synchronisation the counts ride on).
+TEST_P(GpuForward, PinnedIoAndLateReleaseDecodeEqualsDefault) {
+  SY_SKIP_WITHOUT_GPU();
+  auto pinned = Model::load(dir_of(GetParam()));
+  pinned->to_device(Device::kCuda);
+  for (const char* name : {"SY_PINNED_IO", "SY_EPILOGUE_LATE_RELEASE"}) {
+    std::unique_ptr<Model> other;
+    {
+      ScopedEnv env(name, std::string(name) == "SY_PINNED_IO" ? "0" : "1");
+      other = Model::load(dir_of(GetParam()));
+      other->to_device(Device::kCuda);
+    }
+    expect_same_decode(*pinned, *other, [] {}, [] {}, GetParam() + " default vs " + name);
+    PagedKvPool pa = pinned->new_pool(16, 4), pb = other->new_pool(16, 4);
+    std::vector<BatchSequence> seqs(2);
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      seqs[i].block_table = {static_cast<int32_t>(2 * i), static_cast<int32_t>(2 * i + 1)};
+      seqs[i].ids = {1, static_cast<int64_t>(i + 2)};
+      seqs[i].start = 0;
+    }
+    pinned->forward_batch(seqs, pa);
+    other->forward_batch(seqs, pb);
+    pinned->reset_expert_load();
+    other->reset_expert_load();
+    for (int step = 0; step < 3; ++step) {
+      for (BatchSequence& q : seqs) {
+        q.start = 2 + step;
+        q.ids = {static_cast<int64_t>(3 + step)};
+      }
+      const std::vector<RowSampling> greedy(seqs.size());
+      EXPECT_EQ(pinned->forward_batch_sample(seqs, pa, greedy), other->forward_batch_sample(seqs, pb, greedy))
+          << name << " step " << step;
+      EXPECT_EQ(pinned->expert_load().tokens, other->expert_load().tokens) << name << " step " << step;
+    }
+  }
+}
+
 // Programmatic dependent launch of the decode chain (cuda::set_programmatic_launch) changes when kernels are
 // scheduled, never what they compute: both models replay graphs, one captured and run with it, one without.
 TEST_P(GpuForward, ProgrammaticLaunchDecodeEqualsPlainDecode) {

@@ -78,6 +78,35 @@ class Graph {
 // reused when the call returns).
 void upload(void* dst, const void* src, size_t bytes);
 
+// Page-locked host memory (cudaMallocHost): copies between it and the device are DMA queued on stream(),
+// without the driver's staging copy through a bounce buffer, so the host need not wait for them. Move-only;
+// contents undefined after allocation.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  explicit PinnedBuffer(size_t bytes);
+  ~PinnedBuffer();
+  PinnedBuffer(PinnedBuffer&& other) noexcept;
+  PinnedBuffer& operator=(PinnedBuffer&& other) noexcept;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  void* data() const { return ptr_; }
+  size_t size() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Queued copies on stream() between pinned memory (bytes at `offset` of the buffer, in range) and the device.
+// The host must leave an upload's source unchanged, and not read a download's destination, until a later
+// synchronisation. upload_rows_async copies `rows` rows of `row_bytes` (source rows `src_pitch` apart, device
+// rows `dst_pitch` apart), one call.
+void upload_async(void* dst, const PinnedBuffer& src, size_t offset, size_t bytes);
+void upload_rows_async(void* dst, size_t dst_pitch, const PinnedBuffer& src, size_t offset, size_t src_pitch,
+                       size_t row_bytes, size_t rows);
+void download_async(PinnedBuffer& dst, size_t offset, const void* src, size_t bytes);
+
 // Zeroes `bytes` at device pointer `ptr` (asynchronous, on stream()).
 void zero(void* ptr, size_t bytes);
 

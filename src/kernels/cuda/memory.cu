@@ -205,6 +205,61 @@ void upload(void* dst, const void* src, size_t bytes) {
   SY_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
 }
 
+PinnedBuffer::PinnedBuffer(size_t bytes) : bytes_(bytes) {
+  if (bytes > 0) SY_CUDA_CHECK(cudaMallocHost(&ptr_, bytes));
+}
+
+PinnedBuffer::~PinnedBuffer() {
+  if (ptr_) cudaFreeHost(ptr_);  // no throw from a destructor; a failure here leaks at worst
+}
+
+PinnedBuffer::PinnedBuffer(PinnedBuffer&& other) noexcept : ptr_(other.ptr_), bytes_(other.bytes_) {
+  other.ptr_ = nullptr;
+  other.bytes_ = 0;
+}
+
+PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& other) noexcept {
+  if (this != &other) {
+    if (ptr_) cudaFreeHost(ptr_);
+    ptr_ = other.ptr_;
+    bytes_ = other.bytes_;
+    other.ptr_ = nullptr;
+    other.bytes_ = 0;
+  }
+  return *this;
+}
+
+namespace {
+void check_range(const char* op, const PinnedBuffer& b, size_t offset, size_t bytes) {
+  SY_REQUIRE(offset <= b.size() && bytes <= b.size() - offset, InvalidArgument, "cuda", op, ": bytes [", offset,
+             ", ", offset + bytes, ") of a pinned buffer of ", b.size());
+}
+}  // namespace
+
+void upload_async(void* dst, const PinnedBuffer& src, size_t offset, size_t bytes) {
+  check_range("upload_async", src, offset, bytes);
+  if (bytes == 0) return;
+  SY_CUDA_CHECK(cudaMemcpyAsync(dst, static_cast<const char*>(src.data()) + offset, bytes, cudaMemcpyHostToDevice,
+                                stream()));
+}
+
+void upload_rows_async(void* dst, size_t dst_pitch, const PinnedBuffer& src, size_t offset, size_t src_pitch,
+                       size_t row_bytes, size_t rows) {
+  SY_REQUIRE(row_bytes <= src_pitch && row_bytes <= dst_pitch, InvalidArgument, "cuda",
+             "upload_rows_async: rows of ", row_bytes, " bytes at pitches ", src_pitch, " / ", dst_pitch);
+  check_range("upload_rows_async", src, offset, rows == 0 ? 0 : (rows - 1) * src_pitch + row_bytes);
+  if (rows == 0 || row_bytes == 0) return;
+  SY_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, static_cast<const char*>(src.data()) + offset, src_pitch, row_bytes,
+                                  rows, cudaMemcpyHostToDevice, stream()));
+}
+
+void download_async(PinnedBuffer& dst, size_t offset, const void* src, size_t bytes) {
+  check_range("download_async", dst, offset, bytes);
+  if (bytes == 0) return;
+  SY_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst.data()) + offset, src, bytes, cudaMemcpyDeviceToHost,
+                                stream()));
+}
+
 void zero(void* ptr, size_t bytes) {
   if (bytes == 0) return;
   SY_CUDA_CHECK(cudaMemsetAsync(ptr, 0, bytes, stream()));
