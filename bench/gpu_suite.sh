@@ -74,16 +74,15 @@ if want decode; then
   echo "== bench_gpu_decode (Qwen3-30B-A3B shape)"
   # The decode chain's switches, one set at a time (SY_DECODE_AB, ';'-separated sets of space-separated
   # NAME=VALUE, replaces the list; SY_DECODE_BATCHES replaces the batch sizes of the main table,
-  # SY_DECODE_AB_BATCHES the A/B runs' 1,2): the weights' L2 prefetch not yet measured (the o projection by
-  # the attention, the next layer's q|k|v by the router, plain or evict-last, and both), without the cluster
-  # finish of the decode router and the combine reading its routing before its wait (both on since
-  # 2026-12-06), and the ones that measured no gain: decode attention reading its first cached key before its
-  # wait, the q|k|v epilogue folded into decode attention, and the grouped decode attention forced on (by
-  # default it runs decode passes of 4 queries or more). Other established ones can be listed to see what they
-  # still give: SY_PDL=0, SY_DENSE_GEMV=0, SY_FUSED_NORM=0, SY_WARP_ROUTE=0, SY_FUSED_COMBINE=0. The A/B runs share the main run's process and loaded model (bench_gpu_decode --ab:
+  # SY_DECODE_AB_BATCHES the A/B runs' 1,2): without this session's defaults (the grouped decode attention on
+  # every decode pass with its cached keys read before the wait, the pinned inputs and counts of decode graphs),
+  # and the forms measured slower (the GEMV's whole rows before its wait, the combine's bulk copies, the q|k|v
+  # epilogue folded into decode attention). Other established ones can be listed to see what they still give:
+  # SY_PDL=0, SY_DENSE_GEMV=0, SY_FUSED_NORM=0, SY_WARP_ROUTE=0, SY_FUSED_COMBINE=0, SY_CLUSTER_ROUTE=0,
+  # SY_EARLY_COMBINE=0. The A/B runs share the main run's process and loaded model (bench_gpu_decode --ab:
   # Model::reconfigure_device), between two default runs; SY_DECODE_AB_PROCESS=1 runs each set in a process of
   # its own instead (a model load each, ~30 s; what builds before --ab need).
-  ab_list=${SY_DECODE_AB:-SY_PREFETCH_O=1;SY_PREFETCH_QKV=1;SY_PREFETCH_QKV=2;SY_PREFETCH_O=1 SY_PREFETCH_QKV=2;SY_CLUSTER_ROUTE=0 SY_EARLY_COMBINE=0;SY_PREFETCH_KEYS=1;SY_FUSED_ATTENTION=1;SY_GROUPED_ATTENTION=1}
+  ab_list=${SY_DECODE_AB:-SY_GROUPED_ATTENTION=0 SY_PREFETCH_KEYS=0;SY_PREFETCH_KEYS=0;SY_PINNED_IO=0;SY_GEMV_PRELOAD=2;SY_GEMV_PRELOAD=4;SY_COMBINE_BULK=1;SY_FUSED_ATTENTION=1}
   ab_batches=${SY_DECODE_AB_BATCHES:-1,2}
   in_process=()
   [ "${SY_DECODE_AB_PROCESS:-0}" = 1 ] || in_process=(--ab "$ab_list" --ab-batches "$ab_batches")

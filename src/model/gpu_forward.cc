@@ -46,10 +46,12 @@ constexpr int64_t kCombineMaxTokens = 4;
 // Whole fresh prompts of at least this many tokens run the tensor-core prefill attention (shorter ones gain
 // nothing over the paged kernel). SY_FLASH_PREFILL=0 turns it off at upload.
 constexpr int64_t kFlashMinTokens = 64;
-// Passes of at least this many query rows run the paged attention grouped by key head by default (see
+// Decode passes of at least this many query rows run the paged attention grouped by key head by default (see
 // GpuSwitches::grouped_attention). Qwen3-30B-A3B decode steps on an H100 (2026-12-06), grouped against per
-// head: batch 1 1.016x, 2 0.999x, 4 0.944x, 8 0.90x, 64 0.87x.
-constexpr int64_t kGroupedAttentionMinRows = 4;
+// head: batch 1 1.016x, 2 0.999x, 4 0.944x, 8 0.90x, 64 0.87x; with its first two steps of cached keys read
+// before the programmatic-launch wait (prefetch_keys, later the same day), batch 1 0.971-0.987x, 4 0.975-0.993x
+// of the per-head kernel: every decode pass.
+constexpr int64_t kGroupedAttentionMinRows = 1;
 }  // namespace
 
 // The device inputs of one pass (all int64 but the int32 block tables).
@@ -136,17 +138,16 @@ struct GpuSwitches {
   // synchronisation (the sampled tokens' or the logits') instead of a synchronisation of their own.
   // SY_PINNED_IO=0: the pageable copies.
   bool pinned_io = true;
-  // Decode passes tell the per-head paged attention that their cached keys are ready
-  // (AttentionArgs::cached_keys_ready: each warp's first key row is read before the programmatic-launch wait).
-  // Off by default: no gain measured (H100, 2026-12-06: batch-1 step 0.996x, batch 2 1.001x); SY_PREFETCH_KEYS=1.
-  bool prefetch_keys = false;
+  // Decode passes tell the paged attention that their cached keys are ready (AttentionArgs::cached_keys_ready):
+  // the grouped kernel reads each block's first two steps of keys and values before the programmatic-launch
+  // wait, the per-head kernel each warp's first key row. On by default (H100, 2026-12-06, with the grouped
+  // kernel: batch-1 step 0.971-0.987x, batch 4 0.975-0.993x; the per-head kernel alone 0.995-0.997x);
+  // SY_PREFETCH_KEYS=0 turns it off.
+  bool prefetch_keys = true;
   // Decode passes fold the q|k|v epilogue into the per-head paged attention (cuda::paged_attention_qkv: one
   // launch fewer per layer). Off by default: measured slower (H100, 2026-12-06: batch-1 step 1.03x, batch 2
   // 1.06x); SY_FUSED_ATTENTION=1 turns it on.
   bool fused_attention = false;
-  // The q|k|v epilogue releases the attention only after its own wait (QkvEpilogueArgs::release_after_wait):
-  // SY_EPILOGUE_LATE_RELEASE=1.
-  bool epilogue_late_release = false;
   // Weights pulled into L2 ahead of their GEMV by a decode-pass kernel that reads little itself
   // (cuda::L2Prefetch): the o projection by the per-head paged attention (SY_PREFETCH_O=1), the next layer's
   // q|k|v projection by the decode router (SY_PREFETCH_QKV=1; 2: as evict-last lines, which the MoE block's
@@ -230,6 +231,7 @@ struct GpuState : GpuSwitches {
   std::unique_ptr<parallel::Comm> ep_comm;
   std::unique_ptr<moe::DeviceTokenDispatcher> dispatcher;
   bool attention_dp = false;  // each rank dispatches all of its own tokens (no shares, no all-gather)
+  cuda::PinnedBuffer sample_params;  // sample_logits' per-row settings on their way up
 };
 
 
@@ -569,7 +571,6 @@ void apply_switches(GpuState& s, bool reapply) {
   s.pinned_io = env_flag("SY_PINNED_IO", s.pinned_io);
   s.prefetch_keys = env_flag("SY_PREFETCH_KEYS", s.prefetch_keys);
   s.fused_attention = env_flag("SY_FUSED_ATTENTION", s.fused_attention);
-  s.epilogue_late_release = env_flag("SY_EPILOGUE_LATE_RELEASE", s.epilogue_late_release);
   s.prefetch_o = env_flag("SY_PREFETCH_O", s.prefetch_o);
   s.prefetch_qkv = static_cast<int>(env_int("SY_PREFETCH_QKV", s.prefetch_qkv, 0, 2));
   if (env_set("SY_GROUPED_ATTENTION")) s.grouped_attention = env_flag("SY_GROUPED_ATTENTION", false) ? 1 : 0;
@@ -1000,7 +1001,6 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
         e.bias = s.qkv_bias[l];
         e.clip = static_cast<float>(a.clip_qkv);
         e.eps = eps;
-        e.release_after_wait = s.epilogue_late_release;
         if (a.qk_norm == QkNorm::kPerHead) {
           SY_CHECK(w.q_norm.defined() && w.k_norm.defined(), "cuda forward: layer ", l, " lacks its q/k norms");
           e.q_norm = w.q_norm;
@@ -1222,7 +1222,7 @@ Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, Expe
 
 // One token per logits row, drawn on the device (cuda::sample_rows) unless SY_GPU_SAMPLING=0; (rows,) int64
 // on the host.
-Tensor sample_logits(const GpuState& s, const Tensor& logits, const std::vector<RowSampling>& rows) {
+Tensor sample_logits(GpuState& s, const Tensor& logits, const std::vector<RowSampling>& rows) {
   const int64_t k = logits.size(0);
   SY_CHECK(static_cast<int64_t>(rows.size()) == k, "sampling settings for ", rows.size(), " rows, logits ", k);
   Tensor out = Tensor::empty({k}, DType::kI64);
@@ -1232,18 +1232,24 @@ Tensor sample_logits(const GpuState& s, const Tensor& logits, const std::vector<
     std::copy(tokens.begin(), tokens.end(), out.i64());
     return out;
   }
-  Tensor params = Tensor::empty({k, 4}, DType::kF32);
+  // The settings go up through pinned memory, queued behind the pass (a pageable copy would wait for the pass
+  // to finish before the sampling kernel could even be queued; the previous step's copy is complete: every
+  // step ends with a synchronisation).
+  const size_t param_bytes = sizeof(float) * 4 * k;
+  if (s.sample_params.size() < param_bytes) s.sample_params = cuda::PinnedBuffer(param_bytes);
+  Tensor params = Tensor::empty({k, 4}, DType::kF32, Device::kCuda);
   for (int64_t i = 0; i < k; ++i) {
     const RowSampling& r = rows[i];
-    float* p = params.f32() + i * 4;
+    float* p = static_cast<float*>(s.sample_params.data()) + i * 4;
     p[0] = r.temperature;
     p[1] = static_cast<float>(std::min(r.top_k, 1 << 24));  // exact in f32; above any vocab sample_rows takes
     p[2] = r.top_p;
     p[3] = static_cast<float>(r.uniform);
     if (p[3] >= 1.f) p[3] = std::nextafter(1.f, 0.f);  // a draw just below 1 must not round up to 1
   }
+  cuda::upload_async(params.raw(), s.sample_params, 0, param_bytes);
   Tensor tokens = Tensor::empty({k}, DType::kI32, Device::kCuda);
-  cuda::sample_rows(logits, cuda::to_device(params), tokens);
+  cuda::sample_rows(logits, params, tokens);
   Tensor host = cuda::to_host(tokens);
   for (int64_t i = 0; i < k; ++i) out.i64()[i] = host.i32()[i];
   return out;

@@ -214,11 +214,12 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithoutEarlyCombine) {
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
-// And with decode passes reading each warp's first cached key before the programmatic-launch wait
-// (SY_PREFETCH_KEYS=1, off by default); chunked-prefill passes must not (their keys are written in the pass).
-TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithPrefetchedKeys) {
+// And with decode passes reading every key after the programmatic-launch wait (SY_PREFETCH_KEYS=0; by default
+// they read their first cached keys before it; chunked-prefill passes never do: their keys are written in the
+// pass).
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithoutPrefetchedKeys) {
   SY_SKIP_WITHOUT_GPU();
-  ScopedEnv env("SY_PREFETCH_KEYS", "1");
+  ScopedEnv env("SY_PREFETCH_KEYS", "0");
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
@@ -266,12 +267,11 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithGroupedAttention) {
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
-// And the grouped decode attention reading each block's first step of cached keys and values before the
-// programmatic-launch wait (SY_PREFETCH_KEYS=1 with it): decode passes only, whose own key the q|k|v epilogue
-// writes just before.
-TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithGroupedAttentionPrefetchedKeys) {
+// And the per-head decode attention (SY_GROUPED_ATTENTION=0; by default decode passes run the grouped kernel,
+// which reads each block's first two steps of cached keys and values before the programmatic-launch wait).
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuWithPerHeadAttention) {
   SY_SKIP_WITHOUT_GPU();
-  ScopedEnv grouped("SY_GROUPED_ATTENTION", "1"), keys("SY_PREFETCH_KEYS", "1");
+  ScopedEnv grouped("SY_GROUPED_ATTENTION", "0");
   check_batched_logits(GetParam(), Experts::kGemv);
 }
 
@@ -408,17 +408,18 @@ TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
 }
 
 // The decode graphs' inputs and expert counts through pinned memory (SY_PINNED_IO, on by default) against the
-// pageable copies with a synchronisation for the counts (SY_PINNED_IO=0), and the q|k|v epilogue releasing the
-// attention after its wait (SY_EPILOGUE_LATE_RELEASE=1): the same logits and expert loads bit for bit, and the
-// same greedy tokens and loads through forward_batch_sample (whose one synchronisation the counts ride on).
-TEST_P(GpuForward, PinnedIoAndLateReleaseDecodeEqualsDefault) {
+// pageable copies with a synchronisation for the counts (SY_PINNED_IO=0): the same logits and expert loads bit
+// for bit, and the same greedy tokens and loads through forward_batch_sample (whose one synchronisation the
+// counts ride on, after the sampling settings went up through pinned memory too).
+TEST_P(GpuForward, PinnedIoDecodeEqualsPageableDecode) {
   SY_SKIP_WITHOUT_GPU();
   auto pinned = Model::load(dir_of(GetParam()));
   pinned->to_device(Device::kCuda);
-  for (const char* name : {"SY_PINNED_IO", "SY_EPILOGUE_LATE_RELEASE"}) {
+  {
+    const char* name = "SY_PINNED_IO=0";
     std::unique_ptr<Model> other;
     {
-      ScopedEnv env(name, std::string(name) == "SY_PINNED_IO" ? "0" : "1");
+      ScopedEnv env("SY_PINNED_IO", "0");
       other = Model::load(dir_of(GetParam()));
       other->to_device(Device::kCuda);
     }

@@ -126,9 +126,6 @@ void apply_rope(Tensor& x, const Tensor& positions, const DeviceRope& rope);
 struct QkvEpilogueArgs {
   Tensor bias, q_norm, k_norm;
   float clip = 0.f, eps = 1e-6f;
-  // In a programmatic-launch chain, release the next kernel only once this one's wait on the q|k|v GEMM has
-  // returned (instead of at entry), so the attention's blocks are not made resident while the GEMM still runs.
-  bool release_after_wait = false;
 };
 void qkv_epilogue(const Tensor& qkv, const QkvEpilogueArgs& args, const Tensor& positions, const DeviceRope& rope,
                   const Tensor& rows, Tensor& q3, Tensor& k3, Tensor& v3, Tensor& keys, Tensor& values);

@@ -19,11 +19,11 @@ template <typename KV>
 __global__ void __launch_bounds__(kWarps * 32) qkv_epilogue_kernel(
     const float* qkv, const float* bias, const float* q_norm, const float* k_norm, const int64_t* positions,
     const float* inv_freq, const int64_t* rows, detail::QkvHeadParams p, int max_dim, float* q3, float* k3,
-    float* v3, KV* keys, KV* values, bool release_after_wait) {
+    float* v3, KV* keys, KV* values) {
   // A decode-chain kernel (see launch_chained). Before the wait, what no kernel of the chain writes: the
   // token's position and pool row (uploaded before the step), the norm weights, and the token's rotary
   // cosines and sines, into shared memory; after it only the q|k|v row is loaded.
-  if (!release_after_wait) detail::chain_release();
+  detail::chain_release();
   extern __shared__ float scratch[];  // one head row per warp, then q_norm, k_norm (d each), cos, sin (half each)
   float* q_norm_s = scratch + kWarps * max_dim;
   float* k_norm_s = q_norm_s + p.d;
@@ -38,7 +38,6 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_epilogue_kernel(
   detail::stage_qkv_tables(q_norm, k_norm, inv_freq, static_cast<float>(positions[i]), p, q_norm_s, k_norm_s, cos_s,
                            sin_s);
   detail::chain_wait();
-  if (release_after_wait) detail::chain_release();
   __syncthreads();  // the staged tables
   for (int hh = blockIdx.y * kWarps + warp; hh < p.heads + 2 * p.kv_heads; hh += gridDim.y * kWarps) {
     const bool is_q = hh < p.heads, is_k = !is_q && hh < p.heads + p.kv_heads, is_v = !is_q && !is_k;
@@ -110,12 +109,11 @@ void qkv_epilogue(const Tensor& qkv, const QkvEpilogueArgs& args, const Tensor& 
   if (keys.dtype() == DType::kBF16) {
     detail::launch_chained(qkv_epilogue_kernel<__nv_bfloat16>, grid, kWarps * 32, smem, qkv.f32(),
                            bias, qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, max_dim, q3.f32(), k3.f32(),
-                           v3.f32(), static_cast<__nv_bfloat16*>(keys.raw()), static_cast<__nv_bfloat16*>(values.raw()),
-                           args.release_after_wait);
+                           v3.f32(), static_cast<__nv_bfloat16*>(keys.raw()), static_cast<__nv_bfloat16*>(values.raw()));
   } else {
     detail::launch_chained(qkv_epilogue_kernel<float>, grid, kWarps * 32, smem, qkv.f32(), bias,
                            qn, kn, positions.i64(), rope.inv_freq.f32(), rows.i64(), p, max_dim, q3.f32(), k3.f32(), v3.f32(),
-                           keys.f32(), values.f32(), args.release_after_wait);
+                           keys.f32(), values.f32());
   }
   SY_CUDA_CHECK_LAUNCH();
 }
