@@ -105,9 +105,16 @@ struct DecodeGraph {
   // copies a step; the expert counts come back into `counts_host` without a synchronisation of their own.
   Tensor inputs;
   cuda::PinnedBuffer staging, counts_host;
+  // A graph captured for sampled steps (forward_batch_sample with device sampling and pinned_io) ends with
+  // cuda::sample_rows on the logits: `params` (n, 4) f32 go up in `staging` with the inputs, the tokens
+  // (n,) int32 come back into `tokens_host`.
+  bool sampled = false;
+  Tensor params, tokens;
+  cuda::PinnedBuffer tokens_host;
 };
 
-// Expert counts of a replayed decode graph still on their way to the host (download queued, not yet synced).
+// What a replayed decode graph left on its way to the host (downloads queued, not yet synchronised): its
+// expert counts, and with a sampled graph the tokens.
 struct PendingCounts {
   const DecodeGraph* graph = nullptr;
 };
@@ -225,7 +232,7 @@ struct GpuState : GpuSwitches {
   // (SY_CUDA_GRAPHS=0 at upload or set_cuda_graphs: off).
   bool use_graphs = true;
   const void* graph_pool = nullptr;
-  std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs;
+  std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs;  // key: 2 * batch size, + 1 for a sampled graph
   // Expert parallelism (upload with an EP group): this rank's GPU holds only its experts; MoE layers dispatch
   // over NCCL (moe_layer_ep). Passes then run eagerly (dispatch plans synchronise with the host).
   std::unique_ptr<parallel::Comm> ep_comm;
@@ -1079,6 +1086,19 @@ bool is_decode_step(const BatchPlan& plan, int64_t n, int64_t max_batch) {
 // Replays (capturing on first use) the decode graph of this batch size: static device inputs are refreshed
 // with this step's ids, positions, pool rows and block tables, then the whole pass runs as one graph launch.
 // Returns the graph's logits buffer on the device (valid until the next replay).
+// sample_rows' settings of each row: (temperature, top_k, top_p, uniform draw) into dst (rows.size() x 4).
+void sampling_params(const std::vector<RowSampling>& rows, float* dst) {
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const RowSampling& r = rows[i];
+    float* p = dst + i * 4;
+    p[0] = r.temperature;
+    p[1] = static_cast<float>(std::min(r.top_k, 1 << 24));  // exact in f32; above any vocab sample_rows takes
+    p[2] = r.top_p;
+    p[3] = static_cast<float>(r.uniform);
+    if (p[3] >= 1.f) p[3] = std::nextafter(1.f, 0.f);  // a draw just below 1 must not round up to 1
+  }
+}
+
 // Adds a replayed graph's counts, downloaded into its pinned buffer, to `load` (after a synchronisation).
 void add_counts(const ModelConfig& c, const cuda::PinnedBuffer& counts, ExpertLoad& load) {
   const int64_t* host = static_cast<const int64_t*>(counts.data());
@@ -1088,9 +1108,10 @@ void add_counts(const ModelConfig& c, const cuda::PinnedBuffer& counts, ExpertLo
   }
 }
 
-// pending: where the counts are left to the caller (pinned_io), else null (counted here, one sync).
+// pending: where the counts are left to the caller (pinned_io), else null (counted here, one sync). sampling
+// (with pending, device sampling and pinned_io): the replayed graph samples too, and its tokens are pending.
 Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load,
-                         PendingCounts* pending) {
+                         PendingCounts* pending, const std::vector<RowSampling>* sampling = nullptr) {
   const ModelConfig& c = s.config;
   const int64_t n = static_cast<int64_t>(plan.ids.size());
   // Graphs bake in the pool's addresses: a different pool starts over.
@@ -1100,7 +1121,9 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
   }
   int64_t longest = 0;
   for (const ops::PagedSequence& seq : plan.sequences) longest = std::max<int64_t>(longest, seq.num_blocks);
-  auto it = s.graphs.find(n);
+  const bool sampled = sampling && pending && s.device_sampling && s.pinned_io;
+  const int64_t key = 2 * n + (sampled ? 1 : 0);
+  auto it = s.graphs.find(key);
   if (it != s.graphs.end() && it->second->table_capacity < longest) s.graphs.erase(it), it = s.graphs.end();
   if (it == s.graphs.end()) {
     auto g = std::make_unique<DecodeGraph>();
@@ -1122,14 +1145,22 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
       g->counts = Tensor::empty({c.num_layers, c.moe.num_experts}, DType::kI64, Device::kCuda);
       g->counts_host = cuda::PinnedBuffer(g->counts.nbytes());
     }
-    g->staging = cuda::PinnedBuffer(sizeof(int64_t) * 3 * n + sizeof(int32_t) * n * g->table_capacity);
+    g->staging = cuda::PinnedBuffer(sizeof(int64_t) * 3 * n + sizeof(float) * 4 * n +
+                                    sizeof(int32_t) * n * g->table_capacity);
+    g->sampled = sampled;
+    if (sampled) {
+      g->params = Tensor::empty({n, 4}, DType::kF32, Device::kCuda);
+      g->tokens = Tensor::empty({n}, DType::kI32, Device::kCuda);
+      g->tokens_host = cuda::PinnedBuffer(sizeof(int32_t) * n);
+    }
     GpuState* state = &s;
     DecodeGraph* graph = g.get();
     graph->graph.capture([state, graph, &pool, &load] {
       graph->logits = run_layers(*state, graph->batch, pool, graph->counts.defined() ? &graph->counts : nullptr, load,
                                  ExpertPath::kGroupedGemv);
+      if (graph->sampled) cuda::sample_rows(graph->logits, graph->params, graph->tokens);
     });
-    it = s.graphs.emplace(n, std::move(g)).first;
+    it = s.graphs.emplace(key, std::move(g)).first;
   }
   DecodeGraph& g = *it->second;
   if (!s.pinned_io) {
@@ -1149,17 +1180,26 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
   std::copy(plan.ids.begin(), plan.ids.end(), inputs);
   std::copy(plan.positions.begin(), plan.positions.end(), inputs + n);
   std::copy(plan.pool_rows.begin(), plan.pool_rows.end(), inputs + 2 * n);
-  const size_t tables_at = sizeof(int64_t) * 3 * n;
+  // staging: ids, positions, rows (3n int64), the sampling settings (4n f32), the block tables (n x longest).
+  const size_t params_at = sizeof(int64_t) * 3 * n, tables_at = params_at + sizeof(float) * 4 * n;
   int32_t* tables = reinterpret_cast<int32_t*>(static_cast<char*>(g.staging.data()) + tables_at);
   for (int64_t i = 0; i < n; ++i) {  // rows of `longest` entries, zero past each sequence's own
     const ops::PagedSequence& seq = plan.sequences[i];
     std::copy(seq.block_table, seq.block_table + seq.num_blocks, tables + i * longest);
     std::fill(tables + i * longest + seq.num_blocks, tables + (i + 1) * longest, 0);
   }
-  cuda::upload_async(g.inputs.raw(), g.staging, 0, tables_at);
+  cuda::upload_async(g.inputs.raw(), g.staging, 0, params_at);
+  if (g.sampled) {
+    sampling_params(*sampling, reinterpret_cast<float*>(static_cast<char*>(g.staging.data()) + params_at));
+    cuda::upload_async(g.params.raw(), g.staging, params_at, tables_at - params_at);
+  }
   cuda::upload_rows_async(g.batch.tables.raw(), sizeof(int32_t) * g.table_capacity, g.staging, tables_at,
                           sizeof(int32_t) * longest, sizeof(int32_t) * longest, n);
   g.graph.replay();
+  if (g.sampled) {
+    cuda::download_async(g.tokens_host, 0, g.tokens.raw(), g.tokens.nbytes());
+    pending->graph = &g;
+  }
   if (g.counts.defined()) {
     if (pending) {
       cuda::download_async(g.counts_host, 0, g.counts.raw(), g.counts.nbytes());
@@ -1175,11 +1215,11 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
 // sequence wants logits.
 // pending: as decode_with_graph's (null: every count is in `load` on return).
 Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load,
-                     PendingCounts* pending = nullptr) {
+                     PendingCounts* pending = nullptr, const std::vector<RowSampling>* sampling = nullptr) {
   const ModelConfig& c = s.config;
   const int64_t n = static_cast<int64_t>(plan.ids.size());
   if (!plan.logit_rows.empty() && s.use_graphs && !s.dispatcher && is_decode_step(plan, n, s.gemv_max_tokens)) {
-    return decode_with_graph(s, plan, pool, load, pending);
+    return decode_with_graph(s, plan, pool, load, pending, sampling);
   }
   DeviceBatch b;
   b.n = n;
@@ -1238,15 +1278,7 @@ Tensor sample_logits(GpuState& s, const Tensor& logits, const std::vector<RowSam
   const size_t param_bytes = sizeof(float) * 4 * k;
   if (s.sample_params.size() < param_bytes) s.sample_params = cuda::PinnedBuffer(param_bytes);
   Tensor params = Tensor::empty({k, 4}, DType::kF32, Device::kCuda);
-  for (int64_t i = 0; i < k; ++i) {
-    const RowSampling& r = rows[i];
-    float* p = static_cast<float*>(s.sample_params.data()) + i * 4;
-    p[0] = r.temperature;
-    p[1] = static_cast<float>(std::min(r.top_k, 1 << 24));  // exact in f32; above any vocab sample_rows takes
-    p[2] = r.top_p;
-    p[3] = static_cast<float>(r.uniform);
-    if (p[3] >= 1.f) p[3] = std::nextafter(1.f, 0.f);  // a draw just below 1 must not round up to 1
-  }
+  sampling_params(rows, static_cast<float*>(s.sample_params.data()));
   cuda::upload_async(params.raw(), s.sample_params, 0, param_bytes);
   Tensor tokens = Tensor::empty({k}, DType::kI32, Device::kCuda);
   cuda::sample_rows(logits, params, tokens);
@@ -1276,7 +1308,17 @@ Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
   SY_REQUIRE(pool.keys(0).device() == Device::kCuda, InvalidArgument, "cuda",
              "the KV pool is on the host; create it with Model::new_pool on a model moved to the GPU");
   PendingCounts pending;
-  Tensor logits = device_logits(s, plan, pool, load, &pending);
+  Tensor logits = device_logits(s, plan, pool, load, &pending, sampling);
+  if (pending.graph && pending.graph->sampled) {  // the graph sampled: one synchronisation for tokens and counts
+    const DecodeGraph& g = *pending.graph;
+    cuda::synchronize();
+    if (g.counts.defined()) add_counts(s.config, g.counts_host, load);
+    const int64_t k = g.tokens.numel();
+    Tensor out = Tensor::empty({k}, DType::kI64);
+    const int32_t* tokens = static_cast<const int32_t*>(g.tokens_host.data());
+    for (int64_t i = 0; i < k; ++i) out.i64()[i] = tokens[i];
+    return out;
+  }
   // Both ends synchronise (the tokens or the logits come back), after which the pending counts have landed.
   Tensor result = sampling                             ? sample_logits(s, logits, *sampling)
                   : logits.device() == Device::kCuda ? cuda::to_host(logits)

@@ -409,8 +409,8 @@ TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
 
 // The decode graphs' inputs and expert counts through pinned memory (SY_PINNED_IO, on by default) against the
 // pageable copies with a synchronisation for the counts (SY_PINNED_IO=0): the same logits and expert loads bit
-// for bit, and the same greedy tokens and loads through forward_batch_sample (whose one synchronisation the
-// counts ride on, after the sampling settings went up through pinned memory too).
+// for bit, and the same tokens (greedy and sampled) and loads through forward_batch_sample, whose graph samples
+// too with pinned inputs (one synchronisation for tokens and counts) and samples after the graph without.
 TEST_P(GpuForward, PinnedIoDecodeEqualsPageableDecode) {
   SY_SKIP_WITHOUT_GPU();
   auto pinned = Model::load(dir_of(GetParam()));
@@ -440,8 +440,10 @@ TEST_P(GpuForward, PinnedIoDecodeEqualsPageableDecode) {
         q.start = 2 + step;
         q.ids = {static_cast<int64_t>(3 + step)};
       }
-      const std::vector<RowSampling> greedy(seqs.size());
-      EXPECT_EQ(pinned->forward_batch_sample(seqs, pa, greedy), other->forward_batch_sample(seqs, pb, greedy))
+      // Greedy rows, then a step with a sampled row (temperature, top-p, a draw) next to a greedy one.
+      std::vector<RowSampling> rows(seqs.size());
+      if (step == 2) rows[0] = RowSampling{0.8f, 0, 0.9f, 0.37};
+      EXPECT_EQ(pinned->forward_batch_sample(seqs, pa, rows), other->forward_batch_sample(seqs, pb, rows))
           << name << " step " << step;
       EXPECT_EQ(pinned->expert_load().tokens, other->expert_load().tokens) << name << " step " << step;
     }
