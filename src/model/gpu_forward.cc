@@ -115,7 +115,7 @@ struct DecodeGraph {
 
 // What a replayed decode graph left on its way to the host (downloads queued, not yet synchronised): its
 // expert counts, and with a sampled graph the tokens.
-struct PendingCounts {
+struct PendingDownloads {
   const DecodeGraph* graph = nullptr;
 };
 
@@ -151,9 +151,10 @@ struct GpuSwitches {
   // kernel: batch-1 step 0.971-0.987x, batch 4 0.975-0.993x; the per-head kernel alone 0.995-0.997x);
   // SY_PREFETCH_KEYS=0 turns it off.
   bool prefetch_keys = true;
-  // Decode passes fold the q|k|v epilogue into the per-head paged attention (cuda::paged_attention_qkv: one
-  // launch fewer per layer). Off by default: measured slower (H100, 2026-12-06: batch-1 step 1.03x, batch 2
-  // 1.06x); SY_FUSED_ATTENTION=1 turns it on.
+  // Decode passes fold the q|k|v epilogue into the paged attention, per head or grouped
+  // (cuda::paged_attention_qkv: one launch fewer per layer). Off by default: measured slower (H100,
+  // 2026-12-06: per head, batch-1 step 1.03x, batch 2 1.06x; grouped, batch 1 and 4 1.023x: every block of a
+  // cluster forms its group's eight query heads, two per warp one after another); SY_FUSED_ATTENTION=1.
   bool fused_attention = false;
   // Weights pulled into L2 ahead of their GEMV by a decode-pass kernel that reads little itself
   // (cuda::L2Prefetch): the o projection by the per-head paged attention (SY_PREFETCH_O=1), the next layer's
@@ -630,12 +631,15 @@ void apply_switches(GpuState& s, bool reapply) {
   // Dense projections of up to SY_DENSE_GEMV rows (0 to 4; 0: always cuBLAS) through our GEMV; process-wide.
   if (env_set("SY_DENSE_GEMV")) cuda::set_dense_gemv_max_rows(static_cast<int>(env_int("SY_DENSE_GEMV", 0, 0, 4)));
   // Weight pieces per lane the GEMV requests before its programmatic-launch wait (1, 2 or 4; process-wide).
+  // Whole rows before the wait measured no gain (2: batch-1 step 1.000x) or a loss (4: 1.023x; the o
+  // projection's stream then queues ahead of the attention's reads), H100 2026-12-06.
   if (env_set("SY_GEMV_PRELOAD")) {
     const int64_t pieces = env_int("SY_GEMV_PRELOAD", 1, 1, 4);
     SY_REQUIRE(pieces != 3, InvalidArgument, "cuda", "SY_GEMV_PRELOAD must be 1, 2 or 4, got 3");
     cuda::set_dense_gemv_preload(static_cast<int>(pieces));
   }
-  // The decode combine's weight rows by bulk copy into shared memory (Hopper; off by default).
+  // The decode combine's weight rows by bulk copy into shared memory (Hopper; off by default: one wave of
+  // blocks, but their weight stream then competes with gate|up's; batch-1 step 1.046x, H100 2026-12-06).
   if (env_set("SY_COMBINE_BULK")) {
     const bool want = env_flag("SY_COMBINE_BULK", false);
     SY_REQUIRE(cuda::set_grouped_linear_combine_bulk(want) == want, Unsupported, "cuda",
@@ -1111,7 +1115,7 @@ void add_counts(const ModelConfig& c, const cuda::PinnedBuffer& counts, ExpertLo
 // pending: where the counts are left to the caller (pinned_io), else null (counted here, one sync). sampling
 // (with pending, device sampling and pinned_io): the replayed graph samples too, and its tokens are pending.
 Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load,
-                         PendingCounts* pending, const std::vector<RowSampling>* sampling = nullptr) {
+                         PendingDownloads* pending, const std::vector<RowSampling>* sampling = nullptr) {
   const ModelConfig& c = s.config;
   const int64_t n = static_cast<int64_t>(plan.ids.size());
   // Graphs bake in the pool's addresses: a different pool starts over.
@@ -1215,7 +1219,7 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
 // sequence wants logits.
 // pending: as decode_with_graph's (null: every count is in `load` on return).
 Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, ExpertLoad& load,
-                     PendingCounts* pending = nullptr, const std::vector<RowSampling>* sampling = nullptr) {
+                     PendingDownloads* pending = nullptr, const std::vector<RowSampling>* sampling = nullptr) {
   const ModelConfig& c = s.config;
   const int64_t n = static_cast<int64_t>(plan.ids.size());
   if (!plan.logit_rows.empty() && s.use_graphs && !s.dispatcher && is_decode_step(plan, n, s.gemv_max_tokens)) {
@@ -1307,7 +1311,7 @@ Tensor gpu_forward_batch(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
                          const std::vector<RowSampling>* sampling) {
   SY_REQUIRE(pool.keys(0).device() == Device::kCuda, InvalidArgument, "cuda",
              "the KV pool is on the host; create it with Model::new_pool on a model moved to the GPU");
-  PendingCounts pending;
+  PendingDownloads pending;
   Tensor logits = device_logits(s, plan, pool, load, &pending, sampling);
   if (pending.graph && pending.graph->sampled) {  // the graph sampled: one synchronisation for tokens and counts
     const DecodeGraph& g = *pending.graph;

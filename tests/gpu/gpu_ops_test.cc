@@ -127,10 +127,10 @@ TEST(GpuOps, RmsNormLinearMatchesCpu) {
 
 // Decode-sized linears (up to dense_gemv_max_rows() rows, k a multiple of 8, 16-byte aligned) go through the
 // weight-streaming GEMV, the rest through cuBLAS: both against the CPU for every x/y/bias dtype, plain and
-// accumulating, k past one block step (1024) and ragged past it (up to eight steps: four pieces ahead wrap
-// around twice), with programmatic launch on (the GEMV's weight loads before its wait) and off, for every
-// preload setting (1, 2 and 4 pieces before the wait). The GEMV's call counter shows which path ran; a misaligned x falls
-// back to cuBLAS; the threshold's bounds are checked. Bias and accumulated values are kept small next to the
+// accumulating, k past one block step (1024) and ragged past it, with programmatic launch on (the GEMV's
+// weight loads before its wait) and off, for every preload setting (set_dense_gemv_preload: whole rows of up
+// to 2 or 4 pieces per lane before the wait; k = 8200 is past both and streams). The GEMV's call counter shows
+// which path ran; a misaligned x falls back to cuBLAS; the threshold's bounds are checked. Bias and accumulated values are kept small next to the
 // products, so a dropped product is outside the tolerance. Every case has several outputs: the relative error
 // of a single output that cancels to near zero is noise (a one-output case failed that way, 2026-12-05).
 TEST(GpuOps, LinearGemvAndCublasMatchCpu) {
