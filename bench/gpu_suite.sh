@@ -109,14 +109,12 @@ if want decode; then
   [ -n "${SY_DECODE_BASE:-}" ] && [ "${SY_DECODE_BASE_AFTER:-1}" != 0 ] && base_run after
 fi
 if want long; then
-  echo "== bench_gpu_decode, 2048-token prompts: key splits chosen per batch vs one block per query and head"
-  timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8 --prompt-len 2048 \
-    --decode-steps 32 2>&1 | tail -n 4
-  SY_ATTENTION_KEY_SPLITS=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
-    --batches 1,8 --prompt-len 2048 --decode-steps 32 2>&1 | tail -n 4
-  echo "== the same with the grouped decode attention (a cluster per query and key head; SY_GROUPED_ATTENTION=1)"
-  SY_GROUPED_ATTENTION=1 timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json \
-    --batches 1,8 --prompt-len 2048 --decode-steps 32 2>&1 | tail -n 2
+  echo "== bench_gpu_decode, 2048-token prompts: the grouped decode attention (default), then per head with key"
+  echo "   splits chosen per batch (SY_GROUPED_ATTENTION=0), then per head with one block per query and head"
+  for flags in "" "SY_GROUPED_ATTENTION=0" "SY_GROUPED_ATTENTION=0 SY_ATTENTION_KEY_SPLITS=1"; do
+    env $flags timeout 200 "$bin/bench_gpu_decode" --config bench/configs/qwen3_30b_a3b.json --batches 1,8 \
+      --prompt-len 2048 --decode-steps 32 2>&1 | tail -n 3
+  done
 fi
 if want attention; then
   echo "== causal prefill attention (cuda::attention, cuda::flash_attention; SDPA under torch)"
