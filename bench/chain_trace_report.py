@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Where a decode step's time goes, from a chain trace (bench/chain_trace_injection.cpp's lines).
 
-Kernels launched from CUDA graphs (graph node != 0) are grouped into replays: a replay ends where the next
-kernel ends more than --gap-us after it. Within a replay each kernel's in-chain cost is its end minus the
+Kernels launched from CUDA graphs (graph node != 0) are grouped into replays: a replay ends where the GPU sat
+idle for more than --gap-us (the next kernel starts that long after every earlier one has ended), so a long
+kernel that started on time (the LM head) stays in its replay. Within a replay each kernel's in-chain cost is its end minus the
 previous kernel's end: under programmatic dependent launch a kernel starts early and waits, so its own
 duration (end - start) overstates what it adds, while the end-to-end difference is what the step pays for it.
 Kernels are keyed by name and grid, so the same GEMV on different shapes (q|k|v, o, the LM head) stay apart.
@@ -46,11 +47,13 @@ def main():
         sys.exit(f"{args.trace}: no kernels launched from CUDA graphs")
     rows.sort()
     replays, current = [], [rows[0]]
+    last_end = rows[0][0]
     for r in rows[1:]:
-        if r[0] - current[-1][0] > args.gap_us * 1000:
+        if r[1] - last_end > args.gap_us * 1000:  # idle since every earlier kernel ended
             replays.append(current)
             current = []
         current.append(r)
+        last_end = max(last_end, r[0])
     replays.append(current)
     replays = [r for r in replays if len(r) >= args.min_kernels]
     if not replays:

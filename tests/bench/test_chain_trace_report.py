@@ -45,6 +45,17 @@ def main():
     res = run(lines + extra, "--min-kernels", "2")
     check(res.returncode == 0 and "3 replays of 3 kernels" in res.stdout, f"mixed lengths:\n{res.stdout}{res.stderr}")
 
+    # A long last kernel (an LM head: starts on time, ends 200 us after the kernel before it) stays in its
+    # replay; only an idle gap splits replays.
+    headed = []
+    for r in range(2):
+        t = 1_000_000 * (r + 1)
+        headed += [kernel(t, t + 2000, "a"), kernel(t + 500, t + 5000, "b"), kernel(t + 4000, t + 205_000, "head")]
+    res = run(headed, "--min-kernels", "3")
+    check(res.returncode == 0 and "2 replays of 3 kernels; mean replay 205.0 us" in res.stdout,
+          f"a long last kernel split its replay:\n{res.stdout}{res.stderr}")
+    check("| head grid(4,1,1)x256 | 1 | 200.00 | 201.00 |" in res.stdout, f"head wrong:\n{res.stdout}")
+
     # Two "layers" of (x, y) and a once-per-replay head z: per layer = (x + y) in-chain costs.
     layered = []
     for r in range(2):
