@@ -101,6 +101,12 @@ __global__ void __launch_bounds__(kWarps * 32, (kGemvMinBlocks<kNorm, kWhole>))
     }
   };
   float acc[detail::kGemvMaxRows][kCols], ss[detail::kGemvMaxRows];
+#pragma unroll
+  for (int r = 0; r < detail::kGemvMaxRows; ++r) {
+    ss[r] = 0.f;
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) acc[r][c] = 0.f;
+  }
   // The products of one piece (the weights at columns [from, from + 8) of the kCols rows) with every x row.
   auto use = [&](const uint4(&piece)[kCols], int64_t from) {
     float wf[kCols][8];
@@ -126,12 +132,6 @@ __global__ void __launch_bounds__(kWarps * 32, (kGemvMinBlocks<kNorm, kWhole>))
     uint4 cur[kCols];
     request(cur, at);
     detail::chain_wait();  // x (and an accumulated y) come from earlier kernels
-#pragma unroll
-    for (int r = 0; r < detail::kGemvMaxRows; ++r) {
-      ss[r] = 0.f;
-#pragma unroll
-      for (int c = 0; c < kCols; ++c) acc[r][c] = 0.f;
-    }
     for (; at < k; at += kPiece) {
       uint4 next[kCols];
       request(next, at + kPiece);
@@ -144,12 +144,6 @@ __global__ void __launch_bounds__(kWarps * 32, (kGemvMinBlocks<kNorm, kWhole>))
 #pragma unroll
     for (int p = 0; p < kWhole; ++p) request(piece[p], at + p * kPiece);
     detail::chain_wait();  // x (and an accumulated y) come from earlier kernels
-#pragma unroll
-    for (int r = 0; r < detail::kGemvMaxRows; ++r) {
-      ss[r] = 0.f;
-#pragma unroll
-      for (int c = 0; c < kCols; ++c) acc[r][c] = 0.f;
-    }
 #pragma unroll
     for (int p = 0; p < kWhole; ++p) {
       if (at + p * kPiece < k) use(piece[p], at + p * kPiece);

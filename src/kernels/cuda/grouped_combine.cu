@@ -59,6 +59,23 @@ __device__ __forceinline__ void add_slots(const float (&part)[kWarps][kMaxSlots]
   out[t * n + col] = acc;
 }
 
+// One k chunk of a slot's sums, the same order in both forms (grouped_linear's: per lane, 8 products per
+// 16 bytes of weights, in k order, columns innermost; the butterfly after the last chunk). weights(c, u, kk):
+// the 16 bytes of column c at load u (column kk of the row).
+template <class Weights>
+__device__ __forceinline__ void chunk_products(const float* xr, int64_t k0, int64_t k, int lane,
+                                               float (&acc)[kCols], Weights weights) {
+#pragma unroll
+  for (int u = 0; u < kLoads; ++u) {
+    const int64_t kk = k0 + lane * 8 + u * 32 * 8;
+    if (kk >= k) break;
+    const float4* xp = reinterpret_cast<const float4*>(xr + kk);
+    const float4 a = xp[0], b = xp[1];
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) acc[c] += detail::dot_bf16x8(weights(c, u, kk), a, b);
+  }
+}
+
 // A warp's four sums (lane c < kCols gets column c's) into part[tile][s].
 __device__ __forceinline__ void store_slot(float (&acc)[kCols], bool has_matrix, int lane, float* slot_part) {
   if (has_matrix) {
@@ -123,18 +140,7 @@ __global__ void __launch_bounds__(kWarps * 32) grouped_linear_combine_kernel(
         const float* xr = x + assignment_row[t * top_k + s] * k;
         for (int64_t k0 = 0; k0 < k; k0 += kChunk) {
           if (s != first_slot || k0 != 0) load_chunk(w, k0);
-          // grouped_linear's order: per lane, 8 products per load, loads in k order, then the butterfly.
-#pragma unroll
-          for (int u = 0; u < kLoads; ++u) {
-            const int64_t kk = k0 + lane * 8 + u * 32 * 8;
-            if (kk >= k) break;
-            const float4* xp = reinterpret_cast<const float4*>(xr + kk);
-            const float4 a = xp[0], b = xp[1];
-#pragma unroll
-            for (int c = 0; c < kCols; ++c) {
-              acc[c] += detail::dot_bf16x8(packed[c][u], a, b);
-            }
-          }
+          chunk_products(xr, k0, k, lane, acc, [&](int c, int u, int64_t) { return packed[c][u]; });
         }
       }
       store_slot(acc, w != nullptr, lane, part[tile][s]);
@@ -199,20 +205,9 @@ __global__ void __launch_bounds__(kWarps * 32, 4) grouped_linear_combine_bulk_ke
         phase ^= 1;
         const float* xr = x + assignment_row[t * top_k + s] * k;
         for (int64_t k0 = 0; k0 < k; k0 += kChunk) {
-          // The register form's order: per lane, 8 products per 16 bytes, in k order, columns innermost.
-#pragma unroll
-          for (int u = 0; u < kLoads; ++u) {
-            const int64_t kk = k0 + lane * 8 + u * 32 * 8;
-            if (kk >= k) break;
-            const float4* xp = reinterpret_cast<const float4*>(xr + kk);
-            const float4 a = xp[0], b = xp[1];
-#pragma unroll
-            for (int c = 0; c < kCols; ++c) {
-              const uint4 packed = c < cols ? *reinterpret_cast<const uint4*>(rows + c * k + kk)
-                                            : make_uint4(0, 0, 0, 0);
-              acc[c] += detail::dot_bf16x8(packed, a, b);
-            }
-          }
+          chunk_products(xr, k0, k, lane, acc, [&](int c, int, int64_t kk) {
+            return c < cols ? *reinterpret_cast<const uint4*>(rows + c * k + kk) : make_uint4(0, 0, 0, 0);
+          });
         }
       }
       store_slot(acc, w != nullptr, lane, part[tile][s]);
