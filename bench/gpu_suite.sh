@@ -5,7 +5,7 @@
 # benchmarks, the serving benchmark with --device cuda on the built-in model, their PyTorch peers, and with
 # SY_NCU=1 an Nsight Compute ranking of a decode step's kernels (bench/ncu_summary.py).
 # Usage: bench/gpu_suite.sh BIN_DIR LIB_DIR [SECTIONS] (binaries from scripts/pack-gpu-carry). SECTIONS is a
-# comma list of tests, memcheck, serve, layer, nccl, decode, long, attention, sm90, deepseek, trace, layertrace,
+# comma list of tests, memcheck, serve, layer, layerab, nccl, decode, long, attention, sm90, deepseek, trace, layertrace,
 # gemmstalls, ncu, torch (default: all but layertrace, gemmstalls and ncu, which SY_NCU=1 adds); the whole suite takes longer than one 10-minute device call, so
 # split it, e.g. "tests,layer,attention", then "decode,sm90", then "memcheck", then
 # "long,deepseek,serve,nccl,torch" (calls back to back: an idle machine is handed back within a minute).
@@ -65,6 +65,20 @@ if want layer; then
   echo "-- the default sm90 path of large passes with the old dispatch layout (SY_CHUNKED_LAYOUT=0)"
   SY_CHUNKED_LAYOUT=0 timeout 60 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json \
     --tokens 4096,16384 --only "128 x 256 tiles, warp-specialised, TMA)" 2>&1 | grep -E "^\| [0-9]|error"
+fi
+if want layerab; then  # settings of the large-pass layer against each other on one machine, in alternation
+  # SY_LAYER_AB: ';'-separated settings, each a space-separated list of VAR=value (empty: the defaults); every
+  # setting runs twice, in rounds, on SY_LAYERAB_TOKENS with the path SY_LAYERAB_PATH.
+  IFS=';' read -ra layer_settings <<<"${SY_LAYER_AB:-;SY_SM90_SKIP_HALF=0 SY_SM90_EARLY_TILE=0}"
+  echo "== layer A/B at ${SY_LAYERAB_TOKENS:-4096,16384} tokens: ${SY_LAYERAB_PATH:-128 x 256 tiles, warp-specialised, TMA)}"
+  for round in 1 2; do
+    for setting in "${layer_settings[@]}"; do
+      echo "-- round $round: ${setting:-defaults}"
+      env $setting timeout 60 "$bin/bench_gpu_moe_layer" --config bench/configs/qwen3_30b_a3b.json \
+        --tokens "${SY_LAYERAB_TOKENS:-4096,16384}" --only "${SY_LAYERAB_PATH:-128 x 256 tiles, warp-specialised, TMA)}" \
+        2>&1 | grep -E "^\| [0-9]|error"
+    done
+  done
 fi
 if want nccl; then
   echo "== bench_nccl_dispatch (one rank: the path, not a network)"
@@ -158,9 +172,10 @@ if want layertrace; then  # where a 16K-token MoE layer's time goes: GEMMs, or r
   echo "== layer trace: one MoE layer at ${SY_LAYERTRACE_TOKENS:-16384} tokens, kernel by kernel (CUPTI)"
   # SY_LAYERTRACE_PATH: the path's name as bench_gpu_moe_layer prints it (--only; default: the sm90 default
   # above kGroupedSm90WideRows rows).
-  # Twice: the default path, and the same in block pairs sharing weight tiles (SY_LAYERTRACE_PAIRS_PATH).
+  # Twice: the default path, and the same in block pairs sharing weight tiles (SY_LAYERTRACE_PAIRS_PATH);
+  # SY_LAYERTRACE_RUNS=default takes the first only.
   if [ -f "$lib/libsy_chain_trace.so" ]; then
-    for run in default pairs; do
+    for run in ${SY_LAYERTRACE_RUNS:-default pairs}; do
       path=${SY_LAYERTRACE_PATH:-128 x 256 tiles, warp-specialised, TMA)}
       [ "$run" = pairs ] && path=${SY_LAYERTRACE_PAIRS_PATH:-128 x 256 tiles, block pairs, TMA)}
       echo "-- $run: $path"

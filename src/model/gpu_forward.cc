@@ -616,6 +616,9 @@ void apply_switches(GpuState& s, bool reapply) {
   // Block pairs sharing weight tiles by TMA multicast, for the split-tile TMA form (off: slower on an H100,
   // 2026-12-06, a 16K-token layer 3.56 against 3.21 ms; SY_SM90_CLUSTER=1).
   if (env_set("SY_SM90_CLUSTER")) cuda::set_grouped_gemm_sm90_cluster(env_flag("SY_SM90_CLUSTER", false));
+  // Its idle halves skipped (on; SY_SM90_SKIP_HALF=0 multiplies them: a 4096-token layer 1.05x, H100
+  // 2026-12-06).
+  if (env_set("SY_SM90_SKIP_HALF")) cuda::set_grouped_gemm_sm90_skip_idle_halves(env_flag("SY_SM90_SKIP_HALF", true));
   if (env_set("SY_SM90_EXPERTS")) {
     s.sm90_experts = env_flag("SY_SM90_EXPERTS", false);
     SY_REQUIRE(!s.sm90_experts || cuda::grouped_gemm_sm90_supported(), Unsupported, "cuda",
@@ -626,6 +629,8 @@ void apply_switches(GpuState& s, bool reapply) {
   // The chunked dispatch layout of large passes (on by default: H100 2026-12-06, a 16K-token layer 3.70 ->
   // 3.33 ms; SY_CHUNKED_LAYOUT=0 turns it off).
   if (env_set("SY_CHUNKED_LAYOUT")) cuda::set_chunked_dispatch_layout(env_flag("SY_CHUNKED_LAYOUT", true));
+  // The combine of large passes by token rows, the next token's slots read early (on; SY_TOKEN_COMBINE=0).
+  if (env_set("SY_TOKEN_COMBINE")) cuda::set_token_combine(env_flag("SY_TOKEN_COMBINE", true));
   // The decode router's cluster finish (on by default; SY_CLUSTER_ROUTE=0 turns it off).
   if (env_set("SY_CLUSTER_ROUTE")) cuda::set_cluster_routing(env_flag("SY_CLUSTER_ROUTE", true));
   // Dense projections of up to SY_DENSE_GEMV rows (0 to 4; 0: always cuBLAS) through our GEMV; process-wide.

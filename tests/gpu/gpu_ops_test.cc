@@ -698,6 +698,46 @@ TEST(GpuOps, DispatchPermuteUnpermuteMatchCpu) {
   check_dispatch(false);
 }
 
+// The token-row combine of large passes (cuda::set_token_combine) gives unpermute8_kernel's sums bit for bit
+// and the CPU's combine_tokens: a Qwen3-30B-A3B-wide row (2048 columns, one group per thread), a row of more
+// groups than a block's 1024 threads (8200 columns), and one of fewer groups than its threads (320 columns:
+// threads without a group still read the next token's slots); top-8, top-3, and more tokens than resident
+// blocks so that every block walks several tokens.
+TEST(GpuOps, TokenCombineEqualsBlockPerRowCombine) {
+  SY_SKIP_WITHOUT_GPU();
+  const bool before = cuda::token_combine();
+  struct Case {
+    int64_t tokens, hidden;
+    int top_k, experts;
+  };
+  for (const Case& c : std::vector<Case>{{1100, 2048, 8, 128}, {1024, 8200, 3, 16}, {5000, 320, 8, 64}}) {
+    moe::Routing r = make_routing(c.tokens, c.top_k, c.experts, [&](int64_t i, int s) {
+      return static_cast<int>((i * 7 + s * 13 + i / 5) % c.experts);
+    });
+    moe::DispatchLayout ref = moe::make_dispatch_layout(r, c.experts);
+    Tensor expert = Tensor::empty({c.tokens, c.top_k}, DType::kI32);
+    for (size_t i = 0; i < r.expert.size(); ++i) expert.i32()[i] = r.expert[i];
+    cuda::DeviceDispatchLayout l = cuda::make_dispatch_layout(cuda::to_device(expert), c.experts);
+    const Tensor expert_out = rand_tensor({ref.num_rows(), c.hidden}).to(DType::kBF16);
+    const Tensor residual = rand_tensor({c.tokens, c.hidden});
+    Tensor out_ref = residual.clone();
+    moe::combine_tokens(expert_out.to(DType::kF32), ref, r, out_ref);
+    const Tensor rows = cuda::to_device(expert_out);
+    const Tensor weight = cuda::to_device(Tensor::from_vector({c.tokens, c.top_k}, r.weight));
+    Tensor by_block = cuda::to_device(residual), by_token = cuda::to_device(residual);
+    cuda::set_token_combine(false);
+    cuda::unpermute(rows, l, weight, by_block);
+    cuda::set_token_combine(true);
+    cuda::unpermute(rows, l, weight, by_token);
+    cuda::set_token_combine(before);
+    const std::string what = std::to_string(c.tokens) + " tokens x top-" + std::to_string(c.top_k) + ", " +
+                             std::to_string(c.hidden) + " columns";
+    const Tensor a = cuda::to_host(by_block), b = cuda::to_host(by_token);
+    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << what << ": the two combines differ";
+    expect_close("token combine, " + what, by_token, out_ref, kF32Tol);
+  }
+}
+
 // The same through the chunked layout (the default; SY_CHUNKED_LAYOUT=0 is the other): the same rows, bit for bit.
 TEST(GpuOps, ChunkedDispatchLayoutMatchesCpu) {
   SY_SKIP_WITHOUT_GPU();

@@ -208,6 +208,13 @@ void add_expert_bias(Tensor& y, const Tensor& bias, const Tensor& expert, const 
 // owns each output element: deterministic). expert_out: (rows, hidden) f32 or bf16; weight: (tokens, top_k)
 // f32; out: (tokens, hidden) f32.
 void unpermute(const Tensor& expert_out, const DeviceDispatchLayout& layout, const Tensor& weight, Tensor& out);
+// How unpermute combines bf16 expert rows of passes of at least 1024 tokens (top-8 or less), process-wide:
+// true (the default), a resident grid of blocks that each walk whole token rows and read the next token's
+// slots while the current token's rows load (H100, 2026-12-06: 271 against 371 us at 16384 tokens x top-8 of
+// 2048 columns, 2.97 TB/s); false, a block per 1024 columns of a token, which reads its slots' indices before
+// their rows. The same sums either way. SY_TOKEN_COMBINE=0 turns it off at model upload.
+void set_token_combine(bool on);
+bool token_combine();
 
 // Causal prefill attention of t queries against the first kv_len keys of one sequence; the semantics of
 // sy::ops::attention (GQA, sliding window, sinks) except packed documents (key_start is not supported yet).
@@ -391,6 +398,12 @@ bool grouped_gemm_sm90_pingpong();
 // block alone.
 void set_grouped_gemm_sm90_cluster(bool on);
 bool grouped_gemm_sm90_cluster();
+// With the warp-specialised schedule, process-wide: true (the default) skips the products of idle halves, a
+// consumer warpgroup's 64 rows of a tile past the expert's last row (split tiles; an expert's last tile of at
+// most 64 rows), and a ping-pong warpgroup's second 64 rows of such a tile (most tiles of a pass of a few
+// hundred rows); false multiplies the zero-filled rows as well. The same products either way.
+void set_grouped_gemm_sm90_skip_idle_halves(bool on);
+bool grouped_gemm_sm90_skip_idle_halves();
 // GEMM launches so far in this process by kernel (tests check which one a setting ran): one tile per block, and
 // warp-specialised in all, of which with TMA weight loads, of which ping-pong, of which in block pairs.
 struct GroupedGemmSm90Launches {

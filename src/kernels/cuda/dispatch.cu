@@ -2,7 +2,9 @@
 // ordered by assignment index, exactly as sy::moe::make_dispatch_layout orders them; positions come from
 // block-wide prefix counts, never from atomics, so the layout and every result are deterministic.
 // Not here: capacity/drop decisions, per-rank counts for expert parallelism, fusion of permute into the GEMM.
+#include <algorithm>
 #include <atomic>
+#include <type_traits>
 
 #include "block_layout.cuh"
 #include "op_common.cuh"
@@ -13,6 +15,8 @@ namespace {
 
 constexpr int kThreads = 256;
 std::atomic<bool> g_chunked_layout{true};  // set_chunked_dispatch_layout
+std::atomic<bool> g_token_combine{true};  // set_token_combine
+constexpr int64_t kTokenCombineMinTokens = 1024;  // smaller passes keep unpermute8_kernel's wider grid
 
 // Block e counts the assignments of expert e.
 __global__ void count_kernel(const int32_t* expert, int64_t assignments, int num_experts, int64_t* counts,
@@ -263,6 +267,55 @@ __global__ void unpermute8_kernel(const T* expert_out, const int64_t* assignment
   }
 }
 
+// The same sums again (unpermute8_kernel's, element for element) for large passes of bf16 expert rows: each
+// block walks tokens t = blockIdx.x, + gridDim.x, ... a whole token row at a time (its threads take the
+// 8-column groups), and reads the next token's slots (row indices and weights) as the current token's start,
+// so that no row load waits for an index. Row indices in 32 bits (the host checks the rows fit) and the slots'
+// rows held as raw 16-byte words until summed, to keep the registers down. top_k <= kUnpermuteSlots.
+__global__ void unpermute_tokens_kernel(const __nv_bfloat16* expert_out, const int64_t* assignment_row,
+                                        const float* weight, int top_k, int64_t hidden, int64_t tokens, float* out) {
+  detail::chain_entry();  // a decode-chain kernel: see launch_chained
+  const int64_t groups = hidden / 8;
+  int32_t row[kUnpermuteSlots];
+  float w[kUnpermuteSlots];
+  auto read_slots = [&](int64_t t) {
+#pragma unroll
+    for (int u = 0; u < kUnpermuteSlots; ++u) {
+      const bool in = t < tokens && u < top_k;
+      row[u] = in ? static_cast<int32_t>(assignment_row[t * top_k + u]) : 0;
+      w[u] = in ? weight[t * top_k + u] : 0.f;
+    }
+  };
+  read_slots(blockIdx.x);
+  for (int64_t t = blockIdx.x; t < tokens; t += gridDim.x) {
+    int32_t here[kUnpermuteSlots];
+    float w_here[kUnpermuteSlots];
+#pragma unroll
+    for (int u = 0; u < kUnpermuteSlots; ++u) here[u] = row[u], w_here[u] = w[u];
+    read_slots(t + gridDim.x);  // in flight while this token's rows load
+    for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
+      uint4 raw[kUnpermuteSlots];
+#pragma unroll
+      for (int u = 0; u < kUnpermuteSlots; ++u) {
+        if (u < top_k) raw[u] = __ldcs(reinterpret_cast<const uint4*>(expert_out + int64_t{here[u]} * hidden + 8 * g));
+      }
+      float* dst = out + t * hidden + 8 * g;
+      float acc[8];
+      detail::load_f32x8(dst, acc);
+#pragma unroll
+      for (int u = 0; u < kUnpermuteSlots; ++u) {
+        if (u >= top_k) break;
+        float v[8];
+        detail::unpack_bf16x8(raw[u], v);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[i] += w_here[u] * v[i];
+      }
+      reinterpret_cast<float4*>(dst)[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+      reinterpret_cast<float4*>(dst)[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+    }
+  }
+}
+
 // Row r of the permuted rows belongs to expert expert[row_assignment[r]]; adds that expert's bias row.
 template <typename T>
 __global__ void expert_bias_kernel(T* y, const float* bias, const int32_t* expert, const int64_t* row_assignment,
@@ -302,6 +355,8 @@ void add_expert_bias(Tensor& y, const Tensor& bias, const Tensor& expert, const 
 
 void set_chunked_dispatch_layout(bool on) { g_chunked_layout.store(on); }
 bool chunked_dispatch_layout() { return g_chunked_layout.load(); }
+void set_token_combine(bool on) { g_token_combine.store(on); }
+bool token_combine() { return g_token_combine.load(); }
 
 DeviceDispatchLayout make_dispatch_layout(const Tensor& expert, int num_experts, bool check_ids,
                                           const Tensor& counts_out) {
@@ -400,6 +455,21 @@ void launch_unpermute(const T* expert_out, const DeviceDispatchLayout& layout, c
   const int64_t hidden = out.size(1);
   const bool vec = hidden % 8 == 0 && reinterpret_cast<uintptr_t>(expert_out) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(out.raw()) % 16 == 0;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    if (vec && g_token_combine.load() && layout.num_tokens >= kTokenCombineMinTokens &&
+        layout.top_k <= kUnpermuteSlots && layout.num_tokens * layout.top_k < INT32_MAX) {
+      // A block per token row (up to 1024 threads of 8 columns), as many blocks as are resident.
+      const int threads = static_cast<int>(std::min<int64_t>(1024, (hidden / 8 + 31) / 32 * 32));
+      int per_sm = 0;
+      SY_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, unpermute_tokens_kernel, threads, 0));
+      const int64_t blocks = std::min<int64_t>(layout.num_tokens, int64_t{std::max(per_sm, 1)} * detail::multiprocessors());
+      detail::launch_chained(unpermute_tokens_kernel, dim3(static_cast<unsigned>(blocks)), threads, 0, expert_out,
+                             layout.assignment_row.i64(), weight.f32(), layout.top_k, hidden, layout.num_tokens,
+                             out.f32());
+      SY_CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
   const dim3 grid(static_cast<unsigned>(((vec ? hidden / 8 : hidden) + 127) / 128),
                   static_cast<unsigned>(layout.num_tokens < 65535 ? layout.num_tokens : 65535));
   detail::launch_chained(vec ? unpermute8_kernel<T> : unpermute_kernel<T>, grid, 128, 0, expert_out,

@@ -193,6 +193,7 @@ std::atomic<bool> g_warp_specialized{true};
 std::atomic<bool> g_tma{true};
 std::atomic<bool> g_pingpong{true};
 std::atomic<bool> g_cluster{false};  // block pairs sharing weight tiles (off: measured slower)
+std::atomic<bool> g_skip_idle_halves{true};
 std::atomic<int64_t> g_calls{0};  // launches so far (tests check that a forward pass took this path)
 std::atomic<int64_t> g_one_tile_launches{0}, g_ws_launches{0}, g_tma_launches{0}, g_pingpong_launches{0},
     g_pair_launches{0};
@@ -217,6 +218,7 @@ void launch_tiled(Problem p, int64_t rows) {
   row_tile_table_kernel<<<1, kThreads, 0, stream()>>>(p.offsets, p.experts, m_tiles, pair, tiles);
   SY_CUDA_CHECK_LAUNCH();
   p.tiles = tiles;
+  p.flags = g_skip_idle_halves.load() ? kSkipIdleHalves : 0;
   if (g_warp_specialized.load()) {
     // Its producer keeps x's row indices in 32 bits (x has at most as many rows as the groups).
     SY_REQUIRE(rows < INT32_MAX, InvalidArgument, "cuda grouped_gemm_sm90", rows,
@@ -307,6 +309,10 @@ bool grouped_gemm_sm90_pingpong() { return g_pingpong.load(); }
 void set_grouped_gemm_sm90_cluster(bool on) { g_cluster.store(on); }
 
 bool grouped_gemm_sm90_cluster() { return g_cluster.load(); }
+
+void set_grouped_gemm_sm90_skip_idle_halves(bool on) { g_skip_idle_halves.store(on); }
+
+bool grouped_gemm_sm90_skip_idle_halves() { return g_skip_idle_halves.load(); }
 
 int64_t grouped_gemm_sm90_calls() { return g_calls.load(); }
 

@@ -50,7 +50,11 @@ struct Problem {
   const uint8_t* maps1;     // the same of the w1 matrices
   int n_tiles;              // column tiles of y: n / 128 (SwiGLU: n / 64), rounded up
   const struct RowTile* tiles;  // (row tiles,) from row_tile_table_kernel
+  int flags;                    // kSkipIdleHalves (the warp-specialised kernel's options)
 };
+
+// Problem::flags: set_grouped_gemm_sm90_skip_idle_halves, no products for a tile's 64-row halves past its rows.
+constexpr int kSkipIdleHalves = 1;
 
 // Row tile i of the grouped rows: `rows` (1..128) rows of `expert` from grouped row row0; expert -1 past the last.
 // A paired table (for block pairs) also has tiles of 0 rows: each expert's tile count padded to even.

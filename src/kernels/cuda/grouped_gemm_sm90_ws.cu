@@ -2,7 +2,7 @@
 // products, tiles and epilogue as grouped_gemm_sm90.cu's kernel, scheduled differently. One block per SM loops
 // over the block tiles (tile i, i + blocks, ...; row tile i / n_tiles, column tile i % n_tiles, so the blocks
 // at work at any moment share a few experts' weights in L2). Its 384 threads are three warpgroups:
-// - warpgroup 0, the producer (72 registers after setmaxnreg): fills a ring of stages with cp.async, A's
+// - warpgroup 0, the producer (88 registers after setmaxnreg): fills a ring of stages with cp.async, A's
 //   rows gathered through the dispatch layout as before, B's weight rows, in the 128-byte swizzled layout;
 //   each thread's copies of a stage complete one arrival on the stage's `full` barrier
 //   (cp.async.mbarrier.arrive.noinc, 128 arrivals a phase). It waits on the stage's `empty` barrier before
@@ -10,7 +10,7 @@
 //   kTmaB (set_grouped_gemm_sm90_tma) the weight rows come by TMA instead: thread 0 announces the stage's B
 //   bytes on `full` (arrive.expect_tx, the 129th arrival) and issues one 64-row box per 64 rows of the tile
 //   from the expert's tensor map (tensor_map.cuh: the same swizzled layout, rows past n zero-filled).
-// - warpgroups 1 and 2, the consumers (216 registers): each multiplies its 64 rows of A by the whole B tile
+// - warpgroups 1 and 2, the consumers (208 registers): each multiplies its 64 rows of A by the whole B tile
 //   as soon as the stage's `full` barrier completes, keeps one wgmma group in flight, and frees a stage (one
 //   arrival per warp on `empty`, 8 a phase) once the products that read it have retired; then writes the tile
 //   from its accumulators (store_tile). With kPingPong (set_grouped_gemm_sm90_pingpong, 128-column tiles) they
@@ -24,6 +24,11 @@
 //   consumer warpgroup whose 64 rows are) skips the products but keeps the barriers' counts. Measured slower
 //   than single blocks on an H100 (2026-12-06: a 16K-token layer 3.56 against 3.21 ms; L2 bandwidth was not
 //   what held the GEMMs), so off by default.
+// kSkipIdleHalves (Problem::flags, on by default): a consumer warpgroup whose 64 rows of a tile lie past the
+// tile's rows (an expert's last tile of at most 64 rows) waits on and frees the tile's stages without
+// multiplying; a ping-pong warpgroup multiplies only the first 64 rows of such a tile. The branch stands
+// outside the k loop: around the products inside it, ptxas serialises the wgmma (C7518; the pair forms were
+// serialised so until 2026-12-06) and a 16K-token layer took 3.21 against 2.85 ms (H100).
 // No block-wide barrier inside the main loop: the loads of one stage overlap the products of the others, and
 // a tile's epilogue overlaps the loads of the next. CPU reference: ops::linear per expert, through the tests of
 // tests/gpu/gpu_grouped_test.cc, which run every schedule; tools/ws_pipeline_emulation.py checks the barrier
@@ -45,7 +50,9 @@ namespace {
 constexpr int kWsThreads = 384;
 constexpr int kProducerThreads = 128;
 constexpr int kConsumerWarps = 8;
-constexpr int kProducerRegisters = 72, kConsumerRegisters = 216;
+// 88 / 208 measured faster than 72 / 216 (H100, 2026-12-06: a 16K-token layer 2.82-2.87 against 2.89-2.96 ms),
+// with no spills at the TMA forms either way (ptxas -v, nvcc 13).
+constexpr int kProducerRegisters = 88, kConsumerRegisters = 208;
 constexpr int kARowsPerThread = kTileM / (kProducerThreads / 8);  // 8: rows row_base + 16 i
 // The block starts with 168 registers per thread (65536 / 384, rounded down to a multiple of 8: ptxas's cap for
 // __launch_bounds__(384, 1)); setmaxnreg.inc waits for registers that the block's own .dec returned, so the
@@ -98,7 +105,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
   // The block tiles this block takes, in order: tile i, i + blocks, ... of `tiles`; a pair takes pair tile
   // i, i + clusters, ... of tiles / 2 (row tiles 2 (i / n_tiles) and the next, column tile i % n_tiles), its
   // block `rank` the row tile 2 (i / n_tiles) + rank.
-  // (Read from the special registers and parameters where used, not held: the producer has 72 registers.)
+  // (Read from the special registers and parameters where used, not held: the producer has 88 registers.)
   auto first = [] { return int64_t{kPair ? sm90::cluster_id() : blockIdx.x}; };
   auto step = [] { return int64_t{kPair ? sm90::cluster_count() : gridDim.x}; };
   const int64_t count = kPair ? tiles / 2 : tiles;
@@ -106,6 +113,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     return kPair ? ((seq / p.n_tiles) * 2 + sm90::cluster_rank()) * p.n_tiles + seq % p.n_tiles : seq;
   };
   const uint32_t rank = kPair ? sm90::cluster_rank() : 0;
+  const bool skip_idle = (p.flags & kSkipIdleHalves) != 0;
 
   if (warpgroup == 0) {
     // Producer. Thread t stages 16-byte chunk t % 8 of rows t / 8 + 16 i of A (i < 8) and of B (i < kTileN / 16).
@@ -222,6 +230,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     for (int64_t i_tile = blockIdx.x + consumer * int64_t{gridDim.x}; i_tile < tiles; i_tile += 2 * int64_t{gridDim.x}, j += 2) {
       const RowTile tile = p.tiles[i_tile / p.n_tiles];
       if (tile.expert < 0) break;
+      const bool both_halves = !skip_idle || tile.rows > kTileM / 2;  // else rows 64-127 are past the tile's
 #pragma unroll
       for (int i = 0; i < 64; ++i) acc0[i] = acc1[i] = 0.f;
       if (j > 0) {
@@ -238,11 +247,18 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
         sm90::fence_accumulators(acc0);
         sm90::fence_accumulators(acc1);
         sm90::wgmma_fence();
+        if (both_halves) {
 #pragma unroll
-        for (int kk = 0; kk < kTileK / 16; ++kk) {
-          const uint64_t b = sm90::smem_descriptor(b_stage + kk * 32);
-          sm90::wgmma_ss<128>(acc0, sm90::smem_descriptor(a_stage + kk * 32), b);
-          sm90::wgmma_ss<128>(acc1, sm90::smem_descriptor(a_stage + (kTileM / 2) * 128 + kk * 32), b);
+          for (int kk = 0; kk < kTileK / 16; ++kk) {
+            const uint64_t b = sm90::smem_descriptor(b_stage + kk * 32);
+            sm90::wgmma_ss<128>(acc0, sm90::smem_descriptor(a_stage + kk * 32), b);
+            sm90::wgmma_ss<128>(acc1, sm90::smem_descriptor(a_stage + (kTileM / 2) * 128 + kk * 32), b);
+          }
+        } else {
+#pragma unroll
+          for (int kk = 0; kk < kTileK / 16; ++kk) {
+            sm90::wgmma_ss<128>(acc0, sm90::smem_descriptor(a_stage + kk * 32), sm90::smem_descriptor(b_stage + kk * 32));
+          }
         }
         sm90::wgmma_commit();
         sm90::fence_accumulators(acc0);
@@ -261,7 +277,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
       __syncwarp();
       const int n_tile = static_cast<int>(i_tile % p.n_tiles);
       store_tile<kSwiGLU, 128>(p, acc0, 0, tile.expert, tile.row0, tile.rows, n_tile);
-      store_tile<kSwiGLU, 128>(p, acc1, 1, tile.expert, tile.row0, tile.rows, n_tile);
+      if (both_halves) store_tile<kSwiGLU, 128>(p, acc1, 1, tile.expert, tile.row0, tile.rows, n_tile);
     }
     return;
   }
@@ -286,29 +302,36 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
     const int64_t i_tile = block_tile(seq);
     const RowTile tile = p.tiles[i_tile / p.n_tiles];
     if (tile.expert < 0) break;
-    // Only a pair has tiles, or halves, without rows (the padding of an expert's odd row-tile count).
-    const bool active = !kPair || tile.rows > consumer * (kTileM / 2);
+    // Halves without rows: a pair's padding of an expert's odd row-tile count, and with kSkipIdleHalves the
+    // second half of a tile of at most 64 rows (its products would be of zero-filled rows).
+    const bool active = !(kPair || skip_idle) || tile.rows > consumer * (kTileM / 2);
+    if (!active) {  // nothing reads this half's stages
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        sm90::mbarrier_wait(full + 8 * stage, phase);
+        free_stage(stage);
+        if (++stage == kStages) {
+          stage = 0;
+          phase ^= 1;
+        }
+      }
+      continue;
+    }
 #pragma unroll
     for (int i = 0; i < Shape::kAccumulators; ++i) acc[i] = 0.f;
     int previous = 0;
     for (int kt = 0; kt < k_tiles; ++kt) {
       sm90::mbarrier_wait(full + 8 * stage, phase);
-      if (active) {
-        sm90::fence_proxy_async();  // the stage's cp.async writes, seen by the tensor cores (TMA's already are)
-        const uint32_t a_stage = ring + stage * kStageBytes + consumer * (kTileM / 2) * 128;
-        const uint32_t b_stage = ring + stage * kStageBytes + kABytes;
-        multiply_stage<kTileN>(acc, a_stage, b_stage);  // the products of kt - 1 have retired: their stage is free
-        if (kt > 0) free_stage(previous);
-      } else {
-        free_stage(stage);  // nothing read it
-      }
+      sm90::fence_proxy_async();  // the stage's cp.async writes, seen by the tensor cores (TMA's already are)
+      const uint32_t a_stage = ring + stage * kStageBytes + consumer * (kTileM / 2) * 128;
+      const uint32_t b_stage = ring + stage * kStageBytes + kABytes;
+      multiply_stage<kTileN>(acc, a_stage, b_stage);  // the products of kt - 1 have retired: their stage is free
+      if (kt > 0) free_stage(previous);
       previous = stage;
       if (++stage == kStages) {
         stage = 0;
         phase ^= 1;
       }
     }
-    if (!active) continue;
     sm90::wgmma_wait<0>();
     sm90::fence_accumulators(acc);
     if (k_tiles > 0) free_stage(previous);
