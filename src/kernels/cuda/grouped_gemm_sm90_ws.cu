@@ -130,7 +130,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
       const int n_tile = static_cast<int>(i_tile % p.n_tiles);
       // A's x rows as 32-bit indices (x has fewer than 2^31 rows; -1: past the tile's rows), to keep the
       // producer inside its registers.
-      int32_t a_row[kARowsPerThread];
+      const __nv_bfloat16* a_src[kARowsPerThread];
       uint32_t b_in = 0;
 #pragma unroll
       for (int i = 0; i < kARowsPerThread; ++i) {
@@ -138,9 +138,8 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
         const bool in = r < tile.rows;
         int64_t x_row = tile.row0 + r;
         if (in && p.gather) x_row = p.gather[x_row] / p.top_k;
-        a_row[i] = in ? static_cast<int32_t>(x_row) : -1;
+        a_src[i] = in ? p.x + x_row * p.k + chunk * 8 : nullptr;
       }
-      const __nv_bfloat16* a_base = p.x + chunk * 8;
       // B row r: SwiGLU's rows [0, kTileN / 2) are gate rows n_first + r, the rest the same up rows.
       constexpr int kHalf = kSwiGLU ? kBRowsPerThread / 2 : kBRowsPerThread;
       const int64_t n_first = int64_t{n_tile} * (kSwiGLU ? kTileN / 2 : kTileN);
@@ -165,9 +164,9 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
         const uint32_t a_stage = ring + stage * kStageBytes, b_stage = a_stage + kABytes;
 #pragma unroll
         for (int i = 0; i < kARowsPerThread; ++i) {
-          const bool ok = a_row[i] >= 0 && k_in;
-          detail::cp_async16(a_stage + sm90::swizzled(row_base + 16 * i, chunk),
-                             ok ? a_base + a_row[i] * p.k + k0 : p.x, ok ? 16 : 0);
+          const bool ok = a_src[i] != nullptr && k_in;
+          detail::cp_async16(a_stage + sm90::swizzled(row_base + 16 * i, chunk), ok ? a_src[i] + k0 : p.x,
+                             ok ? 16 : 0);
         }
         if constexpr (kTmaB) {
           // One thread: the B tile as 64-row boxes (SwiGLU: the gate boxes, then the same up boxes); rows past
