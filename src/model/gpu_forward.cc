@@ -31,6 +31,13 @@
 
 namespace sy::model_detail {
 
+bool grouped_decode_attention(int setting, bool decode_only, int64_t rows, int64_t longest_keys,
+                              int64_t max_keys_alone) {
+  if (setting >= 0) return setting > 0;
+  if (!decode_only || rows < kGroupedAttentionMinRows) return false;
+  return rows > 1 || longest_keys <= max_keys_alone;
+}
+
 #if SY_HAS_CUDA
 
 namespace {
@@ -46,12 +53,6 @@ constexpr int64_t kCombineMaxTokens = 4;
 // Whole fresh prompts of at least this many tokens run the tensor-core prefill attention (shorter ones gain
 // nothing over the paged kernel). SY_FLASH_PREFILL=0 turns it off at upload.
 constexpr int64_t kFlashMinTokens = 64;
-// Decode passes of at least this many query rows run the paged attention grouped by key head by default (see
-// GpuSwitches::grouped_attention). Qwen3-30B-A3B decode steps on an H100 (2026-12-06), grouped against per
-// head: batch 1 1.016x, 2 0.999x, 4 0.944x, 8 0.90x, 64 0.87x; with its first two steps of cached keys read
-// before the programmatic-launch wait (prefetch_keys, later the same day), batch 1 0.971-0.987x, 4 0.975-0.993x
-// of the per-head kernel: every decode pass.
-constexpr int64_t kGroupedAttentionMinRows = 1;
 }  // namespace
 
 // The device inputs of one pass (all int64 but the int32 block tables).
@@ -60,6 +61,9 @@ struct DeviceBatch {
   // Every sequence of the pass has one query row (a decode step): no query reads a key another query of the
   // pass writes, so the keys before each query's position are all in the pool before the pass.
   bool decode_only = false;
+  // Keys the pass's longest sequence has room for in its pool blocks (blocks x block size): a decode graph's
+  // are those of the step that captured it (graphs are keyed by grouped_decode_attention's choice).
+  int64_t longest_keys = 0;
   Tensor ids, positions, rows, starts, tables, logit_rows;
   // Query rows [first, second) of sequences whose chunk is a whole fresh prompt (positions 0..len-1) long
   // enough for the tensor-core prefill kernel; every other row runs the paged kernel. Sorted, disjoint.
@@ -176,10 +180,11 @@ struct GpuSwitches {
   int key_splits = 0;                            // paged attention key splits (0: chosen from the batch)
   int min_split_keys = 0;                        // keys each split covers at least (AttentionArgs::min_split_keys)
   // Paged attention grouped by key head, one cluster per (query, key head) (AttentionArgs::grouped_decode):
-  // -1 (the default) for decode passes of at least kGroupedAttentionMinRows query rows (measured there);
+  // -1 (the default) as grouped_decode_attention decides (decode passes, but a lone long sequence);
   // SY_GROUPED_ATTENTION=1 for every pass, prefill chunks included, 0 for none. Passes it takes ignore
   // key_splits and min_split_keys (its clusters split the keys) and the fused attention (SY_FUSED_ATTENTION).
   int grouped_attention = -1;
+  int64_t grouped_max_keys_alone = kGroupedAttentionMaxKeysAlone;  // SY_GROUPED_ATTENTION_MAX_KEYS
   bool device_sampling = true;                   // tokens drawn on the GPU (SY_GPU_SAMPLING=0: on the host)
 };
 
@@ -233,7 +238,8 @@ struct GpuState : GpuSwitches {
   // (SY_CUDA_GRAPHS=0 at upload or set_cuda_graphs: off).
   bool use_graphs = true;
   const void* graph_pool = nullptr;
-  std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs;  // key: 2 * batch size, + 1 for a sampled graph
+  // key: 4 * batch size, + 2 for the grouped attention (grouped_decode_attention), + 1 for a sampled graph
+  std::map<int64_t, std::unique_ptr<DecodeGraph>> graphs;
   // Expert parallelism (upload with an EP group): this rank's GPU holds only its experts; MoE layers dispatch
   // over NCCL (moe_layer_ep). Passes then run eagerly (dispatch plans synchronise with the host).
   std::unique_ptr<parallel::Comm> ep_comm;
@@ -582,6 +588,8 @@ void apply_switches(GpuState& s, bool reapply) {
   s.prefetch_o = env_flag("SY_PREFETCH_O", s.prefetch_o);
   s.prefetch_qkv = static_cast<int>(env_int("SY_PREFETCH_QKV", s.prefetch_qkv, 0, 2));
   if (env_set("SY_GROUPED_ATTENTION")) s.grouped_attention = env_flag("SY_GROUPED_ATTENTION", false) ? 1 : 0;
+  s.grouped_max_keys_alone =
+      env_int("SY_GROUPED_ATTENTION_MAX_KEYS", kGroupedAttentionMaxKeysAlone, 0, int64_t{1} << 40);
   s.flash_sm90 = cuda::flash_attention_sm90_supported();
   s.sm90_experts = cuda::grouped_gemm_sm90_supported();
   if (env_set("SY_FLASH_SM90")) {
@@ -993,7 +1001,7 @@ Tensor run_layers(GpuState& s, const DeviceBatch& b, PagedKvPool& pool, Tensor* 
     args.min_split_keys = s.min_split_keys;
     // By default only decode passes (what was measured); prefill chunks keep the per-head kernel.
     args.grouped_decode =
-        s.grouped_attention > 0 || (s.grouped_attention < 0 && b.decode_only && n >= kGroupedAttentionMinRows);
+        grouped_decode_attention(s.grouped_attention, b.decode_only, n, b.longest_keys, s.grouped_max_keys_alone);
     args.cached_keys_ready = s.prefetch_keys && b.decode_only;
     if (s.prefetch_o && b.decode_only) args.l2_prefetch = cuda::L2Prefetch::of(w.o);
     args.sm90 = s.flash_sm90;
@@ -1131,7 +1139,10 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
   int64_t longest = 0;
   for (const ops::PagedSequence& seq : plan.sequences) longest = std::max<int64_t>(longest, seq.num_blocks);
   const bool sampled = sampling && pending && s.device_sampling && s.pinned_io;
-  const int64_t key = 2 * n + (sampled ? 1 : 0);
+  // A lone sequence past kGroupedAttentionMaxKeysAlone keys gets a graph of its own with the per-head attention.
+  const int64_t longest_keys = longest * pool.block_size();
+  const bool grouped = grouped_decode_attention(s.grouped_attention, true, n, longest_keys, s.grouped_max_keys_alone);
+  const int64_t key = 4 * n + (grouped ? 2 : 0) + (sampled ? 1 : 0);
   auto it = s.graphs.find(key);
   if (it != s.graphs.end() && it->second->table_capacity < longest) s.graphs.erase(it), it = s.graphs.end();
   if (it == s.graphs.end()) {
@@ -1141,6 +1152,7 @@ Tensor decode_with_graph(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, 
     g->table_capacity = std::max(longest, std::min<int64_t>(pool.num_blocks(), per_seq));
     g->batch.n = n;
     g->batch.decode_only = true;  // is_decode_step: one query row per sequence
+    g->batch.longest_keys = longest_keys;
     g->inputs = Tensor::empty({3, n}, DType::kI64, Device::kCuda);
     g->batch.ids = g->inputs.select(0);
     g->batch.positions = g->inputs.select(1);
@@ -1235,6 +1247,9 @@ Tensor device_logits(GpuState& s, const BatchPlan& plan, PagedKvPool& pool, Expe
   b.decode_only = plan.sequences.size() == static_cast<size_t>(n) &&
                   std::all_of(plan.sequences.begin(), plan.sequences.end(),
                               [](const ops::PagedSequence& seq) { return seq.q_end - seq.q_begin == 1; });
+  for (const ops::PagedSequence& seq : plan.sequences) {
+    b.longest_keys = std::max<int64_t>(b.longest_keys, seq.num_blocks * pool.block_size());
+  }
   std::vector<int32_t> tables;
   std::vector<int64_t> starts;
   flatten_tables(plan, n, tables, starts);

@@ -57,5 +57,20 @@ const char* expert_path_name(ExpertPath path);
 void gpu_moe_layer(GpuState& state, int layer, const Tensor& h, const Tensor& hb, Tensor& out, ExpertPath path);
 // Bytes of device memory the uploaded weights take.
 size_t gpu_weight_bytes(const GpuState& state);
+// Decode passes of at least this many query rows run the paged attention grouped by key head by default.
+// Qwen3-30B-A3B decode steps on an H100 (2026-12-06), grouped against per head: batch 1 1.016x, 2 0.999x,
+// 4 0.944x, 8 0.90x, 64 0.87x; with its first two steps of cached keys read before the programmatic-launch wait
+// (prefetch_keys, later the same day), batch 1 0.971-0.987x, 4 0.975-0.993x of the per-head kernel.
+constexpr int64_t kGroupedAttentionMinRows = 1;
+// Whether a pass's paged attention runs grouped by key head (cuda::AttentionArgs::grouped_decode; one cluster
+// of 8 blocks per query and key head): `setting` 1 or 0 forces it (SY_GROUPED_ATTENTION), -1 (the default)
+// takes decode passes, except a lone sequence (rows == 1) whose longest_keys (blocks x block size) exceed
+// max_keys_alone (kGroupedAttentionMaxKeysAlone unless SY_GROUPED_ATTENTION_MAX_KEYS says): its key heads x 8
+// blocks are too few for a long context, where the per-head kernel's key splits fill the GPU. Qwen3-30B-A3B
+// batch-1 steps on an H100 (2026-12-06), grouped against per head: 128-token prompts (up to 160 keys) 0.981x,
+// 512 1.010x, 1024 1.047x, 2048 1.10x; the limit sits between the first two.
+constexpr int64_t kGroupedAttentionMaxKeysAlone = 384;
+bool grouped_decode_attention(int setting, bool decode_only, int64_t rows, int64_t longest_keys,
+                              int64_t max_keys_alone = kGroupedAttentionMaxKeysAlone);
 
 }  // namespace sy::model_detail

@@ -11,6 +11,7 @@
 #include <numeric>
 
 #include "gpu_harness.h"
+#include "model/gpu_forward.h"
 #include "switchyard/model/generate.h"
 #include "switchyard/model/model.h"
 #include "switchyard/model/tensor_source.h"
@@ -405,6 +406,39 @@ TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
   graphed->set_cuda_graphs(true);
   eager->set_cuda_graphs(false);
   expect_same_decode(*graphed, *eager, [] {}, [] {}, GetParam() + " graphed vs eager");
+}
+
+// The same with a lone sequence's grouped attention limited to 4 keys (SY_GROUPED_ATTENTION_MAX_KEYS=4): the
+// batch-1 steps run the per-head kernel, in graphs keyed apart from the grouped ones, the batch-2 and -3 steps
+// the grouped kernel; graphed and eager passes must choose alike.
+TEST_P(GpuForward, GraphDecodeEqualsEagerDecodeWithLoneLongSequences) {
+  SY_SKIP_WITHOUT_GPU();
+  ScopedEnv env("SY_GROUPED_ATTENTION_MAX_KEYS", "4");
+  auto graphed = Model::load(dir_of(GetParam()));
+  auto eager = Model::load(dir_of(GetParam()));
+  graphed->to_device(Device::kCuda);
+  eager->to_device(Device::kCuda);
+  graphed->set_cuda_graphs(true);
+  eager->set_cuda_graphs(false);
+  expect_same_decode(*graphed, *eager, [] {}, [] {}, GetParam() + " graphed vs eager, lone sequences per head");
+}
+
+// Which passes take the grouped decode attention (model_detail::grouped_decode_attention): forced on or off by
+// the setting; by default decode passes, but a lone sequence with more keys than the limit.
+TEST(GpuForwardChoices, GroupedDecodeAttentionByPassAndContext) {
+  using model_detail::grouped_decode_attention;
+  using model_detail::kGroupedAttentionMaxKeysAlone;
+  EXPECT_TRUE(grouped_decode_attention(-1, true, 1, 128));
+  EXPECT_TRUE(grouped_decode_attention(-1, true, 1, kGroupedAttentionMaxKeysAlone));
+  EXPECT_FALSE(grouped_decode_attention(-1, true, 1, kGroupedAttentionMaxKeysAlone + 16));
+  EXPECT_TRUE(grouped_decode_attention(-1, true, 2, 1 << 20)) << "two sequences fill twice the clusters";
+  EXPECT_TRUE(grouped_decode_attention(-1, true, 64, 4096));
+  EXPECT_FALSE(grouped_decode_attention(-1, false, 64, 128)) << "prefill chunks keep the per-head kernel";
+  EXPECT_FALSE(grouped_decode_attention(-1, true, 0, 0));
+  EXPECT_TRUE(grouped_decode_attention(1, false, 1, 1 << 20)) << "SY_GROUPED_ATTENTION=1 takes every pass";
+  EXPECT_FALSE(grouped_decode_attention(0, true, 8, 16)) << "SY_GROUPED_ATTENTION=0 takes none";
+  EXPECT_FALSE(grouped_decode_attention(-1, true, 1, 8, 4)) << "a lower limit (SY_GROUPED_ATTENTION_MAX_KEYS)";
+  EXPECT_TRUE(grouped_decode_attention(-1, true, 1, 4, 4));
 }
 
 // The decode graphs' inputs and expert counts through pinned memory (SY_PINNED_IO, on by default) against the

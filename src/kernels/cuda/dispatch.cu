@@ -458,10 +458,15 @@ void launch_unpermute(const T* expert_out, const DeviceDispatchLayout& layout, c
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     if (vec && g_token_combine.load() && layout.num_tokens >= kTokenCombineMinTokens &&
         layout.top_k <= kUnpermuteSlots && layout.num_tokens * layout.top_k < INT32_MAX) {
-      // A block per token row (up to 1024 threads of 8 columns), as many blocks as are resident.
+      // A block per token row (up to 1024 threads of 8 columns), as many blocks as are resident (asked once per
+      // block size: the answer depends on the kernel's registers, not on the pass).
       const int threads = static_cast<int>(std::min<int64_t>(1024, (hidden / 8 + 31) / 32 * 32));
-      int per_sm = 0;
-      SY_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, unpermute_tokens_kernel, threads, 0));
+      static std::atomic<int> resident_by_warps[33] = {};
+      int per_sm = resident_by_warps[threads / 32].load();
+      if (per_sm == 0) {
+        SY_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, unpermute_tokens_kernel, threads, 0));
+        resident_by_warps[threads / 32].store(per_sm);
+      }
       const int64_t blocks = std::min<int64_t>(layout.num_tokens, int64_t{std::max(per_sm, 1)} * detail::multiprocessors());
       detail::launch_chained(unpermute_tokens_kernel, dim3(static_cast<unsigned>(blocks)), threads, 0, expert_out,
                              layout.assignment_row.i64(), weight.f32(), layout.top_k, hidden, layout.num_tokens,

@@ -220,9 +220,6 @@ void launch_tiled(Problem p, int64_t rows) {
   p.tiles = tiles;
   p.flags = g_skip_idle_halves.load() ? kSkipIdleHalves : 0;
   if (g_warp_specialized.load()) {
-    // Its producer keeps x's row indices in 32 bits (x has at most as many rows as the groups).
-    SY_REQUIRE(rows < INT32_MAX, InvalidArgument, "cuda grouped_gemm_sm90", rows,
-               " rows are too many for the warp-specialised schedule");
     const int resident = static_cast<int>(std::min<int64_t>(blocks, detail::multiprocessors()));
     // TMA weight loads where asked for and every table has its maps (tma above).
     ++g_ws_launches;
