@@ -26,6 +26,10 @@ Model (NVIDIA PTX ISA, "mbarrier" and "cp.async"):
   * Threads interleave arbitrarily; producer threads are modelled by PRODUCERS agents (the kernel: 128, count
     128) and consumer warps by WARPS agents (the kernel: 8; `empty` counts 8, or 4 in ping-pong, where each
     `turn` barrier counts the 4 warps of one warpgroup).
+  * Idle halves (kSkipIdleHalves, split tiles; run(rows=...), written 2026-12-06 after the form passed its GPU
+    tests): the second warpgroup of a tile of at most 64 rows waits on each stage's `full` and frees it at once,
+    reading nothing; the first warpgroup multiplies as usual. (Ping-pong's skip changes which wgmma a warpgroup
+    issues, not the protocol.)
 
 Block pairs (kPair: TMA weights, no ping-pong; run_pair), from the PTX ISA's clusters, "mapa", "mbarrier" and
 "cp.async.bulk.tensor" (.multicast::cluster):
@@ -127,9 +131,12 @@ def schedule(rng, agents, in_flight, land_one, errors, on_exit=None, alive=None)
             stuck.clear()
 
 
-def run(tiles, k_tiles, stages, seed, broken=None, tma=False, pingpong=False):
+def run(tiles, k_tiles, stages, seed, broken=None, tma=False, pingpong=False, rows=None):
     """One block: `tiles` tiles of `k_tiles` k tiles each over a ring of `stages`; tma: the weight half of each
     stage comes by TMA (producer 0 arrives with expect_tx, the box lands later and counts its bytes down).
+    rows (split tiles, kSkipIdleHalves): each tile's row count; the second warpgroup (warps WARPS / 2 on) of a
+    tile of at most 64 rows is idle: it waits on each of the tile's stages' `full` and frees the stage at once,
+    multiplying nothing (the kernel's branch outside the k loop).
     pingpong: the consumer warps form two warpgroups that take alternate tiles, each warpgroup's stages freed by
     its warps alone, the stage and parity of tile j's k step kt from ring position j * k_tiles + kt, tile j's k
     loop started after tile j - 1's has finished (the `turn` barriers, one per direction).
@@ -173,6 +180,17 @@ def run(tiles, k_tiles, stages, seed, broken=None, tma=False, pingpong=False):
         turn_phase = 0
         for t in range(tiles):
             if pingpong and t % 2 != group_of_warp:
+                continue
+            if not pingpong and rows is not None and rows[t] <= 64 * group_of_warp:  # an idle half
+                for kt in range(k_tiles):
+                    while broken != "skip_no_wait" and not full[stage].done(phase):
+                        yield "wait"
+                    if broken != "skip_silent":
+                        empty[stage].arrive(errors, f"warp {w} (idle)")
+                    stage += 1
+                    if stage == stages:
+                        stage, phase = 0, phase ^ 1
+                    yield "step"
                 continue
             if pingpong and t > 0 and broken != "pingpong_unordered":
                 if broken == "shared_turn":
@@ -238,7 +256,12 @@ def run(tiles, k_tiles, stages, seed, broken=None, tma=False, pingpong=False):
     schedule(rng, agents, in_flight_copies, land_one, errors)
     if errors:
         return errors
-    expected = (WARPS // 2) * tiles * k_tiles if pingpong else WARPS * tiles * k_tiles
+    if pingpong:
+        expected = (WARPS // 2) * tiles * k_tiles
+    elif rows is not None:
+        expected = sum(WARPS if r > 64 else WARPS // 2 for r in rows[:tiles]) * k_tiles
+    else:
+        expected = WARPS * tiles * k_tiles
     if reads[0] != expected:
         errors.append(f"{reads[0]} k tiles multiplied, not {expected}")
     return errors
@@ -553,6 +576,23 @@ def main():
             failures += bool(bad)
             print(f"{'TMA weights, ' if tma else ''}{'ping-pong, ' if pingpong else ''}{tiles} tiles x {k_tiles} k "
                   f"tiles, {stages} stages, 60 schedules: {status}")
+    # Split tiles with idle halves (kSkipIdleHalves): rows per tile, the short ones an expert's last tile.
+    for tiles, k_tiles, stages in shapes:
+        if tiles == 0:
+            continue
+        bad = []
+        for seed in range(60):
+            rows = [random.Random(seed * 31 + t).choice((1, 20, 64, 65, 100, 128)) for t in range(tiles)]
+            bad += [e for e in [run(tiles, k_tiles, stages, seed, tma=seed % 2 == 1, rows=rows)] if e]
+        failures += bool(bad)
+        print(f"idle halves, {tiles} tiles x {k_tiles} k tiles, {stages} stages, 60 schedules: "
+              f"{'ok' if not bad else f'FAILED: {bad[0][:2]}'}")
+    for broken in ("skip_silent", "skip_no_wait"):
+        caught = next((e for tiles, k_tiles, stages in shapes if tiles > 0 and k_tiles > 0 for seed in range(20)
+                       for e in [run(tiles, k_tiles, stages, seed, broken,
+                                     rows=[64 if (t + seed) % 2 else 128 for t in range(tiles)])] if e), None)
+        print(f"broken idle-half variant {broken}: {'caught: ' + caught[0] if caught else 'NOT CAUGHT'}")
+        failures += not caught
     for broken in ("producer_parity", "no_phase_flip", "free_current", "free_unretired", "no_final_free",
                    "empty_count", "tma_count", "tma_no_expect", "pingpong_count", "pingpong_position",
                    "pingpong_unordered", "shared_turn"):
