@@ -397,15 +397,21 @@ void expect_same_decode(Model& first, Model& second, const std::function<void()>
   }
 }
 
-TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
-  SY_SKIP_WITHOUT_GPU();
-  auto graphed = Model::load(dir_of(GetParam()));
-  auto eager = Model::load(dir_of(GetParam()));
+// Two device copies of a fixture, one replaying decode graphs and one running eagerly, through
+// expect_same_decode.
+void expect_graphed_equals_eager(const std::string& fixture, const std::string& label) {
+  auto graphed = Model::load(dir_of(fixture));
+  auto eager = Model::load(dir_of(fixture));
   graphed->to_device(Device::kCuda);
   eager->to_device(Device::kCuda);
   graphed->set_cuda_graphs(true);
   eager->set_cuda_graphs(false);
-  expect_same_decode(*graphed, *eager, [] {}, [] {}, GetParam() + " graphed vs eager");
+  expect_same_decode(*graphed, *eager, [] {}, [] {}, fixture + label);
+}
+
+TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
+  SY_SKIP_WITHOUT_GPU();
+  expect_graphed_equals_eager(GetParam(), " graphed vs eager");
 }
 
 // The same with a lone sequence's grouped attention limited to 4 keys (SY_GROUPED_ATTENTION_MAX_KEYS=4): the
@@ -414,13 +420,7 @@ TEST_P(GpuForward, GraphDecodeEqualsEagerDecode) {
 TEST_P(GpuForward, GraphDecodeEqualsEagerDecodeWithLoneLongSequences) {
   SY_SKIP_WITHOUT_GPU();
   ScopedEnv env("SY_GROUPED_ATTENTION_MAX_KEYS", "4");
-  auto graphed = Model::load(dir_of(GetParam()));
-  auto eager = Model::load(dir_of(GetParam()));
-  graphed->to_device(Device::kCuda);
-  eager->to_device(Device::kCuda);
-  graphed->set_cuda_graphs(true);
-  eager->set_cuda_graphs(false);
-  expect_same_decode(*graphed, *eager, [] {}, [] {}, GetParam() + " graphed vs eager, lone sequences per head");
+  expect_graphed_equals_eager(GetParam(), " graphed vs eager, lone sequences per head");
 }
 
 // Which passes take the grouped decode attention (model_detail::grouped_decode_attention): forced on or off by
