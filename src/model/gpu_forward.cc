@@ -192,18 +192,19 @@ struct GpuSwitches {
 // reconfigure returns the unset ones to what they were before upload applied the environment.
 struct KernelSwitches {
   bool programmatic_launch = false, warp_routing = true, cluster_routing = true;
-  bool sm90_warp_specialized = true, sm90_tma = true, sm90_pingpong = true;
+  bool sm90_warp_specialized = true, sm90_tma = true, sm90_pingpong = false;
   int dense_gemv_max_rows = 2, sm90_tile_n = 0;
   bool chunked_layout = true, sm90_cluster = false;
   int dense_gemv_preload = 1;
   bool combine_bulk = false;
+  bool sm90_skip_idle_halves = true;
 
   static KernelSwitches current() {
     return {cuda::programmatic_launch_enabled(), cuda::warp_routing(), cuda::cluster_routing(),
             cuda::grouped_gemm_sm90_warp_specialized(), cuda::grouped_gemm_sm90_tma(),
             cuda::grouped_gemm_sm90_pingpong(), cuda::dense_gemv_max_rows(), cuda::grouped_gemm_sm90_tile_n(),
             cuda::chunked_dispatch_layout(), cuda::grouped_gemm_sm90_cluster(), cuda::dense_gemv_preload(),
-            cuda::grouped_linear_combine_bulk()};
+            cuda::grouped_linear_combine_bulk(), cuda::grouped_gemm_sm90_skip_idle_halves()};
   }
   void restore() const {
     cuda::set_programmatic_launch(programmatic_launch);
@@ -218,6 +219,7 @@ struct KernelSwitches {
     cuda::set_grouped_gemm_sm90_cluster(sm90_cluster);
     cuda::set_dense_gemv_preload(dense_gemv_preload);
     cuda::set_grouped_linear_combine_bulk(combine_bulk);
+    cuda::set_grouped_gemm_sm90_skip_idle_halves(sm90_skip_idle_halves);
   }
 };
 
@@ -617,10 +619,10 @@ void apply_switches(GpuState& s, bool reapply) {
   }
   // The sm90 grouped GEMM's warp-specialised persistent schedule (on by default; SY_SM90_WS=0: one tile per
   // block), its weight tiles by TMA (on; SY_SM90_TMA=0: cp.async) and its ping-pong form of 128-column tiles
-  // (on; SY_SM90_PINGPONG=0).
+  // (off: split tiles measured faster, batch-64 decode 0.974x; SY_SM90_PINGPONG=1).
   if (env_set("SY_SM90_WS")) cuda::set_grouped_gemm_sm90_warp_specialized(env_flag("SY_SM90_WS", true));
   if (env_set("SY_SM90_TMA")) cuda::set_grouped_gemm_sm90_tma(env_flag("SY_SM90_TMA", true));
-  if (env_set("SY_SM90_PINGPONG")) cuda::set_grouped_gemm_sm90_pingpong(env_flag("SY_SM90_PINGPONG", true));
+  if (env_set("SY_SM90_PINGPONG")) cuda::set_grouped_gemm_sm90_pingpong(env_flag("SY_SM90_PINGPONG", false));
   // Block pairs sharing weight tiles by TMA multicast, for the split-tile TMA form (off: slower on an H100,
   // 2026-12-06, a 16K-token layer 3.56 against 3.21 ms; SY_SM90_CLUSTER=1).
   if (env_set("SY_SM90_CLUSTER")) cuda::set_grouped_gemm_sm90_cluster(env_flag("SY_SM90_CLUSTER", false));

@@ -306,13 +306,29 @@ void check_sm90_forward(const std::string& fixture,
 }
 
 // By default every sm90 GEMM of these prefill passes (all under kGroupedSm90WideRows rows) runs the
-// warp-specialised ping-pong kernel with TMA weight loads.
+// warp-specialised kernel with TMA weight loads, each tile split between the consumer warpgroups.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90GroupedExperts) {
   SY_SKIP_WITHOUT_GPU();
   if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
   check_sm90_forward(GetParam(), [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
-    EXPECT_EQ(ran.pingpong, calls) << "an sm90 GEMM ran on another kernel";
+    EXPECT_EQ(ran.warp_specialized, calls) << "an sm90 GEMM ran on another kernel";
     EXPECT_EQ(ran.tma, calls) << "an sm90 GEMM loaded its weights without TMA";
+    EXPECT_EQ(ran.pingpong, 0) << "an sm90 GEMM ran ping-pong tiles";
+    EXPECT_EQ(ran.pairs, 0) << "an sm90 GEMM ran in block pairs";
+  });
+}
+
+// And through ping-pong tiles (SY_SM90_PINGPONG=1): every sm90 GEMM of the prefill passes ran on them.
+TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90PingPongTiles) {
+  SY_SKIP_WITHOUT_GPU();
+  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
+  struct Restore {  // upload sets the process-wide switch; the tests after this one expect the default
+    bool was = cuda::grouped_gemm_sm90_pingpong();
+    ~Restore() { cuda::set_grouped_gemm_sm90_pingpong(was); }
+  } restore;
+  ScopedEnv pingpong("SY_SM90_PINGPONG", "1");
+  check_sm90_forward(GetParam(), [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
+    EXPECT_EQ(ran.pingpong, calls) << "an sm90 GEMM ran on another kernel";
   });
 }
 
@@ -331,8 +347,8 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughOneTileSm90Experts) {
   });
 }
 
-// And through block pairs sharing weight tiles (SY_SM90_CLUSTER=1, with SY_SM90_PINGPONG=0 so that the
-// prefill passes' 128-column tiles take the split form pairs apply to): every sm90 GEMM ran in pairs.
+// And through block pairs sharing weight tiles (SY_SM90_CLUSTER=1; SY_SM90_PINGPONG=0, the default, spelled out:
+// pairs apply to the split form of the prefill passes' 128-column tiles): every sm90 GEMM ran in pairs.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90ExpertPairs) {
   SY_SKIP_WITHOUT_GPU();
   if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";

@@ -387,9 +387,9 @@ bool grouped_gemm_sm90_warp_specialized();
 void set_grouped_gemm_sm90_tma(bool on);
 bool grouped_gemm_sm90_tma();
 // With the warp-specialised schedule and 128-column tiles (set_grouped_gemm_sm90_tile_n, or calls of fewer than
-// kGroupedSm90WideRows rows by default): true (the default) gives each consumer warpgroup whole 128 x 128 tiles,
-// alternately (ping-pong: one's epilogue overlaps the other's products), false splits each tile between them.
-// 256-column tiles are always split.
+// kGroupedSm90WideRows rows by default): true gives each consumer warpgroup whole 128 x 128 tiles, alternately
+// (ping-pong: one's epilogue overlaps the other's products), false (the default: faster since idle halves are
+// skipped) splits each tile between them. 256-column tiles are always split.
 void set_grouped_gemm_sm90_pingpong(bool on);
 bool grouped_gemm_sm90_pingpong();
 // With TMA weight loads and split tiles (not ping-pong), process-wide: true runs the blocks in clusters of two

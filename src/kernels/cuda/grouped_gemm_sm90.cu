@@ -185,13 +185,14 @@ void check_table(const char* op, const char* name, const ExpertWeightTable& w) {
 }
 
 std::atomic<int> g_tile_n{0};  // 0: by row count
-// The schedule: warp-specialised with TMA weight loads, ping-pong where the tiles are 128 columns wide. The
-// fastest of the six at every measured size of a Qwen3-30B-A3B layer (H100, 2026-12-06, docs/benchmarks.md;
-// with the 16-byte epilogue): 64 tokens 0.465 ms against 0.532 one tile per block, 16384 tokens 3.02 against
-// 3.30 ms (256-column tiles).
+// The schedule: warp-specialised with TMA weight loads, tiles split between the consumer warpgroups (H100,
+// 2026-12-06, docs/benchmarks.md: 64 tokens 0.465 ms against 0.532 one tile per block, 16384 tokens 3.02
+// against 3.30 ms). Ping-pong 128 x 128 tiles were the default below kGroupedSm90WideRows until idle halves
+// were skipped; since then split tiles are faster there (H100, 2026-12-06: a layer at 32-256 tokens 0.400-0.465
+// against 0.409-0.474 ms, batch-32 and batch-64 decode steps 0.974x).
 std::atomic<bool> g_warp_specialized{true};
 std::atomic<bool> g_tma{true};
-std::atomic<bool> g_pingpong{true};
+std::atomic<bool> g_pingpong{false};
 std::atomic<bool> g_cluster{false};  // block pairs sharing weight tiles (off: measured slower)
 std::atomic<bool> g_skip_idle_halves{true};
 std::atomic<int64_t> g_calls{0};  // launches so far (tests check that a forward pass took this path)

@@ -246,6 +246,9 @@ __global__ void __launch_bounds__(kWsThreads, 1) grouped_gemm_sm90_ws_kernel(con
         sm90::fence_accumulators(acc0);
         sm90::fence_accumulators(acc1);
         sm90::wgmma_fence();
+        // (This choice inside the k loop makes ptxas serialise the ping-pong wgmma, C7520, since the idle halves
+        // came in; ping-pong is off by default. The fix, the choice outside the loop with acc1 touched only in
+        // the two-half form, compiles clean but has not run on a GPU yet: fifteenth session's closing note.)
         if (both_halves) {
 #pragma unroll
           for (int kk = 0; kk < kTileK / 16; ++kk) {
