@@ -289,6 +289,18 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughCublasGroupedExperts) {
   check_batched_logits(GetParam(), Experts::kCublas);
 }
 
+// Puts the sm90 GEMM's process-wide schedule switches back as they were on the way out of a test (upload sets them
+// from the environment; the tests after a test that sets one expect the defaults).
+struct Sm90SwitchesRestored {
+  bool ws = cuda::grouped_gemm_sm90_warp_specialized(), pingpong = cuda::grouped_gemm_sm90_pingpong(),
+       cluster = cuda::grouped_gemm_sm90_cluster();
+  ~Sm90SwitchesRestored() {
+    cuda::set_grouped_gemm_sm90_warp_specialized(ws);
+    cuda::set_grouped_gemm_sm90_pingpong(pingpong);
+    cuda::set_grouped_gemm_sm90_cluster(cluster);
+  }
+};
+
 // check_batched_logits through the sm90 path; where the fixture has experts the kernel takes, at least one sm90
 // GEMM must have run, and `expect` gets their count and how much each launch counter grew meanwhile.
 void check_sm90_forward(const std::string& fixture,
@@ -322,10 +334,7 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90GroupedExperts) {
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90PingPongTiles) {
   SY_SKIP_WITHOUT_GPU();
   if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
-  struct Restore {  // upload sets the process-wide switch; the tests after this one expect the default
-    bool was = cuda::grouped_gemm_sm90_pingpong();
-    ~Restore() { cuda::set_grouped_gemm_sm90_pingpong(was); }
-  } restore;
+  Sm90SwitchesRestored restore;
   ScopedEnv pingpong("SY_SM90_PINGPONG", "1");
   check_sm90_forward(GetParam(), [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
     EXPECT_EQ(ran.pingpong, calls) << "an sm90 GEMM ran on another kernel";
@@ -337,10 +346,7 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90PingPongTiles) {
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughOneTileSm90Experts) {
   SY_SKIP_WITHOUT_GPU();
   if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
-  struct Restore {  // upload sets the process-wide switch; the tests after this one expect the default
-    bool was = cuda::grouped_gemm_sm90_warp_specialized();
-    ~Restore() { cuda::set_grouped_gemm_sm90_warp_specialized(was); }
-  } restore;
+  Sm90SwitchesRestored restore;
   ScopedEnv ws("SY_SM90_WS", "0");
   check_sm90_forward(GetParam(), [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
     EXPECT_EQ(ran.one_tile, calls) << "an sm90 GEMM ran on another kernel";
@@ -352,13 +358,7 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughOneTileSm90Experts) {
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90ExpertPairs) {
   SY_SKIP_WITHOUT_GPU();
   if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
-  struct Restore {  // upload sets the process-wide switches; the tests after this one expect the defaults
-    bool cluster = cuda::grouped_gemm_sm90_cluster(), pingpong = cuda::grouped_gemm_sm90_pingpong();
-    ~Restore() {
-      cuda::set_grouped_gemm_sm90_cluster(cluster);
-      cuda::set_grouped_gemm_sm90_pingpong(pingpong);
-    }
-  } restore;
+  Sm90SwitchesRestored restore;
   ScopedEnv pairs("SY_SM90_CLUSTER", "1"), pingpong("SY_SM90_PINGPONG", "0");
   check_sm90_forward(GetParam(), [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
     EXPECT_EQ(ran.pairs, calls) << "an sm90 GEMM ran without block pairs";
