@@ -26,9 +26,10 @@
 //   what held the GEMMs), so off by default.
 // kSkipIdleHalves (Problem::flags, on by default): a consumer warpgroup whose 64 rows of a tile lie past the
 // tile's rows (an expert's last tile of at most 64 rows) waits on and frees the tile's stages without
-// multiplying; a ping-pong warpgroup multiplies only the first 64 rows of such a tile. The branch stands
-// outside the k loop: around the products inside it, ptxas serialises the wgmma (C7518; the pair forms were
-// serialised so until 2026-12-06) and a 16K-token layer took 3.23 against 2.93 ms (H100).
+// multiplying; a ping-pong warpgroup multiplies only the first 64 rows of such a tile. The split forms' branch
+// stands outside the k loop: around the products inside it, ptxas serialises the wgmma (C7518; the pair forms
+// were serialised so until 2026-12-06) and a 16K-token layer took 3.23 against 2.93 ms (H100). Ping-pong's
+// choice still stands inside its k loop, serialised (C7520; see there).
 // No block-wide barrier inside the main loop: the loads of one stage overlap the products of the others, and
 // a tile's epilogue overlaps the loads of the next. CPU reference: ops::linear per expert, through the tests of
 // tests/gpu/gpu_grouped_test.cc, which run every schedule; tools/ws_pipeline_emulation.py checks the barrier
