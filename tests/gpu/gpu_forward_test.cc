@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <list>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
@@ -301,10 +302,16 @@ struct Sm90SwitchesRestored {
   }
 };
 
-// check_batched_logits through the sm90 path; where the fixture has experts the kernel takes, at least one sm90
-// GEMM must have run, and `expect` gets their count and how much each launch counter grew meanwhile.
-void check_sm90_forward(const std::string& fixture,
-                        const std::function<void(int64_t, const cuda::GroupedGemmSm90Launches&)>& expect) {
+// check_batched_logits through the sm90 path with the switches in `env` set (and the process-wide ones put back
+// afterwards); skips without a GPU that runs the sm90 kernels. Where the fixture has experts the kernel takes, at
+// least one sm90 GEMM must have run, and `expect` gets their count and how much each launch counter grew meanwhile.
+using Sm90Expectation = std::function<void(int64_t, const cuda::GroupedGemmSm90Launches&)>;
+void check_sm90_forward(const std::string& fixture, const std::vector<std::pair<const char*, const char*>>& env,
+                        const Sm90Expectation& expect) {
+  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
+  Sm90SwitchesRestored restore;
+  std::list<ScopedEnv> set;
+  for (const auto& [name, value] : env) set.emplace_back(name, value);
   const int64_t calls_before = cuda::grouped_gemm_sm90_calls();
   const cuda::GroupedGemmSm90Launches before = cuda::grouped_gemm_sm90_launches();
   bool applies = false;
@@ -321,8 +328,7 @@ void check_sm90_forward(const std::string& fixture,
 // warp-specialised kernel with TMA weight loads, each tile split between the consumer warpgroups.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90GroupedExperts) {
   SY_SKIP_WITHOUT_GPU();
-  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
-  check_sm90_forward(GetParam(), [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
+  check_sm90_forward(GetParam(), {}, [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
     EXPECT_EQ(ran.warp_specialized, calls) << "an sm90 GEMM ran on another kernel";
     EXPECT_EQ(ran.tma, calls) << "an sm90 GEMM loaded its weights without TMA";
     EXPECT_EQ(ran.pingpong, 0) << "an sm90 GEMM ran ping-pong tiles";
@@ -333,36 +339,30 @@ TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90GroupedExperts) {
 // And through ping-pong tiles (SY_SM90_PINGPONG=1): every sm90 GEMM of the prefill passes ran on them.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90PingPongTiles) {
   SY_SKIP_WITHOUT_GPU();
-  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
-  Sm90SwitchesRestored restore;
-  ScopedEnv pingpong("SY_SM90_PINGPONG", "1");
-  check_sm90_forward(GetParam(), [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
+  const Sm90Expectation expect = [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
     EXPECT_EQ(ran.pingpong, calls) << "an sm90 GEMM ran on another kernel";
-  });
+  };
+  check_sm90_forward(GetParam(), {{"SY_SM90_PINGPONG", "1"}}, expect);
 }
 
 // And through the one-tile-per-block kernel (SY_SM90_WS=0): every sm90 GEMM of the prefill passes must have run
 // on it.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughOneTileSm90Experts) {
   SY_SKIP_WITHOUT_GPU();
-  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
-  Sm90SwitchesRestored restore;
-  ScopedEnv ws("SY_SM90_WS", "0");
-  check_sm90_forward(GetParam(), [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
+  const Sm90Expectation expect = [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
     EXPECT_EQ(ran.one_tile, calls) << "an sm90 GEMM ran on another kernel";
-  });
+  };
+  check_sm90_forward(GetParam(), {{"SY_SM90_WS", "0"}}, expect);
 }
 
 // And through block pairs sharing weight tiles (SY_SM90_CLUSTER=1; SY_SM90_PINGPONG=0, the default, spelled out:
 // pairs apply to the split form of the prefill passes' 128-column tiles): every sm90 GEMM ran in pairs.
 TEST_P(GpuForward, BatchedPagedLogitsMatchCpuThroughSm90ExpertPairs) {
   SY_SKIP_WITHOUT_GPU();
-  if (!cuda::grouped_gemm_sm90_supported()) GTEST_SKIP() << "not a compute capability 9.0 GPU with sm_90a code";
-  Sm90SwitchesRestored restore;
-  ScopedEnv pairs("SY_SM90_CLUSTER", "1"), pingpong("SY_SM90_PINGPONG", "0");
-  check_sm90_forward(GetParam(), [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
+  const Sm90Expectation expect = [](int64_t calls, const cuda::GroupedGemmSm90Launches& ran) {
     EXPECT_EQ(ran.pairs, calls) << "an sm90 GEMM ran without block pairs";
-  });
+  };
+  check_sm90_forward(GetParam(), {{"SY_SM90_CLUSTER", "1"}, {"SY_SM90_PINGPONG", "0"}}, expect);
 }
 
 // Runs the same prefills and decode steps (batch sizes 3, 2, 1, 3, ...; a second round on fresh pools, whose
